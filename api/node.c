@@ -611,7 +611,7 @@ static void maybe_snapshot(struct kvd_node *n)
 static int make_dir(const char *path, char *errmsg)
 {
 	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot create %s: %s", path, strerror(errno));
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot create %.400s: %s", path, strerror(errno));
 		return KVD_EIO;
 	}
 	return 0;
