@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "api/log.h"
+#include "api/snapshots.h"
 #include "raft/meta.h"
 #include "kvd/errors.h"
 
@@ -37,6 +38,7 @@ enum writer_job_type {
 	WRITER_META = 1,
 	WRITER_APPEND, /* optional truncation, then entries */
 	WRITER_REMOVE_HEAD,
+	WRITER_READ_LOG, /* GET /log: read a range of persisted entries */
 };
 
 struct writer_job {
@@ -50,6 +52,12 @@ struct writer_job {
 	unsigned n_entries;
 	char *data; /* one block holding every entry's bytes */
 	char errmsg[KVD_ERRMSG_SIZE];
+	/* WRITER_READ_LOG */
+	struct http_request *req;
+	raft_index read_from, read_limit;
+	struct raft_entry *read; /* one malloc'ed block from the store */
+	size_t n_read;
+	raft_index store_last;
 };
 
 struct apply_job {
@@ -98,6 +106,23 @@ static void writer_job_free(struct writer_job *j)
 	free(j);
 }
 
+/* Worker thread: reads [from, from + limit) clipped to what the store holds. */
+static void read_log(struct kvd_node *n, struct writer_job *j)
+{
+	raft_index first = raft_log_store_first_index(n->store);
+	raft_index last = raft_log_store_last_index(n->store);
+	raft_index from = j->read_from > first ? j->read_from : first;
+	raft_index to = j->read_limit > 0 ? from + j->read_limit - 1 : from;
+
+	j->store_last = last;
+	if (to > last)
+		to = last;
+	if (j->read_limit == 0 || from > to)
+		return;
+	j->base.status = raft_log_store_read(n->store, from, to, 64u << 20, &j->read, &j->n_read,
+					     j->errmsg);
+}
+
 /* Worker thread: carries out a batch in order, one fdatasync at the end. */
 static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 {
@@ -136,6 +161,9 @@ static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 		case WRITER_REMOVE_HEAD:
 			rv = raft_log_store_remove_head(n->store, j->remove_up_to, j->errmsg);
 			break;
+		case WRITER_READ_LOG:
+			read_log(n, j);
+			continue; /* a read failure is the reader's, not the log's */
 		}
 		j->base.status = rv;
 		if (rv != 0)
@@ -172,7 +200,11 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	struct kvd_node *n = q->data;
 	struct writer_job *j = (struct writer_job *)job;
 
-	if (j->base.status != 0) {
+	if (j->type == WRITER_READ_LOG) {
+		kvd_routes_log_reply(n, j->req, j->base.status, j->errmsg, j->read, j->n_read,
+				     j->store_last);
+		free(j->read);
+	} else if (j->base.status != 0) {
 		node_io_failed(n, j->base.status, j->type == WRITER_META ? "meta" : "log",
 			       j->errmsg);
 	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && !n->io_failed) {
@@ -248,6 +280,8 @@ static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
 }
 
 /* ---- carrying out an update -------------------------------------------- */
+
+static void tick_cb(uv_timer_t *t);
 
 static void submit_meta(struct kvd_node *n, const struct raft_update *u)
 {
@@ -407,7 +441,7 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 	if (u->deadline != 0) {
 		uint64_t now = kvd_node_now(n);
 		uint64_t delay = u->deadline > now ? u->deadline - now : 0;
-		uv_timer_start(&n->tick_timer, NULL, delay, 0);
+		uv_timer_start(&n->tick_timer, tick_cb, delay, 0);
 	}
 }
 
@@ -599,11 +633,36 @@ static void sweep_cb(uv_timer_t *t)
 	}
 }
 
-/* ---- snapshots ----------------------------------------------------------- */
+/* ---- log reads and compaction -------------------------------------------- */
 
 static void maybe_snapshot(struct kvd_node *n)
 {
-	(void)n; /* log compaction arrives with the snapshot issue */
+	kvd_snapshot_maybe_take(n);
+}
+
+void kvd_node_remove_log_head(struct kvd_node *n, raft_index up_to)
+{
+	struct writer_job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return; /* compaction is retried with the next snapshot */
+	j->type = WRITER_REMOVE_HEAD;
+	j->remove_up_to = up_to;
+	kvd_workq_submit(&n->writer, &j->base);
+}
+
+void kvd_node_read_log(struct kvd_node *n, struct http_request *req, raft_index from,
+		       raft_index limit)
+{
+	struct writer_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		kvd_reply_text(req, 503, "out of memory\n");
+		return;
+	}
+	j->type = WRITER_READ_LOG;
+	j->req = req;
+	j->read_from = from;
+	j->read_limit = limit;
+	kvd_workq_submit(&n->writer, &j->base);
 }
 
 /* ---- start and stop -------------------------------------------------------- */
@@ -661,9 +720,12 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	rv = raft_meta_load(n->raft_dir, &meta, errmsg);
 	if (rv != 0)
 		return rv;
+	rv = kvd_snapshot_recover(n, &e.u.start.snapshot, errmsg);
+	if (rv != 0)
+		return rv;
 	first = raft_log_store_first_index(n->store);
 	last = raft_log_store_last_index(n->store);
-	if (last == 0 && n->cfg.join[0] == '\0') {
+	if (last == 0 && n->snapshot_index == 0 && n->cfg.join[0] == '\0') {
 		rv = bootstrap(n, errmsg);
 		if (rv != 0)
 			return rv;
@@ -671,7 +733,14 @@ static int start_core(struct kvd_node *n, char *errmsg)
 		last = raft_log_store_last_index(n->store);
 	}
 	engine_applied(n->engine, &applied, &applied_term);
-	if (applied > last) {
+	if (first > applied + 1) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE,
+			 "the log in %.2000s starts at %" PRIu64 " but the state machine has applied only %" PRIu64
+			 " and no snapshot covers the gap",
+			 n->raft_dir, first, applied);
+		return KVD_ECORRUPT;
+	}
+	if (applied > last && applied > n->snapshot_index) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE,
 			 "state machine applied index %" PRIu64 " is past the log's last index %" PRIu64
 			 " in %s",
@@ -689,6 +758,7 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	opts.election_timeout_min = n->cfg.election_timeout_min;
 	opts.election_timeout_max = n->cfg.election_timeout_max;
 	opts.heartbeat_interval = n->cfg.heartbeat_ms;
+	opts.snapshot_trailing = n->snapshot_trailing;
 	n->raft = raft_create(n->cfg.id, &opts, (uint64_t)uv_hrtime() ^ (uint64_t)getpid());
 	if (n->raft == NULL) {
 		free(entries);
@@ -700,6 +770,10 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	e.u.start.applied_index = applied;
 	e.u.start.prev_index = first > 0 ? first - 1 : 0;
 	e.u.start.prev_term = prev_term;
+	if (n_entries == 0 && n->snapshot_index > e.u.start.prev_index) {
+		e.u.start.prev_index = n->snapshot_index;
+		e.u.start.prev_term = n->snapshot_term;
+	}
 	e.u.start.entries = entries;
 	e.u.start.n_entries = (unsigned)n_entries;
 	n->applied_index = applied;
@@ -736,9 +810,10 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	}
 	n->loop = loop;
 	n->cfg = *cfg;
-	snprintf(n->raft_dir, sizeof(n->raft_dir), "%s/raft", cfg->data_dir);
-	snprintf(n->kv_dir, sizeof(n->kv_dir), "%s/kv", cfg->data_dir);
-	snprintf(n->snap_dir, sizeof(n->snap_dir), "%s/snapshots", cfg->data_dir);
+	n->snapshot_trailing = KVD_SNAPSHOT_TRAILING;
+	snprintf(n->raft_dir, sizeof(n->raft_dir), "%.4000s/raft", cfg->data_dir);
+	snprintf(n->kv_dir, sizeof(n->kv_dir), "%.4000s/kv", cfg->data_dir);
+	snprintf(n->snap_dir, sizeof(n->snap_dir), "%.4000s/snapshots", cfg->data_dir);
 	if ((rv = make_dir(cfg->data_dir, errmsg)) != 0 || (rv = make_dir(n->raft_dir, errmsg)) != 0 ||
 	    (rv = make_dir(n->snap_dir, errmsg)) != 0)
 		goto err;

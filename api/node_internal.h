@@ -24,6 +24,7 @@
 
 #define KVD_WRITE_TIMEOUT_MS 5000  /* a write not applied by then gets 503 */
 #define KVD_SHUTDOWN_GRACE_MS 5000 /* in-flight requests finish within this */
+#define KVD_SNAPSHOT_TRAILING 1024 /* log entries kept behind a snapshot */
 
 /* A client write waiting for its entry to be applied. */
 struct kvd_pending_write {
@@ -90,9 +91,25 @@ struct kvd_node {
 	/* Snapshot state. */
 	raft_index snapshot_index;
 	raft_term snapshot_term;
+	uint64_t snapshot_size;       /* bytes */
+	raft_index snapshot_trailing; /* log entries kept behind a snapshot */
 	bool snapshot_running;
 	uv_work_t snapshot_work;
+	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
 };
+
+/* An HTTP request parked until something completes. */
+struct kvd_waiter {
+	struct kvd_waiter *next;
+	struct http_request *req;
+};
+
+/* Queues removal of whole log segments up to index (after a snapshot). */
+void kvd_node_remove_log_head(struct kvd_node *n, raft_index up_to);
+
+/* Answers GET /log from the writer thread's view of the log. */
+void kvd_node_read_log(struct kvd_node *n, struct http_request *req, raft_index from,
+		       raft_index limit);
 
 /* Loop time in ms. */
 uint64_t kvd_node_now(struct kvd_node *n);
@@ -104,6 +121,11 @@ int kvd_node_step(struct kvd_node *n, struct raft_event *e);
 /* HTTP entry point (routes.c). */
 void kvd_routes_handle(struct http_request *req, void *user);
 size_t kvd_routes_body_limit(const struct http_request *req, void *user);
+
+/* Answers GET /log with entries read by the writer (routes.c). */
+void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int status,
+			  const char *errmsg, const struct raft_entry *entries, size_t n_entries,
+			  raft_index store_last);
 
 /* Sends a text/plain response. */
 void kvd_reply_text(struct http_request *req, int status, const char *body);

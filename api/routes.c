@@ -254,6 +254,142 @@ static void route_cluster_info(struct kvd_node *n, struct http_request *req)
 	reply_json(req, 200, o);
 }
 
+/* Parses a non-negative decimal query parameter; *out keeps its value when
+ * the parameter is absent. Returns false for a malformed value. */
+static bool query_u64(struct http_request *req, const char *name, uint64_t *out)
+{
+	size_t qlen, vlen;
+	const char *q = http_request_query(req, &qlen);
+	const char *v;
+	uint64_t x = 0;
+
+	if (!kvd_query_get(q, qlen, name, &v, &vlen))
+		return true;
+	if (vlen == 0 || vlen > 19)
+		return false;
+	for (size_t i = 0; i < vlen; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return false;
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	*out = x;
+	return true;
+}
+
+void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int status,
+			  const char *errmsg, const struct raft_entry *entries, size_t n_entries,
+			  raft_index store_last)
+{
+	json_t *o, *a;
+
+	if (status != 0) {
+		char body[KVD_ERRMSG_SIZE + 64];
+		snprintf(body, sizeof(body), "log read failed: %s\n", errmsg);
+		kvd_reply_text(req, 500, body);
+		return;
+	}
+	o = json_object();
+	a = json_array();
+	for (size_t i = 0; i < n_entries; i++) {
+		char *text;
+		size_t len;
+		json_t *e;
+		if (entries[i].index <= n->snapshot_index)
+			continue;
+		if (kvd_rpc_entry_text(&entries[i], &text, &len) != 0)
+			continue;
+		e = json_object();
+		json_object_set_new(e, "index", json_integer((json_int_t)entries[i].index));
+		json_object_set_new(e, "term", json_integer((json_int_t)entries[i].term));
+		json_object_set_new(e, "command", json_stringn(text, len));
+		free(text);
+		json_array_append_new(a, e);
+	}
+	json_object_set_new(o, "first-index", json_integer((json_int_t)(n->snapshot_index + 1)));
+	json_object_set_new(o, "last-index", json_integer((json_int_t)store_last));
+	json_object_set_new(o, "commit-index", json_integer((json_int_t)raft_commit_index(n->raft)));
+	json_object_set_new(o, "last-applied", json_integer((json_int_t)n->applied_index));
+	json_object_set_new(o, "entries", a);
+	reply_json(req, 200, o);
+}
+
+static void route_log(struct kvd_node *n, struct http_request *req, int method)
+{
+	uint64_t from = 0, limit = 1000;
+
+	if (method != HTTP_GET) {
+		method_not_allowed(req, "GET");
+		return;
+	}
+	if (!query_u64(req, "from", &from) || !query_u64(req, "limit", &limit)) {
+		kvd_reply_text(req, 400, "from and limit must be non-negative integers\n");
+		return;
+	}
+	if (limit > 10000)
+		limit = 10000;
+	if (from <= n->snapshot_index)
+		from = n->snapshot_index + 1;
+	kvd_node_read_log(n, req, from, limit);
+}
+
+static json_t *snapshot_json(struct kvd_node *n)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "last-included-index", json_integer((json_int_t)n->snapshot_index));
+	json_object_set_new(o, "last-included-term", json_integer((json_int_t)n->snapshot_term));
+	return o;
+}
+
+void kvd_snapshot_waiters_done(struct kvd_node *n, int status)
+{
+	struct kvd_waiter *w = n->snapshot_waiters;
+
+	n->snapshot_waiters = NULL;
+	while (w != NULL) {
+		struct kvd_waiter *next = w->next;
+		if (status == 0)
+			reply_json(w->req, 200, snapshot_json(n));
+		else if (status == KVD_ENOSPC)
+			kvd_reply_text(w->req, 507, "insufficient storage\n");
+		else
+			kvd_reply_text(w->req, 500, "snapshot failed\n");
+		free(w);
+		w = next;
+	}
+}
+
+static void route_log_snapshot(struct kvd_node *n, struct http_request *req, int method)
+{
+	struct kvd_waiter *w;
+	int rv;
+
+	if (method == HTTP_GET) {
+		reply_json(req, 200, snapshot_json(n));
+		return;
+	}
+	if (method != HTTP_POST) {
+		method_not_allowed(req, "GET, POST");
+		return;
+	}
+	rv = kvd_snapshot_take(n);
+	if (rv == KVD_EEXIST) {
+		reply_json(req, 200, snapshot_json(n));
+		return;
+	}
+	if (rv != 0 && rv != KVD_EBUSY) {
+		kvd_reply_text(req, 500, "snapshot failed\n");
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		kvd_reply_text(req, 503, "out of memory\n");
+		return;
+	}
+	w->req = req;
+	w->next = n->snapshot_waiters;
+	n->snapshot_waiters = w;
+}
+
 static bool path_is(const char *path, size_t len, const char *what)
 {
 	return strlen(what) == len && memcmp(path, what, len) == 0;
@@ -285,6 +421,10 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "GET");
 		else
 			route_cluster_info(n, req);
+	} else if (path_is(path, len, "/log")) {
+		route_log(n, req, method);
+	} else if (path_is(path, len, "/log/snapshot")) {
+		route_log_snapshot(n, req, method);
 	} else {
 		kvd_reply_text(req, 404, "not found\n");
 	}
