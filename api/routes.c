@@ -16,6 +16,7 @@
 
 #include "api/node_internal.h"
 #include "api/rpc.h"
+#include "api/snapshots.h"
 #include "api/textutil.h"
 #include "engine/command.h"
 #include "kvd/errors.h"
