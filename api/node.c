@@ -747,12 +747,17 @@ static int start_core(struct kvd_node *n, char *errmsg)
 			 applied, last, n->raft_dir);
 		return KVD_ECORRUPT;
 	}
+	/* The core holds the log after its snapshot (raft.h). */
+	if (n->snapshot_index >= first)
+		first = n->snapshot_index + 1;
 	if (last >= first && last > 0) {
 		rv = raft_log_store_read(n->store, first, last, 0, &entries, &n_entries, errmsg);
 		if (rv != 0)
 			return rv;
 	}
-	if (first > 1 && raft_log_store_term_at(n->store, first - 1, &prev_term, errmsg) != 0)
+	if (first > 1 && first - 1 == n->snapshot_index)
+		prev_term = n->snapshot_term;
+	else if (first > 1 && raft_log_store_term_at(n->store, first - 1, &prev_term, errmsg) != 0)
 		prev_term = 0;
 	raft_options_default(&opts);
 	opts.election_timeout_min = n->cfg.election_timeout_min;
