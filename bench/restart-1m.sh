@@ -25,6 +25,6 @@ start=$(date +%s.%N)
 pid=$!
 until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.01; done
 end=$(date +%s.%N)
-printf 'restart to /health 200: %.3f s\n' "$(echo "$end - $start" | bc)"
+awk -v a="$start" -v b="$end" 'BEGIN { printf "restart to /health 200: %.3f s\n", b - a }'
 echo "RSS after restart: $(grep VmRSS /proc/$pid/status)"
 echo "data dir: $(du -sh "$dir" | cut -f1)"
