@@ -251,6 +251,10 @@ static int on_start(struct raft_core *r, const struct raft_event *e)
 	r->term = e->u.start.term;
 	snprintf(r->voted_for, sizeof(r->voted_for), "%s",
 		 e->u.start.voted_for ? e->u.start.voted_for : "");
+	/* A bootstrapped log (entry 1 at term 1) with no term stored yet:
+	 * the term is at least the last entry's (§5.1). */
+	if (r->term < raft_log_last_term(&r->log))
+		raft_core_meta_set(r, raft_log_last_term(&r->log), "");
 	r->snap = *s;
 	if (s->index > 0)
 		r->snap_config = s->config;
