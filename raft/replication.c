@@ -225,8 +225,15 @@ void raft_replication_send(struct raft_core *r, struct raft_progress *p, bool he
 			raft_snapshot_send(r, p);
 			return;
 		}
-		if (heartbeat && (inflight_full(r, p) || p->next > last)) {
+		if (heartbeat && p->next == p->match + 1) {
 			send_keepalive(r, p);
+			if (p->next > last)
+				return;
+		} else if (heartbeat && (inflight_full(r, p) || p->next > last)) {
+			/* Entries are outstanding: an empty request after the
+			 * last one sent is rejected if any of them was lost,
+			 * which sends the follower back to probe. */
+			send_append(r, p, p->next - 1, false, NULL);
 			return;
 		}
 		while (!inflight_full(r, p) && p->next <= last) {
@@ -470,13 +477,6 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 			inflight_free_to(r, p, p->match);
 			if (p->next <= p->match)
 				p->next = p->match + 1;
-			/* A heartbeat answer with the window full and nothing
-			 * acknowledged: a message may be lost; open one slot. */
-			if (!progressed && inflight_full(r, p) && p->inflight_count > 0) {
-				p->inflight_bytes -= p->inflight[p->inflight_head].bytes;
-				p->inflight_head = (p->inflight_head + 1) % r->o.max_inflight_msgs;
-				p->inflight_count--;
-			}
 		} else if (p->match >= p->snap_index) {
 			raft_progress_become_probe(p);
 		}

@@ -63,7 +63,9 @@ struct fx_node {
 	uint64_t rx_len;
 	bool rx_done;
 	unsigned n_snapshot_writes;
-	struct raft_update last; /* shallow copy of the last update */
+	/* Shallow copy of the last update the test caused (not the automatic
+	 * PERSISTED/APPLIED steps); pointers valid only if none ran. */
+	struct raft_update last;
 	int last_rv;
 };
 
@@ -191,6 +193,9 @@ static inline void fx_handle(struct fx *f, unsigned i, struct raft_update *u)
 		e.u.applied.index = n->applied;
 		fx_step(f, i, &e);
 	}
+	/* The outer update's scalars stay visible to the test; its pointers
+	 * are valid only if no automatic step ran above. */
+	n->last = *u;
 }
 
 static inline int fx_step(struct fx *f, unsigned i, struct raft_event *e)
