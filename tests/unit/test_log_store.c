@@ -815,6 +815,35 @@ START_TEST(test_raft_log_store_term_at_across_segments)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_open_sealed_last_segment)
+{
+	/* Rollover right after entry 1: the last file on disk is sealed. */
+	char *dir = tu_mkdtemp();
+	uint64_t size = RAFT_SEGMENT_HEADER_SIZE + record_size(1);
+	struct raft_log_store *s = open_ok(dir, size, NULL);
+	char **names;
+	size_t n;
+	append_range(s, 1, 1, 1);
+	raft_log_store_close(s);
+	ck_assert_int_eq(tu_file_size(dir, "seg-0000000000000001"),
+			 (long long)(size + RAFT_SEGMENT_SEAL_SIZE));
+	s = open_ok(dir, size, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 1);
+	append_range(s, 2, 2, 2);
+	append_range(s, 3, 3, 2);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	ck_assert_uint_eq(n, 3); /* each entry filled a segment of its own */
+	ck_assert_str_eq(names[1], "seg-0000000000000002");
+	seg_list_free(names, n);
+	s = open_ok(dir, size, NULL);
+	check_range(s, 1, 1, 1);
+	check_range(s, 2, 3, 2);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *log_store_suite(void)
 {
 	Suite *s = suite_create("raft_log_store");
@@ -843,6 +872,7 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_open_locked);
 	tcase_add_test(tc, test_raft_log_store_append_write_failure_rolls_back);
 	tcase_add_test(tc, test_raft_log_store_term_at_across_segments);
+	tcase_add_test(tc, test_raft_log_store_open_sealed_last_segment);
 	suite_add_tcase(s, tc);
 	return s;
 }
