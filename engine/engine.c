@@ -348,13 +348,16 @@ static int options_create(struct engine *e)
 		o->cache_bytes = 32 * MIB;
 	}
 	if (o->write_buffer_bytes == 0) {
-		o->write_buffer_bytes = 16 * MIB;
+		o->write_buffer_bytes = 8 * MIB;
 	}
 	if (o->bloom_bits_per_key == 0) {
 		o->bloom_bits_per_key = 10;
 	}
 	if (o->max_open_files == 0) {
-		o->max_open_files = 500;
+		o->max_open_files = 74; /* LevelDB's minimum: 64 cached tables */
+	}
+	if (o->table_file_bytes == 0) {
+		o->table_file_bytes = 2 * MIB;
 	}
 	if (o->deleter_batch_keys == 0) {
 		o->deleter_batch_keys = 1000;
@@ -373,6 +376,7 @@ static int options_create(struct engine *e)
 	leveldb_options_set_filter_policy(e->options, e->filter);
 	leveldb_options_set_write_buffer_size(e->options, o->write_buffer_bytes);
 	leveldb_options_set_max_open_files(e->options, o->max_open_files);
+	leveldb_options_set_max_file_size(e->options, o->table_file_bytes);
 	leveldb_writeoptions_set_sync(e->wopts, 0);
 	return 0;
 }
@@ -598,7 +602,9 @@ static int batch_write(struct engine *e, leveldb_writebatch_t *batch, uint64_t g
 		rv = KVD_ENOMEM;
 		goto out_unlock;
 	}
-	memcpy(pending, e->pending, sizeof(*pending) * e->n_pending);
+	if (e->n_pending > 0) {
+		memcpy(pending, e->pending, sizeof(*pending) * e->n_pending);
+	}
 	memcpy(pending + e->n_pending, cleared, sizeof(*pending) * n_cleared);
 	for (size_t i = 0; i < n_total; i++) {
 		engine_put_u64(list + 8 * i, pending[i]);

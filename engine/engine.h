@@ -45,9 +45,10 @@ typedef void (*engine_log_cb)(void *data, const char *msg);
 /* Tuning; a zero field takes the default. Passing NULL takes all defaults. */
 struct engine_options {
 	size_t cache_bytes;	   /* LRU block cache; default 32 MiB */
-	size_t write_buffer_bytes; /* memtable size; default 16 MiB */
+	size_t write_buffer_bytes; /* memtable size; default 8 MiB */
 	int bloom_bits_per_key;	   /* bloom filter; default 10 */
-	int max_open_files;	   /* LevelDB table cache; default 500 */
+	int max_open_files;	   /* LevelDB table cache + 10; default 74 */
+	size_t table_file_bytes;   /* LevelDB max_file_size; default 2 MiB */
 	size_t deleter_batch_keys; /* deletes per background batch; default 1000 */
 	bool deleter_disabled;	   /* do not start the background deleter */
 	engine_log_cb log_cb;	   /* may be NULL */

@@ -250,7 +250,10 @@ int engine_builder_create(const char *dir, struct engine_builder **builder, char
 	}
 	leveldb_options_set_create_if_missing(b->options, 1);
 	leveldb_options_set_error_if_exists(b->options, 1);
-	leveldb_options_set_write_buffer_size(b->options, (size_t)16 << 20);
+	/* Same memory bounds as a live engine (engine.c options_create()). */
+	leveldb_options_set_write_buffer_size(b->options, (size_t)8 << 20);
+	leveldb_options_set_max_open_files(b->options, 74);
+	leveldb_options_set_max_file_size(b->options, (size_t)2 << 20);
 	b->db = leveldb_open(b->options, dir, &err);
 	if (err != NULL) {
 		b->db = NULL;
