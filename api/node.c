@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "api/log.h"
 #include "api/snapshots.h"
@@ -39,6 +41,8 @@ enum writer_job_type {
 	WRITER_APPEND, /* optional truncation, then entries */
 	WRITER_REMOVE_HEAD,
 	WRITER_READ_LOG, /* GET /log: read a range of persisted entries */
+	WRITER_SNAPSHOT_CHUNK, /* a received InstallSnapshot chunk */
+	WRITER_RESET,          /* the log restarts after an installed snapshot */
 };
 
 struct writer_job {
@@ -58,6 +62,9 @@ struct writer_job {
 	struct raft_entry *read; /* one malloc'ed block from the store */
 	size_t n_read;
 	raft_index store_last;
+	/* WRITER_SNAPSHOT_CHUNK (data/n reuse the fields above) */
+	struct raft_snapshot chunk;
+	raft_term reset_term;
 };
 
 struct apply_job {
@@ -67,7 +74,18 @@ struct apply_job {
 	char *data;
 	raft_index last_index;
 	char errmsg[KVD_ERRMSG_SIZE];
+	/* A received snapshot to swap in instead of entries. */
+	bool install;
+	raft_term install_term;
+	char install_path[PATH_MAX];
 };
+
+void kvd_node_incoming_path(const struct kvd_node *n, char *path)
+{
+	snprintf(path, PATH_MAX, "%.4000s/incoming.tmp", n->snap_dir);
+}
+
+static void start_install(struct kvd_node *n, const struct raft_snapshot *s);
 
 /* Copies entries and their bytes into one allocation pair. */
 static int copy_entries(const struct raft_entry *src, unsigned n, struct raft_entry **out,
@@ -123,6 +141,32 @@ static void read_log(struct kvd_node *n, struct writer_job *j)
 					     j->errmsg);
 }
 
+/* Worker thread: writes a received snapshot chunk into the incoming file;
+ * the last chunk is fsynced. */
+static int write_chunk(struct kvd_node *n, struct writer_job *j)
+{
+	char path[PATH_MAX];
+	int fd, rv = 0;
+	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (j->chunk.offset == 0 ? O_TRUNC : 0);
+
+	kvd_node_incoming_path(n, path);
+	fd = open(path, flags, 0644);
+	if (fd < 0) {
+		snprintf(j->errmsg, sizeof(j->errmsg), "cannot open %s: %s", path, strerror(errno));
+		return errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
+	}
+	if (j->chunk.len > 0 && pwrite(fd, j->data, j->chunk.len, (off_t)j->chunk.offset) !=
+				    (ssize_t)j->chunk.len)
+		rv = errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
+	else if (j->chunk.done && fsync(fd) != 0)
+		rv = errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
+	if (rv != 0)
+		snprintf(j->errmsg, sizeof(j->errmsg), "cannot write %s at offset %" PRIu64 ": %s",
+			 path, j->chunk.offset, strerror(errno));
+	close(fd);
+	return rv;
+}
+
 /* Worker thread: carries out a batch in order, one fdatasync at the end. */
 static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 {
@@ -164,6 +208,12 @@ static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 		case WRITER_READ_LOG:
 			read_log(n, j);
 			continue; /* a read failure is the reader's, not the log's */
+		case WRITER_SNAPSHOT_CHUNK:
+			rv = write_chunk(n, j);
+			break;
+		case WRITER_RESET:
+			rv = raft_log_store_reset(n->store, j->remove_up_to, j->reset_term, j->errmsg);
+			break;
 		}
 		j->base.status = rv;
 		if (rv != 0)
@@ -204,6 +254,10 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		kvd_routes_log_reply(n, j->req, j->base.status, j->errmsg, j->read, j->n_read,
 				     j->store_last);
 		free(j->read);
+	} else if (j->base.status != 0 && j->type == WRITER_SNAPSHOT_CHUNK) {
+		/* A chunk that could not be written is not acknowledged: its result
+		 * goes out anyway, and the leader retries from the right offset. */
+		KVD_WARN("cannot write snapshot chunk", "detail=\"%s\"", j->errmsg);
 	} else if (j->base.status != 0) {
 		node_io_failed(n, j->base.status, j->type == WRITER_META ? "meta" : "log",
 			       j->errmsg);
@@ -212,7 +266,10 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		e.u.persisted.index = j->entries[j->n_entries - 1].index;
 		e.u.persisted.term = j->entries[j->n_entries - 1].term;
 		kvd_node_step(n, &e);
+	} else if (j->type == WRITER_SNAPSHOT_CHUNK && j->chunk.done) {
+		start_install(n, &j->chunk);
 	}
+	kvd_transport_flush(n->transport, q->completed);
 	writer_job_free(j);
 }
 
@@ -223,6 +280,17 @@ static void apply_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 	for (struct kvd_workq_job *it = batch; it != NULL; it = it->next) {
 		struct apply_job *j = (struct apply_job *)it;
 		int rv;
+
+		if (j->install) {
+			char fresh[PATH_MAX];
+			snprintf(fresh, sizeof(fresh), "%.4000s.restore", n->kv_dir);
+			kvd_remove_tree(fresh);
+			rv = engine_snapshot_restore(j->install_path, fresh, NULL, j->errmsg);
+			if (rv == 0)
+				rv = engine_swap(n->engine, fresh, j->errmsg);
+			j->base.status = rv;
+			continue;
+		}
 		/* A state machine write that fails (disk full) is retried: the
 		 * entries are committed and must be applied in order. */
 		for (unsigned attempt = 0;; attempt++) {
@@ -254,11 +322,85 @@ static void answer_applied_writes(struct kvd_node *n)
 static void maybe_snapshot(struct kvd_node *n);
 static void maybe_ready(struct kvd_node *n);
 
+/* Loop thread: the last chunk is durable. Make it the newest snapshot file,
+ * restart the stored log after it, then swap LevelDB on the applier. */
+static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
+{
+	char incoming[PATH_MAX];
+	struct apply_job *a = calloc(1, sizeof(*a));
+	struct writer_job *w = calloc(1, sizeof(*w));
+
+	if (a == NULL || w == NULL) {
+		free(a);
+		free(w);
+		KVD_ERROR("out of memory installing a snapshot", NULL);
+		return;
+	}
+	kvd_node_incoming_path(n, incoming);
+	kvd_snapshot_path(n, s->last_index, s->last_term, a->install_path);
+	if (rename(incoming, a->install_path) != 0) {
+		KVD_ERROR("cannot install snapshot", "file=%s error=\"%s\"", incoming,
+			  strerror(errno));
+		free(a);
+		free(w);
+		return;
+	}
+	KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64,
+		 s->last_index, s->last_term);
+	w->type = WRITER_RESET;
+	w->remove_up_to = s->last_index;
+	w->reset_term = s->last_term;
+	kvd_workq_submit(&n->writer, &w->base);
+	a->install = true;
+	a->last_index = s->last_index;
+	a->install_term = s->last_term;
+	n->installing = true;
+	kvd_workq_submit(&n->applier, &a->base);
+}
+
+static void finish_install(struct kvd_node *n, struct apply_job *j)
+{
+	struct engine_snapshot_meta meta = {0};
+	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED};
+	int rv;
+
+	n->installing = false;
+	if (j->base.status != 0) {
+		KVD_ERROR("snapshot install failed; stopping", "error=\"%s\" detail=\"%s\"",
+			  kvd_strerror(j->base.status), j->errmsg);
+		exit(1); /* restart recovers from the snapshot file */
+	}
+	rv = engine_snapshot_read_meta(j->install_path, &meta, NULL);
+	if (rv != 0 || raft_config_decode(meta.config, meta.config_len, &e.u.snapshot.config) != 0) {
+		KVD_ERROR("installed snapshot has no configuration; stopping", "file=%s",
+			  j->install_path);
+		exit(1);
+	}
+	e.u.snapshot.index = meta.index;
+	e.u.snapshot.term = meta.term;
+	e.u.snapshot.size = meta.size;
+	engine_snapshot_meta_clear(&meta);
+	n->applied_index = j->last_index;
+	n->apply_submitted = j->last_index;
+	n->snapshot_index = e.u.snapshot.index;
+	n->snapshot_term = e.u.snapshot.term;
+	n->snapshot_size = e.u.snapshot.size;
+	kvd_snapshot_prune(n, e.u.snapshot.index);
+	KVD_INFO("snapshot installed", "index=%" PRIu64 " term=%" PRIu64, e.u.snapshot.index,
+		 e.u.snapshot.term);
+	kvd_node_step(n, &e);
+}
+
 static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
 {
 	struct kvd_node *n = q->data;
 	struct apply_job *j = (struct apply_job *)job;
 
+	if (j->install) {
+		finish_install(n, j);
+		free(j);
+		return;
+	}
 	if (j->base.status != 0) {
 		KVD_ERROR("state machine write failed; stopping", "error=\"%s\" detail=\"%s\"",
 			  kvd_strerror(j->base.status), j->errmsg);
@@ -293,6 +435,22 @@ static void submit_meta(struct kvd_node *n, const struct raft_update *u)
 	j->type = WRITER_META;
 	j->term = u->term;
 	snprintf(j->voted_for, sizeof(j->voted_for), "%s", u->voted_for);
+	kvd_workq_submit(&n->writer, &j->base);
+}
+
+static void submit_chunk(struct kvd_node *n, const struct raft_snapshot *s)
+{
+	struct writer_job *j = calloc(1, sizeof(*j));
+	if (j == NULL || (j->data = malloc(s->len ? s->len : 1)) == NULL) {
+		free(j);
+		node_io_failed(n, KVD_ENOMEM, "snapshot", "out of memory");
+		return;
+	}
+	j->type = WRITER_SNAPSHOT_CHUNK;
+	j->chunk = *s;
+	j->chunk.data = NULL;
+	if (s->len > 0)
+		memcpy(j->data, s->data, s->len);
 	kvd_workq_submit(&n->writer, &j->base);
 }
 
@@ -425,8 +583,11 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 		submit_meta(n, u);
 	if (u->truncate_from != 0 || u->n_entries > 0)
 		submit_append(n, u);
-	/* Single-node build: the transport arrives with the cluster. Messages
-	 * to other nodes are dropped here; the core retries. */
+	if (u->snapshot_write != NULL)
+		submit_chunk(n, u->snapshot_write);
+	for (unsigned i = 0; i < u->n_messages; i++)
+		kvd_transport_send(n->transport, &u->messages[i],
+				   u->messages[i].needs_sync ? n->writer.submitted : 0);
 	if (u->n_apply > 0)
 		submit_apply(n, u);
 	if (u->n_reads > 0 || u->n_reads_failed > 0)
@@ -588,8 +749,13 @@ void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char
 {
 	void *value;
 	size_t vlen;
-	int rv = engine_get(n->engine, key, len, &value, &vlen);
+	int rv;
 
+	if (n->installing) {
+		kvd_reply_text(req, 503, "installing a snapshot from the leader; retry\n");
+		return;
+	}
+	rv = engine_get(n->engine, key, len, &value, &vlen);
 	if (rv == KVD_ENOTFOUND) {
 		kvd_reply_text(req, 404, "key not found\n");
 	} else if (rv != 0) {
@@ -846,6 +1012,9 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot start worker threads");
 		goto err_engine;
 	}
+	rv = kvd_transport_create(n, &n->transport, errmsg);
+	if (rv != 0)
+		goto err_engine;
 	rv = start_core(n, errmsg);
 	if (rv != 0)
 		goto err_engine;
@@ -863,9 +1032,6 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 			rv = KVD_EIO;
 			goto err_engine;
 		}
-	} else if (n->cfg.peers_given) {
-		KVD_WARN("clustering is not built yet; serving as a single node", "members=%u",
-			 n->cfg.n_members);
 	}
 
 	hopts.body_limit_cb = kvd_routes_body_limit;
@@ -909,6 +1075,8 @@ static void http_closed(struct http_server *server, void *user)
 		uv_run(n->loop, UV_RUN_ONCE);
 	kvd_workq_stop(&n->writer);
 	kvd_workq_stop(&n->applier);
+	kvd_transport_destroy(n->transport);
+	n->transport = NULL;
 	n->closing_handles = 3;
 	uv_close((uv_handle_t *)&n->tick_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->sweep_timer, handle_closed);

@@ -17,6 +17,7 @@
 #include "api/config.h"
 #include "api/http_server.h"
 #include "api/node.h"
+#include "api/transport.h"
 #include "api/workq.h"
 #include "engine/engine.h"
 #include "raft/log_store.h"
@@ -64,6 +65,7 @@ struct kvd_node {
 	struct raft_log_store *store; /* writer thread only, once started */
 	struct engine *engine;
 	struct http_server *http;
+	struct kvd_transport *transport;
 	struct kvd_workq writer;
 	struct kvd_workq applier;
 
@@ -94,6 +96,7 @@ struct kvd_node {
 	uint64_t snapshot_size;       /* bytes */
 	raft_index snapshot_trailing; /* log entries kept behind a snapshot */
 	bool snapshot_running;
+	bool installing; /* a received snapshot is being swapped in: no engine reads */
 	uv_work_t snapshot_work;
 	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
 };
@@ -103,6 +106,9 @@ struct kvd_waiter {
 	struct kvd_waiter *next;
 	struct http_request *req;
 };
+
+/* Path of the file receiving a snapshot from the leader (PATH_MAX bytes). */
+void kvd_node_incoming_path(const struct kvd_node *n, char *path);
 
 /* Queues removal of whole log segments up to index (after a snapshot). */
 void kvd_node_remove_log_head(struct kvd_node *n, raft_index up_to);

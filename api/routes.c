@@ -277,6 +277,8 @@ static bool query_u64(struct http_request *req, const char *name, uint64_t *out)
 	return true;
 }
 
+static bool authorized(struct kvd_node *n, struct http_request *req);
+
 void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int status,
 			  const char *errmsg, const struct raft_entry *entries, size_t n_entries,
 			  raft_index store_last)
@@ -372,6 +374,8 @@ static void route_log_snapshot(struct kvd_node *n, struct http_request *req, int
 		method_not_allowed(req, "GET, POST");
 		return;
 	}
+	if (!authorized(n, req))
+		return;
 	rv = kvd_snapshot_take(n);
 	if (rv == KVD_EEXIST) {
 		reply_json(req, 200, snapshot_json(n));
@@ -394,6 +398,63 @@ static void route_log_snapshot(struct kvd_node *n, struct http_request *req, int
 static bool path_is(const char *path, size_t len, const char *what)
 {
 	return strlen(what) == len && memcmp(path, what, len) == 0;
+}
+
+/* With a cluster token, protected requests need "Authorization: Bearer T". */
+static bool authorized(struct kvd_node *n, struct http_request *req)
+{
+	size_t len, tlen = strlen(n->cfg.cluster_token);
+	const char *h;
+
+	if (tlen == 0)
+		return true;
+	h = http_request_header(req, "Authorization", &len);
+	if (h != NULL && len == 7 + tlen && strncmp(h, "Bearer ", 7) == 0 &&
+	    memcmp(h + 7, n->cfg.cluster_token, tlen) == 0)
+		return true;
+	kvd_reply_text(req, 401, "unauthorized\n");
+	return false;
+}
+
+static void route_partition(struct kvd_node *n, struct http_request *req, bool heal)
+{
+	const char *ids[RAFT_MAX_SERVERS * 2];
+	unsigned k = 0;
+	json_t *o = NULL;
+	char errmsg[KVD_ERRMSG_SIZE];
+	char body[KVD_ERRMSG_SIZE + 2];
+	int rv;
+
+	if (!heal) {
+		size_t blen, i;
+		const char *b = http_request_body(req, &blen);
+		json_t *a, *v;
+
+		o = json_loadb(b, blen, 0, NULL);
+		a = json_object_get(o, "peers");
+		if (!json_is_array(a) || json_array_size(a) > RAFT_MAX_SERVERS * 2) {
+			json_decref(o);
+			kvd_reply_text(req, 400, "body must be {\"peers\": [ids]}\n");
+			return;
+		}
+		json_array_foreach(a, i, v)
+		{
+			if (!json_is_string(v)) {
+				json_decref(o);
+				kvd_reply_text(req, 400, "peers must be strings\n");
+				return;
+			}
+			ids[k++] = json_string_value(v);
+		}
+	}
+	rv = kvd_transport_partition(n->transport, ids, k, heal, errmsg);
+	json_decref(o);
+	if (rv != 0) {
+		snprintf(body, sizeof(body), "%s\n", errmsg);
+		kvd_reply_text(req, rv == KVD_ENOSPC ? 507 : 500, body);
+		return;
+	}
+	reply_json(req, 200, json_object());
 }
 
 void kvd_routes_handle(struct http_request *req, void *user)
@@ -422,6 +483,16 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "GET");
 		else
 			route_cluster_info(n, req);
+	} else if (len > 6 && memcmp(path, "/raft/", 6) == 0 && kvd_rpc_path_valid(path, len)) {
+		if (method != HTTP_POST)
+			method_not_allowed(req, "POST");
+		else if (authorized(n, req))
+			kvd_transport_receive(n->transport, req);
+	} else if (path_is(path, len, "/cluster/partition") || path_is(path, len, "/cluster/heal")) {
+		if (method != HTTP_POST)
+			method_not_allowed(req, "POST");
+		else if (authorized(n, req))
+			route_partition(n, req, path_is(path, len, "/cluster/heal"));
 	} else if (path_is(path, len, "/log")) {
 		route_log(n, req, method);
 	} else if (path_is(path, len, "/log/snapshot")) {

@@ -45,6 +45,18 @@ const char *kvd_rpc_path(enum raft_msg_type type)
 	}
 }
 
+bool kvd_rpc_path_valid(const char *path, size_t len)
+{
+	static const enum raft_msg_type types[] = {RAFT_MSG_REQUEST_VOTE, RAFT_MSG_APPEND,
+						   RAFT_MSG_SNAPSHOT, RAFT_MSG_TIMEOUT_NOW};
+	for (unsigned i = 0; i < 4; i++) {
+		const char *p = kvd_rpc_path(types[i]);
+		if (strlen(p) == len && memcmp(p, path, len) == 0)
+			return true;
+	}
+	return false;
+}
+
 static json_t *id_array(const struct raft_server *s, unsigned n, int role)
 {
 	json_t *a = json_array();

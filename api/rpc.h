@@ -17,6 +17,7 @@
 #define KVD_API_RPC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "raft/raft.h"
@@ -35,6 +36,9 @@ void kvd_rpc_decoded_free(struct kvd_rpc_decoded *d);
 /* The HTTP path ("/raft/append-entries", ...) of a request message type, or
  * NULL for result types. */
 const char *kvd_rpc_path(enum raft_msg_type type);
+
+/* True when path[0..len) is one of the four /raft/ request paths. */
+bool kvd_rpc_path_valid(const char *path, size_t len);
 
 /*
  * Renders an entry as its text command into a malloc'ed NUL-terminated string

@@ -61,7 +61,7 @@ void kvd_snapshot_path(const struct kvd_node *n, uint64_t index, uint64_t term, 
 
 /* Removes snapshot files other than the one at keep_index, and stale
  * temporary files. */
-static void prune(struct kvd_node *n, uint64_t keep_index)
+void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 {
 	DIR *d = opendir(n->snap_dir);
 	struct dirent *de;
@@ -71,7 +71,8 @@ static void prune(struct kvd_node *n, uint64_t keep_index)
 	while ((de = readdir(d)) != NULL) {
 		uint64_t index, term;
 		char path[PATH_MAX];
-		bool tmp = strstr(de->d_name, ".tmp") != NULL;
+		bool tmp = strstr(de->d_name, ".tmp") != NULL &&
+			   strcmp(de->d_name, "incoming.tmp") != 0;
 
 		if (!tmp && (!parse_name(de->d_name, &index, &term) || index == keep_index))
 			continue;
@@ -138,7 +139,7 @@ static void take_done(uv_work_t *w, int status)
 			n->snapshot_term = t->term;
 			n->snapshot_size = t->size;
 			kvd_node_step(n, &e);
-			prune(n, t->index);
+			kvd_snapshot_prune(n, t->index);
 			if (t->index > n->snapshot_trailing)
 				kvd_node_remove_log_head(n, t->index - n->snapshot_trailing);
 			KVD_INFO("snapshot taken", "index=%" PRIu64 " term=%" PRIu64 " bytes=%" PRIu64,
@@ -157,7 +158,7 @@ int kvd_snapshot_take(struct kvd_node *n)
 	size_t config_len;
 	int rv;
 
-	if (n->snapshot_running)
+	if (n->snapshot_running || n->installing)
 		return KVD_EBUSY;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -224,7 +225,7 @@ int kvd_snapshot_recover(struct kvd_node *n, struct raft_snapshot_meta *out, cha
 	n->snapshot_index = out->index;
 	n->snapshot_term = out->term;
 	n->snapshot_size = out->size;
-	prune(n, out->index);
+	kvd_snapshot_prune(n, out->index);
 
 	engine_applied(n->engine, &applied, &applied_term);
 	if (applied < out->index) {

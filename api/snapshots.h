@@ -37,6 +37,10 @@ int kvd_snapshot_recover(struct kvd_node *n, struct raft_snapshot_meta *out, cha
  * (routes.c). status: the snapshot's result. */
 void kvd_snapshot_waiters_done(struct kvd_node *n, int status);
 
+/* Removes snapshot files other than the one at keep_index, and temporary
+ * files (including a partly received snapshot). */
+void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index);
+
 /* Removes a directory tree (best effort). */
 void kvd_remove_tree(const char *path);
 
