@@ -95,7 +95,7 @@ static int add_member(struct kvd_config *c, const char *id, char *errmsg)
 			return 0;
 	if (c->n_members >= KVD_CONFIG_MAX_PEERS)
 		return fail(errmsg, "too many members (at most %d)", KVD_CONFIG_MAX_PEERS);
-	snprintf(c->members[c->n_members++], KVD_CONFIG_ID_SIZE, "%s", id);
+	memmove(c->members[c->n_members++], id, strlen(id) + 1); /* id may be c->id */
 	return 0;
 }
 
@@ -214,7 +214,7 @@ static int find_self(struct kvd_config *c, const char *listen, char *errmsg)
 	}
 	if (found < 0)
 		return fail(errmsg, "no --peers entry has this node's port %u", (unsigned)c->port);
-	snprintf(c->id, sizeof(c->id), "%s", c->members[found]);
+	memcpy(c->id, c->members[found], sizeof(c->id));
 	return 0;
 }
 

@@ -418,7 +418,7 @@ static bool authorized(struct kvd_node *n, struct http_request *req)
 
 static void route_partition(struct kvd_node *n, struct http_request *req, bool heal)
 {
-	const char *ids[RAFT_MAX_SERVERS * 2];
+	const char *ids[RAFT_MAX_SERVERS * 2] = {0};
 	unsigned k = 0;
 	json_t *o = NULL;
 	char errmsg[KVD_ERRMSG_SIZE];
