@@ -833,11 +833,27 @@ void kvd_node_read_log(struct kvd_node *n, struct http_request *req, raft_index 
 
 /* ---- start and stop -------------------------------------------------------- */
 
+/* mkdir -p: creates path and any missing parent. */
 static int make_dir(const char *path, char *errmsg)
 {
-	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot create %.400s: %s", path, strerror(errno));
-		return KVD_EIO;
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len == 0 || len >= sizeof(buf)) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "bad data directory path '%.400s'", path);
+		return KVD_EINVAL;
+	}
+	memcpy(buf, path, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+			snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot create %.400s: %s", buf,
+				 strerror(errno));
+			return errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
+		}
+		buf[i] = path[i];
 	}
 	return 0;
 }
@@ -891,7 +907,8 @@ static int start_core(struct kvd_node *n, char *errmsg)
 		return rv;
 	first = raft_log_store_first_index(n->store);
 	last = raft_log_store_last_index(n->store);
-	if (last == 0 && n->snapshot_index == 0 && n->cfg.join[0] == '\0') {
+	engine_applied(n->engine, &applied, &applied_term);
+	if (last == 0 && n->snapshot_index == 0 && applied == 0 && n->cfg.join[0] == '\0') {
 		rv = bootstrap(n, errmsg);
 		if (rv != 0)
 			return rv;
@@ -906,12 +923,42 @@ static int start_core(struct kvd_node *n, char *errmsg)
 			 n->raft_dir, first, applied);
 		return KVD_ECORRUPT;
 	}
-	if (applied > last && applied > n->snapshot_index) {
-		snprintf(errmsg, KVD_ERRMSG_SIZE,
-			 "state machine applied index %" PRIu64 " is past the log's last index %" PRIu64
-			 " in %s",
-			 applied, last, n->raft_dir);
-		return KVD_ECORRUPT;
+	if (applied > last) {
+		/* The log lost a tail the state machine had applied (a torn
+		 * last record that had been durable, or a snapshot newer than
+		 * the log). Applied entries are committed, so the log restarts
+		 * after the applied index, as after a snapshot, and a snapshot
+		 * at that point is taken at once so peers can be caught up. */
+		KVD_WARN("log ends before the applied state; continuing after it",
+			 "last_index=%" PRIu64 " applied_index=%" PRIu64 " dir=%s", last, applied,
+			 n->raft_dir);
+		rv = raft_log_store_reset(n->store, applied, applied_term, errmsg);
+		if (rv != 0)
+			return rv;
+		first = raft_log_store_first_index(n->store);
+		last = raft_log_store_last_index(n->store);
+		if (applied > n->snapshot_index) {
+			/* Start from the state machine's point, with the
+			 * configuration it applied last; the snapshot file
+			 * for it follows right after start. */
+			void *conf = NULL;
+			size_t conf_len = 0;
+			struct raft_snapshot_meta *sm = &e.u.start.snapshot;
+			if (engine_config_get(n->engine, &conf, &conf_len) != 0 ||
+			    raft_config_decode(conf, conf_len, &sm->config) != 0) {
+				free(conf);
+				snprintf(errmsg, KVD_ERRMSG_SIZE,
+					 "the log in %.2000s ends before the applied state and "
+					 "the state machine holds no configuration",
+					 n->raft_dir);
+				return KVD_ECORRUPT;
+			}
+			free(conf);
+			sm->index = applied;
+			sm->term = applied_term;
+			sm->size = 0;
+			n->snapshot_wanted = true;
+		}
 	}
 	/* The core holds the log after its snapshot (raft.h). */
 	if (n->snapshot_index >= first)
@@ -1041,6 +1088,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	if (rv != 0)
 		goto err_engine;
 	n->ready = true;
+	if (n->snapshot_wanted)
+		kvd_snapshot_take(n);
 	KVD_INFO("ready", "id=%s listen=%s:%u data_dir=%s", cfg->id, cfg->listen_host,
 		 (unsigned)cfg->port, cfg->data_dir);
 	*out = n;

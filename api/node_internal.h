@@ -96,6 +96,7 @@ struct kvd_node {
 	uint64_t snapshot_size;       /* bytes */
 	raft_index snapshot_trailing; /* log entries kept behind a snapshot */
 	bool snapshot_running;
+	bool snapshot_wanted; /* take one right after start (log reset at recovery) */
 	bool installing; /* a received snapshot is being swapped in: no engine reads */
 	uv_work_t snapshot_work;
 	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
