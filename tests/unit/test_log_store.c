@@ -599,6 +599,27 @@ START_TEST(test_raft_log_store_open_bit_flip_last_segment)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_open_misplaced_record_at_tail)
+{
+	/* An intact record with the wrong index is corruption, not a torn write. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	char expect[256];
+	const char *seg = "seg-0000000000000001";
+	uint8_t rec[RAFT_SEGMENT_RECORD_HEADER_SIZE + 3];
+	make_log(dir, 20);
+	raft_segment_record_encode(rec, 30, 1, RAFT_ENTRY_COMMAND, "abc", 3);
+	tu_append(dir, seg, rec, sizeof(rec));
+	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
+	snprintf(expect, sizeof(expect), "%s/%s: record at offset %llu passes its checksum", dir,
+		 seg, (unsigned long long)record_offset(1, 21));
+	ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+	ck_assert_int_eq(tu_file_size(dir, seg),
+			 (long long)record_offset(1, 21) + (long long)sizeof(rec));
+	tu_rmtree(dir);
+}
+END_TEST
+
 /* A log of 1..200 in several small segments; returns the file names. */
 static size_t make_multi(const char *dir, char ***names)
 {
@@ -844,6 +865,44 @@ START_TEST(test_raft_log_store_open_sealed_last_segment)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_append_seal_write_failure_retried)
+{
+	/* The batch fits under the file size limit but its rollover seal does
+	 * not: the append still succeeds, and the seal is written by a later
+	 * append once there is room. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	uint64_t size = record_offset(1, 11); /* header + entries 1..10 */
+	struct raft_log_store *s = open_ok(dir, size, NULL);
+	struct rlimit old;
+	struct rlimit lim;
+	char **names;
+	size_t n;
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)size + 10;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)size); /* no partial seal */
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	append_range(s, 11, 11, 1); /* seals now */
+	ck_assert_int_eq(tu_file_size(dir, seg),
+			 (long long)(size + record_size(11) + RAFT_SEGMENT_SEAL_SIZE));
+	append_range(s, 12, 12, 1); /* into a new segment */
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	ck_assert_uint_eq(n, 2);
+	seg_list_free(names, n);
+	s = open_ok(dir, size, NULL);
+	check_range(s, 1, 12, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *log_store_suite(void)
 {
 	Suite *s = suite_create("raft_log_store");
@@ -865,12 +924,14 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_open_torn_garbage_tail);
 	tcase_add_test(tc, test_raft_log_store_open_torn_header);
 	tcase_add_test(tc, test_raft_log_store_open_bit_flip_last_segment);
+	tcase_add_test(tc, test_raft_log_store_open_misplaced_record_at_tail);
 	tcase_add_test(tc, test_raft_log_store_read_bit_flip_closed_segment);
 	tcase_add_test(tc, test_raft_log_store_open_bad_seal_or_last_record);
 	tcase_add_test(tc, test_raft_log_store_open_missing_segment);
 	tcase_add_test(tc, test_raft_log_store_open_unsynced_crash);
 	tcase_add_test(tc, test_raft_log_store_open_locked);
 	tcase_add_test(tc, test_raft_log_store_append_write_failure_rolls_back);
+	tcase_add_test(tc, test_raft_log_store_append_seal_write_failure_retried);
 	tcase_add_test(tc, test_raft_log_store_term_at_across_segments);
 	tcase_add_test(tc, test_raft_log_store_open_sealed_last_segment);
 	suite_add_tcase(s, tc);
