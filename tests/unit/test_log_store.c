@@ -903,6 +903,59 @@ START_TEST(test_raft_log_store_append_seal_write_failure_retried)
 }
 END_TEST
 
+/* The descriptor this process holds on dir/name, found by inode. */
+static int fd_of(const char *dir, const char *name)
+{
+	char path[4200];
+	struct stat want;
+	tu_path(path, sizeof(path), dir, name);
+	ck_assert_int_eq(stat(path, &want), 0);
+	for (int fd = 3; fd < 1024; fd++) {
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_ino == want.st_ino && st.st_dev == want.st_dev) {
+			return fd;
+		}
+	}
+	return -1;
+}
+
+START_TEST(test_raft_log_store_sync_failure_fails_store)
+{
+	/* Swap the segment's descriptor for /dev/null, where fdatasync and
+	 * ftruncate fail: the store cannot cut back to a known state, so it
+	 * refuses everything, and a reopen recovers the synced prefix. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	struct raft_entry e = {.index = 21, .term = 1, .type = RAFT_ENTRY_NOOP};
+	int fd;
+	int null_fd;
+	append_range(s, 1, 20, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	fd = fd_of(dir, "seg-0000000000000001");
+	ck_assert_int_ge(fd, 0);
+	null_fd = open("/dev/null", O_RDWR);
+	ck_assert_int_ge(null_fd, 0);
+	ck_assert_int_eq(dup2(null_fd, fd), fd);
+	close(null_fd);
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, NULL), 0);
+	ck_assert_int_eq(raft_log_store_sync(s, errmsg), KVD_EIO);
+	ck_assert_ptr_nonnull(strstr(errmsg, "seg-0000000000000001"));
+	ck_assert_ptr_nonnull(strstr(errmsg, "reopened"));
+	e.index = 22;
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, NULL), KVD_EIO);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), KVD_EIO);
+	ck_assert_int_eq(raft_log_store_truncate(s, 5, NULL), KVD_EIO);
+	ck_assert_int_eq(raft_log_store_reset(s, 100, 1, NULL), KVD_EIO);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 20);
+	check_range(s, 1, 20, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *log_store_suite(void)
 {
 	Suite *s = suite_create("raft_log_store");
@@ -932,6 +985,7 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_open_locked);
 	tcase_add_test(tc, test_raft_log_store_append_write_failure_rolls_back);
 	tcase_add_test(tc, test_raft_log_store_append_seal_write_failure_retried);
+	tcase_add_test(tc, test_raft_log_store_sync_failure_fails_store);
 	tcase_add_test(tc, test_raft_log_store_term_at_across_segments);
 	tcase_add_test(tc, test_raft_log_store_open_sealed_last_segment);
 	suite_add_tcase(s, tc);
