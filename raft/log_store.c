@@ -410,6 +410,7 @@ static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 	seg->prev_term = s->last_term;
 	rv = raft_segment_index_reserve(seg, 0);
 	if (rv != 0) {
+		raft_segment_index_drop(seg);
 		return rv;
 	}
 	rv = raft_segment_create(s->dir, s->dir_fd, seg, &s->fd, errmsg);
@@ -829,20 +830,31 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 			 char *errmsg)
 {
 	size_t old = store->n_segs;
+	raft_index old_last = store->last_index;
+	raft_term old_term = store->last_term;
+	int old_fd;
 	int rv;
 
 	if (store->failed) {
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
 		return KVD_EIO;
 	}
-	if (store->fd >= 0) {
-		close(store->fd);
-		store->fd = -1;
-	}
+	old_fd = store->fd;
+	store->fd = -1;
 	store->last_index = index;
 	store->last_term = term;
 	rv = seg_start(store, RAFT_SEGMENT_FLAG_BASE, errmsg);
-	if (rv == 0 && fdatasync(store->fd) != 0) {
+	if (rv != 0) {
+		/* No new file: the old log stands, unchanged and usable. */
+		store->fd = old_fd;
+		store->last_index = old_last;
+		store->last_term = old_term;
+		return rv;
+	}
+	if (old_fd >= 0) {
+		close(old_fd);
+	}
+	if (fdatasync(store->fd) != 0) {
 		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,
 			    raft_log_store_last_segment(store)->name, strerror(errno));
 		rv = disk_errno_code(errno);
