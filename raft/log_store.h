@@ -152,8 +152,11 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
  * with first_index = index + 1, and the next append must be index + 1 with a
  * term >= term (the snapshot's). Atomic across crashes: a new segment marked
  * as a base is created and synced (file and directory) before the old files
- * are unlinked, and open removes any file older than the newest base.
- * Returns 0, KVD_ENOSPC, KVD_EIO.
+ * are unlinked, and open removes any file older than the newest base. If the
+ * base segment cannot be created the old log is left as it was and usable;
+ * a failure after that (sync, unlink) fails the store (KVD_EIO from then on)
+ * and the next open finishes or undoes the reset.
+ * Returns 0, KVD_ENOSPC, KVD_EEXIST (a stray file has the new name), KVD_EIO.
  */
 int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_term term,
 			 char *errmsg);

@@ -456,6 +456,33 @@ START_TEST(test_raft_log_store_reset)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_reset_create_failure_keeps_log)
+{
+	/* A file in the way of the base segment: the reset fails before
+	 * touching anything, and the old log stays usable. */
+	char *dir = tu_mkdtemp();
+	char path[4200];
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	append_range(s, 1, 10, 1);
+	tu_write_at(dir, "seg-0000000000000002", 0, "x", 1);
+	ck_assert_int_eq(raft_log_store_reset(s, 100, 3, NULL), KVD_EEXIST);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 1);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	ck_assert_uint_eq(raft_log_store_last_term(s), 1);
+	append_range(s, 11, 12, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	tu_path(path, sizeof(path), dir, "seg-0000000000000002");
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(raft_log_store_reset(s, 100, 3, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 100);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 101);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_open_interrupted_reset)
 {
 	char *dir = tu_mkdtemp();
@@ -971,6 +998,7 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_truncate_everything);
 	tcase_add_test(tc, test_raft_log_store_remove_head);
 	tcase_add_test(tc, test_raft_log_store_reset);
+	tcase_add_test(tc, test_raft_log_store_reset_create_failure_keeps_log);
 	tcase_add_test(tc, test_raft_log_store_open_interrupted_reset);
 	tcase_add_test(tc, test_raft_log_store_open_torn_partial_record);
 	tcase_add_test(tc, test_raft_log_store_open_torn_zero_tail);
