@@ -145,6 +145,10 @@ static int recover_segments(struct raft_log_store *s, char *errmsg)
 		struct raft_segment *seg = &s->segs[i];
 		if (i + 1 < s->n_segs) {
 			rv = raft_segment_check_closed(s->dir, s->dir_fd, seg, errmsg);
+			if (rv == 0 && s->verify_all) {
+				rv = raft_segment_scan(s->dir, s->dir_fd, seg, false, NULL, errmsg);
+				raft_segment_index_drop(seg); /* memory: reload on read */
+			}
 		} else {
 			rv = raft_segment_scan(s->dir, s->dir_fd, seg, true, note, errmsg);
 		}

@@ -215,6 +215,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->first_index = 1;
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
+	s->verify_all = opts != NULL && opts->verify_all;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {
 		rv = KVD_ENOMEM;

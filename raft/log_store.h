@@ -21,6 +21,7 @@
 #ifndef KVD_RAFT_LOG_STORE_H
 #define KVD_RAFT_LOG_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,10 @@ struct raft_log_store_options {
 	 * holds at least this many bytes. 0 selects RAFT_LOG_STORE_SEGMENT_SIZE.
 	 * Small values are for tests. */
 	uint64_t segment_size; /* bytes */
+	/* Also read and verify every record of every closed segment at open,
+	 * instead of only its header, seal and last record: startup then costs
+	 * a full read of the log. For tools and consistency checks. */
+	bool verify_all;
 };
 
 struct raft_log_store;
@@ -43,7 +48,8 @@ struct raft_log_store;
  * close: a second opener gets KVD_ELOCKED. opts may be NULL for defaults.
  *
  * Recovery reads every segment header, the seal and last record of each
- * closed segment, and all of the last segment; a torn write at the end of the
+ * closed segment (all of it with opts->verify_all), and all of the last
+ * segment; a torn write at the end of the
  * last segment (or a last segment whose header never reached the disk) is cut
  * off and described in errmsg, which on success holds "" or such notes for
  * the caller to log. Any other damage is KVD_ECORRUPT, naming file and offset.

@@ -684,6 +684,18 @@ START_TEST(test_raft_log_store_read_bit_flip_closed_segment)
 	/* Still refused on the next attempt: nothing was dropped. */
 	ck_assert_int_eq(raft_log_store_read(s, 1, 2, 0, &e, &n_read, NULL), KVD_ECORRUPT);
 	raft_log_store_close(s);
+	/* A full check at open finds it before any read. */
+	{
+		struct raft_log_store_options opts = {.segment_size = SMALL_SEGMENT,
+						      .verify_all = true};
+		ck_assert_int_eq(raft_log_store_open(dir, &opts, &s, errmsg), KVD_ECORRUPT);
+		ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+		tu_flip(dir, names[0], (long long)off + 20, 0);
+		ck_assert_int_eq(raft_log_store_open(dir, &opts, &s, errmsg), 0);
+		ck_assert_str_eq(errmsg, "");
+		check_range(s, 1, 200, 1);
+		raft_log_store_close(s);
+	}
 	seg_list_free(names, n);
 	tu_rmtree(dir);
 }
