@@ -118,6 +118,13 @@ static void handler(struct http_request *req, void *user)
 		f->held[f->nheld].req = req;
 		snprintf(f->held[f->nheld].name, sizeof(f->held[0].name), "%s", path);
 		f->nheld++;
+	} else if (strncmp(path, "/p/", 3) == 0) {
+		char *out = malloc(plen + 1 + 8192);
+		size_t qlen;
+		const char *q = http_request_query(req, &qlen);
+		int n = snprintf(out, plen + 1 + 8192, "%s?%s", path, q);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
+		free(out);
 	} else if (strcmp(path, "/release") == 0) {
 		http_response_send(req, 200, "text/plain", NULL, "released", 8);
 		answer_held_reverse(f);
@@ -516,6 +523,51 @@ static void client_chunked(struct fixture *f)
 	free(s);
 }
 
+static void client_long_url(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *req = malloc(8000), *want = malloc(8000);
+	int fd = tcp_connect(f->port), i, n;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* path and query long enough to grow the head buffer several times */
+	n = snprintf(want, 8000, "/p/");
+	for (i = 0; i < 2000; i++)
+		want[n++] = (char)('a' + i % 26);
+	want[n++] = '?';
+	for (i = 0; i < 1000; i++)
+		want[n++] = (char)('A' + i % 26);
+	want[n] = '\0';
+	snprintf(req, 8000, "GET http://host:1%s#frag HTTP/1.1\r\nHost: x\r\n\r\n", want);
+	CHECKT(f, send_str(fd, req));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, strcmp(s->body, want) == 0);
+	/* 65 headers: too many */
+	n = snprintf(req, 8000, "GET /hello HTTP/1.1\r\n");
+	for (i = 0; i < 65; i++)
+		n += snprintf(req + n, (size_t)(8000 - n), "X-H%d: v\r\n", i);
+	snprintf(req + n, (size_t)(8000 - n), "\r\n");
+	CHECKT(f, send_str(fd, req));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 431);
+	close(fd);
+	free(req);
+	free(want);
+	free(s);
+}
+
+START_TEST(test_http_request_path_long_absolute_url)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_long_url);
+	free(f);
+}
+END_TEST
+
 START_TEST(test_http_server_chunked_body)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -908,6 +960,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_keep_alive_many_requests);
 	tcase_add_test(tc, test_http_response_send_pipelined_out_of_order);
 	tcase_add_test(tc, test_http_server_chunked_body);
+	tcase_add_test(tc, test_http_request_path_long_absolute_url);
 	tcase_add_test(tc, test_http_server_oversized_headers_431);
 	tcase_add_test(tc, test_http_server_oversized_body_413);
 	tcase_add_test(tc, test_http_server_malformed_request_400);
