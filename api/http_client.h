@@ -33,15 +33,15 @@ struct http_client_opts {
 	uint64_t connect_timeout_ms; /* 0 = 1000 ms */
 	uint64_t backoff_min_ms;     /* first delay after a failed connect; 0 = 50 ms */
 	uint64_t backoff_max_ms;     /* delay cap, doubling from min; 0 = 1000 ms */
-	unsigned max_queue;          /* requests queued or in flight; 0 = 1024 */
+	unsigned max_queue;	     /* requests queued or in flight; 0 = 1024 */
 	size_t max_response_bytes;   /* response body limit; 0 = 64 MiB */
 };
 
 struct http_client_stats {
 	uint64_t connect_attempts; /* connection attempts started */
-	uint64_t connects;         /* attempts that succeeded */
-	uint64_t responses;        /* responses delivered */
-	uint64_t failures;         /* requests completed with a negative status */
+	uint64_t connects;	   /* attempts that succeeded */
+	uint64_t responses;	   /* responses delivered */
+	uint64_t failures;	   /* requests completed with a negative status */
 };
 
 /*

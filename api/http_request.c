@@ -19,7 +19,7 @@
 
 #include "kvd/errors.h"
 
-#define POOL_MAX	1024       /* pooled request objects */
+#define POOL_MAX	1024	    /* pooled request objects */
 #define KEEP_HEAD_BYTES (8 * 1024)  /* larger head buffers are not kept */
 #define KEEP_BODY_BYTES (64 * 1024) /* larger body/out buffers are not kept */
 

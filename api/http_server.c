@@ -51,10 +51,10 @@
 #include "api/http_server_internal.h"
 #include "kvd/errors.h"
 
-#define READ_BUF_BYTES		(64 * 1024) /* shared read buffer */
-#define FLUSH_MAX_BUFS		64          /* responses per write */
-#define ACCEPT_RETRY_MS		100         /* pause after EMFILE and friends */
-#define LINGER_MS		2000        /* drain time after a final response */
+#define READ_BUF_BYTES	(64 * 1024) /* shared read buffer */
+#define FLUSH_MAX_BUFS	64	    /* responses per write */
+#define ACCEPT_RETRY_MS 100	    /* pause after EMFILE and friends */
+#define LINGER_MS	2000	    /* drain time after a final response */
 
 enum conn_list_id { LIST_NONE, LIST_ACTIVE, LIST_LINGER };
 
@@ -63,19 +63,19 @@ struct http_conn {
 	http_parser parser;
 	struct http_server *server;
 	struct http_conn *prev, *next; /* active or linger list */
-	uint64_t last_ms;              /* loop time of the last activity */
+	uint64_t last_ms;	       /* loop time of the last activity */
 	struct http_request *qhead, *qtail;
-	struct http_request *cur;      /* request being received, or NULL */
-	struct http_request *wbatch;   /* requests whose bytes uv_write holds */
-	unsigned nunanswered;          /* queued requests in HTTP_REQUEST_HANDLING */
-	char *rest;                    /* unparsed input kept while paused */
+	struct http_request *cur;    /* request being received, or NULL */
+	struct http_request *wbatch; /* requests whose bytes uv_write holds */
+	unsigned nunanswered;	     /* queued requests in HTTP_REQUEST_HANDLING */
+	char *rest;		     /* unparsed input kept while paused */
 	size_t rest_len;
-	int err_status;                /* set by a parser callback that failed */
+	int err_status; /* set by a parser callback that failed */
 	union {
 		uv_write_t w;
 		uv_shutdown_t s;
 	} ureq;
-	uint8_t list;                  /* enum conn_list_id */
+	uint8_t list; /* enum conn_list_id */
 	bool reading, writing, in_read, bp_paused, no_more_input;
 	bool close_when_drained, ending, lingering, closing;
 };
@@ -406,8 +406,8 @@ again:
 		if (r->state != HTTP_REQUEST_DONE) {
 			if (r->send_continue) {
 				r->send_continue = false;
-				bufs[n++] = uv_buf_init((char *)CONTINUE_LINE,
-							sizeof(CONTINUE_LINE) - 1);
+				bufs[n++] =
+				    uv_buf_init((char *)CONTINUE_LINE, sizeof(CONTINUE_LINE) - 1);
 			}
 			break;
 		}
@@ -851,7 +851,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void server_check_closed(struct http_server *srv)
 {
-	if (!srv->closing || srv->stats.connections > 0 || uv_is_closing((uv_handle_t *)&srv->sweep_timer))
+	if (!srv->closing || srv->stats.connections > 0 ||
+	    uv_is_closing((uv_handle_t *)&srv->sweep_timer))
 		return;
 	uv_close((uv_handle_t *)&srv->sweep_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&srv->retry_timer, on_handle_closed);

@@ -43,22 +43,22 @@ typedef size_t (*http_body_limit_cb)(const struct http_request *req, void *user)
 typedef void (*http_server_close_cb)(struct http_server *server, void *user);
 
 struct http_server_opts {
-	size_t max_header_bytes;   /* request line + headers; 0 = 16 KiB; over: 431 */
-	size_t max_body_bytes;     /* 0 = 1 MiB; over: 413 + too_large_body */
+	size_t max_header_bytes;	  /* request line + headers; 0 = 16 KiB; over: 431 */
+	size_t max_body_bytes;		  /* 0 = 1 MiB; over: 413 + too_large_body */
 	http_body_limit_cb body_limit_cb; /* optional per-request body limit */
-	const char *too_large_body;       /* 413 body; NULL = "value too large\n" (borrowed) */
-	uint64_t idle_timeout_ms;         /* idle keep-alive close; 0 = 60000 ms */
-	unsigned max_pipeline;            /* unanswered requests per connection before
+	const char *too_large_body;	  /* 413 body; NULL = "value too large\n" (borrowed) */
+	uint64_t idle_timeout_ms;	  /* idle keep-alive close; 0 = 60000 ms */
+	unsigned max_pipeline;		  /* unanswered requests per connection before
 					     reading pauses; 0 = 128 */
-	int backlog;                      /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
+	int backlog;			  /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
 };
 
 struct http_server_stats {
-	uint64_t accepted;       /* connections accepted since start */
-	uint64_t requests;       /* complete requests handed to the handler */
-	uint64_t accept_paused;  /* times accepting paused on EMFILE/ENFILE/ENOMEM */
-	uint32_t connections;    /* connections open now */
-	uint32_t outstanding;    /* requests handed out and not yet answered */
+	uint64_t accepted;	/* connections accepted since start */
+	uint64_t requests;	/* complete requests handed to the handler */
+	uint64_t accept_paused; /* times accepting paused on EMFILE/ENFILE/ENOMEM */
+	uint32_t connections;	/* connections open now */
+	uint32_t outstanding;	/* requests handed out and not yet answered */
 };
 
 /*

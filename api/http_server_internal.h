@@ -19,8 +19,8 @@
 
 enum http_request_state {
 	HTTP_REQUEST_RECEIVING, /* the parser is filling it */
-	HTTP_REQUEST_HANDLING,  /* handed to the handler, not answered */
-	HTTP_REQUEST_DONE,      /* answered; out holds the response */
+	HTTP_REQUEST_HANDLING,	/* handed to the handler, not answered */
+	HTTP_REQUEST_DONE,	/* answered; out holds the response */
 };
 
 /* A header's name and value as offsets into http_request.head. */
@@ -29,29 +29,29 @@ struct http_header_span {
 };
 
 struct http_request {
-	struct http_request *next;  /* queue, write batch or pool link */
-	struct http_conn *conn;     /* NULL once the connection is gone */
+	struct http_request *next; /* queue, write batch or pool link */
+	struct http_conn *conn;	   /* NULL once the connection is gone */
 	struct http_server *server;
-	uint8_t state;              /* enum http_request_state */
-	uint8_t method;             /* enum http_method */
+	uint8_t state;	/* enum http_request_state */
+	uint8_t method; /* enum http_method */
 	bool keep_alive;
-	bool close_after;           /* the connection ends after this response */
-	bool send_continue;         /* a 100 Continue is owed before the body */
-	bool in_value;              /* last header callback was a value */
+	bool close_after;   /* the connection ends after this response */
+	bool send_continue; /* a 100 Continue is owed before the body */
+	bool in_value;	    /* last header callback was a value */
 	bool is_head;
 	bool http10;
-	char *head;                 /* url, header names and values, path, query;
-				       each NUL-terminated */
+	char *head;		     /* url, header names and values, path, query;
+					each NUL-terminated */
 	uint32_t head_len, head_cap; /* bytes */
-	uint32_t head_bytes;        /* bytes of url and headers, for the limit */
-	uint32_t url_len;           /* the raw url is at head[0] */
+	uint32_t head_bytes;	     /* bytes of url and headers, for the limit */
+	uint32_t url_len;	     /* the raw url is at head[0] */
 	uint32_t path_off, path_len, query_off, query_len;
 	uint32_t nhdrs;
 	struct http_header_span hdrs[HTTP_SERVER_MAX_HEADERS];
 	char *body;
 	size_t body_len, body_cap, body_limit; /* bytes */
-	char *out;                  /* formatted response */
-	size_t out_len, out_cap;    /* bytes */
+	char *out;			       /* formatted response */
+	size_t out_len, out_cap;	       /* bytes */
 };
 
 /* Recycled request objects, so steady traffic allocates nothing. */

@@ -93,8 +93,8 @@ static int run_until(uv_loop_t *loop, int *flag, uint64_t timeout_ms)
 static void server_start(struct env *e, uint16_t port)
 {
 	char errmsg[KVD_ERRMSG_SIZE];
-	int rc = http_server_start(&e->loop, "127.0.0.1", port, NULL, handler, e, &e->server,
-				   errmsg);
+	int rc =
+	    http_server_start(&e->loop, "127.0.0.1", port, NULL, handler, e, &e->server, errmsg);
 
 	ck_assert_msg(rc == 0, "%s", errmsg);
 	e->port = http_server_port(e->server);
@@ -158,11 +158,13 @@ START_TEST(test_http_client_request_roundtrip)
 	c = client_new(&e, addr, NULL);
 	/* three at once: pipelined on one connection, completed in order */
 	ck_assert_int_eq(http_client_request(c, "POST", "/echo", "X-Peer: n1\r\n", "abc", 3, 2000,
-					     on_response, &r[0]), 0);
-	ck_assert_int_eq(http_client_request(c, "GET", "/missing", NULL, NULL, 0, 2000,
-					     on_response, &r[1]), 0);
-	ck_assert_int_eq(http_client_request(c, "PUT", "/echo?q=1", NULL, "xyz", 3, 2000,
-					     on_response, &r[2]), 0);
+					     on_response, &r[0]),
+			 0);
+	ck_assert_int_eq(
+	    http_client_request(c, "GET", "/missing", NULL, NULL, 0, 2000, on_response, &r[1]), 0);
+	ck_assert_int_eq(
+	    http_client_request(c, "PUT", "/echo?q=1", NULL, "xyz", 3, 2000, on_response, &r[2]),
+	    0);
 	ck_assert_int_eq(r[0].calls, 0); /* never synchronous */
 	ck_assert(run_until(&e.loop, &r[2].calls, 3000));
 	for (i = 0; i < 3; i++) {
@@ -378,9 +380,8 @@ START_TEST(test_http_client_close_fails_pending)
 	http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response, &r[1]);
 	http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response, &r[2]);
 	/* the queue is full: the fourth fails with EBUSY, asynchronously */
-	ck_assert_int_eq(http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response,
-					     &r[3]),
-			 0);
+	ck_assert_int_eq(
+	    http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response, &r[3]), 0);
 	ck_assert_int_eq(r[3].calls, 0);
 	ck_assert(run_until(&e.loop, &r[3].calls, 2000));
 	ck_assert_int_eq(r[3].status, KVD_EBUSY);

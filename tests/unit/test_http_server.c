@@ -45,7 +45,7 @@ struct fixture {
 	struct held held[64];
 	int nheld;
 	int shutdown_results; /* KVD_ESHUTDOWN seen from late answers */
-	bool closed;          /* the close callback ran */
+	bool closed;	      /* the close callback ran */
 	struct http_server_stats stats;
 	uint64_t close_timeout_ms;
 };
@@ -88,8 +88,8 @@ static void answer_held_reverse(struct fixture *f)
 {
 	while (f->nheld > 0) {
 		struct held *h = &f->held[--f->nheld];
-		if (http_response_send(h->req, 200, "text/plain", NULL, h->name,
-				       strlen(h->name)) == KVD_ESHUTDOWN)
+		if (http_response_send(h->req, 200, "text/plain", NULL, h->name, strlen(h->name)) ==
+		    KVD_ESHUTDOWN)
 			f->shutdown_results++;
 	}
 }
@@ -266,7 +266,8 @@ static int rd_on_header_field(http_parser *p, const char *at, size_t len)
 	}
 	r->last_was_value = false;
 	for (i = 0; i < len && s->headers_len + 2 < sizeof(s->headers); i++)
-		s->headers[s->headers_len++] = (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
+		s->headers[s->headers_len++] =
+		    (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
 	s->headers[s->headers_len] = '\0';
 	return 0;
 }
@@ -397,8 +398,9 @@ static void client_roundtrip(struct fixture *f)
 	CHECKT(f, has_header(s, "content-length: 5"));
 	CHECKT(f, has_header(s, "date: "));
 	CHECKT(f, s->keep_alive);
-	CHECKT(f, send_str(fd, "PUT /echo?x=1&y=%20 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
-			       "Content-Length: 11\r\n\r\nhello world"));
+	CHECKT(f,
+	       send_str(fd, "PUT /echo?x=1&y=%20 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+			    "Content-Length: 11\r\n\r\nhello world"));
 	CHECKT(f, read_response(&rd, s));
 	CHECKT(f, s->status == 200);
 	CHECKT(f, strcmp(s->body, "hello world") == 0);
