@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <http_parser.h>
@@ -125,6 +126,10 @@ static void handler(struct http_request *req, void *user)
 		int n = snprintf(out, plen + 1 + 8192, "%s?%s", path, q);
 		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
 		free(out);
+	} else if (strcmp(path, "/count") == 0) {
+		char out[16];
+		int n = snprintf(out, sizeof(out), "%d", f->nheld);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
 	} else if (strcmp(path, "/release") == 0) {
 		http_response_send(req, 200, "text/plain", NULL, "released", 8);
 		answer_held_reverse(f);
@@ -952,6 +957,131 @@ START_TEST(test_http_response_send_after_client_disconnect)
 }
 END_TEST
 
+static void client_backpressure(struct fixture *f)
+{
+	struct reader rd, rd2;
+	struct resp *s = malloc(sizeof(*s));
+	char *req = malloc(4096), name[32];
+	int fd = tcp_connect(f->port), fd2 = tcp_connect(f->port), i, n = 0, got = 0;
+
+	CHECKT(f, fd >= 0 && fd2 >= 0);
+	reader_init(&rd, fd);
+	reader_init(&rd2, fd2);
+	for (i = 0; i < 20; i++)
+		n += snprintf(req + n, (size_t)(4096 - n), "GET /hold/%d HTTP/1.1\r\n\r\n", i);
+	CHECKT(f, send_str(fd, req));
+	while (got < 20) {
+		usleep(20000);
+		/* never more than max_pipeline (4) handed out at once */
+		CHECKT(f, send_str(fd2, "GET /count HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		CHECKT(f, atoi(s->body) <= 4);
+		CHECKT(f, send_str(fd2, "GET /release HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		/* read what was answered so far */
+		while (got < 20) {
+			struct timeval tv = {0, 200000};
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			if (!read_response(&rd, s))
+				break;
+			snprintf(name, sizeof(name), "/hold/%d", got);
+			CHECKT(f, s->status == 200 && strcmp(s->body, name) == 0);
+			got++;
+		}
+		if (rd.off >= rd.len)
+			reader_init(&rd, fd); /* a timed-out read leaves no partial response */
+	}
+	close(fd);
+	close(fd2);
+	free(req);
+	free(s);
+}
+
+START_TEST(test_http_server_pipeline_backpressure)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_pipeline = 4};
+
+	run_with(f, &opts, client_backpressure);
+	ck_assert_uint_ge(f->stats.requests, 20);
+	free(f);
+}
+END_TEST
+
+/* One past the highest open descriptor, after filling the holes below it
+ * (so that a limit just above it leaves no spare room); the fillers are
+ * returned in holes[] for closing. */
+static int fds_fill(int *holes, int max_holes, int *nholes)
+{
+	int top = 0, fd;
+
+	*nholes = 0;
+	for (fd = 0; fd < 4096; fd++)
+		if (fcntl(fd, F_GETFD) != -1)
+			top = fd + 1;
+	for (fd = 0; fd < top && *nholes < max_holes; fd++)
+		if (fcntl(fd, F_GETFD) == -1)
+			holes[(*nholes)++] = dup(0);
+	return top;
+}
+
+#define EMFILE_CONNS 20
+
+static void client_emfile(struct fixture *f)
+{
+	int fds[EMFILE_CONNS], i;
+	struct reader *rd = malloc(sizeof(*rd));
+	struct resp *s = malloc(sizeof(*s));
+	struct sockaddr_in sa;
+	struct timeval tv = {5, 0};
+	struct rlimit rl;
+	static int holes[4096];
+	int nholes;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(f->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECKT(f, fds[i] >= 0);
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	/* the server may now open only half as many sockets as we connect */
+	CHECKT(f, getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = (rlim_t)fds_fill(holes, 4096, &nholes) + EMFILE_CONNS / 2;
+	CHECKT(f, setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		CHECKT(f, connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+		CHECKT(f, send_str(fds[i], "GET /hello HTTP/1.1\r\n\r\n"));
+	}
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		reader_init(rd, fds[i]);
+		CHECKT(f, read_response(rd, s));
+		CHECKT(f, s->status == 200);
+		/* closing frees a server descriptor for the next one waiting */
+		close(fds[i]);
+	}
+	while (nholes > 0)
+		close(holes[--nholes]);
+	free(rd);
+	free(s);
+}
+
+START_TEST(test_http_server_accept_survives_emfile)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct rlimit old;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	run_with(f, NULL, client_emfile);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	ck_assert_uint_gt(f->stats.accept_paused, 0);
+	ck_assert_uint_eq(f->stats.accepted, EMFILE_CONNS);
+	free(f);
+}
+END_TEST
+
 static Suite *http_server_suite(void)
 {
 	Suite *s = suite_create("http_server");
@@ -972,6 +1102,8 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_many_concurrent_connections);
 	tcase_add_test(tc, test_http_server_close_finishes_in_flight);
 	tcase_add_test(tc, test_http_response_send_after_client_disconnect);
+	tcase_add_test(tc, test_http_server_pipeline_backpressure);
+	tcase_add_test(tc, test_http_server_accept_survives_emfile);
 	suite_add_tcase(s, tc);
 	return s;
 }
