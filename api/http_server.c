@@ -1008,10 +1008,7 @@ void http_server_close(struct http_server *srv, uint64_t timeout_ms, http_server
 	srv->closing = true;
 	srv->close_cb = done_cb;
 	srv->close_user = user;
-	for (c = srv->linger.head; c; c = next) {
-		next = c->next;
-		conn_close(c);
-	}
+	/* lingering connections end by themselves (EOF or LINGER_MS) */
 	for (c = srv->active.head; c; c = next) {
 		next = c->next;
 		c->no_more_input = true;
