@@ -438,6 +438,35 @@ START_TEST(test_http_client_request_resolves_names)
 }
 END_TEST
 
+START_TEST(test_http_client_request_after_connection_close)
+{
+	struct env e;
+	struct result r[2];
+	struct http_client *c;
+	struct http_client_stats st;
+	char addr[32];
+
+	env_init(&e);
+	memset(r, 0, sizeof(r));
+	server_start(&e, 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", e.port);
+	c = client_new(&e, addr, NULL);
+	/* the server closes after answering: the next request reconnects */
+	http_client_request(c, "POST", "/echo", "Connection: close\r\n", "a", 1, 2000, on_response,
+			    &r[0]);
+	ck_assert(run_until(&e.loop, &r[0].calls, 3000));
+	ck_assert_int_eq(r[0].status, 200);
+	http_client_request(c, "HEAD", "/echo", NULL, NULL, 0, 2000, on_response, &r[1]);
+	ck_assert(run_until(&e.loop, &r[1].calls, 3000));
+	ck_assert_int_eq(r[1].status, 200);
+	ck_assert_str_eq(r[1].body, ""); /* HEAD: no body read */
+	http_client_stats_get(c, &st);
+	ck_assert_uint_eq(st.connects, 2);
+	http_client_close(c);
+	env_close(&e);
+}
+END_TEST
+
 static Suite *http_client_suite(void)
 {
 	Suite *s = suite_create("http_client");
@@ -451,6 +480,7 @@ static Suite *http_client_suite(void)
 	tcase_add_test(tc, test_http_client_close_fails_pending);
 	tcase_add_test(tc, test_http_client_create_rejects_bad_address);
 	tcase_add_test(tc, test_http_client_request_resolves_names);
+	tcase_add_test(tc, test_http_client_request_after_connection_close);
 	suite_add_tcase(s, tc);
 	return s;
 }
