@@ -30,6 +30,9 @@
  * half-closed and drained for up to 2 s so the client reads the response.
  * "Expect: 100-continue" gets its interim response once the request is at the
  * head of the connection's queue. Handlers must not block the loop.
+ *
+ * The process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): libuv writes
+ * with write(2), which raises it when the peer has gone.
  */
 #ifndef KVD_API_HTTP_SERVER_H
 #define KVD_API_HTTP_SERVER_H
