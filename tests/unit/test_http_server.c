@@ -1083,6 +1083,112 @@ START_TEST(test_http_server_accept_survives_emfile)
 }
 END_TEST
 
+static void client_bytewise(struct fixture *f)
+{
+	static const char req[] = "PUT /echo?q=1 HTTP/1.1\r\nAuthorization: Bearer tok\r\n"
+				  "Content-Length: 5\r\n\r\nhelloGET /hello HTTP/1.1\r\n\r\n";
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+	size_t i;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* every element arrives split across many reads */
+	for (i = 0; i < sizeof(req) - 1; i++) {
+		CHECKT(f, send_all(fd, req + i, 1));
+		usleep(200);
+	}
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	CHECKT(f, has_header(s, "x-auth: Bearer tok"));
+	CHECKT(f, has_header(s, "x-query: q=1"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_request_split_across_reads)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_bytewise);
+	free(f);
+}
+END_TEST
+
+static void client_garbage(struct fixture *f)
+{
+	static const char *const pieces[] = {"GET ",
+					     "/hello",
+					     " HTTP/1.1\r\n",
+					     "Host: x\r\n",
+					     "\r\n",
+					     "Content-Length: ",
+					     "Transfer-Encoding: chunked\r\n",
+					     "5\r\nhello\r\n",
+					     "0\r\n\r\n",
+					     "\x00\xff",
+					     "PUT /echo HTTP/1.1\r\n",
+					     ": :\r\n",
+					     "Expect: 100-continue\r\n",
+					     "zz\r\n",
+					     "HTTP/1.1 200 OK\r\n",
+					     "-1\r\n",
+					     "99999999999999999999\r\n"};
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char buf[512];
+	unsigned seed = 12345;
+	int round, fd;
+
+	for (round = 0; round < 300; round++) {
+		size_t n = 0;
+		int k, parts = 1 + (int)(rand_r(&seed) % 8);
+		struct timeval tv = {0, 20000};
+
+		for (k = 0; k < parts; k++) {
+			const char *p =
+			    pieces[rand_r(&seed) % (sizeof(pieces) / sizeof(pieces[0]))];
+			size_t len = strlen(p);
+			if (rand_r(&seed) % 4 == 0)
+				len = rand_r(&seed) % (len + 1); /* truncated */
+			if (n + len < sizeof(buf)) {
+				memcpy(buf + n, p, len);
+				n += len;
+			}
+		}
+		fd = tcp_connect(f->port);
+		CHECKT(f, fd >= 0);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		send_all(fd, buf, n);
+		if (rand_r(&seed) % 2)
+			shutdown(fd, SHUT_WR);
+		recv(fd, buf, sizeof(buf), 0); /* whatever comes, or nothing */
+		close(fd);
+	}
+	/* the server is still fine */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_survives_garbage)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.idle_timeout_ms = 100};
+
+	run_with(f, &opts, client_garbage);
+	free(f);
+}
+END_TEST
+
 static Suite *http_server_suite(void)
 {
 	Suite *s = suite_create("http_server");
@@ -1105,6 +1211,8 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_response_send_after_client_disconnect);
 	tcase_add_test(tc, test_http_server_pipeline_backpressure);
 	tcase_add_test(tc, test_http_server_accept_survives_emfile);
+	tcase_add_test(tc, test_http_server_request_split_across_reads);
+	tcase_add_test(tc, test_http_server_survives_garbage);
 	suite_add_tcase(s, tc);
 	return s;
 }
