@@ -234,9 +234,11 @@ struct raft_event {
 			raft_index index;
 		} applied;
 		struct {
-			enum raft_entry_type type; /* COMMAND (or NOOP) */
-			const void *data;          /* borrowed */
-			size_t len;
+			/* Only type (COMMAND or NOOP), data and len are read;
+			 * entries and their data are borrowed (copied). They
+			 * are appended contiguously. */
+			const struct raft_entry *entries;
+			unsigned n;
 		} propose;
 		struct {
 			uint64_t token;
@@ -286,7 +288,10 @@ struct raft_update {
 
 	/* A received snapshot chunk to write (offset 0 starts a new file);
 	 * done: build the state machine from it and then report
-	 * RAFT_EVENT_SNAPSHOT_INSTALLED. NULL if none. */
+	 * RAFT_EVENT_SNAPSHOT_INSTALLED. NULL if none. On that event the core
+	 * drops its whole in-memory log and restarts it after the snapshot
+	 * (prev = snapshot index/term); the driver resets its stored log the
+	 * same way (entries after the snapshot may conflict with the leader). */
 	const struct raft_snapshot *snapshot_write;
 
 	struct raft_message *messages;
@@ -304,7 +309,8 @@ struct raft_update {
 	struct raft_change_done *changes_done;
 	unsigned n_changes_done;
 
-	/* Result of RAFT_EVENT_PROPOSE: where the entry landed. */
+	/* Result of RAFT_EVENT_PROPOSE: where the first entry landed (the
+	 * rest follow contiguously, same term). */
 	raft_index proposed_index;
 	raft_term proposed_term;
 
@@ -323,8 +329,11 @@ struct raft_options {
 	raft_time election_timeout_min; /* ms, default 500 */
 	raft_time election_timeout_max; /* ms, default 1000 */
 	raft_time heartbeat_interval;   /* ms, default 100 */
+	/* Defaults: 32 messages, 1 MiB per message, 8 MiB in flight, 1 MiB
+	 * snapshot chunks, 5000 ms snapshot timeout, 1024 trailing entries. */
 	unsigned max_inflight_msgs;     /* pipelined AppendEntries per follower */
 	size_t max_msg_bytes;           /* entry bytes per AppendEntries */
+	size_t max_inflight_bytes;      /* entry bytes in flight per follower */
 	size_t snapshot_chunk_bytes;    /* bytes per InstallSnapshot chunk */
 	raft_time snapshot_timeout;     /* ms without progress before retrying */
 	raft_index snapshot_trailing;   /* entries kept in memory after a snapshot */
@@ -346,7 +355,8 @@ void raft_destroy(struct raft_core *r);
  * Feeds one event. *u is overwritten (the caller need not clear it) and stays
  * valid until the next call. Returns 0, or a code for an event that was
  * refused (KVD_ENOTLEADER for a proposal, read or change on a non-leader;
- * KVD_EBUSY for a change while one is pending; KVD_EINVAL for a malformed
+ * KVD_EBUSY for a change while one is pending, and for a proposal or change
+ * while a leadership transfer is under way; KVD_EINVAL for a malformed
  * event; KVD_ESHUTDOWN after RAFT_EVENT_IO_FAILED). *u is valid either way.
  */
 int raft_step(struct raft_core *r, const struct raft_event *e, struct raft_update *u);
