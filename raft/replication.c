@@ -1,0 +1,521 @@
+/*
+ * replication.c: log replication and commitment (Raft paper §5.3, §5.4.2;
+ * thesis §3.5, §10.2), plus the leader's per-follower progress and
+ * check-quorum (thesis §6.2).
+ *
+ * The leader tracks each other server in one of three states:
+ *  - probe: one AppendEntries at a time (paused until answered or the next
+ *    heartbeat), used after election and after any rejection;
+ *  - replicate: pipelined, up to max_inflight_msgs messages and
+ *    max_inflight_bytes entry bytes not yet acknowledged; next advances
+ *    optimistically;
+ *  - snapshot: the follower needs entries before the first one in memory, an
+ *    InstallSnapshot stream runs (snapshot.c).
+ * Each AppendEntries carries as many entries as fit in max_msg_bytes (at
+ * least one). A rejection carries conflict_term / conflict_index so the
+ * leader skips a whole term per round trip (§5.3, "fast backtracking").
+ *
+ * The leader sends before its own write is durable (thesis §10.2.1) and
+ * counts itself only up to its persisted index. An index commits when a
+ * majority of every voter set (both, in a joint configuration) holds it and
+ * its entry is of the leader's current term (§5.4.2: older entries commit
+ * only indirectly, Figure 8).
+ *
+ * Followers truncate a conflicting suffix (never a committed entry), append,
+ * advance commit to min(leader_commit, last entry the request matched), and
+ * answer only after the log write is durable (needs_sync).
+ */
+#include "raft/core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct raft_progress *raft_progress_find(struct raft_core *r, const char *id)
+{
+	for (unsigned i = 0; i < r->n_peers; i++) {
+		if (strcmp(r->peers[i].id, id) == 0)
+			return &r->peers[i];
+	}
+	return NULL;
+}
+
+static void inflight_reset(struct raft_progress *p)
+{
+	p->inflight_head = 0;
+	p->inflight_count = 0;
+	p->inflight_bytes = 0;
+}
+
+void raft_progress_become_probe(struct raft_progress *p)
+{
+	p->state = RAFT_PROGRESS_PROBE;
+	p->paused = false;
+	p->next = p->match + 1;
+	p->snap_waiting = false;
+	inflight_reset(p);
+}
+
+static void become_replicate(struct raft_progress *p)
+{
+	p->state = RAFT_PROGRESS_REPLICATE;
+	p->paused = false;
+	p->next = p->match + 1;
+	inflight_reset(p);
+}
+
+static bool in_config(const struct raft_config *c, const char *id)
+{
+	if (raft_config_get(c, id) != NULL)
+		return true;
+	for (unsigned i = 0; i < c->n_old; i++) {
+		if (strcmp(c->old[i].id, id) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void progress_add(struct raft_core *r, const char *id)
+{
+	struct raft_progress *p;
+
+	if (r->n_peers >= RAFT_MAX_PEERS || raft_progress_find(r, id) != NULL)
+		return;
+	p = &r->peers[r->n_peers];
+	memset(p, 0, sizeof(*p));
+	p->inflight = calloc(r->o.max_inflight_msgs, sizeof(*p->inflight));
+	if (p->inflight == NULL) {
+		r->nomem = KVD_ENOMEM;
+		return;
+	}
+	strcpy(p->id, id);
+	p->next = raft_log_last_index(&r->log) + 1;
+	p->state = RAFT_PROGRESS_PROBE;
+	p->last_contact = r->now;
+	p->catchup_time = r->now;
+	r->n_peers++;
+}
+
+void raft_progress_sync(struct raft_core *r)
+{
+	const struct raft_config *c = &r->config;
+
+	for (unsigned i = 0; i < r->n_peers;) {
+		if (in_config(c, r->peers[i].id)) {
+			i++;
+			continue;
+		}
+		free(r->peers[i].inflight);
+		r->peers[i] = r->peers[--r->n_peers];
+	}
+	for (unsigned i = 0; i < c->n; i++) {
+		if (strcmp(c->servers[i].id, r->id) != 0)
+			progress_add(r, c->servers[i].id);
+	}
+	for (unsigned i = 0; i < c->n_old; i++) {
+		if (strcmp(c->old[i].id, r->id) != 0)
+			progress_add(r, c->old[i].id);
+	}
+}
+
+void raft_progress_free_all(struct raft_core *r)
+{
+	for (unsigned i = 0; i < r->n_peers; i++)
+		free(r->peers[i].inflight);
+	r->n_peers = 0;
+}
+
+void raft_progress_reset_all(struct raft_core *r)
+{
+	raft_progress_free_all(r);
+	raft_progress_sync(r);
+}
+
+static bool inflight_full(const struct raft_core *r, const struct raft_progress *p)
+{
+	return p->inflight_count >= r->o.max_inflight_msgs ||
+	       (r->o.max_inflight_bytes > 0 && p->inflight_bytes >= r->o.max_inflight_bytes);
+}
+
+static void inflight_add(struct raft_core *r, struct raft_progress *p, raft_index last,
+			 size_t bytes)
+{
+	unsigned slot = (p->inflight_head + p->inflight_count) % r->o.max_inflight_msgs;
+
+	p->inflight[slot].last = last;
+	p->inflight[slot].bytes = bytes;
+	p->inflight_count++;
+	p->inflight_bytes += bytes;
+}
+
+static void inflight_free_to(struct raft_core *r, struct raft_progress *p, raft_index index)
+{
+	while (p->inflight_count > 0 && p->inflight[p->inflight_head].last <= index) {
+		p->inflight_bytes -= p->inflight[p->inflight_head].bytes;
+		p->inflight_head = (p->inflight_head + 1) % r->o.max_inflight_msgs;
+		p->inflight_count--;
+	}
+}
+
+/* Sends one AppendEntries after prev, with entries if with_entries. Returns
+ * the last index carried (prev if none), or 0 if prev is no longer in
+ * memory (the caller then needs a snapshot). */
+static raft_index send_append(struct raft_core *r, struct raft_progress *p, raft_index prev,
+			      bool with_entries, size_t *bytes)
+{
+	raft_index last = raft_log_last_index(&r->log);
+	raft_index i = prev + 1;
+	struct raft_message *m;
+	size_t sum = 0;
+
+	if (prev < r->log.offset || prev > last)
+		return 0;
+	if (with_entries) {
+		for (; i <= last; i++) {
+			size_t len = raft_log_get(&r->log, i)->len;
+			if (i > prev + 1 && sum + len > r->o.max_msg_bytes)
+				break;
+			sum += len;
+		}
+	}
+	m = raft_core_msg(r, RAFT_MSG_APPEND, p->id, prev + 1);
+	m->u.append.prev_log_index = prev;
+	m->u.append.prev_log_term = raft_log_term_at(&r->log, prev);
+	m->u.append.leader_commit = r->commit;
+	m->u.append.seq = r->seq;
+	m->u.append.n_entries = (unsigned)(i - prev - 1);
+	if (bytes != NULL)
+		*bytes = sum;
+	return i - 1;
+}
+
+/* An empty AppendEntries that only asserts leadership (and carries commit
+ * and the heartbeat round); prev = match so that it normally succeeds. */
+static void send_keepalive(struct raft_core *r, struct raft_progress *p)
+{
+	raft_index prev = p->match;
+
+	if (prev < r->log.offset)
+		prev = r->log.offset;
+	if (prev > raft_log_last_index(&r->log))
+		prev = raft_log_last_index(&r->log);
+	send_append(r, p, prev, false, NULL);
+}
+
+void raft_replication_send(struct raft_core *r, struct raft_progress *p, bool heartbeat)
+{
+	raft_index last = raft_log_last_index(&r->log);
+
+	switch (p->state) {
+	case RAFT_PROGRESS_SNAPSHOT:
+		if (heartbeat)
+			send_keepalive(r, p);
+		return;
+	case RAFT_PROGRESS_PROBE:
+		if (p->paused && !heartbeat)
+			return;
+		if (p->next - 1 < r->log.offset) {
+			raft_snapshot_send(r, p);
+			return;
+		}
+		send_append(r, p, p->next - 1, true, NULL);
+		p->paused = true;
+		return;
+	case RAFT_PROGRESS_REPLICATE:
+		if (p->next - 1 < r->log.offset) {
+			raft_snapshot_send(r, p);
+			return;
+		}
+		if (heartbeat && p->next == p->match + 1) {
+			send_keepalive(r, p);
+			if (p->next > last)
+				return;
+		} else if (heartbeat && (inflight_full(r, p) || p->next > last)) {
+			/* Entries are outstanding: an empty request after the
+			 * last one sent is rejected if any of them was lost,
+			 * which sends the follower back to probe. */
+			send_append(r, p, p->next - 1, false, NULL);
+			return;
+		}
+		while (!inflight_full(r, p) && p->next <= last) {
+			size_t bytes = 0;
+			raft_index sent = send_append(r, p, p->next - 1, true, &bytes);
+			if (sent == 0)
+				break;
+			inflight_add(r, p, sent, bytes);
+			p->next = sent + 1;
+		}
+		return;
+	}
+}
+
+void raft_replication_flush(struct raft_core *r)
+{
+	for (unsigned i = 0; i < r->n_peers; i++)
+		raft_replication_send(r, &r->peers[i], false);
+}
+
+void raft_replication_heartbeat(struct raft_core *r)
+{
+	for (unsigned i = 0; i < r->n_peers; i++)
+		raft_replication_send(r, &r->peers[i], true);
+	r->heartbeat_deadline = r->now + r->o.heartbeat_interval;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+	raft_index x = *(const raft_index *)a, y = *(const raft_index *)b;
+
+	return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* The highest index a majority of the voters in s[0..n) hold; 0 if none. */
+static raft_index quorum_match(struct raft_core *r, const struct raft_server *s, unsigned n)
+{
+	raft_index m[RAFT_MAX_SERVERS];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct raft_progress *p;
+		if (s[i].role != RAFT_VOTER)
+			continue;
+		if (strcmp(s[i].id, r->id) == 0) {
+			m[k++] = r->persisted;
+			continue;
+		}
+		p = raft_progress_find(r, s[i].id);
+		m[k++] = p != NULL ? p->match : 0;
+	}
+	if (k == 0)
+		return 0;
+	qsort(m, k, sizeof(m[0]), cmp_desc);
+	return m[k / 2];
+}
+
+void raft_replication_maybe_commit(struct raft_core *r)
+{
+	raft_index n = quorum_match(r, r->config.servers, r->config.n);
+
+	if (r->config.n_old > 0) {
+		raft_index o = quorum_match(r, r->config.old, r->config.n_old);
+		if (o < n)
+			n = o;
+	}
+	if (n > raft_log_last_index(&r->log))
+		n = raft_log_last_index(&r->log);
+	/* §5.4.2: only an entry of the current term commits by counting. */
+	if (n > r->commit && raft_log_term_at(&r->log, n) == r->term)
+		r->commit = n;
+}
+
+static void reply_append(struct raft_core *r, const struct raft_message *m, bool success,
+			 raft_index last, raft_index reject, raft_term cterm, raft_index cindex)
+{
+	struct raft_message *out = raft_core_msg(r, RAFT_MSG_APPEND_RESULT, m->from, 0);
+
+	out->token = m->token;
+	out->u.append_result.success = success;
+	out->u.append_result.last_log_index = last;
+	out->u.append_result.reject_index = reject;
+	out->u.append_result.conflict_term = cterm;
+	out->u.append_result.conflict_index = cindex;
+	out->u.append_result.seq = m->u.append.seq;
+}
+
+static bool entries_valid(const struct raft_message *m)
+{
+	const struct raft_append *a = &m->u.append;
+	raft_term t = a->prev_log_term;
+
+	if (a->n_entries > 0 && a->entries == NULL)
+		return false;
+	for (unsigned i = 0; i < a->n_entries; i++) {
+		const struct raft_entry *e = &a->entries[i];
+		if (e->index != a->prev_log_index + 1 + i || e->term < t || e->term > m->term ||
+		    (e->len > 0 && e->data == NULL))
+			return false;
+		if (e->type != RAFT_ENTRY_COMMAND && e->type != RAFT_ENTRY_NOOP &&
+		    e->type != RAFT_ENTRY_CONFIG)
+			return false;
+		t = e->term;
+	}
+	return true;
+}
+
+/* Appends a's entries after prev (already consistent), truncating a
+ * conflicting suffix. Returns false if that would touch a committed entry. */
+static bool follower_append(struct raft_core *r, const struct raft_append *a)
+{
+	bool config = false;
+
+	for (unsigned i = 0; i < a->n_entries; i++) {
+		const struct raft_entry *e = &a->entries[i];
+		raft_index last = raft_log_last_index(&r->log);
+		if (e->index <= r->log.offset)
+			continue;
+		if (e->index <= last) {
+			if (raft_log_term_at(&r->log, e->index) == e->term)
+				continue;
+			if (e->index <= r->commit)
+				return false; /* safety: committed entries never change */
+			raft_log_truncate(&r->log, e->index);
+			if (r->u->truncate_from == 0 || e->index < r->u->truncate_from)
+				r->u->truncate_from = e->index;
+			if (r->persisted >= e->index)
+				r->persisted = e->index - 1;
+			if (r->u_append_from >= e->index)
+				r->u_append_from = 0;
+			config = true; /* the removed suffix may have held one */
+		}
+		if (raft_log_append(&r->log, e) != 0) {
+			r->nomem = KVD_ENOMEM;
+			break;
+		}
+		if (r->u_append_from == 0)
+			r->u_append_from = e->index;
+		config = config || e->type == RAFT_ENTRY_CONFIG;
+	}
+	if (config)
+		raft_core_config_refresh(r);
+	return true;
+}
+
+void raft_replication_recv_append(struct raft_core *r, const struct raft_message *m)
+{
+	const struct raft_append *a = &m->u.append;
+	raft_index last, prev = a->prev_log_index, matched;
+	raft_term t;
+
+	if (m->term < r->term) {
+		/* A stale leader learns the new term from this answer (§5.1). */
+		reply_append(r, m, false, raft_log_last_index(&r->log), prev, 0, 0);
+		return;
+	}
+	raft_election_become_follower(r, m->term, m->from);
+	if (r->rx.installing || !entries_valid(m))
+		return; /* the log is about to be replaced by a snapshot */
+	last = raft_log_last_index(&r->log);
+	if (prev > last) {
+		reply_append(r, m, false, last, prev, 0, last + 1);
+		return;
+	}
+	if (prev >= r->log.offset) {
+		t = raft_log_term_at(&r->log, prev);
+		if (t != a->prev_log_term) {
+			raft_index first = prev;
+			while (first - 1 > r->log.offset &&
+			       raft_log_term_at(&r->log, first - 1) == t)
+				first--;
+			reply_append(r, m, false, last, prev, t, first);
+			return;
+		}
+	}
+	if (!follower_append(r, a))
+		return;
+	matched = prev + a->n_entries;
+	if (matched < r->log.offset)
+		matched = r->log.offset;
+	if (a->leader_commit > r->commit) {
+		raft_index c = a->leader_commit < matched ? a->leader_commit : matched;
+		if (c > r->commit)
+			r->commit = c;
+	}
+	reply_append(r, m, true, matched, 0, 0, 0);
+}
+
+/* Next index to try after a rejection, from the follower's hints (§5.3). */
+static raft_index backtrack(struct raft_core *r, const struct raft_append_result *res)
+{
+	raft_index next;
+
+	if (res->conflict_term != 0) {
+		raft_index i = res->reject_index;
+		if (i > raft_log_last_index(&r->log))
+			i = raft_log_last_index(&r->log);
+		while (i > r->log.offset && raft_log_term_at(&r->log, i) > res->conflict_term)
+			i--;
+		if (i > r->log.offset && raft_log_term_at(&r->log, i) == res->conflict_term)
+			next = i + 1;
+		else
+			next = res->conflict_index;
+	} else {
+		next = res->last_log_index + 1;
+	}
+	if (next > res->reject_index)
+		next = res->reject_index;
+	return next;
+}
+
+void raft_replication_recv_result(struct raft_core *r, const struct raft_message *m)
+{
+	const struct raft_append_result *res = &m->u.append_result;
+	struct raft_progress *p;
+
+	if (m->term > r->term) {
+		raft_election_become_follower(r, m->term, "");
+		return;
+	}
+	if (m->term < r->term || r->role != RAFT_LEADER)
+		return;
+	p = raft_progress_find(r, m->from);
+	if (p == NULL)
+		return;
+	p->last_contact = r->now;
+	if (res->seq > p->acked_seq && res->seq <= r->seq)
+		p->acked_seq = res->seq;
+	if (res->success) {
+		raft_index idx = res->last_log_index;
+		bool progressed = idx > p->match;
+		if (idx > raft_log_last_index(&r->log))
+			return; /* we never sent that */
+		if (progressed) {
+			p->match = idx;
+			p->catchup_time = r->now;
+		}
+		if (p->state == RAFT_PROGRESS_PROBE) {
+			become_replicate(p);
+		} else if (p->state == RAFT_PROGRESS_REPLICATE) {
+			inflight_free_to(r, p, p->match);
+			if (p->next <= p->match)
+				p->next = p->match + 1;
+		} else if (p->match >= p->snap_index) {
+			raft_progress_become_probe(p);
+		}
+		raft_replication_send(r, p, false);
+		return;
+	}
+	if (p->state == RAFT_PROGRESS_SNAPSHOT || res->reject_index <= p->match)
+		return; /* stale */
+	if (p->state == RAFT_PROGRESS_PROBE && res->reject_index != p->next - 1)
+		return; /* answer to an earlier probe */
+	{
+		raft_index next = backtrack(r, res);
+		raft_progress_become_probe(p);
+		if (next > p->match + 1)
+			p->next = next;
+	}
+	raft_replication_send(r, p, false);
+}
+
+static bool recently_heard(const struct raft_core *r, const char *id, void *ctx)
+{
+	struct raft_progress *p;
+
+	(void)ctx;
+	if (strcmp(id, r->id) == 0)
+		return true;
+	p = raft_progress_find((struct raft_core *)r, id);
+	return p != NULL && p->last_contact + r->o.election_timeout_min > r->now;
+}
+
+void raft_replication_tick(struct raft_core *r)
+{
+	/* Check-quorum (thesis §6.2): a leader cut off from a majority for an
+	 * election timeout steps down, so clients can find the real leader. */
+	if (r->o.check_quorum && r->now >= r->leader_since + r->o.election_timeout_min &&
+	    !raft_election_quorum(r, recently_heard, NULL)) {
+		raft_election_become_follower(r, r->term, "");
+		return;
+	}
+	if (r->now >= r->heartbeat_deadline)
+		raft_replication_heartbeat(r);
+}

@@ -1,0 +1,205 @@
+/*
+ * snapshot.c: log compaction and InstallSnapshot (Raft paper §7; thesis
+ * ch. 5).
+ *
+ * Taking: the driver reports a durable local snapshot (SNAPSHOT_TAKEN); the
+ * core keeps its metadata for sending and drops in-memory entries up to
+ * index - snapshot_trailing (followers slightly behind still get entries).
+ * The snapshot index is at most the applied index, so nothing un-applied is
+ * ever dropped.
+ *
+ * Sending: a follower whose next entry is no longer in memory gets the
+ * latest snapshot as a stream of chunks of snapshot_chunk_bytes, one chunk
+ * outstanding at a time. The core holds no snapshot bytes: a chunk leaves
+ * with data NULL and the driver fills len bytes from offset of the snapshot
+ * file identified by (last_index, last_term). Each result carries the next
+ * offset the receiver expects, so a restarted stream resumes where the
+ * receiver stands. With no result for snapshot_timeout ms the follower falls
+ * back to probe and the stream restarts.
+ *
+ * Receiving: chunks must arrive in order; each is handed to the driver
+ * (snapshot_write) and acknowledged after it is durable (needs_sync). The
+ * last chunk is acknowledged only after the driver has built the state
+ * machine from the stream (SNAPSHOT_INSTALLED): the core then restarts its
+ * log after the snapshot and adopts its configuration and commit index.
+ * While an install is under way AppendEntries are not processed.
+ */
+#include "raft/core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void send_chunk(struct raft_core *r, struct raft_progress *p)
+{
+	struct raft_message *m = raft_core_msg(r, RAFT_MSG_SNAPSHOT, p->id, 0);
+	uint64_t left = p->snap_size > p->snap_offset ? p->snap_size - p->snap_offset : 0;
+	uint64_t len = left < r->o.snapshot_chunk_bytes ? left : r->o.snapshot_chunk_bytes;
+
+	m->u.snapshot.last_index = p->snap_index;
+	m->u.snapshot.last_term = p->snap_term;
+	m->u.snapshot.offset = p->snap_offset;
+	m->u.snapshot.data = NULL;
+	m->u.snapshot.len = (size_t)len;
+	m->u.snapshot.done = p->snap_offset + len >= p->snap_size;
+	p->snap_waiting = true;
+}
+
+void raft_snapshot_send(struct raft_core *r, struct raft_progress *p)
+{
+	if (r->snap.index == 0 || r->snap.index < r->log.offset) {
+		p->paused = true; /* nothing to send yet; retried on heartbeat */
+		return;
+	}
+	p->state = RAFT_PROGRESS_SNAPSHOT;
+	p->snap_index = r->snap.index;
+	p->snap_term = r->snap.term;
+	p->snap_size = r->snap.size;
+	p->snap_offset = 0;
+	p->snap_time = r->now;
+	send_chunk(r, p);
+}
+
+void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m)
+{
+	const struct raft_snapshot_result *res = &m->u.snapshot_result;
+	struct raft_progress *p;
+
+	if (m->term > r->term) {
+		raft_election_become_follower(r, m->term, "");
+		return;
+	}
+	if (m->term < r->term || r->role != RAFT_LEADER)
+		return;
+	p = raft_progress_find(r, m->from);
+	if (p == NULL)
+		return;
+	p->last_contact = r->now;
+	if (p->state != RAFT_PROGRESS_SNAPSHOT || res->last_index != p->snap_index)
+		return;
+	p->snap_time = r->now;
+	if (res->success && res->offset >= p->snap_size) {
+		/* Installed (or already covered by the follower's commit). */
+		if (p->snap_index > p->match) {
+			p->match = p->snap_index;
+			p->catchup_time = r->now;
+		}
+		raft_progress_become_probe(p);
+		raft_replication_send(r, p, false);
+		return;
+	}
+	if (res->offset > p->snap_size)
+		return;
+	p->snap_offset = res->offset;
+	send_chunk(r, p);
+}
+
+void raft_snapshot_tick(struct raft_core *r)
+{
+	for (unsigned i = 0; i < r->n_peers; i++) {
+		struct raft_progress *p = &r->peers[i];
+		if (p->state == RAFT_PROGRESS_SNAPSHOT &&
+		    r->now >= p->snap_time + r->o.snapshot_timeout)
+			raft_progress_become_probe(p);
+	}
+}
+
+static void reply(struct raft_core *r, const char *to, uint64_t token, bool success,
+		  raft_index last_index, uint64_t offset)
+{
+	struct raft_message *out = raft_core_msg(r, RAFT_MSG_SNAPSHOT_RESULT, to, 0);
+
+	out->token = token;
+	out->u.snapshot_result.success = success;
+	out->u.snapshot_result.last_index = last_index;
+	out->u.snapshot_result.offset = offset;
+}
+
+void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
+{
+	const struct raft_snapshot *s = &m->u.snapshot;
+	void *copy = NULL;
+
+	if (m->term < r->term) {
+		reply(r, m->from, m->token, false, s->last_index, 0);
+		return;
+	}
+	raft_election_become_follower(r, m->term, m->from);
+	if (r->rx.installing || (s->len > 0 && s->data == NULL))
+		return;
+	if (s->last_index <= r->commit) {
+		/* Already have everything it covers. */
+		reply(r, m->from, m->token, true, s->last_index, UINT64_MAX);
+		return;
+	}
+	if (!r->rx.active || r->rx.last_index != s->last_index || r->rx.last_term != s->last_term) {
+		if (s->offset != 0) {
+			reply(r, m->from, m->token, false, s->last_index, 0);
+			return;
+		}
+		memset(&r->rx, 0, sizeof(r->rx));
+		r->rx.active = true;
+		r->rx.last_index = s->last_index;
+		r->rx.last_term = s->last_term;
+	} else if (s->offset != r->rx.expected) {
+		reply(r, m->from, m->token, false, s->last_index, r->rx.expected);
+		return;
+	}
+	if (s->len > 0) {
+		copy = malloc(s->len);
+		if (copy == NULL) {
+			r->nomem = KVD_ENOMEM;
+			return;
+		}
+		memcpy(copy, s->data, s->len);
+	}
+	free(r->rx_buf);
+	r->rx_buf = copy;
+	r->rx_write = *s;
+	r->rx_write.data = copy;
+	r->u->snapshot_write = &r->rx_write;
+	r->rx.expected += s->len;
+	if (s->done) {
+		r->rx.installing = true;
+		snprintf(r->rx.leader, sizeof(r->rx.leader), "%s", m->from);
+		r->rx.token = m->token;
+		return;
+	}
+	reply(r, m->from, m->token, true, s->last_index, r->rx.expected);
+}
+
+void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s)
+{
+	if (!r->rx.installing || s->index != r->rx.last_index || s->term != r->rx.last_term)
+		return; /* stale or unexpected */
+	raft_log_reset(&r->log, s->index, s->term);
+	r->snap = *s;
+	r->snap_config = s->config;
+	if (s->index > r->commit)
+		r->commit = s->index;
+	if (s->index > r->applied)
+		r->applied = s->index;
+	if (s->index + 1 > r->apply_next)
+		r->apply_next = s->index + 1;
+	r->persisted = s->index;
+	raft_core_config_refresh(r);
+	reply(r, r->rx.leader, r->rx.token, true, s->index,
+	      s->size > r->rx.expected ? s->size : r->rx.expected);
+	memset(&r->rx, 0, sizeof(r->rx));
+}
+
+void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s)
+{
+	raft_index cut;
+
+	if (s->index <= r->snap.index || s->index >= r->apply_next ||
+	    s->index > raft_log_last_index(&r->log) || s->index < r->log.offset ||
+	    raft_log_term_at(&r->log, s->index) != s->term)
+		return; /* stale or not describing our log */
+	r->snap = *s;
+	cut = s->index > r->o.snapshot_trailing ? s->index - r->o.snapshot_trailing : 0;
+	if (cut > r->log.offset) {
+		raft_log_compact(&r->log, cut);
+		r->snap_config = s->config;
+	}
+}
