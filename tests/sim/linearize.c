@@ -133,6 +133,12 @@ void linearize_op_print(const struct linearize_op *op, FILE *f)
 		(unsigned long long)op->return_time, outcomes[op->outcome]);
 }
 
+void linearize_history_dump(const struct linearize_history *h, FILE *f)
+{
+	for (size_t i = 0; i < h->n; i++)
+		linearize_op_print(&h->ops[i], f);
+}
+
 /* One operation of a key's partition, in the search's terms. */
 struct sop {
 	enum linearize_kind kind;

@@ -81,6 +81,9 @@ int linearize_op_parse(const char *line, struct linearize_op *op);
 /* Writes op as one line of the text format (with the newline) to f. */
 void linearize_op_print(const struct linearize_op *op, FILE *f);
 
+/* Writes every operation of h, one line each, in the text format. */
+void linearize_history_dump(const struct linearize_history *h, FILE *f);
+
 /*
  * Decides whether h is linearizable. On success returns 0 and sets *ok; when
  * *ok is false and why is not NULL, writes a description of the first key
