@@ -153,6 +153,7 @@ struct sim_client {
 	raft_index index;
 	raft_term term;
 	uint64_t token;
+	int hint; /* node the client believes leads (-1: none), like a real client */
 };
 
 /* Per-index global records (committed entries and applied state hashes). */

@@ -20,7 +20,7 @@
 
 #include "tests/sim/sim.h"
 
-#define CLIENT_TIMEOUT_MS 3000
+#define CLIENT_TIMEOUT_MS 1000
 
 static void client_next(struct sim *s, struct sim_client *c)
 {
@@ -31,6 +31,10 @@ static void client_next(struct sim *s, struct sim_client *c)
 static void client_done(struct sim *s, struct sim_client *c, enum linearize_outcome outcome)
 {
 	c->busy = false;
+	if (outcome == LINEARIZE_OK)
+		c->hint = c->node;
+	else if (outcome == LINEARIZE_UNKNOWN)
+		c->hint = -1;
 	c->op.outcome = outcome;
 	c->op.return_time = s->now;
 	if (linearize_history_add(s->history, &c->op) != 0)
@@ -48,6 +52,7 @@ void sim_client_start(struct sim *s)
 {
 	for (int i = 0; i < SIM_CLIENTS; i++) {
 		s->clients[i].id = i;
+		s->clients[i].hint = -1;
 		client_next(s, &s->clients[i]);
 	}
 }
@@ -68,8 +73,12 @@ void sim_client_act(struct sim *s, int id)
 	struct sim_client *c = &s->clients[id];
 	if (c->busy || s->failed)
 		return;
-	int target = sim_leader_guess(s);
-	if (target < 0 || sim_rand_range(s, 0, 99) < 15)
+	/* Like a real client: stick to the node that last served us (it may
+	 * be a deposed leader), follow redirects, else ask around. */
+	int target = c->hint;
+	if (target < 0 || sim_rand_range(s, 0, 99) < 5)
+		target = sim_rand_range(s, 0, 1) ? sim_leader_guess(s) : -1;
+	if (target < 0)
 		target = (int)sim_rand_range(s, 0, s->n_nodes - 1);
 	struct sim_node *n = &s->nodes[target];
 	if (!n->up) {
@@ -123,6 +132,10 @@ void sim_client_act(struct sim *s, int id)
 	if (!c->busy)
 		return; /* completed within the step */
 	if (rc != 0) {
+		c->hint = -1;
+		for (unsigned i = 0; i < s->n_nodes; i++)
+			if (strcmp(s->nodes[i].id, u.leader) == 0)
+				c->hint = (int)i;
 		client_done(s, c, LINEARIZE_FAIL);
 		return;
 	}
