@@ -159,6 +159,7 @@ struct sim_client {
 /* Per-index global records (committed entries and applied state hashes). */
 struct sim_rec {
 	raft_term term;
+	raft_term commit_term; /* current term of the first node that reported it committed */
 	uint64_t hash;
 	bool set;
 };

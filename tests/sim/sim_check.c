@@ -11,9 +11,10 @@
  *  - log matching: a global table maps (index, term) to (content hash, term
  *    of the previous entry); every appended entry must agree with it, which
  *    by induction makes logs that share an (index, term) identical up to it;
- *  - leader completeness: every entry known committed is in the log of every
- *    node that becomes leader afterwards (unless its snapshot covers it), and
- *    in every current leader of a later term when it becomes known committed;
+ *  - leader completeness: an entry first reported committed by a node in
+ *    term C (an upper bound of the term it was committed in) is in the log
+ *    of every leader of a term above C (unless its snapshot covers it):
+ *    checked when a node becomes leader and when the entry is recorded;
  *  - state machine safety: the committed table is (index -> term, hash); each
  *    applied entry must match it, and the hash of the key-value state after
  *    each index must be equal on every node, snapshots included;
@@ -111,13 +112,14 @@ static bool config_quorum(struct sim *s, const struct raft_config *c, raft_index
 	return c->n_old == 0 || majority(s, c->old, c->n_old, index, term);
 }
 
-/* Checks that leader n's log holds every committed entry from its start. */
+/* Checks that leader n's log holds every entry in [from, to] committed in
+ * an earlier term than n's. */
 static void check_leader_has(struct sim *s, struct sim_node *n, raft_index from, raft_index to)
 {
 	if (from < n->mlog.first)
 		from = n->mlog.first;
 	for (raft_index i = from; i <= to && i < s->cap_committed; i++) {
-		if (!s->committed[i].set)
+		if (!s->committed[i].set || s->committed[i].commit_term >= n->term)
 			continue;
 		const struct sim_entry *e = sim_log_get(&n->mlog, i);
 		if (e == NULL || e->term != s->committed[i].term ||
@@ -134,7 +136,7 @@ static void check_leader_has(struct sim *s, struct sim_node *n, raft_index from,
 	}
 }
 
-static void record_committed(struct sim *s, struct sim_node *n, raft_index i)
+static void record_committed(struct sim *s, struct sim_node *n, raft_term now_term, raft_index i)
 {
 	const struct sim_entry *e = sim_log_get(&n->mlog, i);
 	if (e == NULL)
@@ -152,13 +154,14 @@ static void record_committed(struct sim *s, struct sim_node *n, raft_index i)
 	}
 	r->set = true;
 	r->term = e->term;
+	r->commit_term = now_term;
 	r->hash = e->hash;
 	if (i > s->max_committed)
 		s->max_committed = i;
 	s->stats.commits++;
 	for (unsigned k = 0; k < s->n_nodes && !s->failed; k++) {
 		struct sim_node *l = &s->nodes[k];
-		if (l->up && l->role == RAFT_LEADER && l->term > e->term && l != n)
+		if (l->up && l->role == RAFT_LEADER && l->term > now_term && l != n)
 			check_leader_has(s, l, i, i);
 	}
 }
@@ -214,7 +217,7 @@ void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_updat
 		}
 	}
 	for (raft_index i = prev_commit + 1; i <= u->commit_index && !s->failed; i++)
-		record_committed(s, n, i);
+		record_committed(s, n, u->current_term, i);
 	if (s->failed)
 		return;
 	if (u->role == RAFT_LEADER && u->commit_index > prev_commit) {
