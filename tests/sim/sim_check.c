@@ -226,12 +226,24 @@ void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_updat
 		raft_term t = sim_log_term(&n->mlog, c, &found);
 		const struct raft_config *after = raft_configuration(n->core);
 		if (found && !config_quorum(s, after, c, t) &&
-		    (cfg_before == NULL || !config_quorum(s, cfg_before, c, t)))
+		    (cfg_before == NULL || !config_quorum(s, cfg_before, c, t))) {
+			char who[256] = "";
+			size_t off = 0;
+			for (unsigned i = 0; i < after->n && off < sizeof(who) - 40; i++)
+				off += (size_t)snprintf(
+				    who + off, sizeof(who) - off, " %s%s:%s", after->servers[i].id,
+				    after->servers[i].role == RAFT_VOTER ? "" : "(l)",
+				    durable_has(s, after->servers[i].id, c, t) ? "yes" : "no");
+			for (unsigned i = 0; i < after->n_old && off < sizeof(who) - 40; i++)
+				off += (size_t)snprintf(
+				    who + off, sizeof(who) - off, " old:%s:%s", after->old[i].id,
+				    durable_has(s, after->old[i].id, c, t) ? "yes" : "no");
 			sim_fail(s,
 				 "commit quorum: leader %s committed %llu (term %llu) which is not "
-				 "durable on a majority of its %s configuration",
+				 "durable on a majority of its %sconfiguration (durable:%s)",
 				 n->id, (unsigned long long)c, (unsigned long long)t,
-				 after->n_old > 0 ? "joint (old and new)" : "");
+				 after->n_old > 0 ? "joint (old and new) " : "", who);
+		}
 	}
 }
 
