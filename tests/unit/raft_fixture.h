@@ -377,4 +377,41 @@ static inline int fx_elect_first(struct fx *f)
 	return fx_leader(f);
 }
 
+/* Plays the driver taking a local snapshot of node i at index (which must be
+ * applied): fills the snapshot "file" with a recognizable pattern. */
+static inline int fx_take_snapshot(struct fx *f, unsigned i, raft_index index, uint64_t size)
+{
+	struct fx_node *n = &f->n[i];
+	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_TAKEN};
+
+	ck_assert_uint_le(size, sizeof(n->snap_bytes));
+	ck_assert_uint_le(index, n->applied);
+	for (uint64_t k = 0; k < size; k++)
+		n->snap_bytes[k] = (unsigned char)((index + k) % 251);
+	memset(&n->snap, 0, sizeof(n->snap));
+	n->snap.index = index;
+	n->snap.term = n->log_term[index];
+	n->snap.config = *raft_configuration(n->r);
+	n->snap.size = size;
+	e.u.snapshot = n->snap;
+	return fx_step(f, i, &e);
+}
+
+/* Plays the receiving driver after the last chunk: builds the state machine
+ * from the received bytes (here: adopts the sender's meta) and reports it. */
+static inline int fx_install(struct fx *f, unsigned i, const struct raft_snapshot_meta *meta)
+{
+	struct fx_node *n = &f->n[i];
+	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED};
+
+	ck_assert(n->rx_done);
+	ck_assert_uint_eq(n->rx_len, meta->size);
+	n->applied = meta->index;
+	n->n_log = meta->index; /* the stored log restarts after the snapshot */
+	n->log_term[meta->index] = meta->term;
+	n->rx_done = false;
+	e.u.snapshot = *meta;
+	return fx_step(f, i, &e);
+}
+
 #endif

@@ -1,0 +1,181 @@
+/*
+ * test_raft_snapshot.c: log compaction and InstallSnapshot in the pure Raft
+ * core (Raft paper §7; thesis ch. 5, §5.3 for chunked, resumable transfer).
+ */
+#include <check.h>
+
+#include "raft_fixture.h"
+
+static struct fx f;
+
+static void setup(raft_index trailing, size_t chunk)
+{
+	struct raft_options o;
+
+	raft_options_default(&o);
+	o.snapshot_trailing = trailing;
+	o.snapshot_chunk_bytes = chunk;
+	o.snapshot_timeout = 1000;
+	fx_init_opts(&f, 3, 3, &o);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	fx_run(&f, 200);
+}
+
+static void propose_many(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		ck_assert_int_eq(fx_propose(&f, 0, "entry"), 0);
+		fx_deliver_all(&f);
+	}
+}
+
+/* Delivers messages until node i has received the whole stream. */
+static void deliver_until_rx_done(unsigned i)
+{
+	for (unsigned k = 0; k < 100000 && !f.n[i].rx_done; k++) {
+		if (!fx_deliver_one(&f)) {
+			f.now += 10;
+			for (unsigned j = 0; j < f.count; j++)
+				fx_tick(&f, j);
+		}
+	}
+	ck_assert(f.n[i].rx_done);
+}
+
+/* §7: a follower that needs entries the leader has compacted receives the
+ * snapshot in chunks (the driver fills the bytes), installs it, and then
+ * continues from the snapshot point with ordinary AppendEntries. */
+START_TEST(test_raft_snapshot_send_and_install)
+{
+	raft_index last;
+
+	setup(2, 100);
+	f.n[2].down = true;
+	propose_many(20);
+	ck_assert_uint_eq(f.n[0].applied, 22);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 22, 250), 0);
+	propose_many(2);
+	f.n[2].down = false;
+	deliver_until_rx_done(2);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 3);
+	ck_assert_int_eq(memcmp(f.n[2].rx_bytes, f.n[0].snap_bytes, 250), 0);
+	ck_assert_int_eq(raft_role(f.n[2].r), RAFT_FOLLOWER);
+	/* The last chunk is acknowledged only after the install. */
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, NULL), 0);
+	fx_deliver_all(&f);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	ck_assert_uint_eq(raft_commit_index(f.n[2].r), 22);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
+	ck_assert(f.q[f.n_q - 1].m.needs_sync);
+	fx_run(&f, 300);
+	last = raft_last_index(f.n[0].r);
+	ck_assert_uint_eq(raft_last_index(f.n[2].r), last);
+	ck_assert_uint_eq(f.n[2].applied, last);
+	ck_assert_uint_eq(f.n[2].apply_count[23], 1);
+	fx_close(&f);
+}
+END_TEST
+
+/* §7: compaction keeps snapshot_trailing entries, so a follower only a few
+ * entries behind still gets AppendEntries, not a snapshot. */
+START_TEST(test_raft_snapshot_trailing_entries_kept)
+{
+	setup(10, 100);
+	propose_many(15);
+	f.n[2].down = true;
+	propose_many(3);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 20, 50), 0);
+	f.n[2].down = false;
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 0);
+	ck_assert_uint_eq(f.n[2].applied, 20);
+	/* A stale SNAPSHOT_TAKEN (older index) is ignored. */
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 10, 50), 0);
+	fx_close(&f);
+}
+END_TEST
+
+/* Thesis §5.3 (chunked transfer): a stream interrupted mid-way times out
+ * (snapshot_timeout), restarts, and resumes at the offset the receiver
+ * reports, so chunks already written are not written again. */
+START_TEST(test_raft_snapshot_resumes_by_offset)
+{
+	unsigned k;
+
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 350), 0);
+	f.n[2].down = false;
+	/* Let two chunks through, then lose everything to n3 for a while. */
+	for (k = 0; k < 100000 && f.n[2].n_snapshot_writes < 2; k++) {
+		if (!fx_deliver_one(&f)) {
+			f.now += 10;
+			fx_tick(&f, 0);
+		}
+	}
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 2);
+	f.cut[0][2] = true;
+	fx_run(&f, 1500);
+	f.cut[0][2] = false;
+	deliver_until_rx_done(2);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 4);
+	ck_assert_int_eq(memcmp(f.n[2].rx_bytes, f.n[0].snap_bytes, 350), 0);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].applied, raft_last_index(f.n[0].r));
+	fx_close(&f);
+}
+END_TEST
+
+/* §7: a snapshot from a stale term is refused; its sender learns the term. */
+START_TEST(test_raft_snapshot_recv_stale_term)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	char data[10] = "abcdefghi";
+
+	setup(0, 100);
+	fx_drop_all(&f);
+	memset(&e.u.receive, 0, sizeof(e.u.receive));
+	e.u.receive.type = RAFT_MSG_SNAPSHOT;
+	strcpy(e.u.receive.from, "n3");
+	strcpy(e.u.receive.to, "n2");
+	e.u.receive.term = 1;
+	e.u.receive.u.snapshot.last_index = 50;
+	e.u.receive.u.snapshot.last_term = 1;
+	e.u.receive.u.snapshot.data = data;
+	e.u.receive.u.snapshot.len = 10;
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 0);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n3"), 1);
+	ck_assert(!f.q[0].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[0].m.term, raft_current_term(f.n[1].r));
+	ck_assert_str_eq(raft_leader(f.n[1].r), "n1");
+	fx_close(&f);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("raft_snapshot");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_raft_snapshot_send_and_install);
+	tcase_add_test(tc, test_raft_snapshot_trailing_entries_kept);
+	tcase_add_test(tc, test_raft_snapshot_resumes_by_offset);
+	tcase_add_test(tc, test_raft_snapshot_recv_stale_term);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
