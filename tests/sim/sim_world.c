@@ -987,6 +987,12 @@ static void fault_partition(struct sim *s, unsigned kind)
 	unsigned side[SIM_MAX_NODES];
 	for (unsigned i = 0; i < k; i++)
 		side[i] = (unsigned)sim_rand_range(s, 0, 1);
+	int l = sim_leader_guess(s);
+	if (kind == 3 && l >= 0) { /* isolate the leader, maybe with one follower */
+		unsigned mate = (unsigned)sim_rand_range(s, 0, k - 1);
+		for (unsigned i = 0; i < k; i++)
+			side[i] = i == (unsigned)l || (i == mate && chance(s, 30));
+	}
 	if (kind == 1) { /* one-way: a stops hearing b */
 		unsigned a = (unsigned)sim_rand_range(s, 0, k - 1);
 		unsigned b = (unsigned)sim_rand_range(s, 0, k - 1);
@@ -1000,13 +1006,17 @@ static void fault_partition(struct sim *s, unsigned kind)
 					s->cut[a][b] = true;
 	}
 	s->stats.partitions++;
-	sim_ev_push(s, s->now + sim_rand_range(s, 200, 4000), SIM_EV_HEAL_LINKS, -1, 0, NULL, 0);
+	raft_time heal = chance(s, 50) ? sim_rand_range(s, 30, 600) : sim_rand_range(s, 200, 4000);
+	sim_ev_push(s, s->now + heal, SIM_EV_HEAL_LINKS, -1, 0, NULL, 0);
 }
 
 static void fault_inject(struct sim *s)
 {
 	unsigned r = (unsigned)sim_rand_range(s, 0, 99);
 	unsigned victim = (unsigned)sim_rand_range(s, 0, s->n_nodes - 1);
+	int leader = sim_leader_guess(s);
+	if (leader >= 0 && r < 18 && chance(s, 40))
+		victim = (unsigned)leader; /* kill-the-leader nemesis */
 	struct sim_node *n = &s->nodes[victim];
 
 	if (r < 18) {
@@ -1017,8 +1027,10 @@ static void fault_inject(struct sim *s)
 			sim_ev_push(s, s->now + sim_rand_range(s, 50, 4000), SIM_EV_RESTART, n->num,
 				    0, NULL, 0);
 		}
-	} else if (r < 30) {
+	} else if (r < 24) {
 		fault_partition(s, 0);
+	} else if (r < 30) {
+		fault_partition(s, 3);
 	} else if (r < 37) {
 		fault_partition(s, 1);
 	} else if (r < 44) {
