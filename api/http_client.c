@@ -34,8 +34,8 @@
 
 #include "kvd/errors.h"
 
-#define READ_BUF_BYTES	(64 * 1024)
-#define WRITE_MAX_BUFS	64
+#define READ_BUF_BYTES (64 * 1024)
+#define WRITE_MAX_BUFS 64
 
 enum client_state { C_IDLE, C_RESOLVING, C_CONNECTING, C_CONNECTED, C_BACKOFF };
 
@@ -44,12 +44,12 @@ struct creq {
 	http_client_cb cb;
 	void *user;
 	uint64_t deadline; /* loop time in ms; 0 = none */
-	char *buf;         /* serialized request */
-	size_t len;        /* bytes */
-	int status;        /* for deferred completions */
+	char *buf;	   /* serialized request */
+	size_t len;	   /* bytes */
+	int status;	   /* for deferred completions */
 	bool is_head;
-	bool in_write;     /* buf referenced by an active uv_write */
-	bool completed;    /* callback has run */
+	bool in_write;	/* buf referenced by an active uv_write */
+	bool completed; /* callback has run */
 };
 
 struct creq_list {
@@ -78,9 +78,9 @@ struct http_client {
 	uv_getaddrinfo_t gai;
 	bool resolving;
 	uv_timer_t timer; /* deadlines: requests and connect */
-	uint64_t armed;   /* deadline the timer is armed for; 0 = none */
+	uint64_t armed;	  /* deadline the timer is armed for; 0 = none */
 	uv_timer_t backoff_timer;
-	uv_idle_t idle;   /* runs deferred completions */
+	uv_idle_t idle; /* runs deferred completions */
 	unsigned handles_open;
 	struct creq_list pending, inflight, deferred;
 	unsigned nqueued; /* pending + inflight */
@@ -678,7 +678,8 @@ int http_client_request(struct http_client *c, const char *method, const char *p
 {
 	struct creq *r;
 	size_t hlen = headers ? strlen(headers) : 0;
-	size_t cap = strlen(method) + strlen(path_and_query) + strlen(c->hostport) + hlen + 96 + len;
+	size_t cap =
+	    strlen(method) + strlen(path_and_query) + strlen(c->hostport) + hlen + 96 + len;
 	int n;
 
 	if (c->closing)

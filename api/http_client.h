@@ -7,6 +7,19 @@
  * order. A connection that fails is replaced on demand; while the peer
  * refuses connections, attempts are spaced by an exponential backoff. Nothing
  * here blocks the loop. All functions run on the loop's thread.
+ *
+ * Failure semantics:
+ * - A failed connection attempt (refused, unresolvable, or not established
+ *   within connect_timeout_ms) fails every request waiting for it with
+ *   KVD_EIO at once; the next attempt waits backoff_min_ms, doubling up to
+ *   backoff_max_ms, and the delay resets on a successful connect. Requests
+ *   submitted meanwhile wait for that next attempt (or their timeout).
+ * - A request that times out after being written resets the connection; the
+ *   other requests in flight on it fail with KVD_EIO. Nothing is retried:
+ *   a request is sent at most once.
+ * - One connection carries everything, in order: a slow request (a large
+ *   snapshot chunk, a long-polling call) delays those behind it. Use a
+ *   separate client for traffic that must not wait behind another.
  */
 #ifndef KVD_API_HTTP_CLIENT_H
 #define KVD_API_HTTP_CLIENT_H
@@ -33,15 +46,15 @@ struct http_client_opts {
 	uint64_t connect_timeout_ms; /* 0 = 1000 ms */
 	uint64_t backoff_min_ms;     /* first delay after a failed connect; 0 = 50 ms */
 	uint64_t backoff_max_ms;     /* delay cap, doubling from min; 0 = 1000 ms */
-	unsigned max_queue;          /* requests queued or in flight; 0 = 1024 */
+	unsigned max_queue;	     /* requests queued or in flight; 0 = 1024 */
 	size_t max_response_bytes;   /* response body limit; 0 = 64 MiB */
 };
 
 struct http_client_stats {
 	uint64_t connect_attempts; /* connection attempts started */
-	uint64_t connects;         /* attempts that succeeded */
-	uint64_t responses;        /* responses delivered */
-	uint64_t failures;         /* requests completed with a negative status */
+	uint64_t connects;	   /* attempts that succeeded */
+	uint64_t responses;	   /* responses delivered */
+	uint64_t failures;	   /* requests completed with a negative status */
 };
 
 /*

@@ -48,46 +48,13 @@
 
 #include <http_parser.h>
 
+#include "api/http_server_internal.h"
 #include "kvd/errors.h"
 
-#define HTTP_SERVER_MAX_HEADERS 64         /* more headers than this: 431 */
-#define READ_BUF_BYTES		(64 * 1024) /* shared read buffer */
-#define FLUSH_MAX_BUFS		64          /* responses per write */
-#define ACCEPT_RETRY_MS		100         /* pause after EMFILE and friends */
-#define LINGER_MS		2000        /* drain time after a final response */
-#define POOL_MAX		1024        /* recycled request objects kept */
-#define KEEP_HEAD_BYTES		(8 * 1024)  /* larger buffers are not recycled */
-#define KEEP_BODY_BYTES		(64 * 1024)
-
-enum req_state { REQ_RECEIVING, REQ_HANDLING, REQ_DONE };
-
-struct hdr {
-	uint32_t name_off, name_len, value_off, value_len;
-};
-
-struct http_request {
-	struct http_request *next;  /* queue, write batch or pool link */
-	struct http_conn *conn;     /* NULL once the connection is gone */
-	struct http_server *server;
-	uint8_t state;              /* enum req_state */
-	uint8_t method;             /* enum http_method */
-	bool keep_alive;
-	bool close_after;           /* the connection ends after this response */
-	bool send_continue;         /* a 100 Continue is owed before the body */
-	bool in_value;              /* last header callback was a value */
-	bool is_head;
-	bool http10;
-	char *head;                 /* url, then header names/values, NUL-separated */
-	uint32_t head_len, head_cap;
-	uint32_t url_len;
-	uint32_t path_off, path_len, query_off, query_len;
-	uint32_t nhdrs;
-	struct hdr hdrs[HTTP_SERVER_MAX_HEADERS];
-	char *body;
-	size_t body_len, body_cap, body_limit; /* bytes */
-	char *out;                  /* formatted response */
-	size_t out_len, out_cap;    /* bytes */
-};
+#define READ_BUF_BYTES	(64 * 1024) /* shared read buffer */
+#define FLUSH_MAX_BUFS	64	    /* responses per write */
+#define ACCEPT_RETRY_MS 100	    /* pause after EMFILE and friends */
+#define LINGER_MS	2000	    /* drain time after a final response */
 
 enum conn_list_id { LIST_NONE, LIST_ACTIVE, LIST_LINGER };
 
@@ -96,19 +63,19 @@ struct http_conn {
 	http_parser parser;
 	struct http_server *server;
 	struct http_conn *prev, *next; /* active or linger list */
-	uint64_t last_ms;              /* loop time of the last activity */
+	uint64_t last_ms;	       /* loop time of the last activity */
 	struct http_request *qhead, *qtail;
-	struct http_request *cur;      /* request being received, or NULL */
-	struct http_request *wbatch;   /* requests whose bytes uv_write holds */
-	unsigned nunanswered;          /* queued requests in REQ_HANDLING */
-	char *rest;                    /* unparsed input kept while paused */
+	struct http_request *cur;    /* request being received, or NULL */
+	struct http_request *wbatch; /* requests whose bytes uv_write holds */
+	unsigned nunanswered;	     /* queued requests in HTTP_REQUEST_HANDLING */
+	char *rest;		     /* unparsed input kept while paused */
 	size_t rest_len;
-	int err_status;                /* set by a parser callback that failed */
+	int err_status; /* set by a parser callback that failed */
 	union {
 		uv_write_t w;
 		uv_shutdown_t s;
 	} ureq;
-	uint8_t list;                  /* enum conn_list_id */
+	uint8_t list; /* enum conn_list_id */
 	bool reading, writing, in_read, bp_paused, no_more_input;
 	bool close_when_drained, ending, lingering, closing;
 };
@@ -132,10 +99,8 @@ struct http_server {
 	http_server_close_cb close_cb;
 	void *close_user;
 	struct conn_list active, linger;
-	struct http_request *pool;
-	unsigned npool;
-	time_t date_sec;
-	char date[40];
+	struct http_request_pool pool;
+	struct http_date date;
 	struct http_server_stats stats;
 	char rbuf[READ_BUF_BYTES];
 };
@@ -197,272 +162,43 @@ static void conn_touch(struct http_conn *c)
 
 static struct http_request *req_get(struct http_server *srv)
 {
-	struct http_request *r = srv->pool;
-
-	if (r) {
-		srv->pool = r->next;
-		srv->npool--;
-	} else {
-		r = calloc(1, sizeof(*r));
-		if (!r)
-			return NULL;
-	}
-	r->next = NULL;
-	r->conn = NULL;
-	r->server = srv;
-	r->state = REQ_RECEIVING;
-	r->method = 0;
-	r->keep_alive = r->close_after = r->send_continue = r->in_value = false;
-	r->is_head = r->http10 = false;
-	r->head_len = r->url_len = 0;
-	r->path_off = r->path_len = r->query_off = r->query_len = 0;
-	r->nhdrs = 0;
-	r->body_len = 0;
-	r->body_limit = srv->opts.max_body_bytes;
-	r->out_len = 0;
-	return r;
-}
-
-static void req_free(struct http_request *r)
-{
-	free(r->head);
-	free(r->body);
-	free(r->out);
-	free(r);
+	return http_request_pool_get(&srv->pool, srv, srv->opts.max_body_bytes);
 }
 
 static void req_put(struct http_request *r)
 {
-	struct http_server *srv = r->server;
-
-	if (srv->npool >= POOL_MAX) {
-		req_free(r);
-		return;
-	}
-	if (r->head_cap > KEEP_HEAD_BYTES) {
-		free(r->head);
-		r->head = NULL;
-		r->head_cap = 0;
-	}
-	if (r->body_cap > KEEP_BODY_BYTES) {
-		free(r->body);
-		r->body = NULL;
-		r->body_cap = 0;
-	}
-	if (r->out_cap > KEEP_BODY_BYTES) {
-		free(r->out);
-		r->out = NULL;
-		r->out_cap = 0;
-	}
-	r->next = srv->pool;
-	srv->pool = r;
-	srv->npool++;
+	http_request_pool_put(&r->server->pool, r);
 }
 
-/* Appends bytes to the request's head buffer; 431 once over the limit. */
-static int req_head_append(struct http_conn *c, struct http_request *r, const char *p, size_t n)
+/* Appends parsed url or header bytes, enforcing the header size limit. */
+static int req_head_add(struct http_conn *c, struct http_request *r, const char *p, size_t n)
 {
-	size_t need = (size_t)r->head_len + n + 1;
-
-	if (need > c->server->opts.max_header_bytes + 2 * HTTP_SERVER_MAX_HEADERS + 1) {
+	if (n > c->server->opts.max_header_bytes - r->head_bytes) {
 		c->err_status = 431;
 		return -1;
 	}
-	if (need > r->head_cap) {
-		size_t cap = r->head_cap ? r->head_cap : 512;
-		char *nb;
-
-		while (cap < need)
-			cap *= 2;
-		nb = realloc(r->head, cap);
-		if (!nb) {
-			c->err_status = 503;
-			return -1;
-		}
-		r->head = nb;
-		r->head_cap = (uint32_t)cap;
+	r->head_bytes += (uint32_t)n;
+	if (http_request_head_append(r, p, n) != 0) {
+		c->err_status = 503;
+		return -1;
 	}
-	memcpy(r->head + r->head_len, p, n);
-	r->head_len += (uint32_t)n;
 	return 0;
 }
 
 static int req_head_nul(struct http_conn *c, struct http_request *r)
 {
-	return req_head_append(c, r, "", 1);
-}
-
-/* Splits the raw URL into path and query (each copied after a NUL). */
-static int req_split_url(struct http_conn *c, struct http_request *r)
-{
-	const char *u = r->head;
-	uint32_t n = r->url_len, ps = 0, pe, qs = 0, qe = 0, i;
-
-	if (n > 0 && u[0] != '/' && u[0] != '*') {
-		/* absolute-form: scheme://authority/path */
-		const char *s = memchr(u, ':', n);
-		ps = n;
-		if (s && (uint32_t)(s - u) + 3 <= n && s[1] == '/' && s[2] == '/') {
-			for (i = (uint32_t)(s - u) + 3; i < n && u[i] != '/' && u[i] != '?'; i++)
-				;
-			ps = i;
-		}
-	}
-	for (pe = ps; pe < n && u[pe] != '?' && u[pe] != '#'; pe++)
-		;
-	if (pe < n && u[pe] == '?') {
-		qs = pe + 1;
-		for (qe = qs; qe < n && u[qe] != '#'; qe++)
-			;
-	}
-	r->path_off = r->head_len;
-	if (pe == ps) {
-		if (req_head_append(c, r, "/", 1) != 0)
-			return -1;
-		r->path_len = 1;
-	} else {
-		/* copy out of r->head: it may move while growing */
-		uint32_t len = pe - ps;
-		if (req_head_append(c, r, u, len) != 0)
-			return -1;
-		memmove(r->head + r->path_off, r->head + ps, len);
-		r->path_len = len;
-	}
-	if (req_head_nul(c, r) != 0)
+	if (http_request_head_append(r, "", 1) != 0) {
+		c->err_status = 503;
 		return -1;
-	r->query_off = r->head_len;
-	r->query_len = qe > qs ? qe - qs : 0;
-	if (r->query_len) {
-		if (req_head_append(c, r, r->head, r->query_len) != 0)
-			return -1;
-		memmove(r->head + r->query_off, r->head + qs, r->query_len);
 	}
-	return req_head_nul(c, r);
-}
-
-/* ---- response formatting ---- */
-
-static const char *status_reason(int status)
-{
-	switch (status) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 204: return "No Content";
-	case 301: return "Moved Permanently";
-	case 302: return "Found";
-	case 304: return "Not Modified";
-	case 307: return "Temporary Redirect";
-	case 308: return "Permanent Redirect";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 411: return "Length Required";
-	case 412: return "Precondition Failed";
-	case 413: return "Payload Too Large";
-	case 414: return "URI Too Long";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 507: return "Insufficient Storage";
-	default: return "Status";
-	}
-}
-
-static const char *server_date(struct http_server *srv)
-{
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	time_t now = time(NULL);
-	struct tm tm;
-
-	if (now != srv->date_sec && gmtime_r(&now, &tm)) {
-		snprintf(srv->date, sizeof(srv->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
-			 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
-			 tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-		srv->date_sec = now;
-	}
-	return srv->date;
-}
-
-static char *put_str(char *p, const char *s, size_t n)
-{
-	memcpy(p, s, n);
-	return p + n;
-}
-
-static char *put_u64(char *p, uint64_t v)
-{
-	char tmp[24];
-	int n = 0;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	while (n)
-		*p++ = tmp[--n];
-	return p;
-}
-
-/* Formats the whole response into r->out. Returns 0 or KVD_ENOMEM. */
-static int resp_format(struct http_request *r, int status, const char *ctype, const char *extra,
-		       const void *body, size_t len, bool last)
-{
-	const char *reason = status_reason(status);
-	const char *date = server_date(r->server);
-	size_t ctype_len = ctype ? strlen(ctype) : 0;
-	size_t extra_len = extra ? strlen(extra) : 0;
-	size_t body_out = r->is_head ? 0 : len;
-	size_t need = 160 + strlen(reason) + strlen(date) + ctype_len + extra_len + body_out;
-	char *p;
-
-	if (need > r->out_cap) {
-		char *nb = malloc(need);
-		if (!nb)
-			return KVD_ENOMEM;
-		free(r->out);
-		r->out = nb;
-		r->out_cap = need;
-	}
-	p = r->out;
-	p = put_str(p, "HTTP/1.1 ", 9);
-	p = put_u64(p, (uint64_t)status);
-	*p++ = ' ';
-	p = put_str(p, reason, strlen(reason));
-	p = put_str(p, "\r\nDate: ", 8);
-	p = put_str(p, date, strlen(date));
-	p = put_str(p, "\r\nContent-Length: ", 18);
-	p = put_u64(p, len);
-	p = put_str(p, "\r\n", 2);
-	if (ctype) {
-		p = put_str(p, "Content-Type: ", 14);
-		p = put_str(p, ctype, ctype_len);
-		p = put_str(p, "\r\n", 2);
-	}
-	if (!r->keep_alive || r->close_after || last) {
-		r->close_after = true;
-		p = put_str(p, "Connection: close\r\n", 19);
-	} else if (r->http10) {
-		p = put_str(p, "Connection: keep-alive\r\n", 24);
-	}
-	if (extra_len)
-		p = put_str(p, extra, extra_len);
-	p = put_str(p, "\r\n", 2);
-	if (body_out)
-		p = put_str(p, body, body_out);
-	r->out_len = (size_t)(p - r->out);
 	return 0;
+}
+
+static int resp_format(struct http_request *r, int status, const char *ctype, const char *extra,
+		       const void *body, size_t len, bool close)
+{
+	return http_response_format(r, status, ctype, extra, body, len, close,
+				    http_date_now(&r->server->date));
 }
 
 /* ---- connection: errors, ending, closing ---- */
@@ -523,7 +259,7 @@ static void conn_fail(struct http_conn *c, int status)
 		queue_append(c, r);
 	}
 	c->cur = NULL;
-	r->state = REQ_DONE;
+	r->state = HTTP_REQUEST_DONE;
 	r->send_continue = false;
 	r->is_head = false;
 	r->close_after = true;
@@ -560,7 +296,7 @@ static void conn_close(struct http_conn *c)
 	c->cur = NULL;
 	for (r = c->qhead; r; r = next) {
 		next = r->next;
-		if (r->state == REQ_HANDLING) {
+		if (r->state == HTTP_REQUEST_HANDLING) {
 			r->conn = NULL; /* detached: freed when answered */
 			r->next = NULL;
 		} else {
@@ -667,11 +403,11 @@ again:
 	n = 0;
 	final = false;
 	while ((r = c->qhead) && n < FLUSH_MAX_BUFS) {
-		if (r->state != REQ_DONE) {
+		if (r->state != HTTP_REQUEST_DONE) {
 			if (r->send_continue) {
 				r->send_continue = false;
-				bufs[n++] = uv_buf_init((char *)CONTINUE_LINE,
-							sizeof(CONTINUE_LINE) - 1);
+				bufs[n++] =
+				    uv_buf_init((char *)CONTINUE_LINE, sizeof(CONTINUE_LINE) - 1);
 			}
 			break;
 		}
@@ -749,7 +485,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	struct http_conn *c = p->data;
 	struct http_request *r = c->cur;
 
-	if (req_head_append(c, r, at, len) != 0)
+	if (req_head_add(c, r, at, len) != 0)
 		return -1;
 	r->url_len += (uint32_t)len;
 	return 0;
@@ -774,7 +510,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 		r->nhdrs++;
 		r->in_value = false;
 	}
-	if (req_head_append(c, r, at, len) != 0)
+	if (req_head_add(c, r, at, len) != 0)
 		return -1;
 	r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
 	return 0;
@@ -791,7 +527,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 		r->hdrs[r->nhdrs - 1].value_off = r->head_len;
 		r->in_value = true;
 	}
-	if (req_head_append(c, r, at, len) != 0)
+	if (req_head_add(c, r, at, len) != 0)
 		return -1;
 	r->hdrs[r->nhdrs - 1].value_len += (uint32_t)len;
 	return 0;
@@ -811,8 +547,12 @@ static int on_headers_complete(http_parser *p)
 		r->hdrs[r->nhdrs - 1].value_off = r->head_len;
 		r->in_value = true;
 	}
-	if (req_head_nul(c, r) != 0 || req_split_url(c, r) != 0)
+	if (req_head_nul(c, r) != 0)
 		return -1;
+	if (http_request_url_split(r) != 0) {
+		c->err_status = 503;
+		return -1;
+	}
 	r->method = (uint8_t)p->method;
 	r->is_head = p->method == HTTP_HEAD;
 	r->http10 = p->http_major == 1 && p->http_minor == 0;
@@ -881,7 +621,7 @@ static int on_message_complete(http_parser *p)
 	if (r->body)
 		r->body[r->body_len] = '\0';
 	r->send_continue = false;
-	r->state = REQ_HANDLING;
+	r->state = HTTP_REQUEST_HANDLING;
 	c->cur = NULL;
 	c->nunanswered++;
 	srv->stats.requests++;
@@ -1084,12 +824,7 @@ static void on_deadline(uv_timer_t *t)
 
 static void server_free(struct http_server *srv)
 {
-	struct http_request *r;
-
-	while ((r = srv->pool)) {
-		srv->pool = r->next;
-		req_free(r);
-	}
+	http_request_pool_drain(&srv->pool);
 	free(srv);
 }
 
@@ -1116,7 +851,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void server_check_closed(struct http_server *srv)
 {
-	if (!srv->closing || srv->stats.connections > 0 || uv_is_closing((uv_handle_t *)&srv->sweep_timer))
+	if (!srv->closing || srv->stats.connections > 0 ||
+	    uv_is_closing((uv_handle_t *)&srv->sweep_timer))
 		return;
 	uv_close((uv_handle_t *)&srv->sweep_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&srv->retry_timer, on_handle_closed);
@@ -1272,10 +1008,7 @@ void http_server_close(struct http_server *srv, uint64_t timeout_ms, http_server
 	srv->closing = true;
 	srv->close_cb = done_cb;
 	srv->close_user = user;
-	for (c = srv->linger.head; c; c = next) {
-		next = c->next;
-		conn_close(c);
-	}
+	/* lingering connections end by themselves (EOF or LINGER_MS) */
 	for (c = srv->active.head; c; c = next) {
 		next = c->next;
 		c->no_more_input = true;
@@ -1295,57 +1028,6 @@ void http_server_close(struct http_server *srv, uint64_t timeout_ms, http_server
 
 /* ---- requests ---- */
 
-int http_request_method(const struct http_request *req)
-{
-	return req->method;
-}
-
-const char *http_request_method_name(const struct http_request *req)
-{
-	return http_method_str((enum http_method)req->method);
-}
-
-const char *http_request_path(const struct http_request *req, size_t *len)
-{
-	if (len)
-		*len = req->path_len;
-	return req->head + req->path_off;
-}
-
-const char *http_request_query(const struct http_request *req, size_t *len)
-{
-	if (len)
-		*len = req->query_len;
-	return req->head + req->query_off;
-}
-
-const char *http_request_header(const struct http_request *req, const char *name, size_t *len)
-{
-	uint32_t i;
-
-	for (i = 0; i < req->nhdrs; i++) {
-		const struct hdr *h = &req->hdrs[i];
-		if (strcasecmp(req->head + h->name_off, name) == 0) {
-			if (len)
-				*len = h->value_len;
-			return req->head + h->value_off;
-		}
-	}
-	return NULL;
-}
-
-const char *http_request_body(const struct http_request *req, size_t *len)
-{
-	if (len)
-		*len = req->body_len;
-	return req->body_len ? req->body : "";
-}
-
-bool http_request_keep_alive(const struct http_request *req)
-{
-	return req->keep_alive;
-}
-
 bool http_request_is_connected(const struct http_request *req)
 {
 	return req->conn != NULL && !req->conn->closing;
@@ -1358,7 +1040,7 @@ int http_response_send(struct http_request *req, int status, const char *content
 	struct http_conn *c = req->conn;
 	int rc;
 
-	assert(req->state == REQ_HANDLING);
+	assert(req->state == HTTP_REQUEST_HANDLING);
 	assert(status >= 100 && status <= 999);
 	srv->stats.outstanding--;
 	if (!c) {
@@ -1367,7 +1049,7 @@ int http_response_send(struct http_request *req, int status, const char *content
 		return KVD_ESHUTDOWN;
 	}
 	c->nunanswered--;
-	req->state = REQ_DONE;
+	req->state = HTTP_REQUEST_DONE;
 	rc = resp_format(req, status, content_type, extra_headers, body, len,
 			 srv->closing && req->next == NULL && !c->cur);
 	if (rc != 0) {

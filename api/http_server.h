@@ -16,6 +16,23 @@
  *   which the handler answers (pipelining).
  * - A request that is never answered leaks, and keeps the server's memory
  *   alive after http_server_close() has reported completion.
+ * - When the client closes its end (EOF) or the connection fails, the
+ *   connection is closed at once: unanswered requests are detached (answer
+ *   them anyway; the answer is dropped), answered-but-unsent ones are freed.
+ *
+ * Connection rules: HTTP/1.1 keep-alive unless "Connection: close" (the
+ * connection ends after that response; requests pipelined after it are
+ * ignored) or HTTP/1.0 without "Connection: keep-alive". Protocol errors are
+ * answered by the server itself, after the earlier responses, and end the
+ * connection: malformed 400 "bad request\n", headers over the limit (or more
+ * than 64 of them) 431 "request header fields too large\n", body over the
+ * limit 413 with opts.too_large_body. A connection that must end is
+ * half-closed and drained for up to 2 s so the client reads the response.
+ * "Expect: 100-continue" gets its interim response once the request is at the
+ * head of the connection's queue. Handlers must not block the loop.
+ *
+ * The process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): libuv writes
+ * with write(2), which raises it when the peer has gone.
  */
 #ifndef KVD_API_HTTP_SERVER_H
 #define KVD_API_HTTP_SERVER_H
@@ -43,22 +60,22 @@ typedef size_t (*http_body_limit_cb)(const struct http_request *req, void *user)
 typedef void (*http_server_close_cb)(struct http_server *server, void *user);
 
 struct http_server_opts {
-	size_t max_header_bytes;   /* request line + headers; 0 = 16 KiB; over: 431 */
-	size_t max_body_bytes;     /* 0 = 1 MiB; over: 413 + too_large_body */
+	size_t max_header_bytes;	  /* url + header names and values; 0 = 16 KiB */
+	size_t max_body_bytes;		  /* 0 = 1 MiB; over: 413 + too_large_body */
 	http_body_limit_cb body_limit_cb; /* optional per-request body limit */
-	const char *too_large_body;       /* 413 body; NULL = "value too large\n" (borrowed) */
-	uint64_t idle_timeout_ms;         /* idle keep-alive close; 0 = 60000 ms */
-	unsigned max_pipeline;            /* unanswered requests per connection before
+	const char *too_large_body;	  /* 413 body; NULL = "value too large\n" (borrowed) */
+	uint64_t idle_timeout_ms;	  /* idle keep-alive close; 0 = 60000 ms */
+	unsigned max_pipeline;		  /* unanswered requests per connection before
 					     reading pauses; 0 = 128 */
-	int backlog;                      /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
+	int backlog;			  /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
 };
 
 struct http_server_stats {
-	uint64_t accepted;       /* connections accepted since start */
-	uint64_t requests;       /* complete requests handed to the handler */
-	uint64_t accept_paused;  /* times accepting paused on EMFILE/ENFILE/ENOMEM */
-	uint32_t connections;    /* connections open now */
-	uint32_t outstanding;    /* requests handed out and not yet answered */
+	uint64_t accepted;	/* connections accepted since start */
+	uint64_t requests;	/* complete requests handed to the handler */
+	uint64_t accept_paused; /* times accepting paused on EMFILE/ENFILE/ENOMEM */
+	uint32_t connections;	/* connections open now */
+	uint32_t outstanding;	/* requests handed out and not yet answered */
 };
 
 /*

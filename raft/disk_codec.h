@@ -62,10 +62,12 @@ static inline uint64_t disk_get_u64(const uint8_t *p)
 	return v;
 }
 
-/* Formats a message into errmsg (KVD_ERRMSG_SIZE bytes) unless it is NULL. */
+/* Formats a message into errmsg (KVD_ERRMSG_SIZE bytes) unless it is NULL;
+ * leaves errno as it was. */
 __attribute__((format(printf, 2, 3))) static inline void disk_errmsg(char *errmsg, const char *fmt,
 								     ...)
 {
+	int saved = errno; /* callers convert errno after reporting it */
 	va_list ap;
 	if (errmsg == NULL) {
 		return;
@@ -73,6 +75,7 @@ __attribute__((format(printf, 2, 3))) static inline void disk_errmsg(char *errms
 	va_start(ap, fmt);
 	vsnprintf(errmsg, KVD_ERRMSG_SIZE, fmt, ap);
 	va_end(ap);
+	errno = saved;
 }
 
 #endif

@@ -5,7 +5,8 @@
  * one write() and one fdatasync (group commit); removing the head after a
  * snapshot is unlinking whole files, never rewriting; and recovery only needs
  * to read all of the last file. Byte layout and the rules below are in
- * docs/formats.md; raft/segment.c holds the layout code.
+ * docs/formats.md; raft/segment.c holds the layout code and raft/log_recovery.c
+ * what open does to bring the files back after a crash.
  *
  * Files in the directory: LOCK (flock'ed while open), seg-<sequence> segment
  * files, and whatever else the caller keeps there (meta1, meta2), which the
@@ -20,7 +21,7 @@
  *    creates a new file).
  *  - The last segment's entry index (offset and term of every record) is
  *    always in memory; closed segments get theirs on first read, and at most
- *    CACHED_INDEXES of them keep it.
+ *    RAFT_LOG_STORE_CACHED_INDEXES of them keep it.
  *  - store->fd >= 0 exactly when the last segment exists and is not sealed.
  *    Everything up to synced_size bytes of it (entries up to synced_index)
  *    is durable, and every other segment is fully durable: a rollover syncs
@@ -30,7 +31,6 @@
  */
 #include "raft/log_store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -41,48 +41,12 @@
 #include <unistd.h>
 
 #include "raft/disk_codec.h"
+#include "raft/log_store_internal.h"
 #include "raft/segment.h"
 
-#define CACHED_INDEXES 4 /* closed segments whose entry index stays in memory */
-
-struct raft_log_store {
-	char *dir;
-	int dir_fd;
-	int lock_fd;
-	uint64_t segment_size; /* bytes */
-	struct raft_segment *segs;
-	size_t n_segs;
-	size_t cap_segs;
-	int fd; /* last segment, open for appending; -1 if none or sealed */
-	raft_index first_index;
-	raft_index last_index;
-	raft_term last_term;
-	uint64_t next_sequence;
-	uint64_t synced_size; /* bytes of the last segment known durable */
-	raft_index synced_index;
-	raft_term synced_term;
-	bool data_dirty;	     /* appended since the last fdatasync */
-	bool dir_dirty;		     /* a file was created since the last directory fsync */
-	bool failed;		     /* the files are in an unknown state: refuse everything */
-	uint8_t *buf;		     /* scratch for encoding and reading */
-	size_t buf_cap;		     /* bytes */
-	uint64_t clock;		     /* ticks of index use, for eviction */
-	char notes[KVD_ERRMSG_SIZE]; /* recovery notes, collected during open */
-};
-
-static struct raft_segment *last_seg(struct raft_log_store *s)
+struct raft_segment *raft_log_store_last_segment(struct raft_log_store *s)
 {
 	return s->n_segs == 0 ? NULL : &s->segs[s->n_segs - 1];
-}
-
-static void note_append(char *errmsg, const char *note)
-{
-	size_t used;
-	if (errmsg == NULL || note[0] == '\0') {
-		return;
-	}
-	used = strlen(errmsg);
-	snprintf(errmsg + used, KVD_ERRMSG_SIZE - used, "%s%s", used > 0 ? "; " : "", note);
 }
 
 static int buf_reserve(struct raft_log_store *s, size_t len)
@@ -100,7 +64,7 @@ static int buf_reserve(struct raft_log_store *s, size_t len)
 	return 0;
 }
 
-static int segs_reserve(struct raft_log_store *s, size_t n)
+int raft_log_store_segs_reserve(struct raft_log_store *s, size_t n)
 {
 	size_t cap = s->cap_segs == 0 ? 16 : s->cap_segs;
 	struct raft_segment *p;
@@ -119,7 +83,7 @@ static int segs_reserve(struct raft_log_store *s, size_t n)
 	return 0;
 }
 
-static int dir_sync(struct raft_log_store *s, char *errmsg)
+int raft_log_store_dir_sync(struct raft_log_store *s, char *errmsg)
 {
 	if (fsync(s->dir_fd) != 0) {
 		disk_errmsg(errmsg, "fsync directory %s: %s", s->dir, strerror(errno));
@@ -130,7 +94,7 @@ static int dir_sync(struct raft_log_store *s, char *errmsg)
 }
 
 /* Unlinks segment i (its file and its slot) and fsyncs the directory. */
-static int seg_remove(struct raft_log_store *s, size_t i, char *errmsg)
+int raft_log_store_segment_remove(struct raft_log_store *s, size_t i, char *errmsg)
 {
 	if (unlinkat(s->dir_fd, s->segs[i].name, 0) != 0 && errno != ENOENT) {
 		disk_errmsg(errmsg, "unlink %s/%s: %s", s->dir, s->segs[i].name, strerror(errno));
@@ -139,13 +103,13 @@ static int seg_remove(struct raft_log_store *s, size_t i, char *errmsg)
 	raft_segment_index_drop(&s->segs[i]);
 	memmove(&s->segs[i], &s->segs[i + 1], (s->n_segs - i - 1) * sizeof(s->segs[0]));
 	s->n_segs--;
-	return dir_sync(s, errmsg);
+	return raft_log_store_dir_sync(s, errmsg);
 }
 
 /* Recomputes first/last index and term from the segments. */
-static void bounds_update(struct raft_log_store *s)
+void raft_log_store_bounds_update(struct raft_log_store *s)
 {
-	struct raft_segment *last = last_seg(s);
+	struct raft_segment *last = raft_log_store_last_segment(s);
 	if (last == NULL) {
 		s->first_index = s->last_index + 1;
 		return;
@@ -155,9 +119,9 @@ static void bounds_update(struct raft_log_store *s)
 	s->last_term = last->last_term;
 }
 
-static void mark_synced(struct raft_log_store *s)
+void raft_log_store_mark_synced(struct raft_log_store *s)
 {
-	struct raft_segment *last = last_seg(s);
+	struct raft_segment *last = raft_log_store_last_segment(s);
 	s->synced_size = last != NULL ? last->size : 0;
 	s->synced_index = s->last_index;
 	s->synced_term = s->last_term;
@@ -191,7 +155,7 @@ static void index_evict(struct raft_log_store *s)
 			}
 			loaded++;
 		}
-		if (loaded <= CACHED_INDEXES) {
+		if (loaded <= RAFT_LOG_STORE_CACHED_INDEXES) {
 			return;
 		}
 		raft_segment_index_drop(&s->segs[victim]);
@@ -212,136 +176,6 @@ static size_t seg_find(const struct raft_log_store *s, raft_index index)
 		}
 	}
 	return lo;
-}
-
-static int seg_cmp(const void *a, const void *b)
-{
-	const struct raft_segment *x = a;
-	const struct raft_segment *y = b;
-	return x->sequence < y->sequence ? -1 : x->sequence > y->sequence;
-}
-
-/* Lists the segment files of the directory, sorted by sequence. */
-static int dir_list(struct raft_log_store *s, char *errmsg)
-{
-	struct dirent *de;
-	DIR *d;
-	int dfd = dup(s->dir_fd);
-	int rv = 0;
-
-	if (dfd < 0 || (d = fdopendir(dfd)) == NULL) {
-		disk_errmsg(errmsg, "list %s: %s", s->dir, strerror(errno));
-		if (dfd >= 0) {
-			close(dfd);
-		}
-		return KVD_EIO;
-	}
-	rewinddir(d);
-	while ((de = readdir(d)) != NULL) {
-		uint64_t seq;
-		if (!raft_segment_name_parse(de->d_name, &seq)) {
-			continue;
-		}
-		rv = segs_reserve(s, s->n_segs + 1);
-		if (rv != 0) {
-			break;
-		}
-		memset(&s->segs[s->n_segs], 0, sizeof(s->segs[0]));
-		s->segs[s->n_segs].sequence = seq;
-		raft_segment_name_format(s->segs[s->n_segs].name, seq);
-		s->n_segs++;
-	}
-	closedir(d);
-	if (s->n_segs > 0) {
-		qsort(s->segs, s->n_segs, sizeof(s->segs[0]), seg_cmp);
-	}
-	return rv;
-}
-
-/* Reads every header; removes a last file whose header never reached the disk
- * and every file older than the newest base segment (an interrupted reset). */
-static int recover_headers(struct raft_log_store *s, char *errmsg)
-{
-	char note[KVD_ERRMSG_SIZE];
-	size_t base = 0;
-	int rv;
-
-	for (size_t i = 0; i < s->n_segs; i++) {
-		uint64_t size = 0;
-		bool torn = false;
-		rv = raft_segment_header_read(s->dir, s->dir_fd, &s->segs[i], &size, &torn, errmsg);
-		if (rv != 0) {
-			return rv;
-		}
-		if (torn && i + 1 < s->n_segs) {
-			disk_errmsg(errmsg,
-				    "segment file %s/%s: incomplete header at offset 0 in a "
-				    "segment that is not the last",
-				    s->dir, s->segs[i].name);
-			return KVD_ECORRUPT;
-		}
-		if (torn) {
-			snprintf(note, sizeof(note),
-				 "removed segment file %s/%s whose header was never completely "
-				 "written (%" PRIu64 " bytes)",
-				 s->dir, s->segs[i].name, size);
-			rv = seg_remove(s, i, errmsg);
-			if (rv != 0) {
-				return rv;
-			}
-			note_append(s->notes, note);
-			break;
-		}
-		if (s->segs[i].flags & RAFT_SEGMENT_FLAG_BASE) {
-			base = i;
-		}
-	}
-	if (base > 0) {
-		snprintf(note, sizeof(note),
-			 "removed %zu segment files older than %s/%s, left over from an "
-			 "interrupted reset",
-			 base, s->dir, s->segs[base].name);
-		for (size_t i = 0; i < base; i++) {
-			rv = seg_remove(s, 0, errmsg);
-			if (rv != 0) {
-				return rv;
-			}
-		}
-		note_append(s->notes, note);
-	}
-	return 0;
-}
-
-/* Checks closed segments cheaply, the last one fully, and continuity. */
-static int recover_segments(struct raft_log_store *s, char *errmsg)
-{
-	char note[KVD_ERRMSG_SIZE] = "";
-	int rv;
-
-	for (size_t i = 0; i < s->n_segs; i++) {
-		struct raft_segment *seg = &s->segs[i];
-		if (i + 1 < s->n_segs) {
-			rv = raft_segment_check_closed(s->dir, s->dir_fd, seg, errmsg);
-		} else {
-			rv = raft_segment_scan(s->dir, s->dir_fd, seg, true, note, errmsg);
-		}
-		if (rv != 0) {
-			return rv;
-		}
-		if (i > 0 && (seg->first_index != s->segs[i - 1].last_index + 1 ||
-			      seg->prev_term != s->segs[i - 1].last_term)) {
-			disk_errmsg(errmsg,
-				    "segment files %s/%s and %s are not contiguous: the first ends "
-				    "at index %" PRIu64 " term %" PRIu64 ", the second starts at "
-				    "index %" PRIu64 " after term %" PRIu64,
-				    s->dir, s->segs[i - 1].name, seg->name,
-				    s->segs[i - 1].last_index, s->segs[i - 1].last_term,
-				    seg->first_index, seg->prev_term);
-			return KVD_ECORRUPT;
-		}
-	}
-	note_append(s->notes, note);
-	return 0;
 }
 
 static int lock_dir(struct raft_log_store *s, char *errmsg)
@@ -365,25 +199,6 @@ static int lock_dir(struct raft_log_store *s, char *errmsg)
 	return 0;
 }
 
-/* Opens the last segment for appending (unless sealed) and makes what
- * recovery found durable, in case the previous process died before its
- * kernel wrote it back. */
-static int open_tail(struct raft_log_store *s, char *errmsg)
-{
-	struct raft_segment *last = last_seg(s);
-	if (last != NULL && !last->sealed) {
-		s->fd = openat(s->dir_fd, last->name, O_RDWR | O_CLOEXEC);
-		if (s->fd < 0 || fdatasync(s->fd) != 0) {
-			disk_errmsg(errmsg, "open %s/%s: %s", s->dir, last->name, strerror(errno));
-			return disk_errno_code(errno);
-		}
-	}
-	bounds_update(s);
-	mark_synced(s);
-	s->next_sequence = last != NULL ? last->sequence + 1 : 1;
-	return dir_sync(s, errmsg);
-}
-
 int raft_log_store_open(const char *dir, const struct raft_log_store_options *opts,
 			struct raft_log_store **store, char *errmsg)
 {
@@ -400,6 +215,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->first_index = 1;
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
+	s->verify_all = opts != NULL && opts->verify_all;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {
 		rv = KVD_ENOMEM;
@@ -418,16 +234,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	}
 	rv = lock_dir(s, errmsg);
 	if (rv == 0) {
-		rv = dir_list(s, errmsg);
-	}
-	if (rv == 0) {
-		rv = recover_headers(s, errmsg);
-	}
-	if (rv == 0) {
-		rv = recover_segments(s, errmsg);
-	}
-	if (rv == 0) {
-		rv = open_tail(s, errmsg);
+		rv = raft_log_recovery_run(s, errmsg);
 	}
 	if (rv != 0) {
 		goto err;
@@ -500,7 +307,7 @@ static int write_at(int fd, const uint8_t *buf, size_t len, uint64_t offset)
  * durable and forget the rest (see raft_log_store_sync in the header). */
 static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
 {
-	struct raft_segment *last = last_seg(s);
+	struct raft_segment *last = raft_log_store_last_segment(s);
 	int rv = disk_errno_code(err);
 
 	disk_errmsg(errmsg, "fdatasync %s/%s: %s; entries after index %" PRIu64 " were dropped",
@@ -528,7 +335,7 @@ static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
 	last->last_index = s->synced_index;
 	last->last_term = s->synced_term;
 	last->sealed = false;
-	bounds_update(s);
+	raft_log_store_bounds_update(s);
 	s->data_dirty = false;
 	return rv;
 }
@@ -544,13 +351,13 @@ int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
 		return sync_failed(store, errno, errmsg);
 	}
 	if (store->dir_dirty) {
-		rv = dir_sync(store, errmsg);
+		rv = raft_log_store_dir_sync(store, errmsg);
 		if (rv != 0) {
 			store->failed = true;
 			return rv;
 		}
 	}
-	mark_synced(store);
+	raft_log_store_mark_synced(store);
 	return 0;
 }
 
@@ -558,7 +365,7 @@ int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
  * file. A failed seal write is harmless (retried on the next append). */
 static int rollover(struct raft_log_store *s, char *errmsg)
 {
-	struct raft_segment *last = last_seg(s);
+	struct raft_segment *last = raft_log_store_last_segment(s);
 	uint8_t seal[RAFT_SEGMENT_SEAL_SIZE];
 	size_t count = (size_t)(last->last_index - last->first_index + 1);
 	uint8_t off[8];
@@ -592,7 +399,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 {
 	struct raft_segment *seg;
-	int rv = segs_reserve(s, s->n_segs + 1);
+	int rv = raft_log_store_segs_reserve(s, s->n_segs + 1);
 	if (rv != 0) {
 		return rv;
 	}
@@ -604,6 +411,7 @@ static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 	seg->prev_term = s->last_term;
 	rv = raft_segment_index_reserve(seg, 0);
 	if (rv != 0) {
+		raft_segment_index_drop(seg);
 		return rv;
 	}
 	rv = raft_segment_create(s->dir, s->dir_fd, seg, &s->fd, errmsg);
@@ -683,7 +491,7 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 			return rv;
 		}
 	}
-	seg = last_seg(store);
+	seg = raft_log_store_last_segment(store);
 	rv = raft_segment_index_reserve(seg, n);
 	if (rv != 0) {
 		return rv;
@@ -712,7 +520,7 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 	seg->size += bytes;
 	seg->last_index += n;
 	seg->last_term = entries[n - 1].term;
-	bounds_update(store);
+	raft_log_store_bounds_update(store);
 	store->data_dirty = true;
 	if (seg->size >= store->segment_size) {
 		rv = rollover(store, errmsg);
@@ -970,7 +778,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 			close(store->fd);
 			store->fd = -1;
 		}
-		rv = seg_remove(store, store->n_segs - 1, errmsg);
+		rv = raft_log_store_segment_remove(store, store->n_segs - 1, errmsg);
 		if (rv != 0) {
 			store->failed = true;
 			return rv;
@@ -997,8 +805,8 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	seg->last_index = from - 1;
 	seg->last_term = k > 0 ? seg->terms[k - 1] : seg->prev_term;
 	seg->sealed = false;
-	bounds_update(store);
-	mark_synced(store);
+	raft_log_store_bounds_update(store);
+	raft_log_store_mark_synced(store);
 	return 0;
 }
 
@@ -1010,12 +818,12 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
 		return KVD_EIO;
 	}
 	while (store->n_segs > 1 && store->segs[0].last_index <= up_to) {
-		rv = seg_remove(store, 0, errmsg);
+		rv = raft_log_store_segment_remove(store, 0, errmsg);
 		if (rv != 0) {
 			break;
 		}
 	}
-	bounds_update(store);
+	raft_log_store_bounds_update(store);
 	return rv;
 }
 
@@ -1023,26 +831,37 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 			 char *errmsg)
 {
 	size_t old = store->n_segs;
+	raft_index old_last = store->last_index;
+	raft_term old_term = store->last_term;
+	int old_fd;
 	int rv;
 
 	if (store->failed) {
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
 		return KVD_EIO;
 	}
-	if (store->fd >= 0) {
-		close(store->fd);
-		store->fd = -1;
-	}
+	old_fd = store->fd;
+	store->fd = -1;
 	store->last_index = index;
 	store->last_term = term;
 	rv = seg_start(store, RAFT_SEGMENT_FLAG_BASE, errmsg);
-	if (rv == 0 && fdatasync(store->fd) != 0) {
-		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir, last_seg(store)->name,
-			    strerror(errno));
+	if (rv != 0) {
+		/* No new file: the old log stands, unchanged and usable. */
+		store->fd = old_fd;
+		store->last_index = old_last;
+		store->last_term = old_term;
+		return rv;
+	}
+	if (old_fd >= 0) {
+		close(old_fd);
+	}
+	if (fdatasync(store->fd) != 0) {
+		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,
+			    raft_log_store_last_segment(store)->name, strerror(errno));
 		rv = disk_errno_code(errno);
 	}
 	if (rv == 0) {
-		rv = dir_sync(store, errmsg);
+		rv = raft_log_store_dir_sync(store, errmsg);
 	}
 	if (rv != 0) {
 		/* The old files are all still there and win at the next open
@@ -1053,13 +872,13 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 	/* The base segment is durable: the old files are now obsolete, and
 	 * open removes any that a crash leaves behind. */
 	for (size_t i = 0; i < old; i++) {
-		rv = seg_remove(store, 0, errmsg);
+		rv = raft_log_store_segment_remove(store, 0, errmsg);
 		if (rv != 0) {
 			store->failed = true;
 			return rv;
 		}
 	}
-	bounds_update(store);
-	mark_synced(store);
+	raft_log_store_bounds_update(store);
+	raft_log_store_mark_synced(store);
 	return 0;
 }

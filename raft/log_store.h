@@ -21,6 +21,7 @@
 #ifndef KVD_RAFT_LOG_STORE_H
 #define KVD_RAFT_LOG_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,10 @@ struct raft_log_store_options {
 	 * holds at least this many bytes. 0 selects RAFT_LOG_STORE_SEGMENT_SIZE.
 	 * Small values are for tests. */
 	uint64_t segment_size; /* bytes */
+	/* Also read and verify every record of every closed segment at open,
+	 * instead of only its header, seal and last record: startup then costs
+	 * a full read of the log. For tools and consistency checks. */
+	bool verify_all;
 };
 
 struct raft_log_store;
@@ -43,7 +48,8 @@ struct raft_log_store;
  * close: a second opener gets KVD_ELOCKED. opts may be NULL for defaults.
  *
  * Recovery reads every segment header, the seal and last record of each
- * closed segment, and all of the last segment; a torn write at the end of the
+ * closed segment (all of it with opts->verify_all), and all of the last
+ * segment; a torn write at the end of the
  * last segment (or a last segment whose header never reached the disk) is cut
  * off and described in errmsg, which on success holds "" or such notes for
  * the caller to log. Any other damage is KVD_ECORRUPT, naming file and offset.
@@ -152,8 +158,11 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
  * with first_index = index + 1, and the next append must be index + 1 with a
  * term >= term (the snapshot's). Atomic across crashes: a new segment marked
  * as a base is created and synced (file and directory) before the old files
- * are unlinked, and open removes any file older than the newest base.
- * Returns 0, KVD_ENOSPC, KVD_EIO.
+ * are unlinked, and open removes any file older than the newest base. If the
+ * base segment cannot be created the old log is left as it was and usable;
+ * a failure after that (sync, unlink) fails the store (KVD_EIO from then on)
+ * and the next open finishes or undoes the reset.
+ * Returns 0, KVD_ENOSPC, KVD_EEXIST (a stray file has the new name), KVD_EIO.
  */
 int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_term term,
 			 char *errmsg);

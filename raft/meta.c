@@ -5,7 +5,8 @@
  * vote would either stop the node or, worse, let it vote twice in a term.
  * Version n lives in "meta1" when n is odd and in "meta2" when n is even, so
  * storing version n+1 only ever overwrites version n-1; if that write tears,
- * version n is still intact in the other file.
+ * version n is still intact in the other file. The store reads both files to
+ * find n rather than trusting the caller to remember it.
  *
  * Invariants:
  *  - A file that exists was complete at least once: the first creation of
@@ -212,7 +213,8 @@ err:
 int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
 {
 	uint8_t buf[RAFT_META_FILE_SIZE];
-	uint64_t sequence = meta->sequence + 1;
+	uint64_t sequence = 0;
+	struct meta_file f;
 	char path[4096];
 	int rv = 0;
 	int fd;
@@ -221,6 +223,19 @@ int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
 		disk_errmsg(errmsg, "vote id is not NUL-terminated");
 		return KVD_EINVAL;
 	}
+	/* The files, not the caller, say which version is newest: whatever
+	 * meta->sequence holds, the newest copy is never the one overwritten
+	 * and the new version always wins over it. */
+	for (uint64_t parity = 0; parity < 2; parity++) {
+		rv = meta_file_read(dir, parity == 1 ? "meta1" : "meta2", parity, &f, errmsg);
+		if (rv != 0) {
+			return rv;
+		}
+		if (f.state == META_VALID && f.meta.sequence > sequence) {
+			sequence = f.meta.sequence;
+		}
+	}
+	sequence++;
 	meta_encode(meta, sequence, buf);
 	snprintf(path, sizeof(path), "%s/%s", dir, sequence % 2 == 1 ? "meta1" : "meta2");
 	fd = open(path, O_WRONLY | O_CLOEXEC);

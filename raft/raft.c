@@ -233,7 +233,7 @@ static int on_start(struct raft_core *r, const struct raft_event *e)
 
 	if (r->started)
 		return KVD_EINVAL;
-	if (e->u.start.applied_index < e->u.start.prev_index || s->index > e->u.start.prev_index)
+	if (e->u.start.applied_index < e->u.start.prev_index)
 		return KVD_EINVAL; /* the state machine must be able to replay the log */
 	raft_log_reset(&r->log, e->u.start.prev_index, e->u.start.prev_term);
 	for (unsigned i = 0; i < e->u.start.n_entries; i++) {
@@ -262,6 +262,13 @@ static int on_start(struct raft_core *r, const struct raft_event *e)
 	r->commit = r->applied;
 	r->apply_next = r->applied + 1;
 	r->persisted = raft_log_last_index(&r->log);
+	if (s->index > r->o.snapshot_trailing && s->index <= r->applied &&
+	    s->index <= raft_log_last_index(&r->log) &&
+	    raft_log_term_at(&r->log, s->index) == s->term) {
+		raft_index cut = s->index - r->o.snapshot_trailing;
+		if (cut > r->log.offset)
+			raft_log_compact(&r->log, cut);
+	}
 	r->role = RAFT_FOLLOWER;
 	r->started = true;
 	raft_core_config_refresh(r);

@@ -217,8 +217,10 @@ struct raft_event {
 			 * known committed. */
 			raft_index applied_index;
 			/* Log tail held in memory: entries prev_index+1 ..,
-			 * contiguous. prev_index >= snapshot.index except when
-			 * the log is empty after the snapshot. */
+			 * contiguous. Requires applied_index >= prev_index
+			 * (else KVD_EINVAL: entries to replay are missing).
+			 * The log may start before snapshot.index (its head
+			 * not yet removed) or right after it. */
 			raft_index prev_index;
 			raft_term prev_term;
 			const struct raft_entry *entries; /* borrowed */

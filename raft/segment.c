@@ -21,11 +21,12 @@
  * the segment is first read.
  *
  * Torn writes: the only bytes ever in flight are at the end of the last
- * segment. A bad record there followed by no valid record up to the end of the
- * file is what an interrupted write leaves (zeros from a size extension, a
- * partial record, stale sector contents), so it is cut off and reported as a
- * note. A bad record followed by a valid one is not something a crash
- * produces on an append-only file: that is corruption and stops the caller.
+ * segment. A record there that fails to decode, followed by no valid record
+ * up to the end of the file, is what an interrupted write leaves (zeros from
+ * a size extension, a partial record, stale sector contents), so it is cut
+ * off and reported as a note. A bad record followed by a valid one, or an
+ * intact record in the wrong place, is not something a crash produces on an
+ * append-only file: that is corruption and stops the caller.
  */
 #include "raft/segment.h"
 
@@ -450,8 +451,16 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 		struct raft_segment_record r;
 		const char *why = NULL;
 		uint64_t next = 0;
-		if (raft_segment_record_decode(map + off, size - off, &r, &why) == 0 &&
-		    record_fits(seg, &r, expect, term, &why)) {
+		bool decoded = raft_segment_record_decode(map + off, size - off, &r, &why) == 0;
+		if (decoded && !record_fits(seg, &r, expect, term, &why)) {
+			/* An intact record in the wrong place is no torn write. */
+			disk_errmsg(errmsg,
+				    "segment file %s/%s: record at offset %" PRIu64
+				    " passes its checksum but does not fit (%s)",
+				    dir, seg->name, off, why);
+			return KVD_ECORRUPT;
+		}
+		if (decoded) {
 			if (r.type == RAFT_SEGMENT_TYPE_SEAL) {
 				if (off + r.size != size) {
 					disk_errmsg(errmsg,

@@ -3,6 +3,7 @@
  * both on one libuv loop, over sockets on 127.0.0.1.
  */
 #include <check.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -93,8 +94,8 @@ static int run_until(uv_loop_t *loop, int *flag, uint64_t timeout_ms)
 static void server_start(struct env *e, uint16_t port)
 {
 	char errmsg[KVD_ERRMSG_SIZE];
-	int rc = http_server_start(&e->loop, "127.0.0.1", port, NULL, handler, e, &e->server,
-				   errmsg);
+	int rc =
+	    http_server_start(&e->loop, "127.0.0.1", port, NULL, handler, e, &e->server, errmsg);
 
 	ck_assert_msg(rc == 0, "%s", errmsg);
 	e->port = http_server_port(e->server);
@@ -158,11 +159,13 @@ START_TEST(test_http_client_request_roundtrip)
 	c = client_new(&e, addr, NULL);
 	/* three at once: pipelined on one connection, completed in order */
 	ck_assert_int_eq(http_client_request(c, "POST", "/echo", "X-Peer: n1\r\n", "abc", 3, 2000,
-					     on_response, &r[0]), 0);
-	ck_assert_int_eq(http_client_request(c, "GET", "/missing", NULL, NULL, 0, 2000,
-					     on_response, &r[1]), 0);
-	ck_assert_int_eq(http_client_request(c, "PUT", "/echo?q=1", NULL, "xyz", 3, 2000,
-					     on_response, &r[2]), 0);
+					     on_response, &r[0]),
+			 0);
+	ck_assert_int_eq(
+	    http_client_request(c, "GET", "/missing", NULL, NULL, 0, 2000, on_response, &r[1]), 0);
+	ck_assert_int_eq(
+	    http_client_request(c, "PUT", "/echo?q=1", NULL, "xyz", 3, 2000, on_response, &r[2]),
+	    0);
 	ck_assert_int_eq(r[0].calls, 0); /* never synchronous */
 	ck_assert(run_until(&e.loop, &r[2].calls, 3000));
 	for (i = 0; i < 3; i++) {
@@ -378,9 +381,8 @@ START_TEST(test_http_client_close_fails_pending)
 	http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response, &r[1]);
 	http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response, &r[2]);
 	/* the queue is full: the fourth fails with EBUSY, asynchronously */
-	ck_assert_int_eq(http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response,
-					     &r[3]),
-			 0);
+	ck_assert_int_eq(
+	    http_client_request(c, "GET", "/never", NULL, NULL, 0, 0, on_response, &r[3]), 0);
 	ck_assert_int_eq(r[3].calls, 0);
 	ck_assert(run_until(&e.loop, &r[3].calls, 2000));
 	ck_assert_int_eq(r[3].status, KVD_EBUSY);
@@ -437,6 +439,35 @@ START_TEST(test_http_client_request_resolves_names)
 }
 END_TEST
 
+START_TEST(test_http_client_request_after_connection_close)
+{
+	struct env e;
+	struct result r[2];
+	struct http_client *c;
+	struct http_client_stats st;
+	char addr[32];
+
+	env_init(&e);
+	memset(r, 0, sizeof(r));
+	server_start(&e, 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", e.port);
+	c = client_new(&e, addr, NULL);
+	/* the server closes after answering: the next request reconnects */
+	http_client_request(c, "POST", "/echo", "Connection: close\r\n", "a", 1, 2000, on_response,
+			    &r[0]);
+	ck_assert(run_until(&e.loop, &r[0].calls, 3000));
+	ck_assert_int_eq(r[0].status, 200);
+	http_client_request(c, "HEAD", "/echo", NULL, NULL, 0, 2000, on_response, &r[1]);
+	ck_assert(run_until(&e.loop, &r[1].calls, 3000));
+	ck_assert_int_eq(r[1].status, 200);
+	ck_assert_str_eq(r[1].body, ""); /* HEAD: no body read */
+	http_client_stats_get(c, &st);
+	ck_assert_uint_eq(st.connects, 2);
+	http_client_close(c);
+	env_close(&e);
+}
+END_TEST
+
 static Suite *http_client_suite(void)
 {
 	Suite *s = suite_create("http_client");
@@ -450,6 +481,7 @@ static Suite *http_client_suite(void)
 	tcase_add_test(tc, test_http_client_close_fails_pending);
 	tcase_add_test(tc, test_http_client_create_rejects_bad_address);
 	tcase_add_test(tc, test_http_client_request_resolves_names);
+	tcase_add_test(tc, test_http_client_request_after_connection_close);
 	suite_add_tcase(s, tc);
 	return s;
 }
@@ -459,6 +491,7 @@ int main(void)
 	SRunner *sr = srunner_create(http_client_suite());
 	int failed;
 
+	signal(SIGPIPE, SIG_IGN); /* as the daemon does: writes to gone peers fail */
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

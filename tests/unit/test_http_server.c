@@ -6,6 +6,7 @@
  * which the test then asserts once the loop has stopped.
  */
 #include <check.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <http_parser.h>
@@ -45,7 +47,7 @@ struct fixture {
 	struct held held[64];
 	int nheld;
 	int shutdown_results; /* KVD_ESHUTDOWN seen from late answers */
-	bool closed;          /* the close callback ran */
+	bool closed;	      /* the close callback ran */
 	struct http_server_stats stats;
 	uint64_t close_timeout_ms;
 };
@@ -88,8 +90,8 @@ static void answer_held_reverse(struct fixture *f)
 {
 	while (f->nheld > 0) {
 		struct held *h = &f->held[--f->nheld];
-		if (http_response_send(h->req, 200, "text/plain", NULL, h->name,
-				       strlen(h->name)) == KVD_ESHUTDOWN)
+		if (http_response_send(h->req, 200, "text/plain", NULL, h->name, strlen(h->name)) ==
+		    KVD_ESHUTDOWN)
 			f->shutdown_results++;
 	}
 }
@@ -118,6 +120,17 @@ static void handler(struct http_request *req, void *user)
 		f->held[f->nheld].req = req;
 		snprintf(f->held[f->nheld].name, sizeof(f->held[0].name), "%s", path);
 		f->nheld++;
+	} else if (strncmp(path, "/p/", 3) == 0) {
+		char *out = malloc(plen + 1 + 8192);
+		size_t qlen;
+		const char *q = http_request_query(req, &qlen);
+		int n = snprintf(out, plen + 1 + 8192, "%s?%s", path, q);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
+		free(out);
+	} else if (strcmp(path, "/count") == 0) {
+		char out[16];
+		int n = snprintf(out, sizeof(out), "%d", f->nheld);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
 	} else if (strcmp(path, "/release") == 0) {
 		http_response_send(req, 200, "text/plain", NULL, "released", 8);
 		answer_held_reverse(f);
@@ -259,7 +272,8 @@ static int rd_on_header_field(http_parser *p, const char *at, size_t len)
 	}
 	r->last_was_value = false;
 	for (i = 0; i < len && s->headers_len + 2 < sizeof(s->headers); i++)
-		s->headers[s->headers_len++] = (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
+		s->headers[s->headers_len++] =
+		    (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
 	s->headers[s->headers_len] = '\0';
 	return 0;
 }
@@ -390,8 +404,9 @@ static void client_roundtrip(struct fixture *f)
 	CHECKT(f, has_header(s, "content-length: 5"));
 	CHECKT(f, has_header(s, "date: "));
 	CHECKT(f, s->keep_alive);
-	CHECKT(f, send_str(fd, "PUT /echo?x=1&y=%20 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
-			       "Content-Length: 11\r\n\r\nhello world"));
+	CHECKT(f,
+	       send_str(fd, "PUT /echo?x=1&y=%20 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+			    "Content-Length: 11\r\n\r\nhello world"));
 	CHECKT(f, read_response(&rd, s));
 	CHECKT(f, s->status == 200);
 	CHECKT(f, strcmp(s->body, "hello world") == 0);
@@ -515,6 +530,51 @@ static void client_chunked(struct fixture *f)
 	close(fd);
 	free(s);
 }
+
+static void client_long_url(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *req = malloc(8000), *want = malloc(8000);
+	int fd = tcp_connect(f->port), i, n;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* path and query long enough to grow the head buffer several times */
+	n = snprintf(want, 8000, "/p/");
+	for (i = 0; i < 2000; i++)
+		want[n++] = (char)('a' + i % 26);
+	want[n++] = '?';
+	for (i = 0; i < 1000; i++)
+		want[n++] = (char)('A' + i % 26);
+	want[n] = '\0';
+	snprintf(req, 8000, "GET http://host:1%s#frag HTTP/1.1\r\nHost: x\r\n\r\n", want);
+	CHECKT(f, send_str(fd, req));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, strcmp(s->body, want) == 0);
+	/* 65 headers: too many */
+	n = snprintf(req, 8000, "GET /hello HTTP/1.1\r\n");
+	for (i = 0; i < 65; i++)
+		n += snprintf(req + n, (size_t)(8000 - n), "X-H%d: v\r\n", i);
+	snprintf(req + n, (size_t)(8000 - n), "\r\n");
+	CHECKT(f, send_str(fd, req));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 431);
+	close(fd);
+	free(req);
+	free(want);
+	free(s);
+}
+
+START_TEST(test_http_request_path_long_absolute_url)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_long_url);
+	free(f);
+}
+END_TEST
 
 START_TEST(test_http_server_chunked_body)
 {
@@ -898,6 +958,237 @@ START_TEST(test_http_response_send_after_client_disconnect)
 }
 END_TEST
 
+static void client_backpressure(struct fixture *f)
+{
+	struct reader rd, rd2;
+	struct resp *s = malloc(sizeof(*s));
+	char *req = malloc(4096), name[32];
+	int fd = tcp_connect(f->port), fd2 = tcp_connect(f->port), i, n = 0, got = 0;
+
+	CHECKT(f, fd >= 0 && fd2 >= 0);
+	reader_init(&rd, fd);
+	reader_init(&rd2, fd2);
+	for (i = 0; i < 20; i++)
+		n += snprintf(req + n, (size_t)(4096 - n), "GET /hold/%d HTTP/1.1\r\n\r\n", i);
+	CHECKT(f, send_str(fd, req));
+	while (got < 20) {
+		usleep(20000);
+		/* never more than max_pipeline (4) handed out at once */
+		CHECKT(f, send_str(fd2, "GET /count HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		CHECKT(f, atoi(s->body) <= 4);
+		CHECKT(f, send_str(fd2, "GET /release HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		/* read what was answered so far */
+		while (got < 20) {
+			struct timeval tv = {0, 200000};
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			if (!read_response(&rd, s))
+				break;
+			snprintf(name, sizeof(name), "/hold/%d", got);
+			CHECKT(f, s->status == 200 && strcmp(s->body, name) == 0);
+			got++;
+		}
+		if (rd.off >= rd.len)
+			reader_init(&rd, fd); /* a timed-out read leaves no partial response */
+	}
+	close(fd);
+	close(fd2);
+	free(req);
+	free(s);
+}
+
+START_TEST(test_http_server_pipeline_backpressure)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_pipeline = 4};
+
+	run_with(f, &opts, client_backpressure);
+	ck_assert_uint_ge(f->stats.requests, 20);
+	free(f);
+}
+END_TEST
+
+/* One past the highest open descriptor, after filling the holes below it
+ * (so that a limit just above it leaves no spare room); the fillers are
+ * returned in holes[] for closing. */
+static int fds_fill(int *holes, int max_holes, int *nholes)
+{
+	int top = 0, fd;
+
+	*nholes = 0;
+	for (fd = 0; fd < 4096; fd++)
+		if (fcntl(fd, F_GETFD) != -1)
+			top = fd + 1;
+	for (fd = 0; fd < top && *nholes < max_holes; fd++)
+		if (fcntl(fd, F_GETFD) == -1)
+			holes[(*nholes)++] = dup(0);
+	return top;
+}
+
+#define EMFILE_CONNS 20
+
+static void client_emfile(struct fixture *f)
+{
+	int fds[EMFILE_CONNS], i;
+	struct reader *rd = malloc(sizeof(*rd));
+	struct resp *s = malloc(sizeof(*s));
+	struct sockaddr_in sa;
+	struct timeval tv = {5, 0};
+	struct rlimit rl;
+	static int holes[4096];
+	int nholes;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(f->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECKT(f, fds[i] >= 0);
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	/* the server may now open only half as many sockets as we connect */
+	CHECKT(f, getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = (rlim_t)fds_fill(holes, 4096, &nholes) + EMFILE_CONNS / 2;
+	CHECKT(f, setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		CHECKT(f, connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+		CHECKT(f, send_str(fds[i], "GET /hello HTTP/1.1\r\n\r\n"));
+	}
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		reader_init(rd, fds[i]);
+		CHECKT(f, read_response(rd, s));
+		CHECKT(f, s->status == 200);
+		/* closing frees a server descriptor for the next one waiting */
+		close(fds[i]);
+	}
+	while (nholes > 0)
+		close(holes[--nholes]);
+	free(rd);
+	free(s);
+}
+
+START_TEST(test_http_server_accept_survives_emfile)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct rlimit old;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	run_with(f, NULL, client_emfile);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	ck_assert_uint_gt(f->stats.accept_paused, 0);
+	ck_assert_uint_eq(f->stats.accepted, EMFILE_CONNS);
+	free(f);
+}
+END_TEST
+
+static void client_bytewise(struct fixture *f)
+{
+	static const char req[] = "PUT /echo?q=1 HTTP/1.1\r\nAuthorization: Bearer tok\r\n"
+				  "Content-Length: 5\r\n\r\nhelloGET /hello HTTP/1.1\r\n\r\n";
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+	size_t i;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* every element arrives split across many reads */
+	for (i = 0; i < sizeof(req) - 1; i++) {
+		CHECKT(f, send_all(fd, req + i, 1));
+		usleep(200);
+	}
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	CHECKT(f, has_header(s, "x-auth: Bearer tok"));
+	CHECKT(f, has_header(s, "x-query: q=1"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_request_split_across_reads)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_bytewise);
+	free(f);
+}
+END_TEST
+
+static void client_garbage(struct fixture *f)
+{
+	static const char *const pieces[] = {"GET ",
+					     "/hello",
+					     " HTTP/1.1\r\n",
+					     "Host: x\r\n",
+					     "\r\n",
+					     "Content-Length: ",
+					     "Transfer-Encoding: chunked\r\n",
+					     "5\r\nhello\r\n",
+					     "0\r\n\r\n",
+					     "\x00\xff",
+					     "PUT /echo HTTP/1.1\r\n",
+					     ": :\r\n",
+					     "Expect: 100-continue\r\n",
+					     "zz\r\n",
+					     "HTTP/1.1 200 OK\r\n",
+					     "-1\r\n",
+					     "99999999999999999999\r\n"};
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char buf[512];
+	unsigned seed = 12345;
+	int round, fd;
+
+	for (round = 0; round < 300; round++) {
+		size_t n = 0;
+		int k, parts = 1 + (int)(rand_r(&seed) % 8);
+		struct timeval tv = {0, 20000};
+
+		for (k = 0; k < parts; k++) {
+			const char *p =
+			    pieces[rand_r(&seed) % (sizeof(pieces) / sizeof(pieces[0]))];
+			size_t len = strlen(p);
+			if (rand_r(&seed) % 4 == 0)
+				len = rand_r(&seed) % (len + 1); /* truncated */
+			if (n + len < sizeof(buf)) {
+				memcpy(buf + n, p, len);
+				n += len;
+			}
+		}
+		fd = tcp_connect(f->port);
+		CHECKT(f, fd >= 0);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		send_all(fd, buf, n);
+		if (rand_r(&seed) % 2)
+			shutdown(fd, SHUT_WR);
+		recv(fd, buf, sizeof(buf), 0); /* whatever comes, or nothing */
+		close(fd);
+	}
+	/* the server is still fine */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_survives_garbage)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.idle_timeout_ms = 100};
+
+	run_with(f, &opts, client_garbage);
+	free(f);
+}
+END_TEST
+
 static Suite *http_server_suite(void)
 {
 	Suite *s = suite_create("http_server");
@@ -908,6 +1199,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_keep_alive_many_requests);
 	tcase_add_test(tc, test_http_response_send_pipelined_out_of_order);
 	tcase_add_test(tc, test_http_server_chunked_body);
+	tcase_add_test(tc, test_http_request_path_long_absolute_url);
 	tcase_add_test(tc, test_http_server_oversized_headers_431);
 	tcase_add_test(tc, test_http_server_oversized_body_413);
 	tcase_add_test(tc, test_http_server_malformed_request_400);
@@ -917,6 +1209,10 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_many_concurrent_connections);
 	tcase_add_test(tc, test_http_server_close_finishes_in_flight);
 	tcase_add_test(tc, test_http_response_send_after_client_disconnect);
+	tcase_add_test(tc, test_http_server_pipeline_backpressure);
+	tcase_add_test(tc, test_http_server_accept_survives_emfile);
+	tcase_add_test(tc, test_http_server_request_split_across_reads);
+	tcase_add_test(tc, test_http_server_survives_garbage);
 	suite_add_tcase(s, tc);
 	return s;
 }
@@ -926,6 +1222,7 @@ int main(void)
 	SRunner *sr = srunner_create(http_server_suite());
 	int failed;
 
+	signal(SIGPIPE, SIG_IGN); /* as the daemon does: writes to gone peers fail */
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -456,6 +456,33 @@ START_TEST(test_raft_log_store_reset)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_reset_create_failure_keeps_log)
+{
+	/* A file in the way of the base segment: the reset fails before
+	 * touching anything, and the old log stays usable. */
+	char *dir = tu_mkdtemp();
+	char path[4200];
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	append_range(s, 1, 10, 1);
+	tu_write_at(dir, "seg-0000000000000002", 0, "x", 1);
+	ck_assert_int_eq(raft_log_store_reset(s, 100, 3, NULL), KVD_EEXIST);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 1);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	ck_assert_uint_eq(raft_log_store_last_term(s), 1);
+	append_range(s, 11, 12, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	tu_path(path, sizeof(path), dir, "seg-0000000000000002");
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(raft_log_store_reset(s, 100, 3, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 100);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 101);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_open_interrupted_reset)
 {
 	char *dir = tu_mkdtemp();
@@ -599,6 +626,27 @@ START_TEST(test_raft_log_store_open_bit_flip_last_segment)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_open_misplaced_record_at_tail)
+{
+	/* An intact record with the wrong index is corruption, not a torn write. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	char expect[256];
+	const char *seg = "seg-0000000000000001";
+	uint8_t rec[RAFT_SEGMENT_RECORD_HEADER_SIZE + 3];
+	make_log(dir, 20);
+	raft_segment_record_encode(rec, 30, 1, RAFT_ENTRY_COMMAND, "abc", 3);
+	tu_append(dir, seg, rec, sizeof(rec));
+	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
+	snprintf(expect, sizeof(expect), "%s/%s: record at offset %llu passes its checksum", dir,
+		 seg, (unsigned long long)record_offset(1, 21));
+	ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+	ck_assert_int_eq(tu_file_size(dir, seg),
+			 (long long)record_offset(1, 21) + (long long)sizeof(rec));
+	tu_rmtree(dir);
+}
+END_TEST
+
 /* A log of 1..200 in several small segments; returns the file names. */
 static size_t make_multi(const char *dir, char ***names)
 {
@@ -636,6 +684,18 @@ START_TEST(test_raft_log_store_read_bit_flip_closed_segment)
 	/* Still refused on the next attempt: nothing was dropped. */
 	ck_assert_int_eq(raft_log_store_read(s, 1, 2, 0, &e, &n_read, NULL), KVD_ECORRUPT);
 	raft_log_store_close(s);
+	/* A full check at open finds it before any read. */
+	{
+		struct raft_log_store_options opts = {.segment_size = SMALL_SEGMENT,
+						      .verify_all = true};
+		ck_assert_int_eq(raft_log_store_open(dir, &opts, &s, errmsg), KVD_ECORRUPT);
+		ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+		tu_flip(dir, names[0], (long long)off + 20, 0);
+		ck_assert_int_eq(raft_log_store_open(dir, &opts, &s, errmsg), 0);
+		ck_assert_str_eq(errmsg, "");
+		check_range(s, 1, 200, 1);
+		raft_log_store_close(s);
+	}
 	seg_list_free(names, n);
 	tu_rmtree(dir);
 }
@@ -844,6 +904,97 @@ START_TEST(test_raft_log_store_open_sealed_last_segment)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_append_seal_write_failure_retried)
+{
+	/* The batch fits under the file size limit but its rollover seal does
+	 * not: the append still succeeds, and the seal is written by a later
+	 * append once there is room. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	uint64_t size = record_offset(1, 11); /* header + entries 1..10 */
+	struct raft_log_store *s = open_ok(dir, size, NULL);
+	struct rlimit old;
+	struct rlimit lim;
+	char **names;
+	size_t n;
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)size + 10;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)size); /* no partial seal */
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	append_range(s, 11, 11, 1); /* seals now */
+	ck_assert_int_eq(tu_file_size(dir, seg),
+			 (long long)(size + record_size(11) + RAFT_SEGMENT_SEAL_SIZE));
+	append_range(s, 12, 12, 1); /* into a new segment */
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	ck_assert_uint_eq(n, 2);
+	seg_list_free(names, n);
+	s = open_ok(dir, size, NULL);
+	check_range(s, 1, 12, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+/* The descriptor this process holds on dir/name, found by inode. */
+static int fd_of(const char *dir, const char *name)
+{
+	char path[4200];
+	struct stat want;
+	tu_path(path, sizeof(path), dir, name);
+	ck_assert_int_eq(stat(path, &want), 0);
+	for (int fd = 3; fd < 1024; fd++) {
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_ino == want.st_ino && st.st_dev == want.st_dev) {
+			return fd;
+		}
+	}
+	return -1;
+}
+
+START_TEST(test_raft_log_store_sync_failure_fails_store)
+{
+	/* Swap the segment's descriptor for /dev/null, where fdatasync and
+	 * ftruncate fail: the store cannot cut back to a known state, so it
+	 * refuses everything, and a reopen recovers the synced prefix. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	struct raft_entry e = {.index = 21, .term = 1, .type = RAFT_ENTRY_NOOP};
+	int fd;
+	int null_fd;
+	append_range(s, 1, 20, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	fd = fd_of(dir, "seg-0000000000000001");
+	ck_assert_int_ge(fd, 0);
+	null_fd = open("/dev/null", O_RDWR);
+	ck_assert_int_ge(null_fd, 0);
+	ck_assert_int_eq(dup2(null_fd, fd), fd);
+	close(null_fd);
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, NULL), 0);
+	ck_assert_int_eq(raft_log_store_sync(s, errmsg), KVD_EIO);
+	ck_assert_ptr_nonnull(strstr(errmsg, "seg-0000000000000001"));
+	ck_assert_ptr_nonnull(strstr(errmsg, "reopened"));
+	e.index = 22;
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, NULL), KVD_EIO);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), KVD_EIO);
+	ck_assert_int_eq(raft_log_store_truncate(s, 5, NULL), KVD_EIO);
+	ck_assert_int_eq(raft_log_store_reset(s, 100, 1, NULL), KVD_EIO);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 20);
+	check_range(s, 1, 20, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *log_store_suite(void)
 {
 	Suite *s = suite_create("raft_log_store");
@@ -859,18 +1010,22 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_truncate_everything);
 	tcase_add_test(tc, test_raft_log_store_remove_head);
 	tcase_add_test(tc, test_raft_log_store_reset);
+	tcase_add_test(tc, test_raft_log_store_reset_create_failure_keeps_log);
 	tcase_add_test(tc, test_raft_log_store_open_interrupted_reset);
 	tcase_add_test(tc, test_raft_log_store_open_torn_partial_record);
 	tcase_add_test(tc, test_raft_log_store_open_torn_zero_tail);
 	tcase_add_test(tc, test_raft_log_store_open_torn_garbage_tail);
 	tcase_add_test(tc, test_raft_log_store_open_torn_header);
 	tcase_add_test(tc, test_raft_log_store_open_bit_flip_last_segment);
+	tcase_add_test(tc, test_raft_log_store_open_misplaced_record_at_tail);
 	tcase_add_test(tc, test_raft_log_store_read_bit_flip_closed_segment);
 	tcase_add_test(tc, test_raft_log_store_open_bad_seal_or_last_record);
 	tcase_add_test(tc, test_raft_log_store_open_missing_segment);
 	tcase_add_test(tc, test_raft_log_store_open_unsynced_crash);
 	tcase_add_test(tc, test_raft_log_store_open_locked);
 	tcase_add_test(tc, test_raft_log_store_append_write_failure_rolls_back);
+	tcase_add_test(tc, test_raft_log_store_append_seal_write_failure_retried);
+	tcase_add_test(tc, test_raft_log_store_sync_failure_fails_store);
 	tcase_add_test(tc, test_raft_log_store_term_at_across_segments);
 	tcase_add_test(tc, test_raft_log_store_open_sealed_last_segment);
 	suite_add_tcase(s, tc);

@@ -58,6 +58,28 @@ START_TEST(test_raft_meta_store_alternates)
 }
 END_TEST
 
+START_TEST(test_raft_meta_store_ignores_caller_sequence)
+{
+	/* A caller that builds a fresh struct for every store (sequence 0, or
+	 * any stale value) still alternates files and never loses to an older
+	 * version. */
+	char *dir = tu_mkdtemp();
+	struct raft_meta got;
+	for (raft_term term = 1; term <= 5; term++) {
+		struct raft_meta m = {.term = term, .sequence = term == 3 ? 1000 : 0};
+		ck_assert_int_eq(raft_meta_store(dir, &m, NULL), 0);
+		ck_assert_uint_eq(m.sequence, term);
+		ck_assert_int_eq(raft_meta_load(dir, &got, NULL), 0);
+		ck_assert_uint_eq(got.term, term);
+	}
+	/* Version 4 (meta2) survives a torn write of version 5's file. */
+	tu_truncate(dir, "meta1", 50);
+	ck_assert_int_eq(raft_meta_load(dir, &got, NULL), 0);
+	ck_assert_uint_eq(got.term, 4);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_meta_load_newer_corrupt_uses_older)
 {
 	char *dir = tu_mkdtemp();
@@ -174,6 +196,7 @@ static Suite *meta_suite(void)
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, test_raft_meta_load_fresh);
 	tcase_add_test(tc, test_raft_meta_store_alternates);
+	tcase_add_test(tc, test_raft_meta_store_ignores_caller_sequence);
 	tcase_add_test(tc, test_raft_meta_load_newer_corrupt_uses_older);
 	tcase_add_test(tc, test_raft_meta_load_older_torn_uses_newer);
 	tcase_add_test(tc, test_raft_meta_load_both_corrupt);
