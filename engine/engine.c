@@ -151,8 +151,8 @@ int engine_meta_read(leveldb_t *db, const leveldb_readoptions_t *ropts, const ch
 static int meta_read_u64(struct engine *e, const char *name, uint64_t dflt, uint64_t *out,
 			 char *errmsg)
 {
-	char *v;
-	size_t n;
+	char *v = NULL;
+	size_t n = 0;
 	int rv = engine_meta_read(e->db, e->ropts, name, &v, &n, errmsg);
 
 	if (rv != 0) {
@@ -512,7 +512,7 @@ void engine_applied(struct engine *engine, uint64_t *index, uint64_t *term)
 
 int engine_config_get(struct engine *engine, void **config, size_t *len)
 {
-	char *v;
+	char *v = NULL;
 	size_t n;
 	void *copy;
 	int rv = KVD_EIO;
