@@ -680,9 +680,8 @@ out_unlock:
  */
 static int db_recover(struct engine *e, char *errmsg)
 {
-	int rv;
-
 	struct statvfs fs;
+	int rv;
 
 	if (atomic_load(&e->views_open) > 0) {
 		engine_errmsg(errmsg,
