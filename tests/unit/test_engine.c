@@ -277,6 +277,10 @@ START_TEST(test_engine_apply_batch_atomic_when_killed)
 	pid_t pid;
 	char key[32];
 
+	int ready[2];
+	char byte;
+
+	ck_assert_int_eq(pipe(ready), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -297,15 +301,22 @@ START_TEST(test_engine_apply_batch_atomic_when_killed)
 			if (engine_apply(ce, entries, 100, NULL) != 0) {
 				_exit(3);
 			}
+			if (base == 1 && write(ready[1], "r", 1) != 1) {
+				_exit(4);
+			}
 		}
 	}
-	usleep(300 * 1000);
+	/* Kill it some time after its first batch, mid-stream. */
+	ck_assert_int_eq(read(ready[0], &byte, 1), 1);
+	usleep(100 * 1000 + (useconds_t)(time(NULL) % 7) * 20 * 1000);
 	kill(pid, SIGKILL);
+	close(ready[0]);
+	close(ready[1]);
 	waitpid(pid, NULL, 0);
 
 	e = open_engine(NULL);
 	engine_applied(e, &index, &term);
-	ck_assert_msg(index > 0, "child applied nothing in 300 ms");
+	ck_assert_msg(index >= 100, "child's first batch lost");
 	ck_assert_uint_eq(index % 100, 0);
 	for (uint64_t i = 1; i <= index; i += 37) {
 		snprintf(key, sizeof(key), "k%llu", (unsigned long long)i);
