@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define MIB ((size_t)1 << 20)
@@ -150,8 +151,8 @@ int engine_meta_read(leveldb_t *db, const leveldb_readoptions_t *ropts, const ch
 static int meta_read_u64(struct engine *e, const char *name, uint64_t dflt, uint64_t *out,
 			 char *errmsg)
 {
-	char *v;
-	size_t n;
+	char *v = NULL;
+	size_t n = 0;
 	int rv = engine_meta_read(e->db, e->ropts, name, &v, &n, errmsg);
 
 	if (rv != 0) {
@@ -206,8 +207,55 @@ static int db_init_fresh(struct engine *e, char *errmsg)
 	return 0;
 }
 
+/* Reads "mpending" into a malloc'd array (NULL when empty). */
+static int load_pending(struct engine *e, uint64_t gen, uint64_t **out, size_t *n_out, char *errmsg)
+{
+	uint64_t *pending = NULL;
+	char *v = NULL;
+	size_t n = 0;
+	int rv;
+
+	rv = engine_meta_read(e->db, e->ropts, ENGINE_KEY_PENDING, &v, &n, errmsg);
+	if (rv != 0 || v == NULL) {
+		*out = NULL;
+		*n_out = 0;
+		return rv;
+	}
+	if (n % 8 != 0) {
+		engine_errmsg(errmsg, "%s: meta key mpending has %zu bytes", e->dir, n);
+		rv = KVD_ECORRUPT;
+		goto out;
+	}
+	pending = malloc(n > 0 ? n : 1);
+	if (pending == NULL) {
+		rv = KVD_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n / 8; i++) {
+		pending[i] = engine_get_u64((const unsigned char *)v + 8 * i);
+		if (pending[i] >= gen) {
+			engine_errmsg(errmsg, "%s: pending generation %llu >= current", e->dir,
+				      (unsigned long long)pending[i]);
+			rv = KVD_ECORRUPT;
+			goto out;
+		}
+	}
+	*out = pending;
+	*n_out = n / 8;
+	pending = NULL;
+out:
+	free(pending);
+	leveldb_free(v);
+	return rv;
+}
+
+/* Loads (or, for an empty database, creates) the meta keys and publishes them
+ * in the in-memory state under the locks that guard it. */
 static int db_load_meta(struct engine *e, char *errmsg)
 {
+	uint64_t index = 0, term = 0, gen = 0;
+	uint64_t *pending = NULL;
+	size_t n_pending = 0;
 	char *v = NULL;
 	size_t n = 0;
 	int rv;
@@ -234,58 +282,42 @@ static int db_load_meta(struct engine *e, char *errmsg)
 	if (rv != 0) {
 		return rv;
 	}
-	e->applied_index = 0;
-	e->applied_term = 0;
 	if (v != NULL) {
-		if (n != 16) {
-			leveldb_free(v);
+		bool ok = n == 16;
+		if (ok) {
+			index = engine_get_u64((const unsigned char *)v);
+			term = engine_get_u64((const unsigned char *)v + 8);
+		}
+		leveldb_free(v);
+		if (!ok) {
 			engine_errmsg(errmsg, "%s: meta key mapplied has %zu bytes", e->dir, n);
 			return KVD_ECORRUPT;
 		}
-		e->applied_index = engine_get_u64((const unsigned char *)v);
-		e->applied_term = engine_get_u64((const unsigned char *)v + 8);
-		leveldb_free(v);
 	}
 
-	rv = meta_read_u64(e, ENGINE_KEY_GEN, 0, &e->gen, errmsg);
+	rv = meta_read_u64(e, ENGINE_KEY_GEN, 0, &gen, errmsg);
 	if (rv != 0) {
 		return rv;
 	}
-	if (e->gen == 0) {
+	if (gen == 0) {
 		engine_errmsg(errmsg, "%s: meta key mgen missing or zero", e->dir);
 		return KVD_ECORRUPT;
 	}
-
-	rv = engine_meta_read(e->db, e->ropts, ENGINE_KEY_PENDING, &v, &n, errmsg);
+	rv = load_pending(e, gen, &pending, &n_pending, errmsg);
 	if (rv != 0) {
 		return rv;
 	}
+
+	pthread_mutex_lock(&e->state_lock);
+	e->applied_index = index;
+	e->applied_term = term;
+	e->gen = gen;
+	pthread_mutex_unlock(&e->state_lock);
+	pthread_mutex_lock(&e->gc_lock);
 	free(e->pending);
-	e->pending = NULL;
-	e->n_pending = 0;
-	if (v != NULL) {
-		if (n % 8 != 0) {
-			leveldb_free(v);
-			engine_errmsg(errmsg, "%s: meta key mpending has %zu bytes", e->dir, n);
-			return KVD_ECORRUPT;
-		}
-		e->pending = malloc(n > 0 ? n : 1);
-		if (e->pending == NULL) {
-			leveldb_free(v);
-			return KVD_ENOMEM;
-		}
-		for (size_t i = 0; i < n / 8; i++) {
-			e->pending[i] = engine_get_u64((const unsigned char *)v + 8 * i);
-			if (e->pending[i] >= e->gen) {
-				leveldb_free(v);
-				engine_errmsg(errmsg, "%s: pending generation %llu >= current",
-					      e->dir, (unsigned long long)e->pending[i]);
-				return KVD_ECORRUPT;
-			}
-		}
-		e->n_pending = n / 8;
-		leveldb_free(v);
-	}
+	e->pending = pending;
+	e->n_pending = n_pending;
+	pthread_mutex_unlock(&e->gc_lock);
 	return 0;
 }
 
@@ -402,6 +434,7 @@ static void engine_free(struct engine *e)
 	pthread_cond_destroy(&e->gc_cond);
 	pthread_mutex_destroy(&e->gc_lock);
 	pthread_mutex_destroy(&e->state_lock);
+	pthread_rwlock_destroy(&e->db_lock);
 	free(e->pending);
 	free(e->dir);
 	free(e);
@@ -417,11 +450,13 @@ int engine_open(const char *dir, const struct engine_options *opts, struct engin
 	if (e == NULL) {
 		return KVD_ENOMEM;
 	}
+	pthread_rwlock_init(&e->db_lock, NULL);
 	pthread_mutex_init(&e->state_lock, NULL);
 	pthread_mutex_init(&e->gc_lock, NULL);
 	pthread_cond_init(&e->gc_cond, NULL);
 	pthread_cond_init(&e->gc_idle_cond, NULL);
 	atomic_init(&e->malformed, 0);
+	atomic_init(&e->views_open, 0);
 	atomic_init(&e->gc_stop, false);
 	if (opts != NULL) {
 		e->opts = *opts;
@@ -477,11 +512,16 @@ void engine_applied(struct engine *engine, uint64_t *index, uint64_t *term)
 
 int engine_config_get(struct engine *engine, void **config, size_t *len)
 {
-	char *v;
+	char *v = NULL;
 	size_t n;
 	void *copy;
-	int rv = engine_meta_read(engine->db, engine->ropts, ENGINE_KEY_CONFIG, &v, &n, NULL);
+	int rv = KVD_EIO;
 
+	pthread_rwlock_rdlock(&engine->db_lock);
+	if (engine->db != NULL) {
+		rv = engine_meta_read(engine->db, engine->ropts, ENGINE_KEY_CONFIG, &v, &n, NULL);
+	}
+	pthread_rwlock_unlock(&engine->db_lock);
 	if (rv != 0) {
 		return rv;
 	}
@@ -628,6 +668,57 @@ out_unlock:
 	return rv;
 }
 
+/*
+ * After a failed write, LevelDB may keep a sticky background error (a
+ * compaction that hit a full disk fails every later write until the database
+ * is reopened). So the apply thread reopens it before the next attempt: stop
+ * the deleter, close and reopen under the write side of db_lock, restart the
+ * deleter. The reopen recovers every earlier write from LevelDB's own log
+ * (the failed batch was never applied). It is skipped, with the old error,
+ * while a view is open, since views hold snapshots of the old handle; the
+ * caller retries later anyway.
+ */
+static int db_recover(struct engine *e, char *errmsg)
+{
+	struct statvfs fs;
+	int rv;
+
+	if (atomic_load(&e->views_open) > 0) {
+		engine_errmsg(errmsg,
+			      "%s: earlier write failed; reopen deferred while a view is open",
+			      e->dir);
+		return e->write_error;
+	}
+	/* Reopening needs room for a memtable flush; while the disk is still
+	 * full, keep the old handle so reads go on working. */
+	if (e->db != NULL && e->write_error == KVD_ENOSPC && statvfs(e->dir, &fs) == 0 &&
+	    (uint64_t)fs.f_bavail * fs.f_frsize < 2 * (uint64_t)e->opts.write_buffer_bytes) {
+		engine_errmsg(errmsg, "%s: No space left on device (%llu bytes free)", e->dir,
+			      (unsigned long long)fs.f_bavail * fs.f_frsize);
+		return KVD_ENOSPC;
+	}
+	engine_gc_stop(e);
+	pthread_rwlock_wrlock(&e->db_lock);
+	if (atomic_load(&e->views_open) > 0) {
+		rv = e->write_error;
+		engine_errmsg(errmsg, "%s: reopen deferred while a view is open", e->dir);
+	} else {
+		db_close(e);
+		rv = db_open(e, errmsg);
+	}
+	pthread_rwlock_unlock(&e->db_lock);
+	if (e->db != NULL) {
+		int rv2 = engine_gc_start(e, rv == 0 ? errmsg : NULL);
+		rv = rv != 0 ? rv : rv2;
+	}
+	if (rv == 0) {
+		engine_log(e, "level=info msg=\"database reopened after a write failure\" dir=%s",
+			   e->dir);
+		e->write_error = 0;
+	}
+	return rv;
+}
+
 int engine_apply(struct engine *engine, const struct engine_entry *entries, size_t n, char *errmsg)
 {
 	struct engine *e = engine;
@@ -644,6 +735,12 @@ int engine_apply(struct engine *engine, const struct engine_entry *entries, size
 	rv = check_entries(e, entries, n, errmsg);
 	if (rv != 0) {
 		return rv;
+	}
+	if (e->write_error != 0) {
+		rv = db_recover(e, errmsg);
+		if (rv != 0) {
+			return rv;
+		}
 	}
 	cleared = malloc(sizeof(*cleared) * n);
 	batch = leveldb_writebatch_create();
@@ -672,6 +769,9 @@ int engine_apply(struct engine *engine, const struct engine_entry *entries, size
 			       (const char *)applied, sizeof(applied));
 	rv = batch_write(e, batch, gen, cleared, n_cleared, errmsg);
 	if (rv != 0) {
+		if (rv != KVD_ENOMEM) {
+			e->write_error = rv; /* reopen before the next attempt */
+		}
 		goto out;
 	}
 	pthread_mutex_lock(&e->state_lock);
@@ -709,8 +809,14 @@ int engine_get(struct engine *engine, const char *key, size_t key_len, void **va
 	pthread_mutex_lock(&engine->state_lock);
 	gen = engine->gen;
 	pthread_mutex_unlock(&engine->state_lock);
+	pthread_rwlock_rdlock(&engine->db_lock);
+	if (engine->db == NULL) {
+		pthread_rwlock_unlock(&engine->db_lock);
+		return KVD_EIO;
+	}
 	v = leveldb_get(engine->db, engine->ropts, dkey, data_key(dkey, gen, key, key_len), &n,
 			&err);
+	pthread_rwlock_unlock(&engine->db_lock);
 	if (err != NULL) {
 		return engine_leveldb_error(err, engine->dir, NULL);
 	}
@@ -730,46 +836,57 @@ int engine_get(struct engine *engine, const char *key, size_t key_len, void **va
 	return 0;
 }
 
+/* Moves dbdir_new into e->dir, keeping the old directory aside until the new
+ * one is in place. Called with the database closed. */
+static int swap_dirs(struct engine *e, const char *dbdir_new, const char *old, char *errmsg)
+{
+	int rv = engine_remove_tree(old, errmsg);
+
+	if (rv != 0) {
+		return rv;
+	}
+	if (rename(e->dir, old) != 0) {
+		engine_errmsg(errmsg, "rename %s to %s: %s", e->dir, old, strerror(errno));
+		return KVD_EIO;
+	}
+	if (rename(dbdir_new, e->dir) != 0) {
+		engine_errmsg(errmsg, "rename %s to %s: %s", dbdir_new, e->dir, strerror(errno));
+		/* Put the old one back; if even that fails, engine_open()
+		 * rolls back on the next start. */
+		(void)rename(old, e->dir);
+		return KVD_EIO;
+	}
+	rv = engine_fsync_dir(e->dir, false, errmsg);
+	if (rv != 0) {
+		return rv;
+	}
+	if (engine_remove_tree(old, NULL) != 0) {
+		engine_log(e, "level=warn msg=\"could not remove old database\" dir=%s", old);
+	}
+	return 0;
+}
+
 int engine_swap(struct engine *engine, const char *dbdir_new, char *errmsg)
 {
 	struct engine *e = engine;
+	char reopen_msg[KVD_ERRMSG_SIZE];
 	char old[4096];
-	int rv;
+	int rv, rv2;
 
 	if ((size_t)snprintf(old, sizeof(old), "%s.old", e->dir) >= sizeof(old)) {
 		return KVD_EINVAL;
 	}
+	if (atomic_load(&e->views_open) > 0) {
+		engine_errmsg(errmsg, "%s: cannot swap while a view is open", e->dir);
+		return KVD_EBUSY;
+	}
 	engine_gc_stop(e);
+	pthread_rwlock_wrlock(&e->db_lock);
 	db_close(e);
-	rv = engine_remove_tree(old, errmsg);
-	if (rv != 0) {
-		goto reopen;
-	}
-	if (rename(e->dir, old) != 0) {
-		engine_errmsg(errmsg, "rename %s to %s: %s", e->dir, old, strerror(errno));
-		rv = KVD_EIO;
-		goto reopen;
-	}
-	if (rename(dbdir_new, e->dir) != 0) {
-		engine_errmsg(errmsg, "rename %s to %s: %s", dbdir_new, e->dir, strerror(errno));
-		rv = KVD_EIO;
-		if (rename(old, e->dir) != 0) {
-			goto out; /* engine_open() will roll back */
-		}
-		goto reopen;
-	}
-	rv = engine_fsync_dir(e->dir, false, errmsg);
-	if (rv != 0) {
-		goto reopen;
-	}
-	rv = engine_remove_tree(old, NULL);
-	if (rv != 0) {
-		engine_log(e, "level=warn msg=\"could not remove old database\" dir=%s", old);
-		rv = 0;
-	}
-reopen : {
-	char reopen_msg[KVD_ERRMSG_SIZE];
-	int rv2 = db_open(e, reopen_msg);
+	rv = swap_dirs(e, dbdir_new, old, errmsg);
+	/* Reopen whatever is in place now: the new database, or the old one. */
+	rv2 = db_open(e, reopen_msg);
+	pthread_rwlock_unlock(&e->db_lock);
 	if (rv2 == 0) {
 		rv2 = engine_gc_start(e, reopen_msg);
 	}
@@ -777,7 +894,8 @@ reopen : {
 		rv = rv2;
 		engine_errmsg(errmsg, "%s", reopen_msg);
 	}
-}
-out:
+	if (rv == 0) {
+		e->write_error = 0;
+	}
 	return rv;
 }

@@ -110,7 +110,12 @@ int engine_config_get(struct engine *engine, void **config, size_t *len);
  * nothing is written. A malformed COMMAND is skipped (counted, logged) but its
  * index still advances. Returns 0, KVD_EINVAL, KVD_ENOSPC (disk full), KVD_EIO
  * (other write failure; errmsg has LevelDB's message), KVD_ENOMEM. On failure
- * nothing of the batch is applied. Thread: the apply thread.
+ * nothing of the batch is applied; the caller retries the same entries later.
+ * Because LevelDB keeps some write errors sticky (a compaction that hit a full
+ * disk), the call after a failure first reopens the database, unless a view is
+ * open or, after KVD_ENOSPC, less than two write buffers of space are free
+ * (then it fails again at once and reads keep using the old handle).
+ * Thread: the apply thread.
  */
 int engine_apply(struct engine *engine, const struct engine_entry *entries, size_t n, char *errmsg);
 
@@ -178,8 +183,10 @@ void engine_iter_close(struct engine_iter *iter);
  * after the first rename leaves dir missing and dir.old present:
  * engine_open() renames it back (the swap did not happen); a crash after the
  * second leaves both: engine_open() removes dir.old (the swap happened).
- * Returns 0 or a code; on failure after closing, the engine tries to reopen
- * whatever directory is in place and returns the error. Thread: exclusive.
+ * Returns 0, KVD_EBUSY (a view is open), KVD_EIO, or a code of
+ * engine_open(); on failure after closing, the engine reopens whatever
+ * directory is in place (reads give KVD_EIO if even that fails) and returns
+ * the error. Thread: exclusive (no concurrent call on this engine).
  */
 int engine_swap(struct engine *engine, const char *dbdir_new, char *errmsg);
 

@@ -34,7 +34,14 @@
 struct engine {
 	char *dir;
 	struct engine_options opts;
+	/* db is replaced only by engine_apply()'s recovery (and engine_swap(),
+	 * which needs exclusive use): that takes db_lock for writing, and only
+	 * when no view is open; engine_get() and friends read under it. db is
+	 * NULL when a recovery failed to reopen (reads then give KVD_EIO). */
+	pthread_rwlock_t db_lock;
 	leveldb_t *db;
+	atomic_uint views_open;
+	int write_error; /* apply thread only: last write failure, or 0 */
 	leveldb_options_t *options;
 	leveldb_cache_t *cache;
 	leveldb_filterpolicy_t *filter;

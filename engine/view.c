@@ -96,7 +96,18 @@ int engine_snapshot_begin(struct engine *engine, struct engine_view **view)
 		free(v);
 		return KVD_ENOMEM;
 	}
+	pthread_rwlock_rdlock(&engine->db_lock);
+	if (engine->db == NULL) {
+		pthread_rwlock_unlock(&engine->db_lock);
+		leveldb_readoptions_destroy(v->ropts);
+		free(v);
+		return KVD_EIO;
+	}
+	/* Counted before the lock is dropped, so a recovery (engine.c) that
+	 * takes the write side afterwards sees it and leaves the handle. */
+	atomic_fetch_add(&engine->views_open, 1);
 	v->snap = leveldb_create_snapshot(engine->db);
+	pthread_rwlock_unlock(&engine->db_lock);
 	leveldb_readoptions_set_snapshot(v->ropts, v->snap);
 	leveldb_readoptions_set_fill_cache(v->ropts, 0);
 	rv = view_load_meta(v);
@@ -125,6 +136,7 @@ void engine_view_release(struct engine_view *view)
 	leveldb_free(view->config);
 	leveldb_readoptions_destroy(view->ropts);
 	leveldb_release_snapshot(view->engine->db, view->snap);
+	atomic_fetch_sub(&view->engine->views_open, 1);
 	free(view);
 }
 

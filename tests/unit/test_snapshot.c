@@ -408,6 +408,42 @@ START_TEST(test_engine_snapshot_restore_then_swap)
 }
 END_TEST
 
+START_TEST(test_engine_view_write_fd_reader_open_fd)
+{
+	struct engine *e = open_at(dbdir);
+	struct engine_snapshot_reader *rd;
+	struct engine_view *view;
+	struct engine_record rec;
+	uint64_t size = 0;
+	bool end = false;
+	int n = 0;
+	int fd;
+
+	fill(e, 50, 0);
+	ck_assert_int_eq(engine_snapshot_begin(e, &view), 0);
+	fd = open(snap_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(engine_view_write_fd(view, fd, &size, NULL), 0);
+	engine_view_release(view);
+	ck_assert_uint_gt(size, 0);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	ck_assert_int_eq(engine_snapshot_reader_open_fd(fd, "dump", &rd, NULL), 0);
+	ck_assert_uint_eq(engine_snapshot_reader_meta(rd)->index, 51);
+	for (;;) {
+		ck_assert_int_eq(engine_snapshot_reader_next(rd, &rec, &end, NULL), 0);
+		if (end) {
+			break;
+		}
+		n++;
+	}
+	ck_assert_int_eq(n, 50);
+	engine_snapshot_reader_close(rd);
+	/* The reader borrowed fd: still open. */
+	ck_assert_int_eq(close(fd), 0);
+	engine_close(e);
+}
+END_TEST
+
 static Suite *snapshot_suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -423,6 +459,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_engine_snapshot_read_meta_errors);
 	tcase_add_test(tc, test_engine_snapshot_empty_and_large_values);
 	tcase_add_test(tc, test_engine_snapshot_restore_then_swap);
+	tcase_add_test(tc, test_engine_view_write_fd_reader_open_fd);
 	suite_add_tcase(s, tc);
 	return s;
 }
