@@ -1036,9 +1036,12 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	    (rv = make_dir(n->snap_dir, errmsg)) != 0)
 		goto err;
 
+	errmsg[0] = '\0';
 	rv = raft_log_store_open(n->raft_dir, NULL, &n->store, errmsg);
 	if (rv != 0)
 		goto err;
+	if (errmsg[0] != '\0') /* recovery notes, e.g. a torn tail cut off */
+		KVD_WARN("log recovery", "detail=\"%s\"", errmsg);
 	rv = engine_open(n->kv_dir, &eopts, &n->engine, errmsg);
 	if (rv != 0)
 		goto err_store;
