@@ -13,6 +13,7 @@ kvd_ensure_deps test || exit 1
 
 passed=0
 failed=0
+skipped=0
 jobs=$(nproc)
 
 build() {
@@ -34,8 +35,10 @@ count_ctest() {
 	fi
 	fails=$(echo "$line" | sed -E 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\1/')
 	total=$(echo "$line" | sed -E 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2/')
-	passed=$((passed + total - fails))
+	skips=$(grep -c "(Skipped)" "$log" || true)
+	passed=$((passed + total - fails - skips))
 	failed=$((failed + fails))
+	skipped=$((skipped + skips))
 }
 
 echo "== build (Release)"
@@ -87,6 +90,6 @@ fi
 passed=$((passed + ran - ifail - iskip))
 failed=$((failed + ifail))
 
-skipped=$iskip
+skipped=$((skipped + iskip))
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" = 0 ]
