@@ -1058,7 +1058,8 @@ int http_response_send(struct http_request *req, int status, const char *content
 	}
 	if (!c->in_read) {
 		conn_flush(c);
-		if (c->bp_paused && !c->closing && c->nunanswered < srv->opts.max_pipeline)
+		if (c->bp_paused && !c->closing && !c->no_more_input &&
+		    c->nunanswered < srv->opts.max_pipeline)
 			conn_resume(c);
 	}
 	return 0;

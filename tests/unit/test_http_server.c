@@ -682,6 +682,47 @@ START_TEST(test_http_server_oversized_body_413)
 }
 END_TEST
 
+static size_t small_limit(const struct http_request *req, void *user)
+{
+	(void)user;
+	return strcmp(http_request_path(req, NULL), "/echo") == 0 &&
+		       http_request_header(req, "X-Small", NULL)
+		   ? 4
+		   : 1500;
+}
+
+static void client_route_limit(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f,
+	       send_str(fd, "PUT /echo HTTP/1.1\r\nX-Small: 1\r\nContent-Length: 5\r\n\r\nhello"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 413);
+	CHECKT(f, strcmp(s->body, "too big for this route\n") == 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_body_limit_cb_per_request)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.body_limit_cb = small_limit,
+					.too_large_body = "too big for this route\n"};
+
+	run_with(f, &opts, client_route_limit);
+	free(f);
+}
+END_TEST
+
 static void client_malformed(struct fixture *f)
 {
 	struct reader rd;
@@ -1202,6 +1243,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_request_path_long_absolute_url);
 	tcase_add_test(tc, test_http_server_oversized_headers_431);
 	tcase_add_test(tc, test_http_server_oversized_body_413);
+	tcase_add_test(tc, test_http_server_body_limit_cb_per_request);
 	tcase_add_test(tc, test_http_server_malformed_request_400);
 	tcase_add_test(tc, test_http_server_idle_timeout_closes);
 	tcase_add_test(tc, test_http_server_connection_close_honored);
