@@ -68,6 +68,14 @@ struct http_conn {
 	struct http_request *cur;    /* request being received, or NULL */
 	struct http_request *wbatch; /* requests whose bytes uv_write holds */
 	unsigned nunanswered;	     /* queued requests in HTTP_REQUEST_HANDLING */
+	unsigned nunsafe;	     /* of those, handed out with an unsafe method */
+	/* An unsafe request (PUT, POST, DELETE...) waits here until every
+	 * earlier request is answered, and nothing after an unsafe request is
+	 * read until it is answered: pipelined requests see each other's
+	 * effects in order (RFC 9112 §9.3.2). */
+	struct http_request *deferred;
+	struct http_conn *resume_next; /* server's resume list */
+	bool resume_queued;
 	char *rest;		     /* unparsed input kept while paused */
 	size_t rest_len;
 	int err_status; /* set by a parser callback that failed */
@@ -94,6 +102,11 @@ struct http_server {
 	uint16_t port;
 	uv_poll_t poll;
 	uv_timer_t sweep_timer, retry_timer, deadline_timer;
+	/* Resuming a paused connection runs from this idle handle, never from
+	 * inside http_response_send(): the handler is not re-entered from its
+	 * own answer. */
+	uv_idle_t resume_idle;
+	struct http_conn *resume_head;
 	unsigned handles_open;
 	bool accepting, closing, close_reported;
 	http_server_close_cb close_cb;
@@ -221,25 +234,6 @@ static void queue_append(struct http_conn *c, struct http_request *r)
 	c->qtail = r;
 }
 
-/* Drops the request being received (always the queue's tail). */
-static void conn_drop_cur(struct http_conn *c)
-{
-	struct http_request *r = c->cur, *p;
-
-	if (!r)
-		return;
-	c->cur = NULL;
-	if (c->qhead == r) {
-		c->qhead = c->qtail = NULL;
-	} else {
-		for (p = c->qhead; p->next != r; p = p->next)
-			;
-		p->next = NULL;
-		c->qtail = p;
-	}
-	req_put(r);
-}
-
 /* Answers a protocol error itself, then the connection closes. */
 static void conn_fail(struct http_conn *c, int status)
 {
@@ -294,6 +288,18 @@ static void conn_close(struct http_conn *c)
 	c->closing = true;
 	list_remove(srv, c);
 	c->cur = NULL;
+	if (c->resume_queued) {
+		struct http_conn **pp = &srv->resume_head;
+		while (*pp != c)
+			pp = &(*pp)->resume_next;
+		*pp = c->resume_next;
+		c->resume_queued = false;
+	}
+	if (c->deferred != NULL) { /* never handed out: not outstanding */
+		c->deferred->state = HTTP_REQUEST_RECEIVING;
+		c->deferred = NULL;
+		c->nunanswered--;
+	}
 	for (r = c->qhead; r; r = next) {
 		next = r->next;
 		if (r->state == HTTP_REQUEST_HANDLING) {
@@ -318,6 +324,7 @@ static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void resume_cb(uv_idle_t *h);
 
 static void conn_read_start(struct http_conn *c)
 {
@@ -424,7 +431,7 @@ again:
 		}
 	}
 	if (n == 0) {
-		if (c->close_when_drained && !c->qhead)
+		if (c->close_when_drained && !c->qhead && c->rest_len == 0)
 			conn_end(c);
 		return;
 	}
@@ -611,6 +618,11 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+static bool method_safe(uint8_t method)
+{
+	return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS;
+}
+
 static int on_message_complete(http_parser *p)
 {
 	struct http_conn *c = p->data;
@@ -625,12 +637,19 @@ static int on_message_complete(http_parser *p)
 	c->cur = NULL;
 	c->nunanswered++;
 	srv->stats.requests++;
-	srv->stats.outstanding++;
-	srv->handler_cb(r, srv->user); /* r may be gone from here on */
-	if (c->closing || !keep_alive || srv->closing) {
+	if (!method_safe(r->method) && c->nunanswered > 1) {
+		c->deferred = r; /* dispatched once the earlier ones are answered */
+	} else {
+		if (!method_safe(r->method))
+			c->nunsafe++;
+		srv->stats.outstanding++;
+		srv->handler_cb(r, srv->user); /* r may be gone from here on */
+	}
+	if (c->closing || !keep_alive) {
 		c->no_more_input = true;
 		http_parser_pause(p, 1);
-	} else if (c->nunanswered >= srv->opts.max_pipeline) {
+	} else if (c->nunanswered >= srv->opts.max_pipeline || c->nunsafe > 0 ||
+		   c->deferred != NULL) {
 		c->bp_paused = true;
 		http_parser_pause(p, 1);
 	}
@@ -694,6 +713,45 @@ static void conn_resume(struct http_conn *c)
 	}
 	if (!c->bp_paused && !c->no_more_input && !c->closing)
 		conn_read_start(c);
+}
+
+/* Queues c for resume_cb (loop thread, next iteration). */
+static void conn_queue_resume(struct http_conn *c)
+{
+	struct http_server *srv = c->server;
+
+	if (c->resume_queued || c->closing)
+		return;
+	c->resume_queued = true;
+	c->resume_next = srv->resume_head;
+	srv->resume_head = c;
+	uv_idle_start(&srv->resume_idle, resume_cb);
+}
+
+static void resume_cb(uv_idle_t *h)
+{
+	struct http_server *srv = h->data;
+
+	while (srv->resume_head != NULL) {
+		struct http_conn *c = srv->resume_head;
+		srv->resume_head = c->resume_next;
+		c->resume_queued = false;
+		if (c->closing)
+			continue;
+		if (c->deferred != NULL && c->nunanswered == 1) {
+			struct http_request *r = c->deferred;
+			c->deferred = NULL;
+			c->nunsafe++;
+			srv->stats.outstanding++;
+			srv->handler_cb(r, srv->user);
+			if (c->closing)
+				continue;
+		}
+		if (c->bp_paused && !c->no_more_input && c->deferred == NULL && c->nunsafe == 0 &&
+		    c->nunanswered < srv->opts.max_pipeline)
+			conn_resume(c);
+	}
+	uv_idle_stop(&srv->resume_idle);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -857,6 +915,7 @@ static void server_check_closed(struct http_server *srv)
 	uv_close((uv_handle_t *)&srv->sweep_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&srv->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&srv->deadline_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&srv->resume_idle, on_handle_closed);
 }
 
 static int server_listen(struct http_server *srv, const char *host, uint16_t port, char *errmsg)
@@ -960,8 +1019,10 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 	uv_timer_init(loop, &srv->sweep_timer);
 	uv_timer_init(loop, &srv->retry_timer);
 	uv_timer_init(loop, &srv->deadline_timer);
+	uv_idle_init(loop, &srv->resume_idle);
 	srv->sweep_timer.data = srv->retry_timer.data = srv->deadline_timer.data = srv;
-	srv->handles_open = 4;
+	srv->resume_idle.data = srv;
+	srv->handles_open = 5;
 	srv->accepting = true;
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
 	sweep_ms = srv->opts.idle_timeout_ms / 4;
@@ -1009,13 +1070,15 @@ void http_server_close(struct http_server *srv, uint64_t timeout_ms, http_server
 	srv->close_cb = done_cb;
 	srv->close_user = user;
 	/* lingering connections end by themselves (EOF or LINGER_MS) */
+	/* Idle connections close now. A connection with requests in flight
+	 * (being received, pipelined behind others, or waiting for their
+	 * answer) keeps being served and closes once it is drained, or at the
+	 * deadline. */
 	for (c = srv->active.head; c; c = next) {
 		next = c->next;
-		c->no_more_input = true;
-		conn_read_stop(c);
-		if (!c->in_read)
-			conn_drop_cur(c);
-		if (!c->qhead && !c->writing && !c->ending) {
+		if (!c->qhead && c->rest_len == 0 && !c->writing && !c->ending) {
+			c->no_more_input = true;
+			conn_read_stop(c);
 			conn_close(c);
 		} else {
 			c->close_when_drained = true;
@@ -1049,18 +1112,20 @@ int http_response_send(struct http_request *req, int status, const char *content
 		return KVD_ESHUTDOWN;
 	}
 	c->nunanswered--;
+	if (!method_safe(req->method))
+		c->nunsafe--;
 	req->state = HTTP_REQUEST_DONE;
 	rc = resp_format(req, status, content_type, extra_headers, body, len,
-			 srv->closing && req->next == NULL && !c->cur);
+			 srv->closing && req->next == NULL && !c->cur && c->rest_len == 0);
 	if (rc != 0) {
 		conn_close(c);
 		return rc;
 	}
-	if (!c->in_read) {
+	if (!c->in_read)
 		conn_flush(c);
-		if (c->bp_paused && !c->closing && !c->no_more_input &&
-		    c->nunanswered < srv->opts.max_pipeline)
-			conn_resume(c);
-	}
+	if ((c->deferred != NULL && c->nunanswered == 1) ||
+	    (c->bp_paused && !c->closing && !c->no_more_input && c->nunsafe == 0 &&
+	     c->deferred == NULL && c->nunanswered < srv->opts.max_pipeline))
+		conn_queue_resume(c);
 	return 0;
 }
