@@ -19,7 +19,7 @@
 
 #include "kvd/errors.h"
 
-#define DEFAULT_PORT 8080
+#define DEFAULT_PORT	8080
 #define MAX_VALUE_LIMIT (256u * 1024 * 1024) /* bytes */
 
 static int fail(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -205,9 +205,10 @@ static int find_self(struct kvd_config *c, const char *listen, char *errmsg)
 		    port != c->port)
 			continue;
 		if (found >= 0 && listen == NULL)
-			return fail(errmsg,
-				    "--peers has several entries with port %u; give --addr or --listen",
-				    (unsigned)c->port);
+			return fail(
+			    errmsg,
+			    "--peers has several entries with port %u; give --addr or --listen",
+			    (unsigned)c->port);
 		if (listen != NULL && strcmp(host, listen) != 0 && found >= 0)
 			continue;
 		found = (int)i;
@@ -226,13 +227,15 @@ static int parse_numbers(const struct flag_values *f, struct kvd_config *c, char
 		size_t alen = dash != NULL ? (size_t)(dash - f->election) : 0;
 
 		if (dash == NULL || alen == 0 || alen >= sizeof(a))
-			return fail(errmsg, "--election-timeout-ms: '%s' is not A-B (ms)", f->election);
+			return fail(errmsg, "--election-timeout-ms: '%s' is not A-B (ms)",
+				    f->election);
 		memcpy(a, f->election, alen);
 		a[alen] = '\0';
 		if (parse_u64(a, 1, 600000, &c->election_timeout_min) != 0 ||
 		    parse_u64(dash + 1, 1, 600000, &c->election_timeout_max) != 0 ||
 		    c->election_timeout_min > c->election_timeout_max)
-			return fail(errmsg, "--election-timeout-ms: '%s' is not A-B with 0 < A <= B",
+			return fail(errmsg,
+				    "--election-timeout-ms: '%s' is not A-B with 0 < A <= B",
 				    f->election);
 	}
 	if (f->heartbeat != NULL && parse_u64(f->heartbeat, 1, 600000, &c->heartbeat_ms) != 0)
@@ -243,8 +246,8 @@ static int parse_numbers(const struct flag_values *f, struct kvd_config *c, char
 			    (unsigned long long)c->election_timeout_min);
 	if (f->max_value != NULL &&
 	    parse_u64(f->max_value, 1, MAX_VALUE_LIMIT, &c->max_value_bytes) != 0)
-		return fail(errmsg, "--max-value-bytes: '%s' is not a number in 1..%u", f->max_value,
-			    MAX_VALUE_LIMIT);
+		return fail(errmsg, "--max-value-bytes: '%s' is not a number in 1..%u",
+			    f->max_value, MAX_VALUE_LIMIT);
 	if (f->snapshot_threshold != NULL &&
 	    parse_u64(f->snapshot_threshold, 1, UINT32_MAX, &c->snapshot_threshold) != 0)
 		return fail(errmsg, "--snapshot-threshold: '%s' is not a positive number",

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define KVD_CONFIG_MAX_PEERS 16
-#define KVD_CONFIG_ID_SIZE 128 /* bytes, including the NUL; equals RAFT_ID_SIZE */
+#define KVD_CONFIG_ID_SIZE   128 /* bytes, including the NUL; equals RAFT_ID_SIZE */
 
 enum kvd_log_level {
 	KVD_LOG_DEBUG = 0,
@@ -22,21 +22,21 @@ enum kvd_log_level {
 };
 
 struct kvd_config {
-	char id[KVD_CONFIG_ID_SIZE];     /* own id, exactly as configured */
-	bool id_from_env;                /* id came from ADDR: peers report excludes self */
-	char listen_host[256];           /* bind address */
-	uint16_t port;                   /* HTTP port */
-	char data_dir[4096];             /* data directory */
-	unsigned n_members;              /* all voting members given, self included */
+	char id[KVD_CONFIG_ID_SIZE]; /* own id, exactly as configured */
+	bool id_from_env;	     /* id came from ADDR: peers report excludes self */
+	char listen_host[256];	     /* bind address */
+	uint16_t port;		     /* HTTP port */
+	char data_dir[4096];	     /* data directory */
+	unsigned n_members;	     /* all voting members given, self included */
 	char members[KVD_CONFIG_MAX_PEERS][KVD_CONFIG_ID_SIZE];
-	bool peers_given;                /* --peers or PEERS was set */
-	char join[KVD_CONFIG_ID_SIZE];   /* --join target, "" if none */
-	uint64_t election_timeout_min;   /* ms */
-	uint64_t election_timeout_max;   /* ms */
-	uint64_t heartbeat_ms;           /* ms */
-	uint64_t max_value_bytes;        /* bytes */
-	uint64_t snapshot_threshold;     /* log entries since the last snapshot */
-	char cluster_token[256];         /* "" if none */
+	bool peers_given;	       /* --peers or PEERS was set */
+	char join[KVD_CONFIG_ID_SIZE]; /* --join target, "" if none */
+	uint64_t election_timeout_min; /* ms */
+	uint64_t election_timeout_max; /* ms */
+	uint64_t heartbeat_ms;	       /* ms */
+	uint64_t max_value_bytes;      /* bytes */
+	uint64_t snapshot_threshold;   /* log entries since the last snapshot */
+	char cluster_token[256];       /* "" if none */
 	enum kvd_log_level log_level;
 };
 

@@ -76,7 +76,7 @@ struct http_conn {
 	struct http_request *deferred;
 	struct http_conn *resume_next; /* server's resume list */
 	bool resume_queued;
-	char *rest;		     /* unparsed input kept while paused */
+	char *rest; /* unparsed input kept while paused */
 	size_t rest_len;
 	int err_status; /* set by a parser callback that failed */
 	union {

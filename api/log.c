@@ -39,11 +39,10 @@ void kvd_log(enum kvd_log_level level, const char *msg, const char *fmt, ...)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	quote = strpbrk(msg, " \t\"=") != NULL;
-	n = (size_t)snprintf(line, sizeof(line),
-			     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=%s%s%s",
-			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			     tm.tm_sec, (long)(tv.tv_usec / 1000), names[level], quote ? "\"" : "",
-			     msg, quote ? "\"" : "");
+	n = (size_t)snprintf(
+	    line, sizeof(line), "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=%s%s%s",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	    (long)(tv.tv_usec / 1000), names[level], quote ? "\"" : "", msg, quote ? "\"" : "");
 	if (fmt != NULL && *fmt != '\0' && n < sizeof(line) - 2) {
 		va_list ap;
 		line[n++] = ' ';

@@ -24,8 +24,8 @@ void kvd_log(enum kvd_log_level level, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define KVD_DEBUG(msg, ...) kvd_log(KVD_LOG_DEBUG, msg, __VA_ARGS__)
-#define KVD_INFO(msg, ...) kvd_log(KVD_LOG_INFO, msg, __VA_ARGS__)
-#define KVD_WARN(msg, ...) kvd_log(KVD_LOG_WARN, msg, __VA_ARGS__)
+#define KVD_INFO(msg, ...)  kvd_log(KVD_LOG_INFO, msg, __VA_ARGS__)
+#define KVD_WARN(msg, ...)  kvd_log(KVD_LOG_WARN, msg, __VA_ARGS__)
 #define KVD_ERROR(msg, ...) kvd_log(KVD_LOG_ERROR, msg, __VA_ARGS__)
 
 #endif

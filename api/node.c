@@ -40,9 +40,9 @@ enum writer_job_type {
 	WRITER_META = 1,
 	WRITER_APPEND, /* optional truncation, then entries */
 	WRITER_REMOVE_HEAD,
-	WRITER_READ_LOG, /* GET /log: read a range of persisted entries */
+	WRITER_READ_LOG,       /* GET /log: read a range of persisted entries */
 	WRITER_SNAPSHOT_CHUNK, /* a received InstallSnapshot chunk */
-	WRITER_RESET,          /* the log restarts after an installed snapshot */
+	WRITER_RESET,	       /* the log restarts after an installed snapshot */
 };
 
 struct writer_job {
@@ -137,8 +137,8 @@ static void read_log(struct kvd_node *n, struct writer_job *j)
 		to = last;
 	if (j->read_limit == 0 || from > to)
 		return;
-	j->base.status = raft_log_store_read(n->store, from, to, 64u << 20, &j->read, &j->n_read,
-					     j->errmsg);
+	j->base.status =
+	    raft_log_store_read(n->store, from, to, 64u << 20, &j->read, &j->n_read, j->errmsg);
 }
 
 /* Worker thread: writes a received snapshot chunk into the incoming file;
@@ -155,8 +155,8 @@ static int write_chunk(struct kvd_node *n, struct writer_job *j)
 		snprintf(j->errmsg, sizeof(j->errmsg), "cannot open %s: %s", path, strerror(errno));
 		return errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
 	}
-	if (j->chunk.len > 0 && pwrite(fd, j->data, j->chunk.len, (off_t)j->chunk.offset) !=
-				    (ssize_t)j->chunk.len)
+	if (j->chunk.len > 0 &&
+	    pwrite(fd, j->data, j->chunk.len, (off_t)j->chunk.offset) != (ssize_t)j->chunk.len)
 		rv = errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
 	else if (j->chunk.done && fsync(fd) != 0)
 		rv = errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
@@ -208,11 +208,10 @@ static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 		case WRITER_READ_LOG:
 			read_log(n, j);
 			continue; /* a read failure is the reader's, not the log's */
-		case WRITER_SNAPSHOT_CHUNK:
-			rv = write_chunk(n, j);
-			break;
+		case WRITER_SNAPSHOT_CHUNK: rv = write_chunk(n, j); break;
 		case WRITER_RESET:
-			rv = raft_log_store_reset(n->store, j->remove_up_to, j->reset_term, j->errmsg);
+			rv = raft_log_store_reset(n->store, j->remove_up_to, j->reset_term,
+						  j->errmsg);
 			break;
 		}
 		j->base.status = rv;
@@ -371,7 +370,8 @@ static void finish_install(struct kvd_node *n, struct apply_job *j)
 		exit(1); /* restart recovers from the snapshot file */
 	}
 	rv = engine_snapshot_read_meta(j->install_path, &meta, NULL);
-	if (rv != 0 || raft_config_decode(meta.config, meta.config_len, &e.u.snapshot.config) != 0) {
+	if (rv != 0 ||
+	    raft_config_decode(meta.config, meta.config_len, &e.u.snapshot.config) != 0) {
 		KVD_ERROR("installed snapshot has no configuration; stopping", "file=%s",
 			  j->install_path);
 		exit(1);
@@ -597,7 +597,8 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 			 role_name(u->role), u->current_term, u->leader[0] ? u->leader : "none",
 			 u->commit_index);
 		if (u->role != RAFT_LEADER)
-			fail_pending_writes(n, "leadership lost before commit: write outcome unknown\n");
+			fail_pending_writes(
+			    n, "leadership lost before commit: write outcome unknown\n");
 	}
 	if (u->deadline != 0) {
 		uint64_t now = kvd_node_now(n);
@@ -667,8 +668,9 @@ static void batch_check_cb(uv_check_t *c)
 				kvd_reply_text(n->batch[i].req, 507, "insufficient storage\n");
 			else
 				kvd_reply_text(n->batch[i].req, 503,
-					       es == NULL ? "out of memory\n"
-							  : "disk write failed; node is read-only\n");
+					       es == NULL
+						   ? "out of memory\n"
+						   : "disk write failed; node is read-only\n");
 			free(n->batch[i].command);
 		}
 		free(es);
@@ -690,8 +692,9 @@ static void batch_check_cb(uv_check_t *c)
 			if (rv == KVD_ENOTLEADER)
 				kvd_reply_not_leader(n, req);
 			else
-				kvd_reply_text(req, 503, "write not accepted: leadership transfer "
-							 "in progress\n");
+				kvd_reply_text(req, 503,
+					       "write not accepted: leadership transfer "
+					       "in progress\n");
 			continue;
 		}
 		struct kvd_pending_write *w = calloc(1, sizeof(*w));
@@ -744,8 +747,7 @@ void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key
 	}
 }
 
-void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char *key,
-			size_t len)
+void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char *key, size_t len)
 {
 	void *value;
 	size_t vlen;
@@ -918,7 +920,8 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	engine_applied(n->engine, &applied, &applied_term);
 	if (first > applied + 1) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE,
-			 "the log in %.2000s starts at %" PRIu64 " but the state machine has applied only %" PRIu64
+			 "the log in %.2000s starts at %" PRIu64
+			 " but the state machine has applied only %" PRIu64
 			 " and no snapshot covers the gap",
 			 n->raft_dir, first, applied);
 		return KVD_ECORRUPT;
@@ -997,8 +1000,9 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	n->applied_index = applied;
 	n->apply_submitted = applied;
 	n->ready_index = last;
-	KVD_INFO("recovered", "term=%" PRIu64 " first_index=%" PRIu64 " last_index=%" PRIu64
-			      " applied_index=%" PRIu64 " replay=%" PRIu64,
+	KVD_INFO("recovered",
+		 "term=%" PRIu64 " first_index=%" PRIu64 " last_index=%" PRIu64
+		 " applied_index=%" PRIu64 " replay=%" PRIu64,
 		 meta.term, first, last, applied, last - applied);
 	rv = kvd_node_step(n, &e);
 	free(entries);
@@ -1032,8 +1036,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	snprintf(n->raft_dir, sizeof(n->raft_dir), "%.4000s/raft", cfg->data_dir);
 	snprintf(n->kv_dir, sizeof(n->kv_dir), "%.4000s/kv", cfg->data_dir);
 	snprintf(n->snap_dir, sizeof(n->snap_dir), "%.4000s/snapshots", cfg->data_dir);
-	if ((rv = make_dir(cfg->data_dir, errmsg)) != 0 || (rv = make_dir(n->raft_dir, errmsg)) != 0 ||
-	    (rv = make_dir(n->snap_dir, errmsg)) != 0)
+	if ((rv = make_dir(cfg->data_dir, errmsg)) != 0 ||
+	    (rv = make_dir(n->raft_dir, errmsg)) != 0 || (rv = make_dir(n->snap_dir, errmsg)) != 0)
 		goto err;
 
 	errmsg[0] = '\0';

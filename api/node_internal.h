@@ -23,7 +23,7 @@
 #include "raft/log_store.h"
 #include "raft/raft.h"
 
-#define KVD_WRITE_TIMEOUT_MS 5000  /* a write not applied by then gets 503 */
+#define KVD_WRITE_TIMEOUT_MS  5000 /* a write not applied by then gets 503 */
 #define KVD_SHUTDOWN_GRACE_MS 5000 /* in-flight requests finish within this */
 #define KVD_SNAPSHOT_TRAILING 1024 /* log entries kept behind a snapshot */
 
@@ -69,7 +69,7 @@ struct kvd_node {
 	struct kvd_workq writer;
 	struct kvd_workq applier;
 
-	uv_timer_t tick_timer;  /* the core's next deadline */
+	uv_timer_t tick_timer;	/* the core's next deadline */
 	uv_timer_t sweep_timer; /* write and read timeouts */
 	uv_check_t batch_check; /* proposes the writes collected this iteration */
 
@@ -80,12 +80,12 @@ struct kvd_node {
 	struct kvd_pending_read *reads;
 	uint64_t next_token;
 
-	raft_index applied_index; /* as last reported by the applier */
+	raft_index applied_index;   /* as last reported by the applier */
 	raft_index apply_submitted; /* last index handed to the applier */
-	raft_index ready_index;   /* open the port once applied reaches this */
-	bool ready;               /* the HTTP port is open */
-	bool io_failed;           /* the core was stopped by a disk error */
-	int io_error;             /* the kvd_error that stopped it */
+	raft_index ready_index;	    /* open the port once applied reaches this */
+	bool ready;		    /* the HTTP port is open */
+	bool io_failed;		    /* the core was stopped by a disk error */
+	int io_error;		    /* the kvd_error that stopped it */
 	bool stopping;
 	void (*shutdown_cb)(struct kvd_node *);
 	unsigned closing_handles;
@@ -93,11 +93,11 @@ struct kvd_node {
 	/* Snapshot state. */
 	raft_index snapshot_index;
 	raft_term snapshot_term;
-	uint64_t snapshot_size;       /* bytes */
+	uint64_t snapshot_size;	      /* bytes */
 	raft_index snapshot_trailing; /* log entries kept behind a snapshot */
 	bool snapshot_running;
 	bool snapshot_wanted; /* take one right after start (log reset at recovery) */
-	bool installing; /* a received snapshot is being swapped in: no engine reads */
+	bool installing;      /* a received snapshot is being swapped in: no engine reads */
 	uv_work_t snapshot_work;
 	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
 };
@@ -147,7 +147,6 @@ void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *comman
 void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
 
 /* Serves a read of key from the local state machine. */
-void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char *key,
-			size_t len);
+void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
 
 #endif

@@ -21,8 +21,8 @@
 #include "engine/command.h"
 #include "kvd/errors.h"
 
-#define TEXT "text/plain; charset=utf-8"
-#define JSON "application/json"
+#define TEXT		"text/plain; charset=utf-8"
+#define JSON		"application/json"
 #define RAFT_BODY_LIMIT (64u * 1024 * 1024) /* bytes: AppendEntries batches, snapshot chunks */
 
 void kvd_reply_text(struct http_request *req, int status, const char *body)
@@ -250,7 +250,8 @@ static void route_cluster_info(struct kvd_node *n, struct http_request *req)
 	json_object_set_new(o, "voted-for", id_or_null(raft_voted_for(n->raft)));
 	json_object_set_new(o, "peers", peers);
 	json_object_set_new(o, "learners", learners);
-	json_object_set_new(o, "commit-index", json_integer((json_int_t)raft_commit_index(n->raft)));
+	json_object_set_new(o, "commit-index",
+			    json_integer((json_int_t)raft_commit_index(n->raft)));
 	json_object_set_new(o, "last-applied", json_integer((json_int_t)n->applied_index));
 	reply_json(req, 200, o);
 }
@@ -310,7 +311,8 @@ void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int stat
 	}
 	json_object_set_new(o, "first-index", json_integer((json_int_t)(n->snapshot_index + 1)));
 	json_object_set_new(o, "last-index", json_integer((json_int_t)store_last));
-	json_object_set_new(o, "commit-index", json_integer((json_int_t)raft_commit_index(n->raft)));
+	json_object_set_new(o, "commit-index",
+			    json_integer((json_int_t)raft_commit_index(n->raft)));
 	json_object_set_new(o, "last-applied", json_integer((json_int_t)n->applied_index));
 	json_object_set_new(o, "entries", a);
 	reply_json(req, 200, o);
@@ -488,7 +490,8 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "POST");
 		else if (authorized(n, req))
 			kvd_transport_receive(n->transport, req);
-	} else if (path_is(path, len, "/cluster/partition") || path_is(path, len, "/cluster/heal")) {
+	} else if (path_is(path, len, "/cluster/partition") ||
+		   path_is(path, len, "/cluster/heal")) {
 		if (method != HTTP_POST)
 			method_not_allowed(req, "POST");
 		else if (authorized(n, req))

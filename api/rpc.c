@@ -254,12 +254,8 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 		set_u64(o, "last-included-index", m->u.snapshot_result.last_index);
 		set_u64(o, "offset", m->u.snapshot_result.offset);
 		break;
-	case RAFT_MSG_TIMEOUT_NOW:
-		json_object_set_new(o, "leader-id", json_string(m->from));
-		break;
-	default:
-		json_decref(o);
-		return KVD_EINVAL;
+	case RAFT_MSG_TIMEOUT_NOW: json_object_set_new(o, "leader-id", json_string(m->from)); break;
+	default: json_decref(o); return KVD_EINVAL;
 	}
 	s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -307,8 +303,7 @@ static int get_id(const json_t *o, const char *k, char *out)
 }
 
 /* Turns the "entries" array into raft_entry records held by d. */
-static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decoded *d,
-			  char *errmsg)
+static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decoded *d, char *errmsg)
 {
 	size_t n = json_array_size(a);
 	size_t i;
@@ -369,8 +364,7 @@ static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message
 
 	for (int k = 0; k < 4; k++) {
 		char *end;
-		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) || vlen == 0 ||
-		    vlen >= sizeof(buf))
+		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) || vlen == 0 || vlen >= sizeof(buf))
 			return KVD_EINVAL;
 		memcpy(buf, v, vlen);
 		buf[vlen] = '\0';
@@ -400,9 +394,9 @@ static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message
 	return 0;
 }
 
-int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len,
-			   const void *body, size_t len, const char *self,
-			   struct raft_message *m, struct kvd_rpc_decoded *d, char *errmsg)
+int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len, const void *body,
+			   size_t len, const char *self, struct raft_message *m,
+			   struct kvd_rpc_decoded *d, char *errmsg)
 {
 	json_t *o;
 	int rv = KVD_EINVAL;
@@ -413,8 +407,9 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 	if (strcmp(path, "/raft/install-snapshot") == 0) {
 		m->type = RAFT_MSG_SNAPSHOT;
 		if (decode_snapshot_query(query, query_len, m) != 0)
-			return fail(errmsg, "install-snapshot needs term, leader-id, "
-					    "last-included-index, last-included-term, offset, done");
+			return fail(errmsg,
+				    "install-snapshot needs term, leader-id, "
+				    "last-included-index, last-included-term, offset, done");
 		m->u.snapshot.data = body;
 		m->u.snapshot.len = len;
 		return 0;
@@ -476,8 +471,7 @@ err:
 }
 
 int kvd_rpc_decode_result(enum raft_msg_type request_type, const void *body, size_t len,
-			  const char *peer, const char *self, struct raft_message *m,
-			  char *errmsg)
+			  const char *peer, const char *self, struct raft_message *m, char *errmsg)
 {
 	json_t *o = json_loadb(body, len, 0, NULL);
 	int rv = KVD_EINVAL;
@@ -512,8 +506,7 @@ int kvd_rpc_decode_result(enum raft_msg_type request_type, const void *body, siz
 		    get_u64(o, "offset", true, &m->u.snapshot_result.offset) != 0)
 			goto out;
 		break;
-	default:
-		goto out;
+	default: goto out;
 	}
 	rv = 0;
 out:

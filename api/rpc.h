@@ -66,16 +66,15 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
  * snapshot chunks, to body). Returns 0, or KVD_EINVAL with a message for
  * malformed input.
  */
-int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len,
-			   const void *body, size_t len, const char *self,
-			   struct raft_message *m, struct kvd_rpc_decoded *d, char *errmsg);
+int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len, const void *body,
+			   size_t len, const char *self, struct raft_message *m,
+			   struct kvd_rpc_decoded *d, char *errmsg);
 
 /*
  * Decodes the result of a request of type request_type sent to peer. Fills
  * *m as a message from peer to self. Returns 0 or KVD_EINVAL.
  */
 int kvd_rpc_decode_result(enum raft_msg_type request_type, const void *body, size_t len,
-			  const char *peer, const char *self, struct raft_message *m,
-			  char *errmsg);
+			  const char *peer, const char *self, struct raft_message *m, char *errmsg);
 
 #endif

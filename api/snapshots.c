@@ -55,7 +55,8 @@ static bool parse_name(const char *name, uint64_t *index, uint64_t *term)
 
 void kvd_snapshot_path(const struct kvd_node *n, uint64_t index, uint64_t term, char *path)
 {
-	snprintf(path, PATH_MAX, "%.3900s/" SNAPSHOT_PREFIX "%020" PRIu64 "-%020" PRIu64 SNAPSHOT_SUFFIX,
+	snprintf(path, PATH_MAX,
+		 "%.3900s/" SNAPSHOT_PREFIX "%020" PRIu64 "-%020" PRIu64 SNAPSHOT_SUFFIX,
 		 n->snap_dir, index, term);
 }
 
@@ -71,8 +72,8 @@ void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 	while ((de = readdir(d)) != NULL) {
 		uint64_t index, term;
 		char path[PATH_MAX];
-		bool tmp = strstr(de->d_name, ".tmp") != NULL &&
-			   strcmp(de->d_name, "incoming.tmp") != 0;
+		bool tmp =
+		    strstr(de->d_name, ".tmp") != NULL && strcmp(de->d_name, "incoming.tmp") != 0;
 
 		if (!tmp && (!parse_name(de->d_name, &index, &term) || index == keep_index))
 			continue;
@@ -122,8 +123,8 @@ static void take_done(uv_work_t *w, int status)
 	(void)status;
 	n->snapshot_running = false;
 	if (t->status != 0) {
-		KVD_ERROR("snapshot failed", "index=%" PRIu64 " error=\"%s\" detail=\"%s\"", t->index,
-			  kvd_strerror(t->status), t->errmsg);
+		KVD_ERROR("snapshot failed", "index=%" PRIu64 " error=\"%s\" detail=\"%s\"",
+			  t->index, kvd_strerror(t->status), t->errmsg);
 	} else {
 		struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_TAKEN};
 		engine_view_meta(t->view, &t->index, &t->term, &config, &config_len);
@@ -132,8 +133,8 @@ static void take_done(uv_work_t *w, int status)
 		e.u.snapshot.size = t->size;
 		if (config_len == 0 ||
 		    raft_config_decode(config, config_len, &e.u.snapshot.config) != 0) {
-			KVD_ERROR("snapshot has no readable configuration; not used", "index=%" PRIu64,
-				  t->index);
+			KVD_ERROR("snapshot has no readable configuration; not used",
+				  "index=%" PRIu64, t->index);
 		} else {
 			n->snapshot_index = t->index;
 			n->snapshot_term = t->term;
@@ -142,8 +143,9 @@ static void take_done(uv_work_t *w, int status)
 			kvd_snapshot_prune(n, t->index);
 			if (t->index > n->snapshot_trailing)
 				kvd_node_remove_log_head(n, t->index - n->snapshot_trailing);
-			KVD_INFO("snapshot taken", "index=%" PRIu64 " term=%" PRIu64 " bytes=%" PRIu64,
-				 t->index, t->term, t->size);
+			KVD_INFO("snapshot taken",
+				 "index=%" PRIu64 " term=%" PRIu64 " bytes=%" PRIu64, t->index,
+				 t->term, t->size);
 		}
 	}
 	engine_view_release(t->view);
@@ -233,7 +235,8 @@ int kvd_snapshot_recover(struct kvd_node *n, struct raft_snapshot_meta *out, cha
 		snprintf(fresh, sizeof(fresh), "%.3900s.restore", n->kv_dir);
 		kvd_remove_tree(fresh);
 		KVD_INFO("restoring state machine from snapshot",
-			 "index=%" PRIu64 " applied=%" PRIu64 " file=%s", out->index, applied, path);
+			 "index=%" PRIu64 " applied=%" PRIu64 " file=%s", out->index, applied,
+			 path);
 		rv = engine_snapshot_restore(path, fresh, NULL, errmsg);
 		if (rv == 0)
 			rv = engine_swap(n->engine, fresh, errmsg);

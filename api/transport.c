@@ -31,9 +31,9 @@
 #include "api/snapshots.h"
 #include "kvd/errors.h"
 
-#define RPC_TIMEOUT_MS 2000        /* per request; heartbeats are far more frequent */
+#define RPC_TIMEOUT_MS		2000 /* per request; heartbeats are far more frequent */
 #define SNAPSHOT_RPC_TIMEOUT_MS 10000
-#define PARTITION_FILE "partition.json"
+#define PARTITION_FILE		"partition.json"
 
 struct peer {
 	struct peer *next;
@@ -63,7 +63,7 @@ struct held {
 struct out_ctx {
 	struct kvd_transport *t;
 	struct raft_message req; /* the request's small fields (no pointers) */
-	size_t chunk_len;        /* bytes of a snapshot chunk */
+	size_t chunk_len;	 /* bytes of a snapshot chunk */
 };
 
 struct kvd_transport {
@@ -279,9 +279,8 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		return;
 	}
 	memset(&e, 0, sizeof(e));
-	if (status != 200 ||
-	    kvd_rpc_decode_result(c->req.type, body, len, c->req.to, n->cfg.id, &e.u.receive,
-				  errmsg) != 0) {
+	if (status != 200 || kvd_rpc_decode_result(c->req.type, body, len, c->req.to, n->cfg.id,
+						   &e.u.receive, errmsg) != 0) {
 		peer_health(t, c->req.to, false, status);
 		if (c->req.type == RAFT_MSG_APPEND || c->req.type == RAFT_MSG_SNAPSHOT) {
 			e.type = RAFT_EVENT_UNREACHABLE;
@@ -373,11 +372,10 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(head->type), query[0] ? "?" : "",
 		 query);
 	t->live_ctx++;
-	rv = http_client_request(p->client, "POST", path, t->auth_header[0] ? t->auth_header : NULL,
-				 body, len,
-				 head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS
-								 : RPC_TIMEOUT_MS,
-				 result_cb, c);
+	rv = http_client_request(
+	    p->client, "POST", path, t->auth_header[0] ? t->auth_header : NULL, body, len,
+	    head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS : RPC_TIMEOUT_MS, result_cb,
+	    c);
 	free(body);
 	if (rv != 0) {
 		t->live_ctx--;
@@ -418,8 +416,8 @@ static void refuse(struct kvd_transport *t, struct incoming *in)
 		break;
 	case RAFT_MSG_APPEND:
 		snprintf(body, sizeof(body),
-			 "{\"term\":%" PRIu64 ",\"success\":false,\"last-log-index\":%" PRIu64 "}", term,
-			 raft_last_index(t->node->raft));
+			 "{\"term\":%" PRIu64 ",\"success\":false,\"last-log-index\":%" PRIu64 "}",
+			 term, raft_last_index(t->node->raft));
 		break;
 	case RAFT_MSG_TIMEOUT_NOW:
 		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 "}", term);

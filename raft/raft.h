@@ -42,8 +42,8 @@ typedef uint64_t raft_term;
 typedef uint64_t raft_index;
 typedef uint64_t raft_time; /* milliseconds */
 
-#define RAFT_ID_SIZE 128    /* bytes, including the terminating NUL */
-#define RAFT_MAX_SERVERS 16 /* voters + learners in one configuration */
+#define RAFT_ID_SIZE	 128 /* bytes, including the terminating NUL */
+#define RAFT_MAX_SERVERS 16  /* voters + learners in one configuration */
 
 enum raft_role {
 	RAFT_FOLLOWER = 1, /* also reported for learners and pre-candidates */
@@ -53,8 +53,8 @@ enum raft_role {
 
 enum raft_entry_type {
 	RAFT_ENTRY_COMMAND = 1, /* opaque bytes for the state machine */
-	RAFT_ENTRY_NOOP = 2,    /* appended by a new leader (§8) */
-	RAFT_ENTRY_CONFIG = 3,  /* data = raft_config_encode() bytes */
+	RAFT_ENTRY_NOOP = 2,	/* appended by a new leader (§8) */
+	RAFT_ENTRY_CONFIG = 3,	/* data = raft_config_encode() bytes */
 };
 
 /* A log entry. In events, data is borrowed for the call (the core copies it);
@@ -135,10 +135,10 @@ struct raft_append_result {
 	/* On success: index of the last entry the request made match. On
 	 * rejection: the follower's last log index (a hint). */
 	raft_index last_log_index;
-	raft_index reject_index;  /* prev_log_index of a rejected request */
-	raft_term conflict_term;  /* term at reject_index on the follower, 0 if none */
+	raft_index reject_index;   /* prev_log_index of a rejected request */
+	raft_term conflict_term;   /* term at reject_index on the follower, 0 if none */
 	raft_index conflict_index; /* first index of conflict_term on the follower */
-	uint64_t seq;             /* echoes the request */
+	uint64_t seq;		   /* echoes the request */
 };
 
 /*
@@ -186,10 +186,10 @@ enum raft_event_type {
 	RAFT_EVENT_START = 1,
 	RAFT_EVENT_TICK,
 	RAFT_EVENT_RECEIVE,
-	RAFT_EVENT_PERSISTED,          /* log entries durable up to index */
+	RAFT_EVENT_PERSISTED,	       /* log entries durable up to index */
 	RAFT_EVENT_SNAPSHOT_TAKEN,     /* a local snapshot is durable */
 	RAFT_EVENT_SNAPSHOT_INSTALLED, /* a received snapshot is durable and loaded */
-	RAFT_EVENT_APPLIED,            /* state machine applied up to index */
+	RAFT_EVENT_APPLIED,	       /* state machine applied up to index */
 	RAFT_EVENT_PROPOSE,
 	RAFT_EVENT_READ,
 	RAFT_EVENT_CHANGE, /* membership change */
@@ -229,7 +229,7 @@ struct raft_event {
 		struct raft_message receive; /* borrowed, including entries and data */
 		struct {
 			raft_index index; /* durable up to and including index */
-			raft_term term;   /* term of the entry at index */
+			raft_term term;	  /* term of the entry at index */
 		} persisted;
 		struct raft_snapshot_meta snapshot; /* taken or installed */
 		struct {
@@ -330,17 +330,17 @@ struct raft_update {
 struct raft_options {
 	raft_time election_timeout_min; /* ms, default 500 */
 	raft_time election_timeout_max; /* ms, default 1000 */
-	raft_time heartbeat_interval;   /* ms, default 100 */
+	raft_time heartbeat_interval;	/* ms, default 100 */
 	/* Defaults: 32 messages, 1 MiB per message, 8 MiB in flight, 1 MiB
 	 * snapshot chunks, 5000 ms snapshot timeout, 1024 trailing entries. */
-	unsigned max_inflight_msgs;     /* pipelined AppendEntries per follower */
-	size_t max_msg_bytes;           /* entry bytes per AppendEntries */
-	size_t max_inflight_bytes;      /* entry bytes in flight per follower */
-	size_t snapshot_chunk_bytes;    /* bytes per InstallSnapshot chunk */
-	raft_time snapshot_timeout;     /* ms without progress before retrying */
-	raft_index snapshot_trailing;   /* entries kept in memory after a snapshot */
-	bool pre_vote;                  /* default true */
-	bool check_quorum;              /* default true */
+	unsigned max_inflight_msgs;   /* pipelined AppendEntries per follower */
+	size_t max_msg_bytes;	      /* entry bytes per AppendEntries */
+	size_t max_inflight_bytes;    /* entry bytes in flight per follower */
+	size_t snapshot_chunk_bytes;  /* bytes per InstallSnapshot chunk */
+	raft_time snapshot_timeout;   /* ms without progress before retrying */
+	raft_index snapshot_trailing; /* entries kept in memory after a snapshot */
+	bool pre_vote;		      /* default true */
+	bool check_quorum;	      /* default true */
 };
 
 struct raft_core;

@@ -15,12 +15,12 @@
 enum kvd_error {
 	KVD_OK = 0,
 	KVD_ENOMEM = -1,      /* allocation failed */
-	KVD_EIO = -2,         /* a system call on a file or socket failed */
+	KVD_EIO = -2,	      /* a system call on a file or socket failed */
 	KVD_ECORRUPT = -3,    /* bytes on disk or on the wire fail a check */
 	KVD_ENOSPC = -4,      /* the disk is full */
 	KVD_EINVAL = -5,      /* bad argument or malformed input */
 	KVD_ENOTLEADER = -6,  /* this node is not the leader */
-	KVD_EBUSY = -7,       /* another operation of the kind is pending */
+	KVD_EBUSY = -7,	      /* another operation of the kind is pending */
 	KVD_ENOTFOUND = -8,   /* no such key, file or entry */
 	KVD_ESHUTDOWN = -9,   /* the component is stopping or has stopped */
 	KVD_ETOOBIG = -10,    /* a size limit was exceeded */
