@@ -643,6 +643,7 @@ static int on_message_complete(http_parser *p)
 		if (!method_safe(r->method))
 			c->nunsafe++;
 		srv->stats.outstanding++;
+		r->start_ms = uv_now(srv->loop);
 		srv->handler_cb(r, srv->user); /* r may be gone from here on */
 	}
 	if (c->closing || !keep_alive) {
@@ -743,6 +744,7 @@ static void resume_cb(uv_idle_t *h)
 			c->deferred = NULL;
 			c->nunsafe++;
 			srv->stats.outstanding++;
+			r->start_ms = uv_now(srv->loop);
 			srv->handler_cb(r, srv->user);
 			if (c->closing)
 				continue;
@@ -1090,6 +1092,11 @@ void http_server_close(struct http_server *srv, uint64_t timeout_ms, http_server
 }
 
 /* ---- requests ---- */
+
+uint64_t http_request_start_ms(const struct http_request *req)
+{
+	return req->start_ms;
+}
 
 bool http_request_is_connected(const struct http_request *req)
 {

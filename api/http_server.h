@@ -131,6 +131,8 @@ const char *http_request_header(const struct http_request *req, const char *name
 const char *http_request_body(const struct http_request *req, size_t *len);
 /* Whether the connection stays open after this request's response. */
 bool http_request_keep_alive(const struct http_request *req);
+/* Loop time (uv_now, ms) when the request was handed to the handler. */
+uint64_t http_request_start_ms(const struct http_request *req);
 /* False once the client's connection is gone (the answer will be dropped). */
 bool http_request_is_connected(const struct http_request *req);
 

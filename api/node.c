@@ -19,6 +19,7 @@
  * voter holds once its no-op is durable. The port opens only after that.
  */
 #include "api/node_internal.h"
+#include "api/metrics.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -220,7 +221,9 @@ static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 	}
 	if (need_sync && failed == 0) {
 		char errmsg[KVD_ERRMSG_SIZE] = "";
+		uint64_t t0 = uv_hrtime();
 		int rv = raft_log_store_sync(n->store, errmsg);
+		kvd_metrics_fsync(uv_hrtime() - t0);
 		if (rv != 0)
 			for (it = batch; it != NULL; it = it->next) {
 				struct writer_job *j = (struct writer_job *)it;
@@ -313,7 +316,7 @@ static void answer_applied_writes(struct kvd_node *n)
 		n->writes = w->next;
 		if (n->writes == NULL)
 			n->writes_tail = NULL;
-		http_response_send(w->req, 200, "text/plain; charset=utf-8", NULL, NULL, 0);
+		kvd_respond(w->req, 200, "text/plain; charset=utf-8", NULL, NULL, 0);
 		free(w);
 	}
 }
@@ -592,6 +595,15 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 		submit_apply(n, u);
 	if (u->n_reads > 0 || u->n_reads_failed > 0)
 		serve_reads(n, u);
+	if (u->state_changed && u->role != n->last_role) {
+		if (u->role == RAFT_CANDIDATE)
+			kvd_metrics_election(0);
+		else if (u->role == RAFT_LEADER && n->last_role != RAFT_CANDIDATE)
+			kvd_metrics_election(0); /* a sole voter leads without a candidacy */
+		if (u->role == RAFT_LEADER)
+			kvd_metrics_election(1);
+		n->last_role = u->role;
+	}
 	if (u->state_changed) {
 		KVD_INFO("raft state", "role=%s term=%" PRIu64 " leader=%s commit=%" PRIu64,
 			 role_name(u->role), u->current_term, u->leader[0] ? u->leader : "none",
@@ -763,7 +775,7 @@ void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char
 	} else if (rv != 0) {
 		kvd_reply_text(req, 500, "state machine read failed\n");
 	} else {
-		http_response_send(req, 200, "text/plain; charset=utf-8", NULL, value, vlen);
+		kvd_respond(req, 200, "text/plain; charset=utf-8", NULL, value, vlen);
 		free(value);
 	}
 }

@@ -85,6 +85,7 @@ struct kvd_node {
 	raft_index ready_index;	    /* open the port once applied reaches this */
 	bool ready;		    /* the HTTP port is open */
 	bool io_failed;		    /* the core was stopped by a disk error */
+	enum raft_role last_role;   /* for counting elections */
 	int io_error;		    /* the kvd_error that stopped it */
 	bool stopping;
 	void (*shutdown_cb)(struct kvd_node *);

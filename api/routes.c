@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "api/node_internal.h"
+#include "api/metrics.h"
 #include "api/rpc.h"
 #include "api/snapshots.h"
 #include "api/textutil.h"
@@ -27,7 +28,7 @@
 
 void kvd_reply_text(struct http_request *req, int status, const char *body)
 {
-	http_response_send(req, status, TEXT, NULL, body, strlen(body));
+	kvd_respond(req, status, TEXT, NULL, body, strlen(body));
 }
 
 static void reply_json(struct http_request *req, int status, json_t *o)
@@ -38,7 +39,7 @@ static void reply_json(struct http_request *req, int status, json_t *o)
 		kvd_reply_text(req, 500, "out of memory\n");
 		return;
 	}
-	http_response_send(req, status, JSON, NULL, s, strlen(s));
+	kvd_respond(req, status, JSON, NULL, s, strlen(s));
 	free(s);
 }
 
@@ -46,7 +47,7 @@ static void method_not_allowed(struct http_request *req, const char *allow)
 {
 	char hdr[128];
 	snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
-	http_response_send(req, 405, TEXT, hdr, "method not allowed\n", 19);
+	kvd_respond(req, 405, TEXT, hdr, "method not allowed\n", 19);
 }
 
 void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
@@ -72,7 +73,7 @@ void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
 	snprintf(hdr, sizeof(hdr), "Location: http://%s%s%s:%u%.*s%s%.*s\r\n",
 		 strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
 		 (unsigned)port, (int)plen, path, qlen > 0 ? "?" : "", (int)qlen, query);
-	http_response_send(req, 307, TEXT, hdr, NULL, 0);
+	kvd_respond(req, 307, TEXT, hdr, NULL, 0);
 }
 
 size_t kvd_routes_body_limit(const struct http_request *req, void *user)
@@ -479,7 +480,7 @@ void kvd_routes_handle(struct http_request *req, void *user)
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");
 		else
-			http_response_send(req, 200, TEXT, NULL, "ok\n", 3);
+			kvd_respond(req, 200, TEXT, NULL, "ok\n", 3);
 	} else if (path_is(path, len, "/cluster/info")) {
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");
@@ -496,6 +497,11 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "POST");
 		else if (authorized(n, req))
 			route_partition(n, req, path_is(path, len, "/cluster/heal"));
+	} else if (path_is(path, len, "/metrics")) {
+		if (method != HTTP_GET)
+			method_not_allowed(req, "GET");
+		else
+			kvd_metrics_respond(n, req);
 	} else if (path_is(path, len, "/log")) {
 		route_log(n, req, method);
 	} else if (path_is(path, len, "/log/snapshot")) {

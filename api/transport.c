@@ -26,6 +26,7 @@
 
 #include "api/http_client.h"
 #include "api/log.h"
+#include "api/metrics.h"
 #include "api/node_internal.h"
 #include "api/rpc.h"
 #include "api/snapshots.h"
@@ -401,7 +402,7 @@ static void answer(struct kvd_transport *t, uint64_t token, const char *body, si
 	if (in == NULL)
 		return;
 	*pp = in->next;
-	http_response_send(in->req, 200, "application/json", NULL, body, len);
+	kvd_respond(in->req, 200, "application/json", NULL, body, len);
 	free(in);
 }
 
