@@ -1066,6 +1066,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	n->tick_timer.data = n;
 	uv_timer_init(loop, &n->sweep_timer);
 	n->sweep_timer.data = n;
+	uv_timer_init(loop, &n->finish_timer);
+	n->finish_timer.data = n;
 	uv_check_init(loop, &n->batch_check);
 	n->batch_check.data = n;
 	uv_check_start(&n->batch_check, batch_check_cb);
@@ -1133,22 +1135,56 @@ static void handle_closed(uv_handle_t *h)
 		n->shutdown_cb(n);
 }
 
+/* Whether another voter could take over leadership. */
+static bool has_other_voter(struct kvd_node *n)
+{
+	const struct raft_config *c = raft_configuration(n->raft);
+	for (unsigned i = 0; i < c->n; i++)
+		if (c->servers[i].role == RAFT_VOTER && strcmp(c->servers[i].id, n->cfg.id) != 0)
+			return true;
+	return false;
+}
+
+/* Shutdown, after every HTTP request is answered: hand leadership over when
+ * another voter can take it (at most KVD_TRANSFER_WAIT_MS), let the workers
+ * drain, then close. Polled from a timer: the loop is never re-entered. */
+static void finish_cb(uv_timer_t *t)
+{
+	struct kvd_node *n = t->data;
+	uint64_t now = kvd_node_now(n);
+
+	if (n->finish_deadline == 0) {
+		n->finish_deadline = now + KVD_TRANSFER_WAIT_MS;
+		if (raft_role(n->raft) == RAFT_LEADER && has_other_voter(n) && !n->io_failed) {
+			struct raft_event e = {.type = RAFT_EVENT_TRANSFER};
+			e.u.transfer.to = NULL;
+			if (kvd_node_step(n, &e) == 0)
+				KVD_INFO("handing leadership over before exit", NULL);
+		}
+	}
+	if (raft_role(n->raft) == RAFT_LEADER && has_other_voter(n) && !n->io_failed &&
+	    now < n->finish_deadline)
+		return;
+	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier))
+		return;
+	uv_timer_stop(t);
+	kvd_workq_stop(&n->writer);
+	kvd_workq_stop(&n->applier);
+	kvd_transport_destroy(n->transport);
+	n->transport = NULL;
+	n->closing_handles = 4;
+	uv_close((uv_handle_t *)&n->tick_timer, handle_closed);
+	uv_close((uv_handle_t *)&n->sweep_timer, handle_closed);
+	uv_close((uv_handle_t *)&n->batch_check, handle_closed);
+	uv_close((uv_handle_t *)&n->finish_timer, handle_closed);
+}
+
 static void http_closed(struct http_server *server, void *user)
 {
 	struct kvd_node *n = user;
 	(void)server;
 
-	/* Every request is answered: let the workers drain, then close. */
-	while (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier))
-		uv_run(n->loop, UV_RUN_ONCE);
-	kvd_workq_stop(&n->writer);
-	kvd_workq_stop(&n->applier);
-	kvd_transport_destroy(n->transport);
-	n->transport = NULL;
-	n->closing_handles = 3;
-	uv_close((uv_handle_t *)&n->tick_timer, handle_closed);
-	uv_close((uv_handle_t *)&n->sweep_timer, handle_closed);
-	uv_close((uv_handle_t *)&n->batch_check, handle_closed);
+	uv_timer_start(&n->finish_timer, finish_cb, 0, 10);
 }
 
 void kvd_node_shutdown(struct kvd_node *n, void (*done_cb)(struct kvd_node *node))

@@ -271,7 +271,7 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 	t = c->t;
 	n = t->node;
 	t->live_ctx--;
-	if (t->closing || n->stopping) {
+	if (t->closing) {
 		free(c);
 		return;
 	}
@@ -280,6 +280,11 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		return;
 	}
 	memset(&e, 0, sizeof(e));
+	if (c->req.type == RAFT_MSG_TIMEOUT_NOW) { /* no result for the core */
+		peer_health(t, c->req.to, status == 200, status);
+		free(c);
+		return;
+	}
 	if (status != 200 || kvd_rpc_decode_result(c->req.type, body, len, c->req.to, n->cfg.id,
 						   &e.u.receive, errmsg) != 0) {
 		peer_health(t, c->req.to, false, status);
