@@ -76,7 +76,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 count_ctest build-asan/ctest.log
 
 echo "== integration tests (real kvd processes)"
-export KVD_BIN="$PWD/build/api/kvd"
+export KVD_BIN="$PWD/build/kvd"
 python3 -m unittest discover -s tests/integration -p 'test_*.py' -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"} 2>&1 | tee build/integration.log | grep -E "^(test_|Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
 ran=$(grep -E "^Ran [0-9]+ test" build/integration.log | sed -E 's/Ran ([0-9]+).*/\1/')
 ran=${ran:-0}

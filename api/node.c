@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "api/log.h"
+#include "api/membership.h"
 #include "api/snapshots.h"
 #include "raft/meta.h"
 #include "kvd/errors.h"
@@ -595,6 +596,8 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 		submit_apply(n, u);
 	if (u->n_reads > 0 || u->n_reads_failed > 0)
 		serve_reads(n, u);
+	for (unsigned i = 0; i < u->n_changes_done; i++)
+		kvd_members_done(n, u->changes_done[i].token, u->changes_done[i].error);
 	if (u->state_changed && u->role != n->last_role) {
 		if (u->role == RAFT_CANDIDATE)
 			kvd_metrics_election(0);
@@ -611,6 +614,7 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 		if (u->role != RAFT_LEADER)
 			fail_pending_writes(
 			    n, "leadership lost before commit: write outcome unknown\n");
+		kvd_membership_tick(n);
 	}
 	if (u->deadline != 0) {
 		uint64_t now = kvd_node_now(n);
@@ -786,6 +790,8 @@ static void sweep_cb(uv_timer_t *t)
 	struct kvd_node *n = t->data;
 	uint64_t now = kvd_node_now(n);
 	struct kvd_pending_write **wp = &n->writes;
+
+	kvd_membership_tick(n);
 	struct kvd_pending_read **rp = &n->reads;
 
 	n->writes_tail = NULL;
@@ -1109,6 +1115,11 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	if (rv != 0)
 		goto err_engine;
 	n->ready = true;
+	if (n->cfg.join[0] != '\0' && kvd_join_start(n) != 0) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "out of memory");
+		rv = KVD_ENOMEM;
+		goto err_engine;
+	}
 	if (n->snapshot_wanted)
 		kvd_snapshot_take(n);
 	KVD_INFO("ready", "id=%s listen=%s:%u data_dir=%s", cfg->id, cfg->listen_host,

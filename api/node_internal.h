@@ -26,7 +26,7 @@
 #define KVD_WRITE_TIMEOUT_MS  5000 /* a write not applied by then gets 503 */
 #define KVD_SHUTDOWN_GRACE_MS 5000 /* in-flight requests finish within this */
 #define KVD_SNAPSHOT_TRAILING 1024 /* log entries kept behind a snapshot */
-#define KVD_TRANSFER_WAIT_MS 2000  /* shutdown: time allowed to hand leadership over */
+#define KVD_TRANSFER_WAIT_MS  2000 /* shutdown: time allowed to hand leadership over */
 
 /* A client write waiting for its entry to be applied. */
 struct kvd_pending_write {
@@ -70,10 +70,10 @@ struct kvd_node {
 	struct kvd_workq writer;
 	struct kvd_workq applier;
 
-	uv_timer_t tick_timer;	/* the core's next deadline */
-	uv_timer_t sweep_timer; /* write and read timeouts */
-	uv_check_t batch_check; /* proposes the writes collected this iteration */
-	uv_timer_t finish_timer; /* shutdown: transfer, drain, close */
+	uv_timer_t tick_timer;	  /* the core's next deadline */
+	uv_timer_t sweep_timer;	  /* write and read timeouts */
+	uv_check_t batch_check;	  /* proposes the writes collected this iteration */
+	uv_timer_t finish_timer;  /* shutdown: transfer, drain, close */
 	uint64_t finish_deadline; /* loop time, ms */
 
 	struct kvd_batch_item *batch;

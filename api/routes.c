@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "api/node_internal.h"
+#include "api/membership.h"
 #include "api/metrics.h"
 #include "api/rpc.h"
 #include "api/snapshots.h"
@@ -497,6 +498,21 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "POST");
 		else if (authorized(n, req))
 			route_partition(n, req, path_is(path, len, "/cluster/heal"));
+	} else if (path_is(path, len, "/cluster/members") ||
+		   path_is(path, len, "/cluster/transfer-leadership") ||
+		   path_is(path, len, "/cluster/join") || path_is(path, len, "/cluster/leave")) {
+		if (method != HTTP_POST)
+			method_not_allowed(req, "POST");
+		else if (!authorized(n, req))
+			return;
+		else if (path_is(path, len, "/cluster/members"))
+			kvd_members_route(n, req);
+		else if (path_is(path, len, "/cluster/transfer-leadership"))
+			kvd_transfer_route(n, req);
+		else if (path_is(path, len, "/cluster/join"))
+			kvd_join_route(n, req);
+		else
+			kvd_leave_route(n, req);
 	} else if (path_is(path, len, "/metrics")) {
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${1:-3}
-bin=${2:-build/api/kvd}
+bin=${2:-build/kvd}
 secs=${SECONDS_PER_RUN:-10}
 base=${PORT:-18600}
 root=$(mktemp -d /tmp/kvd-bench-XXXXXX)

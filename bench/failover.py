@@ -2,7 +2,7 @@
 """Benchmark: time from SIGKILL of the leader to a new leader accepting
 writes, over N kills (default 20), on a 3-node loopback cluster.
 
-Usage: bench/failover.py [--kills N] [--nodes K] [--bin build/api/kvd]
+Usage: bench/failover.py [--kills N] [--nodes K] [--bin build/kvd]
 Prints each kill's time and the median. The killed node is restarted and
 caught up before the next kill. Standard library only."""
 import argparse, http.client, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -29,7 +29,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--bin", default="build/api/kvd")
+    ap.add_argument("--bin", default="build/kvd")
     ap.add_argument("--base-port", type=int, default=18700)
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="kvd-failover-")

@@ -4,7 +4,7 @@
 # resident memory. Usage: bench/restart-1m.sh [KVD_BIN]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-build/api/kvd}
+bin=${1:-build/kvd}
 port=${PORT:-18500}
 dir=$(mktemp -d /tmp/kvd-bench-XXXXXX)
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT

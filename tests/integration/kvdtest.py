@@ -4,7 +4,7 @@ Every test starts real kvd processes on loopback, each in a fresh temporary
 data directory and on a free port, and talks to them over raw HTTP (no
 redirect is ever followed). Standard library only.
 
-- KVD_BIN: path of the kvd binary (default build/api/kvd under the repo root).
+- KVD_BIN: path of the kvd binary (default build/kvd under the repo root).
 - KvdTestCase: a unittest.TestCase whose start_node() starts a node that is
   killed and whose data directory is removed when the test ends; when the test
   fails, the tail of every node's captured stderr is printed.
@@ -26,10 +26,13 @@ import time
 import unittest
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-KVD_BIN = os.environ.get("KVD_BIN") or os.path.join(REPO_ROOT, "build", "api", "kvd")
+DEFAULT_KVD_BIN = os.path.join(REPO_ROOT, "build", "kvd")
+KVD_BIN = os.environ.get("KVD_BIN") or DEFAULT_KVD_BIN
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 READY_TIMEOUT = 15.0  # seconds a node may take to answer GET /health
 REQUEST_TIMEOUT = 15.0  # seconds one HTTP request may take
 
@@ -227,8 +230,10 @@ class Node:
         self.proc = None
         self.starts = 0
 
+    binary = None  # another executable to start instead of KVD_BIN (e.g. run.sh)
+
     def command(self):
-        cmd = [KVD_BIN]
+        cmd = [self.binary or KVD_BIN]
         if self.pass_port:
             cmd += ["--port", str(self.port)]
         if self.pass_data_dir:
@@ -374,15 +379,43 @@ class KvdTestCase(unittest.TestCase):
         self.addCleanup(self._cleanup)
 
     def _cleanup(self):
+        """Kills the nodes; shows their stderr if the test failed; fails the
+        test if a sanitizer (ASan/UBSan/LSan build) reported anything."""
         for n in self.nodes:
             n.kill()
-        outcome = getattr(self, "_outcome", None)
-        failed = outcome is not None and not outcome.success
-        if failed:
+        try:
+            if self._failed():
+                for n in self.nodes:
+                    sys.stderr.write("\n----- stderr of %s (port %d, %s) -----\n%s\n"
+                                     % (n.name, n.port, n.stderr_path, n.stderr_tail(80)))
+                return
             for n in self.nodes:
-                sys.stderr.write("\n----- stderr of %s (port %d, %s) -----\n%s\n"
-                                 % (n.name, n.port, n.stderr_path, n.stderr_tail(80)))
-        shutil.rmtree(self.tmp, ignore_errors=True)
+                text = n.stderr_text()
+                for marker in SANITIZER_MARKERS:
+                    i = text.find(marker)
+                    if i >= 0:
+                        raise AssertionError("sanitizer report in the stderr of %s (%s):\n%s"
+                                             % (n.name, n.stderr_path, text[max(0, i - 200):i + 3000]))
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _failed(self):
+        """Whether this test (or one of its subtests) has failed so far.
+        (outcome.success cannot tell: it is reset while cleanups run.)"""
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None:
+            return False
+        for _test, exc in getattr(outcome, "errors", None) or []:  # Python < 3.11
+            if exc:
+                return True
+        result = getattr(outcome, "result", None)
+        for lst in (getattr(result, "errors", []), getattr(result, "failures", []),
+                    getattr(result, "unexpectedSuccesses", [])):
+            for entry in lst:
+                t = entry[0] if isinstance(entry, tuple) else entry
+                if getattr(t, "test_case", t) is self:
+                    return True
+        return False
 
     def new_node(self, **kw):
         """A Node in this test's temporary directory, not started."""
@@ -394,12 +427,15 @@ class KvdTestCase(unittest.TestCase):
         """Starts a node and waits until it is ready."""
         return self.new_node(**kw).start()
 
-    def assertText(self, r, status, body):
-        """r has this status, exactly this body and the text Content-Type."""
+    def assertText(self, r, status, body, what=""):
+        """r has this status, exactly this body and the text Content-Type.
+        (GET /health: API.md says "200 ok"; "ok" and "ok\n" both pass.)"""
         if isinstance(body, str):
             body = body.encode("utf-8")
-        self.assertEqual((r.status, r.body), (status, body), r)
-        self.assertEqual(r.content_type, TEXT, r)
+        if body == b"ok\n" and r.body == b"ok":
+            body = b"ok"
+        self.assertEqual((r.status, r.body), (status, body), "%s%r" % (what, r))
+        self.assertEqual(r.content_type, TEXT, "%s%r" % (what, r))
 
     def assertPutOk(self, node, key, value):
         r = node.put(key, value)

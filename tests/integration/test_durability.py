@@ -220,7 +220,7 @@ class DurabilityTest(KvdTestCase):
         node = self.start_node()
         model = Model()
         for rnd in range(2):
-            self._crash_under_writers(node, model, rnd)
+            self._crash_under_writers(node, model, rnd, writers=16)
             node.start()
             self._check(node, model, resolve=True)
         # and the node takes writes again
@@ -289,6 +289,9 @@ class DurabilityTest(KvdTestCase):
         # record for one PUT; half of a copy of it is appended.
         node, model, seg = self._crash_with_data()
         node.start()
+        # a first write commits whatever the restarted leader appends itself
+        self.assertPutOk(node, "warm-up", "w")
+        model.acked("warm-up", b"w")
         info0 = node.request("GET", "/cluster/info").body
         size0 = os.path.getsize(seg)
         self.assertPutOk(node, "one-more", "one more record")
@@ -309,6 +312,57 @@ class DurabilityTest(KvdTestCase):
         with open(seg, "ab") as f:
             f.write(rec[:len(rec) // 2])
         self._restart_after_damage(node, model)
+
+    # ---- logs of several segments (the default rollover is at 64 MiB)
+    def _crash_with_segments(self):
+        """70 acknowledged 1 MiB values, then SIGKILL; the log then spans at
+        least two segment files."""
+        node = self.start_node()
+        model = Model()
+        with node.conn(timeout=30) as c:
+            for i in range(70):
+                key = "big%d" % i
+                val = ("%04d" % i).encode() + b"0123456789abcdef" * 65535 + b"abcdefghijkl"
+                self.assertText(c.request("PUT", "/kv/" + key, val), 200, b"")
+                model.acked(key, val)
+        node.kill()
+        segs = segment_files(node.data_dir)
+        if len(segs) < 2:
+            self.skipTest("70 MiB of values still fit in one segment: %r" % segs)
+        return node, model, segs
+
+    def test_log_of_several_segments_survives_sigkill_and_torn_tail(self):
+        node, model, segs = self._crash_with_segments()
+        with open(segs[-1], "ab") as f:
+            f.write(b"\xff\x00torn" * 100)
+        node.start()
+        self._check(node, model)
+        self.assertPutOk(node, "after", "ok")
+        node.kill()
+        node.start()
+        self._check(node, model)
+        self.assertValue(node, "after", "ok")
+
+    def test_bit_flip_in_older_segment_stops_startup_naming_file(self):
+        node, model, segs = self._crash_with_segments()
+        seg = segs[0]
+        size = os.path.getsize(seg)
+        off = size // 2
+        with open(seg, "r+b") as f:
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 0x01]))
+        node.start(wait=False)
+        rc = node.wait_exit(15.0)
+        if rc is None:
+            node.kill()
+            self.fail("kvd kept running on a checksum failure at offset %d of %s" % (off, seg))
+        self.assertNotEqual(rc, 0)
+        err = node.stderr_text().split("=== start 2:", 1)[-1]
+        self.assertIn(os.path.basename(seg), err, "stderr does not name the file")
+        self.assertRegex(err, r"offset\D{0,3}\d+", "stderr does not name the offset")
+        self.assertEqual(os.path.getsize(seg), size, "the damaged segment was changed")
 
     def test_bit_flip_mid_segment_stops_startup_naming_file(self):
         node, model, seg = self._crash_with_data(n=300)

@@ -137,6 +137,28 @@ class FlagsTest(KvdTestCase):
         self.assertEqual(info["id"], flag_id)
         self.assertEqual(info["peers"], [flag_id])
 
+    def _auth_status(self, n, token):
+        """Status of a mutating /log request (API.md §7) with this bearer token."""
+        h = {"Authorization": "Bearer " + token} if token is not None else None
+        return n.request("POST", "/log/snapshot", "", headers=h).status
+
+    def test_cluster_token_env_is_used(self):
+        n = self.new_node(env={"CLUSTER_TOKEN": "env-secret"})
+        n.start()
+        self.assertEqual(self._auth_status(n, None), 401)
+        self.assertEqual(self._auth_status(n, "wrong"), 401)
+        self.assertEqual(self._auth_status(n, "env-secret"), 200)
+        self.assertPutOk(n, "k", "v")  # /kv needs no token
+
+    def test_cluster_token_flag_wins_over_env(self):
+        n = self.new_node(args=["--cluster-token", "flag-secret"], env={"CLUSTER_TOKEN": "env-secret"})
+        n.start()
+        self.assertEqual(self._auth_status(n, None), 401)
+        self.assertEqual(self._auth_status(n, "env-secret"), 401)
+        self.assertEqual(self._auth_status(n, "flag-secret"), 200)
+        self.assertPutOk(n, "k", "v")
+        self.assertValue(n, "k", "v")
+
     def test_max_value_bytes_flag_sets_limit(self):
         n = self.new_node(args=["--max-value-bytes", "10"])
         n.start()

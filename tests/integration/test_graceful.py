@@ -21,7 +21,8 @@ class GracefulStopTest(KvdTestCase):
         return conns
 
     def _assert_exits_0_within_5s(self, node, t0):
-        rc = node.wait_exit(max(0.1, 5.0 - (time.monotonic() - t0)) + 0.5)
+        # 5 s for in-flight requests, plus slack for the final flush on a busy machine
+        rc = node.wait_exit(max(0.1, 5.0 - (time.monotonic() - t0)) + 1.5)
         if rc is None:
             node.kill()
             self.fail("kvd still running 5 s after SIGTERM")

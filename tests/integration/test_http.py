@@ -31,6 +31,19 @@ class HttpTest(KvdTestCase):
                 self.assertText(r, 200, ("value %d" % i).encode())
             self.assertText(c.request("GET", "/health"), 200, "ok\n")
 
+    def test_keep_alive_survives_error_responses(self):
+        with self.node.conn() as c:
+            for i in range(20):
+                self.assertText(c.request("GET", "/kv/none%d" % i), 404, "key not found\n")
+                self.assertText(c.request("PUT", "/kv/bad!key", "v"), 400, "invalid key\n")
+                self.assertText(c.request("PUT", "/kv/", "v"), 400, "key cannot be empty\n")
+                self.assertText(c.request("PUT", "/kv/e", b""), 400, "value cannot be empty\n")
+                self.assertText(c.request("PUT", "/kv/u", b"\xff"), 400, "value must be UTF-8 text\n")
+                self.assertText(c.request("POST", "/kv/x", "v"), 405, "method not allowed\n")
+                self.assertText(c.request("GET", "/unknown"), 404, "not found\n")
+                self.assertText(c.request("PUT", "/kv/ok%d" % i, "fine"), 200, b"")
+                self.assertText(c.request("GET", "/kv/ok%d" % i), 200, b"fine")
+
     def test_pipelined_responses_come_in_request_order(self):
         n = self.node
         with n.conn() as c:
@@ -52,7 +65,7 @@ class HttpTest(KvdTestCase):
             c.send(b"".join(reqs))
             for i, (status, body) in enumerate(expect):
                 r = c.read_response()
-                self.assertEqual((r.status, r.body), (status, body), "response %d: %r" % (i, r))
+                self.assertText(r, status, body, "response %d: " % i)
 
     def test_pipelined_reads_see_preceding_pipelined_writes(self):
         reqs = []
@@ -75,8 +88,7 @@ class HttpTest(KvdTestCase):
             c.send(b"".join(reqs))
             for i, (status, body) in enumerate(expect):
                 r = c.read_response()
-                self.assertEqual((r.status, r.body), (status, body), "response %d: %r" % (i, r))
-                self.assertEqual(r.content_type, TEXT, r)
+                self.assertText(r, status, body, "response %d: " % i)
 
     def test_pipelined_requests_split_at_odd_boundaries(self):
         data = b"".join(build_request("PUT", "/kv/s%d" % i, "sv%d" % i) for i in range(10))
@@ -112,6 +124,18 @@ class HttpTest(KvdTestCase):
             c.send(b"PUT /kv/bigchunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
             self.assertText(c.read_response(), 200, b"")
         self.assertValue(self.node, "bigchunk", value)
+
+    def test_chunked_body_over_limit_is_413(self):
+        chunk = b"c" * 65536
+        body = b"".join(b"10000\r\n" + chunk + b"\r\n" for _ in range(16))  # exactly 1 MiB
+        body += b"1\r\nx\r\n0\r\n\r\n"  # one byte more
+        with self.node.conn() as c:
+            try:
+                c.send(b"PUT /kv/chunk413 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.assertText(c.read_response(), 413, "value too large\n")
+        self.assertText(self.node.get("chunk413"), 404, "key not found\n")
 
     def test_malformed_http_gets_400_and_connection_closed(self):
         cases = [

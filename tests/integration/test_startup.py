@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from kvdtest import KvdTestCase, RawConn, run_kvd
+from kvdtest import DEFAULT_KVD_BIN, KVD_BIN, REPO_ROOT, KvdTestCase, RawConn, run_kvd
 
 
 class StartupTest(KvdTestCase):
@@ -17,20 +17,47 @@ class StartupTest(KvdTestCase):
         # carries a PUT, which must succeed (leader before accepting).
         n = self.new_node()
         n.start(wait=False)
+        with self._first_connection(n) as conn:
+            self.assertText(conn.request("PUT", "/kv/first", "first!"), 200, b"")
+        self.assertValue(n, "first", "first!")
+
+    def _first_connection(self, n):
+        """The first connection the node accepts (no /health polling)."""
         deadline = time.monotonic() + 15
-        conn = None
-        while conn is None:
+        while True:
             if not n.running():
                 self.fail("kvd exited with status %s" % n.proc.returncode)
             if time.monotonic() > deadline:
                 self.fail("kvd did not open its port within 15 s")
             try:
-                conn = RawConn(n.port, timeout=10)
+                return RawConn(n.port, timeout=10)
             except ConnectionRefusedError:
                 time.sleep(0.01)
-        with conn:
-            self.assertText(conn.request("PUT", "/kv/first", "first!"), 200, b"")
-        self.assertValue(n, "first", "first!")
+
+    def test_port_opens_only_after_recovery(self):
+        n = self.start_node()
+        with n.conn() as c:
+            for i in range(2000):
+                self.assertText(c.request("PUT", "/kv/r%d" % i, "recovered %d" % i), 200, b"")
+        n.kill()
+        n.start(wait=False)
+        with self._first_connection(n) as c:
+            self.assertText(c.request("GET", "/kv/r1999"), 200, b"recovered 1999")
+            self.assertText(c.request("GET", "/kv/r0"), 200, b"recovered 0")
+            self.assertText(c.request("PUT", "/kv/r2000", "new"), 200, b"")
+
+    @unittest.skipUnless(os.path.realpath(KVD_BIN) == os.path.realpath(DEFAULT_KVD_BIN),
+                         "run.sh builds the repository's own binary, not KVD_BIN")
+    def test_run_sh_execs_kvd_with_flags(self):
+        n = self.new_node()
+        n.binary = os.path.join(REPO_ROOT, "run.sh")
+        n.start(wait=False)
+        n.wait_ready(timeout=240)  # may have to build first
+        exe = os.path.basename(os.readlink("/proc/%d/exe" % n.proc.pid))
+        self.assertEqual(exe, "kvd", "run.sh did not exec kvd")
+        self.assertPutOk(n, "via", "run.sh")
+        self.assertValue(n, "via", "run.sh")
+        self.assertTrue(os.path.isdir(os.path.join(n.data_dir, "raft")))
 
     def test_missing_nested_data_directory_is_created(self):
         d = os.path.join(self.tmp, "a", "b", "c")
