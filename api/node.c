@@ -247,6 +247,49 @@ static void node_io_failed(struct kvd_node *n, int rv, const char *what, const c
 	kvd_node_step(n, &e);
 }
 
+static int start_core(struct kvd_node *n, char *errmsg);
+static void fail_pending_writes(struct kvd_node *n, int status, const char *why);
+static void fail_pending_reads(struct kvd_node *n);
+
+/*
+ * Disk full (API.md §6). The log store has cut back to its last durable
+ * record, so entries the core holds past it were never persisted. Writes
+ * waiting for them get 507, new writes get 507 at once, reads keep being
+ * served, and every second, once the workers are idle, the core is started
+ * again from what is durable, exactly as a restart would (always safe in
+ * Raft). When the restarted core's first append is durable, space is back.
+ */
+static void disk_timer_cb(uv_timer_t *t)
+{
+	struct kvd_node *n = t->data;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+
+	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) || n->installing ||
+	    n->snapshot_running)
+		return;
+	fail_pending_reads(n);
+	raft_destroy(n->raft);
+	n->raft = NULL;
+	n->recovering = true;
+	if (start_core(n, errmsg) != 0) {
+		KVD_ERROR("cannot restart the raft core after a full disk; exiting",
+			  "detail=\"%s\"", errmsg);
+		exit(1);
+	}
+}
+
+static void node_disk_full(struct kvd_node *n, const char *errmsg)
+{
+	if (!n->disk_full)
+		KVD_ERROR("disk full; refusing writes until space returns", "detail=\"%s\"",
+			  errmsg);
+	n->disk_full = true;
+	n->recovering = false;
+	fail_pending_writes(n, 507, "insufficient storage\n");
+	if (!uv_is_active((uv_handle_t *)&n->disk_timer))
+		uv_timer_start(&n->disk_timer, disk_timer_cb, 1000, 1000);
+}
+
 /* Loop thread: one writer job finished. */
 static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 {
@@ -262,10 +305,27 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		 * goes out anyway, and the leader retries from the right offset. */
 		KVD_WARN("cannot write snapshot chunk", "detail=\"%s\"", j->errmsg);
 	} else if (j->base.status != 0) {
-		node_io_failed(n, j->base.status, j->type == WRITER_META ? "meta" : "log",
-			       j->errmsg);
-	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && !n->io_failed) {
+		/* Nothing that depended on this write may go out. */
+		kvd_transport_drop_held(n->transport);
+		if (j->base.status == KVD_ENOSPC && !n->io_failed)
+			node_disk_full(n, j->errmsg);
+		else if (!n->disk_full)
+			node_io_failed(n, j->base.status, j->type == WRITER_META ? "meta" : "log",
+				       j->errmsg);
+		writer_job_free(j);
+		return;
+	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && !n->io_failed && !n->disk_full) {
 		struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
+		e.u.persisted.index = j->entries[j->n_entries - 1].index;
+		e.u.persisted.term = j->entries[j->n_entries - 1].term;
+		kvd_node_step(n, &e);
+	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && n->disk_full && n->recovering) {
+		/* The restarted core's first write went through: space is back. */
+		struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
+		n->disk_full = false;
+		n->recovering = false;
+		uv_timer_stop(&n->disk_timer);
+		KVD_INFO("disk has space again; accepting writes", NULL);
 		e.u.persisted.index = j->entries[j->n_entries - 1].index;
 		e.u.persisted.term = j->entries[j->n_entries - 1].term;
 		kvd_node_step(n, &e);
@@ -533,7 +593,7 @@ static void submit_apply(struct kvd_node *n, const struct raft_update *u)
 	kvd_workq_submit(&n->applier, &j->base);
 }
 
-static void fail_pending_writes(struct kvd_node *n, const char *why)
+static void fail_pending_writes(struct kvd_node *n, int status, const char *why)
 {
 	struct kvd_pending_write **pp = &n->writes;
 
@@ -546,9 +606,35 @@ static void fail_pending_writes(struct kvd_node *n, const char *why)
 			continue;
 		}
 		*pp = w->next;
-		kvd_reply_text(w->req, 503, why);
+		kvd_reply_text(w->req, status, why);
 		free(w);
 	}
+}
+
+/* Pending linearizable reads: the core that would confirm them is gone;
+ * a sole voter serves them from its state, which holds every acknowledged
+ * write; otherwise they get 503. */
+static void fail_pending_reads(struct kvd_node *n)
+{
+	while (n->reads != NULL) {
+		struct kvd_pending_read *r = n->reads;
+		n->reads = r->next;
+		if (kvd_node_sole_voter(n))
+			kvd_node_serve_get(n, r->req, r->key, r->key_len);
+		else
+			kvd_reply_text(r->req, 503,
+				       "read not confirmed: node restarting its raft core\n");
+		free(r);
+	}
+}
+
+bool kvd_node_sole_voter(struct kvd_node *n)
+{
+	const struct raft_config *c = raft_configuration(n->raft);
+	unsigned voters = 0;
+	for (unsigned i = 0; i < c->n; i++)
+		voters += c->servers[i].role == RAFT_VOTER;
+	return voters == 1 && raft_config_is_voter(c, n->cfg.id);
 }
 
 static void serve_reads(struct kvd_node *n, const struct raft_update *u)
@@ -613,7 +699,7 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 			 u->commit_index);
 		if (u->role != RAFT_LEADER)
 			fail_pending_writes(
-			    n, "leadership lost before commit: write outcome unknown\n");
+			    n, 503, "leadership lost before commit: write outcome unknown\n");
 		kvd_membership_tick(n);
 	}
 	if (u->deadline != 0) {
@@ -678,9 +764,9 @@ static void batch_check_cb(uv_check_t *c)
 		return;
 	n->batch_n = 0;
 	es = calloc(count, sizeof(*es));
-	if (es == NULL || n->io_failed) {
+	if (es == NULL || n->io_failed || n->disk_full) {
 		for (unsigned i = 0; i < count; i++) {
-			if (n->io_failed && n->io_error == KVD_ENOSPC)
+			if (n->disk_full || (n->io_failed && n->io_error == KVD_ENOSPC))
 				kvd_reply_text(n->batch[i].req, 507, "insufficient storage\n");
 			else
 				kvd_reply_text(n->batch[i].req, 503,
@@ -1074,6 +1160,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	n->sweep_timer.data = n;
 	uv_timer_init(loop, &n->finish_timer);
 	n->finish_timer.data = n;
+	uv_timer_init(loop, &n->disk_timer);
+	n->disk_timer.data = n;
 	uv_check_init(loop, &n->batch_check);
 	n->batch_check.data = n;
 	uv_check_start(&n->batch_check, batch_check_cb);
@@ -1183,7 +1271,8 @@ static void finish_cb(uv_timer_t *t)
 	kvd_workq_stop(&n->applier);
 	kvd_transport_destroy(n->transport);
 	n->transport = NULL;
-	n->closing_handles = 4;
+	n->closing_handles = 5;
+	uv_close((uv_handle_t *)&n->disk_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->tick_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->sweep_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->batch_check, handle_closed);

@@ -74,6 +74,9 @@ struct kvd_node {
 	uv_timer_t sweep_timer;	  /* write and read timeouts */
 	uv_check_t batch_check;	  /* proposes the writes collected this iteration */
 	uv_timer_t finish_timer;  /* shutdown: transfer, drain, close */
+	uv_timer_t disk_timer;	  /* disk full: restart the core from durable state */
+	bool disk_full;		  /* a log write hit ENOSPC: writes get 507 */
+	bool recovering;	  /* core restarted after a full disk; first append pending */
 	uint64_t finish_deadline; /* loop time, ms */
 
 	struct kvd_batch_item *batch;
@@ -149,6 +152,9 @@ void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *comman
 
 /* Starts a linearizable read of key for req. */
 void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
+
+/* True when this node is the only voter of its configuration. */
+bool kvd_node_sole_voter(struct kvd_node *n);
 
 /* Serves a read of key from the local state machine. */
 void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char *key, size_t len);

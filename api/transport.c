@@ -553,6 +553,23 @@ void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, u
 	t->held_tail = h;
 }
 
+void kvd_transport_drop_held(struct kvd_transport *t)
+{
+	while (t->held != NULL) {
+		struct held *h = t->held;
+		t->held = h->next;
+		if (is_result(h->head.type)) {
+			struct incoming *in = *find_incoming(t, h->head.token);
+			if (in != NULL)
+				in->held = false;
+		}
+		free(h->body);
+		free(h);
+	}
+	t->held_tail = NULL;
+	kvd_transport_answer_orphans(t);
+}
+
 void kvd_transport_flush(struct kvd_transport *t, uint64_t completed_seq)
 {
 	while (t->held != NULL && t->held->seq <= completed_seq) {

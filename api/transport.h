@@ -37,6 +37,10 @@ void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, u
 /* Releases held messages whose writer sequence is complete. */
 void kvd_transport_flush(struct kvd_transport *t, uint64_t completed_seq);
 
+/* Drops every held message (the write they waited for failed); incoming
+ * requests whose result was held get a refusal instead. */
+void kvd_transport_drop_held(struct kvd_transport *t);
+
 /* Handles POST /raft/... (routes.c). */
 void kvd_transport_receive(struct kvd_transport *t, struct http_request *req);
 
