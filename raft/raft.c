@@ -60,7 +60,11 @@ struct raft_core *raft_create(const char *id, const struct raft_options *o, uint
 		r->o.max_msg_bytes = 1;
 	if (r->o.snapshot_chunk_bytes == 0)
 		r->o.snapshot_chunk_bytes = 1024 * 1024;
+	/* Mix the id in so that servers given the same seed (a careless
+	 * driver, a test) still draw different election timeouts. */
 	r->prng = seed;
+	for (const char *c = id; *c != '\0'; c++)
+		r->prng = (r->prng ^ (unsigned char)*c) * 0x100000001b3ULL;
 	r->role = RAFT_FOLLOWER;
 	raft_log_init(&r->log);
 	return r;

@@ -15,7 +15,9 @@
  * file identified by (last_index, last_term). Each result carries the next
  * offset the receiver expects, so a restarted stream resumes where the
  * receiver stands. With no result for snapshot_timeout ms the follower falls
- * back to probe and the stream restarts.
+ * back to probe and the stream restarts. A newer local snapshot restarts
+ * streams of older ones, so the driver needs only its latest snapshot file,
+ * and must fill a chunk before its next call to raft_step().
  *
  * Receiving: chunks must arrive in order; each is handed to the driver
  * (snapshot_write) and acknowledged after it is durable (needs_sync). The
@@ -201,5 +203,14 @@ void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s
 	if (cut > r->log.offset) {
 		raft_log_compact(&r->log, cut);
 		r->snap_config = s->config;
+	}
+	/* Streams of an older snapshot restart with this one: the driver
+	 * need keep only its latest snapshot file to fill chunks from. */
+	for (unsigned i = 0; r->role == RAFT_LEADER && i < r->n_peers; i++) {
+		struct raft_progress *p = &r->peers[i];
+		if (p->state == RAFT_PROGRESS_SNAPSHOT && p->snap_index < s->index) {
+			raft_progress_become_probe(p);
+			raft_replication_send(r, p, false);
+		}
 	}
 }
