@@ -97,7 +97,9 @@ static void add_vote(struct raft_core *r, const char *id)
 {
 	if (has_vote(r, id, NULL) || r->n_votes >= RAFT_MAX_PEERS)
 		return;
-	snprintf(r->votes[r->n_votes++], RAFT_ID_SIZE, "%s", id);
+	size_t len = strnlen(id, RAFT_ID_SIZE - 1);
+	memmove(r->votes[r->n_votes], id, len); /* id may live inside r */
+	r->votes[r->n_votes++][len] = '\0';
 }
 
 /* §5.2 / §8: a new leader initializes every follower's progress, appends a

@@ -1,0 +1,97 @@
+/*
+ * linearize.h: a linearizability checker for key-value register histories.
+ *
+ * A history is a list of client operations (put, get, delete on string keys
+ * with string values), each with an invoke time, a return time and an
+ * outcome. The checker decides whether some total order of the operations
+ * exists that respects real time (an operation that returned before another
+ * was invoked comes first) and the sequential semantics of a map of
+ * registers. Keys are independent, so the history is partitioned by key and
+ * each partition searched separately (Herlihy & Wing locality).
+ *
+ * Outcomes: "ok" operations happened with the recorded result; "fail"
+ * operations certainly did not take effect and are dropped; "unknown" writes
+ * may or may not have taken effect at any time after their invocation (their
+ * return time is treated as infinite), unknown reads constrain nothing and
+ * are dropped.
+ *
+ * The search is Wing & Gong's, with Lowe's memoization of (linearized set,
+ * state) pairs. Every key starts absent.
+ *
+ * Thread: none of these functions is thread-safe; one history per thread.
+ */
+#ifndef KVD_SIM_LINEARIZE_H
+#define KVD_SIM_LINEARIZE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LINEARIZE_STR_SIZE 64 /* bytes for a key or value, including NUL */
+
+enum linearize_kind {
+	LINEARIZE_PUT = 1,
+	LINEARIZE_GET = 2,
+	LINEARIZE_DELETE = 3,
+};
+
+enum linearize_outcome {
+	LINEARIZE_OK = 1,
+	LINEARIZE_FAIL = 2,
+	LINEARIZE_UNKNOWN = 3,
+};
+
+/* One operation. For a get, has_value false means "the key was absent";
+ * for a put, value is the value written; for a delete value is unused. */
+struct linearize_op {
+	uint64_t client;
+	enum linearize_kind kind;
+	char key[LINEARIZE_STR_SIZE];
+	char value[LINEARIZE_STR_SIZE];
+	bool has_value;
+	uint64_t invoke_time; /* any unit, same for all ops */
+	uint64_t return_time; /* same unit; >= invoke_time */
+	enum linearize_outcome outcome;
+};
+
+struct linearize_history;
+
+/* Returns an empty history (free with linearize_history_destroy), or NULL
+ * when out of memory. */
+struct linearize_history *linearize_history_create(void);
+/* Frees h and its operations; h may be NULL. */
+void linearize_history_destroy(struct linearize_history *h);
+
+/* Appends a copy of *op. Returns 0, KVD_EINVAL if return_time < invoke_time
+ * or a field is out of range, KVD_ENOMEM. */
+int linearize_history_add(struct linearize_history *h, const struct linearize_op *op);
+
+/* Number of operations added so far. */
+size_t linearize_history_count(const struct linearize_history *h);
+
+/*
+ * Parses one line of the text format into *op:
+ *     <client> <put|get|delete> <key> <value|-> <invoke> <return> <ok|fail|unknown>
+ * Returns 0, KVD_ENOTFOUND for a blank or '#' comment line, KVD_EINVAL for a
+ * malformed line (*op is then unspecified).
+ */
+int linearize_op_parse(const char *line, struct linearize_op *op);
+
+/* Writes op as one line of the text format (with the newline) to f. */
+void linearize_op_print(const struct linearize_op *op, FILE *f);
+
+/* Writes every operation of h, one line each, in the text format. */
+void linearize_history_dump(const struct linearize_history *h, FILE *f);
+
+/*
+ * Decides whether h is linearizable. On success returns 0 and sets *ok; when
+ * *ok is false and why is not NULL, writes a description of the first key
+ * that failed into why (why_size bytes). max_states bounds the memoized
+ * states per key (0: default of 4,000,000); exceeding it returns KVD_ETOOBIG.
+ * Returns KVD_ENOMEM when out of memory.
+ */
+int linearize_history_check(const struct linearize_history *h, size_t max_states, bool *ok,
+			    char *why, size_t why_size);
+
+#endif

@@ -1,0 +1,279 @@
+/*
+ * sim.h: shared state of the deterministic Raft cluster simulation.
+ *
+ * One struct sim is one seeded run: 3 to 7 Raft cores driven in one process
+ * by a virtual clock (a heap of timed events), a virtual network, a virtual
+ * disk per node, clients and a fault injector. Everything random draws from
+ * one generator seeded by the run's seed, so a seed replays exactly.
+ *
+ * Files: sim_main.c (CLI, seed loop), sim_world.c (scheduler, network, disk,
+ * node drivers, faults), sim_check.c (safety invariants), sim_client.c
+ * (client workload, history, liveness probe).
+ *
+ * Thread: single-threaded.
+ */
+#ifndef KVD_SIM_H
+#define KVD_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "raft/raft.h"
+#include "tests/sim/linearize.h"
+
+#define SIM_MAX_NODES	7
+#define SIM_KEYS	3
+#define SIM_CLIENTS	3
+#define SIM_LIVENESS_MS 10000 /* virtual ms after healing to elect and commit */
+
+/* An immutable log entry shared by logs, disk requests and messages. */
+struct sim_entry {
+	unsigned refs;
+	raft_index index;
+	raft_term term;
+	enum raft_entry_type type;
+	size_t len; /* bytes */
+	uint64_t hash;
+	unsigned char data[];
+};
+
+/* A log: entries first .. first + n - 1; prev_term is the term at first - 1. */
+struct sim_log {
+	struct sim_entry **e;
+	size_t n, cap;
+	raft_index first;
+	raft_term prev_term;
+};
+
+/* A serialized snapshot (the "snapshot file"). */
+struct sim_snap {
+	struct raft_snapshot_meta meta; /* index 0: none */
+	unsigned char *buf;
+	size_t len; /* bytes */
+};
+
+enum sim_req_kind {
+	SIM_REQ_META = 1,
+	SIM_REQ_LOG,
+	SIM_REQ_SNAP_CHUNK,
+	SIM_REQ_SNAP_TAKE,
+};
+
+/* One persistence request in a node's single-writer disk queue. */
+struct sim_req {
+	enum sim_req_kind kind;
+	uint64_t seq;
+	raft_term term;
+	char vote[RAFT_ID_SIZE];
+	raft_index truncate_from;
+	struct sim_entry **ents;
+	unsigned n_ents;
+	struct raft_snapshot chunk; /* data owned (malloc'ed) */
+	struct sim_snap snap;	    /* SNAP_TAKE: owned buffer */
+	struct sim_req *next;
+};
+
+/* A message in flight or held for durability; owns its copies. */
+struct sim_msg {
+	struct raft_message m;
+	struct raft_entry *ents;
+	struct sim_entry **refs;
+	unsigned char *snap_data;
+	uint64_t barrier;      /* held until the node's done_seq reaches it */
+	raft_term expect_term; /* APPEND_RESULT success: term at last_log_index */
+	struct sim_msg *next;
+};
+
+struct sim_node {
+	char id[16];
+	int num;
+	struct raft_core *core;
+	bool up;
+	uint32_t inc; /* incarnation, bumped by each crash */
+
+	/* Durable state (survives crashes). */
+	raft_term d_term;
+	char d_vote[RAFT_ID_SIZE];
+	struct sim_log dlog;
+	struct sim_snap dsnap;
+
+	/* Volatile (per incarnation). */
+	struct sim_log mlog; /* the log as requested by the core */
+	struct sim_req *q_head, *q_tail;
+	uint64_t issued_seq, done_seq;
+	bool disk_busy;
+	raft_time stall_until;
+	struct sim_msg *held_head, *held_tail;
+	raft_time tick_at;
+	bool snap_taking;
+	unsigned char *incoming;
+	size_t incoming_len;
+	uint64_t kv[SIM_KEYS];
+	raft_index applied;
+	struct raft_config applied_config;
+	enum raft_role role;
+	raft_term term;
+	raft_index commit;
+	raft_index *cfg_idx; /* indexes of CONFIG entries in mlog */
+	size_t n_cfg, cap_cfg;
+	unsigned char *granted; /* per term: 1 + node number granted a vote */
+	size_t cap_granted;
+};
+
+enum sim_ev_kind {
+	SIM_EV_DELIVER = 1,
+	SIM_EV_TICK,
+	SIM_EV_DISK,
+	SIM_EV_APPLIED,
+	SIM_EV_RESTART,
+	SIM_EV_CLIENT,
+	SIM_EV_CLIENT_TIMEOUT,
+	SIM_EV_FAULT,
+	SIM_EV_HEAL_LINKS,
+	SIM_EV_PROBE,
+};
+
+struct sim_ev {
+	raft_time t; /* ms */
+	uint64_t seq;
+	int kind;
+	int node;
+	uint32_t inc;
+	void *p;
+	uint64_t a;
+};
+
+struct sim_client {
+	int id;
+	bool busy;
+	uint64_t op_seq;
+	struct linearize_op op;
+	int node;
+	uint32_t inc;
+	raft_index index;
+	raft_term term;
+	uint64_t token;
+	int hint; /* node the client believes leads (-1: none), like a real client */
+};
+
+/* Per-index global records (committed entries and applied state hashes). */
+struct sim_rec {
+	raft_term term;
+	raft_term commit_term; /* current term of the first node that reported it committed */
+	uint64_t hash;
+	bool set;
+};
+
+struct sim_params {
+	uint64_t seed;
+	unsigned steps;
+	unsigned nodes; /* 0: chosen by the seed */
+	bool verbose;
+};
+
+struct sim {
+	struct sim_params p;
+	uint64_t rng;
+	raft_time now;
+	uint64_t ev_seq;
+	unsigned long step;
+	struct sim_ev *heap;
+	size_t heap_n, heap_cap;
+	unsigned n_nodes;
+	struct sim_node nodes[SIM_MAX_NODES];
+	bool cut[SIM_MAX_NODES][SIM_MAX_NODES];
+	unsigned drop_pct, dup_pct, long_delay_pct;
+	struct raft_options opts;
+	raft_index snap_threshold;
+
+	struct sim_client clients[SIM_CLIENTS];
+	uint64_t next_value;
+	uint64_t next_token;
+	struct linearize_history *history;
+
+	bool healing;
+	raft_time heal_time;
+	bool live;
+	uint64_t probe_token; /* liveness proposal outstanding */
+	int probe_node;
+	uint32_t probe_inc;
+	raft_index probe_index;
+	raft_term probe_term;
+	raft_time probe_at;
+
+	/* Global records for the invariants. */
+	unsigned char *leader_of; /* per term: 1 + node number */
+	size_t cap_leader_of;
+	struct sim_rec *committed;
+	size_t cap_committed;
+	raft_index max_committed;
+	struct sim_rec *state_hash;
+	size_t cap_state_hash;
+	/* Log matching: (index, term) -> (hash, prev term). */
+	struct sim_lm *lm;
+	size_t lm_cap, lm_n;
+
+	bool failed;
+	char why[1024];
+	struct {
+		unsigned long leaders, crashes, partitions, stalls, changes, transfers, snaps_taken,
+		    snaps_installed, commits, ops_ok, ops_fail, ops_unknown, msgs, drops;
+	} stats;
+};
+
+struct sim_lm {
+	raft_index index;
+	raft_term term;
+	uint64_t hash;
+	raft_term prev_term;
+	bool used;
+};
+
+/* sim_world.c */
+uint64_t sim_rand(struct sim *s);
+uint64_t sim_rand_range(struct sim *s, uint64_t lo, uint64_t hi); /* [lo, hi] */
+int sim_run(const struct sim_params *p, struct sim *s);
+void sim_free(struct sim *s);
+void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e, int *rc_out,
+		   struct raft_update *u_out);
+int sim_leader_guess(struct sim *s);
+void sim_ev_push(struct sim *s, raft_time t, int kind, int node, uint32_t inc, void *p, uint64_t a);
+uint64_t sim_kv_hash(const uint64_t *kv);
+uint64_t sim_bytes_hash(const void *p, size_t len);
+const struct sim_entry *sim_log_get(const struct sim_log *l, raft_index i);
+raft_index sim_log_last(const struct sim_log *l);
+raft_term sim_log_term(const struct sim_log *l, raft_index i, bool *found);
+
+/* sim_check.c: each returns false and fills s->why on a violation. */
+void sim_fail(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+		      enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
+		      const struct raft_config *cfg_before);
+void sim_check_appended(struct sim *s, struct sim_node *n, const struct sim_entry *e,
+			raft_term prev_term);
+void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m);
+void sim_check_durable_meta(struct sim *s, struct sim_node *n, raft_term term, const char *vote);
+void sim_check_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
+void sim_check_snapshot_state(struct sim *s, struct sim_node *n);
+void sim_check_free(struct sim *s);
+
+/* sim_client.c */
+void sim_client_start(struct sim *s);
+void sim_client_act(struct sim *s, int client);
+void sim_client_timeout(struct sim *s, int client, uint64_t op_seq);
+void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
+void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, bool ok,
+			  raft_index index);
+void sim_client_node_crashed(struct sim *s, struct sim_node *n);
+void sim_client_finish(struct sim *s);
+void sim_probe_tick(struct sim *s);
+
+/* Command encoding shared by clients and the state machine. */
+enum sim_cmd_op {
+	SIM_CMD_PUT = 1,
+	SIM_CMD_DELETE = 2,
+	SIM_CMD_PROBE = 3,
+};
+#define SIM_CMD_SIZE 24
+
+#endif

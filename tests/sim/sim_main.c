@@ -1,0 +1,158 @@
+/*
+ * sim_main.c: command line of the deterministic Raft simulation.
+ *
+ *   sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]
+ *   sim --seeds COUNT [--first F] [--steps S] [--nodes K]
+ *   sim --seeds-from-env VAR [--first F] [--steps S]   (exit 77 if VAR unset)
+ *
+ * A run stops at the first failing seed, prints the seed, the broken
+ * invariant and the command that replays it exactly, and exits 1.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/sim/sim.h"
+
+static volatile uint64_t current_seed;
+static volatile unsigned current_steps;
+
+static void on_crash(int sig)
+{
+	char buf[160];
+	int len = snprintf(buf, sizeof(buf),
+			   "\nsim: signal %d while running seed %llu; replay: sim --seed %llu "
+			   "--steps %u\n",
+			   sig, (unsigned long long)current_seed, (unsigned long long)current_seed,
+			   current_steps);
+	if (len > 0 && write(2, buf, (size_t)len) < 0)
+		_exit(3);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]\n"
+			"       sim --seeds COUNT [--first F] [--steps S] [--nodes K]\n"
+			"       sim --seeds-from-env VAR [--first F] [--steps S]\n");
+}
+
+static double wall_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void print_stats(const struct sim *s)
+{
+	printf("  nodes %u, virtual %llu ms, steps %lu: leaders %lu, commits %lu, crashes %lu, "
+	       "partitions %lu, stalls %lu, changes %lu, transfers %lu, snapshots taken %lu "
+	       "installed %lu, msgs %lu (dropped %lu), client ops ok %lu fail %lu unknown %lu\n",
+	       s->n_nodes, (unsigned long long)s->now, s->step, s->stats.leaders, s->stats.commits,
+	       s->stats.crashes, s->stats.partitions, s->stats.stalls, s->stats.changes,
+	       s->stats.transfers, s->stats.snaps_taken, s->stats.snaps_installed, s->stats.msgs,
+	       s->stats.drops, s->stats.ops_ok, s->stats.ops_fail, s->stats.ops_unknown);
+}
+
+int main(int argc, char **argv)
+{
+	struct sim_params p = {.steps = 5000};
+	uint64_t first = 1, count = 0;
+	bool single = false;
+	const char *history = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+			p.verbose = true;
+			continue;
+		}
+		if (v == NULL) {
+			usage();
+			return 2;
+		}
+		i++;
+		if (strcmp(a, "--seed") == 0) {
+			p.seed = strtoull(v, NULL, 10);
+			single = true;
+		} else if (strcmp(a, "--seeds") == 0) {
+			count = strtoull(v, NULL, 10);
+		} else if (strcmp(a, "--seeds-from-env") == 0) {
+			const char *e = getenv(v);
+			if (e == NULL || *e == '\0') {
+				printf("sim: %s not set, skipping the long run\n", v);
+				return 77;
+			}
+			count = strtoull(e, NULL, 10);
+		} else if (strcmp(a, "--first") == 0) {
+			first = strtoull(v, NULL, 10);
+		} else if (strcmp(a, "--steps") == 0) {
+			p.steps = (unsigned)strtoul(v, NULL, 10);
+		} else if (strcmp(a, "--nodes") == 0) {
+			p.nodes = (unsigned)strtoul(v, NULL, 10);
+			if (p.nodes < 3 || p.nodes > SIM_MAX_NODES) {
+				fprintf(stderr, "sim: --nodes must be 3..%d\n", SIM_MAX_NODES);
+				return 2;
+			}
+		} else if (strcmp(a, "--history") == 0) {
+			history = v;
+		} else {
+			usage();
+			return 2;
+		}
+	}
+	if (!single && count == 0) {
+		usage();
+		return 2;
+	}
+	if (single) {
+		first = p.seed;
+		count = 1;
+	}
+	signal(SIGABRT, on_crash);
+	signal(SIGSEGV, on_crash);
+
+	double t0 = wall_seconds();
+	for (uint64_t seed = first; seed < first + count; seed++) {
+		struct sim *s = malloc(sizeof(*s));
+		if (s == NULL)
+			return 3;
+		p.seed = seed;
+		current_seed = seed;
+		current_steps = p.steps;
+		int rc = sim_run(&p, s);
+		if (single || rc != 0)
+			print_stats(s);
+		if (history != NULL) {
+			/* Written by the checker's own format for lincheck. */
+			FILE *f = fopen(history, "w");
+			if (f != NULL) {
+				linearize_history_dump(s->history, f);
+				fclose(f);
+			}
+		}
+		if (rc != 0) {
+			printf("FAIL seed %llu: %s\n", (unsigned long long)seed, s->why);
+			printf("replay: sim --seed %llu --steps %u%s", (unsigned long long)seed,
+			       p.steps, p.nodes ? "" : "\n");
+			if (p.nodes)
+				printf(" --nodes %u\n", p.nodes);
+			printf("(%llu seeds run, %.1f s)\n", (unsigned long long)(seed - first + 1),
+			       wall_seconds() - t0);
+			sim_free(s);
+			free(s);
+			return 1;
+		}
+		sim_free(s);
+		free(s);
+	}
+	printf("sim: seeds %llu..%llu passed, %u steps each, %.1f s\n", (unsigned long long)first,
+	       (unsigned long long)(first + count - 1), p.steps, wall_seconds() - t0);
+	return 0;
+}

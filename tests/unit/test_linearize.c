@@ -1,0 +1,274 @@
+/*
+ * test_linearize.c: unit tests for the linearizability checker
+ * (tests/sim/linearize.c) on small hand-made histories, both linearizable
+ * and not, in the lincheck text format.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvd/errors.h"
+#include "tests/sim/linearize.h"
+
+/* Builds a history from lines of the text format and checks it. Returns 1
+ * linearizable, 0 not, -1 on error. */
+static int check_lines(const char *const *lines)
+{
+	struct linearize_history *h = linearize_history_create();
+	bool ok = false;
+	int result = -1;
+
+	ck_assert_ptr_nonnull(h);
+	for (size_t i = 0; lines[i] != NULL; i++) {
+		struct linearize_op op;
+		int rc = linearize_op_parse(lines[i], &op);
+		if (rc == KVD_ENOTFOUND)
+			continue;
+		ck_assert_int_eq(rc, 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	}
+	char why[128];
+	if (linearize_history_check(h, 0, &ok, why, sizeof(why)) == 0)
+		result = ok ? 1 : 0;
+	linearize_history_destroy(h);
+	return result;
+}
+
+START_TEST(test_linearize_history_check_empty)
+{
+	const char *lines[] = {NULL};
+	ck_assert_int_eq(check_lines(lines), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_sequential)
+{
+	const char *lines[] = {
+	    "1 get a - 0 1 ok",	   "1 put a x 2 3 ok", "1 get a x 4 5 ok",
+	    "1 delete a - 6 7 ok", "1 get a - 8 9 ok", NULL,
+	};
+	ck_assert_int_eq(check_lines(lines), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_concurrent_read_either)
+{
+	/* A read overlapping a put may see the old or the new value. */
+	const char *old_seen[] = {"1 put a x 0 1 ok", "2 put a y 2 10 ok", "3 get a x 3 4 ok",
+				  "3 get a y 5 6 ok", NULL};
+	const char *new_seen[] = {"1 put a x 0 1 ok", "2 put a y 2 10 ok", "3 get a y 3 4 ok",
+				  NULL};
+	ck_assert_int_eq(check_lines(old_seen), 1);
+	ck_assert_int_eq(check_lines(new_seen), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_stale_read)
+{
+	/* The put of y returned before the read began: reading x is stale. */
+	const char *lines[] = {"1 put a x 0 1 ok", "1 put a y 2 3 ok", "2 get a x 4 5 ok", NULL};
+	ck_assert_int_eq(check_lines(lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_read_reordering)
+{
+	/* Two sequential reads during a long put: new then old is impossible. */
+	const char *lines[] = {"1 put a x 0 1 ok", "2 put a y 2 20 ok", "3 get a y 3 4 ok",
+			       "3 get a x 5 6 ok", NULL};
+	ck_assert_int_eq(check_lines(lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_value_never_written)
+{
+	const char *lines[] = {"1 put a x 0 1 ok", "2 get a z 2 3 ok", NULL};
+	ck_assert_int_eq(check_lines(lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_failed_write_seen)
+{
+	/* A failed write certainly did not happen: nobody may read it. */
+	const char *lines[] = {"1 put a x 0 1 ok", "2 put a y 2 3 fail", "3 get a y 4 5 ok", NULL};
+	ck_assert_int_eq(check_lines(lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_unknown_write_late)
+{
+	/* An unknown write may take effect long after its client gave up, or
+	 * never. */
+	const char *late[] = {"1 put a x 0 1 ok", "2 put a y 2 3 unknown", "3 get a x 4 5 ok",
+			      "3 get a y 6 7 ok", NULL};
+	const char *never[] = {"1 put a x 0 1 ok", "2 put a y 2 3 unknown", "3 get a x 4 5 ok",
+			       NULL};
+	ck_assert_int_eq(check_lines(late), 1);
+	ck_assert_int_eq(check_lines(never), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_unknown_write_not_twice)
+{
+	/* An unknown write takes effect at most once: y, x, y again needs a
+	 * second y. */
+	const char *lines[] = {"1 put a y 0 1 unknown", "2 put a x 2 3 ok", "3 get a y 4 5 ok",
+			       "4 put a x 6 7 ok",	"3 get a y 8 9 ok", NULL};
+	ck_assert_int_eq(check_lines(lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_delete)
+{
+	const char *ok_lines[] = {"1 put a x 0 1 ok", "1 delete a - 2 3 ok", "2 get a - 4 5 ok",
+				  NULL};
+	const char *bad_lines[] = {"1 put a x 0 1 ok", "2 get a - 2 3 ok", NULL};
+	ck_assert_int_eq(check_lines(ok_lines), 1);
+	ck_assert_int_eq(check_lines(bad_lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_keys_independent)
+{
+	/* Each key alone is fine; the bad read on b fails the whole history. */
+	const char *ok_lines[] = {"1 put a x 0 1 ok", "2 put b x 0 1 ok", "3 get a x 2 3 ok",
+				  "3 get b x 2 3 ok", NULL};
+	const char *bad_lines[] = {"1 put a x 0 1 ok", "2 put b y 0 1 ok", "3 get a x 2 3 ok",
+				   "3 get b x 2 3 ok", NULL};
+	ck_assert_int_eq(check_lines(ok_lines), 1);
+	ck_assert_int_eq(check_lines(bad_lines), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_many_concurrent)
+{
+	/* 14 concurrent writes, then a read after all returned: any value may
+	 * be last, but reads of two values after all writes returned are
+	 * impossible (the search must exhaust 2^14 subsets to say so). */
+	struct linearize_history *h = linearize_history_create();
+	struct linearize_op op;
+	bool ok = false;
+	char line[128];
+
+	for (int i = 0; i < 14; i++) {
+		snprintf(line, sizeof(line), "%d put k v%d %d %d ok", i, i, i, 100 + i);
+		ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	}
+	ck_assert_int_eq(linearize_op_parse("50 get k v7 200 201 ok", &op), 0);
+	ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	ck_assert_int_eq(linearize_history_check(h, 0, &ok, NULL, 0), 0);
+	ck_assert(ok);
+	ck_assert_int_eq(linearize_op_parse("51 get k v9 202 203 ok", &op), 0);
+	ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	ck_assert_int_eq(linearize_history_check(h, 0, &ok, NULL, 0), 0);
+	ck_assert(!ok);
+	linearize_history_destroy(h);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_unread_unknown_writes)
+{
+	/* Unknown writes nobody read are dropped: 500 of them stay fast. */
+	struct linearize_history *h = linearize_history_create();
+	struct linearize_op op;
+	bool ok = false;
+	char line[128];
+
+	for (int i = 0; i < 500; i++) {
+		snprintf(line, sizeof(line), "%d put k u%d %d %d unknown", i, i, i, i + 1);
+		ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	}
+	ck_assert_int_eq(linearize_op_parse("600 get k - 1000 1001 ok", &op), 0);
+	ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	ck_assert_int_eq(linearize_op_parse("601 get k u3 1002 1003 ok", &op), 0);
+	ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	ck_assert_int_eq(linearize_history_check(h, 0, &ok, NULL, 0), 0);
+	ck_assert(ok);
+	ck_assert_int_eq(linearize_op_parse("602 get k - 1004 1005 ok", &op), 0);
+	ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	ck_assert_int_eq(linearize_history_check(h, 0, &ok, NULL, 0), 0);
+	ck_assert(!ok);
+	linearize_history_destroy(h);
+}
+END_TEST
+
+START_TEST(test_linearize_history_check_state_budget)
+{
+	struct linearize_history *h = linearize_history_create();
+	struct linearize_op op;
+	bool ok = false;
+	char line[128];
+
+	for (int i = 0; i < 30; i++) {
+		snprintf(line, sizeof(line), "%d put k v%d 0 100 ok", i, i);
+		ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	}
+	ck_assert_int_eq(linearize_op_parse("50 get k nope 200 201 ok", &op), 0);
+	ck_assert_int_eq(linearize_history_add(h, &op), 0);
+	ck_assert_int_eq(linearize_history_check(h, 1000, &ok, NULL, 0), KVD_ETOOBIG);
+	linearize_history_destroy(h);
+}
+END_TEST
+
+START_TEST(test_linearize_op_parse_valid)
+{
+	struct linearize_op op;
+	ck_assert_int_eq(linearize_op_parse("  7 delete key1 - 10 20 unknown\n", &op), 0);
+	ck_assert_uint_eq(op.client, 7);
+	ck_assert_int_eq(op.kind, LINEARIZE_DELETE);
+	ck_assert_str_eq(op.key, "key1");
+	ck_assert(!op.has_value);
+	ck_assert_uint_eq(op.invoke_time, 10);
+	ck_assert_uint_eq(op.return_time, 20);
+	ck_assert_int_eq(op.outcome, LINEARIZE_UNKNOWN);
+}
+END_TEST
+
+START_TEST(test_linearize_op_parse_malformed)
+{
+	struct linearize_op op;
+	ck_assert_int_eq(linearize_op_parse("# comment", &op), KVD_ENOTFOUND);
+	ck_assert_int_eq(linearize_op_parse("\n", &op), KVD_ENOTFOUND);
+	ck_assert_int_eq(linearize_op_parse("1 cas a x 0 1 ok", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("1 put a - 0 1 ok", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("1 put a x 5 1 ok", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("1 put a x 0 1 maybe", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("1 put a x 0", &op), KVD_EINVAL);
+}
+END_TEST
+
+static Suite *linearize_suite(void)
+{
+	Suite *s = suite_create("linearize");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, test_linearize_history_check_empty);
+	tcase_add_test(tc, test_linearize_history_check_sequential);
+	tcase_add_test(tc, test_linearize_history_check_concurrent_read_either);
+	tcase_add_test(tc, test_linearize_history_check_stale_read);
+	tcase_add_test(tc, test_linearize_history_check_read_reordering);
+	tcase_add_test(tc, test_linearize_history_check_value_never_written);
+	tcase_add_test(tc, test_linearize_history_check_failed_write_seen);
+	tcase_add_test(tc, test_linearize_history_check_unknown_write_late);
+	tcase_add_test(tc, test_linearize_history_check_unknown_write_not_twice);
+	tcase_add_test(tc, test_linearize_history_check_delete);
+	tcase_add_test(tc, test_linearize_history_check_keys_independent);
+	tcase_add_test(tc, test_linearize_history_check_many_concurrent);
+	tcase_add_test(tc, test_linearize_history_check_unread_unknown_writes);
+	tcase_add_test(tc, test_linearize_history_check_state_budget);
+	tcase_add_test(tc, test_linearize_op_parse_valid);
+	tcase_add_test(tc, test_linearize_op_parse_malformed);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(linearize_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
