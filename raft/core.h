@@ -77,8 +77,10 @@ struct raft_snapshot_rx {
 	bool active;
 	raft_index last_index;
 	raft_term last_term;
-	uint64_t expected; /* bytes: next offset */
-	bool installing;   /* the last chunk was handed to the driver */
+	uint64_t expected;	 /* bytes: next offset */
+	bool installing;	 /* the last chunk was handed to the driver */
+	char from[RAFT_ID_SIZE]; /* leader streaming it */
+	raft_term term;		 /* its term */
 	char leader[RAFT_ID_SIZE];
 	uint64_t token;
 };
@@ -221,5 +223,6 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
 void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_tick(struct raft_core *r);
+bool raft_snapshot_rx_blocks_append(struct raft_core *r, const struct raft_message *m);
 
 #endif

@@ -391,8 +391,8 @@ void raft_replication_recv_append(struct raft_core *r, const struct raft_message
 		return;
 	}
 	raft_election_become_follower(r, m->term, m->from);
-	if (r->rx.installing || !entries_valid(m))
-		return; /* the log is about to be replaced by a snapshot */
+	if (!entries_valid(m) || raft_snapshot_rx_blocks_append(r, m))
+		return;
 	last = raft_log_last_index(&r->log);
 	if (prev > last) {
 		reply_append(r, m, false, last, prev, 0, last + 1);

@@ -24,7 +24,12 @@
  * last chunk is acknowledged only after the driver has built the state
  * machine from the stream (SNAPSHOT_INSTALLED): the core then restarts its
  * log after the snapshot and adopts its configuration and commit index.
- * While an install is under way AppendEntries are not processed.
+ * While a stream is in progress the streaming leader's empty AppendEntries
+ * are ignored and any other AppendEntries aborts the stream (the log must
+ * not grow under a snapshot about to replace it: bug S1 in
+ * coord/core-bugs.md); during the install none are processed. A snapshot
+ * whose last entry the log already holds is not installed at all (§7,
+ * Figure 13 step 6).
  */
 #include "raft/core.h"
 
@@ -129,8 +134,12 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 	raft_election_become_follower(r, m->term, m->from);
 	if (r->rx.installing || (s->len > 0 && s->data == NULL))
 		return;
-	if (s->last_index <= r->commit) {
-		/* Already have everything it covers. */
+	if (s->last_index <= r->commit ||
+	    raft_log_term_at(&r->log, s->last_index) == s->last_term) {
+		/* Already have everything it covers (§7, Figure 13 step 6: a
+		 * log holding the last included entry keeps what follows
+		 * it, entries this server may have acknowledged). */
+		memset(&r->rx, 0, sizeof(r->rx));
 		reply(r, m->from, m->token, true, s->last_index, UINT64_MAX);
 		return;
 	}
@@ -143,6 +152,8 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		r->rx.active = true;
 		r->rx.last_index = s->last_index;
 		r->rx.last_term = s->last_term;
+		snprintf(r->rx.from, sizeof(r->rx.from), "%s", m->from);
+		r->rx.term = m->term;
 	} else if (s->offset != r->rx.expected) {
 		reply(r, m->from, m->token, false, s->last_index, r->rx.expected);
 		return;
@@ -168,6 +179,24 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		return;
 	}
 	reply(r, m->from, m->token, true, s->last_index, r->rx.expected);
+}
+
+/* While a stream is in progress the follower's log must not grow: entries
+ * acknowledged now would be dropped by the install. The streaming leader's
+ * keepalives (no entries) are ignored; anything else (another leader or
+ * term, or entries: the leader gave up on the stream) aborts the stream, so
+ * its remaining chunks are refused and it restarts from offset 0, where the
+ * check above sees whether the log already holds the snapshot point. */
+bool raft_snapshot_rx_blocks_append(struct raft_core *r, const struct raft_message *m)
+{
+	if (r->rx.installing)
+		return true;
+	if (!r->rx.active)
+		return false;
+	if (m->term == r->rx.term && strcmp(m->from, r->rx.from) == 0 && m->u.append.n_entries == 0)
+		return true;
+	memset(&r->rx, 0, sizeof(r->rx));
+	return false;
 }
 
 void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s)
