@@ -161,6 +161,9 @@ struct raft_core {
 	struct raft_change_done *cd;
 	unsigned n_cd, cap_cd;
 	int nomem; /* an allocation failed during this step */
+	struct raft_note notes[RAFT_MAX_NOTES];
+	unsigned n_notes;
+	struct raft_stats stats;
 };
 
 /* raft.c */
@@ -174,10 +177,13 @@ void raft_core_read_ready(struct raft_core *r, uint64_t token, raft_index index)
 void raft_core_read_failed(struct raft_core *r, uint64_t token, int error);
 void raft_core_change_done(struct raft_core *r, uint64_t token, int error);
 bool raft_core_is_voter(const struct raft_core *r, const char *id);
+void raft_core_note(struct raft_core *r, enum raft_note_kind kind, const char *peer, raft_term term,
+		    raft_index index, const char *reason);
 
 /* election.c */
 void raft_election_reset_timer(struct raft_core *r);
-void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader);
+void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader,
+				   const char *reason);
 void raft_election_campaign(struct raft_core *r, bool pre_vote, bool transfer);
 void raft_election_tick(struct raft_core *r);
 void raft_election_recv_vote(struct raft_core *r, const struct raft_message *m);

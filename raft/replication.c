@@ -390,7 +390,8 @@ void raft_replication_recv_append(struct raft_core *r, const struct raft_message
 		reply_append(r, m, false, raft_log_last_index(&r->log), prev, 0, 0);
 		return;
 	}
-	raft_election_become_follower(r, m->term, m->from);
+	raft_election_become_follower(r, m->term, m->from,
+				      m->term > r->term ? "higher term seen" : "leader elected");
 	if (!entries_valid(m) || raft_snapshot_rx_blocks_append(r, m))
 		return;
 	last = raft_log_last_index(&r->log);
@@ -451,7 +452,7 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 	struct raft_progress *p;
 
 	if (m->term > r->term) {
-		raft_election_become_follower(r, m->term, "");
+		raft_election_become_follower(r, m->term, "", "higher term seen");
 		return;
 	}
 	if (m->term < r->term || r->role != RAFT_LEADER)
@@ -483,6 +484,7 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 		raft_replication_send(r, p, false);
 		return;
 	}
+	r->stats.appends_rejected++;
 	if (p->state == RAFT_PROGRESS_SNAPSHOT || res->reject_index <= p->match)
 		return; /* stale */
 	if (p->state == RAFT_PROGRESS_PROBE && res->reject_index != p->next - 1)
@@ -513,7 +515,7 @@ void raft_replication_tick(struct raft_core *r)
 	 * election timeout steps down, so clients can find the real leader. */
 	if (r->o.check_quorum && r->now >= r->leader_since + r->o.election_timeout_min &&
 	    !raft_election_quorum(r, recently_heard, NULL)) {
-		raft_election_become_follower(r, r->term, "");
+		raft_election_become_follower(r, r->term, "", "check-quorum lost");
 		return;
 	}
 	if (r->now >= r->heartbeat_deadline)

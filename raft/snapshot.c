@@ -64,6 +64,8 @@ void raft_snapshot_send(struct raft_core *r, struct raft_progress *p)
 	p->snap_size = r->snap.size;
 	p->snap_offset = 0;
 	p->snap_time = r->now;
+	r->stats.snapshots_sent++;
+	raft_core_note(r, RAFT_NOTE_PEER_SNAPSHOT_SENT, p->id, p->snap_term, p->snap_index, "");
 	send_chunk(r, p);
 }
 
@@ -73,7 +75,7 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
 	struct raft_progress *p;
 
 	if (m->term > r->term) {
-		raft_election_become_follower(r, m->term, "");
+		raft_election_become_follower(r, m->term, "", "higher term seen");
 		return;
 	}
 	if (m->term < r->term || r->role != RAFT_LEADER)
@@ -131,7 +133,8 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		reply(r, m->from, m->token, false, s->last_index, 0);
 		return;
 	}
-	raft_election_become_follower(r, m->term, m->from);
+	raft_election_become_follower(r, m->term, m->from,
+				      m->term > r->term ? "higher term seen" : "leader elected");
 	if (r->rx.installing || (s->len > 0 && s->data == NULL))
 		return;
 	if (s->last_index <= r->commit ||
@@ -173,6 +176,8 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 	r->u->snapshot_write = &r->rx_write;
 	r->rx.expected += s->len;
 	if (s->done) {
+		raft_core_note(r, RAFT_NOTE_SNAPSHOT_RECEIVED, m->from, s->last_term, s->last_index,
+			       "");
 		r->rx.installing = true;
 		snprintf(r->rx.leader, sizeof(r->rx.leader), "%s", m->from);
 		r->rx.token = m->token;
@@ -213,6 +218,7 @@ void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_met
 	if (s->index + 1 > r->apply_next)
 		r->apply_next = s->index + 1;
 	r->persisted = s->index;
+	r->stats.snapshots_installed++;
 	raft_core_config_refresh(r);
 	reply(r, r->rx.leader, r->rx.token, true, s->index,
 	      s->size > r->rx.expected ? s->size : r->rx.expected);
