@@ -192,12 +192,19 @@ bool raft_election_in_lease(const struct raft_core *r);
 bool raft_election_quorum(const struct raft_core *r,
 			  bool (*has)(const struct raft_core *, const char *, void *), void *ctx);
 
-/* replication.c */
+/* progress.c */
 struct raft_progress *raft_progress_find(struct raft_core *r, const char *id);
 void raft_progress_sync(struct raft_core *r);
 void raft_progress_reset_all(struct raft_core *r);
 void raft_progress_become_probe(struct raft_progress *p);
+void raft_progress_become_replicate(struct raft_progress *p);
 void raft_progress_free_all(struct raft_core *r);
+bool raft_progress_inflight_full(const struct raft_core *r, const struct raft_progress *p);
+void raft_progress_inflight_add(struct raft_core *r, struct raft_progress *p, raft_index last,
+				size_t bytes);
+void raft_progress_inflight_free_to(struct raft_core *r, struct raft_progress *p, raft_index index);
+
+/* replication.c */
 void raft_replication_send(struct raft_core *r, struct raft_progress *p, bool heartbeat);
 void raft_replication_flush(struct raft_core *r);
 void raft_replication_heartbeat(struct raft_core *r);
