@@ -169,6 +169,7 @@ struct sim_params {
 	unsigned steps;
 	unsigned nodes; /* 0: chosen by the seed */
 	bool verbose;
+	bool trace; /* env SIM_TRACE: acks, installs, crashes */
 };
 
 struct sim {

@@ -481,6 +481,11 @@ static void req_free(struct sim_req *r)
 static void node_install(struct sim *s, struct sim_node *n, const struct raft_snapshot_meta *meta,
 			 unsigned char *buf, size_t len, const uint64_t *kv)
 {
+	if (s->p.trace)
+		printf("%8llu %s installs snapshot %llu/%llu; durable log was %llu..%llu\n",
+		       (unsigned long long)s->now, n->id, (unsigned long long)meta->index,
+		       (unsigned long long)meta->term, (unsigned long long)n->dlog.first,
+		       (unsigned long long)sim_log_last(&n->dlog));
 	free(n->dsnap.buf);
 	n->dsnap.buf = buf;
 	n->dsnap.len = len;
@@ -830,6 +835,11 @@ void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e
 
 static void node_crash(struct sim *s, struct sim_node *n)
 {
+	if (s->p.trace)
+		printf("%8llu %s crashes: durable log %llu..%llu, term %llu vote \"%s\"\n",
+		       (unsigned long long)s->now, n->id, (unsigned long long)n->dlog.first,
+		       (unsigned long long)sim_log_last(&n->dlog), (unsigned long long)n->d_term,
+		       n->d_vote);
 	sim_client_node_crashed(s, n);
 	/* Some prefix of the queue reached the disk; its last append may be
 	 * torn. */
