@@ -131,6 +131,7 @@ enum sim_ev_kind {
 	SIM_EV_FAULT,
 	SIM_EV_HEAL_LINKS,
 	SIM_EV_PROBE,
+	SIM_EV_STRIKE, /* isolate (a = 0) or crash (a = 1) one node */
 };
 
 struct sim_ev {

@@ -765,6 +765,14 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 		disk_enqueue(s, n, r);
 	}
 	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
+	/* Event-driven nemesis: strike a leader right after it is elected or
+	 * commits, when its followers are most likely to be mid-way (the
+	 * windows of figure 8 and of lost no-ops). */
+	if (!s->healing && u->role == RAFT_LEADER &&
+	    ((prev_role != RAFT_LEADER && chance(s, 15)) ||
+	     (u->commit_index > prev_commit && chance(s, 3))))
+		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
+			    NULL, chance(s, 50));
 	n->role = u->role;
 	n->term = u->current_term;
 	if (u->commit_index > n->commit)
@@ -1134,6 +1142,20 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		}
 		break;
 	case SIM_EV_HEAL_LINKS: memset(s->cut, 0, sizeof(s->cut)); break;
+	case SIM_EV_STRIKE:
+		if (s->healing || !n->up || n->inc != ev->inc)
+			break;
+		if (ev->a == 1) {
+			node_crash(s, n);
+			sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num,
+				    0, NULL, 0);
+		} else {
+			for (unsigned i = 0; i < s->n_nodes; i++)
+				s->cut[n->num][i] = s->cut[i][n->num] = true;
+			sim_ev_push(s, s->now + sim_rand_range(s, 100, 1500), SIM_EV_HEAL_LINKS, -1,
+				    0, NULL, 0);
+		}
+		break;
 	case SIM_EV_PROBE:
 		sim_probe_tick(s);
 		if (!s->live)
