@@ -90,6 +90,11 @@ struct sim_node {
 	struct raft_core *core;
 	bool up;
 	uint32_t inc; /* incarnation, bumped by each crash */
+	/* The node's clock: local = offset + virtual * rate_ppm / 1e6 (ms).
+	 * Rates differ between nodes (drift, or a paused process). */
+	uint64_t clock_offset;
+	uint64_t rate_ppm;
+	raft_time tick_local; /* deadline asked for, in local time */
 
 	/* Durable state (survives crashes). */
 	raft_term d_term;

@@ -735,6 +735,18 @@ static void update_log(struct sim *s, struct sim_node *n, const struct raft_upda
 	disk_enqueue(s, n, r);
 }
 
+/* Earliest virtual time at which the node's clock reads at least local. */
+static raft_time to_virtual(const struct sim_node *n, raft_time local)
+{
+	if (local <= n->clock_offset)
+		return 0;
+	uint64_t d = local - n->clock_offset;
+	raft_time t = d * 1000000u / n->rate_ppm;
+	while (n->clock_offset + t * n->rate_ppm / 1000000u < local)
+		t++;
+	return t;
+}
+
 static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
 			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
 			   const struct raft_config *cfg_before)
@@ -809,17 +821,21 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	}
 	for (unsigned i = 0; i < u->n_reads_failed; i++)
 		sim_client_read_done(s, n, u->reads_failed[i].token, false, 0);
-	if (u->deadline != n->tick_at || n->tick_at <= s->now) {
-		n->tick_at = u->deadline > s->now ? u->deadline : s->now + 1;
+	if (u->deadline != n->tick_local || n->tick_at <= s->now) {
+		raft_time t = to_virtual(n, u->deadline);
+		n->tick_local = u->deadline;
+		n->tick_at = t > s->now ? t : s->now + 1;
 		sim_ev_push(s, n->tick_at, SIM_EV_TICK, n->num, n->inc, NULL, 0);
 	}
 	if (!s->failed)
 		maybe_snapshot(s, n);
 }
 
-void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e, int *rc_out,
+void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, int *rc_out,
 		   struct raft_update *u_out)
 {
+	struct raft_event local = *e0, *e = &local;
+	local.now = n->clock_offset + s->now * n->rate_ppm / 1000000u;
 	struct raft_update u;
 	static struct raft_config cfg_before;
 	const struct raft_config *before = NULL;
@@ -901,6 +917,7 @@ static void node_restart(struct sim *s, struct sim_node *n)
 	n->term = n->d_term;
 	n->commit = 0;
 	n->tick_at = 0;
+	n->tick_local = 0;
 	memset(n->kv, 0, sizeof(n->kv));
 	memset(&n->applied_config, 0, sizeof(n->applied_config));
 	n->applied = 0;
@@ -1191,6 +1208,9 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	if (s->history == NULL)
 		abort();
 
+	/* Half the seeds give each node its own clock rate (+-25%). */
+	bool drift = chance(s, 50);
+
 	/* Founding voters: all nodes, or all but one spare when more than 3. */
 	unsigned voters = s->n_nodes > 3 ? s->n_nodes - 1 : s->n_nodes;
 	struct raft_config cfg;
@@ -1200,6 +1220,8 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 		n->num = (int)i;
 		snprintf(n->id, sizeof(n->id), "n%u", i + 1);
 		n->dlog.first = n->mlog.first = 1;
+		n->clock_offset = sim_rand_range(s, 0, 1000000);
+		n->rate_ppm = drift ? sim_rand_range(s, 750000, 1250000) : 1000000;
 		if (i < voters && raft_config_add(&cfg, n->id, RAFT_VOTER) != 0)
 			abort();
 	}
