@@ -342,8 +342,10 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	if (s->history == NULL)
 		abort();
 
-	/* Half the seeds give each node its own clock rate (+-25%). */
+	/* Half the seeds give each node its own clock rate (+-25%), and then
+	 * often one node a very slow clock (a starved or paused process). */
 	bool drift = sim_chance(s, 50);
+	int slow = drift && sim_chance(s, 60) ? (int)sim_rand_range(s, 0, s->n_nodes - 1) : -1;
 
 	/* Founding voters: all nodes, or all but one spare when more than 3. */
 	unsigned voters = s->n_nodes > 3 ? s->n_nodes - 1 : s->n_nodes;
@@ -356,6 +358,8 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 		n->dlog.first = n->mlog.first = 1;
 		n->clock_offset = sim_rand_range(s, 0, 1000000);
 		n->rate_ppm = drift ? sim_rand_range(s, 750000, 1250000) : 1000000;
+		if ((int)i == slow)
+			n->rate_ppm = sim_rand_range(s, 300000, 600000);
 		if (i < voters && raft_config_add(&cfg, n->id, RAFT_VOTER) != 0)
 			abort();
 	}
