@@ -507,10 +507,17 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	}
 	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
 	/* Event-driven nemesis: strike a leader right after it is elected or
-	 * commits, when its followers are most likely to be mid-way (the
-	 * windows of figure 8 and of lost no-ops). */
+	 * commits, when its followers are most likely to be mid-way; most
+	 * often when a commit covers entries of earlier terms (the first commit
+	 * of a new leader: the window of figure 8). */
+	bool old_term_commit = false;
+	for (raft_index i = prev_commit + 1; i <= u->commit_index && !old_term_commit; i++) {
+		const struct sim_entry *x = sim_log_get(&n->mlog, i);
+		old_term_commit = x != NULL && x->term < u->current_term;
+	}
 	if (!s->healing && u->role == RAFT_LEADER &&
 	    ((prev_role != RAFT_LEADER && sim_chance(s, 15)) ||
+	     (old_term_commit && sim_chance(s, 30)) ||
 	     (u->commit_index > prev_commit && sim_chance(s, 3))))
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
 			    NULL, sim_chance(s, 50));
