@@ -333,6 +333,10 @@ void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m)
 				 (unsigned long long)n->d_term, n->d_vote, x->needs_sync);
 			return;
 		}
+		if (s->p.trace)
+			printf("%8llu %s grants its vote in term %llu to %s\n",
+			       (unsigned long long)s->now, n->id, (unsigned long long)x->term,
+			       x->to);
 		int to = -1;
 		for (unsigned i = 0; i < s->n_nodes; i++)
 			if (strcmp(s->nodes[i].id, x->to) == 0)

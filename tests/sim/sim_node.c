@@ -289,10 +289,14 @@ static bool req_apply(struct sim *s, struct sim_node *n, struct sim_req *r, unsi
 		return true;
 	}
 	case SIM_REQ_SNAP_TAKE:
+		n->snap_taking = false;
+		/* A snapshot installed meanwhile may be newer: keep the newest
+		 * (the driver's rule, like a real one renaming files). */
+		if (r->snap.meta.index <= n->dsnap.meta.index)
+			return false;
 		free(n->dsnap.buf);
 		n->dsnap = r->snap;
 		r->snap.buf = NULL;
-		n->snap_taking = false;
 		s->stats.snaps_taken++;
 		return false;
 	}
@@ -328,7 +332,7 @@ void sim_disk_complete(struct sim *s, struct sim_node *n)
 		e.u.persisted.index = r->ents[r->n_ents - 1]->index;
 		e.u.persisted.term = r->ents[r->n_ents - 1]->term;
 		post = true;
-	} else if (r->kind == SIM_REQ_SNAP_TAKE) {
+	} else if (r->kind == SIM_REQ_SNAP_TAKE && r->snap.buf == NULL) {
 		e.type = RAFT_EVENT_SNAPSHOT_TAKEN;
 		e.u.snapshot = n->dsnap.meta;
 		post = true;
@@ -694,6 +698,15 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 	e.u.start.prev_term = n->dlog.prev_term;
 	e.u.start.entries = ents;
 	e.u.start.n_entries = (unsigned)n->dlog.n;
+	if (s->p.trace)
+		printf(
+		    "%8llu %s starts: term %llu vote \"%s\" snapshot %llu/%llu applied %llu, log "
+		    "after %llu/%llu: %zu entries (last term %llu)\n",
+		    (unsigned long long)s->now, n->id, (unsigned long long)n->d_term, n->d_vote,
+		    (unsigned long long)n->dsnap.meta.index, (unsigned long long)n->dsnap.meta.term,
+		    (unsigned long long)n->applied, (unsigned long long)(n->dlog.first - 1),
+		    (unsigned long long)n->dlog.prev_term, n->dlog.n,
+		    (unsigned long long)(n->dlog.n ? n->dlog.e[n->dlog.n - 1]->term : 0));
 	sim_node_step(s, n, &e, NULL, NULL);
 	free(ents);
 }
