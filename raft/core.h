@@ -77,8 +77,10 @@ struct raft_snapshot_rx {
 	bool active;
 	raft_index last_index;
 	raft_term last_term;
-	uint64_t expected; /* bytes: next offset */
-	bool installing;   /* the last chunk was handed to the driver */
+	uint64_t expected;	 /* bytes: next offset */
+	bool installing;	 /* the last chunk was handed to the driver */
+	char from[RAFT_ID_SIZE]; /* leader streaming it */
+	raft_term term;		 /* its term */
 	char leader[RAFT_ID_SIZE];
 	uint64_t token;
 };
@@ -159,6 +161,9 @@ struct raft_core {
 	struct raft_change_done *cd;
 	unsigned n_cd, cap_cd;
 	int nomem; /* an allocation failed during this step */
+	struct raft_note notes[RAFT_MAX_NOTES];
+	unsigned n_notes;
+	struct raft_stats stats;
 };
 
 /* raft.c */
@@ -172,10 +177,13 @@ void raft_core_read_ready(struct raft_core *r, uint64_t token, raft_index index)
 void raft_core_read_failed(struct raft_core *r, uint64_t token, int error);
 void raft_core_change_done(struct raft_core *r, uint64_t token, int error);
 bool raft_core_is_voter(const struct raft_core *r, const char *id);
+void raft_core_note(struct raft_core *r, enum raft_note_kind kind, const char *peer, raft_term term,
+		    raft_index index, const char *reason);
 
 /* election.c */
 void raft_election_reset_timer(struct raft_core *r);
-void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader);
+void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader,
+				   const char *reason);
 void raft_election_campaign(struct raft_core *r, bool pre_vote, bool transfer);
 void raft_election_tick(struct raft_core *r);
 void raft_election_recv_vote(struct raft_core *r, const struct raft_message *m);
@@ -184,12 +192,19 @@ bool raft_election_in_lease(const struct raft_core *r);
 bool raft_election_quorum(const struct raft_core *r,
 			  bool (*has)(const struct raft_core *, const char *, void *), void *ctx);
 
-/* replication.c */
+/* progress.c */
 struct raft_progress *raft_progress_find(struct raft_core *r, const char *id);
 void raft_progress_sync(struct raft_core *r);
 void raft_progress_reset_all(struct raft_core *r);
 void raft_progress_become_probe(struct raft_progress *p);
+void raft_progress_become_replicate(struct raft_progress *p);
 void raft_progress_free_all(struct raft_core *r);
+bool raft_progress_inflight_full(const struct raft_core *r, const struct raft_progress *p);
+void raft_progress_inflight_add(struct raft_core *r, struct raft_progress *p, raft_index last,
+				size_t bytes);
+void raft_progress_inflight_free_to(struct raft_core *r, struct raft_progress *p, raft_index index);
+
+/* replication.c */
 void raft_replication_send(struct raft_core *r, struct raft_progress *p, bool heartbeat);
 void raft_replication_flush(struct raft_core *r);
 void raft_replication_heartbeat(struct raft_core *r);
@@ -221,5 +236,6 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
 void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_tick(struct raft_core *r);
+bool raft_snapshot_rx_blocks_append(struct raft_core *r, const struct raft_message *m);
 
 #endif

@@ -63,9 +63,15 @@ bool raft_election_quorum(const struct raft_core *r,
 	return true;
 }
 
-void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader)
+void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader,
+				   const char *reason)
 {
 	bool was_leader = r->role == RAFT_LEADER;
+
+	if (r->role != RAFT_FOLLOWER) {
+		r->stats.step_downs++;
+		raft_core_note(r, RAFT_NOTE_STEPPED_DOWN, leader, term, 0, reason);
+	}
 
 	if (term > r->term)
 		raft_core_meta_set(r, term, "");
@@ -97,7 +103,9 @@ static void add_vote(struct raft_core *r, const char *id)
 {
 	if (has_vote(r, id, NULL) || r->n_votes >= RAFT_MAX_PEERS)
 		return;
-	snprintf(r->votes[r->n_votes++], RAFT_ID_SIZE, "%s", id);
+	size_t len = strnlen(id, RAFT_ID_SIZE - 1);
+	memmove(r->votes[r->n_votes], id, len); /* id may live inside r */
+	r->votes[r->n_votes++][len] = '\0';
 }
 
 /* §5.2 / §8: a new leader initializes every follower's progress, appends a
@@ -108,6 +116,8 @@ static void become_leader(struct raft_core *r)
 	r->role = RAFT_LEADER;
 	r->pre_candidate = false;
 	strcpy(r->leader, r->id);
+	r->stats.elections_won++;
+	raft_core_note(r, RAFT_NOTE_ELECTION_WON, "", r->term, 0, "");
 	r->leader_since = r->now;
 	r->transfer_to[0] = '\0';
 	memset(&r->change, 0, sizeof(r->change));
@@ -161,6 +171,12 @@ void raft_election_campaign(struct raft_core *r, bool pre_vote, bool transfer)
 		r->pre_candidate = false;
 		raft_core_meta_set(r, r->term + 1, r->id);
 	}
+	if (pre_vote)
+		r->stats.pre_votes_started++;
+	else
+		r->stats.elections_started++;
+	raft_core_note(r, RAFT_NOTE_ELECTION_STARTED, "", pre_vote ? r->term + 1 : r->term, 0,
+		       pre_vote ? "pre-vote" : (transfer ? "transfer" : "election"));
 	add_vote(r, r->id);
 	raft_election_reset_timer(r);
 	if (raft_election_quorum(r, has_vote, NULL)) {
@@ -185,53 +201,75 @@ void raft_election_tick(struct raft_core *r)
 		raft_election_reset_timer(r);
 }
 
+/* Answers a (pre-)vote request; reason is "" when granted. */
 static void reply_vote(struct raft_core *r, const struct raft_message *m, bool granted,
-		       raft_term term)
+		       raft_term term, const char *reason)
 {
 	struct raft_message *out = raft_core_msg(r, RAFT_MSG_REQUEST_VOTE_RESULT, m->from, 0);
+	bool pre = m->u.request_vote.pre_vote;
 
 	out->term = term;
 	out->token = m->token;
 	out->u.request_vote_result.granted = granted;
-	out->u.request_vote_result.pre_vote = m->u.request_vote.pre_vote;
-	out->needs_sync = !m->u.request_vote.pre_vote;
+	out->u.request_vote_result.pre_vote = pre;
+	out->needs_sync = !pre;
+	if (!pre) {
+		if (granted)
+			r->stats.votes_granted++;
+		else
+			r->stats.votes_refused++;
+	}
+	raft_core_note(r,
+		       granted ? (pre ? RAFT_NOTE_PRE_VOTE_GRANTED : RAFT_NOTE_VOTE_GRANTED)
+			       : (pre ? RAFT_NOTE_PRE_VOTE_REFUSED : RAFT_NOTE_VOTE_REFUSED),
+		       m->from, m->term, m->u.request_vote.last_log_index, reason);
 }
 
 void raft_election_recv_vote(struct raft_core *r, const struct raft_message *m)
 {
 	const struct raft_request_vote *rv = &m->u.request_vote;
 	raft_term last_term = raft_log_last_term(&r->log);
-	bool up_to_date, grant;
+	bool up_to_date, free_vote;
 
 	if (m->term < r->term) {
-		reply_vote(r, m, false, r->term);
+		reply_vote(r, m, false, r->term, "stale term");
 		return;
 	}
 	/* Leader lease (thesis §9.6): a live leader exists, so this request
 	 * can only disrupt it. Do not even adopt its term. */
 	if (m->term > r->term && raft_election_in_lease(r) && !rv->transfer) {
-		reply_vote(r, m, false, r->term);
+		reply_vote(r, m, false, r->term, "leader lease active");
 		return;
 	}
 	if (!rv->pre_vote && m->term > r->term)
-		raft_election_become_follower(r, m->term, "");
+		raft_election_become_follower(r, m->term, "", "higher term seen");
 	up_to_date =
 	    rv->last_log_term > last_term ||
 	    (rv->last_log_term == last_term && rv->last_log_index >= raft_log_last_index(&r->log));
-	if (rv->pre_vote) {
-		/* §9.6: grant if it could win at term+1; nothing changes here. */
-		grant = up_to_date &&
-			(m->term > r->term || (r->voted_for[0] == '\0' && r->leader[0] == '\0'));
-		reply_vote(r, m, grant, grant ? m->term : r->term);
+	if (!up_to_date) {
+		reply_vote(r, m, false, r->term, "log not up to date");
 		return;
 	}
-	grant = up_to_date && r->role != RAFT_LEADER &&
-		(r->voted_for[0] == '\0' || strcmp(r->voted_for, m->from) == 0);
-	if (grant) {
-		raft_core_meta_set(r, r->term, m->from);
-		raft_election_reset_timer(r);
+	if (rv->pre_vote) {
+		/* §9.6: grant if it could win at term+1; nothing changes here. */
+		if (m->term > r->term || (r->voted_for[0] == '\0' && r->leader[0] == '\0'))
+			reply_vote(r, m, true, m->term, "");
+		else
+			reply_vote(r, m, false, r->term, "already voted in this term");
+		return;
 	}
-	reply_vote(r, m, grant, r->term);
+	if (r->role == RAFT_LEADER) {
+		reply_vote(r, m, false, r->term, "is leader");
+		return;
+	}
+	free_vote = r->voted_for[0] == '\0' || strcmp(r->voted_for, m->from) == 0;
+	if (!free_vote) {
+		reply_vote(r, m, false, r->term, "already voted in this term");
+		return;
+	}
+	raft_core_meta_set(r, r->term, m->from);
+	raft_election_reset_timer(r);
+	reply_vote(r, m, true, r->term, "");
 }
 
 void raft_election_recv_vote_result(struct raft_core *r, const struct raft_message *m)
@@ -242,7 +280,7 @@ void raft_election_recv_vote_result(struct raft_core *r, const struct raft_messa
 		if (!r->pre_candidate)
 			return;
 		if (!res->granted && m->term > r->term) {
-			raft_election_become_follower(r, m->term, "");
+			raft_election_become_follower(r, m->term, "", "higher term seen");
 			return;
 		}
 		if (res->granted && m->term == r->term + 1) {
@@ -253,7 +291,7 @@ void raft_election_recv_vote_result(struct raft_core *r, const struct raft_messa
 		return;
 	}
 	if (m->term > r->term) {
-		raft_election_become_follower(r, m->term, "");
+		raft_election_become_follower(r, m->term, "", "higher term seen");
 		return;
 	}
 	if (m->term < r->term || r->role != RAFT_CANDIDATE || !res->granted)

@@ -104,7 +104,7 @@ int raft_membership_change(struct raft_core *r, const struct raft_event *e)
 }
 
 /* Appends configuration c; returns its index or 0 on failure. */
-static raft_index append_config(struct raft_core *r, const struct raft_config *c)
+static raft_index append_config(struct raft_core *r, const struct raft_config *c, const char *what)
 {
 	void *buf;
 	size_t len;
@@ -119,6 +119,8 @@ static raft_index append_config(struct raft_core *r, const struct raft_config *c
 	if (rv != 0)
 		return 0;
 	raft_replication_flush(r);
+	raft_core_note(r, RAFT_NOTE_CONFIG_APPENDED, "", r->term, raft_log_last_index(&r->log),
+		       what);
 	return raft_log_last_index(&r->log);
 }
 
@@ -143,7 +145,7 @@ static void start_final(struct raft_core *r)
 	raft_index idx;
 
 	if (voter_diff(&r->config, &r->change.target) <= 1) {
-		idx = append_config(r, &r->change.target);
+		idx = append_config(r, &r->change.target, "final");
 		r->change.phase = RAFT_CHANGE_FINAL;
 	} else {
 		j = r->change.target;
@@ -152,7 +154,7 @@ static void start_final(struct raft_core *r)
 			if (r->config.servers[i].role == RAFT_VOTER)
 				j.old[j.n_old++] = r->config.servers[i];
 		}
-		idx = append_config(r, &j);
+		idx = append_config(r, &j, "joint");
 		r->change.phase = RAFT_CHANGE_JOINT;
 	}
 	r->change.index = idx;
@@ -176,7 +178,7 @@ static bool add_learners(struct raft_core *r)
 			added = true;
 	}
 	if (added)
-		r->change.index = append_config(r, &c);
+		r->change.index = append_config(r, &c, "learners");
 	return added;
 }
 
@@ -216,7 +218,7 @@ void raft_membership_advance(struct raft_core *r)
 	if (r->change.phase != RAFT_CHANGE_JOINT && r->config.n_old > 0 && committed_config) {
 		struct raft_config c = r->config;
 		c.n_old = 0;
-		append_config(r, &c);
+		append_config(r, &c, "final");
 		return;
 	}
 	switch (r->change.phase) {
@@ -239,7 +241,7 @@ void raft_membership_advance(struct raft_core *r)
 		break;
 	case RAFT_CHANGE_JOINT:
 		if (r->change.index != 0 && r->commit >= r->change.index) {
-			r->change.index = append_config(r, &r->change.target);
+			r->change.index = append_config(r, &r->change.target, "final");
 			r->change.phase = RAFT_CHANGE_FINAL;
 		}
 		break;
@@ -251,7 +253,7 @@ void raft_membership_advance(struct raft_core *r)
 	/* A leader outside the committed final configuration steps down. */
 	if (r->role == RAFT_LEADER && r->config.n_old == 0 && r->config_index <= r->commit &&
 	    !raft_config_is_voter(&r->config, r->id) && r->change.phase == RAFT_CHANGE_NONE)
-		raft_election_become_follower(r, r->term, "");
+		raft_election_become_follower(r, r->term, "", "removed from configuration");
 }
 
 void raft_membership_abort(struct raft_core *r, int error)

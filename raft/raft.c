@@ -60,7 +60,11 @@ struct raft_core *raft_create(const char *id, const struct raft_options *o, uint
 		r->o.max_msg_bytes = 1;
 	if (r->o.snapshot_chunk_bytes == 0)
 		r->o.snapshot_chunk_bytes = 1024 * 1024;
+	/* Mix the id in so that servers given the same seed (a careless
+	 * driver, a test) still draw different election timeouts. */
 	r->prng = seed;
+	for (const char *c = id; *c != '\0'; c++)
+		r->prng = (r->prng ^ (unsigned char)*c) * 0x100000001b3ULL;
 	r->role = RAFT_FOLLOWER;
 	raft_log_init(&r->log);
 	return r;
@@ -139,6 +143,21 @@ void raft_core_meta_set(struct raft_core *r, raft_term term, const char *voted_f
 	r->term = term;
 	snprintf(r->voted_for, sizeof(r->voted_for), "%s", voted_for ? voted_for : "");
 	r->u_meta = true;
+}
+
+void raft_core_note(struct raft_core *r, enum raft_note_kind kind, const char *peer, raft_term term,
+		    raft_index index, const char *reason)
+{
+	struct raft_note *n;
+
+	if (r->n_notes >= RAFT_MAX_NOTES)
+		return;
+	n = &r->notes[r->n_notes++];
+	n->kind = kind;
+	snprintf(n->peer, sizeof(n->peer), "%s", peer ? peer : "");
+	n->term = term;
+	n->index = index;
+	n->reason = reason ? reason : "";
 }
 
 bool raft_core_is_voter(const struct raft_core *r, const char *id)
@@ -323,6 +342,8 @@ static int on_propose(struct raft_core *r, const struct raft_event *e)
 
 static void on_io_failed(struct raft_core *r)
 {
+	if (r->role != RAFT_FOLLOWER)
+		raft_core_note(r, RAFT_NOTE_STEPPED_DOWN, "", r->term, 0, "i/o failed");
 	raft_read_fail_all(r, KVD_ESHUTDOWN);
 	raft_membership_abort(r, KVD_ESHUTDOWN);
 	r->n_msgs = 0;
@@ -444,6 +465,8 @@ static void finish(struct raft_core *r, struct raft_update *u, enum raft_role ro
 	u->n_reads_failed = r->n_rf;
 	u->changes_done = r->cd;
 	u->n_changes_done = r->n_cd;
+	u->notes = r->notes;
+	u->n_notes = r->n_notes;
 	u->role = r->role;
 	u->current_term = r->term;
 	strcpy(u->leader, r->leader);
@@ -469,7 +492,7 @@ int raft_step(struct raft_core *r, const struct raft_event *e, struct raft_updat
 	r->u = u;
 	r->u_append_from = 0;
 	r->u_meta = false;
-	r->n_msgs = r->n_rd = r->n_rf = r->n_cd = 0;
+	r->n_msgs = r->n_rd = r->n_rf = r->n_cd = r->n_notes = 0;
 	r->nomem = 0;
 	if (r->shutdown) {
 		rv = KVD_ESHUTDOWN;
@@ -533,4 +556,9 @@ raft_index raft_last_index(const struct raft_core *r)
 const struct raft_config *raft_configuration(const struct raft_core *r)
 {
 	return &r->config;
+}
+
+void raft_stats_get(const struct raft_core *r, struct raft_stats *out)
+{
+	*out = r->stats;
 }

@@ -276,6 +276,53 @@ struct raft_change_done {
 	int error; /* 0 once the final configuration committed, else a code */
 };
 
+/*
+ * Notes for the operator's log (the core cannot log): what happened in this
+ * step and why. reason is a static string (never freed), peer "" if none.
+ */
+enum raft_note_kind {
+	RAFT_NOTE_VOTE_GRANTED = 1,   /* peer: candidate; term: election term */
+	RAFT_NOTE_VOTE_REFUSED,       /* reason: "stale term", "leader lease active",
+				       * "log not up to date", "already voted in this term",
+				       * "is leader" */
+	RAFT_NOTE_PRE_VOTE_GRANTED,   /* peer: pre-candidate; term: proposed term */
+	RAFT_NOTE_PRE_VOTE_REFUSED,   /* reason as for VOTE_REFUSED */
+	RAFT_NOTE_ELECTION_STARTED,   /* reason: "pre-vote", "election", "transfer" */
+	RAFT_NOTE_ELECTION_WON,       /* term: the new leader's term */
+	RAFT_NOTE_STEPPED_DOWN,       /* left leader or candidate; reason: "higher term seen",
+				       * "leader elected", "check-quorum lost",
+				       * "removed from configuration", "i/o failed" */
+	RAFT_NOTE_PEER_SNAPSHOT_SENT, /* peer; index: snapshot index (stream started) */
+	RAFT_NOTE_SNAPSHOT_RECEIVED,  /* peer: leader; index: snapshot index (installing) */
+	RAFT_NOTE_TRANSFER_STARTED,   /* peer: target */
+	RAFT_NOTE_TRANSFER_ABORTED,   /* peer: target; reason */
+	RAFT_NOTE_CONFIG_APPENDED,    /* index; reason: "learners", "joint", "final" */
+};
+
+#define RAFT_MAX_NOTES 32 /* per update; later notes of a step are dropped */
+
+struct raft_note {
+	enum raft_note_kind kind;
+	char peer[RAFT_ID_SIZE];
+	raft_term term;
+	raft_index index;
+	const char *reason; /* static string, or "" */
+};
+
+/* Counters since raft_create(), for metrics. */
+struct raft_stats {
+	uint64_t pre_votes_started;
+	uint64_t elections_started; /* real elections (term incremented) */
+	uint64_t elections_won;
+	uint64_t votes_granted;     /* by this server, pre-votes excluded */
+	uint64_t votes_refused;
+	uint64_t step_downs;        /* left leader or candidate */
+	uint64_t snapshots_sent;    /* streams started to peers */
+	uint64_t snapshots_installed;
+	uint64_t appends_rejected;  /* AppendEntries rejections received as leader */
+	uint64_t transfers_started;
+};
+
 struct raft_update {
 	/* Persist term and vote (before any needs_sync message). */
 	bool meta_changed;
@@ -325,6 +372,10 @@ struct raft_update {
 
 	/* Call raft_step with RAFT_EVENT_TICK at or after this time (ms). */
 	raft_time deadline;
+
+	/* For the operator's log, in the order they happened. */
+	const struct raft_note *notes;
+	unsigned n_notes;
 };
 
 struct raft_options {
@@ -371,6 +422,8 @@ const char *raft_leader(const struct raft_core *r);    /* "" if unknown */
 raft_index raft_commit_index(const struct raft_core *r);
 raft_index raft_last_index(const struct raft_core *r);
 const struct raft_config *raft_configuration(const struct raft_core *r);
+/* Copies the counters into *out. */
+void raft_stats_get(const struct raft_core *r, struct raft_stats *out);
 
 /*
  * The configuration a brand-new cluster starts from: the driver of every

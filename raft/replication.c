@@ -3,7 +3,7 @@
  * thesis §3.5, §10.2), plus the leader's per-follower progress and
  * check-quorum (thesis §6.2).
  *
- * The leader tracks each other server in one of three states:
+ * The leader tracks each other server (progress.c) in one of three states:
  *  - probe: one AppendEntries at a time (paused until answered or the next
  *    heartbeat), used after election and after any rejection;
  *  - replicate: pipelined, up to max_inflight_msgs messages and
@@ -29,132 +29,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-struct raft_progress *raft_progress_find(struct raft_core *r, const char *id)
-{
-	for (unsigned i = 0; i < r->n_peers; i++) {
-		if (strcmp(r->peers[i].id, id) == 0)
-			return &r->peers[i];
-	}
-	return NULL;
-}
-
-static void inflight_reset(struct raft_progress *p)
-{
-	p->inflight_head = 0;
-	p->inflight_count = 0;
-	p->inflight_bytes = 0;
-}
-
-void raft_progress_become_probe(struct raft_progress *p)
-{
-	p->state = RAFT_PROGRESS_PROBE;
-	p->paused = false;
-	p->next = p->match + 1;
-	p->snap_waiting = false;
-	inflight_reset(p);
-}
-
-static void become_replicate(struct raft_progress *p)
-{
-	p->state = RAFT_PROGRESS_REPLICATE;
-	p->paused = false;
-	p->next = p->match + 1;
-	inflight_reset(p);
-}
-
-static bool in_config(const struct raft_config *c, const char *id)
-{
-	if (raft_config_get(c, id) != NULL)
-		return true;
-	for (unsigned i = 0; i < c->n_old; i++) {
-		if (strcmp(c->old[i].id, id) == 0)
-			return true;
-	}
-	return false;
-}
-
-static void progress_add(struct raft_core *r, const char *id)
-{
-	struct raft_progress *p;
-
-	if (r->n_peers >= RAFT_MAX_PEERS || raft_progress_find(r, id) != NULL)
-		return;
-	p = &r->peers[r->n_peers];
-	memset(p, 0, sizeof(*p));
-	p->inflight = calloc(r->o.max_inflight_msgs, sizeof(*p->inflight));
-	if (p->inflight == NULL) {
-		r->nomem = KVD_ENOMEM;
-		return;
-	}
-	strcpy(p->id, id);
-	p->next = raft_log_last_index(&r->log) + 1;
-	p->state = RAFT_PROGRESS_PROBE;
-	p->last_contact = r->now;
-	p->catchup_time = r->now;
-	r->n_peers++;
-}
-
-void raft_progress_sync(struct raft_core *r)
-{
-	const struct raft_config *c = &r->config;
-
-	for (unsigned i = 0; i < r->n_peers;) {
-		if (in_config(c, r->peers[i].id)) {
-			i++;
-			continue;
-		}
-		free(r->peers[i].inflight);
-		r->peers[i] = r->peers[--r->n_peers];
-	}
-	for (unsigned i = 0; i < c->n; i++) {
-		if (strcmp(c->servers[i].id, r->id) != 0)
-			progress_add(r, c->servers[i].id);
-	}
-	for (unsigned i = 0; i < c->n_old; i++) {
-		if (strcmp(c->old[i].id, r->id) != 0)
-			progress_add(r, c->old[i].id);
-	}
-}
-
-void raft_progress_free_all(struct raft_core *r)
-{
-	for (unsigned i = 0; i < r->n_peers; i++)
-		free(r->peers[i].inflight);
-	r->n_peers = 0;
-}
-
-void raft_progress_reset_all(struct raft_core *r)
-{
-	raft_progress_free_all(r);
-	raft_progress_sync(r);
-}
-
-static bool inflight_full(const struct raft_core *r, const struct raft_progress *p)
-{
-	return p->inflight_count >= r->o.max_inflight_msgs ||
-	       (r->o.max_inflight_bytes > 0 && p->inflight_bytes >= r->o.max_inflight_bytes);
-}
-
-static void inflight_add(struct raft_core *r, struct raft_progress *p, raft_index last,
-			 size_t bytes)
-{
-	unsigned slot = (p->inflight_head + p->inflight_count) % r->o.max_inflight_msgs;
-
-	p->inflight[slot].last = last;
-	p->inflight[slot].bytes = bytes;
-	p->inflight_count++;
-	p->inflight_bytes += bytes;
-}
-
-static void inflight_free_to(struct raft_core *r, struct raft_progress *p, raft_index index)
-{
-	while (p->inflight_count > 0 && p->inflight[p->inflight_head].last <= index) {
-		p->inflight_bytes -= p->inflight[p->inflight_head].bytes;
-		p->inflight_head = (p->inflight_head + 1) % r->o.max_inflight_msgs;
-		p->inflight_count--;
-	}
-}
 
 /* Sends one AppendEntries after prev, with entries if with_entries. Returns
  * the last index carried (prev if none), or 0 if prev is no longer in
@@ -229,19 +103,19 @@ void raft_replication_send(struct raft_core *r, struct raft_progress *p, bool he
 			send_keepalive(r, p);
 			if (p->next > last)
 				return;
-		} else if (heartbeat && (inflight_full(r, p) || p->next > last)) {
+		} else if (heartbeat && (raft_progress_inflight_full(r, p) || p->next > last)) {
 			/* Entries are outstanding: an empty request after the
 			 * last one sent is rejected if any of them was lost,
 			 * which sends the follower back to probe. */
 			send_append(r, p, p->next - 1, false, NULL);
 			return;
 		}
-		while (!inflight_full(r, p) && p->next <= last) {
+		while (!raft_progress_inflight_full(r, p) && p->next <= last) {
 			size_t bytes = 0;
 			raft_index sent = send_append(r, p, p->next - 1, true, &bytes);
 			if (sent == 0)
 				break;
-			inflight_add(r, p, sent, bytes);
+			raft_progress_inflight_add(r, p, sent, bytes);
 			p->next = sent + 1;
 		}
 		return;
@@ -390,9 +264,10 @@ void raft_replication_recv_append(struct raft_core *r, const struct raft_message
 		reply_append(r, m, false, raft_log_last_index(&r->log), prev, 0, 0);
 		return;
 	}
-	raft_election_become_follower(r, m->term, m->from);
-	if (r->rx.installing || !entries_valid(m))
-		return; /* the log is about to be replaced by a snapshot */
+	raft_election_become_follower(r, m->term, m->from,
+				      m->term > r->term ? "higher term seen" : "leader elected");
+	if (!entries_valid(m) || raft_snapshot_rx_blocks_append(r, m))
+		return;
 	last = raft_log_last_index(&r->log);
 	if (prev > last) {
 		reply_append(r, m, false, last, prev, 0, last + 1);
@@ -451,7 +326,7 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 	struct raft_progress *p;
 
 	if (m->term > r->term) {
-		raft_election_become_follower(r, m->term, "");
+		raft_election_become_follower(r, m->term, "", "higher term seen");
 		return;
 	}
 	if (m->term < r->term || r->role != RAFT_LEADER)
@@ -472,9 +347,9 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 			p->catchup_time = r->now;
 		}
 		if (p->state == RAFT_PROGRESS_PROBE) {
-			become_replicate(p);
+			raft_progress_become_replicate(p);
 		} else if (p->state == RAFT_PROGRESS_REPLICATE) {
-			inflight_free_to(r, p, p->match);
+			raft_progress_inflight_free_to(r, p, p->match);
 			if (p->next <= p->match)
 				p->next = p->match + 1;
 		} else if (p->match >= p->snap_index) {
@@ -483,6 +358,7 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 		raft_replication_send(r, p, false);
 		return;
 	}
+	r->stats.appends_rejected++;
 	if (p->state == RAFT_PROGRESS_SNAPSHOT || res->reject_index <= p->match)
 		return; /* stale */
 	if (p->state == RAFT_PROGRESS_PROBE && res->reject_index != p->next - 1)
@@ -513,7 +389,7 @@ void raft_replication_tick(struct raft_core *r)
 	 * election timeout steps down, so clients can find the real leader. */
 	if (r->o.check_quorum && r->now >= r->leader_since + r->o.election_timeout_min &&
 	    !raft_election_quorum(r, recently_heard, NULL)) {
-		raft_election_become_follower(r, r->term, "");
+		raft_election_become_follower(r, r->term, "", "check-quorum lost");
 		return;
 	}
 	if (r->now >= r->heartbeat_deadline)

@@ -15,14 +15,21 @@
  * file identified by (last_index, last_term). Each result carries the next
  * offset the receiver expects, so a restarted stream resumes where the
  * receiver stands. With no result for snapshot_timeout ms the follower falls
- * back to probe and the stream restarts.
+ * back to probe and the stream restarts. A newer local snapshot restarts
+ * streams of older ones, so the driver needs only its latest snapshot file,
+ * and must fill a chunk before its next call to raft_step().
  *
  * Receiving: chunks must arrive in order; each is handed to the driver
  * (snapshot_write) and acknowledged after it is durable (needs_sync). The
  * last chunk is acknowledged only after the driver has built the state
  * machine from the stream (SNAPSHOT_INSTALLED): the core then restarts its
  * log after the snapshot and adopts its configuration and commit index.
- * While an install is under way AppendEntries are not processed.
+ * While a stream is in progress the streaming leader's empty AppendEntries
+ * are ignored and any other AppendEntries aborts the stream (the log must
+ * not grow under a snapshot about to replace it: bug S1 in
+ * coord/core-bugs.md); during the install none are processed. A snapshot
+ * whose last entry the log already holds is not installed at all (§7,
+ * Figure 13 step 6).
  */
 #include "raft/core.h"
 
@@ -57,6 +64,8 @@ void raft_snapshot_send(struct raft_core *r, struct raft_progress *p)
 	p->snap_size = r->snap.size;
 	p->snap_offset = 0;
 	p->snap_time = r->now;
+	r->stats.snapshots_sent++;
+	raft_core_note(r, RAFT_NOTE_PEER_SNAPSHOT_SENT, p->id, p->snap_term, p->snap_index, "");
 	send_chunk(r, p);
 }
 
@@ -66,7 +75,7 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
 	struct raft_progress *p;
 
 	if (m->term > r->term) {
-		raft_election_become_follower(r, m->term, "");
+		raft_election_become_follower(r, m->term, "", "higher term seen");
 		return;
 	}
 	if (m->term < r->term || r->role != RAFT_LEADER)
@@ -124,11 +133,16 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		reply(r, m->from, m->token, false, s->last_index, 0);
 		return;
 	}
-	raft_election_become_follower(r, m->term, m->from);
+	raft_election_become_follower(r, m->term, m->from,
+				      m->term > r->term ? "higher term seen" : "leader elected");
 	if (r->rx.installing || (s->len > 0 && s->data == NULL))
 		return;
-	if (s->last_index <= r->commit) {
-		/* Already have everything it covers. */
+	if (s->last_index <= r->commit ||
+	    raft_log_term_at(&r->log, s->last_index) == s->last_term) {
+		/* Already have everything it covers (§7, Figure 13 step 6: a
+		 * log holding the last included entry keeps what follows
+		 * it, entries this server may have acknowledged). */
+		memset(&r->rx, 0, sizeof(r->rx));
 		reply(r, m->from, m->token, true, s->last_index, UINT64_MAX);
 		return;
 	}
@@ -141,6 +155,8 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		r->rx.active = true;
 		r->rx.last_index = s->last_index;
 		r->rx.last_term = s->last_term;
+		snprintf(r->rx.from, sizeof(r->rx.from), "%s", m->from);
+		r->rx.term = m->term;
 	} else if (s->offset != r->rx.expected) {
 		reply(r, m->from, m->token, false, s->last_index, r->rx.expected);
 		return;
@@ -160,12 +176,32 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 	r->u->snapshot_write = &r->rx_write;
 	r->rx.expected += s->len;
 	if (s->done) {
+		raft_core_note(r, RAFT_NOTE_SNAPSHOT_RECEIVED, m->from, s->last_term, s->last_index,
+			       "");
 		r->rx.installing = true;
 		snprintf(r->rx.leader, sizeof(r->rx.leader), "%s", m->from);
 		r->rx.token = m->token;
 		return;
 	}
 	reply(r, m->from, m->token, true, s->last_index, r->rx.expected);
+}
+
+/* While a stream is in progress the follower's log must not grow: entries
+ * acknowledged now would be dropped by the install. The streaming leader's
+ * keepalives (no entries) are ignored; anything else (another leader or
+ * term, or entries: the leader gave up on the stream) aborts the stream, so
+ * its remaining chunks are refused and it restarts from offset 0, where the
+ * check above sees whether the log already holds the snapshot point. */
+bool raft_snapshot_rx_blocks_append(struct raft_core *r, const struct raft_message *m)
+{
+	if (r->rx.installing)
+		return true;
+	if (!r->rx.active)
+		return false;
+	if (m->term == r->rx.term && strcmp(m->from, r->rx.from) == 0 && m->u.append.n_entries == 0)
+		return true;
+	memset(&r->rx, 0, sizeof(r->rx));
+	return false;
 }
 
 void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s)
@@ -182,6 +218,7 @@ void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_met
 	if (s->index + 1 > r->apply_next)
 		r->apply_next = s->index + 1;
 	r->persisted = s->index;
+	r->stats.snapshots_installed++;
 	raft_core_config_refresh(r);
 	reply(r, r->rx.leader, r->rx.token, true, s->index,
 	      s->size > r->rx.expected ? s->size : r->rx.expected);
@@ -201,5 +238,14 @@ void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s
 	if (cut > r->log.offset) {
 		raft_log_compact(&r->log, cut);
 		r->snap_config = s->config;
+	}
+	/* Streams of an older snapshot restart with this one: the driver
+	 * need keep only its latest snapshot file to fill chunks from. */
+	for (unsigned i = 0; r->role == RAFT_LEADER && i < r->n_peers; i++) {
+		struct raft_progress *p = &r->peers[i];
+		if (p->state == RAFT_PROGRESS_SNAPSHOT && p->snap_index < s->index) {
+			raft_progress_become_probe(p);
+			raft_replication_send(r, p, false);
+		}
 	}
 }

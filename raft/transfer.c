@@ -38,6 +38,8 @@ int raft_transfer_start(struct raft_core *r, const char *to)
 	snprintf(r->transfer_to, sizeof(r->transfer_to), "%s", p->id);
 	r->transfer_deadline = r->now + r->o.election_timeout_max;
 	r->transfer_sent = false;
+	r->stats.transfers_started++;
+	raft_core_note(r, RAFT_NOTE_TRANSFER_STARTED, p->id, r->term, 0, "");
 	if (p->match < raft_log_last_index(&r->log))
 		raft_replication_send(r, p, false);
 	return 0;
@@ -50,6 +52,8 @@ void raft_transfer_advance(struct raft_core *r)
 	if (r->transfer_to[0] == '\0')
 		return;
 	if (r->now >= r->transfer_deadline) {
+		raft_core_note(r, RAFT_NOTE_TRANSFER_ABORTED, r->transfer_to, r->term, 0,
+			       "target did not take over in time");
 		raft_transfer_abort(r);
 		return;
 	}
@@ -77,7 +81,7 @@ void raft_transfer_recv_timeout_now(struct raft_core *r, const struct raft_messa
 	if (m->term < r->term)
 		return;
 	if (m->term > r->term || r->role != RAFT_FOLLOWER)
-		raft_election_become_follower(r, m->term, m->from);
+		raft_election_become_follower(r, m->term, m->from, "higher term seen");
 	if (!raft_core_is_voter(r, r->id))
 		return;
 	raft_election_campaign(r, false, true);

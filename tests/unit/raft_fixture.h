@@ -45,6 +45,9 @@ struct fx_node {
 	raft_index n_log; /* entries 1..n_log stored as (index, term) */
 	raft_term log_term[FX_MAX_LOG];
 	raft_index truncated_from; /* last truncate_from seen */
+	raft_index disk_prev;	   /* stored log starts after this index */
+	raft_term disk_prev_term;
+	struct raft_entry disk[FX_MAX_LOG]; /* [i]: entry i, data owned */
 	/* State machine. */
 	raft_index applied;
 	raft_term applied_term[FX_MAX_LOG];
@@ -150,12 +153,24 @@ static inline void fx_handle(struct fx *f, unsigned i, struct raft_update *u)
 	}
 	if (u->truncate_from != 0) {
 		ck_assert_uint_le(u->truncate_from, n->n_log);
+		ck_assert_uint_gt(u->truncate_from, n->disk_prev);
 		n->n_log = u->truncate_from - 1;
 		n->truncated_from = u->truncate_from;
 	}
 	for (unsigned k = 0; k < u->n_entries; k++) {
+		struct raft_entry *d;
 		ck_assert_uint_eq(u->entries[k].index, n->n_log + 1);
+		ck_assert_uint_lt(n->n_log + 1, FX_MAX_LOG);
 		n->log_term[++n->n_log] = u->entries[k].term;
+		d = &n->disk[n->n_log];
+		free((void *)d->data);
+		*d = u->entries[k];
+		d->data = NULL;
+		if (d->len > 0) {
+			void *c = malloc(d->len);
+			memcpy(c, u->entries[k].data, d->len);
+			d->data = c;
+		}
 	}
 	if (u->snapshot_write != NULL) {
 		const struct raft_snapshot *s = u->snapshot_write;
@@ -245,6 +260,9 @@ static inline void fx_init_opts(struct fx *f, unsigned count, unsigned voters,
 			e.u.start.n_entries = 1;
 			n->n_log = 1;
 			n->log_term[1] = 1;
+			n->disk[1] = boot;
+			n->disk[1].data = malloc(boot.len);
+			memcpy((void *)n->disk[1].data, boot.data, boot.len);
 		}
 		ck_assert_int_eq(fx_step(f, i, &e), 0);
 	}
@@ -261,8 +279,29 @@ static inline void fx_close(struct fx *f)
 	for (unsigned i = 0; i < f->n_q; i++)
 		fx_msg_free(&f->q[i]);
 	free(f->q);
-	for (unsigned i = 0; i < f->count; i++)
+	for (unsigned i = 0; i < f->count; i++) {
 		raft_destroy(f->n[i].r);
+		for (unsigned k = 0; k < FX_MAX_LOG; k++)
+			free((void *)f->n[i].disk[k].data);
+	}
+}
+
+/* Delivers (or, if drop, discards) queued message k. */
+static inline void fx_deliver_at(struct fx *f, unsigned k, bool drop)
+{
+	struct fx_msg m;
+	int to;
+
+	m = f->q[k];
+	memmove(f->q + k, f->q + k + 1, (f->n_q - k - 1) * sizeof(*f->q));
+	f->n_q--;
+	to = fx_index(f, m.m.to);
+	if (!drop && !f->n[to].down) {
+		struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+		e.u.receive = m.m;
+		fx_step(f, (unsigned)to, &e);
+	}
+	fx_msg_free(&m);
 }
 
 /* Delivers the first queued message; returns false if the queue is empty. */
@@ -388,10 +427,19 @@ static inline int fx_take_snapshot(struct fx *f, unsigned i, raft_index index, u
 	ck_assert_uint_le(index, n->applied);
 	for (uint64_t k = 0; k < size; k++)
 		n->snap_bytes[k] = (unsigned char)((index + k) % 251);
-	memset(&n->snap, 0, sizeof(n->snap));
 	n->snap.index = index;
 	n->snap.term = n->log_term[index];
-	n->snap.config = *raft_configuration(n->r);
+	/* The configuration as of index: the last CONFIG entry at or before
+	 * it on disk, else the one of the previous snapshot. */
+	n->snap.config = f->n[i].snap.config;
+	for (raft_index k = index; k > n->disk_prev; k--) {
+		if (n->disk[k].type == RAFT_ENTRY_CONFIG) {
+			ck_assert_int_eq(
+			    raft_config_decode(n->disk[k].data, n->disk[k].len, &n->snap.config),
+			    0);
+			break;
+		}
+	}
 	n->snap.size = size;
 	e.u.snapshot = n->snap;
 	return fx_step(f, i, &e);
@@ -408,10 +456,36 @@ static inline int fx_install(struct fx *f, unsigned i, const struct raft_snapsho
 	ck_assert_uint_eq(n->rx_len, meta->size);
 	n->applied = meta->index;
 	n->n_log = meta->index; /* the stored log restarts after the snapshot */
+	n->disk_prev = meta->index;
+	n->disk_prev_term = meta->term;
+	n->snap = *meta;
 	n->log_term[meta->index] = meta->term;
 	n->rx_done = false;
 	e.u.snapshot = *meta;
 	return fx_step(f, i, &e);
+}
+
+/* Plays a crash and restart of node i: a new core started from the disk
+ * (term, vote, snapshot, applied index, stored log). Queued messages to it
+ * stay queued (they may arrive after the restart, as on a real network). */
+static inline void fx_restart(struct fx *f, unsigned i, uint64_t seed)
+{
+	struct fx_node *n = &f->n[i];
+	struct raft_event e = {.type = RAFT_EVENT_START};
+
+	raft_destroy(n->r);
+	n->r = raft_create(n->id, &f->o, seed);
+	ck_assert_ptr_nonnull(n->r);
+	e.u.start.term = n->term;
+	e.u.start.voted_for = n->voted_for;
+	e.u.start.snapshot = n->snap;
+	e.u.start.applied_index = n->applied;
+	e.u.start.prev_index = n->disk_prev;
+	e.u.start.prev_term = n->disk_prev_term;
+	e.u.start.entries = &n->disk[n->disk_prev + 1];
+	e.u.start.n_entries = (unsigned)(n->n_log - n->disk_prev);
+	n->rx_done = false;
+	ck_assert_int_eq(fx_step(f, i, &e), 0);
 }
 
 #endif

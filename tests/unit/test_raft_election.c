@@ -358,6 +358,55 @@ START_TEST(test_raft_step_io_failed_shuts_down)
 }
 END_TEST
 
+static bool has_note(const struct raft_update *u, enum raft_note_kind kind, const char *reason)
+{
+	for (unsigned i = 0; i < u->n_notes; i++) {
+		if (u->notes[i].kind == kind && strcmp(u->notes[i].reason, reason) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Operator notes and counters: refusals say why (thesis §9.6 lease, §5.4.1
+ * log check, §5.2 one vote per term); elections are counted. */
+START_TEST(test_raft_step_notes_and_stats)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_update *u = &f.n[1].last;
+	struct raft_stats st;
+	raft_term t;
+
+	fx_init(&f, 3, 3);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	raft_stats_get(f.n[0].r, &st);
+	ck_assert_uint_eq(st.pre_votes_started, 1);
+	ck_assert_uint_eq(st.elections_started, 1);
+	ck_assert_uint_eq(st.elections_won, 1);
+	raft_stats_get(f.n[1].r, &st);
+	ck_assert_uint_eq(st.votes_granted, 1);
+	fx_run(&f, 100);
+	t = raft_current_term(f.n[1].r);
+	e.u.receive = vote_req("n3", "n2", t + 1, 100, t);
+	fx_step(&f, 1, &e);
+	ck_assert(has_note(u, RAFT_NOTE_VOTE_REFUSED, "leader lease active"));
+	e.u.receive = vote_req("n3", "n2", t - 1, 100, t);
+	fx_step(&f, 1, &e);
+	ck_assert(has_note(u, RAFT_NOTE_VOTE_REFUSED, "stale term"));
+	e.u.receive = vote_req("n3", "n2", t + 1, 0, 0);
+	e.u.receive.u.request_vote.transfer = true;
+	fx_step(&f, 1, &e);
+	ck_assert(has_note(u, RAFT_NOTE_VOTE_REFUSED, "log not up to date"));
+	raft_stats_get(f.n[1].r, &st);
+	ck_assert_uint_eq(st.votes_refused, 3);
+	/* The leader sees the higher term in n2's answers and steps down. */
+	fx_deliver_all(&f);
+	fx_run(&f, 100);
+	raft_stats_get(f.n[0].r, &st);
+	ck_assert_uint_ge(st.step_downs, 1);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_election");
@@ -375,6 +424,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_recv_vote_refused_in_lease);
 	tcase_add_test(tc, test_raft_tick_follower_forgets_leader);
 	tcase_add_test(tc, test_raft_step_io_failed_shuts_down);
+	tcase_add_test(tc, test_raft_step_notes_and_stats);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -155,6 +155,100 @@ START_TEST(test_raft_snapshot_recv_stale_term)
 }
 END_TEST
 
+static struct raft_message chunk_msg(raft_term term, raft_index last, raft_term last_term,
+				     uint64_t offset, const char *data, size_t len, bool done)
+{
+	struct raft_message m;
+
+	memset(&m, 0, sizeof(m));
+	m.type = RAFT_MSG_SNAPSHOT;
+	strcpy(m.from, "n1");
+	strcpy(m.to, "n2");
+	m.term = term;
+	m.u.snapshot.last_index = last;
+	m.u.snapshot.last_term = last_term;
+	m.u.snapshot.offset = offset;
+	m.u.snapshot.data = data;
+	m.u.snapshot.len = len;
+	m.u.snapshot.done = done;
+	return m;
+}
+
+/* §7, Figure 13 step 6 (bug S1): a follower whose log already holds the
+ * snapshot's last entry keeps its log, including entries after it that it
+ * may have acknowledged, and reports the stream done without installing. */
+START_TEST(test_raft_snapshot_recv_log_holds_last_entry)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	raft_term t;
+	raft_index last;
+
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(5);
+	fx_drop_all(&f);
+	t = raft_current_term(f.n[0].r);
+	last = raft_last_index(f.n[1].r);
+	/* n2 learns commit with the next message: its last entry is not
+	 * known committed there, so only the log check keeps it. */
+	ck_assert_uint_lt(raft_commit_index(f.n[1].r), last);
+	e.u.receive = chunk_msg(t, last, t, 0, "abc", 3, false);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 0);
+	ck_assert_uint_eq(raft_last_index(f.n[1].r), last);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
+	ck_assert(f.q[f.n_q - 1].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[f.n_q - 1].m.u.snapshot_result.offset, UINT64_MAX);
+	fx_close(&f);
+}
+END_TEST
+
+/* Bug S1: AppendEntries with entries during a stream abort it, so the log
+ * never grows under a snapshot about to replace it; the rest of the old
+ * stream is refused and must restart at offset 0. Empty keepalives from the
+ * streaming leader are ignored. */
+START_TEST(test_raft_snapshot_stream_aborted_by_append)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_entry en = {.type = RAFT_ENTRY_COMMAND, .data = "x", .len = 1};
+	raft_term t;
+	raft_index last;
+
+	setup(0, 100);
+	fx_drop_all(&f);
+	t = raft_current_term(f.n[0].r);
+	last = raft_last_index(f.n[1].r);
+	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, false);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
+	/* A keepalive from the streaming leader: ignored, no answer. */
+	memset(&e.u.receive, 0, sizeof(e.u.receive));
+	e.u.receive.type = RAFT_MSG_APPEND;
+	strcpy(e.u.receive.from, "n1");
+	strcpy(e.u.receive.to, "n2");
+	e.u.receive.term = t;
+	e.u.receive.u.append.prev_log_index = last;
+	e.u.receive.u.append.prev_log_term = t;
+	fx_drop_all(&f);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n_q, 0);
+	/* Entries: processed, and the stream is dropped. */
+	en.index = last + 1;
+	en.term = t;
+	e.u.receive.u.append.entries = &en;
+	e.u.receive.u.append.n_entries = 1;
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(raft_last_index(f.n[1].r), last + 1);
+	fx_drop_all(&f);
+	e.u.receive = chunk_msg(t, 50, t, 3, "def", 3, true);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
+	ck_assert(!f.q[0].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.snapshot_result.offset, 0);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_snapshot");
@@ -165,6 +259,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_trailing_entries_kept);
 	tcase_add_test(tc, test_raft_snapshot_resumes_by_offset);
 	tcase_add_test(tc, test_raft_snapshot_recv_stale_term);
+	tcase_add_test(tc, test_raft_snapshot_recv_log_holds_last_entry);
+	tcase_add_test(tc, test_raft_snapshot_stream_aborted_by_append);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,1066 @@
+/*
+ * http_server.c: HTTP/1.1 server on libuv, parsing with http-parser.
+ *
+ * Why it looks like this:
+ * - Accepting is done by hand (accept4 on a uv_poll'd listening socket), not
+ *   with uv_listen: libuv's EMFILE handling accepts and closes pending
+ *   connections (resetting them), while kvd must refuse none. Here, on
+ *   EMFILE/ENFILE/ENOMEM accepting pauses for ACCEPT_RETRY_MS and the pending
+ *   connections wait in the kernel's backlog. Each readiness accepts until
+ *   EAGAIN, so a burst of 10,000 connects drains in one pass.
+ * - Per-connection memory is small: the uv_tcp_t, the parser and a few
+ *   pointers. Reads land in one shared 64 KiB buffer per server (libuv calls
+ *   alloc_cb and read_cb back to back, and parsing is synchronous); only the
+ *   fields a request needs are copied out. Request objects (with their header,
+ *   body and response buffers) are recycled through a pool, so the steady
+ *   state makes no allocation per request.
+ * - Responses are queued per connection in request order. A response answered
+ *   out of order waits until all earlier ones are done; consecutive finished
+ *   responses are written together with uv_try_write and, for what the kernel
+ *   does not take at once, a single uv_write. Responses produced while a read
+ *   is being parsed are flushed once at the end of that read (batching).
+ * - Idle timeouts cost no timer per connection: open connections sit on a
+ *   list ordered by last activity and one sweep timer closes expired ones.
+ * - A connection that must close after a response (error, Connection: close,
+ *   HTTP/1.0) is shut down for writing and then drained ("lingering close")
+ *   for at most LINGER_MS, so the client reads the response instead of a RST.
+ *
+ * Invariants:
+ * - conn->qhead..qtail holds, in arrival order, every request of the
+ *   connection not yet handed to the kernel; at most the tail is RECEIVING.
+ * - A request is in exactly one place: the pool, a connection's queue, a
+ *   connection's write batch, or detached (HANDLING, conn == NULL).
+ * - libuv handles are freed only in their close callbacks; buffers of a
+ *   uv_write stay alive (in conn->wbatch) until its callback.
+ */
+#include "api/http_server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <http_parser.h>
+
+#include "api/http_server_internal.h"
+#include "kvd/errors.h"
+
+#define READ_BUF_BYTES	(64 * 1024) /* shared read buffer */
+#define FLUSH_MAX_BUFS	64	    /* responses per write */
+#define ACCEPT_RETRY_MS 100	    /* pause after EMFILE and friends */
+#define LINGER_MS	2000	    /* drain time after a final response */
+
+enum conn_list_id { LIST_NONE, LIST_ACTIVE, LIST_LINGER };
+
+struct http_conn {
+	uv_tcp_t tcp; /* first: the handle's address is the connection's */
+	http_parser parser;
+	struct http_server *server;
+	struct http_conn *prev, *next; /* active or linger list */
+	uint64_t last_ms;	       /* loop time of the last activity */
+	struct http_request *qhead, *qtail;
+	struct http_request *cur;    /* request being received, or NULL */
+	struct http_request *wbatch; /* requests whose bytes uv_write holds */
+	unsigned nunanswered;	     /* queued requests in HTTP_REQUEST_HANDLING */
+	char *rest;		     /* unparsed input kept while paused */
+	size_t rest_len;
+	int err_status; /* set by a parser callback that failed */
+	union {
+		uv_write_t w;
+		uv_shutdown_t s;
+	} ureq;
+	uint8_t list; /* enum conn_list_id */
+	bool reading, writing, in_read, bp_paused, no_more_input;
+	bool close_when_drained, ending, lingering, closing;
+};
+
+struct conn_list {
+	struct http_conn *head, *tail;
+};
+
+struct http_server {
+	uv_loop_t *loop;
+	struct http_server_opts opts;
+	http_handler_cb handler_cb;
+	void *user;
+	http_parser_settings settings;
+	int fd;
+	uint16_t port;
+	uv_poll_t poll;
+	uv_timer_t sweep_timer, retry_timer, deadline_timer;
+	unsigned handles_open;
+	bool accepting, closing, close_reported;
+	http_server_close_cb close_cb;
+	void *close_user;
+	struct conn_list active, linger;
+	struct http_request_pool pool;
+	struct http_date date;
+	struct http_server_stats stats;
+	char rbuf[READ_BUF_BYTES];
+};
+
+static const char CONTINUE_LINE[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void conn_close(struct http_conn *c);
+static void conn_flush(struct http_conn *c);
+static void conn_parse(struct http_conn *c, const char *data, size_t len);
+static void server_check_closed(struct http_server *srv);
+static void server_maybe_free(struct http_server *srv);
+
+/* ---- lists ---- */
+
+static void list_remove(struct http_server *srv, struct http_conn *c)
+{
+	struct conn_list *l;
+
+	if (c->list == LIST_NONE)
+		return;
+	l = c->list == LIST_ACTIVE ? &srv->active : &srv->linger;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		l->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		l->tail = c->prev;
+	c->prev = c->next = NULL;
+	c->list = LIST_NONE;
+}
+
+static void list_append(struct http_server *srv, struct http_conn *c, enum conn_list_id id)
+{
+	struct conn_list *l = id == LIST_ACTIVE ? &srv->active : &srv->linger;
+
+	list_remove(srv, c);
+	c->prev = l->tail;
+	c->next = NULL;
+	if (l->tail)
+		l->tail->next = c;
+	else
+		l->head = c;
+	l->tail = c;
+	c->list = (uint8_t)id;
+	c->last_ms = uv_now(srv->loop);
+}
+
+static void conn_touch(struct http_conn *c)
+{
+	if (c->list == LIST_ACTIVE && c->server->active.tail != c)
+		list_append(c->server, c, LIST_ACTIVE);
+	else
+		c->last_ms = uv_now(c->server->loop);
+}
+
+/* ---- request objects ---- */
+
+static struct http_request *req_get(struct http_server *srv)
+{
+	return http_request_pool_get(&srv->pool, srv, srv->opts.max_body_bytes);
+}
+
+static void req_put(struct http_request *r)
+{
+	http_request_pool_put(&r->server->pool, r);
+}
+
+/* Appends parsed url or header bytes, enforcing the header size limit. */
+static int req_head_add(struct http_conn *c, struct http_request *r, const char *p, size_t n)
+{
+	if (n > c->server->opts.max_header_bytes - r->head_bytes) {
+		c->err_status = 431;
+		return -1;
+	}
+	r->head_bytes += (uint32_t)n;
+	if (http_request_head_append(r, p, n) != 0) {
+		c->err_status = 503;
+		return -1;
+	}
+	return 0;
+}
+
+static int req_head_nul(struct http_conn *c, struct http_request *r)
+{
+	if (http_request_head_append(r, "", 1) != 0) {
+		c->err_status = 503;
+		return -1;
+	}
+	return 0;
+}
+
+static int resp_format(struct http_request *r, int status, const char *ctype, const char *extra,
+		       const void *body, size_t len, bool close)
+{
+	return http_response_format(r, status, ctype, extra, body, len, close,
+				    http_date_now(&r->server->date));
+}
+
+/* ---- connection: errors, ending, closing ---- */
+
+static void conn_read_stop(struct http_conn *c)
+{
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+static void queue_append(struct http_conn *c, struct http_request *r)
+{
+	r->next = NULL;
+	if (c->qtail)
+		c->qtail->next = r;
+	else
+		c->qhead = r;
+	c->qtail = r;
+}
+
+/* Drops the request being received (always the queue's tail). */
+static void conn_drop_cur(struct http_conn *c)
+{
+	struct http_request *r = c->cur, *p;
+
+	if (!r)
+		return;
+	c->cur = NULL;
+	if (c->qhead == r) {
+		c->qhead = c->qtail = NULL;
+	} else {
+		for (p = c->qhead; p->next != r; p = p->next)
+			;
+		p->next = NULL;
+		c->qtail = p;
+	}
+	req_put(r);
+}
+
+/* Answers a protocol error itself, then the connection closes. */
+static void conn_fail(struct http_conn *c, int status)
+{
+	struct http_server *srv = c->server;
+	struct http_request *r = c->cur;
+	const char *msg;
+
+	c->no_more_input = true;
+	conn_read_stop(c);
+	if (!r) {
+		r = req_get(srv);
+		if (!r) {
+			conn_close(c);
+			return;
+		}
+		r->conn = c;
+		queue_append(c, r);
+	}
+	c->cur = NULL;
+	r->state = HTTP_REQUEST_DONE;
+	r->send_continue = false;
+	r->is_head = false;
+	r->close_after = true;
+	switch (status) {
+	case 413: msg = srv->opts.too_large_body; break;
+	case 431: msg = "request header fields too large\n"; break;
+	case 503: msg = "out of memory\n"; break;
+	default: msg = "bad request\n"; break;
+	}
+	if (resp_format(r, status, "text/plain; charset=utf-8", NULL, msg, strlen(msg), true) != 0)
+		conn_close(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+	struct http_conn *c = (struct http_conn *)h;
+	struct http_server *srv = c->server;
+
+	free(c->rest);
+	free(c);
+	srv->stats.connections--;
+	server_check_closed(srv);
+}
+
+static void conn_close(struct http_conn *c)
+{
+	struct http_server *srv = c->server;
+	struct http_request *r, *next;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	list_remove(srv, c);
+	c->cur = NULL;
+	for (r = c->qhead; r; r = next) {
+		next = r->next;
+		if (r->state == HTTP_REQUEST_HANDLING) {
+			r->conn = NULL; /* detached: freed when answered */
+			r->next = NULL;
+		} else {
+			req_put(r);
+		}
+	}
+	c->qhead = c->qtail = NULL;
+	/* c->wbatch is released by on_write (UV_ECANCELED) before on_conn_closed */
+	uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct http_conn *c = (struct http_conn *)h;
+
+	(void)hint;
+	buf->base = c->server->rbuf;
+	buf->len = sizeof(c->server->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_read_start(struct http_conn *c)
+{
+	if (!c->reading && !c->closing) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_read_alloc, on_read) != 0) {
+			conn_close(c);
+			return;
+		}
+		c->reading = true;
+	}
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct http_conn *c = req->data;
+
+	if (c->closing)
+		return;
+	if (status < 0) {
+		conn_close(c);
+		return;
+	}
+	/* Lingering close: drain what the client still sends, until EOF. */
+	c->lingering = true;
+	list_append(c->server, c, LIST_LINGER);
+	conn_read_start(c);
+}
+
+/* The last response is out: half-close, then linger. */
+static void conn_end(struct http_conn *c)
+{
+	if (c->ending || c->closing)
+		return;
+	c->ending = true;
+	c->no_more_input = true;
+	c->ureq.s.data = c;
+	if (uv_shutdown(&c->ureq.s, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+		conn_close(c);
+}
+
+/* ---- writing ---- */
+
+static void batch_release(struct http_request *r)
+{
+	struct http_request *next;
+
+	for (; r; r = next) {
+		next = r->next;
+		req_put(r);
+	}
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+	struct http_conn *c = w->data;
+
+	batch_release(c->wbatch);
+	c->wbatch = NULL;
+	c->writing = false;
+	if (c->closing)
+		return;
+	if (status < 0) {
+		conn_close(c);
+		return;
+	}
+	conn_touch(c);
+	conn_flush(c);
+}
+
+static void conn_flush(struct http_conn *c)
+{
+	uv_buf_t bufs[FLUSH_MAX_BUFS];
+	struct http_request *batch, **btail, *r;
+	unsigned n, i;
+	bool final;
+	int w;
+
+again:
+	if (c->writing || c->closing || c->in_read || c->ending)
+		return;
+	batch = NULL;
+	btail = &batch;
+	n = 0;
+	final = false;
+	while ((r = c->qhead) && n < FLUSH_MAX_BUFS) {
+		if (r->state != HTTP_REQUEST_DONE) {
+			if (r->send_continue) {
+				r->send_continue = false;
+				bufs[n++] =
+				    uv_buf_init((char *)CONTINUE_LINE, sizeof(CONTINUE_LINE) - 1);
+			}
+			break;
+		}
+		c->qhead = r->next;
+		if (!c->qhead)
+			c->qtail = NULL;
+		r->next = NULL;
+		*btail = r;
+		btail = &r->next;
+		bufs[n++] = uv_buf_init(r->out, (unsigned)r->out_len);
+		if (r->close_after) {
+			final = true;
+			break;
+		}
+	}
+	if (n == 0) {
+		if (c->close_when_drained && !c->qhead)
+			conn_end(c);
+		return;
+	}
+	w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+	if (w == UV_EAGAIN || w == UV_ENOSYS)
+		w = 0;
+	if (w < 0) {
+		batch_release(batch);
+		conn_close(c);
+		return;
+	}
+	for (i = 0; i < n && (size_t)w >= bufs[i].len; i++)
+		w -= (int)bufs[i].len;
+	if (i == n) {
+		batch_release(batch);
+		conn_touch(c);
+		if (final) {
+			c->qhead = c->qtail = NULL; /* nothing after a final response */
+			conn_end(c);
+			return;
+		}
+		goto again;
+	}
+	bufs[i].base += w;
+	bufs[i].len -= (size_t)w;
+	if (final)
+		c->close_when_drained = true;
+	c->wbatch = batch;
+	c->writing = true;
+	c->ureq.w.data = c;
+	if (uv_write(&c->ureq.w, (uv_stream_t *)&c->tcp, bufs + i, n - i, on_write) != 0) {
+		c->writing = false;
+		c->wbatch = NULL;
+		batch_release(batch);
+		conn_close(c);
+	}
+}
+
+/* ---- parser callbacks ---- */
+
+static int on_message_begin(http_parser *p)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = req_get(c->server);
+
+	if (!r) {
+		c->err_status = 503;
+		return -1;
+	}
+	r->conn = c;
+	queue_append(c, r);
+	c->cur = r;
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->cur;
+
+	if (req_head_add(c, r, at, len) != 0)
+		return -1;
+	r->url_len += (uint32_t)len;
+	return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->cur;
+
+	if (r->nhdrs == 0 || r->in_value) {
+		/* a new header: terminate the url or the previous value */
+		if (req_head_nul(c, r) != 0)
+			return -1;
+		if (r->nhdrs == HTTP_SERVER_MAX_HEADERS) {
+			c->err_status = 431;
+			return -1;
+		}
+		r->hdrs[r->nhdrs].name_off = r->head_len;
+		r->hdrs[r->nhdrs].name_len = 0;
+		r->hdrs[r->nhdrs].value_len = 0;
+		r->nhdrs++;
+		r->in_value = false;
+	}
+	if (req_head_add(c, r, at, len) != 0)
+		return -1;
+	r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->cur;
+
+	if (!r->in_value) {
+		if (req_head_nul(c, r) != 0)
+			return -1;
+		r->hdrs[r->nhdrs - 1].value_off = r->head_len;
+		r->in_value = true;
+	}
+	if (req_head_add(c, r, at, len) != 0)
+		return -1;
+	r->hdrs[r->nhdrs - 1].value_len += (uint32_t)len;
+	return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct http_conn *c = p->data;
+	struct http_server *srv = c->server;
+	struct http_request *r = c->cur;
+	const char *expect;
+
+	if (r->nhdrs > 0 && !r->in_value) {
+		/* a name without a value (http-parser allows "X:") */
+		if (req_head_nul(c, r) != 0)
+			return -1;
+		r->hdrs[r->nhdrs - 1].value_off = r->head_len;
+		r->in_value = true;
+	}
+	if (req_head_nul(c, r) != 0)
+		return -1;
+	if (http_request_url_split(r) != 0) {
+		c->err_status = 503;
+		return -1;
+	}
+	r->method = (uint8_t)p->method;
+	r->is_head = p->method == HTTP_HEAD;
+	r->http10 = p->http_major == 1 && p->http_minor == 0;
+	r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+	if (srv->opts.body_limit_cb)
+		r->body_limit = srv->opts.body_limit_cb(r, srv->user);
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0) {
+		if (p->content_length > r->body_limit) {
+			c->err_status = 413;
+			return -1;
+		}
+		if (p->content_length + 1 > r->body_cap) {
+			char *nb = malloc((size_t)p->content_length + 1);
+			if (!nb) {
+				c->err_status = 503;
+				return -1;
+			}
+			free(r->body);
+			r->body = nb;
+			r->body_cap = (size_t)p->content_length + 1;
+		}
+	}
+	expect = http_request_header(r, "Expect", NULL);
+	if (expect && strcasecmp(expect, "100-continue") == 0 && !r->http10 &&
+	    ((p->flags & F_CHUNKED) || p->content_length > 0))
+		r->send_continue = true;
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->cur;
+
+	r->send_continue = false;
+	if (len > r->body_limit - r->body_len) {
+		c->err_status = 413;
+		return -1;
+	}
+	if (r->body_len + len + 1 > r->body_cap) {
+		size_t cap = r->body_cap ? r->body_cap : 1024;
+		char *nb;
+
+		while (cap < r->body_len + len + 1)
+			cap *= 2;
+		nb = realloc(r->body, cap);
+		if (!nb) {
+			c->err_status = 503;
+			return -1;
+		}
+		r->body = nb;
+		r->body_cap = cap;
+	}
+	memcpy(r->body + r->body_len, at, len);
+	r->body_len += len;
+	return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	struct http_conn *c = p->data;
+	struct http_server *srv = c->server;
+	struct http_request *r = c->cur;
+	bool keep_alive = r->keep_alive;
+
+	if (r->body)
+		r->body[r->body_len] = '\0';
+	r->send_continue = false;
+	r->state = HTTP_REQUEST_HANDLING;
+	c->cur = NULL;
+	c->nunanswered++;
+	srv->stats.requests++;
+	srv->stats.outstanding++;
+	srv->handler_cb(r, srv->user); /* r may be gone from here on */
+	if (c->closing || !keep_alive || srv->closing) {
+		c->no_more_input = true;
+		http_parser_pause(p, 1);
+	} else if (c->nunanswered >= srv->opts.max_pipeline) {
+		c->bp_paused = true;
+		http_parser_pause(p, 1);
+	}
+	return 0;
+}
+
+/* ---- reading ---- */
+
+static void conn_parse(struct http_conn *c, const char *data, size_t len)
+{
+	size_t n;
+	enum http_errno e;
+
+	c->in_read = true;
+	n = http_parser_execute(&c->parser, &c->server->settings, data, len);
+	e = HTTP_PARSER_ERRNO(&c->parser);
+	if (c->closing) {
+		/* closed from inside the handler */
+	} else if (e == HPE_PAUSED) {
+		if (c->no_more_input) {
+			conn_read_stop(c);
+		} else if (n < len) {
+			char *rest = malloc(len - n);
+			if (!rest) {
+				conn_fail(c, 503);
+			} else {
+				memcpy(rest, data + n, len - n);
+				c->rest = rest;
+				c->rest_len = len - n;
+				conn_read_stop(c);
+			}
+		} else {
+			conn_read_stop(c);
+		}
+	} else if (e != HPE_OK) {
+		int status = c->err_status;
+		if (!status)
+			status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+		conn_fail(c, status);
+	} else if (c->parser.upgrade) {
+		c->no_more_input = true;
+		conn_read_stop(c);
+	}
+	c->in_read = false;
+	conn_flush(c);
+}
+
+/* Resumes parsing after backpressure, once answers have drained. */
+static void conn_resume(struct http_conn *c)
+{
+	char *rest = c->rest;
+	size_t len = c->rest_len;
+
+	c->bp_paused = false;
+	c->rest = NULL;
+	c->rest_len = 0;
+	http_parser_pause(&c->parser, 0);
+	if (rest) {
+		conn_parse(c, rest, len);
+		free(rest);
+	}
+	if (!c->bp_paused && !c->no_more_input && !c->closing)
+		conn_read_start(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct http_conn *c = (struct http_conn *)s;
+
+	if (c->closing)
+		return;
+	if (c->lingering) {
+		if (nread < 0)
+			conn_close(c);
+		return;
+	}
+	if (nread == 0)
+		return;
+	if (nread < 0) {
+		if (nread != UV_EOF) {
+			conn_close(c);
+			return;
+		}
+		/*
+		 * The client closed (a half-close cannot be told apart): drop
+		 * the connection; unanswered requests are detached, and their
+		 * handlers learn it from http_request_is_connected().
+		 */
+		conn_close(c);
+		return;
+	}
+	conn_touch(c);
+	conn_parse(c, buf->base, (size_t)nread);
+}
+
+/* ---- accepting ---- */
+
+static void conn_open(struct http_server *srv, int fd)
+{
+	struct http_conn *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->server = srv;
+	if (uv_tcp_init(srv->loop, &c->tcp) != 0) {
+		free(c);
+		close(fd);
+		return;
+	}
+	srv->stats.connections++;
+	srv->stats.accepted++;
+	if (uv_tcp_open(&c->tcp, fd) != 0) {
+		close(fd);
+		c->closing = true;
+		uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	http_parser_init(&c->parser, HTTP_REQUEST);
+	c->parser.data = c;
+	list_append(srv, c, LIST_ACTIVE);
+	conn_read_start(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void on_accept_retry(uv_timer_t *t)
+{
+	struct http_server *srv = t->data;
+
+	if (srv->accepting)
+		uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+	struct http_server *srv = h->data;
+
+	(void)events;
+	if (status < 0)
+		return;
+	while (srv->accepting) {
+		int fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			conn_open(srv, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			/* leave the connections queued in the kernel; retry soon */
+			srv->stats.accept_paused++;
+			uv_poll_stop(&srv->poll);
+			uv_timer_start(&srv->retry_timer, on_accept_retry, ACCEPT_RETRY_MS, 0);
+		}
+		break; /* EAGAIN, or an error on one connection */
+	}
+}
+
+/* ---- timers ---- */
+
+static void on_sweep(uv_timer_t *t)
+{
+	struct http_server *srv = t->data;
+	uint64_t now = uv_now(srv->loop);
+	struct http_conn *c;
+
+	while ((c = srv->active.head) && now - c->last_ms >= srv->opts.idle_timeout_ms) {
+		if (!c->qhead && !c->writing && !c->ending)
+			conn_close(c);
+		else
+			list_append(srv, c, LIST_ACTIVE); /* busy, not idle */
+	}
+	while ((c = srv->linger.head) && now - c->last_ms >= LINGER_MS)
+		conn_close(c);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	struct http_server *srv = t->data;
+
+	while (srv->active.head)
+		conn_close(srv->active.head);
+	while (srv->linger.head)
+		conn_close(srv->linger.head);
+}
+
+/* ---- server lifecycle ---- */
+
+static void server_free(struct http_server *srv)
+{
+	http_request_pool_drain(&srv->pool);
+	free(srv);
+}
+
+static void server_maybe_free(struct http_server *srv)
+{
+	if (srv->close_reported && srv->handles_open == 0 && srv->stats.outstanding == 0)
+		server_free(srv);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct http_server *srv = h->data;
+
+	if (h == (uv_handle_t *)&srv->poll)
+		close(srv->fd);
+	srv->handles_open--;
+	if (srv->handles_open == 0 && srv->closing && !srv->close_reported) {
+		srv->close_reported = true;
+		if (srv->close_cb)
+			srv->close_cb(srv, srv->close_user);
+		server_maybe_free(srv);
+	}
+}
+
+static void server_check_closed(struct http_server *srv)
+{
+	if (!srv->closing || srv->stats.connections > 0 ||
+	    uv_is_closing((uv_handle_t *)&srv->sweep_timer))
+		return;
+	uv_close((uv_handle_t *)&srv->sweep_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&srv->retry_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&srv->deadline_timer, on_handle_closed);
+}
+
+static int server_listen(struct http_server *srv, const char *host, uint16_t port, char *errmsg)
+{
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char portstr[8];
+	int one = 1, rc, fd = -1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+	rc = getaddrinfo(host, portstr, &hints, &ai);
+	if (rc != 0 || !ai) {
+		if (errmsg)
+			snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot resolve listen address %s: %s",
+				 host, gai_strerror(rc));
+		return KVD_EINVAL;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail_errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+		goto fail_errno;
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+		goto fail_errno;
+	if (listen(fd, srv->opts.backlog) != 0)
+		goto fail_errno;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		goto fail_errno;
+	srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						   : ((struct sockaddr_in *)&ss)->sin_port);
+	srv->fd = fd;
+	freeaddrinfo(ai);
+	return 0;
+
+fail_errno:
+	if (errmsg)
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot listen on %s:%u: %s", host,
+			 (unsigned)port, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return KVD_EIO;
+}
+
+int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
+		      const struct http_server_opts *opts, http_handler_cb handler_cb, void *user,
+		      struct http_server **out, char *errmsg)
+{
+	struct http_server *srv;
+	uint64_t sweep_ms;
+	int rc;
+
+	srv = calloc(1, sizeof(*srv));
+	if (!srv) {
+		rc = KVD_ENOMEM;
+		goto out;
+	}
+	if (opts)
+		srv->opts = *opts;
+	if (!srv->opts.max_header_bytes)
+		srv->opts.max_header_bytes = 16 * 1024;
+	if (!srv->opts.max_body_bytes)
+		srv->opts.max_body_bytes = 1024 * 1024;
+	if (!srv->opts.too_large_body)
+		srv->opts.too_large_body = "value too large\n";
+	if (!srv->opts.idle_timeout_ms)
+		srv->opts.idle_timeout_ms = 60000;
+	if (!srv->opts.max_pipeline)
+		srv->opts.max_pipeline = 128;
+	if (srv->opts.backlog <= 0)
+		srv->opts.backlog = 65535;
+	srv->loop = loop;
+	srv->handler_cb = handler_cb;
+	srv->user = user;
+	srv->fd = -1;
+	http_parser_settings_init(&srv->settings);
+	srv->settings.on_message_begin = on_message_begin;
+	srv->settings.on_url = on_url;
+	srv->settings.on_header_field = on_header_field;
+	srv->settings.on_header_value = on_header_value;
+	srv->settings.on_headers_complete = on_headers_complete;
+	srv->settings.on_body = on_body;
+	srv->settings.on_message_complete = on_message_complete;
+
+	rc = server_listen(srv, host, port, errmsg);
+	if (rc != 0)
+		goto out_free;
+	if (uv_poll_init_socket(loop, &srv->poll, srv->fd) != 0) {
+		if (errmsg)
+			snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot poll listening socket");
+		close(srv->fd);
+		rc = KVD_EIO;
+		goto out_free;
+	}
+	srv->poll.data = srv;
+	uv_timer_init(loop, &srv->sweep_timer);
+	uv_timer_init(loop, &srv->retry_timer);
+	uv_timer_init(loop, &srv->deadline_timer);
+	srv->sweep_timer.data = srv->retry_timer.data = srv->deadline_timer.data = srv;
+	srv->handles_open = 4;
+	srv->accepting = true;
+	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+	sweep_ms = srv->opts.idle_timeout_ms / 4;
+	if (sweep_ms < 10)
+		sweep_ms = 10;
+	if (sweep_ms > 1000)
+		sweep_ms = 1000;
+	uv_timer_start(&srv->sweep_timer, on_sweep, sweep_ms, sweep_ms);
+	*out = srv;
+	return 0;
+
+out_free:
+	free(srv);
+out:
+	return rc;
+}
+
+uint16_t http_server_port(const struct http_server *server)
+{
+	return server->port;
+}
+
+void http_server_stats_get(const struct http_server *server, struct http_server_stats *stats)
+{
+	*stats = server->stats;
+}
+
+void http_server_stop_accepting(struct http_server *server)
+{
+	if (!server->accepting)
+		return;
+	server->accepting = false;
+	uv_timer_stop(&server->retry_timer);
+	uv_close((uv_handle_t *)&server->poll, on_handle_closed);
+}
+
+void http_server_close(struct http_server *srv, uint64_t timeout_ms, http_server_close_cb done_cb,
+		       void *user)
+{
+	struct http_conn *c, *next;
+
+	assert(!srv->closing);
+	http_server_stop_accepting(srv);
+	srv->closing = true;
+	srv->close_cb = done_cb;
+	srv->close_user = user;
+	/* lingering connections end by themselves (EOF or LINGER_MS) */
+	for (c = srv->active.head; c; c = next) {
+		next = c->next;
+		c->no_more_input = true;
+		conn_read_stop(c);
+		if (!c->in_read)
+			conn_drop_cur(c);
+		if (!c->qhead && !c->writing && !c->ending) {
+			conn_close(c);
+		} else {
+			c->close_when_drained = true;
+			conn_flush(c);
+		}
+	}
+	uv_timer_start(&srv->deadline_timer, on_deadline, timeout_ms, 0);
+	server_check_closed(srv);
+}
+
+/* ---- requests ---- */
+
+bool http_request_is_connected(const struct http_request *req)
+{
+	return req->conn != NULL && !req->conn->closing;
+}
+
+int http_response_send(struct http_request *req, int status, const char *content_type,
+		       const char *extra_headers, const void *body, size_t len)
+{
+	struct http_server *srv = req->server;
+	struct http_conn *c = req->conn;
+	int rc;
+
+	assert(req->state == HTTP_REQUEST_HANDLING);
+	assert(status >= 100 && status <= 999);
+	srv->stats.outstanding--;
+	if (!c) {
+		req_put(req);
+		server_maybe_free(srv);
+		return KVD_ESHUTDOWN;
+	}
+	c->nunanswered--;
+	req->state = HTTP_REQUEST_DONE;
+	rc = resp_format(req, status, content_type, extra_headers, body, len,
+			 srv->closing && req->next == NULL && !c->cur);
+	if (rc != 0) {
+		conn_close(c);
+		return rc;
+	}
+	if (!c->in_read) {
+		conn_flush(c);
+		if (c->bp_paused && !c->closing && !c->no_more_input &&
+		    c->nunanswered < srv->opts.max_pipeline)
+			conn_resume(c);
+	}
+	return 0;
+}

@@ -1,0 +1,104 @@
+/*
+ * main.c: the kvd daemon. Parses flags and environment (exit 2 with one
+ * stderr line on bad input), raises the open-file limit, starts the node, and
+ * on SIGTERM or SIGINT shuts it down gracefully and exits 0.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <uv.h>
+
+#include "api/config.h"
+#include "api/log.h"
+#include "api/node.h"
+#include "kvd/errors.h"
+
+static const char USAGE[] =
+    "usage: kvd [flags]\n"
+    "  --port N                  HTTP port (default: port of own id, else 8080)\n"
+    "  --working-dir D           data directory (env DATA_DIR; default ./data)\n"
+    "  --peers LIST              ids of all members, this node included\n"
+    "  --addr ID                 this node's id host:port (env ADDR; PEERS: the others)\n"
+    "  --join ID                 join the cluster that ID belongs to\n"
+    "  --listen HOST             bind address\n"
+    "  --election-timeout-ms A-B election timeout range (default 500-1000)\n"
+    "  --heartbeat-ms N          heartbeat interval (default 100)\n"
+    "  --max-value-bytes N       largest accepted value (default 1048576)\n"
+    "  --snapshot-threshold N    log entries between snapshots (default 10000)\n"
+    "  --cluster-token T         shared secret (env CLUSTER_TOKEN)\n"
+    "  --log-level L             debug, info, warn or error (default info)\n";
+
+static uv_signal_t sig_term, sig_int;
+static struct kvd_node *node;
+static int signals_seen;
+
+static void shutdown_done(struct kvd_node *n)
+{
+	(void)n;
+	uv_close((uv_handle_t *)&sig_term, NULL);
+	uv_close((uv_handle_t *)&sig_int, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	(void)s;
+	if (++signals_seen > 1) {
+		kvd_log(KVD_LOG_WARN, "second signal; exiting now", "signal=%d", signum);
+		exit(0);
+	}
+	kvd_log(KVD_LOG_INFO, "signal received; stopping", "signal=%d", signum);
+	kvd_node_shutdown(node, shutdown_done);
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct kvd_config cfg;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	uv_loop_t *loop = uv_default_loop();
+	int rv;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(USAGE, stdout);
+			return 0;
+		}
+	}
+	if (kvd_config_parse(argc, argv, &cfg, errmsg) != 0) {
+		fprintf(stderr, "kvd: %s\n", errmsg);
+		return 2;
+	}
+	kvd_log_set_level(cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+	kvd_log(KVD_LOG_INFO, "starting", "id=%s data_dir=%s port=%u", cfg.id, cfg.data_dir,
+		(unsigned)cfg.port);
+
+	rv = kvd_node_start(loop, &cfg, &node, errmsg);
+	if (rv != 0) {
+		kvd_log(KVD_LOG_ERROR, "startup failed", "error=\"%s\" detail=\"%s\"",
+			kvd_strerror(rv), errmsg);
+		fprintf(stderr, "kvd: %s\n", errmsg[0] ? errmsg : kvd_strerror(rv));
+		return 1;
+	}
+	uv_signal_init(loop, &sig_term);
+	uv_signal_init(loop, &sig_int);
+	uv_signal_start(&sig_term, on_signal, SIGTERM);
+	uv_signal_start(&sig_int, on_signal, SIGINT);
+
+	uv_run(loop, UV_RUN_DEFAULT);
+	kvd_node_destroy(node);
+	kvd_log(KVD_LOG_INFO, "stopped", NULL);
+	return 0;
+}

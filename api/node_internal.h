@@ -1,0 +1,153 @@
+/*
+ * node_internal.h: the node's state, shared by node.c (Raft driving and
+ * recovery), routes.c (HTTP handlers) and storage jobs. Not a public header.
+ *
+ * Thread: every field is touched on the loop thread only, except what the
+ * worker threads reach through their jobs (the log store on the writer, the
+ * engine's apply on the applier; engine gets are thread-safe in LevelDB).
+ */
+#ifndef KVD_API_NODE_INTERNAL_H
+#define KVD_API_NODE_INTERNAL_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/config.h"
+#include "api/http_server.h"
+#include "api/node.h"
+#include "api/transport.h"
+#include "api/workq.h"
+#include "engine/engine.h"
+#include "raft/log_store.h"
+#include "raft/raft.h"
+
+#define KVD_WRITE_TIMEOUT_MS 5000  /* a write not applied by then gets 503 */
+#define KVD_SHUTDOWN_GRACE_MS 5000 /* in-flight requests finish within this */
+#define KVD_SNAPSHOT_TRAILING 1024 /* log entries kept behind a snapshot */
+
+/* A client write waiting for its entry to be applied. */
+struct kvd_pending_write {
+	struct kvd_pending_write *next;
+	raft_index index;
+	raft_term term;
+	uint64_t deadline; /* loop time, ms */
+	struct http_request *req;
+	bool committed; /* its entry was handed to the applier with its term */
+};
+
+/* A linearizable read waiting for its read index. */
+struct kvd_pending_read {
+	struct kvd_pending_read *next;
+	uint64_t token;
+	uint64_t deadline; /* loop time, ms */
+	struct http_request *req;
+	size_t key_len;
+	char key[]; /* decoded key */
+};
+
+/* A write collected during one loop iteration, proposed with the others. */
+struct kvd_batch_item {
+	struct http_request *req;
+	void *command; /* malloc'ed command text */
+	size_t len;
+};
+
+struct kvd_node {
+	uv_loop_t *loop;
+	struct kvd_config cfg;
+	char raft_dir[PATH_MAX];
+	char kv_dir[PATH_MAX];
+	char snap_dir[PATH_MAX];
+
+	struct raft_core *raft;
+	struct raft_log_store *store; /* writer thread only, once started */
+	struct engine *engine;
+	struct http_server *http;
+	struct kvd_transport *transport;
+	struct kvd_workq writer;
+	struct kvd_workq applier;
+
+	uv_timer_t tick_timer;  /* the core's next deadline */
+	uv_timer_t sweep_timer; /* write and read timeouts */
+	uv_check_t batch_check; /* proposes the writes collected this iteration */
+
+	struct kvd_batch_item *batch;
+	unsigned batch_n, batch_cap;
+
+	struct kvd_pending_write *writes, *writes_tail; /* by index */
+	struct kvd_pending_read *reads;
+	uint64_t next_token;
+
+	raft_index applied_index; /* as last reported by the applier */
+	raft_index apply_submitted; /* last index handed to the applier */
+	raft_index ready_index;   /* open the port once applied reaches this */
+	bool ready;               /* the HTTP port is open */
+	bool io_failed;           /* the core was stopped by a disk error */
+	int io_error;             /* the kvd_error that stopped it */
+	bool stopping;
+	void (*shutdown_cb)(struct kvd_node *);
+	unsigned closing_handles;
+
+	/* Snapshot state. */
+	raft_index snapshot_index;
+	raft_term snapshot_term;
+	uint64_t snapshot_size;       /* bytes */
+	raft_index snapshot_trailing; /* log entries kept behind a snapshot */
+	bool snapshot_running;
+	bool snapshot_wanted; /* take one right after start (log reset at recovery) */
+	bool installing; /* a received snapshot is being swapped in: no engine reads */
+	uv_work_t snapshot_work;
+	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
+};
+
+/* An HTTP request parked until something completes. */
+struct kvd_waiter {
+	struct kvd_waiter *next;
+	struct http_request *req;
+};
+
+/* Path of the file receiving a snapshot from the leader (PATH_MAX bytes). */
+void kvd_node_incoming_path(const struct kvd_node *n, char *path);
+
+/* Queues removal of whole log segments up to index (after a snapshot). */
+void kvd_node_remove_log_head(struct kvd_node *n, raft_index up_to);
+
+/* Answers GET /log from the writer thread's view of the log. */
+void kvd_node_read_log(struct kvd_node *n, struct http_request *req, raft_index from,
+		       raft_index limit);
+
+/* Loop time in ms. */
+uint64_t kvd_node_now(struct kvd_node *n);
+
+/* Feeds one event to the core and carries out the update. Returns the core's
+ * result code. */
+int kvd_node_step(struct kvd_node *n, struct raft_event *e);
+
+/* HTTP entry point (routes.c). */
+void kvd_routes_handle(struct http_request *req, void *user);
+size_t kvd_routes_body_limit(const struct http_request *req, void *user);
+
+/* Answers GET /log with entries read by the writer (routes.c). */
+void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int status,
+			  const char *errmsg, const struct raft_entry *entries, size_t n_entries,
+			  raft_index store_last);
+
+/* Sends a text/plain response. */
+void kvd_reply_text(struct http_request *req, int status, const char *body);
+
+/* Answers "not leader": 307 to the known leader, else 503 no leader. */
+void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req);
+
+/* Queues a write command (malloc'ed, ownership passes) for the next batch. */
+void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *command, size_t len);
+
+/* Starts a linearizable read of key for req. */
+void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
+
+/* Serves a read of key from the local state machine. */
+void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char *key,
+			size_t len);
+
+#endif

@@ -1,0 +1,524 @@
+/*
+ * rpc.c: JSON encoding of Raft messages (API.md §5) with jansson.
+ *
+ * Invariant: decoding never trusts the wire: every field is type-checked,
+ * ids are length-checked, and entries must be contiguous from
+ * prev-log-index + 1 (the core relies on it).
+ */
+#include "api/rpc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/textutil.h"
+#include "kvd/errors.h"
+
+static int fail(char *errmsg, const char *what)
+{
+	if (errmsg != NULL)
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "%s", what);
+	return KVD_EINVAL;
+}
+
+void kvd_rpc_decoded_free(struct kvd_rpc_decoded *d)
+{
+	if (d == NULL)
+		return;
+	for (unsigned i = 0; i < d->n; i++)
+		free(d->bufs != NULL ? d->bufs[i] : NULL);
+	free(d->bufs);
+	free(d->entries);
+	json_decref(d->root);
+	memset(d, 0, sizeof(*d));
+}
+
+const char *kvd_rpc_path(enum raft_msg_type type)
+{
+	switch (type) {
+	case RAFT_MSG_REQUEST_VOTE: return "/raft/request-vote";
+	case RAFT_MSG_APPEND: return "/raft/append-entries";
+	case RAFT_MSG_SNAPSHOT: return "/raft/install-snapshot";
+	case RAFT_MSG_TIMEOUT_NOW: return "/raft/timeout-now";
+	default: return NULL;
+	}
+}
+
+bool kvd_rpc_path_valid(const char *path, size_t len)
+{
+	static const enum raft_msg_type types[] = {RAFT_MSG_REQUEST_VOTE, RAFT_MSG_APPEND,
+						   RAFT_MSG_SNAPSHOT, RAFT_MSG_TIMEOUT_NOW};
+	for (unsigned i = 0; i < 4; i++) {
+		const char *p = kvd_rpc_path(types[i]);
+		if (strlen(p) == len && memcmp(p, path, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static json_t *id_array(const struct raft_server *s, unsigned n, int role)
+{
+	json_t *a = json_array();
+	const struct raft_server *sorted[RAFT_MAX_SERVERS];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		if (role == 0 || (int)s[i].role == role)
+			sorted[k++] = &s[i];
+	for (unsigned i = 1; i < k; i++) /* insertion sort: at most 16 */
+		for (unsigned j = i; j > 0 && strcmp(sorted[j - 1]->id, sorted[j]->id) > 0; j--) {
+			const struct raft_server *t = sorted[j];
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = t;
+		}
+	for (unsigned i = 0; i < k; i++)
+		json_array_append_new(a, json_string(sorted[i]->id));
+	return a;
+}
+
+json_t *kvd_rpc_config_json(const struct raft_config *c)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "voters", id_array(c->servers, c->n, RAFT_VOTER));
+	json_object_set_new(o, "learners", id_array(c->servers, c->n, RAFT_LEARNER));
+	if (c->n_old > 0)
+		json_object_set_new(o, "old-voters", id_array(c->old, c->n_old, RAFT_VOTER));
+	return o;
+}
+
+/* Parses {"voters": [...], "learners": [...], "old-voters": [...]}. */
+static int config_from_json(const json_t *o, struct raft_config *c)
+{
+	static const char *const keys[] = {"voters", "learners", "old-voters"};
+
+	memset(c, 0, sizeof(*c));
+	if (!json_is_object(o))
+		return KVD_EINVAL;
+	for (int k = 0; k < 3; k++) {
+		const json_t *a = json_object_get(o, keys[k]);
+		size_t i;
+		const json_t *v;
+
+		if (a == NULL)
+			continue;
+		if (!json_is_array(a))
+			return KVD_EINVAL;
+		json_array_foreach(a, i, v)
+		{
+			const char *id = json_string_value(v);
+			if (id == NULL || *id == '\0' || strlen(id) >= RAFT_ID_SIZE)
+				return KVD_EINVAL;
+			if (k < 2) {
+				if (raft_config_add(c, id, k == 0 ? RAFT_VOTER : RAFT_LEARNER) != 0)
+					return KVD_EINVAL;
+			} else {
+				if (c->n_old >= RAFT_MAX_SERVERS)
+					return KVD_EINVAL;
+				snprintf(c->old[c->n_old].id, RAFT_ID_SIZE, "%s", id);
+				c->old[c->n_old++].role = RAFT_VOTER;
+			}
+		}
+	}
+	return 0;
+}
+
+int kvd_rpc_entry_text(const struct raft_entry *e, char **out, size_t *len)
+{
+	char *s;
+	size_t n;
+
+	if (e->type == RAFT_ENTRY_NOOP) {
+		s = strdup("NOOP");
+		n = 4;
+	} else if (e->type == RAFT_ENTRY_CONFIG) {
+		struct raft_config c;
+		json_t *o;
+		char *j;
+
+		if (raft_config_decode(e->data, e->len, &c) != 0)
+			return KVD_ECORRUPT;
+		o = kvd_rpc_config_json(&c);
+		j = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		if (j == NULL)
+			return KVD_ENOMEM;
+		n = 7 + strlen(j);
+		s = malloc(n + 1);
+		if (s != NULL)
+			snprintf(s, n + 1, "CONFIG %s", j);
+		free(j);
+	} else {
+		n = e->len;
+		s = malloc(n + 1);
+		if (s != NULL) {
+			memcpy(s, e->data, n);
+			s[n] = '\0';
+		}
+	}
+	if (s == NULL)
+		return KVD_ENOMEM;
+	*out = s;
+	*len = n;
+	return 0;
+}
+
+static json_t *entries_json(const struct raft_entry *es, unsigned n)
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < n; i++) {
+		char *text;
+		size_t len;
+		json_t *o;
+
+		if (a == NULL || kvd_rpc_entry_text(&es[i], &text, &len) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+		o = json_object();
+		json_object_set_new(o, "index", json_integer((json_int_t)es[i].index));
+		json_object_set_new(o, "term", json_integer((json_int_t)es[i].term));
+		json_object_set_new(o, "command", json_stringn(text, len));
+		free(text);
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+static void set_u64(json_t *o, const char *k, uint64_t v)
+{
+	json_object_set_new(o, k, json_integer((json_int_t)v));
+}
+
+int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char *query,
+		   size_t query_size)
+{
+	json_t *o;
+	char *s;
+
+	if (m->type == RAFT_MSG_SNAPSHOT) {
+		const struct raft_snapshot *sn = &m->u.snapshot;
+		if (query == NULL)
+			return KVD_EINVAL;
+		snprintf(query, query_size,
+			 "term=%" PRIu64 "&leader-id=%s&last-included-index=%" PRIu64
+			 "&last-included-term=%" PRIu64 "&offset=%" PRIu64 "&done=%s",
+			 m->term, m->from, sn->last_index, sn->last_term, sn->offset,
+			 sn->done ? "true" : "false");
+		*body = NULL;
+		*len = 0;
+		return 0;
+	}
+	o = json_object();
+	if (o == NULL)
+		return KVD_ENOMEM;
+	set_u64(o, "term", m->term);
+	switch (m->type) {
+	case RAFT_MSG_REQUEST_VOTE:
+		json_object_set_new(o, "candidate-id", json_string(m->from));
+		set_u64(o, "last-log-index", m->u.request_vote.last_log_index);
+		set_u64(o, "last-log-term", m->u.request_vote.last_log_term);
+		json_object_set_new(o, "pre-vote", json_boolean(m->u.request_vote.pre_vote));
+		json_object_set_new(o, "transfer", json_boolean(m->u.request_vote.transfer));
+		break;
+	case RAFT_MSG_REQUEST_VOTE_RESULT:
+		json_object_set_new(o, "vote-granted",
+				    json_boolean(m->u.request_vote_result.granted));
+		json_object_set_new(o, "pre-vote", json_boolean(m->u.request_vote_result.pre_vote));
+		break;
+	case RAFT_MSG_APPEND: {
+		json_t *es = entries_json(m->u.append.entries, m->u.append.n_entries);
+		if (es == NULL) {
+			json_decref(o);
+			return KVD_ENOMEM;
+		}
+		json_object_set_new(o, "leader-id", json_string(m->from));
+		set_u64(o, "prev-log-index", m->u.append.prev_log_index);
+		set_u64(o, "prev-log-term", m->u.append.prev_log_term);
+		json_object_set_new(o, "entries", es);
+		set_u64(o, "leader-commit", m->u.append.leader_commit);
+		set_u64(o, "seq", m->u.append.seq);
+		break;
+	}
+	case RAFT_MSG_APPEND_RESULT:
+		json_object_set_new(o, "success", json_boolean(m->u.append_result.success));
+		set_u64(o, "last-log-index", m->u.append_result.last_log_index);
+		set_u64(o, "reject-index", m->u.append_result.reject_index);
+		set_u64(o, "conflict-term", m->u.append_result.conflict_term);
+		set_u64(o, "conflict-index", m->u.append_result.conflict_index);
+		set_u64(o, "seq", m->u.append_result.seq);
+		break;
+	case RAFT_MSG_SNAPSHOT_RESULT:
+		json_object_set_new(o, "success", json_boolean(m->u.snapshot_result.success));
+		set_u64(o, "last-included-index", m->u.snapshot_result.last_index);
+		set_u64(o, "offset", m->u.snapshot_result.offset);
+		break;
+	case RAFT_MSG_TIMEOUT_NOW:
+		json_object_set_new(o, "leader-id", json_string(m->from));
+		break;
+	default:
+		json_decref(o);
+		return KVD_EINVAL;
+	}
+	s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (s == NULL)
+		return KVD_ENOMEM;
+	*body = s;
+	*len = strlen(s);
+	return 0;
+}
+
+/* Reads an unsigned integer field; missing is an error unless optional. */
+static int get_u64(const json_t *o, const char *k, bool optional, uint64_t *out)
+{
+	const json_t *v = json_object_get(o, k);
+	if (v == NULL && optional) {
+		*out = 0;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return KVD_EINVAL;
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int get_bool(const json_t *o, const char *k, bool optional, bool *out)
+{
+	const json_t *v = json_object_get(o, k);
+	if (v == NULL && optional) {
+		*out = false;
+		return 0;
+	}
+	if (!json_is_boolean(v))
+		return KVD_EINVAL;
+	*out = json_is_true(v);
+	return 0;
+}
+
+static int get_id(const json_t *o, const char *k, char *out)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	if (s == NULL || *s == '\0' || strlen(s) >= RAFT_ID_SIZE)
+		return KVD_EINVAL;
+	snprintf(out, RAFT_ID_SIZE, "%s", s);
+	return 0;
+}
+
+/* Turns the "entries" array into raft_entry records held by d. */
+static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decoded *d,
+			  char *errmsg)
+{
+	size_t n = json_array_size(a);
+	size_t i;
+	const json_t *v;
+
+	if (!json_is_array(a))
+		return fail(errmsg, "entries must be an array");
+	if (n == 0)
+		return 0;
+	d->entries = calloc(n, sizeof(*d->entries));
+	d->bufs = calloc(n, sizeof(*d->bufs));
+	if (d->entries == NULL || d->bufs == NULL)
+		return KVD_ENOMEM;
+	d->n = (unsigned)n;
+	json_array_foreach(a, i, v)
+	{
+		struct raft_entry *e = &d->entries[i];
+		const json_t *cmd = json_object_get(v, "command");
+		const char *s = json_string_value(cmd);
+		size_t len = json_string_length(cmd);
+
+		if (!json_is_object(v) || get_u64(v, "index", false, &e->index) != 0 ||
+		    get_u64(v, "term", false, &e->term) != 0 || s == NULL)
+			return fail(errmsg, "entry needs index, term and command");
+		if (e->index != prev + 1 + i)
+			return fail(errmsg, "entries are not contiguous after prev-log-index");
+		if (len == 4 && memcmp(s, "NOOP", 4) == 0) {
+			e->type = RAFT_ENTRY_NOOP;
+		} else if (len > 7 && memcmp(s, "CONFIG ", 7) == 0) {
+			struct raft_config c;
+			json_t *cj = json_loadb(s + 7, len - 7, 0, NULL);
+			int rv = config_from_json(cj, &c);
+			json_decref(cj);
+			if (rv != 0)
+				return fail(errmsg, "malformed CONFIG entry");
+			if (raft_config_encode(&c, &d->bufs[i], &e->len) != 0)
+				return KVD_ENOMEM;
+			e->type = RAFT_ENTRY_CONFIG;
+			e->data = d->bufs[i];
+		} else {
+			e->type = RAFT_ENTRY_COMMAND;
+			e->data = s;
+			e->len = len;
+		}
+	}
+	return 0;
+}
+
+/* Parses the install-snapshot query string. */
+static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message *m)
+{
+	static const char *const keys[] = {"term", "last-included-index", "last-included-term",
+					   "offset"};
+	uint64_t vals[4];
+	const char *v;
+	size_t vlen;
+	char buf[32];
+
+	for (int k = 0; k < 4; k++) {
+		char *end;
+		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) || vlen == 0 ||
+		    vlen >= sizeof(buf))
+			return KVD_EINVAL;
+		memcpy(buf, v, vlen);
+		buf[vlen] = '\0';
+		if (buf[0] < '0' || buf[0] > '9')
+			return KVD_EINVAL;
+		vals[k] = strtoull(buf, &end, 10);
+		if (*end != '\0')
+			return KVD_EINVAL;
+	}
+	m->term = vals[0];
+	m->u.snapshot.last_index = vals[1];
+	m->u.snapshot.last_term = vals[2];
+	m->u.snapshot.offset = vals[3];
+	if (!kvd_query_get(q, qlen, "leader-id", &v, &vlen) || vlen == 0 || vlen >= RAFT_ID_SIZE)
+		return KVD_EINVAL;
+	{
+		char idbuf[RAFT_ID_SIZE];
+		long n = kvd_percent_decode(v, vlen, idbuf);
+		if (n <= 0)
+			return KVD_EINVAL;
+		memcpy(m->from, idbuf, (size_t)n);
+		m->from[n] = '\0';
+	}
+	if (!kvd_query_get(q, qlen, "done", &v, &vlen))
+		return KVD_EINVAL;
+	m->u.snapshot.done = (vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1');
+	return 0;
+}
+
+int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len,
+			   const void *body, size_t len, const char *self,
+			   struct raft_message *m, struct kvd_rpc_decoded *d, char *errmsg)
+{
+	json_t *o;
+	int rv = KVD_EINVAL;
+
+	memset(m, 0, sizeof(*m));
+	memset(d, 0, sizeof(*d));
+	snprintf(m->to, RAFT_ID_SIZE, "%s", self);
+	if (strcmp(path, "/raft/install-snapshot") == 0) {
+		m->type = RAFT_MSG_SNAPSHOT;
+		if (decode_snapshot_query(query, query_len, m) != 0)
+			return fail(errmsg, "install-snapshot needs term, leader-id, "
+					    "last-included-index, last-included-term, offset, done");
+		m->u.snapshot.data = body;
+		m->u.snapshot.len = len;
+		return 0;
+	}
+	o = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return fail(errmsg, "body must be a JSON object");
+	}
+	d->root = o;
+	if (get_u64(o, "term", false, &m->term) != 0) {
+		fail(errmsg, "term must be a non-negative integer");
+		goto err;
+	}
+	if (strcmp(path, "/raft/request-vote") == 0) {
+		m->type = RAFT_MSG_REQUEST_VOTE;
+		if (get_id(o, "candidate-id", m->from) != 0 ||
+		    get_u64(o, "last-log-index", false, &m->u.request_vote.last_log_index) != 0 ||
+		    get_u64(o, "last-log-term", false, &m->u.request_vote.last_log_term) != 0 ||
+		    get_bool(o, "pre-vote", true, &m->u.request_vote.pre_vote) != 0 ||
+		    get_bool(o, "transfer", true, &m->u.request_vote.transfer) != 0) {
+			fail(errmsg, "request-vote needs term, candidate-id, last-log-index, "
+				     "last-log-term");
+			goto err;
+		}
+	} else if (strcmp(path, "/raft/append-entries") == 0) {
+		m->type = RAFT_MSG_APPEND;
+		if (get_id(o, "leader-id", m->from) != 0 ||
+		    get_u64(o, "prev-log-index", false, &m->u.append.prev_log_index) != 0 ||
+		    get_u64(o, "prev-log-term", false, &m->u.append.prev_log_term) != 0 ||
+		    get_u64(o, "leader-commit", false, &m->u.append.leader_commit) != 0 ||
+		    get_u64(o, "seq", true, &m->u.append.seq) != 0) {
+			fail(errmsg, "append-entries needs term, leader-id, prev-log-index, "
+				     "prev-log-term, entries, leader-commit");
+			goto err;
+		}
+		if (json_object_get(o, "entries") != NULL) {
+			rv = decode_entries(json_object_get(o, "entries"),
+					    m->u.append.prev_log_index, d, errmsg);
+			if (rv != 0)
+				goto err;
+		}
+		m->u.append.entries = d->entries;
+		m->u.append.n_entries = d->n;
+	} else if (strcmp(path, "/raft/timeout-now") == 0) {
+		m->type = RAFT_MSG_TIMEOUT_NOW;
+		if (get_id(o, "leader-id", m->from) != 0) {
+			fail(errmsg, "timeout-now needs term and leader-id");
+			goto err;
+		}
+	} else {
+		fail(errmsg, "unknown raft rpc");
+		goto err;
+	}
+	return 0;
+err:
+	kvd_rpc_decoded_free(d);
+	return rv == KVD_ENOMEM ? rv : KVD_EINVAL;
+}
+
+int kvd_rpc_decode_result(enum raft_msg_type request_type, const void *body, size_t len,
+			  const char *peer, const char *self, struct raft_message *m,
+			  char *errmsg)
+{
+	json_t *o = json_loadb(body, len, 0, NULL);
+	int rv = KVD_EINVAL;
+
+	memset(m, 0, sizeof(*m));
+	snprintf(m->from, RAFT_ID_SIZE, "%s", peer);
+	snprintf(m->to, RAFT_ID_SIZE, "%s", self);
+	if (!json_is_object(o) || get_u64(o, "term", false, &m->term) != 0)
+		goto out;
+	switch (request_type) {
+	case RAFT_MSG_REQUEST_VOTE:
+		m->type = RAFT_MSG_REQUEST_VOTE_RESULT;
+		if (get_bool(o, "vote-granted", false, &m->u.request_vote_result.granted) != 0 ||
+		    get_bool(o, "pre-vote", true, &m->u.request_vote_result.pre_vote) != 0)
+			goto out;
+		break;
+	case RAFT_MSG_APPEND:
+		m->type = RAFT_MSG_APPEND_RESULT;
+		if (get_bool(o, "success", false, &m->u.append_result.success) != 0 ||
+		    get_u64(o, "last-log-index", false, &m->u.append_result.last_log_index) != 0 ||
+		    get_u64(o, "reject-index", true, &m->u.append_result.reject_index) != 0 ||
+		    get_u64(o, "conflict-term", true, &m->u.append_result.conflict_term) != 0 ||
+		    get_u64(o, "conflict-index", true, &m->u.append_result.conflict_index) != 0 ||
+		    get_u64(o, "seq", true, &m->u.append_result.seq) != 0)
+			goto out;
+		break;
+	case RAFT_MSG_SNAPSHOT:
+		m->type = RAFT_MSG_SNAPSHOT_RESULT;
+		if (get_bool(o, "success", false, &m->u.snapshot_result.success) != 0 ||
+		    get_u64(o, "last-included-index", true, &m->u.snapshot_result.last_index) !=
+			0 ||
+		    get_u64(o, "offset", true, &m->u.snapshot_result.offset) != 0)
+			goto out;
+		break;
+	default:
+		goto out;
+	}
+	rv = 0;
+out:
+	json_decref(o);
+	if (rv != 0)
+		fail(errmsg, "malformed raft rpc result");
+	return rv;
+}

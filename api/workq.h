@@ -1,0 +1,69 @@
+/*
+ * workq.h: a single worker thread fed from the event loop, with completions
+ * posted back to the loop through uv_async.
+ *
+ * The disk writer (log appends, fsyncs, term/vote) and the state-machine
+ * applier are each one workq: jobs run in submission order, one thread, so
+ * log operations happen in order through one writer (ARCHITECTURE.md). The
+ * worker takes every queued job at once and hands the whole batch to run_cb,
+ * which is how many appends share one fdatasync (group commit).
+ *
+ * Threads: kvd_workq_submit() and the done callback run on the loop thread;
+ * run_cb runs on the worker thread.
+ */
+#ifndef KVD_API_WORKQ_H
+#define KVD_API_WORKQ_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct kvd_workq_job {
+	struct kvd_workq_job *next;
+	uint64_t seq; /* submission number, from 1 */
+	int status;   /* set by run_cb: 0 or a kvd_error code */
+};
+
+struct kvd_workq;
+
+/* Runs a batch of jobs (a linked list in submission order) on the worker. */
+typedef void (*kvd_workq_run_cb)(struct kvd_workq *q, struct kvd_workq_job *batch);
+/* Receives finished jobs, in submission order, on the loop thread. The job
+ * belongs to the callback from then on. */
+typedef void (*kvd_workq_done_cb)(struct kvd_workq *q, struct kvd_workq_job *job);
+
+struct kvd_workq {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct kvd_workq_job *pending, *pending_tail; /* guarded by mu */
+	struct kvd_workq_job *done, *done_tail;       /* guarded by mu */
+	bool stopping;                                /* guarded by mu */
+	uint64_t submitted;                           /* loop thread only */
+	uint64_t completed;                           /* loop thread only */
+	uv_async_t async;
+	kvd_workq_run_cb run_cb;
+	kvd_workq_done_cb done_cb;
+	void *data; /* user data for the callbacks */
+	bool started;
+};
+
+/* Starts the worker thread. Returns 0 or KVD_EIO. */
+int kvd_workq_start(struct kvd_workq *q, uv_loop_t *loop, kvd_workq_run_cb run_cb,
+		    kvd_workq_done_cb done_cb, void *data);
+
+/* Queues a job (ownership passes to the queue until done_cb). Returns its
+ * sequence number. */
+uint64_t kvd_workq_submit(struct kvd_workq *q, struct kvd_workq_job *job);
+
+/* True when every submitted job has completed. */
+bool kvd_workq_idle(const struct kvd_workq *q);
+
+/*
+ * Lets the worker finish what is queued, joins it, delivers the remaining
+ * completions, and closes the async handle (freed by the loop). Call once.
+ */
+void kvd_workq_stop(struct kvd_workq *q);
+
+#endif

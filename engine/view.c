@@ -1,0 +1,371 @@
+/*
+ * view.c: consistent read views, iterators over one generation, and the
+ * builder that creates a fresh database directory from records.
+ *
+ * A view is a LevelDB snapshot plus the meta keys read through that same
+ * snapshot, so the applied index, term, generation and configuration it
+ * reports are exactly those of the data it shows, whatever engine_apply()
+ * does afterwards. Views are how snapshots (snapshot.c) and the offline dump
+ * see the state machine.
+ *
+ * The builder writes generation 1 and the meta keys of a fresh database. It
+ * refuses an existing directory, so a restore can never write into a live
+ * database; finish() syncs before closing, and abort() removes the directory.
+ */
+#include "engine/internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct engine_view {
+	struct engine *engine;
+	const leveldb_snapshot_t *snap;
+	leveldb_readoptions_t *ropts; /* reads at snap, no cache fill */
+	uint64_t index;
+	uint64_t term;
+	uint64_t gen;
+	char *config; /* leveldb-allocated; NULL when none */
+	size_t config_len;
+};
+
+struct engine_iter {
+	struct engine_view *owned_view; /* released with the iterator, or NULL */
+	leveldb_iterator_t *it;
+	unsigned char prefix[ENGINE_DATA_HDR];
+	bool started;
+};
+
+#define BUILDER_BATCH_BYTES ((size_t)1 << 20)
+
+struct engine_builder {
+	char *dir;
+	leveldb_t *db;
+	leveldb_options_t *options;
+	leveldb_writeoptions_t *wopts;
+	leveldb_writebatch_t *batch;
+	size_t batch_bytes;
+};
+
+/* Reads the meta keys through the view's snapshot. */
+static int view_load_meta(struct engine_view *v)
+{
+	char *val = NULL;
+	size_t n = 0;
+	int rv;
+
+	rv = engine_meta_read(v->engine->db, v->ropts, ENGINE_KEY_APPLIED, &val, &n, NULL);
+	if (rv != 0) {
+		return rv;
+	}
+	if (val != NULL) {
+		if (n != 16) {
+			leveldb_free(val);
+			return KVD_ECORRUPT;
+		}
+		v->index = engine_get_u64((const unsigned char *)val);
+		v->term = engine_get_u64((const unsigned char *)val + 8);
+		leveldb_free(val);
+	}
+	rv = engine_meta_read(v->engine->db, v->ropts, ENGINE_KEY_GEN, &val, &n, NULL);
+	if (rv != 0) {
+		return rv;
+	}
+	if (val == NULL || n != 8) {
+		leveldb_free(val);
+		return KVD_ECORRUPT;
+	}
+	v->gen = engine_get_u64((const unsigned char *)val);
+	leveldb_free(val);
+	return engine_meta_read(v->engine->db, v->ropts, ENGINE_KEY_CONFIG, &v->config,
+				&v->config_len, NULL);
+}
+
+int engine_snapshot_begin(struct engine *engine, struct engine_view **view)
+{
+	struct engine_view *v = calloc(1, sizeof(*v));
+	int rv;
+
+	if (v == NULL) {
+		return KVD_ENOMEM;
+	}
+	v->engine = engine;
+	v->ropts = leveldb_readoptions_create();
+	if (v->ropts == NULL) {
+		free(v);
+		return KVD_ENOMEM;
+	}
+	pthread_rwlock_rdlock(&engine->db_lock);
+	if (engine->db == NULL) {
+		pthread_rwlock_unlock(&engine->db_lock);
+		leveldb_readoptions_destroy(v->ropts);
+		free(v);
+		return KVD_EIO;
+	}
+	/* Counted before the lock is dropped, so a recovery (engine.c) that
+	 * takes the write side afterwards sees it and leaves the handle. */
+	atomic_fetch_add(&engine->views_open, 1);
+	v->snap = leveldb_create_snapshot(engine->db);
+	pthread_rwlock_unlock(&engine->db_lock);
+	leveldb_readoptions_set_snapshot(v->ropts, v->snap);
+	leveldb_readoptions_set_fill_cache(v->ropts, 0);
+	rv = view_load_meta(v);
+	if (rv != 0) {
+		engine_view_release(v);
+		return rv;
+	}
+	*view = v;
+	return 0;
+}
+
+void engine_view_meta(const struct engine_view *view, uint64_t *index, uint64_t *term,
+		      const void **config, size_t *config_len)
+{
+	*index = view->index;
+	*term = view->term;
+	*config = view->config;
+	*config_len = view->config_len;
+}
+
+void engine_view_release(struct engine_view *view)
+{
+	if (view == NULL) {
+		return;
+	}
+	leveldb_free(view->config);
+	leveldb_readoptions_destroy(view->ropts);
+	leveldb_release_snapshot(view->engine->db, view->snap);
+	atomic_fetch_sub(&view->engine->views_open, 1);
+	free(view);
+}
+
+int engine_view_iter_open(const struct engine_view *view, struct engine_iter **iter)
+{
+	struct engine_iter *it = calloc(1, sizeof(*it));
+
+	if (it == NULL) {
+		return KVD_ENOMEM;
+	}
+	it->it = leveldb_create_iterator(view->engine->db, view->ropts);
+	if (it->it == NULL) {
+		free(it);
+		return KVD_ENOMEM;
+	}
+	engine_data_prefix(it->prefix, view->gen);
+	*iter = it;
+	return 0;
+}
+
+int engine_iter_open(struct engine *engine, struct engine_iter **iter)
+{
+	struct engine_view *view;
+	struct engine_iter *it;
+	int rv;
+
+	rv = engine_snapshot_begin(engine, &view);
+	if (rv != 0) {
+		return rv;
+	}
+	rv = engine_view_iter_open(view, &it);
+	if (rv != 0) {
+		engine_view_release(view);
+		return rv;
+	}
+	it->owned_view = view;
+	*iter = it;
+	return 0;
+}
+
+int engine_iter_next(struct engine_iter *iter, struct engine_record *rec, bool *end)
+{
+	const char *key;
+	size_t klen;
+	char *err = NULL;
+
+	if (!iter->started) {
+		leveldb_iter_seek(iter->it, (const char *)iter->prefix, sizeof(iter->prefix));
+		iter->started = true;
+	} else if (leveldb_iter_valid(iter->it)) {
+		leveldb_iter_next(iter->it);
+	}
+	if (!leveldb_iter_valid(iter->it)) {
+		leveldb_iter_get_error(iter->it, &err);
+		if (err != NULL) {
+			return engine_leveldb_error(err, "iterate", NULL);
+		}
+		*end = true;
+		return 0;
+	}
+	key = leveldb_iter_key(iter->it, &klen);
+	if (klen <= ENGINE_DATA_HDR || memcmp(key, iter->prefix, ENGINE_DATA_HDR) != 0) {
+		*end = true;
+		return 0;
+	}
+	rec->key = key + ENGINE_DATA_HDR;
+	rec->key_len = klen - ENGINE_DATA_HDR;
+	rec->value = leveldb_iter_value(iter->it, &rec->value_len);
+	*end = false;
+	return 0;
+}
+
+void engine_iter_close(struct engine_iter *iter)
+{
+	if (iter == NULL) {
+		return;
+	}
+	leveldb_iter_destroy(iter->it);
+	engine_view_release(iter->owned_view);
+	free(iter);
+}
+
+static void builder_free(struct engine_builder *b)
+{
+	if (b->db != NULL) {
+		leveldb_close(b->db);
+	}
+	if (b->batch != NULL) {
+		leveldb_writebatch_destroy(b->batch);
+	}
+	if (b->wopts != NULL) {
+		leveldb_writeoptions_destroy(b->wopts);
+	}
+	if (b->options != NULL) {
+		leveldb_options_destroy(b->options);
+	}
+	free(b->dir);
+	free(b);
+}
+
+int engine_builder_create(const char *dir, struct engine_builder **builder, char *errmsg)
+{
+	struct engine_builder *b;
+	struct stat st;
+	char *err = NULL;
+	int rv;
+
+	if (stat(dir, &st) == 0 || errno != ENOENT) {
+		engine_errmsg(errmsg, "%s: already exists", dir);
+		return KVD_EEXIST;
+	}
+	b = calloc(1, sizeof(*b));
+	if (b == NULL) {
+		return KVD_ENOMEM;
+	}
+	b->dir = strdup(dir);
+	b->options = leveldb_options_create();
+	b->wopts = leveldb_writeoptions_create();
+	b->batch = leveldb_writebatch_create();
+	if (b->dir == NULL || b->options == NULL || b->wopts == NULL || b->batch == NULL) {
+		rv = KVD_ENOMEM;
+		goto err_alloc;
+	}
+	leveldb_options_set_create_if_missing(b->options, 1);
+	leveldb_options_set_error_if_exists(b->options, 1);
+	/* Same memory bounds as a live engine (engine.c options_create()). */
+	leveldb_options_set_write_buffer_size(b->options, (size_t)8 << 20);
+	leveldb_options_set_max_open_files(b->options, 74);
+	leveldb_options_set_max_file_size(b->options, (size_t)2 << 20);
+	b->db = leveldb_open(b->options, dir, &err);
+	if (err != NULL) {
+		b->db = NULL;
+		rv = engine_leveldb_error(err, dir, errmsg);
+		goto err_dir;
+	}
+	*builder = b;
+	return 0;
+
+err_dir:
+	engine_remove_tree(dir, NULL);
+err_alloc:
+	builder_free(b);
+	return rv;
+}
+
+static int builder_flush(struct engine_builder *b, char *errmsg)
+{
+	char *err = NULL;
+
+	leveldb_write(b->db, b->wopts, b->batch, &err);
+	if (err != NULL) {
+		return engine_leveldb_error(err, b->dir, errmsg);
+	}
+	leveldb_writebatch_clear(b->batch);
+	b->batch_bytes = 0;
+	return 0;
+}
+
+int engine_builder_put(struct engine_builder *builder, const char *key, size_t key_len,
+		       const void *value, size_t value_len, char *errmsg)
+{
+	char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+
+	if (!engine_key_valid(key, key_len)) {
+		engine_errmsg(errmsg, "invalid key of %zu bytes", key_len);
+		return KVD_EINVAL;
+	}
+	engine_data_prefix((unsigned char *)dkey, 1);
+	memcpy(dkey + ENGINE_DATA_HDR, key, key_len);
+	leveldb_writebatch_put(builder->batch, dkey, ENGINE_DATA_HDR + key_len, value, value_len);
+	builder->batch_bytes += ENGINE_DATA_HDR + key_len + value_len;
+	if (builder->batch_bytes >= BUILDER_BATCH_BYTES) {
+		return builder_flush(builder, errmsg);
+	}
+	return 0;
+}
+
+int engine_builder_finish(struct engine_builder *builder, uint64_t index, uint64_t term,
+			  const void *config, size_t config_len, char *errmsg)
+{
+	struct engine_builder *b = builder;
+	unsigned char version[4] = {0, 0, 0, ENGINE_FORMAT_VERSION};
+	unsigned char applied[16], gen[8];
+	int rv;
+
+	engine_put_u64(applied, index);
+	engine_put_u64(applied + 8, term);
+	engine_put_u64(gen, 1);
+	leveldb_writebatch_put(b->batch, ENGINE_KEY_VERSION, strlen(ENGINE_KEY_VERSION),
+			       (const char *)version, sizeof(version));
+	leveldb_writebatch_put(b->batch, ENGINE_KEY_APPLIED, strlen(ENGINE_KEY_APPLIED),
+			       (const char *)applied, sizeof(applied));
+	leveldb_writebatch_put(b->batch, ENGINE_KEY_GEN, strlen(ENGINE_KEY_GEN), (const char *)gen,
+			       sizeof(gen));
+	if (config != NULL) {
+		leveldb_writebatch_put(b->batch, ENGINE_KEY_CONFIG, strlen(ENGINE_KEY_CONFIG),
+				       config, config_len);
+	}
+	/* The last write syncs LevelDB's log; tables flushed earlier were
+	 * synced by LevelDB when written. */
+	leveldb_writeoptions_set_sync(b->wopts, 1);
+	rv = builder_flush(b, errmsg);
+	if (rv != 0) {
+		engine_builder_abort(b);
+		return rv;
+	}
+	leveldb_close(b->db);
+	b->db = NULL;
+	rv = engine_fsync_dir(b->dir, true, errmsg);
+	if (rv == 0) {
+		rv = engine_fsync_dir(b->dir, false, errmsg);
+	}
+	if (rv != 0) {
+		engine_builder_abort(b);
+		return rv;
+	}
+	builder_free(b);
+	return 0;
+}
+
+void engine_builder_abort(struct engine_builder *builder)
+{
+	if (builder == NULL) {
+		return;
+	}
+	if (builder->db != NULL) {
+		leveldb_close(builder->db);
+		builder->db = NULL;
+	}
+	engine_remove_tree(builder->dir, NULL);
+	builder_free(builder);
+}

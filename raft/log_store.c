@@ -1,0 +1,884 @@
+/*
+ * log_store.c: the durable Raft log as a directory of segment files.
+ *
+ * Why segments: appends go to the end of one file, so a batch of entries is
+ * one write() and one fdatasync (group commit); removing the head after a
+ * snapshot is unlinking whole files, never rewriting; and recovery only needs
+ * to read all of the last file. Byte layout and the rules below are in
+ * docs/formats.md; raft/segment.c holds the layout code and raft/log_recovery.c
+ * what open does to bring the files back after a crash.
+ *
+ * Files in the directory: LOCK (flock'ed while open), seg-<sequence> segment
+ * files, and whatever else the caller keeps there (meta1, meta2), which the
+ * store ignores.
+ *
+ * Invariants:
+ *  - Segments, in sequence order, hold contiguous indexes: each one's first
+ *    index is the previous one's last index + 1 and its previous term is the
+ *    previous one's last term. Terms never decrease.
+ *  - Only the last segment is ever written, and only at its end. Every segment
+ *    but the last is sealed; the last may be sealed too (then the next append
+ *    creates a new file).
+ *  - The last segment's entry index (offset and term of every record) is
+ *    always in memory; closed segments get theirs on first read, and at most
+ *    RAFT_LOG_STORE_CACHED_INDEXES of them keep it.
+ *  - store->fd >= 0 exactly when the last segment exists and is not sealed.
+ *    Everything up to synced_size bytes of it (entries up to synced_index)
+ *    is durable, and every other segment is fully durable: a rollover syncs
+ *    the sealed segment before a new file is created.
+ *  - Bytes already durable are never rewritten; only truncate() cuts them, as
+ *    Raft asks (§5.3).
+ */
+#include "raft/log_store.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "raft/disk_codec.h"
+#include "raft/log_store_internal.h"
+#include "raft/segment.h"
+
+struct raft_segment *raft_log_store_last_segment(struct raft_log_store *s)
+{
+	return s->n_segs == 0 ? NULL : &s->segs[s->n_segs - 1];
+}
+
+static int buf_reserve(struct raft_log_store *s, size_t len)
+{
+	uint8_t *p;
+	if (len <= s->buf_cap) {
+		return 0;
+	}
+	p = realloc(s->buf, len);
+	if (p == NULL) {
+		return KVD_ENOMEM;
+	}
+	s->buf = p;
+	s->buf_cap = len;
+	return 0;
+}
+
+int raft_log_store_segs_reserve(struct raft_log_store *s, size_t n)
+{
+	size_t cap = s->cap_segs == 0 ? 16 : s->cap_segs;
+	struct raft_segment *p;
+	if (n <= s->cap_segs) {
+		return 0;
+	}
+	while (cap < n) {
+		cap *= 2;
+	}
+	p = realloc(s->segs, cap * sizeof(*p));
+	if (p == NULL) {
+		return KVD_ENOMEM;
+	}
+	s->segs = p;
+	s->cap_segs = cap;
+	return 0;
+}
+
+int raft_log_store_dir_sync(struct raft_log_store *s, char *errmsg)
+{
+	if (fsync(s->dir_fd) != 0) {
+		disk_errmsg(errmsg, "fsync directory %s: %s", s->dir, strerror(errno));
+		return disk_errno_code(errno);
+	}
+	s->dir_dirty = false;
+	return 0;
+}
+
+/* Unlinks segment i (its file and its slot) and fsyncs the directory. */
+int raft_log_store_segment_remove(struct raft_log_store *s, size_t i, char *errmsg)
+{
+	if (unlinkat(s->dir_fd, s->segs[i].name, 0) != 0 && errno != ENOENT) {
+		disk_errmsg(errmsg, "unlink %s/%s: %s", s->dir, s->segs[i].name, strerror(errno));
+		return KVD_EIO;
+	}
+	raft_segment_index_drop(&s->segs[i]);
+	memmove(&s->segs[i], &s->segs[i + 1], (s->n_segs - i - 1) * sizeof(s->segs[0]));
+	s->n_segs--;
+	return raft_log_store_dir_sync(s, errmsg);
+}
+
+/* Recomputes first/last index and term from the segments. */
+void raft_log_store_bounds_update(struct raft_log_store *s)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+	if (last == NULL) {
+		s->first_index = s->last_index + 1;
+		return;
+	}
+	s->first_index = s->segs[0].first_index;
+	s->last_index = last->last_index;
+	s->last_term = last->last_term;
+}
+
+void raft_log_store_mark_synced(struct raft_log_store *s)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+	s->synced_size = last != NULL ? last->size : 0;
+	s->synced_index = s->last_index;
+	s->synced_term = s->last_term;
+	s->data_dirty = false;
+}
+
+/* Loads the entry index of segment i (verifying it fully) if it is not in
+ * memory, and marks it used. */
+static int index_load(struct raft_log_store *s, size_t i, char *errmsg)
+{
+	struct raft_segment *seg = &s->segs[i];
+	seg->last_use = ++s->clock;
+	if (seg->offsets != NULL) {
+		return 0;
+	}
+	return raft_segment_scan(s->dir, s->dir_fd, seg, false, NULL, errmsg);
+}
+
+/* Drops the least recently used indexes of closed segments beyond the cap. */
+static void index_evict(struct raft_log_store *s)
+{
+	for (;;) {
+		size_t loaded = 0;
+		size_t victim = 0;
+		for (size_t i = 0; i + 1 < s->n_segs; i++) {
+			if (s->segs[i].offsets == NULL) {
+				continue;
+			}
+			if (loaded == 0 || s->segs[i].last_use < s->segs[victim].last_use) {
+				victim = i;
+			}
+			loaded++;
+		}
+		if (loaded <= RAFT_LOG_STORE_CACHED_INDEXES) {
+			return;
+		}
+		raft_segment_index_drop(&s->segs[victim]);
+	}
+}
+
+/* Index of the segment holding index, which must be in [first, last]. */
+static size_t seg_find(const struct raft_log_store *s, raft_index index)
+{
+	size_t lo = 0;
+	size_t hi = s->n_segs - 1;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo + 1) / 2;
+		if (s->segs[mid].first_index <= index) {
+			lo = mid;
+		} else {
+			hi = mid - 1;
+		}
+	}
+	return lo;
+}
+
+static int lock_dir(struct raft_log_store *s, char *errmsg)
+{
+	s->lock_fd = openat(s->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->lock_fd < 0) {
+		disk_errmsg(errmsg, "open %s/LOCK: %s", s->dir, strerror(errno));
+		return disk_errno_code(errno);
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			disk_errmsg(errmsg,
+				    "data directory %s is in use by another process (lock held "
+				    "on %s/LOCK)",
+				    s->dir, s->dir);
+			return KVD_ELOCKED;
+		}
+		disk_errmsg(errmsg, "flock %s/LOCK: %s", s->dir, strerror(errno));
+		return KVD_EIO;
+	}
+	return 0;
+}
+
+int raft_log_store_open(const char *dir, const struct raft_log_store_options *opts,
+			struct raft_log_store **store, char *errmsg)
+{
+	struct raft_log_store *s;
+	int rv;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		return KVD_ENOMEM;
+	}
+	s->dir_fd = -1;
+	s->lock_fd = -1;
+	s->fd = -1;
+	s->first_index = 1;
+	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
+								 : RAFT_LOG_STORE_SEGMENT_SIZE;
+	s->verify_all = opts != NULL && opts->verify_all;
+	s->dir = strdup(dir);
+	if (s->dir == NULL) {
+		rv = KVD_ENOMEM;
+		goto err;
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		disk_errmsg(errmsg, "mkdir %s: %s", dir, strerror(errno));
+		rv = disk_errno_code(errno);
+		goto err;
+	}
+	s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->dir_fd < 0) {
+		disk_errmsg(errmsg, "open directory %s: %s", dir, strerror(errno));
+		rv = KVD_EIO;
+		goto err;
+	}
+	rv = lock_dir(s, errmsg);
+	if (rv == 0) {
+		rv = raft_log_recovery_run(s, errmsg);
+	}
+	if (rv != 0) {
+		goto err;
+	}
+	if (errmsg != NULL) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "%s", s->notes);
+	}
+	*store = s;
+	return 0;
+err:
+	raft_log_store_close(s);
+	return rv;
+}
+
+void raft_log_store_close(struct raft_log_store *store)
+{
+	if (store == NULL) {
+		return;
+	}
+	if (store->fd >= 0) {
+		close(store->fd);
+	}
+	if (store->lock_fd >= 0) {
+		close(store->lock_fd); /* releases the flock */
+	}
+	if (store->dir_fd >= 0) {
+		close(store->dir_fd);
+	}
+	for (size_t i = 0; i < store->n_segs; i++) {
+		raft_segment_index_drop(&store->segs[i]);
+	}
+	free(store->segs);
+	free(store->buf);
+	free(store->dir);
+	free(store);
+}
+
+raft_index raft_log_store_first_index(const struct raft_log_store *store)
+{
+	return store->first_index;
+}
+
+raft_index raft_log_store_last_index(const struct raft_log_store *store)
+{
+	return store->last_index;
+}
+
+raft_term raft_log_store_last_term(const struct raft_log_store *store)
+{
+	return store->last_term;
+}
+
+static int write_at(int fd, const uint8_t *buf, size_t len, uint64_t offset)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t w = pwrite(fd, buf + done, len - done, (off_t)(offset + done));
+		if (w < 0 && errno == EINTR) {
+			continue;
+		}
+		if (w < 0) {
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	return 0;
+}
+
+/* After a failed fdatasync: cut the last segment back to what is known
+ * durable and forget the rest (see raft_log_store_sync in the header). */
+static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+	int rv = disk_errno_code(err);
+
+	disk_errmsg(errmsg, "fdatasync %s/%s: %s; entries after index %" PRIu64 " were dropped",
+		    s->dir, last->name, strerror(err), s->synced_index);
+	/* A segment created since the last sync gets its header written
+	 * again: the kernel may have dropped that page too. */
+	if (s->synced_size < RAFT_SEGMENT_HEADER_SIZE) {
+		uint8_t header[RAFT_SEGMENT_HEADER_SIZE];
+		raft_segment_header_encode(last, header);
+		s->synced_size = RAFT_SEGMENT_HEADER_SIZE;
+		if (ftruncate(s->fd, 0) != 0 || write_at(s->fd, header, sizeof(header), 0) != 0) {
+			s->synced_size = 0;
+		}
+	}
+	if (s->synced_size == 0 || ftruncate(s->fd, (off_t)s->synced_size) != 0 ||
+	    fdatasync(s->fd) != 0) {
+		s->failed = true;
+		disk_errmsg(errmsg,
+			    "fdatasync %s/%s: %s, and cutting back to offset %" PRIu64
+			    " failed: %s; the log must be reopened",
+			    s->dir, last->name, strerror(err), s->synced_size, strerror(errno));
+		return KVD_EIO;
+	}
+	last->size = s->synced_size;
+	last->last_index = s->synced_index;
+	last->last_term = s->synced_term;
+	last->sealed = false;
+	raft_log_store_bounds_update(s);
+	s->data_dirty = false;
+	return rv;
+}
+
+int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
+{
+	int rv;
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	if (store->data_dirty && store->fd >= 0 && fdatasync(store->fd) != 0) {
+		return sync_failed(store, errno, errmsg);
+	}
+	if (store->dir_dirty) {
+		rv = raft_log_store_dir_sync(store, errmsg);
+		if (rv != 0) {
+			store->failed = true;
+			return rv;
+		}
+	}
+	raft_log_store_mark_synced(store);
+	return 0;
+}
+
+/* Seals the full last segment and syncs it; the next append creates a new
+ * file. A failed seal write is harmless (retried on the next append). */
+static int rollover(struct raft_log_store *s, char *errmsg)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+	uint8_t seal[RAFT_SEGMENT_SEAL_SIZE];
+	size_t count = (size_t)(last->last_index - last->first_index + 1);
+	uint8_t off[8];
+	int rv;
+
+	disk_put_u64(off, last->offsets[count - 1]);
+	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
+				   off, sizeof(off));
+	if (write_at(s->fd, seal, sizeof(seal), last->size) != 0) {
+		if (ftruncate(s->fd, (off_t)last->size) != 0) {
+			s->failed = true;
+			disk_errmsg(errmsg, "truncate %s/%s: %s", s->dir, last->name,
+				    strerror(errno));
+			return KVD_EIO;
+		}
+		return 0;
+	}
+	last->size += sizeof(seal);
+	last->sealed = true;
+	s->data_dirty = true;
+	rv = raft_log_store_sync(s, errmsg);
+	if (rv != 0) {
+		return rv;
+	}
+	close(s->fd);
+	s->fd = -1;
+	return 0;
+}
+
+/* Creates a new last segment continuing the log. */
+static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
+{
+	struct raft_segment *seg;
+	int rv = raft_log_store_segs_reserve(s, s->n_segs + 1);
+	if (rv != 0) {
+		return rv;
+	}
+	seg = &s->segs[s->n_segs];
+	memset(seg, 0, sizeof(*seg));
+	seg->sequence = s->next_sequence;
+	seg->flags = flags;
+	seg->first_index = s->last_index + 1;
+	seg->prev_term = s->last_term;
+	rv = raft_segment_index_reserve(seg, 0);
+	if (rv != 0) {
+		raft_segment_index_drop(seg);
+		return rv;
+	}
+	rv = raft_segment_create(s->dir, s->dir_fd, seg, &s->fd, errmsg);
+	if (rv != 0) {
+		raft_segment_index_drop(seg);
+		return rv;
+	}
+	s->next_sequence++;
+	s->n_segs++;
+	s->dir_dirty = true;
+	s->data_dirty = true;
+	s->synced_size = 0; /* not even the header is durable yet */
+	return 0;
+}
+
+static int append_check(const struct raft_log_store *s, const struct raft_entry *entries, size_t n,
+			size_t *bytes, char *errmsg)
+{
+	raft_term term = s->last_term;
+	*bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct raft_entry *e = &entries[i];
+		if (e->index != s->last_index + 1 + i) {
+			disk_errmsg(errmsg,
+				    "append of index %" PRIu64 " where %" PRIu64 " expected",
+				    e->index, s->last_index + 1 + i);
+			return KVD_EINVAL;
+		}
+		if (e->term < term || e->term == 0) {
+			disk_errmsg(errmsg,
+				    "append of index %" PRIu64 " with term %" PRIu64
+				    " lower than %" PRIu64 " or zero",
+				    e->index, e->term, term);
+			return KVD_EINVAL;
+		}
+		if (e->type < RAFT_ENTRY_COMMAND || e->type > RAFT_ENTRY_CONFIG ||
+		    (e->len > 0 && e->data == NULL)) {
+			disk_errmsg(errmsg, "append of index %" PRIu64 ": bad type or data",
+				    e->index);
+			return KVD_EINVAL;
+		}
+		if (e->len > RAFT_LOG_STORE_MAX_ENTRY_SIZE) {
+			disk_errmsg(errmsg, "append of index %" PRIu64 ": %zu bytes is too large",
+				    e->index, e->len);
+			return KVD_ETOOBIG;
+		}
+		term = e->term;
+		*bytes += RAFT_SEGMENT_RECORD_HEADER_SIZE + e->len;
+	}
+	return 0;
+}
+
+int raft_log_store_append(struct raft_log_store *store, const struct raft_entry *entries, size_t n,
+			  char *errmsg)
+{
+	struct raft_segment *seg;
+	uint64_t off;
+	size_t bytes;
+	size_t count;
+	int rv;
+
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	rv = append_check(store, entries, n, &bytes, errmsg);
+	if (rv != 0 || n == 0) {
+		return rv;
+	}
+	rv = buf_reserve(store, bytes);
+	if (rv != 0) {
+		return rv;
+	}
+	if (store->fd < 0) {
+		rv = seg_start(store, 0, errmsg);
+		if (rv != 0) {
+			return rv;
+		}
+	}
+	seg = raft_log_store_last_segment(store);
+	rv = raft_segment_index_reserve(seg, n);
+	if (rv != 0) {
+		return rv;
+	}
+	count = (size_t)(seg->last_index + 1 - seg->first_index);
+	off = 0;
+	for (size_t i = 0; i < n; i++) {
+		seg->offsets[count + i] = seg->size + off;
+		seg->terms[count + i] = entries[i].term;
+		off += raft_segment_record_encode(store->buf + off, entries[i].index,
+						  entries[i].term, (uint32_t)entries[i].type,
+						  entries[i].data, (uint32_t)entries[i].len);
+	}
+	if (write_at(store->fd, store->buf, bytes, seg->size) != 0) {
+		rv = disk_errno_code(errno);
+		disk_errmsg(errmsg, "write %s/%s at offset %" PRIu64 ": %s", store->dir, seg->name,
+			    seg->size, strerror(errno));
+		/* Cut the partial batch so the next append starts at a record
+		 * boundary. */
+		if (ftruncate(store->fd, (off_t)seg->size) != 0) {
+			store->failed = true;
+			rv = KVD_EIO;
+		}
+		return rv;
+	}
+	seg->size += bytes;
+	seg->last_index += n;
+	seg->last_term = entries[n - 1].term;
+	raft_log_store_bounds_update(store);
+	store->data_dirty = true;
+	if (seg->size >= store->segment_size) {
+		rv = rollover(store, errmsg);
+	}
+	return rv;
+}
+
+/* One contiguous run of records inside one segment, found by a read's first
+ * pass. */
+struct read_chunk {
+	size_t seg;
+	uint64_t start; /* bytes: offset of the first record */
+	uint64_t end;	/* bytes: offset after the last record */
+	raft_index first;
+	size_t count;
+};
+
+/* First pass: which records, and how many payload bytes. */
+static int read_plan(struct raft_log_store *s, raft_index from, raft_index to, size_t max_bytes,
+		     struct read_chunk **chunks, size_t *n_chunks, size_t *n, size_t *bytes,
+		     char *errmsg)
+{
+	struct read_chunk *c = NULL;
+	size_t nc = 0;
+	raft_index index = from;
+	int rv = 0;
+
+	*n = 0;
+	*bytes = 0;
+	index_evict(s);
+	for (size_t i = seg_find(s, from); index <= to && i < s->n_segs; i++) {
+		struct raft_segment *seg = &s->segs[i];
+		size_t count = (size_t)(seg->last_index + 1 - seg->first_index);
+		uint64_t records_end = seg->sealed ? seg->size - RAFT_SEGMENT_SEAL_SIZE : seg->size;
+		struct read_chunk *grown;
+		rv = index_load(s, i, errmsg);
+		if (rv != 0) {
+			break;
+		}
+		grown = realloc(c, (nc + 1) * sizeof(*c));
+		if (grown == NULL) {
+			rv = KVD_ENOMEM;
+			break;
+		}
+		c = grown;
+		c[nc] = (struct read_chunk){.seg = i, .first = index};
+		c[nc].start = seg->offsets[index - seg->first_index];
+		while (index <= to && index <= seg->last_index) {
+			size_t k = (size_t)(index - seg->first_index);
+			uint64_t end = k + 1 < count ? seg->offsets[k + 1] : records_end;
+			size_t len =
+			    (size_t)(end - seg->offsets[k]) - RAFT_SEGMENT_RECORD_HEADER_SIZE;
+			if (max_bytes > 0 && *n > 0 && *bytes + len > max_bytes) {
+				to = index - 1; /* stop here */
+				break;
+			}
+			*bytes += len;
+			(*n)++;
+			c[nc].count++;
+			c[nc].end = end;
+			index++;
+		}
+		if (c[nc].count > 0) {
+			nc++;
+		}
+	}
+	if (rv != 0) {
+		free(c);
+		return rv;
+	}
+	*chunks = c;
+	*n_chunks = nc;
+	return 0;
+}
+
+/* Second pass: read one chunk, verify its records, copy the payloads. */
+static int read_chunk(struct raft_log_store *s, const struct read_chunk *c, struct raft_entry *out,
+		      uint8_t **data, char *errmsg)
+{
+	struct raft_segment *seg = &s->segs[c->seg];
+	size_t len = (size_t)(c->end - c->start);
+	uint64_t pos = 0;
+	int rv;
+	int fd;
+
+	rv = buf_reserve(s, len);
+	if (rv != 0) {
+		return rv;
+	}
+	fd = openat(s->dir_fd, seg->name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		disk_errmsg(errmsg, "open %s/%s: %s", s->dir, seg->name, strerror(errno));
+		return KVD_EIO;
+	}
+	for (size_t done = 0; done < len;) {
+		ssize_t r = pread(fd, s->buf + done, len - done, (off_t)(c->start + done));
+		if (r <= 0 && !(r < 0 && errno == EINTR)) {
+			disk_errmsg(errmsg, "read %s/%s at offset %" PRIu64 ": %s", s->dir,
+				    seg->name, c->start + done,
+				    r == 0 ? "short file" : strerror(errno));
+			close(fd);
+			return KVD_EIO;
+		}
+		done += r > 0 ? (size_t)r : 0;
+	}
+	close(fd);
+	for (size_t i = 0; i < c->count; i++) {
+		struct raft_segment_record r;
+		const char *why = "index or term differ from the index";
+		raft_index index = c->first + i;
+		if (raft_segment_record_decode(s->buf + pos, len - pos, &r, &why) != 0 ||
+		    r.index != index || r.term != seg->terms[index - seg->first_index] ||
+		    r.type == RAFT_SEGMENT_TYPE_SEAL) {
+			disk_errmsg(errmsg,
+				    "segment file %s/%s: bad record at offset %" PRIu64 " (%s)",
+				    s->dir, seg->name, c->start + pos, why);
+			return KVD_ECORRUPT;
+		}
+		out[i].index = r.index;
+		out[i].term = r.term;
+		out[i].type = (enum raft_entry_type)r.type;
+		out[i].len = r.len;
+		out[i].data = NULL;
+		if (r.len > 0) {
+			memcpy(*data, r.payload, r.len);
+			out[i].data = *data;
+			*data += r.len;
+		}
+		pos += r.size;
+	}
+	return 0;
+}
+
+int raft_log_store_read(struct raft_log_store *store, raft_index from, raft_index to,
+			size_t max_bytes, struct raft_entry **entries, size_t *n, char *errmsg)
+{
+	struct read_chunk *chunks = NULL;
+	struct raft_entry *out;
+	size_t n_chunks = 0;
+	size_t count = 0;
+	size_t bytes = 0;
+	size_t done = 0;
+	uint8_t *data;
+	int rv;
+
+	if (from > to) {
+		return KVD_EINVAL;
+	}
+	if (from < store->first_index) {
+		disk_errmsg(errmsg, "index %" PRIu64 " is before the first index %" PRIu64, from,
+			    store->first_index);
+		return KVD_ECOMPACTED;
+	}
+	if (to > store->last_index) {
+		disk_errmsg(errmsg, "index %" PRIu64 " is after the last index %" PRIu64, to,
+			    store->last_index);
+		return KVD_ENOTFOUND;
+	}
+	rv = read_plan(store, from, to, max_bytes, &chunks, &n_chunks, &count, &bytes, errmsg);
+	if (rv != 0) {
+		return rv;
+	}
+	out = malloc(count * sizeof(*out) + bytes + 1);
+	if (out == NULL) {
+		rv = KVD_ENOMEM;
+		goto err_chunks;
+	}
+	data = (uint8_t *)(out + count);
+	for (size_t i = 0; i < n_chunks; i++) {
+		rv = read_chunk(store, &chunks[i], out + done, &data, errmsg);
+		if (rv != 0) {
+			free(out);
+			goto err_chunks;
+		}
+		done += chunks[i].count;
+	}
+	*entries = out;
+	*n = count;
+err_chunks:
+	free(chunks);
+	return rv;
+}
+
+int raft_log_store_term_at(struct raft_log_store *store, raft_index index, raft_term *term,
+			   char *errmsg)
+{
+	struct raft_segment *seg;
+	size_t i;
+	int rv;
+
+	if (index > store->last_index) {
+		disk_errmsg(errmsg, "index %" PRIu64 " is after the last index %" PRIu64, index,
+			    store->last_index);
+		return KVD_ENOTFOUND;
+	}
+	if (index + 1 < store->first_index) {
+		disk_errmsg(errmsg, "index %" PRIu64 " is before the first index %" PRIu64, index,
+			    store->first_index);
+		return KVD_ECOMPACTED;
+	}
+	if (store->n_segs == 0) {
+		*term = store->last_term; /* index == last_index */
+		return 0;
+	}
+	if (index + 1 == store->first_index) {
+		*term = store->segs[0].prev_term;
+		return 0;
+	}
+	i = seg_find(store, index);
+	seg = &store->segs[i];
+	if (index == seg->last_index) {
+		*term = seg->last_term;
+		return 0;
+	}
+	index_evict(store);
+	rv = index_load(store, i, errmsg);
+	if (rv == 0) {
+		*term = seg->terms[index - seg->first_index];
+	}
+	return rv;
+}
+
+int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char *errmsg)
+{
+	struct raft_segment *seg;
+	size_t i;
+	size_t k;
+	int rv;
+
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	if (from > store->last_index + 1) {
+		disk_errmsg(errmsg, "truncate from %" PRIu64 " after the last index %" PRIu64, from,
+			    store->last_index);
+		return KVD_EINVAL;
+	}
+	if (from == store->last_index + 1) {
+		return 0;
+	}
+	if (from < store->first_index) {
+		disk_errmsg(errmsg, "truncate from %" PRIu64 " before the first index %" PRIu64,
+			    from, store->first_index);
+		return KVD_ECOMPACTED;
+	}
+	i = seg_find(store, from);
+	rv = index_load(store, i, errmsg);
+	if (rv != 0) {
+		return rv;
+	}
+	/* Newest first, so a crash in between leaves a contiguous prefix. */
+	while (store->n_segs > i + 1) {
+		if (store->fd >= 0) {
+			close(store->fd);
+			store->fd = -1;
+		}
+		rv = raft_log_store_segment_remove(store, store->n_segs - 1, errmsg);
+		if (rv != 0) {
+			store->failed = true;
+			return rv;
+		}
+	}
+	seg = &store->segs[i];
+	if (store->fd < 0) {
+		store->fd = openat(store->dir_fd, seg->name, O_RDWR | O_CLOEXEC);
+		if (store->fd < 0) {
+			disk_errmsg(errmsg, "open %s/%s: %s", store->dir, seg->name,
+				    strerror(errno));
+			store->failed = true;
+			return KVD_EIO;
+		}
+	}
+	k = (size_t)(from - seg->first_index);
+	if (ftruncate(store->fd, (off_t)seg->offsets[k]) != 0 || fdatasync(store->fd) != 0) {
+		disk_errmsg(errmsg, "truncate %s/%s at offset %" PRIu64 ": %s", store->dir,
+			    seg->name, seg->offsets[k], strerror(errno));
+		store->failed = true;
+		return disk_errno_code(errno);
+	}
+	seg->size = seg->offsets[k];
+	seg->last_index = from - 1;
+	seg->last_term = k > 0 ? seg->terms[k - 1] : seg->prev_term;
+	seg->sealed = false;
+	raft_log_store_bounds_update(store);
+	raft_log_store_mark_synced(store);
+	return 0;
+}
+
+int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, char *errmsg)
+{
+	int rv = 0;
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	while (store->n_segs > 1 && store->segs[0].last_index <= up_to) {
+		rv = raft_log_store_segment_remove(store, 0, errmsg);
+		if (rv != 0) {
+			break;
+		}
+	}
+	raft_log_store_bounds_update(store);
+	return rv;
+}
+
+int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_term term,
+			 char *errmsg)
+{
+	size_t old = store->n_segs;
+	raft_index old_last = store->last_index;
+	raft_term old_term = store->last_term;
+	int old_fd;
+	int rv;
+
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	old_fd = store->fd;
+	store->fd = -1;
+	store->last_index = index;
+	store->last_term = term;
+	rv = seg_start(store, RAFT_SEGMENT_FLAG_BASE, errmsg);
+	if (rv != 0) {
+		/* No new file: the old log stands, unchanged and usable. */
+		store->fd = old_fd;
+		store->last_index = old_last;
+		store->last_term = old_term;
+		return rv;
+	}
+	if (old_fd >= 0) {
+		close(old_fd);
+	}
+	if (fdatasync(store->fd) != 0) {
+		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,
+			    raft_log_store_last_segment(store)->name, strerror(errno));
+		rv = disk_errno_code(errno);
+	}
+	if (rv == 0) {
+		rv = raft_log_store_dir_sync(store, errmsg);
+	}
+	if (rv != 0) {
+		/* The old files are all still there and win at the next open
+		 * only if the base segment never became durable. */
+		store->failed = true;
+		return rv;
+	}
+	/* The base segment is durable: the old files are now obsolete, and
+	 * open removes any that a crash leaves behind. */
+	for (size_t i = 0; i < old; i++) {
+		rv = raft_log_store_segment_remove(store, 0, errmsg);
+		if (rv != 0) {
+			store->failed = true;
+			return rv;
+		}
+	}
+	raft_log_store_bounds_update(store);
+	raft_log_store_mark_synced(store);
+	return 0;
+}

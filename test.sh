@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds kvd twice (Release; Debug with ASan+UBSan,
+# warnings as errors in both) and runs every test: Check unit tests and the
+# deterministic simulation through ctest, then the integration tests that
+# start real kvd processes. Ends with one line "N passed, N failed".
+#
+# Environment: KVD_TEST_FILTER=pattern runs only matching integration tests;
+# KVD_SOAK=1 adds the long opt-in runs (simulation seeds, soak tests).
+set -uo pipefail
+cd "$(dirname "$0")"
+. tools/deps.sh
+kvd_ensure_deps test || exit 1
+
+passed=0
+failed=0
+skipped=0
+jobs=$(nproc)
+
+build() {
+	local dir=$1
+	shift
+	cmake -S . -B "$dir" -DKVD_WERROR=ON "$@" >/dev/null &&
+		cmake --build "$dir" -j"$jobs" 2>&1 | grep -E "error|warning|Error" || true
+	[ "${PIPESTATUS[0]}" = 0 ] || return 1
+	cmake --build "$dir" -j"$jobs" >/dev/null 2>&1
+}
+
+count_ctest() {
+	local log=$1
+	local line total fails
+	line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1)
+	if [ -z "$line" ]; then
+		failed=$((failed + 1))
+		return
+	fi
+	fails=$(echo "$line" | sed -E 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\1/')
+	total=$(echo "$line" | sed -E 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2/')
+	skips=$(grep -c "(Skipped)" "$log" || true)
+	passed=$((passed + total - fails - skips))
+	failed=$((failed + fails))
+	skipped=$((skipped + skips))
+}
+
+echo "== build (Release)"
+if ! build build -DCMAKE_BUILD_TYPE=Release; then
+	echo "build failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+echo "== build (Debug, ASan+UBSan)"
+if ! build build-asan -DCMAKE_BUILD_TYPE=Debug -DKVD_SANITIZE=ON; then
+	echo "sanitizer build failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+if command -v clang-format >/dev/null && [ -f .clang-format ]; then
+	echo "== clang-format"
+	bad=$(git ls-files '*.c' '*.h' 2>/dev/null | xargs -r clang-format --dry-run -Werror 2>&1 | grep -c "error:" || true)
+	if [ "$bad" != "0" ]; then
+		echo "clang-format: $bad formatting differences (run clang-format -i)"
+		failed=$((failed + 1))
+	else
+		passed=$((passed + 1))
+	fi
+fi
+
+echo "== unit and simulation tests (Release)"
+ctest --test-dir build --output-on-failure -j"$jobs" 2>&1 | tee build/ctest.log | grep -E "tests passed|Failed|\*\*\*" || true
+count_ctest build/ctest.log
+
+echo "== unit and simulation tests (ASan+UBSan)"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	KVD_SIM_QUICK=1 ctest --test-dir build-asan --output-on-failure -j"$jobs" 2>&1 |
+	tee build-asan/ctest.log | grep -E "tests passed|Failed|\*\*\*" || true
+count_ctest build-asan/ctest.log
+
+echo "== integration tests (real kvd processes)"
+export KVD_BIN="$PWD/build/api/kvd"
+python3 -m unittest discover -s tests/integration -p 'test_*.py' -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"} 2>&1 | tee build/integration.log | grep -E "^(test_|Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
+ran=$(grep -E "^Ran [0-9]+ test" build/integration.log | sed -E 's/Ran ([0-9]+).*/\1/')
+ran=${ran:-0}
+ifail=$(grep -E "^FAILED \(" build/integration.log | grep -oE "(failures|errors)=[0-9]+" | cut -d= -f2 | awk '{s+=$1} END {print s+0}')
+ifail=${ifail:-0}
+iskip=$(grep -E "^(OK|FAILED) \(" build/integration.log | grep -oE "skipped=[0-9]+" | cut -d= -f2)
+iskip=${iskip:-0}
+if [ "$ran" = 0 ] && ! grep -qE "^OK" build/integration.log; then
+	ifail=$((ifail + 1))
+fi
+passed=$((passed + ran - ifail - iskip))
+failed=$((failed + ifail))
+
+skipped=$((skipped + iskip))
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+[ "$failed" = 0 ]

@@ -1,0 +1,232 @@
+/*
+ * test_command.c: the PUT/DELETE/CLEAR text commands: encode/parse round
+ * trips (values with spaces, tabs, newlines, NULs, emoji), key validation,
+ * and rejection of malformed bytes without crashing.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/command.h"
+
+static void roundtrip_put(const char *key, const char *value, size_t value_len)
+{
+	struct engine_command cmd;
+	void *buf = NULL;
+	size_t len = 0;
+
+	ck_assert_int_eq(
+	    engine_command_encode_put_alloc(key, strlen(key), value, value_len, &buf, &len), 0);
+	ck_assert_uint_eq(len, ENGINE_COMMAND_PUT_SIZE(strlen(key), value_len));
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_PUT);
+	ck_assert_uint_eq(cmd.key_len, strlen(key));
+	ck_assert_mem_eq(cmd.key, key, cmd.key_len);
+	ck_assert_uint_eq(cmd.value_len, value_len);
+	if (value_len > 0) {
+		ck_assert_mem_eq(cmd.value, value, value_len);
+	}
+	free(buf);
+}
+
+START_TEST(test_engine_command_parse_put_roundtrip)
+{
+	roundtrip_put("a", "b", 1);
+	roundtrip_put("user:42.name_x-y", "hello world", 11);
+	roundtrip_put("k", "  leading and trailing  ", 24);
+	roundtrip_put("k", "tab\there\nnew line\r\n", 20);
+	roundtrip_put("k", "emoji \xF0\x9F\x98\x80 caf\xC3\xA9", 16);
+	roundtrip_put("k", "nul\0inside", 10);
+	roundtrip_put("k", "PUT x y", 7);
+	roundtrip_put("k", "", 0);
+}
+END_TEST
+
+START_TEST(test_engine_command_parse_put_text_form)
+{
+	const char *text = "PUT greeting hello there\tworld\n";
+	struct engine_command cmd;
+
+	ck_assert_int_eq(engine_command_parse(text, strlen(text), &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_PUT);
+	ck_assert_uint_eq(cmd.key_len, 8);
+	ck_assert_mem_eq(cmd.key, "greeting", 8);
+	ck_assert_uint_eq(cmd.value_len, strlen("hello there\tworld\n"));
+	ck_assert_mem_eq(cmd.value, "hello there\tworld\n", cmd.value_len);
+}
+END_TEST
+
+START_TEST(test_engine_command_parse_delete_and_clear)
+{
+	struct engine_command cmd;
+	char buf[64];
+	size_t len = 0;
+
+	ck_assert_int_eq(engine_command_encode_delete("some.key", 8, buf, sizeof(buf), &len), 0);
+	ck_assert_uint_eq(len, 15);
+	ck_assert_mem_eq(buf, "DELETE some.key", 15);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_DELETE);
+	ck_assert_mem_eq(cmd.key, "some.key", 8);
+	ck_assert_uint_eq(cmd.key_len, 8);
+
+	ck_assert_int_eq(engine_command_encode_clear(buf, sizeof(buf), &len), 0);
+	ck_assert_uint_eq(len, 5);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_CLEAR);
+}
+END_TEST
+
+START_TEST(test_engine_command_parse_malformed)
+{
+	static const char *bad[] = {
+	    "",
+	    "PUT",
+	    "PUT ",
+	    "PUT k",
+	    "PUT  v",
+	    "put k v",
+	    "PUT k/x v",
+	    "PUT k\tx v",
+	    "DELETE",
+	    "DELETE ",
+	    "DELETE k ",
+	    "DELETE k v",
+	    "DELETE a/b",
+	    "CLEAR ",
+	    "CLEARX",
+	    "clear",
+	    "NOOP",
+	    "GET k",
+	    "PUTk v",
+	    "DELETEk",
+	    " PUT k v",
+	    "PUT \xff v",
+	    "DELETE \xc3\xa9",
+	};
+	struct engine_command cmd = {0};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(engine_command_parse(bad[i], strlen(bad[i]), &cmd) == KVD_EINVAL,
+			      "accepted malformed command %zu: '%s'", i, bad[i]);
+	}
+	ck_assert_int_eq(engine_command_parse(NULL, 0, &cmd), KVD_EINVAL);
+	ck_assert_int_eq(engine_command_parse("CLEAR\0", 6, &cmd), KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_engine_command_parse_random_bytes)
+{
+	/* Random input must never crash; whatever parses must re-encode to the
+	 * same bytes (parse accepts only what encode produces). */
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	unsigned char buf[64];
+	static const char *prefixes[] = {"PUT ", "DELETE ", "CLEAR", ""};
+
+	for (int iter = 0; iter < 20000; iter++) {
+		struct engine_command cmd;
+		const char *pre = prefixes[iter % 4];
+		size_t plen = strlen(pre);
+		size_t len;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		len = plen + seed % (sizeof(buf) - plen);
+		memcpy(buf, pre, plen);
+		for (size_t i = plen; i < len; i++) {
+			seed ^= seed << 13;
+			seed ^= seed >> 7;
+			seed ^= seed << 17;
+			/* Bias towards key characters and spaces. */
+			buf[i] = (seed & 3) == 0   ? ' '
+				 : (seed & 3) == 1 ? 'a'
+						   : (unsigned char)(seed >> 8);
+		}
+		if (engine_command_parse(buf, len, &cmd) == 0) {
+			char out[128];
+			size_t olen = 0;
+			int rv =
+			    cmd.type == ENGINE_COMMAND_PUT
+				? engine_command_encode_put(cmd.key, cmd.key_len, cmd.value,
+							    cmd.value_len, out, sizeof(out), &olen)
+			    : cmd.type == ENGINE_COMMAND_DELETE
+				? engine_command_encode_delete(cmd.key, cmd.key_len, out,
+							       sizeof(out), &olen)
+				: engine_command_encode_clear(out, sizeof(out), &olen);
+			ck_assert_int_eq(rv, 0);
+			ck_assert_uint_eq(olen, len);
+			ck_assert_mem_eq(out, buf, len);
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_engine_key_valid_rules)
+{
+	char big[ENGINE_KEY_MAX + 1];
+
+	ck_assert(engine_key_valid("azAZ09:_.-", 10));
+	ck_assert(!engine_key_valid("", 0));
+	ck_assert(!engine_key_valid(NULL, 3));
+	ck_assert(!engine_key_valid("a b", 3));
+	ck_assert(!engine_key_valid("a/b", 3));
+	ck_assert(!engine_key_valid("a%20", 4));
+	ck_assert(!engine_key_valid("caf\xc3\xa9", 5));
+	ck_assert(!engine_key_valid("a\0b", 3));
+	memset(big, 'k', sizeof(big));
+	ck_assert(engine_key_valid(big, ENGINE_KEY_MAX));
+	ck_assert(!engine_key_valid(big, ENGINE_KEY_MAX + 1));
+}
+END_TEST
+
+START_TEST(test_engine_command_encode_errors)
+{
+	char buf[8];
+	size_t len = 0;
+	void *p = NULL;
+
+	ck_assert_int_eq(engine_command_encode_put("a b", 3, "v", 1, buf, sizeof(buf), &len),
+			 KVD_EINVAL);
+	ck_assert_int_eq(engine_command_encode_put("key", 3, "value", 5, buf, sizeof(buf), &len),
+			 KVD_ETOOBIG);
+	ck_assert_int_eq(engine_command_encode_put("ke", 2, "v", 1, buf, sizeof(buf), &len), 0);
+	ck_assert_uint_eq(len, 8);
+	ck_assert_int_eq(engine_command_encode_delete("", 0, buf, sizeof(buf), &len), KVD_EINVAL);
+	ck_assert_int_eq(engine_command_encode_delete("k", 1, buf, 7, &len), KVD_ETOOBIG);
+	ck_assert_int_eq(engine_command_encode_clear(buf, 4, &len), KVD_ETOOBIG);
+	ck_assert_int_eq(engine_command_encode_delete_alloc("bad key", 7, &p, &len), KVD_EINVAL);
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(engine_command_encode_clear_alloc(&p, &len), 0);
+	ck_assert_mem_eq(p, "CLEAR", 5);
+	free(p);
+}
+END_TEST
+
+static Suite *command_suite(void)
+{
+	Suite *s = suite_create("command");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_engine_command_parse_put_roundtrip);
+	tcase_add_test(tc, test_engine_command_parse_put_text_form);
+	tcase_add_test(tc, test_engine_command_parse_delete_and_clear);
+	tcase_add_test(tc, test_engine_command_parse_malformed);
+	tcase_add_test(tc, test_engine_command_parse_random_bytes);
+	tcase_add_test(tc, test_engine_key_valid_rules);
+	tcase_add_test(tc, test_engine_command_encode_errors);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(command_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,711 @@
+/*
+ * test_engine.c: the LevelDB state machine on real LevelDB directories:
+ * apply/get/delete, the applied index stored in the same batch as the data,
+ * atomicity of a batch (including a process killed mid-stream), ordering
+ * checks, CLEAR by generation and the background deleter (inspected with a
+ * raw LevelDB iterator), views, iterators, swap and disk-full mapping.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <leveldb/c.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+
+static char tmpdir[64];
+static char dbdir[128];
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void rm_tree(const char *path)
+{
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kvd-test-engine-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(dbdir, sizeof(dbdir), "%s/db", tmpdir);
+}
+
+static void teardown(void)
+{
+	rm_tree(tmpdir);
+}
+
+static struct engine *open_engine(const struct engine_options *opts)
+{
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct engine *e = NULL;
+	int rv = engine_open(dbdir, opts, &e, errmsg);
+
+	ck_assert_msg(rv == 0, "engine_open: %d %s", rv, errmsg);
+	return e;
+}
+
+static int apply_cmd(struct engine *e, uint64_t index, uint64_t term, const char *text)
+{
+	struct engine_entry entry = {index, term, ENGINE_ENTRY_COMMAND, text, strlen(text)};
+	return engine_apply(e, &entry, 1, NULL);
+}
+
+static void assert_value(struct engine *e, const char *key, const char *want)
+{
+	void *v = NULL;
+	size_t n = 0;
+	int rv = engine_get(e, key, strlen(key), &v, &n);
+
+	if (want == NULL) {
+		ck_assert_msg(rv == KVD_ENOTFOUND, "key %s: want not found, got %d", key, rv);
+		return;
+	}
+	ck_assert_msg(rv == 0, "key %s: get returned %d", key, rv);
+	ck_assert_uint_eq(n, strlen(want));
+	ck_assert_mem_eq(v, want, n);
+	free(v);
+}
+
+/* Counts raw LevelDB keys that start with 'd' + gen (gen 0: any 'd' key). */
+static size_t raw_count_data(const char *dir, uint64_t gen)
+{
+	leveldb_options_t *o = leveldb_options_create();
+	leveldb_readoptions_t *ro = leveldb_readoptions_create();
+	leveldb_iterator_t *it;
+	char *err = NULL;
+	leveldb_t *db = leveldb_open(o, dir, &err);
+	unsigned char prefix[9] = {'d'};
+	size_t plen = gen == 0 ? 1 : 9;
+	size_t count = 0;
+
+	ck_assert_msg(err == NULL, "raw open: %s", err);
+	for (int i = 0; i < 8; i++) {
+		prefix[1 + i] = (unsigned char)(gen >> (56 - 8 * i));
+	}
+	it = leveldb_create_iterator(db, ro);
+	for (leveldb_iter_seek(it, (const char *)prefix, plen); leveldb_iter_valid(it);
+	     leveldb_iter_next(it)) {
+		size_t klen;
+		const char *k = leveldb_iter_key(it, &klen);
+		if (klen < plen || memcmp(k, prefix, plen) != 0) {
+			break;
+		}
+		count++;
+	}
+	leveldb_iter_destroy(it);
+	leveldb_close(db);
+	leveldb_readoptions_destroy(ro);
+	leveldb_options_destroy(o);
+	return count;
+}
+
+START_TEST(test_engine_open_fresh)
+{
+	struct engine *e = open_engine(NULL);
+	uint64_t index = 99, term = 99;
+	void *cfg;
+	size_t n;
+
+	engine_applied(e, &index, &term);
+	ck_assert_uint_eq(index, 0);
+	ck_assert_uint_eq(term, 0);
+	assert_value(e, "nothing", NULL);
+	ck_assert_int_eq(engine_config_get(e, &cfg, &n), KVD_ENOTFOUND);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_apply_put_get_delete)
+{
+	struct engine *e = open_engine(NULL);
+	uint64_t index, term;
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT a hello world"), 0);
+	ck_assert_int_eq(apply_cmd(e, 2, 1, "PUT b tab\there\nemoji \xF0\x9F\x98\x80"), 0);
+	assert_value(e, "a", "hello world");
+	assert_value(e, "b", "tab\there\nemoji \xF0\x9F\x98\x80");
+	ck_assert_int_eq(apply_cmd(e, 3, 2, "PUT a replaced"), 0);
+	assert_value(e, "a", "replaced");
+	ck_assert_int_eq(apply_cmd(e, 4, 2, "DELETE a"), 0);
+	assert_value(e, "a", NULL);
+	ck_assert_int_eq(apply_cmd(e, 5, 2, "DELETE never-existed"), 0);
+	engine_applied(e, &index, &term);
+	ck_assert_uint_eq(index, 5);
+	ck_assert_uint_eq(term, 2);
+	ck_assert_int_eq(engine_get(e, "bad key", 7, &(void *){NULL}, &(size_t){0}), KVD_EINVAL);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_apply_persists_index_across_reopen)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry entries[3] = {
+	    {10, 3, ENGINE_ENTRY_COMMAND, "PUT x 1", 7},
+	    {11, 3, ENGINE_ENTRY_OTHER, NULL, 0},
+	    {12, 4, ENGINE_ENTRY_COMMAND, "PUT y 2", 7},
+	};
+	uint64_t index, term;
+
+	ck_assert_int_eq(engine_apply(e, entries, 3, NULL), 0);
+	engine_close(e);
+	e = open_engine(NULL);
+	engine_applied(e, &index, &term);
+	ck_assert_uint_eq(index, 12);
+	ck_assert_uint_eq(term, 4);
+	assert_value(e, "x", "1");
+	assert_value(e, "y", "2");
+	/* Replay continues after the stored index. */
+	ck_assert_int_eq(apply_cmd(e, 12, 4, "PUT z 3"), KVD_EINVAL);
+	ck_assert_int_eq(apply_cmd(e, 13, 4, "PUT z 3"), 0);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_apply_rejects_non_increasing_index)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry bad_order[3] = {
+	    {2, 1, ENGINE_ENTRY_COMMAND, "PUT p 1", 7},
+	    {4, 1, ENGINE_ENTRY_COMMAND, "PUT q 1", 7},
+	    {4, 1, ENGINE_ENTRY_COMMAND, "PUT r 1", 7},
+	};
+	struct engine_entry bad_type = {9, 1, (enum engine_entry_type)42, NULL, 0};
+	uint64_t index, term;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT a 1"), 0);
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT a 2"), KVD_EINVAL);
+	ck_assert_int_eq(apply_cmd(e, 0, 1, "PUT a 2"), KVD_EINVAL);
+	/* One bad entry rejects the whole batch: nothing of it is written. */
+	ck_assert_int_eq(engine_apply(e, bad_order, 3, errmsg), KVD_EINVAL);
+	ck_assert(strlen(errmsg) > 0);
+	ck_assert_int_eq(engine_apply(e, &bad_type, 1, NULL), KVD_EINVAL);
+	assert_value(e, "a", "1");
+	assert_value(e, "p", NULL);
+	assert_value(e, "q", NULL);
+	engine_applied(e, &index, &term);
+	ck_assert_uint_eq(index, 1);
+	ck_assert_int_eq(engine_apply(e, bad_order, 2, NULL), 0);
+	assert_value(e, "q", "1");
+	engine_close(e);
+}
+END_TEST
+
+static int log_calls;
+static void count_log(void *data, const char *msg)
+{
+	(void)data;
+	ck_assert_ptr_nonnull(strstr(msg, "malformed"));
+	log_calls++;
+}
+
+START_TEST(test_engine_apply_skips_malformed_command)
+{
+	struct engine_options opts = {.log_cb = count_log};
+	struct engine *e;
+	struct engine_entry entries[3] = {
+	    {1, 1, ENGINE_ENTRY_COMMAND, "PUT ok 1", 8},
+	    {2, 1, ENGINE_ENTRY_COMMAND, "FROB \xff\xfe", 7},
+	    {3, 1, ENGINE_ENTRY_COMMAND, "PUT bad/key v", 13},
+	};
+	uint64_t index, term;
+
+	log_calls = 0;
+	e = open_engine(&opts);
+	ck_assert_int_eq(engine_apply(e, entries, 3, NULL), 0);
+	ck_assert_uint_eq(engine_malformed_count(e), 2);
+	ck_assert_int_eq(log_calls, 2);
+	engine_applied(e, &index, &term);
+	ck_assert_uint_eq(index, 3);
+	assert_value(e, "ok", "1");
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_apply_stores_config)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry entries[2] = {
+	    {1, 1, ENGINE_ENTRY_CONFIG, "cfg-one", 7},
+	    {2, 1, ENGINE_ENTRY_CONFIG, "cfg\0two", 7},
+	};
+	void *cfg = NULL;
+	size_t n = 0;
+
+	ck_assert_int_eq(engine_apply(e, entries, 1, NULL), 0);
+	ck_assert_int_eq(engine_config_get(e, &cfg, &n), 0);
+	ck_assert_uint_eq(n, 7);
+	ck_assert_mem_eq(cfg, "cfg-one", 7);
+	free(cfg);
+	ck_assert_int_eq(engine_apply(e, entries + 1, 1, NULL), 0);
+	engine_close(e);
+	e = open_engine(NULL);
+	ck_assert_int_eq(engine_config_get(e, &cfg, &n), 0);
+	ck_assert_uint_eq(n, 7);
+	ck_assert_mem_eq(cfg, "cfg\0two", 7);
+	free(cfg);
+	engine_close(e);
+}
+END_TEST
+
+/* A child applies batches of 100 PUTs ("k<index>") forever; the parent kills
+ * it with SIGKILL at a random point. After reopening, every key up to the
+ * stored applied index must exist and none after it: index and data were
+ * written in one batch. */
+START_TEST(test_engine_apply_batch_atomic_when_killed)
+{
+	struct engine *e;
+	uint64_t index, term;
+	pid_t pid;
+	char key[32];
+
+	int ready[2];
+	char byte;
+
+	ck_assert_int_eq(pipe(ready), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct engine *ce = NULL;
+		char texts[100][48];
+		struct engine_entry entries[100];
+		if (engine_open(dbdir, NULL, &ce, NULL) != 0) {
+			_exit(2);
+		}
+		for (uint64_t base = 1;; base += 100) {
+			for (int i = 0; i < 100; i++) {
+				snprintf(texts[i], sizeof(texts[i]), "PUT k%llu value-%d",
+					 (unsigned long long)(base + (uint64_t)i), i);
+				entries[i] = (struct engine_entry){base + (uint64_t)i, 1,
+								   ENGINE_ENTRY_COMMAND, texts[i],
+								   strlen(texts[i])};
+			}
+			if (engine_apply(ce, entries, 100, NULL) != 0) {
+				_exit(3);
+			}
+			if (base == 1 && write(ready[1], "r", 1) != 1) {
+				_exit(4);
+			}
+		}
+	}
+	/* Kill it some time after its first batch, mid-stream. */
+	ck_assert_int_eq(read(ready[0], &byte, 1), 1);
+	usleep(100 * 1000 + (useconds_t)(time(NULL) % 7) * 20 * 1000);
+	kill(pid, SIGKILL);
+	close(ready[0]);
+	close(ready[1]);
+	waitpid(pid, NULL, 0);
+
+	e = open_engine(NULL);
+	engine_applied(e, &index, &term);
+	ck_assert_msg(index >= 100, "child's first batch lost");
+	ck_assert_uint_eq(index % 100, 0);
+	for (uint64_t i = 1; i <= index; i += 37) {
+		snprintf(key, sizeof(key), "k%llu", (unsigned long long)i);
+		void *v;
+		size_t n;
+		ck_assert_int_eq(engine_get(e, key, strlen(key), &v, &n), 0);
+		free(v);
+	}
+	snprintf(key, sizeof(key), "k%llu", (unsigned long long)index);
+	assert_value(e, key, "value-99");
+	snprintf(key, sizeof(key), "k%llu", (unsigned long long)index + 1);
+	assert_value(e, key, NULL);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_clear_hides_all_keys)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry entries[3] = {
+	    {4, 1, ENGINE_ENTRY_COMMAND, "PUT c 3", 7},
+	    {5, 1, ENGINE_ENTRY_COMMAND, "CLEAR", 5},
+	    {6, 1, ENGINE_ENTRY_COMMAND, "PUT after 1", 11},
+	};
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT a 1"), 0);
+	ck_assert_int_eq(apply_cmd(e, 2, 1, "PUT b 2"), 0);
+	ck_assert_int_eq(apply_cmd(e, 3, 1, "CLEAR"), 0);
+	assert_value(e, "a", NULL);
+	assert_value(e, "b", NULL);
+	ck_assert_int_eq(engine_apply(e, entries, 3, NULL), 0);
+	assert_value(e, "c", NULL);
+	assert_value(e, "after", "1");
+	engine_close(e);
+	e = open_engine(NULL);
+	assert_value(e, "a", NULL);
+	assert_value(e, "after", "1");
+	engine_close(e);
+}
+END_TEST
+
+static void put_many(struct engine *e, uint64_t *index, int n)
+{
+	char texts[100][48];
+	struct engine_entry entries[100];
+
+	for (int done = 0; done < n;) {
+		int k = n - done < 100 ? n - done : 100;
+		for (int i = 0; i < k; i++) {
+			snprintf(texts[i], sizeof(texts[i]), "PUT key%06d some-value-%d", done + i,
+				 done + i);
+			*index += 1;
+			entries[i] = (struct engine_entry){*index, 1, ENGINE_ENTRY_COMMAND,
+							   texts[i], strlen(texts[i])};
+		}
+		ck_assert_int_eq(engine_apply(e, entries, (size_t)k, NULL), 0);
+		done += k;
+	}
+}
+
+START_TEST(test_engine_clear_deleter_removes_old_generation)
+{
+	struct engine_options opts = {.deleter_batch_keys = 256};
+	struct engine *e = open_engine(&opts);
+	uint64_t index = 0;
+
+	put_many(e, &index, 5000);
+	ck_assert_int_eq(apply_cmd(e, ++index, 1, "CLEAR"), 0);
+	ck_assert_int_eq(apply_cmd(e, ++index, 1, "PUT survivor yes"), 0);
+	assert_value(e, "key000000", NULL);
+	ck_assert_int_eq(engine_deleter_wait(e, 30000), 0);
+	ck_assert_uint_eq(engine_deleter_pending(e), 0);
+	engine_close(e);
+	ck_assert_uint_eq(raw_count_data(dbdir, 1), 0);
+	ck_assert_uint_eq(raw_count_data(dbdir, 2), 1);
+	ck_assert_uint_eq(raw_count_data(dbdir, 0), 1);
+}
+END_TEST
+
+START_TEST(test_engine_clear_deleter_survives_reopen)
+{
+	struct engine_options off = {.deleter_disabled = true};
+	struct engine_options small = {.deleter_batch_keys = 10};
+	struct engine *e = open_engine(&off);
+	uint64_t index = 0;
+
+	put_many(e, &index, 3000);
+	ck_assert_int_eq(apply_cmd(e, ++index, 1, "CLEAR"), 0);
+	put_many(e, &index, 10);
+	ck_assert_int_eq(apply_cmd(e, ++index, 1, "CLEAR"), 0);
+	ck_assert_uint_eq(engine_deleter_pending(e), 2);
+	engine_close(e);
+	/* Nothing was deleted, and the pending list survived the close. */
+	ck_assert_uint_eq(raw_count_data(dbdir, 1), 3000);
+	ck_assert_uint_eq(raw_count_data(dbdir, 2), 10);
+
+	/* Start the deleter with tiny batches and stop it almost at once. */
+	e = open_engine(&small);
+	usleep(2000);
+	engine_close(e);
+	e = open_engine(&off);
+	ck_assert_uint_ge(engine_deleter_pending(e), 1);
+	assert_value(e, "key000001", NULL);
+	engine_close(e);
+
+	e = open_engine(&small);
+	ck_assert_int_eq(engine_deleter_wait(e, 60000), 0);
+	engine_close(e);
+	ck_assert_uint_eq(raw_count_data(dbdir, 0), 0);
+}
+END_TEST
+
+START_TEST(test_engine_iter_current_generation_sorted)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_iter *it;
+	struct engine_record rec;
+	const char *want[] = {"A", "a", "b", "b.1"};
+	bool end = false;
+	size_t n = 0;
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT old 1"), 0);
+	ck_assert_int_eq(apply_cmd(e, 2, 1, "CLEAR"), 0);
+	ck_assert_int_eq(apply_cmd(e, 3, 1, "PUT b.1 4"), 0);
+	ck_assert_int_eq(apply_cmd(e, 4, 1, "PUT a 2"), 0);
+	ck_assert_int_eq(apply_cmd(e, 5, 1, "PUT b 3"), 0);
+	ck_assert_int_eq(apply_cmd(e, 6, 1, "PUT A 1"), 0);
+	ck_assert_int_eq(engine_iter_open(e, &it), 0);
+	/* Applies after open are not seen by the iterator. */
+	ck_assert_int_eq(apply_cmd(e, 7, 1, "PUT later x"), 0);
+	for (;;) {
+		ck_assert_int_eq(engine_iter_next(it, &rec, &end), 0);
+		if (end) {
+			break;
+		}
+		ck_assert_uint_lt(n, 4);
+		ck_assert_uint_eq(rec.key_len, strlen(want[n]));
+		ck_assert_mem_eq(rec.key, want[n], rec.key_len);
+		n++;
+	}
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(engine_iter_next(it, &rec, &end), 0);
+	ck_assert(end);
+	engine_iter_close(it);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_snapshot_begin_view_meta)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry cfg = {2, 7, ENGINE_ENTRY_CONFIG, "conf-A", 6};
+	struct engine_view *view;
+	const void *config;
+	size_t config_len;
+	uint64_t index, term;
+
+	ck_assert_int_eq(apply_cmd(e, 1, 7, "PUT a 1"), 0);
+	ck_assert_int_eq(engine_apply(e, &cfg, 1, NULL), 0);
+	ck_assert_int_eq(engine_snapshot_begin(e, &view), 0);
+	cfg = (struct engine_entry){3, 8, ENGINE_ENTRY_CONFIG, "conf-B", 6};
+	ck_assert_int_eq(engine_apply(e, &cfg, 1, NULL), 0);
+	engine_view_meta(view, &index, &term, &config, &config_len);
+	ck_assert_uint_eq(index, 2);
+	ck_assert_uint_eq(term, 7);
+	ck_assert_uint_eq(config_len, 6);
+	ck_assert_mem_eq(config, "conf-A", 6);
+	engine_view_release(view);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_open_locked_by_other_handle)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine *e2 = NULL;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+
+	ck_assert_int_eq(engine_open(dbdir, NULL, &e2, errmsg), KVD_ELOCKED);
+	ck_assert_ptr_null(e2);
+	ck_assert(strlen(errmsg) > 0);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_open_rejects_foreign_leveldb)
+{
+	leveldb_options_t *o = leveldb_options_create();
+	leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+	char *err = NULL;
+	leveldb_t *db;
+	struct engine *e = NULL;
+
+	leveldb_options_set_create_if_missing(o, 1);
+	db = leveldb_open(o, dbdir, &err);
+	ck_assert_ptr_null(err);
+	leveldb_put(db, wo, "zzz", 3, "1", 1, &err);
+	ck_assert_ptr_null(err);
+	leveldb_close(db);
+	leveldb_writeoptions_destroy(wo);
+	leveldb_options_destroy(o);
+	ck_assert_int_eq(engine_open(dbdir, NULL, &e, NULL), KVD_ECORRUPT);
+}
+END_TEST
+
+START_TEST(test_engine_swap_replaces_database)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_builder *b;
+	char newdir[160], olddir[160];
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	uint64_t index, term;
+	struct stat st;
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT live 1"), 0);
+	snprintf(newdir, sizeof(newdir), "%s/db.new", tmpdir);
+	ck_assert_int_eq(engine_builder_create(newdir, &b, NULL), 0);
+	ck_assert_int_eq(engine_builder_put(b, "bad key", 7, "v", 1, NULL), KVD_EINVAL);
+	ck_assert_int_eq(engine_builder_put(b, "fresh", 5, "from snapshot", 13, NULL), 0);
+	ck_assert_int_eq(engine_builder_finish(b, 500, 9, "cfg", 3, NULL), 0);
+	ck_assert_int_eq(engine_builder_create(newdir, &b, NULL), KVD_EEXIST);
+
+	ck_assert_int_eq(engine_swap(e, newdir, errmsg), 0);
+	engine_applied(e, &index, &term);
+	ck_assert_uint_eq(index, 500);
+	ck_assert_uint_eq(term, 9);
+	assert_value(e, "live", NULL);
+	assert_value(e, "fresh", "from snapshot");
+	ck_assert_int_eq(apply_cmd(e, 501, 9, "PUT next 1"), 0);
+	snprintf(olddir, sizeof(olddir), "%s.old", dbdir);
+	ck_assert_int_ne(stat(olddir, &st), 0);
+	ck_assert_int_ne(stat(newdir, &st), 0);
+	engine_close(e);
+	e = open_engine(NULL);
+	assert_value(e, "next", "1");
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_open_rolls_back_interrupted_swap)
+{
+	struct engine *e = open_engine(NULL);
+	char olddir[160];
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT kept 1"), 0);
+	engine_close(e);
+	/* The crash happened after "rename dir -> dir.old". */
+	snprintf(olddir, sizeof(olddir), "%s.old", dbdir);
+	ck_assert_int_eq(rename(dbdir, olddir), 0);
+	e = open_engine(NULL);
+	assert_value(e, "kept", "1");
+	engine_close(e);
+}
+END_TEST
+
+/* Mounts a 1 MiB tmpfs on tmpdir inside a private mount namespace (the
+ * test runs in a Check fork). Returns false when the system forbids it. */
+static bool mount_small_tmpfs(void)
+{
+	struct stat st;
+
+	/* A mount namespace is per thread: with LevelDB's background thread
+	 * already running (CK_FORK=no), it would not see the mount. */
+	if (stat("/proc/self/task", &st) != 0 || st.st_nlink > 3) {
+		errno = EBUSY;
+		return false;
+	}
+	if (unshare(CLONE_NEWNS) != 0) {
+		return false;
+	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+		return false;
+	}
+	return mount("tmpfs", tmpdir, "tmpfs", 0, "size=1m") == 0;
+}
+
+START_TEST(test_engine_apply_disk_full_is_enospc)
+{
+	struct engine_options opts = {.write_buffer_bytes = 64 * 1024};
+	struct engine *e = NULL;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	char filler[128];
+	char *text;
+	uint64_t index = 0;
+	int rv = 0;
+	int fd;
+
+	if (!mount_small_tmpfs()) {
+		fprintf(stderr,
+			"test_engine_apply_disk_full_is_enospc: cannot mount tmpfs "
+			"(%s); not run\n",
+			strerror(errno));
+		return;
+	}
+	ck_assert_int_eq(engine_open(dbdir, &opts, &e, errmsg), 0);
+	snprintf(filler, sizeof(filler), "%s/filler", tmpdir);
+	fd = open(filler, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	text = calloc(1, 64 * 1024 + 16);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(write(fd, text, 64 * 1024), 64 * 1024);
+	}
+	close(fd);
+	memcpy(text, "PUT big00 ", 10);
+	for (size_t i = 10; i < 10 + 64 * 1024; i++) {
+		text[i] = (char)('a' + (i * 2654435761u >> 7) % 26); /* poorly compressible */
+	}
+	while (rv == 0 && index < 1000) {
+		struct engine_entry entry = {++index, 1, ENGINE_ENTRY_COMMAND, text,
+					     10 + 64 * 1024};
+		text[7] = (char)('a' + index % 26);
+		text[8] = (char)('a' + index / 26 % 26);
+		rv = engine_apply(e, &entry, 1, errmsg);
+	}
+	ck_assert_msg(rv == KVD_ENOSPC, "want ENOSPC, got %d: %s", rv, errmsg);
+	ck_assert_ptr_nonnull(strstr(errmsg, "No space left on device"));
+	/* Reads keep working. */
+	{
+		void *v;
+		size_t n;
+		ck_assert_int_eq(engine_get(e, "bigba", 5, &v, &n), 0);
+		free(v);
+	}
+	/* Still full: the same entry fails again, and reads still work. */
+	{
+		struct engine_entry entry = {index, 1, ENGINE_ENTRY_COMMAND, text, 10 + 64 * 1024};
+		ck_assert_int_eq(engine_apply(e, &entry, 1, NULL), KVD_ENOSPC);
+		assert_value(e, "small", NULL);
+	}
+	/* Space comes back: the entry that failed applies now, and nothing
+	 * applied before the failure was lost. */
+	ck_assert_int_eq(unlink(filler), 0);
+	{
+		struct engine_entry entry = {index, 1, ENGINE_ENTRY_COMMAND, "PUT small 1", 11};
+		uint64_t applied, term;
+		rv = engine_apply(e, &entry, 1, errmsg);
+		ck_assert_msg(rv == 0, "apply after space returned: %d %s", rv, errmsg);
+		engine_applied(e, &applied, &term);
+		ck_assert_uint_eq(applied, index);
+	}
+	assert_value(e, "small", "1");
+	{
+		void *v;
+		size_t n;
+		ck_assert_int_eq(engine_get(e, "bigba", 5, &v, &n), 0);
+		ck_assert_uint_eq(n, 64 * 1024);
+		free(v);
+	}
+	free(text);
+	engine_close(e);
+	umount(tmpdir);
+}
+END_TEST
+
+static Suite *engine_suite(void)
+{
+	Suite *s = suite_create("engine");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_engine_open_fresh);
+	tcase_add_test(tc, test_engine_apply_put_get_delete);
+	tcase_add_test(tc, test_engine_apply_persists_index_across_reopen);
+	tcase_add_test(tc, test_engine_apply_rejects_non_increasing_index);
+	tcase_add_test(tc, test_engine_apply_skips_malformed_command);
+	tcase_add_test(tc, test_engine_apply_stores_config);
+	tcase_add_test(tc, test_engine_apply_batch_atomic_when_killed);
+	tcase_add_test(tc, test_engine_clear_hides_all_keys);
+	tcase_add_test(tc, test_engine_clear_deleter_removes_old_generation);
+	tcase_add_test(tc, test_engine_clear_deleter_survives_reopen);
+	tcase_add_test(tc, test_engine_iter_current_generation_sorted);
+	tcase_add_test(tc, test_engine_snapshot_begin_view_meta);
+	tcase_add_test(tc, test_engine_open_locked_by_other_handle);
+	tcase_add_test(tc, test_engine_open_rejects_foreign_leveldb);
+	tcase_add_test(tc, test_engine_swap_replaces_database);
+	tcase_add_test(tc, test_engine_open_rolls_back_interrupted_swap);
+	tcase_add_test(tc, test_engine_apply_disk_full_is_enospc);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(engine_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}

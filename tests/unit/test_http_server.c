@@ -1,0 +1,1272 @@
+/*
+ * test_http_server.c: the HTTP server against real sockets on 127.0.0.1.
+ *
+ * The server runs on a libuv loop in the test's thread; a client thread
+ * speaks raw HTTP over blocking sockets and records the first failed check,
+ * which the test then asserts once the loop has stopped.
+ */
+#include <check.h>
+#include <signal.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <http_parser.h>
+
+#include "api/http_server.h"
+#include "kvd/errors.h"
+
+/* ---- harness ---- */
+
+struct fixture;
+typedef void (*client_fn)(struct fixture *f);
+
+struct held {
+	struct http_request *req;
+	char name[32];
+};
+
+struct fixture {
+	uv_loop_t loop;
+	uv_async_t done_async;
+	struct http_server *server;
+	uint16_t port;
+	client_fn fn;
+	char failure[256];
+	struct held held[64];
+	int nheld;
+	int shutdown_results; /* KVD_ESHUTDOWN seen from late answers */
+	bool closed;	      /* the close callback ran */
+	struct http_server_stats stats;
+	uint64_t close_timeout_ms;
+};
+
+#define CHECKT(f, cond)                                                                            \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			if (!(f)->failure[0])                                                      \
+				snprintf((f)->failure, sizeof((f)->failure), "%s:%d: %s",          \
+					 __FILE__, __LINE__, #cond);                               \
+			return;                                                                    \
+		}                                                                                  \
+	} while (0)
+
+struct delayed {
+	uv_timer_t timer;
+	struct http_request *req;
+	struct fixture *f;
+};
+
+static void on_delayed_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void on_delay(uv_timer_t *t)
+{
+	struct delayed *d = t->data;
+	size_t plen;
+	const char *path = http_request_path(d->req, &plen);
+	int rc = http_response_send(d->req, 200, "text/plain", NULL, path, plen);
+
+	if (rc == KVD_ESHUTDOWN)
+		d->f->shutdown_results++;
+	t->data = d;
+	uv_close((uv_handle_t *)t, on_delayed_closed);
+}
+
+static void answer_held_reverse(struct fixture *f)
+{
+	while (f->nheld > 0) {
+		struct held *h = &f->held[--f->nheld];
+		if (http_response_send(h->req, 200, "text/plain", NULL, h->name, strlen(h->name)) ==
+		    KVD_ESHUTDOWN)
+			f->shutdown_results++;
+	}
+}
+
+/*
+ * Routes: /hello; /echo (body back, method in X-Method); /hold/N (answered
+ * by /release, in reverse order); /delay/N (answered N ms later).
+ */
+static void handler(struct http_request *req, void *user)
+{
+	struct fixture *f = user;
+	size_t plen, blen;
+	const char *path = http_request_path(req, &plen);
+	const char *body = http_request_body(req, &blen);
+	char extra[128];
+
+	if (strcmp(path, "/hello") == 0) {
+		http_response_send(req, 200, "text/plain; charset=utf-8", NULL, "hello", 5);
+	} else if (strcmp(path, "/echo") == 0) {
+		const char *q = http_request_query(req, NULL);
+		const char *auth = http_request_header(req, "authorization", NULL);
+		snprintf(extra, sizeof(extra), "X-Method: %s\r\nX-Query: %s\r\nX-Auth: %s\r\n",
+			 http_request_method_name(req), q, auth ? auth : "-");
+		http_response_send(req, 200, "application/octet-stream", extra, body, blen);
+	} else if (strncmp(path, "/hold/", 6) == 0 && f->nheld < 64) {
+		f->held[f->nheld].req = req;
+		snprintf(f->held[f->nheld].name, sizeof(f->held[0].name), "%s", path);
+		f->nheld++;
+	} else if (strncmp(path, "/p/", 3) == 0) {
+		char *out = malloc(plen + 1 + 8192);
+		size_t qlen;
+		const char *q = http_request_query(req, &qlen);
+		int n = snprintf(out, plen + 1 + 8192, "%s?%s", path, q);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
+		free(out);
+	} else if (strcmp(path, "/count") == 0) {
+		char out[16];
+		int n = snprintf(out, sizeof(out), "%d", f->nheld);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
+	} else if (strcmp(path, "/release") == 0) {
+		http_response_send(req, 200, "text/plain", NULL, "released", 8);
+		answer_held_reverse(f);
+	} else if (strncmp(path, "/delay/", 7) == 0) {
+		struct delayed *d = calloc(1, sizeof(*d));
+		d->req = req;
+		d->f = f;
+		uv_timer_init(&f->loop, &d->timer);
+		d->timer.data = d;
+		uv_timer_start(&d->timer, on_delay, strtoull(path + 7, NULL, 10), 0);
+	} else {
+		http_response_send(req, 404, "text/plain; charset=utf-8", NULL, "not found\n", 10);
+	}
+}
+
+static void on_server_closed(struct http_server *server, void *user)
+{
+	struct fixture *f = user;
+
+	http_server_stats_get(server, &f->stats);
+	f->closed = true;
+	/* late answers to requests whose client is gone are still accepted */
+	answer_held_reverse(f);
+}
+
+static void on_done(uv_async_t *a)
+{
+	struct fixture *f = a->data;
+
+	http_server_close(f->server, f->close_timeout_ms, on_server_closed, f);
+	uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *client_main(void *arg)
+{
+	struct fixture *f = arg;
+
+	f->fn(f);
+	uv_async_send(&f->done_async);
+	return NULL;
+}
+
+/* Starts a server with opts, runs fn on a client thread, stops everything. */
+static void run_with(struct fixture *f, const struct http_server_opts *opts, client_fn fn)
+{
+	char errmsg[KVD_ERRMSG_SIZE];
+	pthread_t th;
+	int rc;
+
+	ck_assert_int_eq(uv_loop_init(&f->loop), 0);
+	rc = http_server_start(&f->loop, "127.0.0.1", 0, opts, handler, f, &f->server, errmsg);
+	ck_assert_msg(rc == 0, "start: %s", errmsg);
+	f->port = http_server_port(f->server);
+	ck_assert_uint_ne(f->port, 0);
+	if (!f->close_timeout_ms)
+		f->close_timeout_ms = 1000;
+	uv_async_init(&f->loop, &f->done_async, on_done);
+	f->done_async.data = f;
+	f->fn = fn;
+	ck_assert_int_eq(pthread_create(&th, NULL, client_main, f), 0);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	pthread_join(th, NULL);
+	ck_assert_msg(f->closed, "server close callback did not run");
+	ck_assert_int_eq(uv_loop_close(&f->loop), 0);
+	ck_assert_msg(f->failure[0] == '\0', "%s", f->failure);
+}
+
+/* ---- blocking client helpers ---- */
+
+static int tcp_connect(uint16_t port)
+{
+	struct sockaddr_in sa;
+	struct timeval tv = {5, 0};
+	int one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static bool send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static bool send_str(int fd, const char *s)
+{
+	return send_all(fd, s, strlen(s));
+}
+
+struct resp {
+	int status;
+	char body[70000];
+	size_t body_len;
+	char hname[64];
+	char headers[2048]; /* "name: value\n" lines, names lower-cased */
+	size_t headers_len;
+	bool done;
+	bool keep_alive;
+};
+
+struct reader {
+	int fd;
+	http_parser parser;
+	http_parser_settings settings;
+	char buf[65536];
+	size_t off, len;
+	struct resp *resp;
+	bool last_was_value;
+};
+
+static int rd_on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct reader *r = p->data;
+	struct resp *s = r->resp;
+	size_t i;
+
+	if (r->last_was_value || s->headers_len == 0) {
+		if (s->headers_len)
+			s->headers[s->headers_len++] = '\n';
+	}
+	r->last_was_value = false;
+	for (i = 0; i < len && s->headers_len + 2 < sizeof(s->headers); i++)
+		s->headers[s->headers_len++] =
+		    (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
+	s->headers[s->headers_len] = '\0';
+	return 0;
+}
+
+static int rd_on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct reader *r = p->data;
+	struct resp *s = r->resp;
+
+	if (!r->last_was_value && s->headers_len + 2 < sizeof(s->headers)) {
+		s->headers[s->headers_len++] = ':';
+		s->headers[s->headers_len++] = ' ';
+	}
+	r->last_was_value = true;
+	if (s->headers_len + len + 2 < sizeof(s->headers)) {
+		memcpy(s->headers + s->headers_len, at, len);
+		s->headers_len += len;
+	}
+	s->headers[s->headers_len] = '\0';
+	return 0;
+}
+
+static int rd_on_body(http_parser *p, const char *at, size_t len)
+{
+	struct reader *r = p->data;
+	struct resp *s = r->resp;
+
+	if (s->body_len + len < sizeof(s->body)) {
+		memcpy(s->body + s->body_len, at, len);
+		s->body_len += len;
+	}
+	s->body[s->body_len] = '\0';
+	return 0;
+}
+
+static int rd_on_message_complete(http_parser *p)
+{
+	struct reader *r = p->data;
+
+	r->resp->status = (int)p->status_code;
+	r->resp->keep_alive = http_should_keep_alive(p);
+	r->resp->done = true;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static void reader_init(struct reader *r, int fd)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = fd;
+	http_parser_init(&r->parser, HTTP_RESPONSE);
+	r->parser.data = r;
+	http_parser_settings_init(&r->settings);
+	r->settings.on_header_field = rd_on_header_field;
+	r->settings.on_header_value = rd_on_header_value;
+	r->settings.on_body = rd_on_body;
+	r->settings.on_message_complete = rd_on_message_complete;
+}
+
+/* Reads one response into *s. Returns false on EOF, error or timeout. */
+static bool read_response(struct reader *r, struct resp *s)
+{
+	memset(s, 0, sizeof(*s));
+	r->resp = s;
+	r->last_was_value = false;
+	http_parser_pause(&r->parser, 0);
+	for (;;) {
+		if (r->off < r->len) {
+			size_t n = http_parser_execute(&r->parser, &r->settings, r->buf + r->off,
+						       r->len - r->off);
+			enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+			r->off += n;
+			if (s->done)
+				return true;
+			if (e != HPE_OK)
+				return false;
+		}
+		ssize_t got = recv(r->fd, r->buf, sizeof(r->buf), 0);
+		if (got <= 0)
+			return false;
+		r->off = 0;
+		r->len = (size_t)got;
+	}
+}
+
+static bool has_header(const struct resp *s, const char *line)
+{
+	return strstr(s->headers, line) != NULL;
+}
+
+/* True if the peer closes (EOF or reset) within the receive timeout. */
+static bool wait_eof(int fd)
+{
+	char b[4096];
+
+	for (;;) {
+		ssize_t n = recv(fd, b, sizeof(b), 0);
+		if (n == 0)
+			return true;
+		if (n < 0)
+			return errno == ECONNRESET;
+	}
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- tests ---- */
+
+static void client_roundtrip(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, strcmp(s->body, "hello") == 0);
+	CHECKT(f, has_header(s, "content-type: text/plain; charset=utf-8"));
+	CHECKT(f, has_header(s, "content-length: 5"));
+	CHECKT(f, has_header(s, "date: "));
+	CHECKT(f, s->keep_alive);
+	CHECKT(f,
+	       send_str(fd, "PUT /echo?x=1&y=%20 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+			    "Content-Length: 11\r\n\r\nhello world"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, strcmp(s->body, "hello world") == 0);
+	CHECKT(f, has_header(s, "x-method: PUT"));
+	CHECKT(f, has_header(s, "x-query: x=1&y=%20"));
+	CHECKT(f, has_header(s, "x-auth: Bearer t"));
+	CHECKT(f, send_str(fd, "GET /nope HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 404);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_start_get_put_roundtrip)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_roundtrip);
+	ck_assert_uint_eq(f->stats.requests, 3);
+	free(f);
+}
+END_TEST
+
+static void client_keep_alive(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port), i;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	for (i = 0; i < 1000; i++) {
+		CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+		CHECKT(f, read_response(&rd, s));
+		CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	}
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_keep_alive_many_requests)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_keep_alive);
+	ck_assert_uint_eq(f->stats.accepted, 1);
+	ck_assert_uint_eq(f->stats.requests, 1000);
+	free(f);
+}
+END_TEST
+
+static void client_pipelined(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char name[32];
+	int fd = tcp_connect(f->port), i;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* all in one send: the server sees them in one read */
+	CHECKT(f, send_str(fd, "GET /hold/1 HTTP/1.1\r\n\r\nGET /hold/2 HTTP/1.1\r\n\r\n"
+			       "GET /hello HTTP/1.1\r\n\r\nGET /hold/3 HTTP/1.1\r\n\r\n"
+			       "GET /release HTTP/1.1\r\n\r\n"));
+	for (i = 1; i <= 3; i++) {
+		CHECKT(f, read_response(&rd, s));
+		snprintf(name, sizeof(name), "/hold/%d", i);
+		CHECKT(f, s->status == 200 && strcmp(s->body, name) == 0);
+		if (i == 2) {
+			CHECKT(f, read_response(&rd, s));
+			CHECKT(f, strcmp(s->body, "hello") == 0);
+		}
+	}
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, strcmp(s->body, "released") == 0);
+	/* and in separate sends, answered out of order across reads */
+	CHECKT(f, send_str(fd, "GET /hold/a HTTP/1.1\r\n\r\n"));
+	usleep(20000);
+	CHECKT(f, send_str(fd, "GET /delay/30 HTTP/1.1\r\n\r\n"));
+	usleep(20000);
+	CHECKT(f, send_str(fd, "GET /release HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, strcmp(s->body, "/hold/a") == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, strcmp(s->body, "/delay/30") == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, strcmp(s->body, "released") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_response_send_pipelined_out_of_order)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_pipelined);
+	free(f);
+}
+END_TEST
+
+static void client_chunked(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+			       "5\r\nhello\r\n"));
+	usleep(20000);
+	CHECKT(f, send_str(fd, "1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, strcmp(s->body, "hello 0123456789") == 0);
+	CHECKT(f, has_header(s, "content-length: 16"));
+	/* the connection stays usable */
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	free(s);
+}
+
+static void client_long_url(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *req = malloc(8000), *want = malloc(8000);
+	int fd = tcp_connect(f->port), i, n;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* path and query long enough to grow the head buffer several times */
+	n = snprintf(want, 8000, "/p/");
+	for (i = 0; i < 2000; i++)
+		want[n++] = (char)('a' + i % 26);
+	want[n++] = '?';
+	for (i = 0; i < 1000; i++)
+		want[n++] = (char)('A' + i % 26);
+	want[n] = '\0';
+	snprintf(req, 8000, "GET http://host:1%s#frag HTTP/1.1\r\nHost: x\r\n\r\n", want);
+	CHECKT(f, send_str(fd, req));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, strcmp(s->body, want) == 0);
+	/* 65 headers: too many */
+	n = snprintf(req, 8000, "GET /hello HTTP/1.1\r\n");
+	for (i = 0; i < 65; i++)
+		n += snprintf(req + n, (size_t)(8000 - n), "X-H%d: v\r\n", i);
+	snprintf(req + n, (size_t)(8000 - n), "\r\n");
+	CHECKT(f, send_str(fd, req));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 431);
+	close(fd);
+	free(req);
+	free(want);
+	free(s);
+}
+
+START_TEST(test_http_request_path_long_absolute_url)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_long_url);
+	free(f);
+}
+END_TEST
+
+START_TEST(test_http_server_chunked_body)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_chunked);
+	free(f);
+}
+END_TEST
+
+static void client_big_headers(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *big = malloc(20000);
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	memset(big, 'a', 19999);
+	big[19999] = '\0';
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\nX-Big: "));
+	CHECKT(f, send_str(fd, big));
+	send_str(fd, "\r\n\r\n");
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 431);
+	CHECKT(f, strcmp(s->body, "request header fields too large\n") == 0);
+	CHECKT(f, has_header(s, "connection: close"));
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	/* just under the limit works */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	big[15000] = '\0';
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\nX-Big: "));
+	CHECKT(f, send_str(fd, big));
+	CHECKT(f, send_str(fd, "\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	free(big);
+	free(s);
+}
+
+START_TEST(test_http_server_oversized_headers_431)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_big_headers);
+	free(f);
+}
+END_TEST
+
+static void client_big_body(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char body[3000];
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	memset(body, 'v', sizeof(body));
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 3000\r\n\r\n"));
+	send_all(fd, body, sizeof(body));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 413);
+	CHECKT(f, strcmp(s->body, "value too large\n") == 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	/* a chunked body crossing the limit */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+	CHECKT(f, send_str(fd, "3e8\r\n"));
+	send_all(fd, body, 1000);
+	send_str(fd, "\r\n3e8\r\n");
+	send_all(fd, body, 1000);
+	send_str(fd, "\r\n0\r\n\r\n");
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 413);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	/* exactly the limit passes */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 1500\r\n\r\n"));
+	CHECKT(f, send_all(fd, body, 1500));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && s->body_len == 1500);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_oversized_body_413)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_body_bytes = 1500};
+
+	run_with(f, &opts, client_big_body);
+	free(f);
+}
+END_TEST
+
+static size_t small_limit(const struct http_request *req, void *user)
+{
+	(void)user;
+	return strcmp(http_request_path(req, NULL), "/echo") == 0 &&
+		       http_request_header(req, "X-Small", NULL)
+		   ? 4
+		   : 1500;
+}
+
+static void client_route_limit(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f,
+	       send_str(fd, "PUT /echo HTTP/1.1\r\nX-Small: 1\r\nContent-Length: 5\r\n\r\nhello"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 413);
+	CHECKT(f, strcmp(s->body, "too big for this route\n") == 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_body_limit_cb_per_request)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.body_limit_cb = small_limit,
+					.too_large_body = "too big for this route\n"};
+
+	run_with(f, &opts, client_route_limit);
+	free(f);
+}
+END_TEST
+
+static void client_malformed(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "THIS IS NOT HTTP\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 400);
+	CHECKT(f, strcmp(s->body, "bad request\n") == 0);
+	CHECKT(f, has_header(s, "connection: close"));
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	/* a good request, then garbage: the first is answered, then 400 */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hold/x HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nBad Header\r\n\r\n"));
+	usleep(20000);
+	{
+		int fd2 = tcp_connect(f->port);
+		struct reader rd2;
+		CHECKT(f, fd2 >= 0);
+		reader_init(&rd2, fd2);
+		CHECKT(f, send_str(fd2, "GET /release HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		close(fd2);
+	}
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "/hold/x") == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 400);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_malformed_request_400)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_malformed);
+	free(f);
+}
+END_TEST
+
+static void client_idle(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+	uint64_t t0, waited;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	t0 = now_ms();
+	CHECKT(f, wait_eof(fd));
+	waited = now_ms() - t0;
+	CHECKT(f, waited >= 150 && waited < 1500);
+	close(fd);
+	/* a connection that never sends anything is closed too */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_idle_timeout_closes)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.idle_timeout_ms = 200};
+
+	run_with(f, &opts, client_idle);
+	free(f);
+}
+END_TEST
+
+static void client_http10(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.0\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	/* HTTP/1.0 with keep-alive stays open */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, has_header(s, "connection: keep-alive"));
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	/* Connection: close on 1.1; what follows it is ignored */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n"
+			       "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	CHECKT(f, has_header(s, "connection: close"));
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_connection_close_honored)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_http10);
+	ck_assert_uint_eq(f->stats.requests, 4);
+	free(f);
+}
+END_TEST
+
+static void client_expect(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char line[64];
+	ssize_t n;
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\n"
+			       "Content-Length: 4\r\n\r\n"));
+	n = recv(fd, line, 25, MSG_WAITALL);
+	CHECKT(f, n == 25);
+	line[n] = '\0';
+	CHECKT(f, strcmp(line, "HTTP/1.1 100 Continue\r\n\r\n") == 0);
+	CHECKT(f, send_str(fd, "abcd"));
+	reader_init(&rd, fd);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "abcd") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_expect_continue)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_expect);
+	free(f);
+}
+END_TEST
+
+#define MANY_CONNS 2000
+
+static void client_many(struct fixture *f)
+{
+	static int fds[MANY_CONNS];
+	struct resp *s = malloc(sizeof(*s));
+	struct reader *rd = malloc(sizeof(*rd));
+	int i;
+
+	for (i = 0; i < MANY_CONNS; i++) {
+		fds[i] = tcp_connect(f->port);
+		CHECKT(f, fds[i] >= 0);
+	}
+	for (i = 0; i < MANY_CONNS; i++)
+		CHECKT(f, send_str(fds[i], "GET /hello HTTP/1.1\r\n\r\n"));
+	for (i = 0; i < MANY_CONNS; i++) {
+		reader_init(rd, fds[i]);
+		CHECKT(f, read_response(rd, s));
+		CHECKT(f, s->status == 200);
+	}
+	/* every connection is still usable */
+	for (i = 0; i < MANY_CONNS; i += 97) {
+		reader_init(rd, fds[i]);
+		CHECKT(f, send_str(fds[i], "GET /hello HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(rd, s));
+		CHECKT(f, s->status == 200);
+	}
+	for (i = 0; i < MANY_CONNS; i++)
+		close(fds[i]);
+	free(rd);
+	free(s);
+}
+
+START_TEST(test_http_server_many_concurrent_connections)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct rlimit rl;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < 2 * MANY_CONNS + 100) {
+		rl.rlim_cur = rl.rlim_max;
+		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+	ck_assert_uint_ge(rl.rlim_cur, 2 * MANY_CONNS + 100);
+	run_with(f, NULL, client_many);
+	ck_assert_uint_eq(f->stats.accepted, MANY_CONNS);
+	free(f);
+}
+END_TEST
+
+static void client_graceful(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /delay/300 HTTP/1.1\r\n\r\n"));
+	usleep(50000);
+	/* ask for the close now: the in-flight request still gets its answer */
+	uv_async_send(&f->done_async);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "/delay/300") == 0);
+	CHECKT(f, has_header(s, "connection: close"));
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_close_finishes_in_flight)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->close_timeout_ms = 5000;
+	run_with(f, NULL, client_graceful);
+	ck_assert_uint_eq(f->stats.requests, 1);
+	ck_assert_uint_eq(f->stats.connections, 0);
+	free(f);
+}
+END_TEST
+
+static void client_disconnect(struct fixture *f)
+{
+	int fd = tcp_connect(f->port);
+	int fd2;
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+
+	CHECKT(f, fd >= 0);
+	CHECKT(f, send_str(fd, "GET /hold/gone HTTP/1.1\r\n\r\n"));
+	usleep(30000);
+	close(fd);
+	usleep(30000);
+	fd2 = tcp_connect(f->port);
+	CHECKT(f, fd2 >= 0);
+	reader_init(&rd, fd2);
+	CHECKT(f, send_str(fd2, "GET /release HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd2);
+	free(s);
+}
+
+START_TEST(test_http_response_send_after_client_disconnect)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_disconnect);
+	ck_assert_int_eq(f->shutdown_results, 1);
+	free(f);
+}
+END_TEST
+
+static void client_backpressure(struct fixture *f)
+{
+	struct reader rd, rd2;
+	struct resp *s = malloc(sizeof(*s));
+	char *req = malloc(4096), name[32];
+	int fd = tcp_connect(f->port), fd2 = tcp_connect(f->port), i, n = 0, got = 0;
+
+	CHECKT(f, fd >= 0 && fd2 >= 0);
+	reader_init(&rd, fd);
+	reader_init(&rd2, fd2);
+	for (i = 0; i < 20; i++)
+		n += snprintf(req + n, (size_t)(4096 - n), "GET /hold/%d HTTP/1.1\r\n\r\n", i);
+	CHECKT(f, send_str(fd, req));
+	while (got < 20) {
+		usleep(20000);
+		/* never more than max_pipeline (4) handed out at once */
+		CHECKT(f, send_str(fd2, "GET /count HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		CHECKT(f, atoi(s->body) <= 4);
+		CHECKT(f, send_str(fd2, "GET /release HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd2, s));
+		/* read what was answered so far */
+		while (got < 20) {
+			struct timeval tv = {0, 200000};
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			if (!read_response(&rd, s))
+				break;
+			snprintf(name, sizeof(name), "/hold/%d", got);
+			CHECKT(f, s->status == 200 && strcmp(s->body, name) == 0);
+			got++;
+		}
+		if (rd.off >= rd.len)
+			reader_init(&rd, fd); /* a timed-out read leaves no partial response */
+	}
+	close(fd);
+	close(fd2);
+	free(req);
+	free(s);
+}
+
+START_TEST(test_http_server_pipeline_backpressure)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_pipeline = 4};
+
+	run_with(f, &opts, client_backpressure);
+	ck_assert_uint_ge(f->stats.requests, 20);
+	free(f);
+}
+END_TEST
+
+/* One past the highest open descriptor, after filling the holes below it
+ * (so that a limit just above it leaves no spare room); the fillers are
+ * returned in holes[] for closing. */
+static int fds_fill(int *holes, int max_holes, int *nholes)
+{
+	int top = 0, fd;
+
+	*nholes = 0;
+	for (fd = 0; fd < 4096; fd++)
+		if (fcntl(fd, F_GETFD) != -1)
+			top = fd + 1;
+	for (fd = 0; fd < top && *nholes < max_holes; fd++)
+		if (fcntl(fd, F_GETFD) == -1)
+			holes[(*nholes)++] = dup(0);
+	return top;
+}
+
+#define EMFILE_CONNS 20
+
+static void client_emfile(struct fixture *f)
+{
+	int fds[EMFILE_CONNS], i;
+	struct reader *rd = malloc(sizeof(*rd));
+	struct resp *s = malloc(sizeof(*s));
+	struct sockaddr_in sa;
+	struct timeval tv = {5, 0};
+	struct rlimit rl;
+	static int holes[4096];
+	int nholes;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(f->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECKT(f, fds[i] >= 0);
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	/* the server may now open only half as many sockets as we connect */
+	CHECKT(f, getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = (rlim_t)fds_fill(holes, 4096, &nholes) + EMFILE_CONNS / 2;
+	CHECKT(f, setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		CHECKT(f, connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+		CHECKT(f, send_str(fds[i], "GET /hello HTTP/1.1\r\n\r\n"));
+	}
+	for (i = 0; i < EMFILE_CONNS; i++) {
+		reader_init(rd, fds[i]);
+		CHECKT(f, read_response(rd, s));
+		CHECKT(f, s->status == 200);
+		/* closing frees a server descriptor for the next one waiting */
+		close(fds[i]);
+	}
+	while (nholes > 0)
+		close(holes[--nholes]);
+	free(rd);
+	free(s);
+}
+
+START_TEST(test_http_server_accept_survives_emfile)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct rlimit old;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	run_with(f, NULL, client_emfile);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	ck_assert_uint_gt(f->stats.accept_paused, 0);
+	ck_assert_uint_eq(f->stats.accepted, EMFILE_CONNS);
+	free(f);
+}
+END_TEST
+
+static void client_bytewise(struct fixture *f)
+{
+	static const char req[] = "PUT /echo?q=1 HTTP/1.1\r\nAuthorization: Bearer tok\r\n"
+				  "Content-Length: 5\r\n\r\nhelloGET /hello HTTP/1.1\r\n\r\n";
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+	size_t i;
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* every element arrives split across many reads */
+	for (i = 0; i < sizeof(req) - 1; i++) {
+		CHECKT(f, send_all(fd, req + i, 1));
+		usleep(200);
+	}
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	CHECKT(f, has_header(s, "x-auth: Bearer tok"));
+	CHECKT(f, has_header(s, "x-query: q=1"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_request_split_across_reads)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_bytewise);
+	free(f);
+}
+END_TEST
+
+static void client_garbage(struct fixture *f)
+{
+	static const char *const pieces[] = {"GET ",
+					     "/hello",
+					     " HTTP/1.1\r\n",
+					     "Host: x\r\n",
+					     "\r\n",
+					     "Content-Length: ",
+					     "Transfer-Encoding: chunked\r\n",
+					     "5\r\nhello\r\n",
+					     "0\r\n\r\n",
+					     "\x00\xff",
+					     "PUT /echo HTTP/1.1\r\n",
+					     ": :\r\n",
+					     "Expect: 100-continue\r\n",
+					     "zz\r\n",
+					     "HTTP/1.1 200 OK\r\n",
+					     "-1\r\n",
+					     "99999999999999999999\r\n"};
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char buf[512];
+	unsigned seed = 12345;
+	int round, fd;
+
+	for (round = 0; round < 300; round++) {
+		size_t n = 0;
+		int k, parts = 1 + (int)(rand_r(&seed) % 8);
+		struct timeval tv = {0, 20000};
+
+		for (k = 0; k < parts; k++) {
+			const char *p =
+			    pieces[rand_r(&seed) % (sizeof(pieces) / sizeof(pieces[0]))];
+			size_t len = strlen(p);
+			if (rand_r(&seed) % 4 == 0)
+				len = rand_r(&seed) % (len + 1); /* truncated */
+			if (n + len < sizeof(buf)) {
+				memcpy(buf + n, p, len);
+				n += len;
+			}
+		}
+		fd = tcp_connect(f->port);
+		CHECKT(f, fd >= 0);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		send_all(fd, buf, n);
+		if (rand_r(&seed) % 2)
+			shutdown(fd, SHUT_WR);
+		recv(fd, buf, sizeof(buf), 0); /* whatever comes, or nothing */
+		close(fd);
+	}
+	/* the server is still fine */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_survives_garbage)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.idle_timeout_ms = 100};
+
+	run_with(f, &opts, client_garbage);
+	free(f);
+}
+END_TEST
+
+static Suite *http_server_suite(void)
+{
+	Suite *s = suite_create("http_server");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_http_server_start_get_put_roundtrip);
+	tcase_add_test(tc, test_http_server_keep_alive_many_requests);
+	tcase_add_test(tc, test_http_response_send_pipelined_out_of_order);
+	tcase_add_test(tc, test_http_server_chunked_body);
+	tcase_add_test(tc, test_http_request_path_long_absolute_url);
+	tcase_add_test(tc, test_http_server_oversized_headers_431);
+	tcase_add_test(tc, test_http_server_oversized_body_413);
+	tcase_add_test(tc, test_http_server_body_limit_cb_per_request);
+	tcase_add_test(tc, test_http_server_malformed_request_400);
+	tcase_add_test(tc, test_http_server_idle_timeout_closes);
+	tcase_add_test(tc, test_http_server_connection_close_honored);
+	tcase_add_test(tc, test_http_server_expect_continue);
+	tcase_add_test(tc, test_http_server_many_concurrent_connections);
+	tcase_add_test(tc, test_http_server_close_finishes_in_flight);
+	tcase_add_test(tc, test_http_response_send_after_client_disconnect);
+	tcase_add_test(tc, test_http_server_pipeline_backpressure);
+	tcase_add_test(tc, test_http_server_accept_survives_emfile);
+	tcase_add_test(tc, test_http_server_request_split_across_reads);
+	tcase_add_test(tc, test_http_server_survives_garbage);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(http_server_suite());
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN); /* as the daemon does: writes to gone peers fail */
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
