@@ -90,6 +90,11 @@ struct sim_node {
 	struct raft_core *core;
 	bool up;
 	uint32_t inc; /* incarnation, bumped by each crash */
+	/* The node's clock: local = offset + virtual * rate_ppm / 1e6 (ms).
+	 * Rates differ between nodes (drift, or a paused process). */
+	uint64_t clock_offset;
+	uint64_t rate_ppm;
+	raft_time tick_local; /* deadline asked for, in local time */
 
 	/* Durable state (survives crashes). */
 	raft_term d_term;
@@ -131,6 +136,7 @@ enum sim_ev_kind {
 	SIM_EV_FAULT,
 	SIM_EV_HEAL_LINKS,
 	SIM_EV_PROBE,
+	SIM_EV_STRIKE, /* isolate (a = 0) or crash (a = 1) one node */
 };
 
 struct sim_ev {
@@ -169,6 +175,7 @@ struct sim_params {
 	unsigned steps;
 	unsigned nodes; /* 0: chosen by the seed */
 	bool verbose;
+	bool trace; /* env SIM_TRACE: acks, installs, crashes */
 };
 
 struct sim {
@@ -229,7 +236,32 @@ struct sim_lm {
 	bool used;
 };
 
+/* sim_log.c: entries, logs (first .. last), snapshot streams. */
+struct sim_entry *sim_entry_new(raft_index index, raft_term term, enum raft_entry_type type,
+				const void *data, size_t len); /* refs = 1 */
+void sim_entry_unref(struct sim_entry *e);		       /* NULL ok */
+void sim_log_push(struct sim_log *l, struct sim_entry *e);     /* takes a new ref */
+void sim_log_truncate(struct sim_log *l, raft_index from);
+void sim_log_reset(struct sim_log *l, raft_index index, raft_term term);
+void sim_log_compact(struct sim_log *l, raft_index keep_after);
+void sim_log_free(struct sim_log *l);
+void sim_cfg_rebuild(struct sim_node *n);
+/* Serializes n's state machine at its applied index (term of that entry). */
+void sim_snap_build(struct sim_node *n, raft_term term, struct sim_snap *out);
+/* Parses a stream; false if malformed (bytes from the network: no assert). */
+bool sim_snap_parse(const unsigned char *buf, size_t len, struct raft_snapshot_meta *meta,
+		    uint64_t *kv);
+
+/* sim_node.c: the driver of one node, its disk and the network. */
+void sim_node_crash(struct sim *s, struct sim_node *n);
+void sim_node_restart(struct sim *s, struct sim_node *n);
+void sim_msg_free(struct sim_msg *m);
+void sim_req_free(struct sim_req *r);
+/* Completes the request at the head of n's disk queue (a SIM_EV_DISK). */
+void sim_disk_complete(struct sim *s, struct sim_node *n);
+
 /* sim_world.c */
+bool sim_chance(struct sim *s, unsigned pct); /* true with pct % probability */
 uint64_t sim_rand(struct sim *s);
 uint64_t sim_rand_range(struct sim *s, uint64_t lo, uint64_t hi); /* [lo, hi] */
 int sim_run(const struct sim_params *p, struct sim *s);

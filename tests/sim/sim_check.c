@@ -333,6 +333,10 @@ void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m)
 				 (unsigned long long)n->d_term, n->d_vote, x->needs_sync);
 			return;
 		}
+		if (s->p.trace)
+			printf("%8llu %s grants its vote in term %llu to %s\n",
+			       (unsigned long long)s->now, n->id, (unsigned long long)x->term,
+			       x->to);
 		int to = -1;
 		for (unsigned i = 0; i < s->n_nodes; i++)
 			if (strcmp(s->nodes[i].id, x->to) == 0)
@@ -348,6 +352,14 @@ void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m)
 	}
 	if (x->type == RAFT_MSG_APPEND_RESULT && x->u.append_result.success) {
 		raft_index l = x->u.append_result.last_log_index;
+		if (s->p.trace)
+			printf("%8llu %s -> %s ack %llu term %llu (msg term %llu), durable log "
+			       "%llu..%llu, snapshot %llu\n",
+			       (unsigned long long)s->now, n->id, x->to, (unsigned long long)l,
+			       (unsigned long long)m->expect_term, (unsigned long long)x->term,
+			       (unsigned long long)n->dlog.first,
+			       (unsigned long long)sim_log_last(&n->dlog),
+			       (unsigned long long)n->dsnap.meta.index);
 		bool found;
 		raft_term t = sim_log_term(&n->dlog, l, &found);
 		if (l > 0 && n->dsnap.meta.index < l && (!found || t != m->expect_term))

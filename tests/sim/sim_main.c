@@ -115,6 +115,7 @@ int main(int argc, char **argv)
 		first = p.seed;
 		count = 1;
 	}
+	p.trace = getenv("SIM_TRACE") != NULL;
 	signal(SIGABRT, on_crash);
 	signal(SIGSEGV, on_crash);
 

@@ -1,33 +1,18 @@
 /*
- * sim_world.c: the simulated world around the Raft cores: a virtual clock
- * (a heap of timed events), a network, a disk per node, the driver that
- * turns each raft_update into disk requests, messages and applies, crashes,
- * restarts and the fault injector.
+ * sim_world.c: the simulated world: a virtual clock (a heap of timed
+ * events), the fault injector (crashes, partitions of several shapes, disk
+ * stalls, membership changes, leadership transfers, message loss) and the
+ * run loop with its final healing and liveness phase.
  *
- * Driver rules kept exactly as raft.h states them:
- *  - persistence requests go to one FIFO queue per node, completed one at a
- *    time after a simulated latency (a "stall" delays them past the election
- *    timeout);
- *  - a message with needs_sync is held until every request issued before it
- *    is durable (its barrier is the last issued sequence number); others go
- *    at once;
- *  - everything an update points to is copied before the next raft_step.
- *
- * A crash keeps what was durable, plus an arbitrary prefix of the queued
- * requests (data can reach the disk before its fsync returns), where the
- * last log append of that prefix may be torn (a suffix of its entries lost).
- * Restart feeds RAFT_EVENT_START with the durable term, vote, snapshot and
- * the log after the snapshot; the state machine restarts from the snapshot
- * and is rebuilt by replaying committed entries.
+ * Determinism: every random choice draws from s->rng in event order, and
+ * events at equal times run in insertion order (a sequence number breaks
+ * ties), so a seed replays exactly.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tests/sim/sim.h"
-
-#define SNAP_MAGIC  0x4e53534d49534b56ull /* "VKSIMSSN" */
-#define SNAP_FILLER 700			  /* bytes, to make several chunks */
 
 /* ---------------------------------------------------------------- random */
 
@@ -45,7 +30,7 @@ uint64_t sim_rand_range(struct sim *s, uint64_t lo, uint64_t hi)
 	return lo + sim_rand(s) % (hi - lo + 1);
 }
 
-static bool chance(struct sim *s, unsigned pct)
+bool sim_chance(struct sim *s, unsigned pct)
 {
 	return sim_rand(s) % 100 < pct;
 }
@@ -110,823 +95,6 @@ static struct sim_ev ev_pop(struct sim *s)
 	return top;
 }
 
-/* ------------------------------------------------------------ entries, logs */
-
-static struct sim_entry *entry_new(raft_index index, raft_term term, enum raft_entry_type type,
-				   const void *data, size_t len)
-{
-	struct sim_entry *e = malloc(sizeof(*e) + len);
-	if (e == NULL)
-		abort();
-	e->refs = 1;
-	e->index = index;
-	e->term = term;
-	e->type = type;
-	e->len = len;
-	if (len > 0)
-		memcpy(e->data, data, len);
-	e->hash = sim_bytes_hash(e->data, len) ^ (uint64_t)type;
-	return e;
-}
-
-static void entry_unref(struct sim_entry *e)
-{
-	if (e != NULL && --e->refs == 0)
-		free(e);
-}
-
-raft_index sim_log_last(const struct sim_log *l)
-{
-	return l->first + l->n - 1;
-}
-
-const struct sim_entry *sim_log_get(const struct sim_log *l, raft_index i)
-{
-	if (i < l->first || i > sim_log_last(l))
-		return NULL;
-	return l->e[i - l->first];
-}
-
-raft_term sim_log_term(const struct sim_log *l, raft_index i, bool *found)
-{
-	*found = true;
-	if (i == l->first - 1)
-		return l->prev_term;
-	const struct sim_entry *e = sim_log_get(l, i);
-	if (e == NULL) {
-		*found = false;
-		return 0;
-	}
-	return e->term;
-}
-
-static void log_push(struct sim_log *l, struct sim_entry *e)
-{
-	if (l->n == l->cap) {
-		l->cap = l->cap ? l->cap * 2 : 64;
-		l->e = realloc(l->e, l->cap * sizeof(*l->e));
-		if (l->e == NULL)
-			abort();
-	}
-	e->refs++;
-	l->e[l->n++] = e;
-}
-
-static void log_truncate(struct sim_log *l, raft_index from)
-{
-	while (l->n > 0 && sim_log_last(l) >= from)
-		entry_unref(l->e[--l->n]);
-}
-
-/* Empties l and restarts it after (index, term). */
-static void log_reset(struct sim_log *l, raft_index index, raft_term term)
-{
-	log_truncate(l, 0);
-	l->first = index + 1;
-	l->prev_term = term;
-}
-
-static void log_free(struct sim_log *l)
-{
-	log_truncate(l, 0);
-	free(l->e);
-	l->e = NULL;
-	l->cap = 0;
-}
-
-/* Drops entries before index keep_after + 1 (whose term is known). */
-static void log_compact(struct sim_log *l, raft_index keep_after)
-{
-	if (keep_after < l->first || keep_after > sim_log_last(l))
-		return;
-	size_t drop = keep_after - l->first + 1;
-	l->prev_term = l->e[drop - 1]->term;
-	for (size_t i = 0; i < drop; i++)
-		entry_unref(l->e[i]);
-	memmove(l->e, l->e + drop, (l->n - drop) * sizeof(*l->e));
-	l->n -= drop;
-	l->first = keep_after + 1;
-}
-
-static void cfg_rebuild(struct sim_node *n)
-{
-	n->n_cfg = 0;
-	for (size_t i = 0; i < n->mlog.n; i++) {
-		if (n->mlog.e[i]->type != RAFT_ENTRY_CONFIG)
-			continue;
-		if (n->n_cfg == n->cap_cfg) {
-			n->cap_cfg = n->cap_cfg ? n->cap_cfg * 2 : 16;
-			n->cfg_idx = realloc(n->cfg_idx, n->cap_cfg * sizeof(*n->cfg_idx));
-			if (n->cfg_idx == NULL)
-				abort();
-		}
-		n->cfg_idx[n->n_cfg++] = n->mlog.e[i]->index;
-	}
-}
-
-/* ------------------------------------------------------------- snapshots */
-
-static void put_u64(unsigned char **p, uint64_t v)
-{
-	memcpy(*p, &v, 8);
-	*p += 8;
-}
-
-static uint64_t get_u64(const unsigned char **p)
-{
-	uint64_t v;
-	memcpy(&v, *p, 8);
-	*p += 8;
-	return v;
-}
-
-/* Serializes the node's state machine at its applied index. */
-static void snap_build(struct sim_node *n, raft_term term, struct sim_snap *out)
-{
-	void *cfg = NULL;
-	size_t cfg_len = 0;
-	if (raft_config_encode(&n->applied_config, &cfg, &cfg_len) != 0)
-		abort();
-	size_t len = 8 * 4 + cfg_len + 8 * SIM_KEYS + SNAP_FILLER + 8;
-	unsigned char *buf = malloc(len), *p = buf;
-	if (buf == NULL)
-		abort();
-	put_u64(&p, SNAP_MAGIC);
-	put_u64(&p, n->applied);
-	put_u64(&p, term);
-	put_u64(&p, cfg_len);
-	memcpy(p, cfg, cfg_len);
-	p += cfg_len;
-	for (int k = 0; k < SIM_KEYS; k++)
-		put_u64(&p, n->kv[k]);
-	for (int i = 0; i < SNAP_FILLER; i++)
-		*p++ = (unsigned char)(n->applied * 31 + (uint64_t)i * 7);
-	put_u64(&p, sim_bytes_hash(buf, len - 8));
-	free(cfg);
-	out->buf = buf;
-	out->len = len;
-	out->meta.index = n->applied;
-	out->meta.term = term;
-	out->meta.config = n->applied_config;
-	out->meta.size = len;
-}
-
-/* Parses a snapshot stream; returns false if malformed. */
-static bool snap_parse(const unsigned char *buf, size_t len, struct raft_snapshot_meta *meta,
-		       uint64_t *kv)
-{
-	const unsigned char *p = buf;
-	if (buf == NULL || len < 8 * 4 + 8 * SIM_KEYS + SNAP_FILLER + 8)
-		return false;
-	uint64_t sum;
-	memcpy(&sum, buf + len - 8, 8);
-	if (sum != sim_bytes_hash(buf, len - 8))
-		return false;
-	if (get_u64(&p) != SNAP_MAGIC)
-		return false;
-	meta->index = get_u64(&p);
-	meta->term = get_u64(&p);
-	uint64_t cfg_len = get_u64(&p);
-	if (cfg_len != len - (8 * 4 + 8 * SIM_KEYS + SNAP_FILLER + 8))
-		return false;
-	if (raft_config_decode(p, cfg_len, &meta->config) != 0)
-		return false;
-	p += cfg_len;
-	for (int k = 0; k < SIM_KEYS; k++)
-		kv[k] = get_u64(&p);
-	meta->size = len;
-	return true;
-}
-
-/* ------------------------------------------------------------- messages */
-
-static void msg_free(struct sim_msg *m)
-{
-	if (m == NULL)
-		return;
-	if (m->refs != NULL)
-		for (unsigned i = 0; i < m->m.u.append.n_entries; i++)
-			entry_unref(m->refs[i]);
-	free(m->refs);
-	free(m->ents);
-	free(m->snap_data);
-	free(m);
-}
-
-static struct sim_msg *msg_clone(const struct sim_msg *src)
-{
-	struct sim_msg *m = malloc(sizeof(*m));
-	if (m == NULL)
-		abort();
-	*m = *src;
-	m->next = NULL;
-	m->ents = NULL;
-	m->refs = NULL;
-	m->snap_data = NULL;
-	if (src->m.type == RAFT_MSG_APPEND && src->m.u.append.n_entries > 0) {
-		unsigned k = src->m.u.append.n_entries;
-		m->ents = malloc(k * sizeof(*m->ents));
-		m->refs = malloc(k * sizeof(*m->refs));
-		if (m->ents == NULL || m->refs == NULL)
-			abort();
-		memcpy(m->ents, src->ents, k * sizeof(*m->ents));
-		for (unsigned i = 0; i < k; i++) {
-			m->refs[i] = src->refs[i];
-			m->refs[i]->refs++;
-		}
-		m->m.u.append.entries = m->ents;
-	}
-	if (src->m.type == RAFT_MSG_SNAPSHOT && src->snap_data != NULL) {
-		m->snap_data = malloc(src->m.u.snapshot.len ? src->m.u.snapshot.len : 1);
-		if (m->snap_data == NULL)
-			abort();
-		memcpy(m->snap_data, src->snap_data, src->m.u.snapshot.len);
-		m->m.u.snapshot.data = m->snap_data;
-	}
-	return m;
-}
-
-static int node_by_id(struct sim *s, const char *id)
-{
-	for (unsigned i = 0; i < s->n_nodes; i++)
-		if (strcmp(s->nodes[i].id, id) == 0)
-			return (int)i;
-	return -1;
-}
-
-/* Hands m to the network (checks persist-before-send first). */
-static void net_send(struct sim *s, struct sim_node *n, struct sim_msg *m)
-{
-	int to = node_by_id(s, m->m.to);
-	if (to < 0) {
-		sim_fail(s, "node %s sent a message to unknown node \"%s\"", n->id, m->m.to);
-		msg_free(m);
-		return;
-	}
-	sim_check_send(s, n, m);
-	s->stats.msgs++;
-	if (s->cut[n->num][to] || chance(s, s->drop_pct)) {
-		s->stats.drops++;
-		msg_free(m);
-		return;
-	}
-	int copies = chance(s, s->dup_pct) ? 2 : 1;
-	for (int c = 0; c < copies; c++) {
-		struct sim_msg *x = c == 0 ? m : msg_clone(m);
-		raft_time d = chance(s, s->long_delay_pct) ? sim_rand_range(s, 30, 300)
-							   : sim_rand_range(s, 1, 10);
-		sim_ev_push(s, s->now + d, SIM_EV_DELIVER, to, 0, x, 0);
-	}
-}
-
-/* Copies an outgoing message out of the core's update. Returns NULL if the
- * message cannot be sent (a snapshot chunk of a snapshot no longer held). */
-static struct sim_msg *msg_copy(struct sim *s, struct sim_node *n, const struct raft_message *src)
-{
-	struct sim_msg *m = calloc(1, sizeof(*m));
-	if (m == NULL)
-		abort();
-	m->m = *src;
-	if (src->type == RAFT_MSG_APPEND) {
-		unsigned k = src->u.append.n_entries;
-		m->m.u.append.entries = NULL;
-		if (k > 0) {
-			m->ents = malloc(k * sizeof(*m->ents));
-			m->refs = malloc(k * sizeof(*m->refs));
-			if (m->ents == NULL || m->refs == NULL)
-				abort();
-			for (unsigned i = 0; i < k; i++) {
-				const struct raft_entry *e = &src->u.append.entries[i];
-				const struct sim_entry *have = sim_log_get(&n->mlog, e->index);
-				struct sim_entry *x;
-				if (have != NULL && have->term == e->term && have->len == e->len &&
-				    have->type == e->type &&
-				    (e->len == 0 || memcmp(have->data, e->data, e->len) == 0)) {
-					x = (struct sim_entry *)have;
-					x->refs++;
-				} else {
-					x = entry_new(e->index, e->term, e->type, e->data, e->len);
-				}
-				m->refs[i] = x;
-				m->ents[i] = (struct raft_entry){x->index, x->term, x->type,
-								 x->data, x->len};
-			}
-			m->m.u.append.entries = m->ents;
-		}
-	} else if (src->type == RAFT_MSG_SNAPSHOT) {
-		const struct raft_snapshot *c = &src->u.snapshot;
-		if (n->dsnap.meta.index != c->last_index || n->dsnap.meta.term != c->last_term ||
-		    c->offset > n->dsnap.len) {
-			if (s->p.verbose)
-				printf(
-				    "  %s: drop snapshot chunk for %llu/%llu (holding %llu/%llu)\n",
-				    n->id, (unsigned long long)c->last_index,
-				    (unsigned long long)c->last_term,
-				    (unsigned long long)n->dsnap.meta.index,
-				    (unsigned long long)n->dsnap.meta.term);
-			free(m);
-			return NULL;
-		}
-		size_t len = c->len;
-		if (c->offset + len > n->dsnap.len)
-			len = n->dsnap.len - c->offset;
-		m->snap_data = malloc(len ? len : 1);
-		if (m->snap_data == NULL)
-			abort();
-		memcpy(m->snap_data, n->dsnap.buf + c->offset, len);
-		m->m.u.snapshot.data = m->snap_data;
-		m->m.u.snapshot.len = len;
-		m->m.u.snapshot.done = c->offset + len == n->dsnap.len;
-	} else if (src->type == RAFT_MSG_APPEND_RESULT && src->u.append_result.success) {
-		bool found;
-		m->expect_term =
-		    sim_log_term(&n->mlog, src->u.append_result.last_log_index, &found);
-	}
-	return m;
-}
-
-/* ----------------------------------------------------------------- disk */
-
-static void disk_start(struct sim *s, struct sim_node *n)
-{
-	if (n->disk_busy || n->q_head == NULL)
-		return;
-	n->disk_busy = true;
-	raft_time t = s->now > n->stall_until ? s->now : n->stall_until;
-	sim_ev_push(s, t + sim_rand_range(s, 1, 4), SIM_EV_DISK, n->num, n->inc, NULL, 0);
-}
-
-static void disk_enqueue(struct sim *s, struct sim_node *n, struct sim_req *r)
-{
-	r->seq = ++n->issued_seq;
-	r->next = NULL;
-	if (n->q_tail != NULL)
-		n->q_tail->next = r;
-	else
-		n->q_head = r;
-	n->q_tail = r;
-	disk_start(s, n);
-}
-
-static void req_free(struct sim_req *r)
-{
-	for (unsigned i = 0; i < r->n_ents; i++)
-		entry_unref(r->ents[i]);
-	free(r->ents);
-	free((void *)r->chunk.data);
-	free(r->snap.buf);
-	free(r);
-}
-
-static void node_install(struct sim *s, struct sim_node *n, const struct raft_snapshot_meta *meta,
-			 unsigned char *buf, size_t len, const uint64_t *kv)
-{
-	free(n->dsnap.buf);
-	n->dsnap.buf = buf;
-	n->dsnap.len = len;
-	n->dsnap.meta = *meta;
-	log_reset(&n->dlog, meta->index, meta->term);
-	log_reset(&n->mlog, meta->index, meta->term);
-	cfg_rebuild(n);
-	if (meta->index < n->applied)
-		sim_fail(s,
-			 "node %s installed snapshot %llu below its applied index %llu (state "
-			 "machine goes backwards)",
-			 n->id, (unsigned long long)meta->index, (unsigned long long)n->applied);
-	memcpy(n->kv, kv, sizeof(n->kv));
-	n->applied = meta->index;
-	n->applied_config = meta->config;
-	sim_check_snapshot_state(s, n);
-	s->stats.snaps_installed++;
-}
-
-/* Makes request r durable; n_keep limits a log append to its first n_keep
- * entries (a torn write). Returns true if a snapshot was installed. */
-static bool req_apply(struct sim *s, struct sim_node *n, struct sim_req *r, unsigned n_keep)
-{
-	switch (r->kind) {
-	case SIM_REQ_META:
-		sim_check_durable_meta(s, n, r->term, r->vote);
-		n->d_term = r->term;
-		snprintf(n->d_vote, sizeof(n->d_vote), "%s", r->vote);
-		return false;
-	case SIM_REQ_LOG:
-		if (r->truncate_from != 0)
-			log_truncate(&n->dlog, r->truncate_from);
-		for (unsigned i = 0; i < r->n_ents && i < n_keep; i++) {
-			if (r->ents[i]->index != sim_log_last(&n->dlog) + 1) {
-				sim_fail(s, "node %s: durable append of index %llu after %llu",
-					 n->id, (unsigned long long)r->ents[i]->index,
-					 (unsigned long long)sim_log_last(&n->dlog));
-				return false;
-			}
-			log_push(&n->dlog, r->ents[i]);
-		}
-		return false;
-	case SIM_REQ_SNAP_CHUNK: {
-		size_t end = r->chunk.offset + r->chunk.len;
-		if (r->chunk.offset == 0)
-			n->incoming_len = 0;
-		n->incoming = realloc(n->incoming, end ? end : 1);
-		if (n->incoming == NULL)
-			abort();
-		if (end > n->incoming_len) {
-			if (r->chunk.offset > n->incoming_len)
-				memset(n->incoming + n->incoming_len, 0,
-				       r->chunk.offset - n->incoming_len);
-			n->incoming_len = end;
-		}
-		if (r->chunk.len > 0)
-			memcpy(n->incoming + r->chunk.offset, r->chunk.data, r->chunk.len);
-		if (!r->chunk.done)
-			return false;
-		struct raft_snapshot_meta meta;
-		uint64_t kv[SIM_KEYS];
-		if (!snap_parse(n->incoming, n->incoming_len, &meta, kv) ||
-		    meta.index != r->chunk.last_index || meta.term != r->chunk.last_term) {
-			sim_fail(
-			    s, "node %s: received snapshot stream %llu/%llu is corrupt (%zu bytes)",
-			    n->id, (unsigned long long)r->chunk.last_index,
-			    (unsigned long long)r->chunk.last_term, n->incoming_len);
-			return false;
-		}
-		node_install(s, n, &meta, n->incoming, n->incoming_len, kv);
-		n->incoming = NULL;
-		n->incoming_len = 0;
-		return true;
-	}
-	case SIM_REQ_SNAP_TAKE:
-		free(n->dsnap.buf);
-		n->dsnap = r->snap;
-		r->snap.buf = NULL;
-		n->snap_taking = false;
-		s->stats.snaps_taken++;
-		return false;
-	}
-	return false;
-}
-
-static void held_release(struct sim *s, struct sim_node *n)
-{
-	while (n->held_head != NULL && n->held_head->barrier <= n->done_seq) {
-		struct sim_msg *m = n->held_head;
-		n->held_head = m->next;
-		if (n->held_head == NULL)
-			n->held_tail = NULL;
-		m->next = NULL;
-		net_send(s, n, m);
-	}
-}
-
-static void disk_complete(struct sim *s, struct sim_node *n)
-{
-	struct sim_req *r = n->q_head;
-	struct raft_event e = {.now = s->now};
-	bool post = false;
-
-	n->q_head = r->next;
-	if (n->q_head == NULL)
-		n->q_tail = NULL;
-	n->disk_busy = false;
-	bool installed = req_apply(s, n, r, UINT32_MAX);
-	n->done_seq = r->seq;
-	if (r->kind == SIM_REQ_LOG && r->n_ents > 0) {
-		e.type = RAFT_EVENT_PERSISTED;
-		e.u.persisted.index = r->ents[r->n_ents - 1]->index;
-		e.u.persisted.term = r->ents[r->n_ents - 1]->term;
-		post = true;
-	} else if (r->kind == SIM_REQ_SNAP_TAKE) {
-		e.type = RAFT_EVENT_SNAPSHOT_TAKEN;
-		e.u.snapshot = n->dsnap.meta;
-		post = true;
-	} else if (installed) {
-		e.type = RAFT_EVENT_SNAPSHOT_INSTALLED;
-		e.u.snapshot = n->dsnap.meta;
-		post = true;
-	}
-	req_free(r);
-	disk_start(s, n);
-	held_release(s, n);
-	if (post && !s->failed)
-		sim_node_step(s, n, &e, NULL, NULL);
-}
-
-/* --------------------------------------------------------------- driver */
-
-static void maybe_snapshot(struct sim *s, struct sim_node *n)
-{
-	if (n->snap_taking || n->applied < n->dsnap.meta.index + s->snap_threshold)
-		return;
-	bool found;
-	raft_term term = sim_log_term(&n->mlog, n->applied, &found);
-	if (!found)
-		return;
-	struct sim_req *r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		abort();
-	r->kind = SIM_REQ_SNAP_TAKE;
-	snap_build(n, term, &r->snap);
-	n->snap_taking = true;
-	disk_enqueue(s, n, r);
-}
-
-static void apply_entry(struct sim *s, struct sim_node *n, const struct raft_entry *re)
-{
-	const struct sim_entry *e = sim_log_get(&n->mlog, re->index);
-	if (re->index != n->applied + 1) {
-		sim_fail(s, "node %s applies index %llu after %llu", n->id,
-			 (unsigned long long)re->index, (unsigned long long)n->applied);
-		return;
-	}
-	if (e == NULL || e->term != re->term) {
-		sim_fail(s, "node %s applies index %llu term %llu not in its log", n->id,
-			 (unsigned long long)re->index, (unsigned long long)re->term);
-		return;
-	}
-	if (e->type == RAFT_ENTRY_COMMAND && e->len == SIM_CMD_SIZE) {
-		uint64_t value;
-		memcpy(&value, e->data + 8, 8);
-		unsigned key = e->data[1] % SIM_KEYS;
-		if (e->data[0] == SIM_CMD_PUT)
-			n->kv[key] = value;
-		else if (e->data[0] == SIM_CMD_DELETE)
-			n->kv[key] = 0;
-	} else if (e->type == RAFT_ENTRY_CONFIG) {
-		if (raft_config_decode(e->data, e->len, &n->applied_config) != 0)
-			sim_fail(s, "node %s: config entry %llu does not decode", n->id,
-				 (unsigned long long)e->index);
-	}
-	n->applied = re->index;
-	sim_check_applied(s, n, e);
-	sim_client_applied(s, n, e);
-}
-
-/* Applies an update's log mutation to the node's requested log and queues
- * it for the disk. */
-static void update_log(struct sim *s, struct sim_node *n, const struct raft_update *u)
-{
-	struct sim_req *r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		abort();
-	r->kind = SIM_REQ_LOG;
-	r->truncate_from = u->truncate_from;
-	if (u->truncate_from != 0) {
-		if (u->truncate_from < n->mlog.first) {
-			sim_fail(s, "node %s truncates from %llu, below its log start %llu", n->id,
-				 (unsigned long long)u->truncate_from,
-				 (unsigned long long)n->mlog.first);
-		}
-		for (raft_index i = u->truncate_from; i <= sim_log_last(&n->mlog); i++) {
-			const struct sim_entry *x = sim_log_get(&n->mlog, i);
-			if (x != NULL && i < s->cap_committed && s->committed[i].set &&
-			    s->committed[i].term == x->term) {
-				sim_fail(s, "node %s truncates committed entry %llu (term %llu)",
-					 n->id, (unsigned long long)i, (unsigned long long)x->term);
-				break;
-			}
-		}
-		log_truncate(&n->mlog, u->truncate_from);
-		while (n->n_cfg > 0 && n->cfg_idx[n->n_cfg - 1] >= u->truncate_from)
-			n->n_cfg--;
-	}
-	if (u->n_entries > 0) {
-		r->ents = malloc(u->n_entries * sizeof(*r->ents));
-		if (r->ents == NULL)
-			abort();
-	}
-	for (unsigned i = 0; i < u->n_entries && !s->failed; i++) {
-		const struct raft_entry *re = &u->entries[i];
-		if (re->index != sim_log_last(&n->mlog) + 1) {
-			sim_fail(s, "node %s appends index %llu after %llu (not contiguous)", n->id,
-				 (unsigned long long)re->index,
-				 (unsigned long long)sim_log_last(&n->mlog));
-			break;
-		}
-		bool found;
-		raft_term prev_term = sim_log_term(&n->mlog, re->index - 1, &found);
-		struct sim_entry *e = entry_new(re->index, re->term, re->type, re->data, re->len);
-		if (e->type == RAFT_ENTRY_CONFIG && u->role == RAFT_LEADER &&
-		    re->term == u->current_term && n->n_cfg > 0 &&
-		    n->cfg_idx[n->n_cfg - 1] > u->commit_index)
-			sim_fail(s,
-				 "leader %s appends config entry %llu while config entry %llu is "
-				 "uncommitted (commit %llu)",
-				 n->id, (unsigned long long)re->index,
-				 (unsigned long long)n->cfg_idx[n->n_cfg - 1],
-				 (unsigned long long)u->commit_index);
-		sim_check_appended(s, n, e, found ? prev_term : 0);
-		log_push(&n->mlog, e);
-		if (e->type == RAFT_ENTRY_CONFIG) {
-			if (n->n_cfg == n->cap_cfg) {
-				n->cap_cfg = n->cap_cfg ? n->cap_cfg * 2 : 16;
-				n->cfg_idx = realloc(n->cfg_idx, n->cap_cfg * sizeof(*n->cfg_idx));
-				if (n->cfg_idx == NULL)
-					abort();
-			}
-			n->cfg_idx[n->n_cfg++] = e->index;
-		}
-		r->ents[r->n_ents++] = e; /* the request takes the creation ref */
-	}
-	disk_enqueue(s, n, r);
-}
-
-static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
-			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
-			   const struct raft_config *cfg_before)
-{
-	if (u->meta_changed) {
-		struct sim_req *r = calloc(1, sizeof(*r));
-		if (r == NULL)
-			abort();
-		r->kind = SIM_REQ_META;
-		r->term = u->term;
-		snprintf(r->vote, sizeof(r->vote), "%s", u->voted_for);
-		disk_enqueue(s, n, r);
-	}
-	if (u->truncate_from != 0 || u->n_entries > 0)
-		update_log(s, n, u);
-	if (u->snapshot_write != NULL) {
-		struct sim_req *r = calloc(1, sizeof(*r));
-		if (r == NULL)
-			abort();
-		r->kind = SIM_REQ_SNAP_CHUNK;
-		r->chunk = *u->snapshot_write;
-		void *data = malloc(r->chunk.len ? r->chunk.len : 1);
-		if (data == NULL)
-			abort();
-		if (r->chunk.len > 0)
-			memcpy(data, u->snapshot_write->data, r->chunk.len);
-		r->chunk.data = data;
-		disk_enqueue(s, n, r);
-	}
-	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
-	n->role = u->role;
-	n->term = u->current_term;
-	if (u->commit_index > n->commit)
-		n->commit = u->commit_index;
-	for (unsigned i = 0; i < u->n_messages && !s->failed; i++) {
-		struct sim_msg *m = msg_copy(s, n, &u->messages[i]);
-		if (m == NULL)
-			continue;
-		if (m->m.needs_sync && n->done_seq < n->issued_seq) {
-			m->barrier = n->issued_seq;
-			if (n->held_tail != NULL)
-				n->held_tail->next = m;
-			else
-				n->held_head = m;
-			n->held_tail = m;
-		} else {
-			net_send(s, n, m);
-		}
-	}
-	for (unsigned i = 0; i < u->n_apply && !s->failed; i++)
-		apply_entry(s, n, &u->apply[i]);
-	if (u->n_apply > 0 && !s->failed)
-		sim_ev_push(s, s->now + sim_rand_range(s, 0, 3), SIM_EV_APPLIED, n->num, n->inc,
-			    NULL, n->applied);
-	for (unsigned i = 0; i < u->n_reads && !s->failed; i++) {
-		if (u->reads[i].index > n->applied) {
-			sim_fail(s, "node %s: read %llu ready at index %llu but applied is %llu",
-				 n->id, (unsigned long long)u->reads[i].token,
-				 (unsigned long long)u->reads[i].index,
-				 (unsigned long long)n->applied);
-			break;
-		}
-		sim_client_read_done(s, n, u->reads[i].token, true, u->reads[i].index);
-	}
-	for (unsigned i = 0; i < u->n_reads_failed; i++)
-		sim_client_read_done(s, n, u->reads_failed[i].token, false, 0);
-	if (u->deadline != n->tick_at || n->tick_at <= s->now) {
-		n->tick_at = u->deadline > s->now ? u->deadline : s->now + 1;
-		sim_ev_push(s, n->tick_at, SIM_EV_TICK, n->num, n->inc, NULL, 0);
-	}
-	if (!s->failed)
-		maybe_snapshot(s, n);
-}
-
-void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e, int *rc_out,
-		   struct raft_update *u_out)
-{
-	struct raft_update u;
-	static struct raft_config cfg_before;
-	const struct raft_config *before = NULL;
-	enum raft_role prev_role = n->role;
-	raft_term prev_term = n->term;
-	raft_index prev_commit = n->commit;
-
-	if (n->role == RAFT_LEADER) {
-		cfg_before = *raft_configuration(n->core);
-		before = &cfg_before;
-	}
-	int rc = raft_step(n->core, e, &u);
-	if (rc_out != NULL)
-		*rc_out = rc;
-	process_update(s, n, &u, prev_role, prev_term, prev_commit, before);
-	if (u_out != NULL)
-		*u_out = u;
-}
-
-/* ----------------------------------------------------- crash and restart */
-
-static void node_crash(struct sim *s, struct sim_node *n)
-{
-	sim_client_node_crashed(s, n);
-	/* Some prefix of the queue reached the disk; its last append may be
-	 * torn. */
-	size_t q = 0;
-	for (struct sim_req *r = n->q_head; r != NULL; r = r->next)
-		q++;
-	size_t k = q ? sim_rand_range(s, 0, q) : 0;
-	struct sim_req *r = n->q_head;
-	for (size_t i = 0; r != NULL; i++) {
-		struct sim_req *next = r->next;
-		if (i < k && !s->failed)
-			req_apply(s, n, r, UINT32_MAX);
-		else if (i == k && r->kind == SIM_REQ_LOG && !s->failed)
-			req_apply(s, n, r, (unsigned)sim_rand_range(s, 0, r->n_ents));
-		req_free(r);
-		r = next;
-	}
-	n->q_head = n->q_tail = NULL;
-	while (n->held_head != NULL) {
-		struct sim_msg *m = n->held_head;
-		n->held_head = m->next;
-		msg_free(m);
-	}
-	n->held_tail = NULL;
-	raft_destroy(n->core);
-	n->core = NULL;
-	log_free(&n->mlog);
-	free(n->incoming);
-	n->incoming = NULL;
-	n->incoming_len = 0;
-	n->up = false;
-	n->inc++;
-	s->stats.crashes++;
-}
-
-static void node_restart(struct sim *s, struct sim_node *n)
-{
-	struct raft_event e = {.type = RAFT_EVENT_START, .now = s->now};
-	struct raft_entry *ents = NULL;
-	raft_index snap = n->dsnap.meta.index;
-
-	n->core = raft_create(n->id, &s->opts, sim_rand(s));
-	if (n->core == NULL)
-		abort();
-	n->up = true;
-	n->issued_seq = n->done_seq = 0;
-	n->disk_busy = false;
-	n->stall_until = 0;
-	n->snap_taking = false;
-	n->role = RAFT_FOLLOWER;
-	n->term = n->d_term;
-	n->commit = 0;
-	n->tick_at = 0;
-	memset(n->kv, 0, sizeof(n->kv));
-	memset(&n->applied_config, 0, sizeof(n->applied_config));
-	n->applied = 0;
-	if (snap > 0) {
-		struct raft_snapshot_meta meta;
-		if (!snap_parse(n->dsnap.buf, n->dsnap.len, &meta, n->kv))
-			abort(); /* the sim wrote it: a harness bug */
-		n->applied = snap;
-		n->applied_config = meta.config;
-		bool found;
-		raft_term t = sim_log_term(&n->dlog, snap, &found);
-		if (found && t == n->dsnap.meta.term)
-			log_compact(&n->dlog, snap);
-		else
-			log_reset(&n->dlog, snap, n->dsnap.meta.term);
-		if (n->dlog.first - 1 != snap)
-			log_reset(&n->dlog, snap, n->dsnap.meta.term);
-	}
-	n->mlog.first = n->dlog.first;
-	n->mlog.prev_term = n->dlog.prev_term;
-	for (size_t i = 0; i < n->dlog.n; i++)
-		log_push(&n->mlog, n->dlog.e[i]);
-	cfg_rebuild(n);
-	if (n->dlog.n > 0) {
-		ents = malloc(n->dlog.n * sizeof(*ents));
-		if (ents == NULL)
-			abort();
-		for (size_t i = 0; i < n->dlog.n; i++) {
-			const struct sim_entry *x = n->dlog.e[i];
-			ents[i] = (struct raft_entry){x->index, x->term, x->type, x->data, x->len};
-		}
-	}
-	e.u.start.term = n->d_term;
-	e.u.start.voted_for = n->d_vote;
-	e.u.start.snapshot = n->dsnap.meta;
-	e.u.start.applied_index = n->applied;
-	e.u.start.prev_index = n->dlog.first - 1;
-	e.u.start.prev_term = n->dlog.prev_term;
-	e.u.start.entries = ents;
-	e.u.start.n_entries = (unsigned)n->dlog.n;
-	sim_node_step(s, n, &e, NULL, NULL);
-	free(ents);
-}
-
 /* ---------------------------------------------------------------- faults */
 
 int sim_leader_guess(struct sim *s)
@@ -957,7 +125,7 @@ static void fault_change(struct sim *s)
 	if (member == NULL) {
 		add[n_add++] = id;
 		/* Sometimes swap at once: a joint change. */
-		if (chance(s, 50) && voters > 2) {
+		if (sim_chance(s, 50) && voters > 2) {
 			unsigned v = (unsigned)sim_rand_range(s, 0, c->n - 1);
 			if (c->servers[v].role == RAFT_VOTER)
 				rem[n_rem++] = c->servers[v].id;
@@ -991,7 +159,7 @@ static void fault_partition(struct sim *s, unsigned kind)
 	if (kind == 3 && l >= 0) { /* isolate the leader, maybe with one follower */
 		unsigned mate = (unsigned)sim_rand_range(s, 0, k - 1);
 		for (unsigned i = 0; i < k; i++)
-			side[i] = i == (unsigned)l || (i == mate && chance(s, 30));
+			side[i] = i == (unsigned)l || (i == mate && sim_chance(s, 30));
 	}
 	if (kind == 1) { /* one-way: a stops hearing b */
 		unsigned a = (unsigned)sim_rand_range(s, 0, k - 1);
@@ -1006,7 +174,8 @@ static void fault_partition(struct sim *s, unsigned kind)
 					s->cut[a][b] = true;
 	}
 	s->stats.partitions++;
-	raft_time heal = chance(s, 50) ? sim_rand_range(s, 30, 600) : sim_rand_range(s, 200, 4000);
+	raft_time heal =
+	    sim_chance(s, 50) ? sim_rand_range(s, 30, 600) : sim_rand_range(s, 200, 4000);
 	sim_ev_push(s, s->now + heal, SIM_EV_HEAL_LINKS, -1, 0, NULL, 0);
 }
 
@@ -1015,7 +184,7 @@ static void fault_inject(struct sim *s)
 	unsigned r = (unsigned)sim_rand_range(s, 0, 99);
 	unsigned victim = (unsigned)sim_rand_range(s, 0, s->n_nodes - 1);
 	int leader = sim_leader_guess(s);
-	if (leader >= 0 && r < 18 && chance(s, 40))
+	if (leader >= 0 && r < 18 && sim_chance(s, 40))
 		victim = (unsigned)leader; /* kill-the-leader nemesis */
 	struct sim_node *n = &s->nodes[victim];
 
@@ -1023,7 +192,7 @@ static void fault_inject(struct sim *s)
 		if (n->up) {
 			if (s->p.verbose)
 				printf("%8llu crash %s\n", (unsigned long long)s->now, n->id);
-			node_crash(s, n);
+			sim_node_crash(s, n);
 			sim_ev_push(s, s->now + sim_rand_range(s, 50, 4000), SIM_EV_RESTART, n->num,
 				    0, NULL, 0);
 		}
@@ -1044,7 +213,7 @@ static void fault_inject(struct sim *s)
 		int l = sim_leader_guess(s);
 		if (l >= 0) {
 			struct raft_event e = {.type = RAFT_EVENT_TRANSFER, .now = s->now};
-			e.u.transfer.to = chance(s, 50) ? NULL : n->id;
+			e.u.transfer.to = sim_chance(s, 50) ? NULL : n->id;
 			if (e.u.transfer.to != NULL && (unsigned)l == victim)
 				e.u.transfer.to = NULL;
 			sim_node_step(s, &s->nodes[l], &e, NULL, NULL);
@@ -1068,7 +237,7 @@ static void heal_all(struct sim *s)
 	for (unsigned i = 0; i < s->n_nodes; i++) {
 		s->nodes[i].stall_until = 0;
 		if (!s->nodes[i].up && !s->failed)
-			node_restart(s, &s->nodes[i]);
+			sim_node_restart(s, &s->nodes[i]);
 	}
 	sim_ev_push(s, s->now + 1, SIM_EV_PROBE, -1, 0, NULL, 0);
 	if (s->p.verbose)
@@ -1090,7 +259,7 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 			e.u.receive = m->m;
 			sim_node_step(s, n, &e, NULL, NULL);
 		}
-		msg_free(m);
+		sim_msg_free(m);
 		break;
 	}
 	case SIM_EV_TICK:
@@ -1101,7 +270,7 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		break;
 	case SIM_EV_DISK:
 		if (n->up && n->inc == ev->inc)
-			disk_complete(s, n);
+			sim_disk_complete(s, n);
 		break;
 	case SIM_EV_APPLIED:
 		if (n->up && n->inc == ev->inc) {
@@ -1112,7 +281,7 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		break;
 	case SIM_EV_RESTART:
 		if (!n->up)
-			node_restart(s, n);
+			sim_node_restart(s, n);
 		break;
 	case SIM_EV_CLIENT: sim_client_act(s, (int)ev->a); break;
 	case SIM_EV_CLIENT_TIMEOUT: sim_client_timeout(s, ev->node, ev->a); break;
@@ -1124,6 +293,20 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		}
 		break;
 	case SIM_EV_HEAL_LINKS: memset(s->cut, 0, sizeof(s->cut)); break;
+	case SIM_EV_STRIKE:
+		if (s->healing || !n->up || n->inc != ev->inc)
+			break;
+		if (ev->a == 1) {
+			sim_node_crash(s, n);
+			sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num,
+				    0, NULL, 0);
+		} else {
+			for (unsigned i = 0; i < s->n_nodes; i++)
+				s->cut[n->num][i] = s->cut[i][n->num] = true;
+			sim_ev_push(s, s->now + sim_rand_range(s, 100, 1500), SIM_EV_HEAL_LINKS, -1,
+				    0, NULL, 0);
+		}
+		break;
 	case SIM_EV_PROBE:
 		sim_probe_tick(s);
 		if (!s->live)
@@ -1149,8 +332,8 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	s->opts.heartbeat_interval = 50;
 	/* Often one entry per message and one message in flight: acks then
 	 * advance entry by entry (the window where figure 8 bites). */
-	s->opts.max_inflight_msgs = chance(s, 50) ? 1 : (unsigned)sim_rand_range(s, 2, 8);
-	s->opts.max_msg_bytes = chance(s, 50) ? 1 : sim_rand_range(s, 64, 1024);
+	s->opts.max_inflight_msgs = sim_chance(s, 50) ? 1 : (unsigned)sim_rand_range(s, 2, 8);
+	s->opts.max_msg_bytes = sim_chance(s, 50) ? 1 : sim_rand_range(s, 64, 1024);
 	s->opts.max_inflight_bytes = sim_rand_range(s, 256, 8192);
 	s->opts.snapshot_chunk_bytes = sim_rand_range(s, 200, 2000);
 	s->opts.snapshot_timeout = 1000;
@@ -1158,6 +341,11 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	s->history = linearize_history_create();
 	if (s->history == NULL)
 		abort();
+
+	/* Half the seeds give each node its own clock rate (+-25%), and then
+	 * often one node a very slow clock (a starved or paused process). */
+	bool drift = sim_chance(s, 50);
+	int slow = drift && sim_chance(s, 60) ? (int)sim_rand_range(s, 0, s->n_nodes - 1) : -1;
 
 	/* Founding voters: all nodes, or all but one spare when more than 3. */
 	unsigned voters = s->n_nodes > 3 ? s->n_nodes - 1 : s->n_nodes;
@@ -1168,6 +356,10 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 		n->num = (int)i;
 		snprintf(n->id, sizeof(n->id), "n%u", i + 1);
 		n->dlog.first = n->mlog.first = 1;
+		n->clock_offset = sim_rand_range(s, 0, 1000000);
+		n->rate_ppm = drift ? sim_rand_range(s, 750000, 1250000) : 1000000;
+		if ((int)i == slow)
+			n->rate_ppm = sim_rand_range(s, 300000, 600000);
 		if (i < voters && raft_config_add(&cfg, n->id, RAFT_VOTER) != 0)
 			abort();
 	}
@@ -1175,20 +367,20 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	void *buf = NULL;
 	if (raft_bootstrap_entry(&cfg, &boot, &buf) != 0)
 		abort();
-	struct sim_entry *e = entry_new(boot.index, boot.term, boot.type, boot.data, boot.len);
+	struct sim_entry *e = sim_entry_new(boot.index, boot.term, boot.type, boot.data, boot.len);
 	free(buf);
 	for (unsigned i = 0; i < voters; i++) {
-		log_push(&s->nodes[i].dlog, e);
+		sim_log_push(&s->nodes[i].dlog, e);
 		s->nodes[i].d_term = boot.term;
 	}
-	entry_unref(e);
+	sim_entry_unref(e);
 }
 
 int sim_run(const struct sim_params *p, struct sim *s)
 {
 	sim_init(s, p);
 	for (unsigned i = 0; i < s->n_nodes && !s->failed; i++)
-		node_restart(s, &s->nodes[i]);
+		sim_node_restart(s, &s->nodes[i]);
 	sim_client_start(s);
 	sim_ev_push(s, sim_rand_range(s, 100, 600), SIM_EV_FAULT, -1, 0, NULL, 0);
 	while (!s->failed && s->heap_n > 0) {
@@ -1220,7 +412,7 @@ void sim_free(struct sim *s)
 	while (s->heap_n > 0) {
 		struct sim_ev ev = ev_pop(s);
 		if (ev.kind == SIM_EV_DELIVER)
-			msg_free(ev.p);
+			sim_msg_free(ev.p);
 	}
 	free(s->heap);
 	for (unsigned i = 0; i < s->n_nodes; i++) {
@@ -1228,17 +420,17 @@ void sim_free(struct sim *s)
 		struct sim_req *r = n->q_head;
 		while (r != NULL) {
 			struct sim_req *next = r->next;
-			req_free(r);
+			sim_req_free(r);
 			r = next;
 		}
 		while (n->held_head != NULL) {
 			struct sim_msg *m = n->held_head;
 			n->held_head = m->next;
-			msg_free(m);
+			sim_msg_free(m);
 		}
 		raft_destroy(n->core);
-		log_free(&n->mlog);
-		log_free(&n->dlog);
+		sim_log_free(&n->mlog);
+		sim_log_free(&n->dlog);
 		free(n->dsnap.buf);
 		free(n->incoming);
 		free(n->cfg_idx);

@@ -1,0 +1,712 @@
+/*
+ * sim_node.c: one simulated node: the driver that turns each raft_update
+ * into disk requests, messages and applies; the virtual network; the
+ * virtual disk; crashes and restarts.
+ *
+ * Driver rules kept exactly as raft.h states them:
+ *  - persistence requests go to one FIFO queue per node, completed one at a
+ *    time after a simulated latency (a "stall" delays them past the election
+ *    timeout);
+ *  - a message with needs_sync is held until every request issued before it
+ *    is durable (its barrier is the last issued sequence number); others go
+ *    at once;
+ *  - everything an update points to is copied before the next raft_step.
+ *
+ * A crash keeps what was durable, plus an arbitrary prefix of the queued
+ * requests (data can reach the disk before its fsync returns), where the
+ * last log append of that prefix may be torn (a suffix of its entries lost).
+ * Restart feeds RAFT_EVENT_START with the durable term, vote, snapshot and
+ * the log after the snapshot; the state machine restarts from the snapshot
+ * and is rebuilt by replaying committed entries.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/sim/sim.h"
+
+/* ------------------------------------------------------------- messages */
+
+void sim_msg_free(struct sim_msg *m)
+{
+	if (m == NULL)
+		return;
+	if (m->refs != NULL)
+		for (unsigned i = 0; i < m->m.u.append.n_entries; i++)
+			sim_entry_unref(m->refs[i]);
+	free(m->refs);
+	free(m->ents);
+	free(m->snap_data);
+	free(m);
+}
+
+static struct sim_msg *msg_clone(const struct sim_msg *src)
+{
+	struct sim_msg *m = malloc(sizeof(*m));
+	if (m == NULL)
+		abort();
+	*m = *src;
+	m->next = NULL;
+	m->ents = NULL;
+	m->refs = NULL;
+	m->snap_data = NULL;
+	if (src->m.type == RAFT_MSG_APPEND && src->m.u.append.n_entries > 0) {
+		unsigned k = src->m.u.append.n_entries;
+		m->ents = malloc(k * sizeof(*m->ents));
+		m->refs = malloc(k * sizeof(*m->refs));
+		if (m->ents == NULL || m->refs == NULL)
+			abort();
+		memcpy(m->ents, src->ents, k * sizeof(*m->ents));
+		for (unsigned i = 0; i < k; i++) {
+			m->refs[i] = src->refs[i];
+			m->refs[i]->refs++;
+		}
+		m->m.u.append.entries = m->ents;
+	}
+	if (src->m.type == RAFT_MSG_SNAPSHOT && src->snap_data != NULL) {
+		m->snap_data = malloc(src->m.u.snapshot.len ? src->m.u.snapshot.len : 1);
+		if (m->snap_data == NULL)
+			abort();
+		memcpy(m->snap_data, src->snap_data, src->m.u.snapshot.len);
+		m->m.u.snapshot.data = m->snap_data;
+	}
+	return m;
+}
+
+static int node_by_id(struct sim *s, const char *id)
+{
+	for (unsigned i = 0; i < s->n_nodes; i++)
+		if (strcmp(s->nodes[i].id, id) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Hands m to the network (checks persist-before-send first). */
+static void net_send(struct sim *s, struct sim_node *n, struct sim_msg *m)
+{
+	int to = node_by_id(s, m->m.to);
+	if (to < 0) {
+		sim_fail(s, "node %s sent a message to unknown node \"%s\"", n->id, m->m.to);
+		sim_msg_free(m);
+		return;
+	}
+	sim_check_send(s, n, m);
+	s->stats.msgs++;
+	if (s->cut[n->num][to] || sim_chance(s, s->drop_pct)) {
+		s->stats.drops++;
+		sim_msg_free(m);
+		return;
+	}
+	int copies = sim_chance(s, s->dup_pct) ? 2 : 1;
+	for (int c = 0; c < copies; c++) {
+		struct sim_msg *x = c == 0 ? m : msg_clone(m);
+		raft_time d = sim_chance(s, s->long_delay_pct) ? sim_rand_range(s, 30, 300)
+							       : sim_rand_range(s, 1, 10);
+		sim_ev_push(s, s->now + d, SIM_EV_DELIVER, to, 0, x, 0);
+	}
+}
+
+/* Copies an outgoing message out of the core's update. Returns NULL if the
+ * message cannot be sent (a snapshot chunk of a snapshot no longer held). */
+static struct sim_msg *msg_copy(struct sim *s, struct sim_node *n, const struct raft_message *src)
+{
+	struct sim_msg *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		abort();
+	m->m = *src;
+	if (src->type == RAFT_MSG_APPEND) {
+		unsigned k = src->u.append.n_entries;
+		m->m.u.append.entries = NULL;
+		if (k > 0) {
+			m->ents = malloc(k * sizeof(*m->ents));
+			m->refs = malloc(k * sizeof(*m->refs));
+			if (m->ents == NULL || m->refs == NULL)
+				abort();
+			for (unsigned i = 0; i < k; i++) {
+				const struct raft_entry *e = &src->u.append.entries[i];
+				const struct sim_entry *have = sim_log_get(&n->mlog, e->index);
+				struct sim_entry *x;
+				if (have != NULL && have->term == e->term && have->len == e->len &&
+				    have->type == e->type &&
+				    (e->len == 0 || memcmp(have->data, e->data, e->len) == 0)) {
+					x = (struct sim_entry *)have;
+					x->refs++;
+				} else {
+					x = sim_entry_new(e->index, e->term, e->type, e->data,
+							  e->len);
+				}
+				m->refs[i] = x;
+				m->ents[i] = (struct raft_entry){x->index, x->term, x->type,
+								 x->data, x->len};
+			}
+			m->m.u.append.entries = m->ents;
+		}
+	} else if (src->type == RAFT_MSG_SNAPSHOT) {
+		const struct raft_snapshot *c = &src->u.snapshot;
+		if (n->dsnap.meta.index != c->last_index || n->dsnap.meta.term != c->last_term ||
+		    c->offset > n->dsnap.len) {
+			if (s->p.verbose)
+				printf(
+				    "  %s: drop snapshot chunk for %llu/%llu (holding %llu/%llu)\n",
+				    n->id, (unsigned long long)c->last_index,
+				    (unsigned long long)c->last_term,
+				    (unsigned long long)n->dsnap.meta.index,
+				    (unsigned long long)n->dsnap.meta.term);
+			free(m);
+			return NULL;
+		}
+		size_t len = c->len;
+		if (c->offset + len > n->dsnap.len)
+			len = n->dsnap.len - c->offset;
+		m->snap_data = malloc(len ? len : 1);
+		if (m->snap_data == NULL)
+			abort();
+		memcpy(m->snap_data, n->dsnap.buf + c->offset, len);
+		m->m.u.snapshot.data = m->snap_data;
+		m->m.u.snapshot.len = len;
+		m->m.u.snapshot.done = c->offset + len == n->dsnap.len;
+	} else if (src->type == RAFT_MSG_APPEND_RESULT && src->u.append_result.success) {
+		bool found;
+		m->expect_term =
+		    sim_log_term(&n->mlog, src->u.append_result.last_log_index, &found);
+	}
+	return m;
+}
+
+/* ----------------------------------------------------------------- disk */
+
+static void disk_start(struct sim *s, struct sim_node *n)
+{
+	if (n->disk_busy || n->q_head == NULL)
+		return;
+	n->disk_busy = true;
+	raft_time t = s->now > n->stall_until ? s->now : n->stall_until;
+	sim_ev_push(s, t + sim_rand_range(s, 1, 4), SIM_EV_DISK, n->num, n->inc, NULL, 0);
+}
+
+static void disk_enqueue(struct sim *s, struct sim_node *n, struct sim_req *r)
+{
+	r->seq = ++n->issued_seq;
+	r->next = NULL;
+	if (n->q_tail != NULL)
+		n->q_tail->next = r;
+	else
+		n->q_head = r;
+	n->q_tail = r;
+	disk_start(s, n);
+}
+
+void sim_req_free(struct sim_req *r)
+{
+	for (unsigned i = 0; i < r->n_ents; i++)
+		sim_entry_unref(r->ents[i]);
+	free(r->ents);
+	free((void *)r->chunk.data);
+	free(r->snap.buf);
+	free(r);
+}
+
+static void node_install(struct sim *s, struct sim_node *n, const struct raft_snapshot_meta *meta,
+			 unsigned char *buf, size_t len, const uint64_t *kv)
+{
+	if (s->p.trace)
+		printf("%8llu %s installs snapshot %llu/%llu; durable log was %llu..%llu\n",
+		       (unsigned long long)s->now, n->id, (unsigned long long)meta->index,
+		       (unsigned long long)meta->term, (unsigned long long)n->dlog.first,
+		       (unsigned long long)sim_log_last(&n->dlog));
+	free(n->dsnap.buf);
+	n->dsnap.buf = buf;
+	n->dsnap.len = len;
+	n->dsnap.meta = *meta;
+	sim_log_reset(&n->dlog, meta->index, meta->term);
+	sim_log_reset(&n->mlog, meta->index, meta->term);
+	sim_cfg_rebuild(n);
+	if (meta->index < n->applied)
+		sim_fail(s,
+			 "node %s installed snapshot %llu below its applied index %llu (state "
+			 "machine goes backwards)",
+			 n->id, (unsigned long long)meta->index, (unsigned long long)n->applied);
+	memcpy(n->kv, kv, sizeof(n->kv));
+	n->applied = meta->index;
+	n->applied_config = meta->config;
+	sim_check_snapshot_state(s, n);
+	s->stats.snaps_installed++;
+}
+
+/* Makes request r durable; n_keep limits a log append to its first n_keep
+ * entries (a torn write). Returns true if a snapshot was installed. */
+static bool req_apply(struct sim *s, struct sim_node *n, struct sim_req *r, unsigned n_keep)
+{
+	switch (r->kind) {
+	case SIM_REQ_META:
+		sim_check_durable_meta(s, n, r->term, r->vote);
+		n->d_term = r->term;
+		snprintf(n->d_vote, sizeof(n->d_vote), "%s", r->vote);
+		return false;
+	case SIM_REQ_LOG:
+		if (r->truncate_from != 0)
+			sim_log_truncate(&n->dlog, r->truncate_from);
+		for (unsigned i = 0; i < r->n_ents && i < n_keep; i++) {
+			if (r->ents[i]->index != sim_log_last(&n->dlog) + 1) {
+				sim_fail(s, "node %s: durable append of index %llu after %llu",
+					 n->id, (unsigned long long)r->ents[i]->index,
+					 (unsigned long long)sim_log_last(&n->dlog));
+				return false;
+			}
+			sim_log_push(&n->dlog, r->ents[i]);
+		}
+		return false;
+	case SIM_REQ_SNAP_CHUNK: {
+		size_t end = r->chunk.offset + r->chunk.len;
+		if (r->chunk.offset == 0)
+			n->incoming_len = 0;
+		n->incoming = realloc(n->incoming, end ? end : 1);
+		if (n->incoming == NULL)
+			abort();
+		if (end > n->incoming_len) {
+			if (r->chunk.offset > n->incoming_len)
+				memset(n->incoming + n->incoming_len, 0,
+				       r->chunk.offset - n->incoming_len);
+			n->incoming_len = end;
+		}
+		if (r->chunk.len > 0)
+			memcpy(n->incoming + r->chunk.offset, r->chunk.data, r->chunk.len);
+		if (!r->chunk.done)
+			return false;
+		struct raft_snapshot_meta meta;
+		uint64_t kv[SIM_KEYS];
+		if (!sim_snap_parse(n->incoming, n->incoming_len, &meta, kv) ||
+		    meta.index != r->chunk.last_index || meta.term != r->chunk.last_term) {
+			sim_fail(
+			    s, "node %s: received snapshot stream %llu/%llu is corrupt (%zu bytes)",
+			    n->id, (unsigned long long)r->chunk.last_index,
+			    (unsigned long long)r->chunk.last_term, n->incoming_len);
+			return false;
+		}
+		node_install(s, n, &meta, n->incoming, n->incoming_len, kv);
+		n->incoming = NULL;
+		n->incoming_len = 0;
+		return true;
+	}
+	case SIM_REQ_SNAP_TAKE:
+		n->snap_taking = false;
+		/* A snapshot installed meanwhile may be newer: keep the newest
+		 * (the driver's rule, like a real one renaming files). */
+		if (r->snap.meta.index <= n->dsnap.meta.index)
+			return false;
+		free(n->dsnap.buf);
+		n->dsnap = r->snap;
+		r->snap.buf = NULL;
+		s->stats.snaps_taken++;
+		return false;
+	}
+	return false;
+}
+
+static void held_release(struct sim *s, struct sim_node *n)
+{
+	while (n->held_head != NULL && n->held_head->barrier <= n->done_seq) {
+		struct sim_msg *m = n->held_head;
+		n->held_head = m->next;
+		if (n->held_head == NULL)
+			n->held_tail = NULL;
+		m->next = NULL;
+		net_send(s, n, m);
+	}
+}
+
+void sim_disk_complete(struct sim *s, struct sim_node *n)
+{
+	struct sim_req *r = n->q_head;
+	struct raft_event e = {.now = s->now};
+	bool post = false;
+
+	n->q_head = r->next;
+	if (n->q_head == NULL)
+		n->q_tail = NULL;
+	n->disk_busy = false;
+	bool installed = req_apply(s, n, r, UINT32_MAX);
+	n->done_seq = r->seq;
+	if (r->kind == SIM_REQ_LOG && r->n_ents > 0) {
+		e.type = RAFT_EVENT_PERSISTED;
+		e.u.persisted.index = r->ents[r->n_ents - 1]->index;
+		e.u.persisted.term = r->ents[r->n_ents - 1]->term;
+		post = true;
+	} else if (r->kind == SIM_REQ_SNAP_TAKE && r->snap.buf == NULL) {
+		e.type = RAFT_EVENT_SNAPSHOT_TAKEN;
+		e.u.snapshot = n->dsnap.meta;
+		post = true;
+	} else if (installed) {
+		e.type = RAFT_EVENT_SNAPSHOT_INSTALLED;
+		e.u.snapshot = n->dsnap.meta;
+		post = true;
+	}
+	sim_req_free(r);
+	disk_start(s, n);
+	held_release(s, n);
+	if (post && !s->failed)
+		sim_node_step(s, n, &e, NULL, NULL);
+}
+
+/* --------------------------------------------------------------- driver */
+
+static void maybe_snapshot(struct sim *s, struct sim_node *n)
+{
+	if (n->snap_taking || n->applied < n->dsnap.meta.index + s->snap_threshold)
+		return;
+	bool found;
+	raft_term term = sim_log_term(&n->mlog, n->applied, &found);
+	if (!found)
+		return;
+	struct sim_req *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->kind = SIM_REQ_SNAP_TAKE;
+	sim_snap_build(n, term, &r->snap);
+	n->snap_taking = true;
+	disk_enqueue(s, n, r);
+}
+
+static void apply_entry(struct sim *s, struct sim_node *n, const struct raft_entry *re)
+{
+	const struct sim_entry *e = sim_log_get(&n->mlog, re->index);
+	if (re->index != n->applied + 1) {
+		sim_fail(s, "node %s applies index %llu after %llu", n->id,
+			 (unsigned long long)re->index, (unsigned long long)n->applied);
+		return;
+	}
+	if (e == NULL || e->term != re->term) {
+		sim_fail(s, "node %s applies index %llu term %llu not in its log", n->id,
+			 (unsigned long long)re->index, (unsigned long long)re->term);
+		return;
+	}
+	if (e->type == RAFT_ENTRY_COMMAND && e->len == SIM_CMD_SIZE) {
+		uint64_t value;
+		memcpy(&value, e->data + 8, 8);
+		unsigned key = e->data[1] % SIM_KEYS;
+		if (e->data[0] == SIM_CMD_PUT)
+			n->kv[key] = value;
+		else if (e->data[0] == SIM_CMD_DELETE)
+			n->kv[key] = 0;
+	} else if (e->type == RAFT_ENTRY_CONFIG) {
+		if (raft_config_decode(e->data, e->len, &n->applied_config) != 0)
+			sim_fail(s, "node %s: config entry %llu does not decode", n->id,
+				 (unsigned long long)e->index);
+	}
+	n->applied = re->index;
+	sim_check_applied(s, n, e);
+	sim_client_applied(s, n, e);
+}
+
+/* Applies an update's log mutation to the node's requested log and queues
+ * it for the disk. */
+static void update_log(struct sim *s, struct sim_node *n, const struct raft_update *u)
+{
+	struct sim_req *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->kind = SIM_REQ_LOG;
+	r->truncate_from = u->truncate_from;
+	if (u->truncate_from != 0) {
+		if (u->truncate_from < n->mlog.first) {
+			sim_fail(s, "node %s truncates from %llu, below its log start %llu", n->id,
+				 (unsigned long long)u->truncate_from,
+				 (unsigned long long)n->mlog.first);
+		}
+		for (raft_index i = u->truncate_from; i <= sim_log_last(&n->mlog); i++) {
+			const struct sim_entry *x = sim_log_get(&n->mlog, i);
+			if (x != NULL && i < s->cap_committed && s->committed[i].set &&
+			    s->committed[i].term == x->term) {
+				sim_fail(s, "node %s truncates committed entry %llu (term %llu)",
+					 n->id, (unsigned long long)i, (unsigned long long)x->term);
+				break;
+			}
+		}
+		sim_log_truncate(&n->mlog, u->truncate_from);
+		while (n->n_cfg > 0 && n->cfg_idx[n->n_cfg - 1] >= u->truncate_from)
+			n->n_cfg--;
+	}
+	if (u->n_entries > 0) {
+		r->ents = malloc(u->n_entries * sizeof(*r->ents));
+		if (r->ents == NULL)
+			abort();
+	}
+	for (unsigned i = 0; i < u->n_entries && !s->failed; i++) {
+		const struct raft_entry *re = &u->entries[i];
+		if (re->index != sim_log_last(&n->mlog) + 1) {
+			sim_fail(s, "node %s appends index %llu after %llu (not contiguous)", n->id,
+				 (unsigned long long)re->index,
+				 (unsigned long long)sim_log_last(&n->mlog));
+			break;
+		}
+		bool found;
+		raft_term prev_term = sim_log_term(&n->mlog, re->index - 1, &found);
+		struct sim_entry *e =
+		    sim_entry_new(re->index, re->term, re->type, re->data, re->len);
+		if (e->type == RAFT_ENTRY_CONFIG && u->role == RAFT_LEADER &&
+		    re->term == u->current_term && n->n_cfg > 0 &&
+		    n->cfg_idx[n->n_cfg - 1] > u->commit_index)
+			sim_fail(s,
+				 "leader %s appends config entry %llu while config entry %llu is "
+				 "uncommitted (commit %llu)",
+				 n->id, (unsigned long long)re->index,
+				 (unsigned long long)n->cfg_idx[n->n_cfg - 1],
+				 (unsigned long long)u->commit_index);
+		sim_check_appended(s, n, e, found ? prev_term : 0);
+		sim_log_push(&n->mlog, e);
+		if (e->type == RAFT_ENTRY_CONFIG) {
+			if (n->n_cfg == n->cap_cfg) {
+				n->cap_cfg = n->cap_cfg ? n->cap_cfg * 2 : 16;
+				n->cfg_idx = realloc(n->cfg_idx, n->cap_cfg * sizeof(*n->cfg_idx));
+				if (n->cfg_idx == NULL)
+					abort();
+			}
+			n->cfg_idx[n->n_cfg++] = e->index;
+		}
+		r->ents[r->n_ents++] = e; /* the request takes the creation ref */
+	}
+	disk_enqueue(s, n, r);
+}
+
+/* Earliest virtual time at which the node's clock reads at least local. */
+static raft_time to_virtual(const struct sim_node *n, raft_time local)
+{
+	if (local <= n->clock_offset)
+		return 0;
+	uint64_t d = local - n->clock_offset;
+	raft_time t = d * 1000000u / n->rate_ppm;
+	while (n->clock_offset + t * n->rate_ppm / 1000000u < local)
+		t++;
+	return t;
+}
+
+static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
+			   const struct raft_config *cfg_before)
+{
+	if (u->meta_changed) {
+		struct sim_req *r = calloc(1, sizeof(*r));
+		if (r == NULL)
+			abort();
+		r->kind = SIM_REQ_META;
+		r->term = u->term;
+		snprintf(r->vote, sizeof(r->vote), "%s", u->voted_for);
+		disk_enqueue(s, n, r);
+	}
+	if (u->truncate_from != 0 || u->n_entries > 0)
+		update_log(s, n, u);
+	if (u->snapshot_write != NULL) {
+		struct sim_req *r = calloc(1, sizeof(*r));
+		if (r == NULL)
+			abort();
+		r->kind = SIM_REQ_SNAP_CHUNK;
+		r->chunk = *u->snapshot_write;
+		void *data = malloc(r->chunk.len ? r->chunk.len : 1);
+		if (data == NULL)
+			abort();
+		if (r->chunk.len > 0)
+			memcpy(data, u->snapshot_write->data, r->chunk.len);
+		r->chunk.data = data;
+		disk_enqueue(s, n, r);
+	}
+	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
+	/* Event-driven nemesis: strike a leader right after it is elected or
+	 * commits, when its followers are most likely to be mid-way; most
+	 * often when a commit covers entries of earlier terms (the first commit
+	 * of a new leader: the window of figure 8). */
+	bool old_term_commit = false;
+	for (raft_index i = prev_commit + 1; i <= u->commit_index && !old_term_commit; i++) {
+		const struct sim_entry *x = sim_log_get(&n->mlog, i);
+		old_term_commit = x != NULL && x->term < u->current_term;
+	}
+	if (!s->healing && u->role == RAFT_LEADER &&
+	    ((prev_role != RAFT_LEADER && sim_chance(s, 15)) ||
+	     (old_term_commit && sim_chance(s, 30)) ||
+	     (u->commit_index > prev_commit && sim_chance(s, 3))))
+		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
+			    NULL, sim_chance(s, 50));
+	n->role = u->role;
+	n->term = u->current_term;
+	if (u->commit_index > n->commit)
+		n->commit = u->commit_index;
+	for (unsigned i = 0; i < u->n_messages && !s->failed; i++) {
+		struct sim_msg *m = msg_copy(s, n, &u->messages[i]);
+		if (m == NULL)
+			continue;
+		if (m->m.needs_sync && n->done_seq < n->issued_seq) {
+			m->barrier = n->issued_seq;
+			if (n->held_tail != NULL)
+				n->held_tail->next = m;
+			else
+				n->held_head = m;
+			n->held_tail = m;
+		} else {
+			net_send(s, n, m);
+		}
+	}
+	for (unsigned i = 0; i < u->n_apply && !s->failed; i++)
+		apply_entry(s, n, &u->apply[i]);
+	if (u->n_apply > 0 && !s->failed)
+		sim_ev_push(s, s->now + sim_rand_range(s, 0, 3), SIM_EV_APPLIED, n->num, n->inc,
+			    NULL, n->applied);
+	for (unsigned i = 0; i < u->n_reads && !s->failed; i++) {
+		if (u->reads[i].index > n->applied) {
+			sim_fail(s, "node %s: read %llu ready at index %llu but applied is %llu",
+				 n->id, (unsigned long long)u->reads[i].token,
+				 (unsigned long long)u->reads[i].index,
+				 (unsigned long long)n->applied);
+			break;
+		}
+		sim_client_read_done(s, n, u->reads[i].token, true, u->reads[i].index);
+	}
+	for (unsigned i = 0; i < u->n_reads_failed; i++)
+		sim_client_read_done(s, n, u->reads_failed[i].token, false, 0);
+	if (u->deadline != n->tick_local || n->tick_at <= s->now) {
+		raft_time t = to_virtual(n, u->deadline);
+		n->tick_local = u->deadline;
+		n->tick_at = t > s->now ? t : s->now + 1;
+		sim_ev_push(s, n->tick_at, SIM_EV_TICK, n->num, n->inc, NULL, 0);
+	}
+	if (!s->failed)
+		maybe_snapshot(s, n);
+}
+
+void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, int *rc_out,
+		   struct raft_update *u_out)
+{
+	struct raft_event local = *e0, *e = &local;
+	local.now = n->clock_offset + s->now * n->rate_ppm / 1000000u;
+	struct raft_update u;
+	static struct raft_config cfg_before;
+	const struct raft_config *before = NULL;
+	enum raft_role prev_role = n->role;
+	raft_term prev_term = n->term;
+	raft_index prev_commit = n->commit;
+
+	if (n->role == RAFT_LEADER) {
+		cfg_before = *raft_configuration(n->core);
+		before = &cfg_before;
+	}
+	int rc = raft_step(n->core, e, &u);
+	if (rc_out != NULL)
+		*rc_out = rc;
+	process_update(s, n, &u, prev_role, prev_term, prev_commit, before);
+	if (u_out != NULL)
+		*u_out = u;
+}
+
+/* ----------------------------------------------------- crash and restart */
+
+void sim_node_crash(struct sim *s, struct sim_node *n)
+{
+	if (s->p.trace)
+		printf("%8llu %s crashes: durable log %llu..%llu, term %llu vote \"%s\"\n",
+		       (unsigned long long)s->now, n->id, (unsigned long long)n->dlog.first,
+		       (unsigned long long)sim_log_last(&n->dlog), (unsigned long long)n->d_term,
+		       n->d_vote);
+	sim_client_node_crashed(s, n);
+	/* Some prefix of the queue reached the disk; its last append may be
+	 * torn. */
+	size_t q = 0;
+	for (struct sim_req *r = n->q_head; r != NULL; r = r->next)
+		q++;
+	size_t k = q ? sim_rand_range(s, 0, q) : 0;
+	struct sim_req *r = n->q_head;
+	for (size_t i = 0; r != NULL; i++) {
+		struct sim_req *next = r->next;
+		if (i < k && !s->failed)
+			req_apply(s, n, r, UINT32_MAX);
+		else if (i == k && r->kind == SIM_REQ_LOG && !s->failed)
+			req_apply(s, n, r, (unsigned)sim_rand_range(s, 0, r->n_ents));
+		sim_req_free(r);
+		r = next;
+	}
+	n->q_head = n->q_tail = NULL;
+	while (n->held_head != NULL) {
+		struct sim_msg *m = n->held_head;
+		n->held_head = m->next;
+		sim_msg_free(m);
+	}
+	n->held_tail = NULL;
+	raft_destroy(n->core);
+	n->core = NULL;
+	sim_log_free(&n->mlog);
+	free(n->incoming);
+	n->incoming = NULL;
+	n->incoming_len = 0;
+	n->up = false;
+	n->inc++;
+	s->stats.crashes++;
+}
+
+void sim_node_restart(struct sim *s, struct sim_node *n)
+{
+	struct raft_event e = {.type = RAFT_EVENT_START, .now = s->now};
+	struct raft_entry *ents = NULL;
+	raft_index snap = n->dsnap.meta.index;
+
+	n->core = raft_create(n->id, &s->opts, sim_rand(s));
+	if (n->core == NULL)
+		abort();
+	n->up = true;
+	n->issued_seq = n->done_seq = 0;
+	n->disk_busy = false;
+	n->stall_until = 0;
+	n->snap_taking = false;
+	n->role = RAFT_FOLLOWER;
+	n->term = n->d_term;
+	n->commit = 0;
+	n->tick_at = 0;
+	n->tick_local = 0;
+	memset(n->kv, 0, sizeof(n->kv));
+	memset(&n->applied_config, 0, sizeof(n->applied_config));
+	n->applied = 0;
+	if (snap > 0) {
+		struct raft_snapshot_meta meta;
+		if (!sim_snap_parse(n->dsnap.buf, n->dsnap.len, &meta, n->kv))
+			abort(); /* the sim wrote it: a harness bug */
+		n->applied = snap;
+		n->applied_config = meta.config;
+		bool found;
+		raft_term t = sim_log_term(&n->dlog, snap, &found);
+		if (found && t == n->dsnap.meta.term)
+			sim_log_compact(&n->dlog, snap);
+		else
+			sim_log_reset(&n->dlog, snap, n->dsnap.meta.term);
+		if (n->dlog.first - 1 != snap)
+			sim_log_reset(&n->dlog, snap, n->dsnap.meta.term);
+	}
+	n->mlog.first = n->dlog.first;
+	n->mlog.prev_term = n->dlog.prev_term;
+	for (size_t i = 0; i < n->dlog.n; i++)
+		sim_log_push(&n->mlog, n->dlog.e[i]);
+	sim_cfg_rebuild(n);
+	if (n->dlog.n > 0) {
+		ents = malloc(n->dlog.n * sizeof(*ents));
+		if (ents == NULL)
+			abort();
+		for (size_t i = 0; i < n->dlog.n; i++) {
+			const struct sim_entry *x = n->dlog.e[i];
+			ents[i] = (struct raft_entry){x->index, x->term, x->type, x->data, x->len};
+		}
+	}
+	e.u.start.term = n->d_term;
+	e.u.start.voted_for = n->d_vote;
+	e.u.start.snapshot = n->dsnap.meta;
+	e.u.start.applied_index = n->applied;
+	e.u.start.prev_index = n->dlog.first - 1;
+	e.u.start.prev_term = n->dlog.prev_term;
+	e.u.start.entries = ents;
+	e.u.start.n_entries = (unsigned)n->dlog.n;
+	if (s->p.trace)
+		printf(
+		    "%8llu %s starts: term %llu vote \"%s\" snapshot %llu/%llu applied %llu, log "
+		    "after %llu/%llu: %zu entries (last term %llu)\n",
+		    (unsigned long long)s->now, n->id, (unsigned long long)n->d_term, n->d_vote,
+		    (unsigned long long)n->dsnap.meta.index, (unsigned long long)n->dsnap.meta.term,
+		    (unsigned long long)n->applied, (unsigned long long)(n->dlog.first - 1),
+		    (unsigned long long)n->dlog.prev_term, n->dlog.n,
+		    (unsigned long long)(n->dlog.n ? n->dlog.e[n->dlog.n - 1]->term : 0));
+	sim_node_step(s, n, &e, NULL, NULL);
+	free(ents);
+}
