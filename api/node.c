@@ -667,6 +667,53 @@ static const char *role_name(enum raft_role role)
 	}
 }
 
+/* One operator log line per core note (API.md §9). */
+static void log_note(const struct raft_note *note)
+{
+	const char *reason = note->reason != NULL ? note->reason : "";
+
+	switch (note->kind) {
+	case RAFT_NOTE_VOTE_GRANTED:
+	case RAFT_NOTE_PRE_VOTE_GRANTED:
+		KVD_INFO(note->kind == RAFT_NOTE_VOTE_GRANTED ? "vote granted" : "pre-vote granted",
+			 "candidate=%s term=%" PRIu64, note->peer, note->term);
+		break;
+	case RAFT_NOTE_VOTE_REFUSED:
+	case RAFT_NOTE_PRE_VOTE_REFUSED:
+		KVD_INFO(note->kind == RAFT_NOTE_VOTE_REFUSED ? "vote refused" : "pre-vote refused",
+			 "candidate=%s term=%" PRIu64 " reason=\"%s\"", note->peer, note->term,
+			 reason);
+		break;
+	case RAFT_NOTE_ELECTION_STARTED:
+		KVD_INFO("election started", "term=%" PRIu64 " kind=%s", note->term, reason);
+		break;
+	case RAFT_NOTE_ELECTION_WON: KVD_INFO("election won", "term=%" PRIu64, note->term); break;
+	case RAFT_NOTE_STEPPED_DOWN:
+		KVD_INFO("stepped down", "term=%" PRIu64 " reason=\"%s\"", note->term, reason);
+		break;
+	case RAFT_NOTE_PEER_SNAPSHOT_SENT:
+		KVD_INFO("sending snapshot to peer", "peer=%s index=%" PRIu64, note->peer,
+			 note->index);
+		break;
+	case RAFT_NOTE_SNAPSHOT_RECEIVED:
+		KVD_INFO("snapshot received from leader", "leader=%s index=%" PRIu64, note->peer,
+			 note->index);
+		break;
+	case RAFT_NOTE_TRANSFER_STARTED:
+		KVD_INFO("leadership transfer started", "target=%s", note->peer);
+		break;
+	case RAFT_NOTE_TRANSFER_ABORTED:
+		KVD_WARN("leadership transfer aborted", "target=%s reason=\"%s\"", note->peer,
+			 reason);
+		break;
+	case RAFT_NOTE_CONFIG_APPENDED:
+		KVD_INFO("configuration entry appended", "index=%" PRIu64 " kind=%s", note->index,
+			 reason);
+		break;
+	default: break;
+	}
+}
+
 static void handle_update(struct kvd_node *n, const struct raft_update *u)
 {
 	if (u->meta_changed)
@@ -684,6 +731,8 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 		serve_reads(n, u);
 	for (unsigned i = 0; i < u->n_changes_done; i++)
 		kvd_members_done(n, u->changes_done[i].token, u->changes_done[i].error);
+	for (unsigned i = 0; i < u->n_notes; i++)
+		log_note(&u->notes[i]);
 	if (u->state_changed && u->role != n->last_role) {
 		if (u->role == RAFT_CANDIDATE)
 			kvd_metrics_election(0);

@@ -72,8 +72,10 @@ void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 	while ((de = readdir(d)) != NULL) {
 		uint64_t index, term;
 		char path[PATH_MAX];
-		bool tmp =
-		    strstr(de->d_name, ".tmp") != NULL && strcmp(de->d_name, "incoming.tmp") != 0;
+		/* Temporary files of a running local snapshot or of a snapshot
+		 * being received are in use. */
+		bool tmp = strstr(de->d_name, ".tmp") != NULL && !n->snapshot_running &&
+			   strcmp(de->d_name, "incoming.tmp") != 0;
 
 		if (!tmp && (!parse_name(de->d_name, &index, &term) || index == keep_index))
 			continue;
@@ -122,7 +124,12 @@ static void take_done(uv_work_t *w, int status)
 
 	(void)status;
 	n->snapshot_running = false;
-	if (t->status != 0) {
+	if (t->status == 0 && t->index <= n->snapshot_index) {
+		/* A snapshot installed from the leader meanwhile is newer. */
+		unlink(t->path);
+		KVD_INFO("local snapshot superseded by an installed one", "index=%" PRIu64,
+			 t->index);
+	} else if (t->status != 0) {
 		KVD_ERROR("snapshot failed", "index=%" PRIu64 " error=\"%s\" detail=\"%s\"",
 			  t->index, kvd_strerror(t->status), t->errmsg);
 	} else {
