@@ -637,10 +637,12 @@ static int on_message_complete(http_parser *p)
 	c->cur = NULL;
 	c->nunanswered++;
 	srv->stats.requests++;
-	if (!method_safe(r->method) && c->nunanswered > 1) {
+	r->ordered = srv->opts.ordered_cb != NULL ? srv->opts.ordered_cb(r, srv->user)
+						  : !method_safe(r->method);
+	if (r->ordered && c->nunanswered > 1) {
 		c->deferred = r; /* dispatched once the earlier ones are answered */
 	} else {
-		if (!method_safe(r->method))
+		if (r->ordered)
 			c->nunsafe++;
 		srv->stats.outstanding++;
 		r->start_ms = uv_now(srv->loop);
@@ -1119,7 +1121,7 @@ int http_response_send(struct http_request *req, int status, const char *content
 		return KVD_ESHUTDOWN;
 	}
 	c->nunanswered--;
-	if (!method_safe(req->method))
+	if (req->ordered)
 		c->nunsafe--;
 	req->state = HTTP_REQUEST_DONE;
 	rc = resp_format(req, status, content_type, extra_headers, body, len,

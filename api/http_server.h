@@ -64,10 +64,16 @@ struct http_server_opts {
 	size_t max_body_bytes;		  /* 0 = 1 MiB; over: 413 + too_large_body */
 	http_body_limit_cb body_limit_cb; /* optional per-request body limit */
 	const char *too_large_body;	  /* 413 body; NULL = "value too large\n" (borrowed) */
-	uint64_t idle_timeout_ms;	  /* idle keep-alive close; 0 = 60000 ms */
-	unsigned max_pipeline;		  /* unanswered requests per connection before
-					     reading pauses; 0 = 128 */
-	int backlog;			  /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
+	/* Whether a request must see every earlier request on its connection
+	 * answered before it starts, and hold back later ones until it is
+	 * answered. NULL: requests with a method that is not safe (anything
+	 * but GET, HEAD, OPTIONS) are ordered (RFC 9112 §9.3.2). Called once
+	 * the request is complete. */
+	bool (*ordered_cb)(const struct http_request *req, void *user);
+	uint64_t idle_timeout_ms; /* idle keep-alive close; 0 = 60000 ms */
+	unsigned max_pipeline;	  /* unanswered requests per connection before
+				     reading pauses; 0 = 128 */
+	int backlog;		  /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
 };
 
 struct http_server_stats {

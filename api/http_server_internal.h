@@ -40,6 +40,7 @@ struct http_request {
 	bool in_value;	    /* last header callback was a value */
 	bool is_head;
 	bool http10;
+	bool ordered;		     /* runs alone on its connection (see http_server_opts) */
 	uint64_t start_ms;	     /* loop time when handed to the handler */
 	char *head;		     /* url, header names and values, path, query;
 					each NUL-terminated */

@@ -1246,6 +1246,7 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	}
 
 	hopts.body_limit_cb = kvd_routes_body_limit;
+	hopts.ordered_cb = kvd_routes_ordered;
 	hopts.idle_timeout_ms = 60000;
 	rv = http_server_start(loop, cfg->listen_host, cfg->port, &hopts, kvd_routes_handle, n,
 			       &n->http, errmsg);

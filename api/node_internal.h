@@ -135,6 +135,7 @@ int kvd_node_step(struct kvd_node *n, struct raft_event *e);
 /* HTTP entry point (routes.c). */
 void kvd_routes_handle(struct http_request *req, void *user);
 size_t kvd_routes_body_limit(const struct http_request *req, void *user);
+bool kvd_routes_ordered(const struct http_request *req, void *user);
 
 /* Answers GET /log with entries read by the writer (routes.c). */
 void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int status,

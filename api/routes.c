@@ -77,6 +77,20 @@ void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
 	kvd_respond(req, 307, TEXT, hdr, NULL, 0);
 }
 
+bool kvd_routes_ordered(const struct http_request *req, void *user)
+{
+	size_t len;
+	const char *path = http_request_path(req, &len);
+	int m = http_request_method(req);
+
+	(void)user;
+	/* Raft RPCs pipeline freely: the core orders their effects itself and
+	 * results go back in request order anyway. */
+	if (len >= 6 && memcmp(path, "/raft/", 6) == 0)
+		return false;
+	return m != HTTP_GET && m != HTTP_HEAD && m != HTTP_OPTIONS;
+}
+
 size_t kvd_routes_body_limit(const struct http_request *req, void *user)
 {
 	struct kvd_node *n = user;
