@@ -75,21 +75,33 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	tee build-asan/ctest.log | grep -E "tests passed|Failed|\*\*\*" || true
 count_ctest build-asan/ctest.log
 
-echo "== integration tests (real kvd processes)"
-export KVD_BIN="$PWD/build/kvd"
-python3 -m unittest discover -s tests/integration -p 'test_*.py' -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"} 2>&1 | tee build/integration.log | grep -E "^(test_|Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
-ran=$(grep -E "^Ran [0-9]+ test" build/integration.log | sed -E 's/Ran ([0-9]+).*/\1/')
-ran=${ran:-0}
-ifail=$(grep -E "^FAILED \(" build/integration.log | grep -oE "(failures|errors)=[0-9]+" | cut -d= -f2 | awk '{s+=$1} END {print s+0}')
-ifail=${ifail:-0}
-iskip=$(grep -E "^(OK|FAILED) \(" build/integration.log | grep -oE "skipped=[0-9]+" | cut -d= -f2)
-iskip=${iskip:-0}
-if [ "$ran" = 0 ] && ! grep -qE "^OK" build/integration.log; then
-	ifail=$((ifail + 1))
-fi
-passed=$((passed + ran - ifail - iskip))
-failed=$((failed + ifail))
+# Runs python unittest with the given arguments and log; adds its counts.
+count_unittest() {
+	local log=$1
+	local ran ifail iskip
+	ran=$(grep -E "^Ran [0-9]+ test" "$log" | sed -E 's/Ran ([0-9]+).*/\1/')
+	ran=${ran:-0}
+	ifail=$(grep -E "^FAILED \(" "$log" | grep -oE "(failures|errors)=[0-9]+" | cut -d= -f2 | awk '{s+=$1} END {print s+0}')
+	iskip=$(grep -E "^(OK|FAILED) \(" "$log" | grep -oE "skipped=[0-9]+" | cut -d= -f2)
+	iskip=${iskip:-0}
+	if [ "$ran" = 0 ] && ! grep -qE "^OK" "$log"; then
+		ifail=$((ifail + 1))
+	fi
+	passed=$((passed + ran - ifail - iskip))
+	failed=$((failed + ifail))
+	skipped=$((skipped + iskip))
+}
 
-skipped=$((skipped + iskip))
+echo "== integration tests (real kvd processes, Release)"
+export KVD_BIN="$PWD/build/kvd"
+python3 -m unittest discover -s tests/integration -p 'test_*.py' -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"} 2>&1 | tee build/integration.log | grep -E "^(Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
+count_unittest build/integration.log
+
+echo "== single-node integration tests (ASan+UBSan kvd)"
+modules=$(cd tests/integration && ls test_*.py | grep -vE "cluster|netns|linearizable" | sed 's/\.py$//')
+(cd tests/integration && KVD_BIN="$OLDPWD/build-asan/kvd" ASAN_OPTIONS=detect_leaks=0 \
+	python3 -m unittest $modules -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"}) 2>&1 | tee build-asan/integration.log | grep -E "^(Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
+count_unittest build-asan/integration.log
+
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" = 0 ]
