@@ -354,8 +354,10 @@ static void on_io_failed(struct raft_core *r)
 
 static int on_receive(struct raft_core *r, const struct raft_message *m)
 {
-	if (strcmp(m->to, r->id) != 0 || strcmp(m->from, r->id) == 0 || m->from[0] == '\0' ||
-	    memchr(m->from, '\0', RAFT_ID_SIZE) == NULL)
+	/* Ids come off the network: check termination before comparing. */
+	if (memchr(m->from, '\0', RAFT_ID_SIZE) == NULL ||
+	    memchr(m->to, '\0', RAFT_ID_SIZE) == NULL || m->from[0] == '\0' ||
+	    strcmp(m->to, r->id) != 0 || strcmp(m->from, r->id) == 0)
 		return KVD_EINVAL;
 	switch (m->type) {
 	case RAFT_MSG_REQUEST_VOTE: raft_election_recv_vote(r, m); break;
