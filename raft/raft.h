@@ -430,6 +430,9 @@ void raft_stats_get(const struct raft_core *r, struct raft_stats *out);
  * founding member writes the same entry (index 1, term 1, CONFIG with all
  * voters) before RAFT_EVENT_START, so that logs match (§5.3).
  */
+/* Fills *out (index 1, term 1, CONFIG) with data in a malloc'ed buffer
+ * returned in *buf, which the caller frees with free() once the entry is
+ * written. Returns 0 or KVD_ENOMEM. */
 int raft_bootstrap_entry(const struct raft_config *c, struct raft_entry *out, void **buf);
 
 #endif
