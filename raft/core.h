@@ -141,6 +141,7 @@ struct raft_core {
 	char transfer_to[RAFT_ID_SIZE]; /* "" if no transfer */
 	raft_time transfer_deadline;
 	bool transfer_sent;
+	raft_time transfer_sent_at; /* ms */
 
 	struct raft_snapshot_rx rx;
 	void *rx_buf; /* copy of the chunk handed in snapshot_write */
