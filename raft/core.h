@@ -2,9 +2,11 @@
  * core.h: the Raft core's private state, shared by its .c files only.
  *
  * raft.c owns the step loop and the update being built; election.c,
- * replication.c, read.c, membership.c, transfer.c and snapshot.c implement
- * the algorithm's parts on this one struct. Nothing here is used outside
- * raft/.
+ * progress.c, replication.c, read.c, membership.c, transfer.c and
+ * snapshot.c implement the algorithm's parts on this one struct; log.c is
+ * the in-memory log and config.c the configuration encoding. Nothing here
+ * is used outside raft/ (the storage files segment.c, log_store.c and
+ * meta.c do not include it).
  */
 #ifndef KVD_RAFT_CORE_H
 #define KVD_RAFT_CORE_H

@@ -2,8 +2,8 @@
  * raft.c: the Raft core's entry point, raft_step(), and the update it builds.
  *
  * One event in, one update out. This file dispatches events to the parts of
- * the algorithm (election.c, replication.c, read.c, membership.c,
- * transfer.c, snapshot.c), runs the leader's follow-up work after every event
+ * the algorithm (election.c, progress.c, replication.c, read.c,
+ * membership.c, transfer.c, snapshot.c), runs the leader's follow-up work after every event
  * (commit, pending changes, transfer, reads), and then turns the step's
  * accumulated state into the driver-facing struct raft_update.
  *
