@@ -54,7 +54,7 @@ static void send_chunk(struct raft_core *r, struct raft_progress *p)
 
 void raft_snapshot_send(struct raft_core *r, struct raft_progress *p)
 {
-	if (r->snap.index == 0 || r->snap.index < r->log.offset) {
+	if (r->snap.index == 0 || r->snap.size == 0 || r->snap.index < r->log.offset) {
 		p->paused = true; /* nothing to send yet; retried on heartbeat */
 		return;
 	}
