@@ -2,9 +2,11 @@
  * core.h: the Raft core's private state, shared by its .c files only.
  *
  * raft.c owns the step loop and the update being built; election.c,
- * replication.c, read.c, membership.c, transfer.c and snapshot.c implement
- * the algorithm's parts on this one struct. Nothing here is used outside
- * raft/.
+ * progress.c, replication.c, read.c, membership.c, transfer.c and
+ * snapshot.c implement the algorithm's parts on this one struct; log.c is
+ * the in-memory log and config.c the configuration encoding. Nothing here
+ * is used outside raft/ (the storage files segment.c, log_store.c and
+ * meta.c do not include it).
  */
 #ifndef KVD_RAFT_CORE_H
 #define KVD_RAFT_CORE_H
@@ -141,6 +143,7 @@ struct raft_core {
 	char transfer_to[RAFT_ID_SIZE]; /* "" if no transfer */
 	raft_time transfer_deadline;
 	bool transfer_sent;
+	raft_time transfer_sent_at; /* ms */
 
 	struct raft_snapshot_rx rx;
 	void *rx_buf; /* copy of the chunk handed in snapshot_write */
@@ -166,35 +169,58 @@ struct raft_core {
 	struct raft_stats stats;
 };
 
-/* raft.c */
-uint64_t raft_core_random(struct raft_core *r);
+/*
+ * Internal functions. All take the core (never NULL), run on the core's
+ * thread inside raft_step(), and report allocation failure by setting
+ * r->nomem (raft_step() then returns KVD_ENOMEM) rather than by return
+ * code, except where an int is returned. Messages and notes they add belong
+ * to the update being built.
+ */
+
+/* raft.c: the step's shared services. */
+uint64_t raft_core_random(struct raft_core *r); /* next splitmix64 value */
+/* Adds a message to the update (from, term and needs_sync by type filled
+ * in); first_entry: first log index an AppendEntries carries (resolved to
+ * a pointer at the end of the step), 0 if none. The pointer is valid until
+ * the next raft_core_msg() call. */
 struct raft_message *raft_core_msg(struct raft_core *r, enum raft_msg_type type, const char *to,
 				   raft_index first_entry);
+/* Sets term (never lower) and vote and marks them to persist. */
 void raft_core_meta_set(struct raft_core *r, raft_term term, const char *voted_for);
+/* Appends an entry of the current term (data copied); a CONFIG entry takes
+ * effect at once. Returns 0 or KVD_ENOMEM. */
 int raft_core_append(struct raft_core *r, enum raft_entry_type type, const void *data, size_t len);
+/* Recomputes the configuration from the log (latest CONFIG entry). */
 void raft_core_config_refresh(struct raft_core *r);
 void raft_core_read_ready(struct raft_core *r, uint64_t token, raft_index index);
 void raft_core_read_failed(struct raft_core *r, uint64_t token, int error);
 void raft_core_change_done(struct raft_core *r, uint64_t token, int error);
 bool raft_core_is_voter(const struct raft_core *r, const char *id);
+/* Adds an operator note (dropped beyond RAFT_MAX_NOTES); reason static. */
 void raft_core_note(struct raft_core *r, enum raft_note_kind kind, const char *peer, raft_term term,
 		    raft_index index, const char *reason);
 
-/* election.c */
+/* election.c: timers, votes, roles. */
 void raft_election_reset_timer(struct raft_core *r);
+/* Becomes follower of leader ("" unknown) at term (>= current); a leader
+ * stepping down fails its reads, change and transfer. */
 void raft_election_become_follower(struct raft_core *r, raft_term term, const char *leader,
 				   const char *reason);
 void raft_election_campaign(struct raft_core *r, bool pre_vote, bool transfer);
 void raft_election_tick(struct raft_core *r);
 void raft_election_recv_vote(struct raft_core *r, const struct raft_message *m);
 void raft_election_recv_vote_result(struct raft_core *r, const struct raft_message *m);
+/* True if a live leader was heard within election_timeout_min (or we are
+ * it) and check_quorum is on. */
 bool raft_election_in_lease(const struct raft_core *r);
+/* True if has() holds for a majority of the voters (of both sets when
+ * joint). */
 bool raft_election_quorum(const struct raft_core *r,
 			  bool (*has)(const struct raft_core *, const char *, void *), void *ctx);
 
-/* progress.c */
-struct raft_progress *raft_progress_find(struct raft_core *r, const char *id);
-void raft_progress_sync(struct raft_core *r);
+/* progress.c: the leader's per-server state. */
+struct raft_progress *raft_progress_find(struct raft_core *r, const char *id); /* NULL if none */
+void raft_progress_sync(struct raft_core *r); /* add/drop to match r->config */
 void raft_progress_reset_all(struct raft_core *r);
 void raft_progress_become_probe(struct raft_progress *p);
 void raft_progress_become_replicate(struct raft_progress *p);
@@ -204,38 +230,41 @@ void raft_progress_inflight_add(struct raft_core *r, struct raft_progress *p, ra
 				size_t bytes);
 void raft_progress_inflight_free_to(struct raft_core *r, struct raft_progress *p, raft_index index);
 
-/* replication.c */
+/* replication.c: AppendEntries both ways, commit, check-quorum. */
+/* Sends what p's state allows; heartbeat: also when nothing is new. */
 void raft_replication_send(struct raft_core *r, struct raft_progress *p, bool heartbeat);
-void raft_replication_flush(struct raft_core *r);
-void raft_replication_heartbeat(struct raft_core *r);
+void raft_replication_flush(struct raft_core *r);     /* send new entries to all */
+void raft_replication_heartbeat(struct raft_core *r); /* a round to all, rearms the timer */
 void raft_replication_maybe_commit(struct raft_core *r);
 void raft_replication_recv_append(struct raft_core *r, const struct raft_message *m);
 void raft_replication_recv_result(struct raft_core *r, const struct raft_message *m);
 void raft_replication_tick(struct raft_core *r);
 
-/* read.c */
-int raft_read_request(struct raft_core *r, uint64_t token);
-void raft_read_advance(struct raft_core *r);
+/* read.c: read index. */
+int raft_read_request(struct raft_core *r, uint64_t token); /* 0, KVD_ENOTLEADER, KVD_ENOMEM */
+void raft_read_advance(struct raft_core *r);		    /* start rounds, report ready */
 void raft_read_fail_all(struct raft_core *r, int error);
 
-/* membership.c */
-int raft_membership_change(struct raft_core *r, const struct raft_event *e);
-void raft_membership_advance(struct raft_core *r);
+/* membership.c: CHANGE events. */
+int raft_membership_change(struct raft_core *r, const struct raft_event *e); /* 0 or refusal */
+void raft_membership_advance(struct raft_core *r); /* after every leader step */
 void raft_membership_abort(struct raft_core *r, int error);
 
-/* transfer.c */
-int raft_transfer_start(struct raft_core *r, const char *to);
+/* transfer.c: leadership transfer. */
+int raft_transfer_start(struct raft_core *r, const char *to); /* 0 or refusal */
 void raft_transfer_advance(struct raft_core *r);
 void raft_transfer_abort(struct raft_core *r);
 void raft_transfer_recv_timeout_now(struct raft_core *r, const struct raft_message *m);
 
-/* snapshot.c */
-void raft_snapshot_send(struct raft_core *r, struct raft_progress *p);
+/* snapshot.c: compaction and InstallSnapshot. */
+void raft_snapshot_send(struct raft_core *r, struct raft_progress *p); /* start a stream */
 void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m);
 void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m);
 void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_tick(struct raft_core *r);
+/* True if an AppendEntries must not be processed (a stream or install is
+ * under way); may abort the stream. */
 bool raft_snapshot_rx_blocks_append(struct raft_core *r, const struct raft_message *m);
 
 #endif

@@ -2,8 +2,8 @@
  * raft.c: the Raft core's entry point, raft_step(), and the update it builds.
  *
  * One event in, one update out. This file dispatches events to the parts of
- * the algorithm (election.c, replication.c, read.c, membership.c,
- * transfer.c, snapshot.c), runs the leader's follow-up work after every event
+ * the algorithm (election.c, progress.c, replication.c, read.c,
+ * membership.c, transfer.c, snapshot.c), runs the leader's follow-up work after every event
  * (commit, pending changes, transfer, reads), and then turns the step's
  * accumulated state into the driver-facing struct raft_update.
  *
@@ -354,8 +354,10 @@ static void on_io_failed(struct raft_core *r)
 
 static int on_receive(struct raft_core *r, const struct raft_message *m)
 {
-	if (strcmp(m->to, r->id) != 0 || strcmp(m->from, r->id) == 0 || m->from[0] == '\0' ||
-	    memchr(m->from, '\0', RAFT_ID_SIZE) == NULL)
+	/* Ids come off the network: check termination before comparing. */
+	if (memchr(m->from, '\0', RAFT_ID_SIZE) == NULL ||
+	    memchr(m->to, '\0', RAFT_ID_SIZE) == NULL || m->from[0] == '\0' ||
+	    strcmp(m->to, r->id) != 0 || strcmp(m->from, r->id) == 0)
 		return KVD_EINVAL;
 	switch (m->type) {
 	case RAFT_MSG_REQUEST_VOTE: raft_election_recv_vote(r, m); break;

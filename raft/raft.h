@@ -192,9 +192,14 @@ enum raft_event_type {
 	RAFT_EVENT_APPLIED,	       /* state machine applied up to index */
 	RAFT_EVENT_PROPOSE,
 	RAFT_EVENT_READ,
-	RAFT_EVENT_CHANGE, /* membership change */
+	/* Membership change. Refused with KVD_EEXIST (adding a voter),
+	 * KVD_EINVAL (removing an unknown server, no voter left, bad id),
+	 * KVD_ETOOBIG (more than RAFT_MAX_SERVERS). */
+	RAFT_EVENT_CHANGE,
+	/* Leadership transfer; KVD_EINVAL if the target is not a voter; 0
+	 * and nothing happens if it is this server. */
 	RAFT_EVENT_TRANSFER,
-	RAFT_EVENT_UNREACHABLE,
+	RAFT_EVENT_UNREACHABLE, /* the transport lost a peer: resend from match */
 	RAFT_EVENT_IO_FAILED,
 };
 
@@ -202,7 +207,10 @@ struct raft_snapshot_meta {
 	raft_index index; /* 0: no snapshot */
 	raft_term term;
 	struct raft_config config;
-	uint64_t size; /* bytes of the snapshot stream file */
+	/* Bytes of the snapshot stream file; 0: no file to send (yet), e.g.
+	 * state recovered without one: followers that need it wait for the
+	 * next SNAPSHOT_TAKEN. */
+	uint64_t size;
 };
 
 struct raft_event {
@@ -268,12 +276,17 @@ struct raft_read_ready {
 
 struct raft_read_failed {
 	uint64_t token;
-	int error; /* KVD_ENOTLEADER, KVD_EUNKNOWN */
+	int error; /* KVD_ENOTLEADER (stepped down), KVD_ESHUTDOWN (I/O failed) */
 };
 
 struct raft_change_done {
 	uint64_t token;
-	int error; /* 0 once the final configuration committed, else a code */
+	/* 0 once the final configuration committed; KVD_ETIMEDOUT: a new
+	 * server made no progress catching up (it stays a learner);
+	 * KVD_ENOTLEADER: leadership lost before any entry was appended;
+	 * KVD_EUNKNOWN: lost after (a later leader may finish a joint change);
+	 * KVD_ESHUTDOWN: I/O failed. */
+	int error;
 };
 
 /*
@@ -430,6 +443,9 @@ void raft_stats_get(const struct raft_core *r, struct raft_stats *out);
  * founding member writes the same entry (index 1, term 1, CONFIG with all
  * voters) before RAFT_EVENT_START, so that logs match (§5.3).
  */
+/* Fills *out (index 1, term 1, CONFIG) with data in a malloc'ed buffer
+ * returned in *buf, which the caller frees with free() once the entry is
+ * written. Returns 0 or KVD_ENOMEM. */
 int raft_bootstrap_entry(const struct raft_config *c, struct raft_entry *out, void **buf);
 
 #endif

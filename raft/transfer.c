@@ -57,7 +57,9 @@ void raft_transfer_advance(struct raft_core *r)
 		raft_transfer_abort(r);
 		return;
 	}
-	if (r->transfer_sent)
+	/* TimeoutNow is resent every heartbeat interval in case it was lost;
+	 * a copy arriving after the target's election has a stale term. */
+	if (r->transfer_sent && r->now < r->transfer_sent_at + r->o.heartbeat_interval)
 		return;
 	p = raft_progress_find(r, r->transfer_to);
 	if (p == NULL) {
@@ -67,6 +69,7 @@ void raft_transfer_advance(struct raft_core *r)
 	if (p->match == raft_log_last_index(&r->log)) {
 		raft_core_msg(r, RAFT_MSG_TIMEOUT_NOW, p->id, 0);
 		r->transfer_sent = true;
+		r->transfer_sent_at = r->now;
 	}
 }
 

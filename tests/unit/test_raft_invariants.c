@@ -237,7 +237,7 @@ static Suite *suite(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, test_raft_step_random_faults_keep_safety, 0,
-			    getenv("FX_SEEDS") ? atoi(getenv("FX_SEEDS")) : 20);
+			    getenv("FX_SEEDS") ? atoi(getenv("FX_SEEDS")) : 10);
 	suite_add_tcase(s, tc);
 	return s;
 }

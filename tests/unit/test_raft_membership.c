@@ -200,6 +200,57 @@ START_TEST(test_raft_change_dead_learner_times_out)
 }
 END_TEST
 
+/* Thesis §4.2.1: a learner receives entries but never campaigns, even when
+ * it stops hearing from the leader. */
+START_TEST(test_raft_change_learner_never_campaigns)
+{
+	const char *add[] = {"n4"};
+	struct raft_stats st;
+
+	fx_init(&f, 4, 3);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	fx_run(&f, 200);
+	f.n[1].down = true; /* n2 down: the change cannot complete... */
+	f.n[2].down = true; /* ...nor can the learner config commit */
+	ck_assert_int_eq(change(0, 4, add, 1, NULL, 0), 0);
+	fx_run(&f, 100);
+	ck_assert_int_eq(role_of(3, "n4"), RAFT_LEARNER);
+	f.n[0].down = true;
+	fx_run(&f, 5000);
+	raft_stats_get(f.n[3].r, &st);
+	ck_assert_uint_eq(st.pre_votes_started + st.elections_started, 0);
+	ck_assert_int_eq(raft_role(f.n[3].r), RAFT_FOLLOWER);
+	ck_assert_str_eq(raft_leader(f.n[3].r), "");
+	fx_close(&f);
+}
+END_TEST
+
+/* Thesis §4.2.2 with joint consensus: a leader absent from C_new keeps
+ * leading through C_old,new (counted in C_old only), commits C_new without
+ * counting itself, then steps down. */
+START_TEST(test_raft_change_joint_leader_not_in_new_config)
+{
+	const char *add[] = {"n4", "n5"};
+	const char *rm[] = {"n1", "n2"};
+	int l;
+
+	fx_init(&f, 5, 3);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	fx_run(&f, 200);
+	ck_assert_int_eq(change(0, 6, add, 2, rm, 2), 0);
+	fx_run(&f, 1000);
+	ck_assert_uint_eq(f.n[0].n_changes, 1);
+	ck_assert_int_eq(f.n[0].changes[0].error, 0);
+	ck_assert_int_eq(raft_role(f.n[0].r), RAFT_FOLLOWER);
+	ck_assert_uint_eq(raft_configuration(f.n[2].r)->n, 3);
+	ck_assert(!raft_config_is_voter(raft_configuration(f.n[2].r), "n1"));
+	fx_run(&f, 3000);
+	l = fx_leader(&f);
+	ck_assert(l >= 2);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_membership");
@@ -212,6 +263,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_change_busy_and_not_leader);
 	tcase_add_test(tc, test_raft_change_leader_removed_steps_down);
 	tcase_add_test(tc, test_raft_change_dead_learner_times_out);
+	tcase_add_test(tc, test_raft_change_learner_never_campaigns);
+	tcase_add_test(tc, test_raft_change_joint_leader_not_in_new_config);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -386,6 +386,51 @@ START_TEST(test_raft_step_recovers_lost_appends)
 }
 END_TEST
 
+/* Completion and request checks: stale APPLIED and PERSISTED are ignored,
+ * CONFIG entries cannot be proposed directly, UNREACHABLE sends a pipelined
+ * follower back to probe (it is retried, not lost). */
+START_TEST(test_raft_step_rejects_bad_events)
+{
+	struct raft_entry cfg = {.type = RAFT_ENTRY_CONFIG, .data = "x", .len = 1};
+	struct raft_event e = {.type = RAFT_EVENT_PROPOSE};
+
+	fx_init(&f, 3, 3);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	fx_run(&f, 200);
+	e.u.propose.entries = &cfg;
+	e.u.propose.n = 1;
+	ck_assert_int_eq(fx_step(&f, 0, &e), KVD_EINVAL);
+	e.u.propose.n = 0;
+	ck_assert_int_eq(fx_step(&f, 0, &e), KVD_EINVAL);
+	ck_assert_uint_eq(raft_last_index(f.n[0].r), 2);
+	/* APPLIED beyond what was handed out is ignored. */
+	e.type = RAFT_EVENT_APPLIED;
+	e.u.applied.index = 99;
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	/* PERSISTED beyond the log is ignored. */
+	e.type = RAFT_EVENT_PERSISTED;
+	e.u.persisted.index = 99;
+	e.u.persisted.term = 2;
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	e.type = RAFT_EVENT_UNREACHABLE;
+	e.u.unreachable.id = "n2";
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	ck_assert_int_eq(fx_propose(&f, 0, "after"), 0);
+	fx_deliver_all(&f);
+	fx_run(&f, 200);
+	ck_assert_uint_eq(f.n[1].applied, 3);
+	/* Events before START are refused. */
+	{
+		struct raft_core *r = raft_create("x", NULL, 1);
+		struct raft_update u;
+		struct raft_event t = {.type = RAFT_EVENT_TICK};
+		ck_assert_int_eq(raft_step(r, &t, &u), KVD_EINVAL);
+		raft_destroy(r);
+	}
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_replication");
@@ -401,6 +446,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_step_lagging_follower_catches_up);
 	tcase_add_test(tc, test_raft_step_inflight_limit);
 	tcase_add_test(tc, test_raft_step_recovers_lost_appends);
+	tcase_add_test(tc, test_raft_step_rejects_bad_events);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -86,6 +86,21 @@ START_TEST(test_raft_transfer_aborts_after_timeout)
 }
 END_TEST
 
+/* A lost TimeoutNow is sent again on a later heartbeat. */
+START_TEST(test_raft_transfer_resends_lost_timeout_now)
+{
+	fx_init(&f, 3, 3);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	fx_run(&f, 200);
+	ck_assert_int_eq(transfer(0, "n2"), 0);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_TIMEOUT_NOW, "n2"), 1);
+	fx_drop_all(&f);
+	fx_run(&f, 200);
+	ck_assert_int_eq(fx_leader(&f), 1);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_transfer");
@@ -94,6 +109,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_transfer_to_caught_up_target);
 	tcase_add_test(tc, test_raft_transfer_catches_up_first);
 	tcase_add_test(tc, test_raft_transfer_aborts_after_timeout);
+	tcase_add_test(tc, test_raft_transfer_resends_lost_timeout_now);
 	suite_add_tcase(s, tc);
 	return s;
 }
