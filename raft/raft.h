@@ -295,14 +295,14 @@ struct raft_change_done {
  */
 enum raft_note_kind {
 	RAFT_NOTE_VOTE_GRANTED = 1,   /* peer: candidate; term: election term */
-	RAFT_NOTE_VOTE_REFUSED,       /* reason: "stale term", "leader lease active",
+	RAFT_NOTE_VOTE_REFUSED,	      /* reason: "stale term", "leader lease active",
 				       * "log not up to date", "already voted in this term",
 				       * "is leader" */
 	RAFT_NOTE_PRE_VOTE_GRANTED,   /* peer: pre-candidate; term: proposed term */
 	RAFT_NOTE_PRE_VOTE_REFUSED,   /* reason as for VOTE_REFUSED */
 	RAFT_NOTE_ELECTION_STARTED,   /* reason: "pre-vote", "election", "transfer" */
-	RAFT_NOTE_ELECTION_WON,       /* term: the new leader's term */
-	RAFT_NOTE_STEPPED_DOWN,       /* left leader or candidate; reason: "higher term seen",
+	RAFT_NOTE_ELECTION_WON,	      /* term: the new leader's term */
+	RAFT_NOTE_STEPPED_DOWN,	      /* left leader or candidate; reason: "higher term seen",
 				       * "leader elected", "check-quorum lost",
 				       * "removed from configuration", "i/o failed" */
 	RAFT_NOTE_PEER_SNAPSHOT_SENT, /* peer; index: snapshot index (stream started) */
@@ -327,12 +327,12 @@ struct raft_stats {
 	uint64_t pre_votes_started;
 	uint64_t elections_started; /* real elections (term incremented) */
 	uint64_t elections_won;
-	uint64_t votes_granted;     /* by this server, pre-votes excluded */
+	uint64_t votes_granted; /* by this server, pre-votes excluded */
 	uint64_t votes_refused;
-	uint64_t step_downs;        /* left leader or candidate */
-	uint64_t snapshots_sent;    /* streams started to peers */
+	uint64_t step_downs;	 /* left leader or candidate */
+	uint64_t snapshots_sent; /* streams started to peers */
 	uint64_t snapshots_installed;
-	uint64_t appends_rejected;  /* AppendEntries rejections received as leader */
+	uint64_t appends_rejected; /* AppendEntries rejections received as leader */
 	uint64_t transfers_started;
 };
 
