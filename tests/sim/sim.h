@@ -6,9 +6,11 @@
  * disk per node, clients and a fault injector. Everything random draws from
  * one generator seeded by the run's seed, so a seed replays exactly.
  *
- * Files: sim_main.c (CLI, seed loop), sim_world.c (scheduler, network, disk,
- * node drivers, faults), sim_check.c (safety invariants), sim_client.c
- * (client workload, history, liveness probe).
+ * Files: sim_main.c (CLI, seed loop), sim_world.c (event heap, faults, run
+ * loop, healing), sim_node.c (the driver of one node: updates, network, disk,
+ * crash, restart), sim_log.c (entries, logs, snapshot streams), sim_check.c
+ * (safety invariants), sim_client.c (client workload, history, liveness
+ * probe).
  *
  * Thread: single-threaded.
  */
