@@ -177,7 +177,8 @@ struct sim_params {
 	unsigned steps;
 	unsigned nodes; /* 0: chosen by the seed */
 	bool verbose;
-	bool trace; /* env SIM_TRACE: acks, installs, crashes */
+	bool trace;	   /* env SIM_TRACE: acks, installs, crashes */
+	bool replay_check; /* run each seed twice, compare digests */
 };
 
 struct sim {
@@ -222,6 +223,7 @@ struct sim {
 	struct sim_lm *lm;
 	size_t lm_cap, lm_n;
 
+	uint64_t digest; /* of every event run, to check that a seed replays */
 	bool failed;
 	char why[1024];
 	struct {
