@@ -207,7 +207,10 @@ struct raft_snapshot_meta {
 	raft_index index; /* 0: no snapshot */
 	raft_term term;
 	struct raft_config config;
-	uint64_t size; /* bytes of the snapshot stream file */
+	/* Bytes of the snapshot stream file; 0: no file to send (yet), e.g.
+	 * state recovered without one: followers that need it wait for the
+	 * next SNAPSHOT_TAKEN. */
+	uint64_t size;
 };
 
 struct raft_event {

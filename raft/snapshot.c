@@ -54,7 +54,7 @@ static void send_chunk(struct raft_core *r, struct raft_progress *p)
 
 void raft_snapshot_send(struct raft_core *r, struct raft_progress *p)
 {
-	if (r->snap.index == 0 || r->snap.index < r->log.offset) {
+	if (r->snap.index == 0 || r->snap.size == 0 || r->snap.index < r->log.offset) {
 		p->paused = true; /* nothing to send yet; retried on heartbeat */
 		return;
 	}
@@ -229,9 +229,10 @@ void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s
 {
 	raft_index cut;
 
-	if (s->index <= r->snap.index || s->index >= r->apply_next ||
-	    s->index > raft_log_last_index(&r->log) || s->index < r->log.offset ||
-	    raft_log_term_at(&r->log, s->index) != s->term)
+	/* Stale unless newer, or the same point now with a file to send. */
+	if (s->index < r->snap.index || (s->index == r->snap.index && r->snap.size != 0) ||
+	    s->index >= r->apply_next || s->index > raft_log_last_index(&r->log) ||
+	    s->index < r->log.offset || raft_log_term_at(&r->log, s->index) != s->term)
 		return; /* stale or not describing our log */
 	r->snap = *s;
 	cut = s->index > r->o.snapshot_trailing ? s->index - r->o.snapshot_trailing : 0;

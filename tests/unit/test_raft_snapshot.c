@@ -249,6 +249,29 @@ START_TEST(test_raft_snapshot_stream_aborted_by_append)
 }
 END_TEST
 
+/* A snapshot known without a file (size 0, e.g. state recovered at start)
+ * is never streamed; once the driver reports the file for the same index,
+ * lagging followers get it. */
+START_TEST(test_raft_snapshot_size_zero_not_sent)
+{
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(5);
+	f.n[0].snap.index = 0;
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 7, 0), 0);
+	f.n[2].down = false;
+	fx_run(&f, 500);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 0);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT, NULL), 0);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 7, 120), 0);
+	deliver_until_rx_done(2);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].applied, raft_last_index(f.n[0].r));
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_snapshot");
@@ -261,6 +284,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_recv_stale_term);
 	tcase_add_test(tc, test_raft_snapshot_recv_log_holds_last_entry);
 	tcase_add_test(tc, test_raft_snapshot_stream_aborted_by_append);
+	tcase_add_test(tc, test_raft_snapshot_size_zero_not_sent);
 	suite_add_tcase(s, tc);
 	return s;
 }
