@@ -6,9 +6,11 @@
  * disk per node, clients and a fault injector. Everything random draws from
  * one generator seeded by the run's seed, so a seed replays exactly.
  *
- * Files: sim_main.c (CLI, seed loop), sim_world.c (scheduler, network, disk,
- * node drivers, faults), sim_check.c (safety invariants), sim_client.c
- * (client workload, history, liveness probe).
+ * Files: sim_main.c (CLI, seed loop), sim_world.c (event heap, faults, run
+ * loop, healing), sim_node.c (the driver of one node: updates, network, disk,
+ * crash, restart), sim_log.c (entries, logs, snapshot streams), sim_check.c
+ * (safety invariants), sim_client.c (client workload, history, liveness
+ * probe).
  *
  * Thread: single-threaded.
  */
@@ -175,7 +177,8 @@ struct sim_params {
 	unsigned steps;
 	unsigned nodes; /* 0: chosen by the seed */
 	bool verbose;
-	bool trace; /* env SIM_TRACE: acks, installs, crashes */
+	bool trace;	   /* env SIM_TRACE: acks, installs, crashes */
+	bool replay_check; /* run each seed twice, compare digests */
 };
 
 struct sim {
@@ -220,6 +223,7 @@ struct sim {
 	struct sim_lm *lm;
 	size_t lm_cap, lm_n;
 
+	uint64_t digest; /* of every event run, to check that a seed replays */
 	bool failed;
 	char why[1024];
 	struct {

@@ -22,7 +22,7 @@
  *    and a durable vote never changes within a term (across restarts);
  *  - applied <= commit, applied advances by one;
  *  - persist before send (see sim_check_send);
- *  - one pending configuration change (checked in sim_world.c where the
+ *  - one pending configuration change (checked in sim_node.c where the
  *    leader appends) and joint majorities: the entry a leader reports
  *    committed must be durable on a majority of the new voters and, while
  *    joint, of the old voters too.

@@ -2,8 +2,11 @@
  * sim_main.c: command line of the deterministic Raft simulation.
  *
  *   sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]
- *   sim --seeds COUNT [--first F] [--steps S] [--nodes K]
+ *   sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]
  *   sim --seeds-from-env VAR [--first F] [--steps S]   (exit 77 if VAR unset)
+ *
+ * --replay-check runs every seed twice and fails if the two runs differ in
+ * any event (a digest of every event's time, kind and node) or outcome.
  *
  * A run stops at the first failing seed, prints the seed, the broken
  * invariant and the command that replays it exactly, and exits 1.
@@ -36,9 +39,10 @@ static void on_crash(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]\n"
-			"       sim --seeds COUNT [--first F] [--steps S] [--nodes K]\n"
-			"       sim --seeds-from-env VAR [--first F] [--steps S]\n");
+	fprintf(stderr,
+		"usage: sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]\n"
+		"       sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]\n"
+		"       sim --seeds-from-env VAR [--first F] [--steps S]\n");
 }
 
 static double wall_seconds(void)
@@ -71,6 +75,10 @@ int main(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
 			p.verbose = true;
+			continue;
+		}
+		if (strcmp(a, "--replay-check") == 0) {
+			p.replay_check = true;
 			continue;
 		}
 		if (v == NULL) {
@@ -128,6 +136,26 @@ int main(int argc, char **argv)
 		current_seed = seed;
 		current_steps = p.steps;
 		int rc = sim_run(&p, s);
+		if (p.replay_check) {
+			struct sim *again = malloc(sizeof(*again));
+			if (again == NULL)
+				return 3;
+			int rc2 = sim_run(&p, again);
+			bool same = rc2 == rc && again->digest == s->digest &&
+				    strcmp(again->why, s->why) == 0;
+			uint64_t digest2 = again->digest;
+			sim_free(again);
+			free(again);
+			if (!same) {
+				printf(
+				    "FAIL seed %llu does not replay: digest %016llx then %016llx\n",
+				    (unsigned long long)seed, (unsigned long long)s->digest,
+				    (unsigned long long)digest2);
+				sim_free(s);
+				free(s);
+				return 1;
+			}
+		}
 		if (single || rc != 0)
 			print_stats(s);
 		if (history != NULL) {

@@ -401,6 +401,9 @@ int sim_run(const struct sim_params *p, struct sim *s)
 		if (!s->healing)
 			s->step++;
 		dispatch(s, &ev);
+		s->digest = (s->digest ^ (ev.t * 1000003u + (uint64_t)ev.kind * 131u +
+					  (uint64_t)(ev.node + 1))) *
+			    0x100000001b3ull;
 	}
 	if (!s->failed)
 		sim_client_finish(s);
