@@ -314,19 +314,12 @@ void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int stat
 	o = json_object();
 	a = json_array();
 	for (size_t i = 0; i < n_entries; i++) {
-		char *text;
-		size_t len;
 		json_t *e;
 		if (entries[i].index <= n->snapshot_index)
 			continue;
-		if (kvd_rpc_entry_text(&entries[i], &text, &len) != 0)
-			continue;
-		e = json_object();
-		json_object_set_new(e, "index", json_integer((json_int_t)entries[i].index));
-		json_object_set_new(e, "term", json_integer((json_int_t)entries[i].term));
-		json_object_set_new(e, "command", json_stringn(text, len));
-		free(text);
-		json_array_append_new(a, e);
+		e = kvd_rpc_entry_json(&entries[i]);
+		if (e != NULL)
+			json_array_append_new(a, e);
 	}
 	json_object_set_new(o, "first-index", json_integer((json_int_t)(n->snapshot_index + 1)));
 	json_object_set_new(o, "last-index", json_integer((json_int_t)store_last));

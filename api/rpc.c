@@ -163,24 +163,32 @@ int kvd_rpc_entry_text(const struct raft_entry *e, char **out, size_t *len)
 	return 0;
 }
 
+json_t *kvd_rpc_entry_json(const struct raft_entry *e)
+{
+	char *text;
+	size_t len;
+	json_t *o;
+
+	if (kvd_rpc_entry_text(e, &text, &len) != 0)
+		return NULL;
+	o = json_object();
+	json_object_set_new(o, "index", json_integer((json_int_t)e->index));
+	json_object_set_new(o, "term", json_integer((json_int_t)e->term));
+	json_object_set_new(o, "command", json_stringn(text, len));
+	free(text);
+	return o;
+}
+
 static json_t *entries_json(const struct raft_entry *es, unsigned n)
 {
 	json_t *a = json_array();
 
 	for (unsigned i = 0; i < n; i++) {
-		char *text;
-		size_t len;
-		json_t *o;
-
-		if (a == NULL || kvd_rpc_entry_text(&es[i], &text, &len) != 0) {
+		json_t *o = a != NULL ? kvd_rpc_entry_json(&es[i]) : NULL;
+		if (o == NULL) {
 			json_decref(a);
 			return NULL;
 		}
-		o = json_object();
-		json_object_set_new(o, "index", json_integer((json_int_t)es[i].index));
-		json_object_set_new(o, "term", json_integer((json_int_t)es[i].term));
-		json_object_set_new(o, "command", json_stringn(text, len));
-		free(text);
 		json_array_append_new(a, o);
 	}
 	return a;

@@ -47,6 +47,10 @@ bool kvd_rpc_path_valid(const char *path, size_t len);
  */
 int kvd_rpc_entry_text(const struct raft_entry *e, char **out, size_t *len);
 
+/* An entry as {"index", "term", "command"} (new reference), or NULL when
+ * its configuration does not decode or memory runs out. */
+json_t *kvd_rpc_entry_json(const struct raft_entry *e);
+
 /* A configuration as a JSON object {"voters": [...], "learners": [...],
  * "old-voters": [...] (joint only)}; new reference. */
 json_t *kvd_rpc_config_json(const struct raft_config *c);
