@@ -24,6 +24,7 @@
 #include <http_parser.h>
 #include <jansson.h>
 
+#include "api/cluster_id.h"
 #include "api/http_client.h"
 #include "api/log.h"
 #include "api/membership.h"
@@ -122,24 +123,14 @@ static json_t *body_json(struct http_request *req)
 	return json_loadb(b, len, 0, NULL);
 }
 
-void kvd_members_route(struct kvd_node *n, struct http_request *req)
+/* Steps the change itself; the answer waits for changes_done. */
+static void start_change(struct kvd_node *n, struct http_request *req, const char *const *add,
+			 unsigned n_add, const char *const *remove, unsigned n_remove)
 {
-	const char *add[RAFT_MAX_SERVERS], *remove[RAFT_MAX_SERVERS];
-	unsigned n_add, n_remove;
 	struct raft_event e = {.type = RAFT_EVENT_CHANGE};
-	json_t *o = body_json(req);
 	int rv;
 
-	if (!json_is_object(o) || read_ids(o, "add", add, RAFT_MAX_SERVERS, &n_add) != 0 ||
-	    read_ids(o, "remove", remove, RAFT_MAX_SERVERS, &n_remove) != 0 ||
-	    n_add + n_remove == 0) {
-		json_decref(o);
-		reply(req, 400,
-		      "body must be {\"add\": [ids], \"remove\": [ids]} with at least one id\n");
-		return;
-	}
 	if (raft_role(n->raft) != RAFT_LEADER) {
-		json_decref(o);
 		kvd_reply_not_leader(n, req);
 		return;
 	}
@@ -151,11 +142,142 @@ void kvd_members_route(struct kvd_node *n, struct http_request *req)
 	/* The wait is registered first: the core may finish at once. */
 	add_wait(n, WAIT_CHANGE, e.u.change.token, req, NULL, CHANGE_TIMEOUT_MS);
 	rv = kvd_node_step(n, &e);
-	json_decref(o);
 	if (rv != 0)
 		kvd_members_done(n, e.u.change.token, rv);
 	else
 		KVD_INFO("membership change started", "add=%u remove=%u", n_add, n_remove);
+}
+
+/*
+ * Before adding servers, the leader asks each (GET /raft/status, 1 s) which
+ * cluster it belongs to: one that holds key-value data of another cluster is
+ * refused with 409 (API.md §1); an unreachable one may still be added (it
+ * catches up when it comes up); a lone one without data discards its state
+ * when the leader first reaches it (cluster_id.c).
+ */
+struct members_probe {
+	struct kvd_node *node;
+	struct http_request *req;
+	json_t *body; /* owns the id strings below */
+	const char *add[RAFT_MAX_SERVERS], *remove[RAFT_MAX_SERVERS];
+	unsigned n_add, n_remove;
+	struct http_client *clients[RAFT_MAX_SERVERS];
+	unsigned pending;
+	char refused[RAFT_ID_SIZE]; /* "" unless a target holds another cluster's data */
+	uv_timer_t close_timer;
+};
+
+static void probe_closed(uv_handle_t *h)
+{
+	struct members_probe *p = h->data;
+	json_decref(p->body);
+	free(p);
+}
+
+static void probe_close_cb(uv_timer_t *t)
+{
+	struct members_probe *p = t->data;
+	for (unsigned i = 0; i < p->n_add; i++)
+		if (p->clients[i] != NULL)
+			http_client_close(p->clients[i]);
+	uv_close((uv_handle_t *)&p->close_timer, probe_closed);
+}
+
+/* Every probe has answered (or failed): refuse or go ahead. */
+static void probe_finish(struct members_probe *p)
+{
+	if (p->refused[0] != '\0') {
+		char msg[RAFT_ID_SIZE + 80];
+		snprintf(msg, sizeof(msg), "%s holds key-value data of another cluster\n",
+			 p->refused);
+		reply(p->req, 409, msg);
+	} else {
+		start_change(p->node, p->req, p->add, p->n_add, p->remove, p->n_remove);
+	}
+	/* The clients are closed outside their own callbacks. */
+	uv_timer_start(&p->close_timer, probe_close_cb, 0, 0);
+}
+
+static void probe_cb(int status, const char *body, size_t len, void *user)
+{
+	struct members_probe *p = user;
+
+	if (status == KVD_ESHUTDOWN)
+		return;
+	if (status == 200) {
+		json_t *o = json_loadb(body, len, 0, NULL);
+		const char *cid = json_string_value(json_object_get(o, "cluster-id"));
+		const char *id = json_string_value(json_object_get(o, "id"));
+		if (cid != NULL && cid[0] != '\0' && strcmp(cid, p->node->cluster_id) != 0 &&
+		    json_is_true(json_object_get(o, "has-data")) && p->refused[0] == '\0')
+			snprintf(p->refused, sizeof(p->refused), "%s",
+				 id != NULL ? id : "a server");
+		json_decref(o);
+	}
+	if (--p->pending == 0)
+		probe_finish(p);
+}
+
+static void probe_start(struct members_probe *p)
+{
+	struct kvd_node *n = p->node;
+	char headers[300] = "";
+
+	if (n->cfg.cluster_token[0] != '\0')
+		snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n",
+			 n->cfg.cluster_token);
+	for (unsigned i = 0; i < p->n_add; i++) {
+		char host[256], address[300], errmsg[KVD_ERRMSG_SIZE];
+		uint16_t port;
+
+		if (raft_config_get(raft_configuration(n->raft), p->add[i]) != NULL ||
+		    kvd_config_split_id(p->add[i], host, sizeof(host), &port) != 0)
+			continue; /* already a member, or not an address */
+		snprintf(address, sizeof(address), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
+			 (unsigned)port);
+		if (http_client_create(n->loop, address, NULL, &p->clients[i], errmsg) != 0)
+			continue;
+		p->pending++;
+		if (http_client_request(p->clients[i], "GET", "/raft/status",
+					headers[0] ? headers : NULL, NULL, 0, 1000, probe_cb,
+					p) != 0)
+			p->pending--;
+	}
+	if (p->pending == 0)
+		probe_finish(p);
+}
+
+void kvd_members_route(struct kvd_node *n, struct http_request *req)
+{
+	struct members_probe *p = calloc(1, sizeof(*p));
+	json_t *o = body_json(req);
+
+	if (p == NULL) {
+		json_decref(o);
+		reply(req, 503, "out of memory\n");
+		return;
+	}
+	if (!json_is_object(o) || read_ids(o, "add", p->add, RAFT_MAX_SERVERS, &p->n_add) != 0 ||
+	    read_ids(o, "remove", p->remove, RAFT_MAX_SERVERS, &p->n_remove) != 0 ||
+	    p->n_add + p->n_remove == 0) {
+		json_decref(o);
+		free(p);
+		reply(req, 400,
+		      "body must be {\"add\": [ids], \"remove\": [ids]} with at least one id\n");
+		return;
+	}
+	if (raft_role(n->raft) != RAFT_LEADER) {
+		json_decref(o);
+		free(p);
+		kvd_reply_not_leader(n, req);
+		return;
+	}
+	p->node = n;
+	p->req = req;
+	p->body = o;
+	uv_timer_init(n->loop, &p->close_timer);
+	p->close_timer.data = p;
+	probe_start(p);
 }
 
 void kvd_members_done(struct kvd_node *n, uint64_t token, int error)
@@ -402,20 +524,6 @@ static int op_start(struct kvd_node *n, const char *contact, bool leave, bool fo
 	return 0;
 }
 
-static bool has_own_data(struct kvd_node *n)
-{
-	struct engine_iter *it;
-	struct engine_record rec;
-	bool end = true;
-
-	if (engine_iter_open(n->engine, &it) != 0)
-		return true; /* cannot tell: refuse rather than lose data */
-	if (engine_iter_next(it, &rec, &end) != 0)
-		end = false;
-	engine_iter_close(it);
-	return !end;
-}
-
 void kvd_join_route(struct kvd_node *n, struct http_request *req)
 {
 	json_t *o = body_json(req);
@@ -433,18 +541,14 @@ void kvd_join_route(struct kvd_node *n, struct http_request *req)
 		reply_ok(req); /* already a voting member */
 		return;
 	}
-	if (has_own_data(n)) {
+	if (kvd_cluster_has_data(n)) {
 		json_decref(o);
 		reply(req, 409, "this node holds key-value data of its own\n");
 		return;
 	}
-	if (c->n > 0) {
-		/* Discarding a bootstrapped one-member cluster's state is not
-		 * built yet: start the node empty with --join instead. */
+	if (c->n > 0 && kvd_cluster_reinit(n, "") != 0) {
 		json_decref(o);
-		reply(req, 409,
-		      "this node leads its own cluster; restart it on an empty data "
-		      "directory with --join\n");
+		reply(req, 409, "this node is a member of another cluster\n");
 		return;
 	}
 	if (op_start(n, leader, false, false, req) != 0)
@@ -470,4 +574,23 @@ int kvd_join_start(struct kvd_node *n)
 		return 0; /* already a member (restart after joining) */
 	KVD_INFO("joining cluster", "contact=%s", n->cfg.join);
 	return op_start(n, n->cfg.join, false, true, NULL);
+}
+
+void kvd_raft_status_route(struct kvd_node *n, struct http_request *req)
+{
+	json_t *o = json_object();
+	char *text;
+
+	json_object_set_new(o, "id", json_string(n->cfg.id));
+	json_object_set_new(o, "cluster-id", json_string(n->cluster_id));
+	json_object_set_new(o, "lone", json_boolean(kvd_cluster_is_lone(n)));
+	json_object_set_new(o, "has-data", json_boolean(kvd_cluster_has_data(n)));
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (text == NULL) {
+		reply(req, 503, "out of memory\n");
+		return;
+	}
+	kvd_respond(req, 200, "application/json", NULL, text, strlen(text));
+	free(text);
 }

@@ -20,6 +20,9 @@ void kvd_transfer_route(struct kvd_node *n, struct http_request *req);
 /* POST /cluster/join and POST /cluster/leave, carried out by this node. */
 void kvd_join_route(struct kvd_node *n, struct http_request *req);
 void kvd_leave_route(struct kvd_node *n, struct http_request *req);
+/* GET /raft/status: {"id", "cluster-id", "lone", "has-data"}, which a
+ * leader asks before adding this node. */
+void kvd_raft_status_route(struct kvd_node *n, struct http_request *req);
 /* --join: asks the cluster of n->cfg.join to add this node, until it does.
  * Returns 0 or KVD_ENOMEM. */
 int kvd_join_start(struct kvd_node *n);

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/cluster_id.h"
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/snapshots.h"
@@ -265,17 +266,29 @@ static void disk_timer_cb(uv_timer_t *t)
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 
 	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) || n->installing ||
-	    n->snapshot_running)
+	    n->snapshot_running || n->reinit_pending)
 		return;
-	fail_pending_reads(n);
-	raft_destroy(n->raft);
-	n->raft = NULL;
+	kvd_node_drop_core(n);
 	n->recovering = true;
-	if (start_core(n, errmsg) != 0) {
+	if (kvd_node_restart_core(n, errmsg) != 0) {
 		KVD_ERROR("cannot restart the raft core after a full disk; exiting",
 			  "detail=\"%s\"", errmsg);
 		exit(1);
 	}
+}
+
+void kvd_node_drop_core(struct kvd_node *n)
+{
+	fail_pending_writes(n, 503, "raft core restarted: write outcome unknown\n");
+	fail_pending_reads(n);
+	kvd_transport_drop_held(n->transport);
+	raft_destroy(n->raft);
+	n->raft = NULL;
+}
+
+int kvd_node_restart_core(struct kvd_node *n, char *errmsg)
+{
+	return start_core(n, errmsg);
 }
 
 static void node_disk_full(struct kvd_node *n, const char *errmsg)
@@ -1018,6 +1031,7 @@ static int bootstrap(struct kvd_node *n, char *errmsg)
 {
 	struct raft_config c;
 	struct raft_entry e;
+	char id[KVD_CLUSTER_ID_SIZE];
 	void *buf = NULL;
 	int rv;
 
@@ -1029,6 +1043,10 @@ static int bootstrap(struct kvd_node *n, char *errmsg)
 			return rv;
 		}
 	}
+	kvd_cluster_id_derive(&c, id);
+	rv = kvd_cluster_id_store(n, id, errmsg);
+	if (rv != 0)
+		return rv;
 	rv = raft_bootstrap_entry(&c, &e, &buf);
 	if (rv != 0)
 		return rv;
@@ -1063,7 +1081,9 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	first = raft_log_store_first_index(n->store);
 	last = raft_log_store_last_index(n->store);
 	engine_applied(n->engine, &applied, &applied_term);
-	if (last == 0 && n->snapshot_index == 0 && applied == 0 && n->cfg.join[0] == '\0') {
+	/* Only a node that never belonged to a cluster bootstraps one. */
+	if (last == 0 && n->snapshot_index == 0 && applied == 0 && n->cfg.join[0] == '\0' &&
+	    !n->cluster_id_file) {
 		rv = bootstrap(n, errmsg);
 		if (rv != 0)
 			return rv;
@@ -1211,6 +1231,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	n->finish_timer.data = n;
 	uv_timer_init(loop, &n->disk_timer);
 	n->disk_timer.data = n;
+	uv_timer_init(loop, &n->reinit_timer);
+	n->reinit_timer.data = n;
 	uv_check_init(loop, &n->batch_check);
 	n->batch_check.data = n;
 	uv_check_start(&n->batch_check, batch_check_cb);
@@ -1224,6 +1246,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 		goto err_engine;
 	}
 	rv = kvd_transport_create(n, &n->transport, errmsg);
+	if (rv == 0)
+		rv = kvd_cluster_id_load(n, errmsg);
 	if (rv != 0)
 		goto err_engine;
 	rv = start_core(n, errmsg);
@@ -1321,7 +1345,8 @@ static void finish_cb(uv_timer_t *t)
 	kvd_workq_stop(&n->applier);
 	kvd_transport_destroy(n->transport);
 	n->transport = NULL;
-	n->closing_handles = 5;
+	n->closing_handles = 6;
+	uv_close((uv_handle_t *)&n->reinit_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->disk_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->tick_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->sweep_timer, handle_closed);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "api/cluster_id.h"
 #include "api/config.h"
 #include "api/http_server.h"
 #include "api/node.h"
@@ -70,14 +71,19 @@ struct kvd_node {
 	struct kvd_workq writer;
 	struct kvd_workq applier;
 
-	uv_timer_t tick_timer;	  /* the core's next deadline */
-	uv_timer_t sweep_timer;	  /* write and read timeouts */
-	uv_check_t batch_check;	  /* proposes the writes collected this iteration */
-	uv_timer_t finish_timer;  /* shutdown: transfer, drain, close */
-	uv_timer_t disk_timer;	  /* disk full: restart the core from durable state */
-	bool disk_full;		  /* a log write hit ENOSPC: writes get 507 */
-	bool recovering;	  /* core restarted after a full disk; first append pending */
-	uint64_t finish_deadline; /* loop time, ms */
+	uv_timer_t tick_timer;	 /* the core's next deadline */
+	uv_timer_t sweep_timer;	 /* write and read timeouts */
+	uv_check_t batch_check;	 /* proposes the writes collected this iteration */
+	uv_timer_t finish_timer; /* shutdown: transfer, drain, close */
+	uv_timer_t disk_timer;	 /* disk full: restart the core from durable state */
+	bool disk_full;		 /* a log write hit ENOSPC: writes get 507 */
+	bool recovering;	 /* core restarted after a full disk; first append pending */
+	uv_timer_t reinit_timer; /* discarding a lone node's state (cluster_id.c) */
+	bool reinit_pending;
+	char reinit_id[KVD_CLUSTER_ID_SIZE];
+	char cluster_id[KVD_CLUSTER_ID_SIZE]; /* "" : not known yet */
+	bool cluster_id_file;		      /* <data>/cluster-id exists */
+	uint64_t finish_deadline;	      /* loop time, ms */
 
 	struct kvd_batch_item *batch;
 	unsigned batch_n, batch_cap;
@@ -153,6 +159,12 @@ void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *comman
 
 /* Starts a linearizable read of key for req. */
 void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
+
+/* Fails what waits on the core (writes 503, reads served or 503), drops held
+ * messages and destroys the core; kvd_node_restart_core() starts a new one
+ * from the durable state. Workers must be idle. */
+void kvd_node_drop_core(struct kvd_node *n);
+int kvd_node_restart_core(struct kvd_node *n, char *errmsg);
 
 /* True when this node is the only voter of its configuration. */
 bool kvd_node_sole_voter(struct kvd_node *n);

@@ -497,6 +497,11 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "GET");
 		else
 			route_cluster_info(n, req);
+	} else if (path_is(path, len, "/raft/status")) {
+		if (method != HTTP_GET)
+			method_not_allowed(req, "GET");
+		else if (authorized(n, req))
+			kvd_raft_status_route(n, req);
 	} else if (len > 6 && memcmp(path, "/raft/", 6) == 0 && kvd_rpc_path_valid(path, len)) {
 		if (method != HTTP_POST)
 			method_not_allowed(req, "POST");

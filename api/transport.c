@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "api/fileutil.h"
 #include "api/http_client.h"
 #include "api/log.h"
 #include "api/metrics.h"
@@ -98,43 +99,6 @@ static void partition_path(const struct kvd_transport *t, char *path, size_t siz
 	snprintf(path, size, "%.4000s/" PARTITION_FILE, t->node->cfg.data_dir);
 }
 
-static int write_file_durably(const char *path, const char *text, char *errmsg)
-{
-	char tmp[PATH_MAX + 8];
-	int fd;
-	size_t len = strlen(text);
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-		int err = errno;
-		if (fd >= 0)
-			close(fd);
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot write %s: %s", tmp, strerror(err));
-		return err == ENOSPC ? KVD_ENOSPC : KVD_EIO;
-	}
-	close(fd);
-	if (rename(tmp, path) != 0) {
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot rename %s: %s", tmp, strerror(errno));
-		return KVD_EIO;
-	}
-	{
-		char dir[PATH_MAX];
-		char *slash;
-		snprintf(dir, sizeof(dir), "%s", path);
-		slash = strrchr(dir, '/');
-		if (slash != NULL) {
-			*slash = '\0';
-			fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (fd >= 0) {
-				fsync(fd);
-				close(fd);
-			}
-		}
-	}
-	return 0;
-}
-
 int kvd_transport_partition(struct kvd_transport *t, const char *const *allowed, unsigned n,
 			    bool heal, char *errmsg)
 {
@@ -159,7 +123,7 @@ int kvd_transport_partition(struct kvd_transport *t, const char *const *allowed,
 	if (text == NULL)
 		return KVD_ENOMEM;
 	partition_path(t, path, sizeof(path));
-	rv = write_file_durably(path, text, errmsg);
+	rv = kvd_write_file_durably(path, text, errmsg);
 	free(text);
 	if (rv != 0)
 		return rv;
@@ -358,6 +322,7 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	struct peer *p;
 	struct out_ctx *c;
 	char path[700];
+	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 32];
 	int rv;
 
 	if (kvd_transport_blocked(t, head->to) || t->closing) {
@@ -377,11 +342,15 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	c->chunk_len = head->type == RAFT_MSG_SNAPSHOT ? len : 0;
 	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(head->type), query[0] ? "?" : "",
 		 query);
+	snprintf(headers, sizeof(headers), "%s", t->auth_header);
+	if (t->node->cluster_id[0] != '\0')
+		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
+			 KVD_CLUSTER_HEADER ": %s\r\n", t->node->cluster_id);
 	t->live_ctx++;
-	rv = http_client_request(
-	    p->client, "POST", path, t->auth_header[0] ? t->auth_header : NULL, body, len,
-	    head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS : RPC_TIMEOUT_MS, result_cb,
-	    c);
+	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, body, len,
+				 head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS
+								 : RPC_TIMEOUT_MS,
+				 result_cb, c);
 	free(body);
 	if (rv != 0) {
 		t->live_ctx--;
@@ -470,6 +439,19 @@ void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 		kvd_rpc_decoded_free(&d);
 		kvd_reply_text(req, 503, "partitioned\n");
 		return;
+	}
+	{
+		size_t clen = 0;
+		const char *cid = http_request_header(req, KVD_CLUSTER_HEADER, &clen);
+		int rv = kvd_cluster_check(n, cid, cid != NULL ? clen : 0);
+		if (rv != 0) {
+			kvd_rpc_decoded_free(&d);
+			if (rv == KVD_EBUSY)
+				kvd_reply_text(req, 503, "joining the sender's cluster; retry\n");
+			else
+				kvd_reply_text(req, 409, "this node belongs to another cluster\n");
+			return;
+		}
 	}
 	in = calloc(1, sizeof(*in));
 	if (in == NULL) {

@@ -103,6 +103,42 @@ class MembershipTest(KvdTestCase):
         self.assertNotIn(":%d" % follower.port, self.info(leader)["peers"])
         self.assertPutOk(leader, "after-leave", "v")
 
+    def test_push_takes_in_a_lone_node_without_data(self):
+        leader = self.leader()
+        self.assertPutOk(leader, "cluster-key", "from the cluster")
+        lone = self.start_node()  # a one-member cluster of its own, no data
+        r = self.post(leader, "/cluster/members", {"add": [":%d" % lone.port]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertIn(":%d" % lone.port, self.info(self.leader())["peers"])
+        wait_until(lambda: lone.get("cluster-key", "?consistency=stale").status == 200, 10,
+                   what="the cluster's data on the pushed node")
+        i = self.info(lone)
+        self.assertEqual(i["role"], "follower")
+        self.assertIn(":%d" % self.members[0].port, i["peers"])
+        self.assertIn("discarding bootstrap state", lone.stderr_text())
+
+    def test_pull_join_of_a_lone_node_without_data(self):
+        lone = self.start_node()
+        r = self.post(lone, "/cluster/join", {"leader": ":%d" % self.members[1].port})
+        self.assertEqual(r.status, 200, r.body)
+        wait_until(lambda: ":%d" % lone.port in (self.info(self.leader()) or {}).get("peers", []),
+                   10, what="the pulled node among the voters")
+        self.assertPutOk(self.leader(), "after-pull", "v")
+        wait_until(lambda: lone.get("after-pull", "?consistency=stale").status == 200, 10,
+                   what="new writes on the pulled node")
+
+    def test_push_of_a_node_with_data_of_its_own_is_409(self):
+        leader = self.leader()
+        lone = self.start_node()
+        self.assertPutOk(lone, "mine", "data")
+        r = self.post(leader, "/cluster/members", {"add": [":%d" % lone.port]})
+        self.assertEqual(r.status, 409)
+        self.assertNotIn(":%d" % lone.port, self.info(leader)["peers"])
+        self.assertNotIn(":%d" % lone.port, self.info(leader)["learners"])
+        # Its own cluster is untouched.
+        self.assertValue(lone, "mine", "data")
+        self.assertEqual(self.info(lone)["role"], "leader")
+
     def test_join_refused_for_a_node_with_data(self):
         lone = self.start_node()
         self.assertPutOk(lone, "mine", "data")

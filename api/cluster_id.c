@@ -1,0 +1,220 @@
+/*
+ * cluster_id.c: which cluster a node's log belongs to, so that nodes of
+ * different clusters never mix their logs (API.md §1 Bootstrap).
+ *
+ * Every founding member of a cluster derives the same id from the sorted
+ * member list it bootstraps (FNV-1a, 64 bits), so --peers nodes agree
+ * without talking; a lone node's id names itself alone. The id is kept in
+ * <data>/cluster-id and sent on every Raft RPC (header X-Kvd-Cluster). A node
+ * started to join (or one whose file is empty) takes the id of the first
+ * leader that reaches it. A node that hears from another cluster refuses the
+ * RPC, unless it is a one-member cluster without key-value data of its own:
+ * that node discards its bootstrap state (kvd_cluster_reinit) and joins.
+ *
+ * Reinitialization, once the workers are idle: LevelDB is swapped for an
+ * empty database, snapshot files are removed, the log is reset to empty, the
+ * vote is cleared (the term is kept: terms never go back), the new id is
+ * written, and the core starts again with no configuration. Every crash point
+ * leaves a valid node: before the id file is written it is still the lone
+ * cluster it was.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/cluster_id.h"
+#include "api/fileutil.h"
+#include "api/log.h"
+#include "api/node_internal.h"
+#include "api/snapshots.h"
+#include "engine/engine.h"
+#include "kvd/errors.h"
+#include "raft/meta.h"
+
+static void id_path(const struct kvd_node *n, char *path)
+{
+	snprintf(path, PATH_MAX, "%.4000s/cluster-id", n->cfg.data_dir);
+}
+
+int kvd_cluster_id_load(struct kvd_node *n, char *errmsg)
+{
+	char path[PATH_MAX];
+	int rv;
+
+	id_path(n, path);
+	rv = kvd_read_small_file(path, n->cluster_id, sizeof(n->cluster_id));
+	if (rv == KVD_ENOTFOUND) {
+		n->cluster_id[0] = '\0';
+		n->cluster_id_file = false;
+		return 0;
+	}
+	if (rv != 0) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot read %s: %s", path, kvd_strerror(rv));
+		return rv == KVD_ETOOBIG ? KVD_ECORRUPT : rv;
+	}
+	n->cluster_id_file = true;
+	return 0;
+}
+
+int kvd_cluster_id_store(struct kvd_node *n, const char *id, char *errmsg)
+{
+	char path[PATH_MAX];
+	char text[KVD_CLUSTER_ID_SIZE + 1];
+	int rv;
+
+	id_path(n, path);
+	snprintf(text, sizeof(text), "%s\n", id);
+	rv = kvd_write_file_durably(path, text, errmsg);
+	if (rv == 0) {
+		snprintf(n->cluster_id, sizeof(n->cluster_id), "%s", id);
+		n->cluster_id_file = true;
+	}
+	return rv;
+}
+
+void kvd_cluster_id_derive(const struct raft_config *c, char *out)
+{
+	const char *ids[RAFT_MAX_SERVERS];
+	uint64_t h = 1469598103934665603ULL;
+
+	for (unsigned i = 0; i < c->n; i++)
+		ids[i] = c->servers[i].id;
+	for (unsigned i = 1; i < c->n; i++) /* insertion sort: at most 16 */
+		for (unsigned j = i; j > 0 && strcmp(ids[j - 1], ids[j]) > 0; j--) {
+			const char *t = ids[j];
+			ids[j] = ids[j - 1];
+			ids[j - 1] = t;
+		}
+	for (unsigned i = 0; i < c->n; i++) {
+		for (const char *p = ids[i]; *p != '\0'; p++) {
+			h ^= (unsigned char)*p;
+			h *= 1099511628211ULL;
+		}
+		h ^= ',';
+		h *= 1099511628211ULL;
+	}
+	snprintf(out, KVD_CLUSTER_ID_SIZE, "%016" PRIx64, h);
+}
+
+bool kvd_cluster_is_lone(struct kvd_node *n)
+{
+	const struct raft_config *c = raft_configuration(n->raft);
+	return c->n == 1 && c->n_old == 0 && strcmp(c->servers[0].id, n->cfg.id) == 0;
+}
+
+bool kvd_cluster_has_data(struct kvd_node *n)
+{
+	struct engine_iter *it;
+	struct engine_record rec;
+	bool end = true;
+
+	if (n->installing || engine_iter_open(n->engine, &it) != 0)
+		return true; /* cannot tell: refuse rather than lose data */
+	if (engine_iter_next(it, &rec, &end) != 0)
+		end = false;
+	engine_iter_close(it);
+	return !end;
+}
+
+/* Loop thread, workers idle: discards the lone cluster's state. */
+static int reinit(struct kvd_node *n, char *errmsg)
+{
+	char fresh[PATH_MAX];
+	struct engine_builder *b;
+	struct raft_meta meta;
+	int rv;
+
+	snprintf(fresh, sizeof(fresh), "%.4000s.fresh", n->kv_dir);
+	kvd_remove_tree(fresh);
+	rv = engine_builder_create(fresh, &b, errmsg);
+	if (rv == 0)
+		rv = engine_builder_finish(b, 0, 0, NULL, 0, errmsg);
+	if (rv == 0)
+		rv = engine_swap(n->engine, fresh, errmsg);
+	if (rv != 0)
+		return rv;
+	kvd_snapshot_prune(n, 0);
+	n->snapshot_index = n->snapshot_term = n->snapshot_size = 0;
+	rv = raft_log_store_reset(n->store, 0, 0, errmsg);
+	if (rv != 0)
+		return rv;
+	rv = raft_meta_load(n->raft_dir, &meta, errmsg);
+	if (rv != 0)
+		return rv;
+	meta.voted_for[0] = '\0';
+	rv = raft_meta_store(n->raft_dir, &meta, errmsg);
+	if (rv != 0)
+		return rv;
+	rv = kvd_cluster_id_store(n, n->reinit_id, errmsg);
+	if (rv != 0)
+		return rv;
+	n->applied_index = n->apply_submitted = 0;
+	return 0;
+}
+
+static void reinit_cb(uv_timer_t *t)
+{
+	struct kvd_node *n = t->data;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	int rv;
+
+	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) || n->installing ||
+	    n->snapshot_running)
+		return;
+	uv_timer_stop(t);
+	kvd_node_drop_core(n);
+	rv = reinit(n, errmsg);
+	if (rv == 0)
+		rv = kvd_node_restart_core(n, errmsg);
+	if (rv != 0) {
+		KVD_ERROR("cannot discard the bootstrap state; exiting",
+			  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
+		exit(1);
+	}
+	n->reinit_pending = false;
+	KVD_INFO("bootstrap state discarded; joining another cluster", "cluster=%s",
+		 n->cluster_id[0] ? n->cluster_id : "(first leader's)");
+}
+
+int kvd_cluster_reinit(struct kvd_node *n, const char *new_id)
+{
+	if (n->reinit_pending)
+		return 0;
+	if (!kvd_cluster_is_lone(n) || kvd_cluster_has_data(n))
+		return KVD_EEXIST;
+	n->reinit_pending = true;
+	snprintf(n->reinit_id, sizeof(n->reinit_id), "%s", new_id);
+	KVD_INFO("discarding bootstrap state to join another cluster", "cluster=%s",
+		 new_id[0] ? new_id : "(first leader's)");
+	uv_timer_start(&n->reinit_timer, reinit_cb, 0, 10);
+	return 0;
+}
+
+int kvd_cluster_check(struct kvd_node *n, const char *remote_id, size_t len)
+{
+	char id[KVD_CLUSTER_ID_SIZE];
+	char errmsg[KVD_ERRMSG_SIZE];
+
+	if (remote_id == NULL || len == 0)
+		return 0; /* a peer that does not name its cluster */
+	if (len >= sizeof(id))
+		return KVD_EINVAL;
+	memcpy(id, remote_id, len);
+	id[len] = '\0';
+	if (n->reinit_pending)
+		return KVD_EBUSY;
+	if (strcmp(id, n->cluster_id) == 0)
+		return 0;
+	if (n->cluster_id[0] == '\0') {
+		if (kvd_cluster_id_store(n, id, errmsg) != 0) {
+			KVD_WARN("cannot record the cluster id", "detail=\"%s\"", errmsg);
+			return KVD_EBUSY;
+		}
+		KVD_INFO("joined cluster", "cluster=%s", id);
+		return 0;
+	}
+	if (kvd_cluster_reinit(n, id) == 0)
+		return KVD_EBUSY; /* the sender retries once this node has joined */
+	return KVD_EEXIST;
+}

@@ -1,0 +1,76 @@
+/*
+ * fileutil.c: write-temp, fsync, rename, fsync-directory for small files.
+ */
+#include "api/fileutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvd/errors.h"
+
+static void fsync_parent(const char *path)
+{
+	char dir[PATH_MAX];
+	char *slash;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+int kvd_write_file_durably(const char *path, const char *text, char *errmsg)
+{
+	char tmp[PATH_MAX + 8];
+	int fd;
+	size_t len = strlen(text);
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot write %s: %s", tmp, strerror(err));
+		return err == ENOSPC ? KVD_ENOSPC : KVD_EIO;
+	}
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot rename %s: %s", tmp, strerror(errno));
+		return KVD_EIO;
+	}
+	fsync_parent(path);
+	return 0;
+}
+
+int kvd_read_small_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return errno == ENOENT ? KVD_ENOTFOUND : KVD_EIO;
+	n = read(fd, buf, size);
+	close(fd);
+	if (n < 0)
+		return KVD_EIO;
+	if ((size_t)n >= size)
+		return KVD_ETOOBIG;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		n--;
+	buf[n] = '\0';
+	return 0;
+}

@@ -1,0 +1,24 @@
+/*
+ * fileutil.h: small durable-file helpers for the node's own state files
+ * (partition.json, cluster-id).
+ */
+#ifndef KVD_API_FILEUTIL_H
+#define KVD_API_FILEUTIL_H
+
+#include <stddef.h>
+
+/*
+ * Replaces path with text atomically and durably: writes path.tmp, fsyncs
+ * it, renames it over path and fsyncs the directory. Returns 0, KVD_ENOSPC or
+ * KVD_EIO with errmsg (KVD_ERRMSG_SIZE bytes) naming the file.
+ */
+int kvd_write_file_durably(const char *path, const char *text, char *errmsg);
+
+/*
+ * Reads a small text file into buf (NUL-terminated, trailing newline and
+ * spaces cut). Returns 0, KVD_ENOTFOUND when it does not exist, KVD_EIO, or
+ * KVD_ETOOBIG when it does not fit in size - 1 bytes.
+ */
+int kvd_read_small_file(const char *path, char *buf, size_t size);
+
+#endif
