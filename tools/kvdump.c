@@ -722,12 +722,15 @@ static int run(const struct dump_args *a)
 	int rv;
 
 	memset(&ov, 0, sizeof(ov));
-	if ((rv = require_dir(a->data_dir, "")) != 0 ||
-	    (rv = require_dir(a->data_dir, "raft")) != 0 ||
-	    (rv = require_dir(a->data_dir, "kv")) != 0)
-		return rv;
 	snprintf(raft_dir, sizeof(raft_dir), "%.4000s/raft", a->data_dir);
 	snprintf(kv_dir, sizeof(kv_dir), "%.4000s/kv", a->data_dir);
+	snprintf(tmp_path, sizeof(tmp_path), "%.4000s.old", kv_dir);
+	/* D/kv may be missing only after a crash inside engine_swap(), which
+	 * left D/kv.old for engine_open() to rename back. */
+	if ((rv = require_dir(a->data_dir, "")) != 0 ||
+	    (rv = require_dir(a->data_dir, "raft")) != 0 ||
+	    (access(tmp_path, F_OK) != 0 && (rv = require_dir(a->data_dir, "kv")) != 0))
+		return rv;
 	snprintf(snap_dir, sizeof(snap_dir), "%.4000s/snapshots", a->data_dir);
 
 	rv = raft_log_store_open(raft_dir, NULL, &store, errmsg);
