@@ -1059,6 +1059,66 @@ static int bootstrap(struct kvd_node *n, char *errmsg)
 	return rv;
 }
 
+/*
+ * kvload without --id (KVD_ADOPT_FILE): the loaded snapshot names some other
+ * single voter. A node started alone on it appends its own one-voter
+ * configuration right after the snapshot, as a bootstrap would, and becomes
+ * that cluster; then the marker goes.
+ */
+static int adopt_loaded_state(struct kvd_node *n, const struct raft_snapshot_meta *snap,
+			      raft_index applied, raft_index *last, char *errmsg)
+{
+	char marker[PATH_MAX];
+	struct raft_config c;
+	struct raft_entry e;
+	void *buf = NULL;
+	int rv = 0;
+
+	snprintf(marker, sizeof(marker), "%.4000s/" KVD_ADOPT_FILE, n->cfg.data_dir);
+	if (access(marker, F_OK) != 0)
+		return 0;
+	if (n->cfg.peers_given || n->cfg.join[0] != '\0' || snap->index == 0 ||
+	    *last != snap->index || applied != snap->index || snap->config.n != 1 ||
+	    snap->config.n_old != 0) {
+		KVD_WARN("loaded data not adopted: start the node alone (no peers, no --join)",
+			 "file=%s", marker);
+		return 0;
+	}
+	if (strcmp(snap->config.servers[0].id, n->cfg.id) != 0) {
+		memset(&c, 0, sizeof(c));
+		rv = raft_config_add(&c, n->cfg.id, RAFT_VOTER);
+		if (rv == 0)
+			rv = raft_bootstrap_entry(&c, &e, &buf);
+		if (rv == 0) {
+			e.index = snap->index + 1;
+			e.term = snap->term;
+			rv = raft_log_store_append(n->store, &e, 1, errmsg);
+		}
+		if (rv == 0)
+			rv = raft_log_store_sync(n->store, errmsg);
+		free(buf);
+		if (rv != 0)
+			return rv;
+		*last = raft_log_store_last_index(n->store);
+	}
+	if (!n->cluster_id_file) { /* a cluster of its own from now on */
+		char id[KVD_CLUSTER_ID_SIZE];
+		memset(&c, 0, sizeof(c));
+		raft_config_add(&c, n->cfg.id, RAFT_VOTER);
+		kvd_cluster_id_derive(&c, id);
+		rv = kvd_cluster_id_store(n, id, errmsg);
+		if (rv != 0)
+			return rv;
+	}
+	if (unlink(marker) != 0) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot remove %s: %s", marker, strerror(errno));
+		return KVD_EIO;
+	}
+	KVD_INFO("adopted the state loaded by kvload", "index=%" PRIu64 " id=%s", snap->index,
+		 n->cfg.id);
+	return 0;
+}
+
 /* Loads term, vote, log tail and applied index, then starts the core. */
 static int start_core(struct kvd_node *n, char *errmsg)
 {
@@ -1091,6 +1151,9 @@ static int start_core(struct kvd_node *n, char *errmsg)
 		last = raft_log_store_last_index(n->store);
 	}
 	engine_applied(n->engine, &applied, &applied_term);
+	rv = adopt_loaded_state(n, &e.u.start.snapshot, applied, &last, errmsg);
+	if (rv != 0)
+		return rv;
 	if (first > applied + 1) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE,
 			 "the log in %.2000s starts at %" PRIu64

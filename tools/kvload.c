@@ -53,6 +53,8 @@
 #include <jansson.h>
 
 #include "api/config.h"
+#include "api/fileutil.h"
+#include "api/node.h"
 #include "engine/engine.h"
 #include "engine/snapshot.h"
 #include "kvd/errors.h"
@@ -649,12 +651,28 @@ static int run(const struct load_args *a)
 	if ((rv = write_snapshot(kv_dir, snap_dir, s.index, s.term)) != 0 ||
 	    (rv = write_raft(store, raft_dir, s.index, s.term)) != 0)
 		goto out_store;
+	if (a->id == NULL) {
+		/* No id given: the first node started here on its own takes the
+		 * data as its own, whatever its id (api/node.c, KVD_ADOPT_FILE). */
+		char marker[PATH_MAX];
+		snprintf(marker, sizeof(marker), "%.4000s/" KVD_ADOPT_FILE, a->data_dir);
+		if (kvd_write_file_durably(marker, "loaded by kvload\n", errmsg) != 0) {
+			fail_line("%s", errmsg);
+			rv = KVD_EIO;
+			goto out_store;
+		}
+	}
 	if (fsync_dir(a->data_dir) != 0) {
 		fail_line("cannot fsync %s", a->data_dir);
 		rv = KVD_EIO;
 		goto out_store;
 	}
-	{
+	if (a->id == NULL) {
+		fprintf(stderr,
+			"kvload: loaded %" PRIu64 " keys into %s (index %" PRIu64 ", term %" PRIu64
+			"); start it with: kvd --working-dir %s [--port P]\n",
+			s.records, a->data_dir, s.index, s.term, a->data_dir);
+	} else {
 		char host[256];
 		uint16_t port = 0;
 		kvd_config_split_id(s.id, host, sizeof(host), &port);

@@ -245,9 +245,21 @@ class ToolsTest(KvdTestCase):
         self.load(self.path("b"), stdin=snap)
         self.assertEqual(dict(parse_jsonl(self.dump_jsonl(self.path("b")))), DATA)
 
-    def test_load_default_id_is_8080_for_jsonl(self):
-        rc, _out, err = self.load(self.path("d"), stdin=jsonl({"k": "v"}))
-        self.assertIn("member :8080", err)
+    def test_load_without_id_is_adopted_by_a_node_on_any_port(self):
+        d = self.path("d")
+        rc, _out, err = self.load(d, stdin=jsonl(DATA))
+        self.assertIn("start it with: kvd --working-dir", err)
+        n = self.start_node(data_dir=d)  # a free port: not the id in the dump
+        for k, v in DATA.items():
+            self.assertValue(n, k, v)
+        self.assertPutOk(n, "new", "write")
+        self.assertIn("adopted the state loaded by kvload", n.stderr_text())
+        self.assertEqual(n.stop(), 0)
+        n.start()
+        self.assertValue(n, "new", "write")
+        info = json.loads(n.request("GET", "/cluster/info").body)
+        self.assertEqual(info["role"], "leader")
+        self.assertEqual(info["peers"], [":%d" % n.port])
 
     def test_load_refuses_a_non_empty_directory_without_force(self):
         d = self.path("d")
