@@ -338,14 +338,14 @@ class Cluster:
     --peers :P1,..,:Pn (ids ':port'); mode 'env': ADDR/PEERS/DATA_DIR
     environment (ids '127.0.0.1:port')."""
 
-    def __init__(self, tmpdir, n=5, mode="peers", args=()):
+    def __init__(self, tmpdir, n=5, mode="peers", args=(), id_host="127.0.0.1"):
         self.tmpdir = tmpdir
         self.mode = mode
         ports = free_ports(n)
         if mode == "peers":
             ids = [":%d" % p for p in ports]
         else:
-            ids = ["127.0.0.1:%d" % p for p in ports]
+            ids = ["%s:%d" % (id_host, p) for p in ports]
         self.ids = ids
         self.nodes = []
         for i, (nid, port) in enumerate(zip(ids, ports)):
@@ -469,6 +469,23 @@ class Cluster:
         return "\n".join("---- %s (%s) ----\n%s" % (n.id, n.log_path, n.log_tail()) for n in self.nodes)
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer")
+
+
+def sanitizer_report(log_path, context=40):
+    """The lines around the first sanitizer report in a node's log, or None."""
+    try:
+        with open(log_path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKS):
+            return "\n".join(lines[i:i + context])
+    return None
+
+
 class ClusterCase(unittest.TestCase):
     """Base class: a fresh temp dir per test; every cluster made with
     make_cluster() is SIGKILLed in tearDown and its logs printed on failure."""
@@ -482,8 +499,8 @@ class ClusterCase(unittest.TestCase):
         self.clusters = []
         self.addCleanup(self._cleanup)
 
-    def make_cluster(self, n=5, mode="peers", args=(), start=True):
-        c = Cluster(self.tmpdir, n, mode, args)
+    def make_cluster(self, n=5, mode="peers", args=(), start=True, id_host="127.0.0.1"):
+        c = Cluster(self.tmpdir, n, mode, args, id_host)
         self.clusters.append(c)
         if start:
             c.start()
@@ -510,10 +527,18 @@ class ClusterCase(unittest.TestCase):
         failed = self._failed()
         for c in self.clusters:
             c.kill_all()
-        if failed:
+        reports = []
+        for c in self.clusters:
+            for n in c.nodes:
+                r = sanitizer_report(n.log_path)
+                if r:
+                    reports.append("%s (%s):\n%s" % (n.id, n.log_path, r))
+        if failed or reports:
             for c in self.clusters:
                 sys.stderr.write("\n==== node logs for %s ====\n%s\n" % (self.id(), c.logs()))
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer report from a node:\n" + "\n".join(reports))
 
 
 def kv_get_body(r):
@@ -608,10 +633,13 @@ class NetnsCluster:
     the bridge address 10.0.42.1. Faults are iptables rules inside the
     namespaces; the test's own traffic (10.0.42.1) is never dropped."""
 
+    made = 0  # clusters made by this process, part of the interface names
+
     def __init__(self, tmpdir, n=5, args=()):
         assert n <= 9
         self.tmpdir = tmpdir
-        self.tag = "%x" % (os.getpid() & 0xFFFF)
+        NetnsCluster.made += 1
+        self.tag = "%x%x" % (os.getpid() & 0xFFFF, NetnsCluster.made & 0xFF)
         self.bridge = "kvb" + self.tag
         self.namespaces = []
         self.vethes = []
@@ -623,7 +651,12 @@ class NetnsCluster:
         self.delayers = []
 
     def setup(self):
-        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        """Creates bridge, namespaces and veths. Raises PermissionError when
+        the very first step (the bridge) is not allowed here, RuntimeError
+        on any other failure."""
+        r = sh("ip", "link", "add", self.bridge, "type", "bridge", check=False)
+        if r.returncode != 0:
+            raise PermissionError("ip link add %s type bridge: %s" % (self.bridge, r.stderr.strip()))
         sh("ip", "addr", "add", NETNS_HOST_IP + "/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         for i in range(1, self.n + 1):
@@ -652,9 +685,10 @@ class NetnsCluster:
 
     def cleanup(self):
         """Kills the nodes, deletes namespaces (with their rules and veth
-        ends) and the bridge. Safe to call after a partial setup."""
+        ends), the bridge and the delayers. Safe after a partial setup."""
         for n in self.nodes:
             n.kill()
+        self.stop_delayers()
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
         for v in self.vethes:
@@ -723,6 +757,8 @@ class NetnsCluster:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+            p.stdout.close()
+            p.stderr.close()
         self.delayers = []
 
     def logs(self):

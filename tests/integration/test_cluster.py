@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from cluster import INFO_FIELDS, ClusterCase, Client, free_ports, wait_until
+from cluster import INFO_FIELDS, Cluster, ClusterCase, Client, free_ports, wait_until
 
 
 class TestClusterElection(ClusterCase):
@@ -346,6 +346,63 @@ class TestClusterPartition(ClusterCase):
         self.assertTrue(any(t > t_ack for t, _ in reads))
 
 
+class TestClusterIsolation(ClusterCase):
+    def test_foreign_cluster_leader_cannot_mix_logs(self):
+        """API.md §1: nodes of different clusters never mix their logs. A
+        second cluster B whose --peers names a node x of cluster A (two B
+        nodes are a majority of B) must not make x take B's entries."""
+        a = self.make_cluster(3)
+        la, _ = a.wait_leader(timeout=5)
+        for i in range(3):
+            self.assertEqual(a.put("a%d" % i, "A").status, 200)
+        x = [n for n in a.nodes if n is not la][0]
+        b = Cluster(self.tmpdir, 2, "peers")
+        self.clusters.append(b)
+        ids = [n.id for n in b.nodes] + [x.id]
+        for n in b.nodes:
+            n.args[n.args.index("--peers") + 1] = ",".join(ids)
+        b.start()
+        lb, _ = b.wait_leader(timeout=5)
+        for i in range(20):
+            self.assertEqual(lb.request("PUT", "/kv/b%d" % i, "B").status, 200)
+        self.assertEqual(a.put("a-last", "A").status, 200)
+        time.sleep(1.0)
+        mixed = [e for e in x.get("/log?from=1").json()["entries"] if e["command"].startswith("PUT b")]
+        self.assertEqual(mixed, [], "x took entries from another cluster's leader")
+        self.assertEqual(x.stale_get("b19"), (404, b"key not found\n"), "x applied another cluster's write")
+        self.assertEqual(x.stale_get("a-last"), (200, b"A"), "x stopped following its own cluster")
+        i = x.info()
+        self.assertIn(i["leader"], a.ids + [None], "x follows a leader of another cluster: %r" % i)
+
+    def test_malformed_raft_rpcs_do_not_hurt_the_cluster(self):
+        c = self.make_cluster(3)
+        leader, term = c.wait_leader(timeout=5)
+        f = [n for n in c.nodes if n is not leader][0]
+        bodies = [b"", b"{", b"null", b"[]", b"\xff\xfe", b'{"term": "x"}', b'{"term": -1}',
+                  b'{"term": 1e309}', b'{"entries": 5}', b'{"term": 1, "entries": [{"index": "a"}]}',
+                  b'{"term": 1, "leader-id": 7, "prev-log-index": -5, "entries": [], "leader-commit": -1}',
+                  b"x" * 100000]
+        paths = ["/raft/append-entries", "/raft/request-vote", "/raft/timeout-now",
+                 "/raft/install-snapshot", "/raft/install-snapshot?term=x&offset=-1&done=maybe",
+                 "/raft/install-snapshot?term=1&leader-id=&last-included-index=99999999999999999999"
+                 "&last-included-term=1&offset=0&done=1"]
+        for node in (f, leader):
+            for p in paths:
+                for b in bodies:
+                    try:
+                        r = node.request("POST", p, b, timeout=5)
+                    except (OSError, http.client.HTTPException):
+                        r = None
+                    self.assertTrue(node.alive(), "%s died on POST %s %r:\n%s" % (node.id, p, b[:40], node.log_tail()))
+                    if r is not None:
+                        self.assertNotEqual(r.status // 100, 2, "POST %s %r accepted: %r" % (p, b[:40], r))
+        self.assertEqual(c.stable_leader(), (leader, term), "malformed RPCs changed leadership")
+        self.assertEqual(c.put("still", "ok").status, 200)
+        c.wait_applied()
+        for n in c.nodes:
+            self.assertEqual(n.stale_get("still"), (200, b"ok"))
+
+
 class TestClusterInfo(ClusterCase):
     def _check_info(self, c, node, info, expect_peers):
         self.assertEqual(set(info.keys()), INFO_FIELDS, "fields of %s /cluster/info" % node.id)
@@ -394,6 +451,15 @@ class TestClusterInfo(ClusterCase):
         # Redirects name the leader's configured host:port.
         f = [n for n in c.nodes if n is not leader][0]
         r = f.request("PUT", "/kv/x?y=1", "v")
+        self.assertEqual(r.status, 307)
+        self.assertEqual(r.headers.get("location"), "http://%s/kv/x?y=1" % leader.id)
+
+    def test_hostname_ids_reported_and_redirected_as_configured(self):
+        c = self.make_cluster(3, mode="env", id_host="localhost")
+        leader = self._check_cluster(c, lambda n: sorted(x for x in c.ids if x != n.id))
+        self.assertTrue(leader.id.startswith("localhost:"))
+        f = [n for n in c.nodes if n is not leader][0]
+        r = f.request("GET", "/kv/x?y=1")
         self.assertEqual(r.status, 307)
         self.assertEqual(r.headers.get("location"), "http://%s/kv/x?y=1" % leader.id)
 

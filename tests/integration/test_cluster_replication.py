@@ -184,6 +184,7 @@ class TestReplication(ClusterCase):
                     res = ("error", repr(e))
                 with lock:
                     got.append((k, node.id, res))
+                time.sleep(0.02)
             cl.close()
 
         threads = [threading.Thread(target=hammer, args=(n, "%d" % x)) for x, n in enumerate(minority)]
@@ -238,6 +239,9 @@ class TestReplication(ClusterCase):
         self.assertEqual(acked, [], "the isolated leader acknowledged writes it could not commit")
         for k, res in results:
             self.assertIn(res[0], (503, 307), "%s: %r" % (k, res))
+            if res[0] == 503:
+                # "503 with a message saying so" (or "no leader" when refused).
+                self.assertTrue(res[1].endswith(b"\n") and len(res[1]) > 1, "%s: 503 body %r" % (k, res[1]))
         c.heal()
         c.wait_leader(timeout=8)
         self.assertEqual(c.put("marker", "m").status, 200)
@@ -312,6 +316,12 @@ class TestReplication(ClusterCase):
         fsnap = json.loads(f.get("/log/snapshot").body)
         self.assertGreaterEqual(fsnap["last-included-index"], snap["last-included-index"],
                                 "follower did not install the leader's snapshot: %r" % fsnap)
+        self.assertGreater(fsnap["last-included-term"], 0)
+        fmeta, fentries = fetch_log(f)
+        self.assertEqual(fmeta["first-index"], fsnap["last-included-index"] + 1,
+                         "follower /log must start right after its snapshot: %r %r" % (fmeta, fsnap))
+        if fentries:
+            self.assertEqual(min(fentries), fmeta["first-index"])
         allkeys = keys + ["pre%d" % i for i in range(20)]
         clf, cll = Client(), Client()
         for k in allkeys:
@@ -326,6 +336,83 @@ class TestReplication(ClusterCase):
         # And it keeps replicating normally afterwards.
         self.assertEqual(c.put("after", "1").status, 200)
         wait_until(lambda: f.stale_get("after") == (200, b"1"), 5, what="replication after the snapshot")
+
+    def test_crash_all_cycles_with_snapshots_lose_nothing(self):
+        c = self.make_cluster(3, args=["--snapshot-threshold", "50"])
+        acked = []
+        for cycle in range(3):
+            c.wait_leader(timeout=8)
+            writers = [Writer(c, "cy%d-%d" % (cycle, t), timeout=3) for t in range(3)]
+            for w in writers:
+                w.start()
+            wait_until(lambda: sum(len(w.acked) for w in writers) >= 150, 30, what="150 writes in cycle %d" % cycle)
+            for n in c.nodes:
+                n.proc.kill()
+            for w in writers:
+                w.stop()
+            for w in writers:
+                w.join(30)
+            for n in c.nodes:
+                n.kill()
+            acked += [k for w in writers for k in w.acked]
+            for n in c.nodes:
+                n.start()
+            for n in c.nodes:
+                n.wait_ready()
+        leader, _ = c.wait_leader(timeout=8)
+        snap = json.loads(leader.get("/log/snapshot").body)
+        self.assertGreater(snap["last-included-index"], 0, "no snapshot was taken")
+        cl = Client()
+        lost = []
+        for k in acked:
+            r = cl.request(leader.host, leader.port, "GET", "/kv/" + k, follow=True)
+            if (r.status, r.body) != (200, ("v-" + k).encode()):
+                lost.append((k, r))
+        cl.close()
+        self.assertEqual(lost[:10], [], "%d of %d acknowledged writes lost" % (len(lost), len(acked)))
+        c.wait_applied(timeout=10)
+        self.assert_all_have(c.nodes, acked)
+
+    def test_stale_reads_on_followers_never_torn(self):
+        c = self.make_cluster(3)
+        leader, _ = c.wait_leader(timeout=5)
+        followers = [n for n in c.nodes if n is not leader]
+        size = 200 * 1024
+        stop = threading.Event()
+        bad = []
+        reads = [0]
+
+        def reader(node):
+            cl = Client(timeout=10)
+            while not stop.is_set():
+                r = cl.request(node.host, node.port, "GET", "/kv/big?consistency=stale")
+                reads[0] += 1
+                if r.status == 404 and r.body == b"key not found\n":
+                    continue
+                body = r.body
+                if r.status != 200 or len(body) != size or body != body[:1] * size:
+                    bad.append((node.id, r.status, len(body), body[:20], body[-20:]))
+            cl.close()
+
+        threads = [threading.Thread(target=reader, args=(f,)) for f in followers]
+        for t in threads:
+            t.start()
+        cl = Client(timeout=10)
+        try:
+            for i in range(40):
+                v = "abcdefghijklmnopqrstuvwxyz"[i % 26] * size
+                r = cl.request(leader.host, leader.port, "PUT", "/kv/big", v)
+                self.assertEqual(r.status, 200)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+            cl.close()
+        self.assertEqual(bad[:5], [], "torn or wrong stale reads")
+        self.assertGreater(reads[0], 20)
+        c.wait_applied()
+        for f in followers:
+            self.assertEqual(f.stale_get("big"), (200, b"n" * size))
 
 
 if __name__ == "__main__":
