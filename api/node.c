@@ -314,9 +314,13 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 				     j->store_last);
 		free(j->read);
 	} else if (j->base.status != 0 && j->type == WRITER_SNAPSHOT_CHUNK) {
-		/* A chunk that could not be written is not acknowledged: its result
-		 * goes out anyway, and the leader retries from the right offset. */
+		/* A chunk that could not be written is not acknowledged: its
+		 * held result is replaced by a refusal, and the leader retries
+		 * the stream. */
 		KVD_WARN("cannot write snapshot chunk", "detail=\"%s\"", j->errmsg);
+		kvd_transport_drop_held(n->transport);
+		writer_job_free(j);
+		return;
 	} else if (j->base.status != 0) {
 		/* Nothing that depended on this write may go out. */
 		kvd_transport_drop_held(n->transport);
