@@ -12,23 +12,33 @@
 
 #include "kvd/errors.h"
 
-static void fsync_parent(const char *path)
+int kvd_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rv = 0;
+
+	if (fd < 0)
+		return KVD_EIO;
+	if (fsync(fd) != 0)
+		rv = KVD_EIO;
+	close(fd);
+	return rv;
+}
+
+int kvd_fsync_parent(const char *path)
 {
 	char dir[PATH_MAX];
 	char *slash;
-	int fd;
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	slash = strrchr(dir, '/');
 	if (slash == NULL)
 		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
 	else
 		*slash = '\0';
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
+	return kvd_fsync_dir(dir);
 }
 
 int kvd_write_file_durably(const char *path, const char *text, char *errmsg)
@@ -52,8 +62,7 @@ int kvd_write_file_durably(const char *path, const char *text, char *errmsg)
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot rename %s: %s", tmp, strerror(errno));
 		return KVD_EIO;
 	}
-	fsync_parent(path);
-	return 0;
+	return kvd_fsync_parent(path);
 }
 
 int kvd_read_small_file(const char *path, char *buf, size_t size)

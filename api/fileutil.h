@@ -14,6 +14,11 @@
  */
 int kvd_write_file_durably(const char *path, const char *text, char *errmsg);
 
+/* fsync of a directory, or of the directory holding path. Returns 0 or
+ * KVD_EIO. */
+int kvd_fsync_dir(const char *dir);
+int kvd_fsync_parent(const char *path);
+
 /*
  * Reads a small text file into buf (NUL-terminated, trailing newline and
  * spaces cut). Returns 0, KVD_ENOTFOUND when it does not exist, KVD_EIO, or

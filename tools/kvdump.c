@@ -32,11 +32,9 @@
  * flags.
  */
 #include <dirent.h>
-#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -49,6 +47,8 @@
 
 #include <jansson.h>
 
+#include "api/fileutil.h"
+#include "api/snapshots.h"
 #include "engine/command.h"
 #include "engine/engine.h"
 #include "engine/snapshot.h"
@@ -490,15 +490,6 @@ out:
 	return rv;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
 /* The merged state as a snapshot stream: built into a temporary LevelDB at
  * the last replayed index, then written from its view. */
 static int dump_merged_snapshot(struct out *o, struct engine *engine, const struct overlay *ov)
@@ -546,7 +537,7 @@ static int dump_merged_snapshot(struct out *o, struct engine *engine, const stru
 	}
 	engine_close(copy);
 out:
-	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	kvd_remove_tree(dir);
 	return rv;
 }
 
@@ -678,21 +669,6 @@ out_view:
 	return rv;
 }
 
-static int fsync_parent(const char *path)
-{
-	char copy[PATH_MAX];
-	int fd, rv = 0;
-
-	snprintf(copy, sizeof(copy), "%s", path);
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return KVD_EIO;
-	if (fsync(fd) != 0)
-		rv = KVD_EIO;
-	close(fd);
-	return rv;
-}
-
 /* Checks that dir/sub is a directory; prints the error. */
 static int require_dir(const char *dir, const char *sub)
 {
@@ -814,7 +790,7 @@ static int run(const struct dump_args *a)
 		fail_line("cannot rename %s to %s: %s", tmp_path, a->out_path, strerror(errno));
 		rv = KVD_EIO;
 	}
-	if (rv == 0 && fsync_parent(a->out_path) != 0) {
+	if (rv == 0 && kvd_fsync_parent(a->out_path) != 0) {
 		fail_line("cannot fsync the directory of %s", a->out_path);
 		rv = KVD_EIO;
 	}

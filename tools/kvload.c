@@ -539,19 +539,6 @@ out_engine:
 	return rv;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rv = 0;
-
-	if (fd < 0)
-		return KVD_EIO;
-	if (fsync(fd) != 0)
-		rv = KVD_EIO;
-	close(fd);
-	return rv;
-}
-
 /* Log store reset and term metadata: the log continues after (index, term). */
 static int write_raft(struct raft_log_store *store, const char *raft_dir, uint64_t index,
 		      uint64_t term)
@@ -662,7 +649,7 @@ static int run(const struct load_args *a)
 			goto out_store;
 		}
 	}
-	if (fsync_dir(a->data_dir) != 0) {
+	if (kvd_fsync_dir(a->data_dir) != 0) {
 		fail_line("cannot fsync %s", a->data_dir);
 		rv = KVD_EIO;
 		goto out_store;
