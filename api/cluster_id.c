@@ -28,6 +28,7 @@
 #include "api/log.h"
 #include "api/node_internal.h"
 #include "api/snapshots.h"
+#include "api/textutil.h"
 #include "engine/engine.h"
 #include "kvd/errors.h"
 #include "raft/meta.h"
@@ -80,12 +81,7 @@ void kvd_cluster_id_derive(const struct raft_config *c, char *out)
 
 	for (unsigned i = 0; i < c->n; i++)
 		ids[i] = c->servers[i].id;
-	for (unsigned i = 1; i < c->n; i++) /* insertion sort: at most 16 */
-		for (unsigned j = i; j > 0 && strcmp(ids[j - 1], ids[j]) > 0; j--) {
-			const char *t = ids[j];
-			ids[j] = ids[j - 1];
-			ids[j - 1] = t;
-		}
+	kvd_ids_sort(ids, c->n);
 	for (unsigned i = 0; i < c->n; i++) {
 		for (const char *p = ids[i]; *p != '\0'; p++) {
 			h ^= (unsigned char)*p;

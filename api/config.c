@@ -390,3 +390,11 @@ out:
 	free(c);
 	return rv;
 }
+
+void kvd_config_auth_header(const struct kvd_config *c, char *buf, size_t size)
+{
+	if (c->cluster_token[0] != '\0')
+		snprintf(buf, size, "Authorization: Bearer %s\r\n", c->cluster_token);
+	else if (size > 0)
+		buf[0] = '\0';
+}

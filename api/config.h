@@ -47,6 +47,10 @@ struct kvd_config {
  */
 int kvd_config_parse(int argc, char **argv, struct kvd_config *c, char *errmsg);
 
+/* The Authorization header line ("Authorization: Bearer T\r\n") for the
+ * cluster token, or "" without one; buf has size bytes. */
+void kvd_config_auth_header(const struct kvd_config *c, char *buf, size_t size);
+
 /*
  * Splits an id "host:port" (host may be empty, meaning 127.0.0.1; IPv6
  * literals in brackets). host receives at most host_size bytes. Returns 0 or

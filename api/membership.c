@@ -221,21 +221,15 @@ static void probe_cb(int status, const char *body, size_t len, void *user)
 static void probe_start(struct members_probe *p)
 {
 	struct kvd_node *n = p->node;
-	char headers[300] = "";
+	char headers[300];
 
-	if (n->cfg.cluster_token[0] != '\0')
-		snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n",
-			 n->cfg.cluster_token);
+	kvd_config_auth_header(&n->cfg, headers, sizeof(headers));
 	for (unsigned i = 0; i < p->n_add; i++) {
-		char host[256], address[300], errmsg[KVD_ERRMSG_SIZE];
-		uint16_t port;
+		char errmsg[KVD_ERRMSG_SIZE];
 
-		if (raft_config_get(raft_configuration(n->raft), p->add[i]) != NULL ||
-		    kvd_config_split_id(p->add[i], host, sizeof(host), &port) != 0)
-			continue; /* already a member, or not an address */
-		snprintf(address, sizeof(address), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
-			 (unsigned)port);
-		if (http_client_create(n->loop, address, NULL, &p->clients[i], errmsg) != 0)
+		if (raft_config_get(raft_configuration(n->raft), p->add[i]) != NULL)
+			continue; /* already a member */
+		if (http_client_create(n->loop, p->add[i], NULL, &p->clients[i], errmsg) != 0)
 			continue;
 		p->pending++;
 		if (http_client_request(p->clients[i], "GET", "/raft/status",
@@ -444,17 +438,12 @@ static void members_cb(int status, const char *body, size_t len, void *user)
 
 static int client_for(struct remote_op *op, const char *id)
 {
-	char host[256], address[300], errmsg[KVD_ERRMSG_SIZE];
-	uint16_t port;
+	char errmsg[KVD_ERRMSG_SIZE];
 
 	if (op->client != NULL)
 		http_client_close(op->client);
 	op->client = NULL;
-	if (kvd_config_split_id(id, host, sizeof(host), &port) != 0)
-		return KVD_EINVAL;
-	snprintf(address, sizeof(address), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
-		 (unsigned)port);
-	return http_client_create(op->node->loop, address, NULL, &op->client, errmsg);
+	return http_client_create(op->node->loop, id, NULL, &op->client, errmsg);
 }
 
 static void info_cb(int status, const char *body, size_t len, void *user)
@@ -463,7 +452,7 @@ static void info_cb(int status, const char *body, size_t len, void *user)
 	struct kvd_node *n = op->node;
 	json_t *o;
 	const char *leader;
-	char path[64], payload[RAFT_ID_SIZE + 32], headers[300] = "";
+	char path[64], payload[RAFT_ID_SIZE + 32], headers[300];
 
 	if (status == KVD_ESHUTDOWN)
 		return;
@@ -478,9 +467,7 @@ static void info_cb(int status, const char *body, size_t len, void *user)
 	snprintf(path, sizeof(path), "/cluster/members");
 	snprintf(payload, sizeof(payload), "{\"%s\": [\"%s\"]}", op->leave ? "remove" : "add",
 		 n->cfg.id);
-	if (n->cfg.cluster_token[0] != '\0')
-		snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n",
-			 n->cfg.cluster_token);
+	kvd_config_auth_header(&n->cfg, headers, sizeof(headers));
 	if (http_client_request(op->client, "POST", path, headers[0] ? headers : NULL, payload,
 				strlen(payload), ADMIN_RPC_TIMEOUT_MS, members_cb, op) != 0)
 		op_retry(op);

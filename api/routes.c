@@ -251,12 +251,7 @@ static void route_cluster_info(struct kvd_node *n, struct http_request *req)
 			continue;
 		ids[k++] = id;
 	}
-	for (unsigned i = 1; i < k; i++)
-		for (unsigned j = i; j > 0 && strcmp(ids[j - 1], ids[j]) > 0; j--) {
-			const char *t = ids[j];
-			ids[j] = ids[j - 1];
-			ids[j - 1] = t;
-		}
+	kvd_ids_sort(ids, k);
 	for (unsigned i = 0; i < k; i++)
 		json_array_append_new(peers, json_string(ids[i]));
 	json_object_set_new(o, "id", json_string(n->cfg.id));

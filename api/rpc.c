@@ -60,20 +60,15 @@ bool kvd_rpc_path_valid(const char *path, size_t len)
 static json_t *id_array(const struct raft_server *s, unsigned n, int role)
 {
 	json_t *a = json_array();
-	const struct raft_server *sorted[RAFT_MAX_SERVERS];
+	const char *ids[RAFT_MAX_SERVERS];
 	unsigned k = 0;
 
 	for (unsigned i = 0; i < n; i++)
 		if (role == 0 || (int)s[i].role == role)
-			sorted[k++] = &s[i];
-	for (unsigned i = 1; i < k; i++) /* insertion sort: at most 16 */
-		for (unsigned j = i; j > 0 && strcmp(sorted[j - 1]->id, sorted[j]->id) > 0; j--) {
-			const struct raft_server *t = sorted[j];
-			sorted[j] = sorted[j - 1];
-			sorted[j - 1] = t;
-		}
+			ids[k++] = s[i].id;
+	kvd_ids_sort(ids, k);
 	for (unsigned i = 0; i < k; i++)
-		json_array_append_new(a, json_string(sorted[i]->id));
+		json_array_append_new(a, json_string(ids[i]));
 	return a;
 }
 

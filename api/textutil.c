@@ -102,3 +102,13 @@ bool kvd_query_get(const char *query, size_t query_len, const char *name, const 
 	}
 	return false;
 }
+
+void kvd_ids_sort(const char **ids, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) /* insertion sort: a handful of ids */
+		for (unsigned j = i; j > 0 && strcmp(ids[j - 1], ids[j]) > 0; j--) {
+			const char *t = ids[j];
+			ids[j] = ids[j - 1];
+			ids[j - 1] = t;
+		}
+}

@@ -27,4 +27,7 @@ bool kvd_utf8_valid(const void *buf, size_t len);
 bool kvd_query_get(const char *query, size_t query_len, const char *name, const char **value,
 		   size_t *value_len);
 
+/* Sorts ids (at most a configuration's worth) as strings, in place. */
+void kvd_ids_sort(const char **ids, unsigned n);
+
 #endif

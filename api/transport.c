@@ -176,23 +176,17 @@ static int load_partition(struct kvd_transport *t, char *errmsg)
 static struct peer *peer_get(struct kvd_transport *t, const char *id)
 {
 	struct peer *p;
-	char host[256];
-	char address[300];
-	uint16_t port;
 	char errmsg[KVD_ERRMSG_SIZE];
 
 	for (p = t->peers; p != NULL; p = p->next)
 		if (strcmp(p->id, id) == 0)
 			return p;
-	if (kvd_config_split_id(id, host, sizeof(host), &port) != 0)
-		return NULL;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL)
 		return NULL;
 	snprintf(p->id, sizeof(p->id), "%s", id);
-	snprintf(address, sizeof(address), strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host,
-		 (unsigned)port);
-	if (http_client_create(t->node->loop, address, NULL, &p->client, errmsg) != 0) {
+	/* The client takes ids as they are: host:port, [v6]:port, :port. */
+	if (http_client_create(t->node->loop, id, NULL, &p->client, errmsg) != 0) {
 		KVD_WARN("cannot create peer client", "peer=%s error=\"%s\"", id, errmsg);
 		free(p);
 		return NULL;
@@ -574,9 +568,7 @@ int kvd_transport_create(struct kvd_node *n, struct kvd_transport **out, char *e
 	if (t == NULL)
 		return KVD_ENOMEM;
 	t->node = n;
-	if (n->cfg.cluster_token[0] != '\0')
-		snprintf(t->auth_header, sizeof(t->auth_header), "Authorization: Bearer %s\r\n",
-			 n->cfg.cluster_token);
+	kvd_config_auth_header(&n->cfg, t->auth_header, sizeof(t->auth_header));
 	rv = load_partition(t, errmsg);
 	if (rv != 0) {
 		free(t);
