@@ -400,7 +400,6 @@ static void answer_applied_writes(struct kvd_node *n)
 }
 
 static void maybe_snapshot(struct kvd_node *n);
-static void maybe_ready(struct kvd_node *n);
 
 /* Loop thread: the last chunk is durable. Make it the newest snapshot file,
  * restart the stored log after it, then swap LevelDB on the applier. */
@@ -499,7 +498,6 @@ static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	free(j->data);
 	free(j);
 	maybe_snapshot(n);
-	maybe_ready(n);
 }
 
 /* ---- carrying out an update -------------------------------------------- */
@@ -1252,11 +1250,6 @@ static int start_core(struct kvd_node *n, char *errmsg)
 	return rv;
 }
 
-static void maybe_ready(struct kvd_node *n)
-{
-	(void)n;
-}
-
 int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_node **out,
 		   char *errmsg)
 {
@@ -1343,7 +1336,6 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 			       &n->http, errmsg);
 	if (rv != 0)
 		goto err_engine;
-	n->ready = true;
 	if (n->cfg.join[0] != '\0' && kvd_join_start(n) != 0) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "out of memory");
 		rv = KVD_ENOMEM;

@@ -95,7 +95,6 @@ struct kvd_node {
 	raft_index applied_index;   /* as last reported by the applier */
 	raft_index apply_submitted; /* last index handed to the applier */
 	raft_index ready_index;	    /* open the port once applied reaches this */
-	bool ready;		    /* the HTTP port is open */
 	bool io_failed;		    /* the core was stopped by a disk error */
 	enum raft_role last_role;   /* for counting elections */
 	int io_error;		    /* the kvd_error that stopped it */

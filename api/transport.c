@@ -78,7 +78,6 @@ struct kvd_transport {
 	unsigned n_allowed;
 	char allowed[RAFT_MAX_SERVERS * 2][RAFT_ID_SIZE];
 	char auth_header[300]; /* "Authorization: Bearer ...\r\n" or "" */
-	unsigned live_ctx;     /* requests in flight (their callbacks pending) */
 	bool closing;
 };
 
@@ -228,7 +227,6 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 	}
 	t = c->t;
 	n = t->node;
-	t->live_ctx--;
 	if (t->closing) {
 		free(c);
 		return;
@@ -340,14 +338,12 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	if (t->node->cluster_id[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
 			 KVD_CLUSTER_HEADER ": %s\r\n", t->node->cluster_id);
-	t->live_ctx++;
 	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, body, len,
 				 head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS
 								 : RPC_TIMEOUT_MS,
 				 result_cb, c);
 	free(body);
 	if (rv != 0) {
-		t->live_ctx--;
 		free(c);
 	}
 }
