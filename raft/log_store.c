@@ -812,6 +812,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 
 int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, char *errmsg)
 {
+	struct raft_segment *last;
 	int rv = 0;
 	if (store->failed) {
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
@@ -824,6 +825,14 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
 		}
 	}
 	raft_log_store_bounds_update(store);
+	last = raft_log_store_last_segment(store);
+	/* The last segment holds entries the caller no longer needs: seal it,
+	 * so that a later removal past its end can unlink it instead of
+	 * waiting for it to fill up to the rollover size. */
+	if (rv == 0 && store->fd >= 0 && last != NULL && last->last_index >= last->first_index &&
+	    last->first_index <= up_to) {
+		rv = rollover(store, errmsg);
+	}
 	return rv;
 }
 

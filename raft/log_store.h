@@ -149,7 +149,13 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
  * the last segment, with a directory fsync after each unlink. Call it only
  * once a snapshot or the state machine covering up_to is durable.
  * first_index grows to the first index of the oldest remaining segment.
- * Returns 0 or KVD_EIO.
+ * If the last segment then still holds an entry <= up_to, it is sealed and
+ * synced (like a rollover; entries appended before are durable afterwards),
+ * so the next append starts a new file and a later call can remove it: at
+ * most one segment partly made of entries <= up_to is ever kept, whatever
+ * the rollover size (bound in docs/operations.md "Disk use").
+ * Returns 0, KVD_EIO or KVD_ENOSPC (the seal's sync failed, handled as in
+ * raft_log_store_sync()).
  */
 int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, char *errmsg);
 

@@ -413,6 +413,48 @@ START_TEST(test_raft_log_store_remove_head)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_remove_head_rolls_partly_covered_segment)
+{
+	/* With the default 64 MiB segments everything sits in one file: a
+	 * removal up to an index inside the last segment must seal it, so the
+	 * next removal past its end can drop it. Disk use then follows the
+	 * snapshots, not the rollover size. */
+	char *dir = tu_mkdtemp();
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	char **names = NULL;
+	size_t n;
+	append_range(s, 1, 100, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 50, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 1);
+	append_range(s, 101, 200, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	n = seg_list(dir, &names);
+	ck_assert_uint_eq(n, 2);
+	seg_list_free(names, n);
+	/* Past the end of the first file: it goes. The second holds 150. */
+	ck_assert_int_eq(raft_log_store_remove_head(s, 150, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 101);
+	check_range(s, 101, 200, 1);
+	/* Removing up to the very last index keeps the entries (never the last
+	 * segment) but seals it: nothing is written behind it any more. */
+	ck_assert_int_eq(raft_log_store_remove_head(s, 200, NULL), 0);
+	append_range(s, 201, 210, 1);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 200, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 201);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 201);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 210);
+	check_range(s, 201, 210, 1);
+	append_range(s, 211, 220, 1);
+	check_range(s, 201, 220, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_reset)
 {
 	char *dir = tu_mkdtemp();
@@ -1009,6 +1051,7 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_truncate_across_segments);
 	tcase_add_test(tc, test_raft_log_store_truncate_everything);
 	tcase_add_test(tc, test_raft_log_store_remove_head);
+	tcase_add_test(tc, test_raft_log_store_remove_head_rolls_partly_covered_segment);
 	tcase_add_test(tc, test_raft_log_store_reset);
 	tcase_add_test(tc, test_raft_log_store_reset_create_failure_keeps_log);
 	tcase_add_test(tc, test_raft_log_store_open_interrupted_reset);
