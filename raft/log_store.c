@@ -303,15 +303,16 @@ static int write_at(int fd, const uint8_t *buf, size_t len, uint64_t offset)
 	return 0;
 }
 
-/* After a failed fdatasync: cut the last segment back to what is known
- * durable and forget the rest (see raft_log_store_sync in the header). */
-static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
+/* Cuts the last segment back to what the last successful sync covered and
+ * forgets the entries after it; on failure the store is failed. The caller
+ * has written its own message (or none) into errmsg. */
+static int cut_to_synced(struct raft_log_store *s, char *errmsg)
 {
 	struct raft_segment *last = raft_log_store_last_segment(s);
-	int rv = disk_errno_code(err);
 
-	disk_errmsg(errmsg, "fdatasync %s/%s: %s; entries after index %" PRIu64 " were dropped",
-		    s->dir, last->name, strerror(err), s->synced_index);
+	if (s->fd < 0 || last == NULL) {
+		return 0; /* sealed or empty: everything is synced */
+	}
 	/* A segment created since the last sync gets its header written
 	 * again: the kernel may have dropped that page too. */
 	if (s->synced_size < RAFT_SEGMENT_HEADER_SIZE) {
@@ -326,9 +327,9 @@ static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
 	    fdatasync(s->fd) != 0) {
 		s->failed = true;
 		disk_errmsg(errmsg,
-			    "fdatasync %s/%s: %s, and cutting back to offset %" PRIu64
-			    " failed: %s; the log must be reopened",
-			    s->dir, last->name, strerror(err), s->synced_size, strerror(errno));
+			    "cutting %s/%s back to offset %" PRIu64
+			    " (last sync) failed: %s; the log must be reopened",
+			    s->dir, last->name, s->synced_size, strerror(errno));
 		return KVD_EIO;
 	}
 	last->size = s->synced_size;
@@ -337,7 +338,35 @@ static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
 	last->sealed = false;
 	raft_log_store_bounds_update(s);
 	s->data_dirty = false;
+	return 0;
+}
+
+/* After a failed fdatasync: cut the last segment back to what is known
+ * durable and forget the rest (see raft_log_store_sync in the header). */
+static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+	int rv = disk_errno_code(err);
+
+	disk_errmsg(errmsg, "fdatasync %s/%s: %s; entries after index %" PRIu64 " were dropped",
+		    s->dir, last->name, strerror(err), s->synced_index);
+	if (cut_to_synced(s, NULL) != 0) {
+		disk_errmsg(errmsg,
+			    "fdatasync %s/%s: %s, and cutting back to offset %" PRIu64
+			    " failed: %s; the log must be reopened",
+			    s->dir, last->name, strerror(err), s->synced_size, strerror(errno));
+		return KVD_EIO;
+	}
 	return rv;
+}
+
+int raft_log_store_discard_unsynced(struct raft_log_store *store, char *errmsg)
+{
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	return cut_to_synced(store, errmsg);
 }
 
 int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
@@ -509,10 +538,10 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s/%s at offset %" PRIu64 ": %s", store->dir, seg->name,
 			    seg->size, strerror(errno));
-		/* Cut the partial batch so the next append starts at a record
-		 * boundary. */
-		if (ftruncate(store->fd, (off_t)seg->size) != 0) {
-			store->failed = true;
+		/* Cut the partial batch, and every entry appended since the last
+		 * sync: none of it is durable, and the caller must not go on as
+		 * if it were (it re-reads last_index). */
+		if (cut_to_synced(store, NULL) != 0) {
 			rv = KVD_EIO;
 		}
 		return rv;

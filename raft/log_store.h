@@ -83,8 +83,10 @@ raft_term raft_log_store_last_term(const struct raft_log_store *store);
  * rollover size it is sealed and synced, and the next append opens a new one.
  *
  * On a failed write (KVD_ENOSPC, KVD_ETOOBIG for a file size limit, KVD_EIO)
- * the partial batch is cut back to the last record boundary and the store
- * stays usable: appending may be retried once space returns. If the write
+ * the file is cut back to what the last sync covered and last_index falls
+ * back to the last synced entry (earlier unsynced appends are dropped too, as
+ * by raft_log_store_discard_unsynced()); the store stays usable and the
+ * caller appends again from last_index + 1 once space returns. If the write
  * succeeded but the rollover sync failed, entries not yet synced are
  * dropped as described at raft_log_store_sync(). Returns 0 or the codes above,
  * or KVD_ENOMEM.
@@ -107,6 +109,16 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
  * failed and every later call returns KVD_EIO.
  */
 int raft_log_store_sync(struct raft_log_store *store, char *errmsg);
+
+/*
+ * Forgets every entry appended since the last successful sync: cuts the last
+ * segment back to what that sync covered (fdatasync) and lowers last_index
+ * to the last synced entry. For a caller whose batch failed part-way (a
+ * failed meta write, say): nothing of the batch may count as durable, and
+ * the caller goes on from raft_log_store_last_index(). Cheap when nothing is
+ * pending. Returns 0, or KVD_EIO when the cut fails (the store is failed).
+ */
+int raft_log_store_discard_unsynced(struct raft_log_store *store, char *errmsg);
 
 /*
  * Reads entries [from, to] into one malloc'ed block: *entries points to *n

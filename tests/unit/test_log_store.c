@@ -892,6 +892,103 @@ START_TEST(test_raft_log_store_append_write_failure_rolls_back)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_append_failure_drops_unsynced_entries)
+{
+	/* Group commit: 11..12 were appended but not synced when the append of
+	 * 13.. failed. Nothing of that batch is durable, so the store must fall
+	 * back to what the last sync covered (10), not keep 12 as if it were
+	 * on disk: the caller restarts from last_index. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	static uint8_t big[4][1000];
+	struct raft_entry e[4];
+	struct rlimit old;
+	struct rlimit lim;
+	long long synced;
+	int rv;
+
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	synced = tu_file_size(dir, seg);
+	append_range(s, 11, 12, 1);
+	for (int i = 0; i < 4; i++) {
+		memset(big[i], 'a' + i, sizeof(big[i]));
+		e[i] = (struct raft_entry){.index = 13 + (raft_index)i,
+					   .term = 1,
+					   .type = RAFT_ENTRY_COMMAND,
+					   .data = big[i],
+					   .len = sizeof(big[i])};
+	}
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)tu_file_size(dir, seg) + 1500;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	rv = raft_log_store_append(s, e, 4, errmsg);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_int_eq(rv, KVD_ETOOBIG);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	ck_assert_int_eq(tu_file_size(dir, seg), synced);
+	/* The store goes on from 11. */
+	append_range(s, 11, 12, 2);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 12);
+	check_range(s, 1, 10, 1);
+	check_range(s, 11, 12, 2);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_discard_unsynced)
+{
+	/* Another job of the writer's batch failed (a meta write): the entries
+	 * appended since the last sync are dropped, also from a segment created
+	 * since then (rollover), and what was synced stays. */
+	char *dir = tu_mkdtemp();
+	struct raft_log_store *s = open_ok(dir, SMALL_SEGMENT, NULL);
+	char **names = NULL;
+	size_t n;
+	append_range(s, 1, 40, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 40);
+	append_range(s, 41, 44, 1);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 40);
+	/* Rollovers sync what they seal. */
+	append_range(s, 41, 200, 3);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	n = seg_list(dir, &names);
+	ck_assert_uint_gt(n, 1);
+	seg_list_free(names, n);
+	append_range(s, 201, 201, 3);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 200);
+	/* A segment created since the last sync (after the seal of a head
+	 * removal): its header is rewritten and synced, the entry dropped. */
+	append_range(s, 201, 230, 3);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 230, NULL), 0); /* seals */
+	append_range(s, 231, 232, 3);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 230);
+	n = (size_t)raft_log_store_last_index(s);
+	raft_log_store_close(s);
+	s = open_ok(dir, SMALL_SEGMENT, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), n);
+	ck_assert_uint_le(raft_log_store_first_index(s), 230);
+	check_range(s, raft_log_store_first_index(s), n, 3);
+	append_range(s, n + 1, n + 5, 3);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_term_at_across_segments)
 {
 	char *dir = tu_mkdtemp();
@@ -1067,6 +1164,8 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_open_unsynced_crash);
 	tcase_add_test(tc, test_raft_log_store_open_locked);
 	tcase_add_test(tc, test_raft_log_store_append_write_failure_rolls_back);
+	tcase_add_test(tc, test_raft_log_store_append_failure_drops_unsynced_entries);
+	tcase_add_test(tc, test_raft_log_store_discard_unsynced);
 	tcase_add_test(tc, test_raft_log_store_append_seal_write_failure_retried);
 	tcase_add_test(tc, test_raft_log_store_sync_failure_fails_store);
 	tcase_add_test(tc, test_raft_log_store_term_at_across_segments);
