@@ -20,6 +20,7 @@
 #include "api/node.h"
 #include "api/transport.h"
 #include "api/workq.h"
+#include "api/writer.h"
 #include "engine/engine.h"
 #include "raft/log_store.h"
 #include "raft/raft.h"
@@ -69,6 +70,7 @@ struct kvd_node {
 	struct http_server *http;
 	struct kvd_transport *transport;
 	struct kvd_workq writer;
+	struct kvd_writer_track writer_track; /* append jobs in flight (api/writer.h) */
 	struct kvd_workq applier;
 
 	uv_timer_t tick_timer;	 /* the core's next deadline */

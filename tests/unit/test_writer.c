@@ -1,0 +1,162 @@
+/*
+ * test_writer.c: the log writer's rules (api/writer.c): what a batch reports
+ * when one of its jobs fails (on a real log store in a temporary directory),
+ * and which persisted index an append completion may report when later jobs
+ * truncate.
+ */
+#include <check.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "api/writer.h"
+#include "kvd/errors.h"
+#include "raft/log_store.h"
+#include "storage_test_util.h"
+
+static void append_noops(struct raft_log_store *s, raft_index from, raft_index to, raft_term term)
+{
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	for (raft_index i = from; i <= to; i++) {
+		struct raft_entry e = {.index = i, .term = term, .type = RAFT_ENTRY_NOOP};
+		ck_assert_msg(raft_log_store_append(s, &e, 1, errmsg) == 0, "%s", errmsg);
+	}
+}
+
+START_TEST(test_writer_batch_failure_reports_nothing_durable)
+{
+	/* Job 1 appends 11..15, job 2 (a meta write) fails: the batch's one
+	 * fdatasync never runs, so job 1 must not report success either, and
+	 * the store must forget 11..15 before the core restarts from it. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = NULL;
+	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
+	append_noops(s, 1, 10, 1);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, 0, errmsg), 0);
+	append_noops(s, 11, 15, 1);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, KVD_ENOSPC, errmsg), KVD_ENOSPC);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	raft_log_store_close(s);
+	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	/* A batch without failure is synced. */
+	append_noops(s, 11, 12, 2);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, 0, errmsg), 0);
+	ck_assert_int_eq(kvd_writer_batch_end(s, false, 0, errmsg), 0);
+	raft_log_store_close(s);
+	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 12);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+static struct raft_entry ent(raft_index index, raft_term term)
+{
+	return (struct raft_entry){.index = index, .term = term, .type = RAFT_ENTRY_COMMAND};
+}
+
+START_TEST(test_writer_completion_superseded_by_later_truncation)
+{
+	/* A writes 5..7 in term 1; B truncates from 6 and writes 6 in term 2; C
+	 * truncates from 6 again and writes 6..7 in term 1 (a later leader of
+	 * term 3 would use term 3; any re-append of (6, 1) is the hazard). When A
+	 * completes only 5 may be reported: 6 and 7 are about to be replaced. */
+	struct kvd_writer_track t = {0};
+	struct raft_entry a[] = {ent(5, 1), ent(6, 1), ent(7, 1)};
+	struct raft_entry b[] = {ent(6, 2)};
+	struct raft_entry c[] = {ent(6, 1), ent(7, 1)};
+	raft_index index = 0;
+	raft_term term = 0;
+	ck_assert_int_eq(kvd_writer_track_append(&t, 1, 0), 0);
+	ck_assert_int_eq(kvd_writer_track_append(&t, 2, 6), 0);
+	ck_assert_int_eq(kvd_writer_track_append(&t, 3, 6), 0);
+	ck_assert(kvd_writer_track_done(&t, 1, a, 3, &index, &term));
+	ck_assert_uint_eq(index, 5);
+	ck_assert_uint_eq(term, 1);
+	/* B's 6 is superseded by C's truncation: nothing to report. */
+	ck_assert(!kvd_writer_track_done(&t, 2, b, 1, &index, &term));
+	ck_assert(kvd_writer_track_done(&t, 3, c, 2, &index, &term));
+	ck_assert_uint_eq(index, 7);
+	ck_assert_uint_eq(term, 1);
+	ck_assert_uint_eq(t.n, 0);
+	kvd_writer_track_free(&t);
+}
+END_TEST
+
+START_TEST(test_writer_completion_without_truncation)
+{
+	/* Many jobs in flight, none truncating, the ring growing and wrapping:
+	 * each reports its own last entry. */
+	struct kvd_writer_track t = {0};
+	raft_index index = 0;
+	raft_term term = 0;
+	uint64_t next = 1;
+	for (uint64_t round = 0; round < 50; round++) {
+		for (int k = 0; k < 7; k++) {
+			ck_assert_int_eq(kvd_writer_track_append(&t, next + (uint64_t)k, 0), 0);
+		}
+		for (int k = 0; k < 7; k++) {
+			struct raft_entry e = ent(next, 4);
+			ck_assert(kvd_writer_track_done(&t, next, &e, 1, &index, &term));
+			ck_assert_uint_eq(index, next);
+			ck_assert_uint_eq(term, 4);
+			next++;
+		}
+	}
+	/* A truncation-only job (no entries) reports nothing. */
+	ck_assert_int_eq(kvd_writer_track_append(&t, next, 3), 0);
+	ck_assert(!kvd_writer_track_done(&t, next, NULL, 0, &index, &term));
+	/* A truncation submitted after a job cuts below all of its entries. */
+	{
+		struct raft_entry e[] = {ent(10, 5), ent(11, 5)};
+		ck_assert_int_eq(kvd_writer_track_append(&t, next + 1, 0), 0);
+		ck_assert_int_eq(kvd_writer_track_append(&t, next + 2, 10), 0);
+		ck_assert(!kvd_writer_track_done(&t, next + 1, e, 2, &index, &term));
+		ck_assert(kvd_writer_track_done(&t, next + 2, e, 2, &index, &term));
+		ck_assert_uint_eq(index, 11);
+	}
+	kvd_writer_track_free(&t);
+}
+END_TEST
+
+START_TEST(test_writer_lost_job_drops_sync_messages)
+{
+	/* A follower's append could not even be submitted (out of memory): the
+	 * success reply the core made for it must not go out. */
+	struct kvd_writer_track t = {0};
+	uint64_t seq = 0;
+	ck_assert(kvd_writer_track_sync_seq(&t, 7, &seq));
+	ck_assert_uint_eq(seq, 7);
+	kvd_writer_track_lost(&t);
+	ck_assert(!kvd_writer_track_sync_seq(&t, 7, &seq));
+	kvd_writer_track_clear(&t);
+	ck_assert(kvd_writer_track_sync_seq(&t, 8, &seq));
+	ck_assert_uint_eq(seq, 8);
+	kvd_writer_track_free(&t);
+}
+END_TEST
+
+static Suite *writer_suite(void)
+{
+	Suite *s = suite_create("writer");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, test_writer_batch_failure_reports_nothing_durable);
+	tcase_add_test(tc, test_writer_completion_superseded_by_later_truncation);
+	tcase_add_test(tc, test_writer_completion_without_truncation);
+	tcase_add_test(tc, test_writer_lost_job_drops_sync_messages);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(writer_suite());
+	int failed;
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
