@@ -185,6 +185,9 @@ static int open_tail(struct raft_log_store *s, char *errmsg)
 		}
 	}
 	raft_log_store_bounds_update(s);
+	/* New appends get the tag after the file's last batch, which is
+	 * durable now (docs/formats.md, batch tags). */
+	s->batch = last != NULL ? last->last_batch : 0;
 	raft_log_store_mark_synced(s);
 	s->next_sequence = last != NULL ? last->sequence + 1 : 1;
 	return raft_log_store_dir_sync(s, errmsg);

@@ -126,6 +126,8 @@ void raft_log_store_mark_synced(struct raft_log_store *s)
 	s->synced_index = s->last_index;
 	s->synced_term = s->last_term;
 	s->data_dirty = false;
+	/* Records appended from now on belong to a new group-commit batch. */
+	s->batch = s->batch == UINT32_MAX ? 1 : s->batch + 1;
 }
 
 /* Loads the entry index of segment i (verifying it fully) if it is not in
@@ -402,7 +404,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 
 	disk_put_u64(off, last->offsets[count - 1]);
 	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
-				   off, sizeof(off));
+				   s->batch, off, sizeof(off));
 	if (write_at(s->fd, seal, sizeof(seal), last->size) != 0) {
 		if (ftruncate(s->fd, (off_t)last->size) != 0) {
 			s->failed = true;
@@ -530,9 +532,9 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 	for (size_t i = 0; i < n; i++) {
 		seg->offsets[count + i] = seg->size + off;
 		seg->terms[count + i] = entries[i].term;
-		off += raft_segment_record_encode(store->buf + off, entries[i].index,
-						  entries[i].term, (uint32_t)entries[i].type,
-						  entries[i].data, (uint32_t)entries[i].len);
+		off += raft_segment_record_encode(
+		    store->buf + off, entries[i].index, entries[i].term, (uint32_t)entries[i].type,
+		    store->batch, entries[i].data, (uint32_t)entries[i].len);
 	}
 	if (write_at(store->fd, store->buf, bytes, seg->size) != 0) {
 		rv = disk_errno_code(errno);

@@ -29,6 +29,7 @@ struct raft_log_store {
 	raft_index last_index;
 	raft_term last_term;
 	uint64_t next_sequence;
+	uint32_t batch;	      /* tag of the records appended until the next sync; never 0 */
 	uint64_t synced_size; /* bytes of the last segment known durable */
 	raft_index synced_index;
 	raft_term synced_term;
