@@ -179,7 +179,7 @@ static int open_tail(struct raft_log_store *s, char *errmsg)
 	struct raft_segment *last = raft_log_store_last_segment(s);
 	if (last != NULL && !last->sealed) {
 		s->fd = openat(s->dir_fd, last->name, O_RDWR | O_CLOEXEC);
-		if (s->fd < 0 || fdatasync(s->fd) != 0) {
+		if (s->fd < 0 || s->io.fdatasync(s->io.ctx, s->fd) != 0) {
 			disk_errmsg(errmsg, "open %s/%s: %s", s->dir, last->name, strerror(errno));
 			return disk_errno_code(errno);
 		}

@@ -44,6 +44,38 @@
 #include "raft/log_store_internal.h"
 #include "raft/segment.h"
 
+static ssize_t posix_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t offset)
+{
+	(void)ctx;
+	return pwrite(fd, buf, len, offset);
+}
+
+static int posix_fdatasync(void *ctx, int fd)
+{
+	(void)ctx;
+	return fdatasync(fd);
+}
+
+static int posix_fsync(void *ctx, int fd)
+{
+	(void)ctx;
+	return fsync(fd);
+}
+
+static int posix_ftruncate(void *ctx, int fd, off_t len)
+{
+	(void)ctx;
+	return ftruncate(fd, len);
+}
+
+const struct raft_log_io raft_log_io_posix = {
+    .pwrite = posix_pwrite,
+    .fdatasync = posix_fdatasync,
+    .fsync = posix_fsync,
+    .ftruncate = posix_ftruncate,
+    .ctx = NULL,
+};
+
 struct raft_segment *raft_log_store_last_segment(struct raft_log_store *s)
 {
 	return s->n_segs == 0 ? NULL : &s->segs[s->n_segs - 1];
@@ -85,7 +117,7 @@ int raft_log_store_segs_reserve(struct raft_log_store *s, size_t n)
 
 int raft_log_store_dir_sync(struct raft_log_store *s, char *errmsg)
 {
-	if (fsync(s->dir_fd) != 0) {
+	if (s->io.fsync(s->io.ctx, s->dir_fd) != 0) {
 		disk_errmsg(errmsg, "fsync directory %s: %s", s->dir, strerror(errno));
 		return disk_errno_code(errno);
 	}
@@ -218,6 +250,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
 	s->verify_all = opts != NULL && opts->verify_all;
+	s->io = opts != NULL && opts->io != NULL ? *opts->io : raft_log_io_posix;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {
 		rv = KVD_ENOMEM;
@@ -289,11 +322,13 @@ raft_term raft_log_store_last_term(const struct raft_log_store *store)
 	return store->last_term;
 }
 
-static int write_at(int fd, const uint8_t *buf, size_t len, uint64_t offset)
+static int write_at(struct raft_log_store *s, int fd, const uint8_t *buf, size_t len,
+		    uint64_t offset)
 {
 	size_t done = 0;
 	while (done < len) {
-		ssize_t w = pwrite(fd, buf + done, len - done, (off_t)(offset + done));
+		ssize_t w =
+		    s->io.pwrite(s->io.ctx, fd, buf + done, len - done, (off_t)(offset + done));
 		if (w < 0 && errno == EINTR) {
 			continue;
 		}
@@ -321,12 +356,13 @@ static int cut_to_synced(struct raft_log_store *s, char *errmsg)
 		uint8_t header[RAFT_SEGMENT_HEADER_SIZE];
 		raft_segment_header_encode(last, header);
 		s->synced_size = RAFT_SEGMENT_HEADER_SIZE;
-		if (ftruncate(s->fd, 0) != 0 || write_at(s->fd, header, sizeof(header), 0) != 0) {
+		if (s->io.ftruncate(s->io.ctx, s->fd, 0) != 0 ||
+		    write_at(s, s->fd, header, sizeof(header), 0) != 0) {
 			s->synced_size = 0;
 		}
 	}
-	if (s->synced_size == 0 || ftruncate(s->fd, (off_t)s->synced_size) != 0 ||
-	    fdatasync(s->fd) != 0) {
+	if (s->synced_size == 0 || s->io.ftruncate(s->io.ctx, s->fd, (off_t)s->synced_size) != 0 ||
+	    s->io.fdatasync(s->io.ctx, s->fd) != 0) {
 		s->failed = true;
 		disk_errmsg(errmsg,
 			    "cutting %s/%s back to offset %" PRIu64
@@ -378,7 +414,8 @@ int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
 		return KVD_EIO;
 	}
-	if (store->data_dirty && store->fd >= 0 && fdatasync(store->fd) != 0) {
+	if (store->data_dirty && store->fd >= 0 &&
+	    store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		return sync_failed(store, errno, errmsg);
 	}
 	if (store->dir_dirty) {
@@ -405,8 +442,8 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	disk_put_u64(off, last->offsets[count - 1]);
 	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
 				   s->batch, off, sizeof(off));
-	if (write_at(s->fd, seal, sizeof(seal), last->size) != 0) {
-		if (ftruncate(s->fd, (off_t)last->size) != 0) {
+	if (write_at(s, s->fd, seal, sizeof(seal), last->size) != 0) {
+		if (s->io.ftruncate(s->io.ctx, s->fd, (off_t)last->size) != 0) {
 			s->failed = true;
 			disk_errmsg(errmsg, "truncate %s/%s: %s", s->dir, last->name,
 				    strerror(errno));
@@ -536,7 +573,7 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 		    store->buf + off, entries[i].index, entries[i].term, (uint32_t)entries[i].type,
 		    store->batch, entries[i].data, (uint32_t)entries[i].len);
 	}
-	if (write_at(store->fd, store->buf, bytes, seg->size) != 0) {
+	if (write_at(store, store->fd, store->buf, bytes, seg->size) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s/%s at offset %" PRIu64 ": %s", store->dir, seg->name,
 			    seg->size, strerror(errno));
@@ -826,7 +863,8 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 		}
 	}
 	k = (size_t)(from - seg->first_index);
-	if (ftruncate(store->fd, (off_t)seg->offsets[k]) != 0 || fdatasync(store->fd) != 0) {
+	if (store->io.ftruncate(store->io.ctx, store->fd, (off_t)seg->offsets[k]) != 0 ||
+	    store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "truncate %s/%s at offset %" PRIu64 ": %s", store->dir,
 			    seg->name, seg->offsets[k], strerror(errno));
 		store->failed = true;
@@ -895,7 +933,7 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 	if (old_fd >= 0) {
 		close(old_fd);
 	}
-	if (fdatasync(store->fd) != 0) {
+	if (store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,
 			    raft_log_store_last_segment(store)->name, strerror(errno));
 		rv = disk_errno_code(errno);

@@ -24,10 +24,31 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "raft/raft.h"
 
 #define RAFT_LOG_STORE_SEGMENT_SIZE ((uint64_t)64 << 20) /* bytes, default rollover size */
+
+/*
+ * The file operations through which the store writes, truncates and syncs
+ * its segments and directory: the daemon uses the real system calls
+ * (raft_log_io_posix); a test or a simulated disk supplies its own to make
+ * the Nth call fail with EIO or ENOSPC. Each function behaves like the POSIX
+ * call of the same name (return value, errno); ctx is passed back. Opening,
+ * creating and reading files, and recovery's cut of a torn tail, still use
+ * the system calls directly.
+ */
+struct raft_log_io {
+	ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t len, off_t offset);
+	int (*fdatasync)(void *ctx, int fd);
+	int (*fsync)(void *ctx, int fd);
+	int (*ftruncate)(void *ctx, int fd, off_t len);
+	void *ctx;
+};
+
+/* The real system calls. */
+extern const struct raft_log_io raft_log_io_posix;
 
 struct raft_log_store_options {
 	/* A segment is closed, and the next append starts a new file, once it
@@ -38,6 +59,9 @@ struct raft_log_store_options {
 	 * instead of only its header, seal and last record: startup then costs
 	 * a full read of the log. For tools and consistency checks. */
 	bool verify_all;
+	/* File operations (borrowed; must outlive the store). NULL selects
+	 * raft_log_io_posix. */
+	const struct raft_log_io *io;
 };
 
 struct raft_log_store;

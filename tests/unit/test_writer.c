@@ -5,6 +5,7 @@
  * truncate.
  */
 #include <check.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -48,6 +49,77 @@ START_TEST(test_writer_batch_failure_reports_nothing_durable)
 	raft_log_store_close(s);
 	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
 	ck_assert_uint_eq(raft_log_store_last_index(s), 12);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+/* A disk that fails the next call of one operation with a given errno. */
+struct fault {
+	int fail_pwrite;    /* errno for the next pwrite, 0: none */
+	int fail_fdatasync; /* errno for the next fdatasync, 0: none */
+};
+
+static ssize_t fault_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t offset)
+{
+	struct fault *f = ctx;
+	if (f->fail_pwrite != 0) {
+		errno = f->fail_pwrite;
+		f->fail_pwrite = 0;
+		return -1;
+	}
+	return raft_log_io_posix.pwrite(NULL, fd, buf, len, offset);
+}
+
+static int fault_fdatasync(void *ctx, int fd)
+{
+	struct fault *f = ctx;
+	if (f->fail_fdatasync != 0) {
+		errno = f->fail_fdatasync;
+		f->fail_fdatasync = 0;
+		return -1;
+	}
+	return raft_log_io_posix.fdatasync(NULL, fd);
+}
+
+START_TEST(test_writer_batch_write_or_sync_failure_through_io_seam)
+{
+	/* ENOSPC on the write of the batch's second append, then EIO on the
+	 * batch's fdatasync: each time every job of the batch fails and the
+	 * store is back at the last synced entry. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct fault f = {0};
+	struct raft_log_io io = raft_log_io_posix;
+	struct raft_log_store_options opts = {.io = &io};
+	struct raft_log_store *s = NULL;
+	struct raft_entry e = {.index = 16, .term = 1, .type = RAFT_ENTRY_NOOP};
+	int rv;
+	io.pwrite = fault_pwrite;
+	io.fdatasync = fault_fdatasync;
+	io.ctx = &f;
+	ck_assert_int_eq(raft_log_store_open(dir, &opts, &s, NULL), 0);
+	append_noops(s, 1, 10, 1);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, 0, errmsg), 0);
+
+	append_noops(s, 11, 15, 1);
+	f.fail_pwrite = ENOSPC;
+	rv = raft_log_store_append(s, &e, 1, errmsg);
+	ck_assert_int_eq(rv, KVD_ENOSPC);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, rv, errmsg), KVD_ENOSPC);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+
+	append_noops(s, 11, 15, 1);
+	f.fail_fdatasync = EIO;
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, 0, errmsg), KVD_EIO);
+	ck_assert_ptr_nonnull(strstr(errmsg, "fdatasync"));
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+
+	append_noops(s, 11, 13, 2);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, 0, errmsg), 0);
+	raft_log_store_close(s);
+	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 13);
 	raft_log_store_close(s);
 	tu_rmtree(dir);
 }
@@ -144,6 +216,7 @@ static Suite *writer_suite(void)
 	Suite *s = suite_create("writer");
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, test_writer_batch_failure_reports_nothing_durable);
+	tcase_add_test(tc, test_writer_batch_write_or_sync_failure_through_io_seam);
 	tcase_add_test(tc, test_writer_completion_superseded_by_later_truncation);
 	tcase_add_test(tc, test_writer_completion_without_truncation);
 	tcase_add_test(tc, test_writer_lost_job_drops_sync_messages);
