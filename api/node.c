@@ -1317,6 +1317,10 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 		goto err;
 	if (errmsg[0] != '\0') /* recovery notes, e.g. a torn tail cut off */
 		KVD_WARN("log recovery", "detail=\"%s\"", errmsg);
+	/* LevelDB's own write-ahead log grows to the memtable size before a
+	 * flush: keep it small next to the Raft log's bound (docs/operations.md
+	 * "Disk use"). */
+	eopts.write_buffer_bytes = KVD_ENGINE_WRITE_BUFFER;
 	rv = engine_open(n->kv_dir, &eopts, &n->engine, errmsg);
 	if (rv != 0)
 		goto err_store;
