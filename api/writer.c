@@ -30,15 +30,14 @@ int kvd_writer_batch_end(struct raft_log_store *store, bool appended, int failed
 	return rv;
 }
 
-int kvd_writer_track_append(struct kvd_writer_track *t, uint64_t seq, raft_index truncate_from)
+/* Doubles the ring, keeping the jobs in order from index 0. */
+static int track_grow(struct kvd_writer_track *t)
 {
-	if (t->n == t->cap) {
-		size_t cap = t->cap == 0 ? 16 : t->cap * 2;
-		struct kvd_writer_inflight *items = malloc(cap * sizeof(*items));
-		if (items == NULL) {
-			t->lost = true;
-			return KVD_ENOMEM;
-		}
+	size_t cap = t->cap == 0 ? 16 : t->cap * 2;
+	struct kvd_writer_inflight *items = malloc(cap * sizeof(*items));
+	int rv = KVD_ENOMEM;
+
+	if (items != NULL) {
 		for (size_t i = 0; i < t->n; i++) {
 			items[i] = t->items[(t->head + i) % t->cap];
 		}
@@ -46,11 +45,23 @@ int kvd_writer_track_append(struct kvd_writer_track *t, uint64_t seq, raft_index
 		t->items = items;
 		t->cap = cap;
 		t->head = 0;
+		rv = 0;
 	}
-	t->items[(t->head + t->n) % t->cap] =
-	    (struct kvd_writer_inflight){.seq = seq, .truncate_from = truncate_from};
-	t->n++;
-	return 0;
+	return rv;
+}
+
+int kvd_writer_track_append(struct kvd_writer_track *t, uint64_t seq, raft_index truncate_from)
+{
+	int rv = t->n == t->cap ? track_grow(t) : 0;
+
+	if (rv == 0) {
+		t->items[(t->head + t->n) % t->cap] =
+		    (struct kvd_writer_inflight){.seq = seq, .truncate_from = truncate_from};
+		t->n++;
+	} else {
+		t->lost = true;
+	}
+	return rv;
 }
 
 void kvd_writer_track_lost(struct kvd_writer_track *t)
@@ -60,11 +71,10 @@ void kvd_writer_track_lost(struct kvd_writer_track *t)
 
 bool kvd_writer_track_sync_seq(const struct kvd_writer_track *t, uint64_t submitted, uint64_t *seq)
 {
-	if (t->lost) {
-		return false;
+	if (!t->lost) {
+		*seq = submitted;
 	}
-	*seq = submitted;
-	return true;
+	return !t->lost;
 }
 
 bool kvd_writer_track_done(struct kvd_writer_track *t, uint64_t seq,
@@ -73,6 +83,7 @@ bool kvd_writer_track_done(struct kvd_writer_track *t, uint64_t seq,
 {
 	raft_index limit = 0; /* lowest later truncation; 0: none */
 	raft_index last;
+	bool report;
 
 	while (t->n > 0 && t->items[t->head].seq <= seq) {
 		t->head = (t->head + 1) % t->cap;
@@ -84,19 +95,17 @@ bool kvd_writer_track_done(struct kvd_writer_track *t, uint64_t seq,
 			limit = from;
 		}
 	}
-	if (n == 0) {
-		return false;
-	}
-	last = entries[n - 1].index;
-	if (limit != 0 && limit <= last) {
-		if (limit <= entries[0].index) {
-			return false; /* all of it is about to be replaced */
+	/* Nothing written, or all of it about to be replaced: no report. */
+	report = n > 0 && (limit == 0 || limit > entries[0].index);
+	if (report) {
+		last = entries[n - 1].index;
+		if (limit != 0 && limit <= last) {
+			last = limit - 1;
 		}
-		last = limit - 1;
+		*index = last;
+		*term = entries[last - entries[0].index].term;
 	}
-	*index = last;
-	*term = entries[last - entries[0].index].term;
-	return true;
+	return report;
 }
 
 void kvd_writer_track_clear(struct kvd_writer_track *t)

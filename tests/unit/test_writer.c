@@ -178,6 +178,17 @@ START_TEST(test_writer_completion_without_truncation)
 			next++;
 		}
 	}
+	/* The ring grows while wrapped around: order is kept. */
+	for (int k = 0; k < 40; k++) {
+		ck_assert_int_eq(kvd_writer_track_append(&t, next + (uint64_t)k, 0), 0);
+	}
+	for (int k = 0; k < 40; k++) {
+		struct raft_entry e = ent(next, 4);
+		ck_assert(kvd_writer_track_done(&t, next, &e, 1, &index, &term));
+		ck_assert_uint_eq(index, next);
+		ck_assert_uint_eq(t.n, (size_t)(39 - k));
+		next++;
+	}
 	/* A truncation-only job (no entries) reports nothing. */
 	ck_assert_int_eq(kvd_writer_track_append(&t, next, 3), 0);
 	ck_assert(!kvd_writer_track_done(&t, next, NULL, 0, &index, &term));
