@@ -158,8 +158,13 @@ void raft_log_store_mark_synced(struct raft_log_store *s)
 	s->synced_index = s->last_index;
 	s->synced_term = s->last_term;
 	s->data_dirty = false;
-	/* Records appended from now on belong to a new group-commit batch. */
-	s->batch = s->batch == UINT32_MAX ? 1 : s->batch + 1;
+	/* Records appended from now on belong to a new group-commit batch.
+	 * The tag moves only when one was used, so the first record of a
+	 * segment created after a rollover carries the seal's tag + 1. */
+	if (s->batch_used || s->batch == 0) {
+		s->batch = raft_segment_batch_next(s->batch);
+		s->batch_used = false;
+	}
 }
 
 /* Loads the entry index of segment i (verifying it fully) if it is not in
@@ -442,6 +447,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	disk_put_u64(off, last->offsets[count - 1]);
 	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
 				   s->batch, off, sizeof(off));
+	s->batch_used = true;
 	if (write_at(s, s->fd, seal, sizeof(seal), last->size) != 0) {
 		if (s->io.ftruncate(s->io.ctx, s->fd, (off_t)last->size) != 0) {
 			s->failed = true;
@@ -573,6 +579,7 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 		    store->buf + off, entries[i].index, entries[i].term, (uint32_t)entries[i].type,
 		    store->batch, entries[i].data, (uint32_t)entries[i].len);
 	}
+	store->batch_used = true;
 	if (write_at(store, store->fd, store->buf, bytes, seg->size) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s/%s at offset %" PRIu64 ": %s", store->dir, seg->name,
@@ -875,6 +882,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	seg->last_term = k > 0 ? seg->terms[k - 1] : seg->prev_term;
 	seg->sealed = false;
 	raft_log_store_bounds_update(store);
+	store->batch_used = true; /* appends after the cut are a new batch */
 	raft_log_store_mark_synced(store);
 	return 0;
 }
@@ -957,6 +965,7 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 		}
 	}
 	raft_log_store_bounds_update(store);
+	store->batch_used = true;
 	raft_log_store_mark_synced(store);
 	return 0;
 }

@@ -31,6 +31,7 @@ struct raft_log_store {
 	raft_term last_term;
 	uint64_t next_sequence;
 	uint32_t batch;	      /* tag of the records appended until the next sync; never 0 */
+	bool batch_used;      /* a record carries that tag: the next sync moves to a new one */
 	uint64_t synced_size; /* bytes of the last segment known durable */
 	raft_index synced_index;
 	raft_term synced_term;

@@ -328,6 +328,7 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
 	}
 	seg->last_index = seal.index;
 	seg->last_term = seal.term;
+	seg->last_batch = seal.batch;
 	seg->size = (uint64_t)st.st_size;
 	seg->sealed = true;
 err_rec:
@@ -481,7 +482,7 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 	uint64_t off = RAFT_SEGMENT_HEADER_SIZE;
 	raft_index expect = seg->first_index;
 	raft_term term = seg->prev_term;
-	uint32_t batch = 0; /* tag of the last valid record */
+	uint32_t batch = seg->first_batch; /* tag of the last valid record (or the first's) */
 	bool sealed = false;
 	int rv;
 
@@ -552,7 +553,7 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 	seg->last_term = term;
 	seg->size = off;
 	seg->sealed = sealed;
-	seg->last_batch = batch;
+	seg->last_batch = expect > seg->first_index || sealed ? batch : 0;
 	return 0;
 }
 

@@ -38,8 +38,13 @@ struct raft_segment {
 	raft_index last_index;		   /* first_index - 1 when empty */
 	raft_term last_term;		   /* prev_term when empty */
 	uint64_t size;			   /* bytes of valid content, header and seal included */
-	uint32_t last_batch; /* batch tag of the last record (after a scan); 0 if none */
-	bool sealed;	     /* ends with a seal record: never appended again */
+	/* Batch tag of the last record or seal (after a scan, or the seal's
+	 * after raft_segment_check_closed()); 0 if none or unknown. */
+	uint32_t last_batch;
+	/* Tag the first record must carry when known, else 0: the batch after
+	 * the previous segment's seal (set by recovery for the last segment). */
+	uint32_t first_batch;
+	bool sealed; /* ends with a seal record: never appended again */
 	/* The entry index: byte offset and term of the record of first_index + i.
 	 * NULL until the segment has been fully scanned (the last segment always
 	 * is; closed ones on their first read). Owned; freed by
@@ -60,6 +65,12 @@ struct raft_segment_record {
 	uint32_t len;  /* bytes of payload */
 	uint64_t size; /* bytes of the whole record */
 };
+
+/* The batch tag after tag (tags are never 0). */
+static inline uint32_t raft_segment_batch_next(uint32_t tag)
+{
+	return tag == UINT32_MAX ? 1 : tag + 1;
+}
 
 /* Writes "seg-<sequence as 16 hex digits>" into name. */
 void raft_segment_name_format(char name[RAFT_SEGMENT_NAME_SIZE], uint64_t sequence);

@@ -791,6 +791,82 @@ START_TEST(test_raft_log_store_open_version_1_segment)
 }
 END_TEST
 
+/* Appends entry index with a payload of len bytes of 'x'. */
+static void append_big(struct raft_log_store *s, raft_index index, size_t len)
+{
+	static uint8_t data[8192];
+	struct raft_entry e = {.index = index, .term = 1, .type = RAFT_ENTRY_COMMAND};
+	ck_assert_uint_le(len, sizeof(data));
+	memset(data, 'x', len);
+	e.data = data;
+	e.len = len;
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, NULL), 0);
+}
+
+START_TEST(test_raft_log_store_open_bad_first_record_of_new_segment)
+{
+	/* The batch after a rollover opens a new segment: its first record (5
+	 * KB, spanning pages) is damaged, the records after it are intact. That
+	 * record is of the batch after the seal's (tags grow by one per synced
+	 * batch), which is the last one written: cut, the log ends at the seal. */
+	char *dir = tu_mkdtemp();
+	char note[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = open_ok(dir, 16384, NULL);
+	char **names = NULL;
+	raft_index sealed_last;
+	size_t n;
+	append_range(s, 1, 40, 1); /* one segment */
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 1, NULL), 0); /* seals the open one */
+	sealed_last = raft_log_store_last_index(s);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0); /* nothing pending */
+	append_big(s, sealed_last + 1, 5000);
+	append_range(s, sealed_last + 2, sealed_last + 4, 1);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	tu_flip(dir, names[n - 1],
+		RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_RECORD_HEADER_SIZE + 4500, 0);
+	s = open_ok(dir, 16384, note);
+	ck_assert_uint_eq(raft_log_store_last_index(s), sealed_last);
+	ck_assert_msg(strstr(note, "unsynced batch") != NULL, "note: %s", note);
+	ck_assert_msg(strstr(note, names[n - 1]) != NULL, "note: %s", note);
+	raft_log_store_close(s);
+	seg_list_free(names, n);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_bad_first_record_of_synced_segment)
+{
+	/* The same damage when the first batch of the new segment was synced and
+	 * a later batch follows: corruption, refused with file and offset. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	char expect[512];
+	struct raft_log_store *s = open_ok(dir, 16384, NULL);
+	char **names = NULL;
+	raft_index last;
+	size_t n;
+	append_range(s, 1, 40, 1);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 1, NULL), 0);
+	last = raft_log_store_last_index(s);
+	append_big(s, last + 1, 5000);
+	append_range(s, last + 2, last + 3, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	append_range(s, last + 4, last + 5, 1);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	tu_flip(dir, names[n - 1],
+		RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_RECORD_HEADER_SIZE + 4500, 0);
+	ck_assert_int_eq(open_err(dir, 16384, errmsg), KVD_ECORRUPT);
+	snprintf(expect, sizeof(expect), "%s/%s: bad record at offset %d", dir, names[n - 1],
+		 RAFT_SEGMENT_HEADER_SIZE);
+	ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+	seg_list_free(names, n);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_open_misplaced_record_at_tail)
 {
 	/* An intact record with the wrong index is corruption, not a torn write. */
@@ -1283,6 +1359,8 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_open_misplaced_record_at_tail);
 	tcase_add_test(tc, test_raft_log_store_open_bad_record_in_unsynced_batch);
 	tcase_add_test(tc, test_raft_log_store_open_version_1_segment);
+	tcase_add_test(tc, test_raft_log_store_open_bad_first_record_of_new_segment);
+	tcase_add_test(tc, test_raft_log_store_open_bad_first_record_of_synced_segment);
 	tcase_add_test(tc, test_raft_log_store_open_bad_record_in_synced_batch_of_last_segment);
 	tcase_add_test(tc, test_raft_log_store_read_bit_flip_closed_segment);
 	tcase_add_test(tc, test_raft_log_store_open_bad_seal_or_last_record);
