@@ -446,6 +446,11 @@ static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
 	w->type = WRITER_RESET;
 	w->remove_up_to = s->last_index;
 	w->reset_term = s->last_term;
+	/* The reset removes every entry after the snapshot too: earlier appends
+	 * completing after it was queued must not report those (writer.h). */
+	if (kvd_writer_track_append(&n->writer_track, n->writer.submitted + 1, s->last_index + 1) !=
+	    0)
+		node_io_failed(n, KVD_ENOMEM, "log", "out of memory");
 	kvd_workq_submit(&n->writer, &w->base);
 	a->install = true;
 	a->last_index = s->last_index;

@@ -54,8 +54,9 @@ struct kvd_writer_track {
 	bool lost;
 };
 
-/* Records a submitted append job. Returns 0 or KVD_ENOMEM (then lost is set:
- * the caller must treat the job as not submitted). */
+/* Records a submitted append job, or a log reset (after a snapshot install)
+ * as a truncation from the snapshot index + 1. Returns 0 or KVD_ENOMEM (then
+ * lost is set: the caller must treat the job as not submitted). */
 int kvd_writer_track_append(struct kvd_writer_track *t, uint64_t seq, raft_index truncate_from);
 
 /* Marks that a job could not be submitted (see lost). */
