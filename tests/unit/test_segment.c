@@ -35,6 +35,7 @@ START_TEST(test_raft_segment_record_round_trip)
 	ck_assert_uint_eq(r.index, 42);
 	ck_assert_uint_eq(r.term, 7);
 	ck_assert_uint_eq(r.type, RAFT_ENTRY_CONFIG);
+	ck_assert_uint_eq(r.batch, 9);
 	ck_assert_uint_eq(r.len, 16);
 	ck_assert_uint_eq(r.size, n);
 	ck_assert_mem_eq(r.payload, "0123456789abcdef", 16);

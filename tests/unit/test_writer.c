@@ -14,6 +14,7 @@
 #include "api/writer.h"
 #include "kvd/errors.h"
 #include "raft/log_store.h"
+#include "raft/meta.h"
 #include "storage_test_util.h"
 
 static void append_noops(struct raft_log_store *s, raft_index from, raft_index to, raft_term term)
@@ -49,6 +50,40 @@ START_TEST(test_writer_batch_failure_reports_nothing_durable)
 	raft_log_store_close(s);
 	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
 	ck_assert_uint_eq(raft_log_store_last_index(s), 12);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_writer_batch_with_failed_meta_write)
+{
+	/* A real meta write fails in the middle of a batch (a file size limit
+	 * stops it, like a full disk): the append before it in the batch is not
+	 * reported persisted, and the store forgets it. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_meta meta = {.term = 3};
+	struct raft_log_store *s = NULL;
+	struct rlimit old;
+	struct rlimit lim;
+	int rv;
+	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
+	append_noops(s, 1, 10, 1);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, 0, errmsg), 0);
+	append_noops(s, 11, 15, 1);
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 100; /* bytes: less than one meta file */
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	rv = raft_meta_store(dir, &meta, errmsg);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_int_ne(rv, 0);
+	ck_assert_int_eq(kvd_writer_batch_end(s, true, rv, errmsg), rv);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	raft_log_store_close(s);
+	ck_assert_int_eq(raft_log_store_open(dir, NULL, &s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
 	raft_log_store_close(s);
 	tu_rmtree(dir);
 }
@@ -228,6 +263,7 @@ static Suite *writer_suite(void)
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, test_writer_batch_failure_reports_nothing_durable);
 	tcase_add_test(tc, test_writer_batch_write_or_sync_failure_through_io_seam);
+	tcase_add_test(tc, test_writer_batch_with_failed_meta_write);
 	tcase_add_test(tc, test_writer_completion_superseded_by_later_truncation);
 	tcase_add_test(tc, test_writer_completion_without_truncation);
 	tcase_add_test(tc, test_writer_lost_job_drops_sync_messages);
