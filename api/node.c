@@ -233,8 +233,7 @@ static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 		kvd_metrics_fsync(uv_hrtime() - t0);
 	for (it = batch; end != 0 && it != NULL; it = it->next) {
 		struct writer_job *j = (struct writer_job *)it;
-		if (j->type == WRITER_READ_LOG)
-			continue;
+		/* Reads too: they may have returned entries now dropped. */
 		if (j->base.status == 0 || failed == 0)
 			j->base.status = end;
 		if (j->errmsg[0] == '\0' || failed == 0)
