@@ -456,6 +456,63 @@ START_TEST(test_raft_log_store_remove_head_rolls_partly_covered_segment)
 }
 END_TEST
 
+/* First index of segment file name, from its header. */
+static raft_index seg_first_index(const char *dir, const char *name)
+{
+	uint8_t b[8];
+	raft_index v = 0;
+	tu_read_at(dir, name, 16, b, sizeof(b));
+	for (int i = 7; i >= 0; i--) {
+		v = (v << 8) | b[i];
+	}
+	return v;
+}
+
+START_TEST(test_raft_log_store_disk_use_follows_snapshots)
+{
+	/* The node's cycle: every T entries a snapshot, then removal of the log
+	 * up to the snapshot index minus a trailing window W. With the default
+	 * 64 MiB segments, what stays is the W + T entries still needed plus at
+	 * most one segment partly behind the removal point, itself at most
+	 * about W + T entries: docs/operations.md "Disk use". */
+	const raft_index w = 50;
+	const raft_index t = 10;
+	char *dir = tu_mkdtemp();
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	for (raft_index last = t; last <= 3000; last += t) {
+		char **names = NULL;
+		long long bytes = 0;
+		size_t n;
+		append_range(s, last - t + 1, last, 1);
+		ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+		if (last <= w) {
+			continue;
+		}
+		ck_assert_int_eq(raft_log_store_remove_head(s, last - w, NULL), 0);
+		n = seg_list(dir, &names);
+		for (size_t i = 0; i < n; i++) {
+			bytes += tu_file_size(dir, names[i]);
+			/* Only the oldest file may hold entries <= last - w. */
+			if (i > 0) {
+				ck_assert_uint_gt(seg_first_index(dir, names[i]), last - w);
+			}
+		}
+		/* 2 (W + T) records of at most 92 bytes, plus headers and seals. */
+		ck_assert_int_le(
+		    bytes, (long long)(2 * (w + t) + 2) * 92 +
+			       (long long)n * (RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_SEAL_SIZE));
+		ck_assert_uint_le(raft_log_store_last_index(s) - raft_log_store_first_index(s) + 1,
+				  2 * (w + t) + 1);
+		seg_list_free(names, n);
+	}
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	check_range(s, raft_log_store_first_index(s), 3000, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_reset)
 {
 	char *dir = tu_mkdtemp();
@@ -1348,6 +1405,7 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_truncate_everything);
 	tcase_add_test(tc, test_raft_log_store_remove_head);
 	tcase_add_test(tc, test_raft_log_store_remove_head_rolls_partly_covered_segment);
+	tcase_add_test(tc, test_raft_log_store_disk_use_follows_snapshots);
 	tcase_add_test(tc, test_raft_log_store_reset);
 	tcase_add_test(tc, test_raft_log_store_reset_create_failure_keeps_log);
 	tcase_add_test(tc, test_raft_log_store_open_interrupted_reset);
