@@ -34,6 +34,7 @@
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/snapshots.h"
+#include "api/writer.h"
 #include "raft/meta.h"
 #include "kvd/errors.h"
 
@@ -174,9 +175,12 @@ static int write_chunk(struct kvd_node *n, struct writer_job *j)
 static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 {
 	struct kvd_node *n = q->data;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
 	bool need_sync = false;
 	int failed = 0;
 	struct kvd_workq_job *it;
+	uint64_t t0;
+	int end;
 
 	for (it = batch; it != NULL; it = it->next) {
 		struct writer_job *j = (struct writer_job *)it;
@@ -221,17 +225,21 @@ static void writer_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 		if (rv != 0)
 			failed = rv;
 	}
-	if (need_sync && failed == 0) {
-		char errmsg[KVD_ERRMSG_SIZE] = "";
-		uint64_t t0 = uv_hrtime();
-		int rv = raft_log_store_sync(n->store, errmsg);
+	/* Nothing of the batch is durable unless its one fdatasync succeeded:
+	 * on any failure every job reports it (api/writer.h). */
+	t0 = uv_hrtime();
+	end = kvd_writer_batch_end(n->store, need_sync, failed, errmsg);
+	if (need_sync && failed == 0)
 		kvd_metrics_fsync(uv_hrtime() - t0);
-		if (rv != 0)
-			for (it = batch; it != NULL; it = it->next) {
-				struct writer_job *j = (struct writer_job *)it;
-				j->base.status = rv;
-				snprintf(j->errmsg, sizeof(j->errmsg), "%s", errmsg);
-			}
+	for (it = batch; end != 0 && it != NULL; it = it->next) {
+		struct writer_job *j = (struct writer_job *)it;
+		/* Reads too: they may have returned entries now dropped. */
+		if (j->base.status == 0 || failed == 0)
+			j->base.status = end;
+		if (j->errmsg[0] == '\0' || failed == 0)
+			snprintf(j->errmsg, sizeof(j->errmsg), "%s",
+				 errmsg[0] != '\0' ? errmsg
+						   : "another write of the same batch failed");
 	}
 }
 
@@ -288,6 +296,7 @@ void kvd_node_drop_core(struct kvd_node *n)
 
 int kvd_node_restart_core(struct kvd_node *n, char *errmsg)
 {
+	kvd_writer_track_clear(&n->writer_track); /* the workers are idle */
 	return start_core(n, errmsg);
 }
 
@@ -308,7 +317,13 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 {
 	struct kvd_node *n = q->data;
 	struct writer_job *j = (struct writer_job *)job;
+	raft_index unused_index;
+	raft_term unused_term;
 
+	if (j->type == WRITER_APPEND && (j->base.status != 0 || j->n_entries == 0 || n->io_failed ||
+					 (n->disk_full && !n->recovering)))
+		(void)kvd_writer_track_done(&n->writer_track, j->base.seq, NULL, 0, &unused_index,
+					    &unused_term); /* nothing to report: forget it */
 	if (j->type == WRITER_READ_LOG) {
 		kvd_routes_log_reply(n, j->req, j->base.status, j->errmsg, j->read, j->n_read,
 				     j->store_last);
@@ -332,10 +347,11 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		writer_job_free(j);
 		return;
 	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && !n->io_failed && !n->disk_full) {
+		/* Only what no later job truncates counts (api/writer.h). */
 		struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
-		e.u.persisted.index = j->entries[j->n_entries - 1].index;
-		e.u.persisted.term = j->entries[j->n_entries - 1].term;
-		kvd_node_step(n, &e);
+		if (kvd_writer_track_done(&n->writer_track, j->base.seq, j->entries, j->n_entries,
+					  &e.u.persisted.index, &e.u.persisted.term))
+			kvd_node_step(n, &e);
 	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && n->disk_full && n->recovering) {
 		/* The restarted core's first write went through: space is back. */
 		struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
@@ -343,9 +359,9 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		n->recovering = false;
 		uv_timer_stop(&n->disk_timer);
 		KVD_INFO("disk has space again; accepting writes", NULL);
-		e.u.persisted.index = j->entries[j->n_entries - 1].index;
-		e.u.persisted.term = j->entries[j->n_entries - 1].term;
-		kvd_node_step(n, &e);
+		if (kvd_writer_track_done(&n->writer_track, j->base.seq, j->entries, j->n_entries,
+					  &e.u.persisted.index, &e.u.persisted.term))
+			kvd_node_step(n, &e);
 	} else if (j->type == WRITER_SNAPSHOT_CHUNK && j->chunk.done) {
 		start_install(n, &j->chunk);
 	}
@@ -429,6 +445,11 @@ static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
 	w->type = WRITER_RESET;
 	w->remove_up_to = s->last_index;
 	w->reset_term = s->last_term;
+	/* The reset removes every entry after the snapshot too: earlier appends
+	 * completing after it was queued must not report those (writer.h). */
+	if (kvd_writer_track_append(&n->writer_track, n->writer.submitted + 1, s->last_index + 1) !=
+	    0)
+		node_io_failed(n, KVD_ENOMEM, "log", "out of memory");
 	kvd_workq_submit(&n->writer, &w->base);
 	a->install = true;
 	a->last_index = s->last_index;
@@ -508,6 +529,9 @@ static void submit_meta(struct kvd_node *n, const struct raft_update *u)
 {
 	struct writer_job *j = calloc(1, sizeof(*j));
 	if (j == NULL) {
+		/* The core counts on this write: what it sends after it must not
+		 * go out (a vote granted without a durable vote). */
+		kvd_writer_track_lost(&n->writer_track);
 		node_io_failed(n, KVD_ENOMEM, "meta", "out of memory");
 		return;
 	}
@@ -536,8 +560,14 @@ static void submit_chunk(struct kvd_node *n, const struct raft_snapshot *s)
 static void submit_append(struct kvd_node *n, const struct raft_update *u)
 {
 	struct writer_job *j = calloc(1, sizeof(*j));
-	if (j == NULL || copy_entries(u->entries, u->n_entries, &j->entries, &j->data) != 0) {
-		free(j);
+	if (j == NULL || copy_entries(u->entries, u->n_entries, &j->entries, &j->data) != 0 ||
+	    kvd_writer_track_append(&n->writer_track, n->writer.submitted + 1, u->truncate_from) !=
+		0) {
+		/* Never stored: the success reply the core made for these
+		 * entries must not go out (handle_update drops it). */
+		if (j != NULL)
+			writer_job_free(j);
+		kvd_writer_track_lost(&n->writer_track);
 		node_io_failed(n, KVD_ENOMEM, "log", "out of memory");
 		return;
 	}
@@ -731,15 +761,27 @@ static void log_note(const struct raft_note *note)
 
 static void handle_update(struct kvd_node *n, const struct raft_update *u)
 {
+	bool dropped = false;
+
 	if (u->meta_changed)
 		submit_meta(n, u);
 	if (u->truncate_from != 0 || u->n_entries > 0)
 		submit_append(n, u);
 	if (u->snapshot_write != NULL)
 		submit_chunk(n, u->snapshot_write);
-	for (unsigned i = 0; i < u->n_messages; i++)
-		kvd_transport_send(n->transport, &u->messages[i],
-				   u->messages[i].needs_sync ? n->writer.submitted : 0);
+	for (unsigned i = 0; i < u->n_messages; i++) {
+		uint64_t seq = 0;
+		if (u->messages[i].needs_sync &&
+		    !kvd_writer_track_sync_seq(&n->writer_track, n->writer.submitted, &seq)) {
+			dropped = true; /* its write was never submitted */
+			continue;
+		}
+		kvd_transport_send(n->transport, &u->messages[i], seq);
+	}
+	if (dropped) {
+		kvd_transport_drop_held(n->transport);
+		kvd_transport_answer_orphans(n->transport);
+	}
 	if (u->n_apply > 0)
 		submit_apply(n, u);
 	if (u->n_reads > 0 || u->n_reads_failed > 0)
@@ -1279,6 +1321,10 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 		goto err;
 	if (errmsg[0] != '\0') /* recovery notes, e.g. a torn tail cut off */
 		KVD_WARN("log recovery", "detail=\"%s\"", errmsg);
+	/* LevelDB's own write-ahead log grows to the memtable size before a
+	 * flush: keep it small next to the Raft log's bound (docs/operations.md
+	 * "Disk use"). */
+	eopts.write_buffer_bytes = KVD_ENGINE_WRITE_BUFFER;
 	rv = engine_open(n->kv_dir, &eopts, &n->engine, errmsg);
 	if (rv != 0)
 		goto err_store;
@@ -1438,6 +1484,7 @@ void kvd_node_destroy(struct kvd_node *n)
 	raft_destroy(n->raft);
 	engine_close(n->engine);
 	raft_log_store_close(n->store);
+	kvd_writer_track_free(&n->writer_track);
 	free(n->batch);
 	free(n);
 }

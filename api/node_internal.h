@@ -20,14 +20,16 @@
 #include "api/node.h"
 #include "api/transport.h"
 #include "api/workq.h"
+#include "api/writer.h"
 #include "engine/engine.h"
 #include "raft/log_store.h"
 #include "raft/raft.h"
 
-#define KVD_WRITE_TIMEOUT_MS  5000 /* a write not applied by then gets 503 */
-#define KVD_SHUTDOWN_GRACE_MS 5000 /* in-flight requests finish within this */
-#define KVD_SNAPSHOT_TRAILING 1024 /* log entries kept behind a snapshot */
-#define KVD_TRANSFER_WAIT_MS  2000 /* shutdown: time allowed to hand leadership over */
+#define KVD_WRITE_TIMEOUT_MS	5000		  /* a write not applied by then gets 503 */
+#define KVD_SHUTDOWN_GRACE_MS	5000		  /* in-flight requests finish within this */
+#define KVD_SNAPSHOT_TRAILING	1024		  /* log entries kept behind a snapshot */
+#define KVD_ENGINE_WRITE_BUFFER ((size_t)1 << 20) /* bytes: LevelDB memtable, and so its log */
+#define KVD_TRANSFER_WAIT_MS	2000 /* shutdown: time allowed to hand leadership over */
 
 /* A client write waiting for its entry to be applied. */
 struct kvd_pending_write {
@@ -69,6 +71,7 @@ struct kvd_node {
 	struct http_server *http;
 	struct kvd_transport *transport;
 	struct kvd_workq writer;
+	struct kvd_writer_track writer_track; /* append jobs in flight (api/writer.h) */
 	struct kvd_workq applier;
 
 	uv_timer_t tick_timer;	 /* the core's next deadline */

@@ -150,6 +150,11 @@ static int recover_segments(struct raft_log_store *s, char *errmsg)
 				raft_segment_index_drop(seg); /* memory: reload on read */
 			}
 		} else {
+			/* The first record of a segment created after a
+			 * rollover belongs to the batch after the seal's. */
+			seg->first_batch = i > 0 && s->segs[i - 1].last_batch != 0
+					       ? raft_segment_batch_next(s->segs[i - 1].last_batch)
+					       : 0;
 			rv = raft_segment_scan(s->dir, s->dir_fd, seg, true, note, errmsg);
 		}
 		if (rv != 0) {
@@ -179,12 +184,19 @@ static int open_tail(struct raft_log_store *s, char *errmsg)
 	struct raft_segment *last = raft_log_store_last_segment(s);
 	if (last != NULL && !last->sealed) {
 		s->fd = openat(s->dir_fd, last->name, O_RDWR | O_CLOEXEC);
-		if (s->fd < 0 || fdatasync(s->fd) != 0) {
+		if (s->fd < 0 || s->io.fdatasync(s->io.ctx, s->fd) != 0) {
 			disk_errmsg(errmsg, "open %s/%s: %s", s->dir, last->name, strerror(errno));
 			return disk_errno_code(errno);
 		}
 	}
 	raft_log_store_bounds_update(s);
+	/* New appends get the tag after the log's last batch, which is
+	 * durable now (docs/formats.md, batch tags). */
+	s->batch = 0;
+	for (size_t i = s->n_segs; i > 0 && s->batch == 0; i--) {
+		s->batch = s->segs[i - 1].last_batch;
+	}
+	s->batch_used = true;
 	raft_log_store_mark_synced(s);
 	s->next_sequence = last != NULL ? last->sequence + 1 : 1;
 	return raft_log_store_dir_sync(s, errmsg);

@@ -44,6 +44,38 @@
 #include "raft/log_store_internal.h"
 #include "raft/segment.h"
 
+static ssize_t posix_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t offset)
+{
+	(void)ctx;
+	return pwrite(fd, buf, len, offset);
+}
+
+static int posix_fdatasync(void *ctx, int fd)
+{
+	(void)ctx;
+	return fdatasync(fd);
+}
+
+static int posix_fsync(void *ctx, int fd)
+{
+	(void)ctx;
+	return fsync(fd);
+}
+
+static int posix_ftruncate(void *ctx, int fd, off_t len)
+{
+	(void)ctx;
+	return ftruncate(fd, len);
+}
+
+const struct raft_log_io raft_log_io_posix = {
+    .pwrite = posix_pwrite,
+    .fdatasync = posix_fdatasync,
+    .fsync = posix_fsync,
+    .ftruncate = posix_ftruncate,
+    .ctx = NULL,
+};
+
 struct raft_segment *raft_log_store_last_segment(struct raft_log_store *s)
 {
 	return s->n_segs == 0 ? NULL : &s->segs[s->n_segs - 1];
@@ -85,7 +117,7 @@ int raft_log_store_segs_reserve(struct raft_log_store *s, size_t n)
 
 int raft_log_store_dir_sync(struct raft_log_store *s, char *errmsg)
 {
-	if (fsync(s->dir_fd) != 0) {
+	if (s->io.fsync(s->io.ctx, s->dir_fd) != 0) {
 		disk_errmsg(errmsg, "fsync directory %s: %s", s->dir, strerror(errno));
 		return disk_errno_code(errno);
 	}
@@ -126,6 +158,13 @@ void raft_log_store_mark_synced(struct raft_log_store *s)
 	s->synced_index = s->last_index;
 	s->synced_term = s->last_term;
 	s->data_dirty = false;
+	/* Records appended from now on belong to a new group-commit batch.
+	 * The tag moves only when one was used, so the first record of a
+	 * segment created after a rollover carries the seal's tag + 1. */
+	if (s->batch_used || s->batch == 0) {
+		s->batch = raft_segment_batch_next(s->batch);
+		s->batch_used = false;
+	}
 }
 
 /* Loads the entry index of segment i (verifying it fully) if it is not in
@@ -216,6 +255,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
 	s->verify_all = opts != NULL && opts->verify_all;
+	s->io = opts != NULL && opts->io != NULL ? *opts->io : raft_log_io_posix;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {
 		rv = KVD_ENOMEM;
@@ -287,11 +327,13 @@ raft_term raft_log_store_last_term(const struct raft_log_store *store)
 	return store->last_term;
 }
 
-static int write_at(int fd, const uint8_t *buf, size_t len, uint64_t offset)
+static int write_at(struct raft_log_store *s, int fd, const uint8_t *buf, size_t len,
+		    uint64_t offset)
 {
 	size_t done = 0;
 	while (done < len) {
-		ssize_t w = pwrite(fd, buf + done, len - done, (off_t)(offset + done));
+		ssize_t w =
+		    s->io.pwrite(s->io.ctx, fd, buf + done, len - done, (off_t)(offset + done));
 		if (w < 0 && errno == EINTR) {
 			continue;
 		}
@@ -300,6 +342,45 @@ static int write_at(int fd, const uint8_t *buf, size_t len, uint64_t offset)
 		}
 		done += (size_t)w;
 	}
+	return 0;
+}
+
+/* Cuts the last segment back to what the last successful sync covered and
+ * forgets the entries after it; on failure the store is failed. The caller
+ * has written its own message (or none) into errmsg. */
+static int cut_to_synced(struct raft_log_store *s, char *errmsg)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+
+	if (s->fd < 0 || last == NULL) {
+		return 0; /* sealed or empty: everything is synced */
+	}
+	/* A segment created since the last sync gets its header written
+	 * again: the kernel may have dropped that page too. */
+	if (s->synced_size < RAFT_SEGMENT_HEADER_SIZE) {
+		uint8_t header[RAFT_SEGMENT_HEADER_SIZE];
+		raft_segment_header_encode(last, header);
+		s->synced_size = RAFT_SEGMENT_HEADER_SIZE;
+		if (s->io.ftruncate(s->io.ctx, s->fd, 0) != 0 ||
+		    write_at(s, s->fd, header, sizeof(header), 0) != 0) {
+			s->synced_size = 0;
+		}
+	}
+	if (s->synced_size == 0 || s->io.ftruncate(s->io.ctx, s->fd, (off_t)s->synced_size) != 0 ||
+	    s->io.fdatasync(s->io.ctx, s->fd) != 0) {
+		s->failed = true;
+		disk_errmsg(errmsg,
+			    "cutting %s/%s back to offset %" PRIu64
+			    " (last sync) failed: %s; the log must be reopened",
+			    s->dir, last->name, s->synced_size, strerror(errno));
+		return KVD_EIO;
+	}
+	last->size = s->synced_size;
+	last->last_index = s->synced_index;
+	last->last_term = s->synced_term;
+	last->sealed = false;
+	raft_log_store_bounds_update(s);
+	s->data_dirty = false;
 	return 0;
 }
 
@@ -312,32 +393,23 @@ static int sync_failed(struct raft_log_store *s, int err, char *errmsg)
 
 	disk_errmsg(errmsg, "fdatasync %s/%s: %s; entries after index %" PRIu64 " were dropped",
 		    s->dir, last->name, strerror(err), s->synced_index);
-	/* A segment created since the last sync gets its header written
-	 * again: the kernel may have dropped that page too. */
-	if (s->synced_size < RAFT_SEGMENT_HEADER_SIZE) {
-		uint8_t header[RAFT_SEGMENT_HEADER_SIZE];
-		raft_segment_header_encode(last, header);
-		s->synced_size = RAFT_SEGMENT_HEADER_SIZE;
-		if (ftruncate(s->fd, 0) != 0 || write_at(s->fd, header, sizeof(header), 0) != 0) {
-			s->synced_size = 0;
-		}
-	}
-	if (s->synced_size == 0 || ftruncate(s->fd, (off_t)s->synced_size) != 0 ||
-	    fdatasync(s->fd) != 0) {
-		s->failed = true;
+	if (cut_to_synced(s, NULL) != 0) {
 		disk_errmsg(errmsg,
 			    "fdatasync %s/%s: %s, and cutting back to offset %" PRIu64
 			    " failed: %s; the log must be reopened",
 			    s->dir, last->name, strerror(err), s->synced_size, strerror(errno));
 		return KVD_EIO;
 	}
-	last->size = s->synced_size;
-	last->last_index = s->synced_index;
-	last->last_term = s->synced_term;
-	last->sealed = false;
-	raft_log_store_bounds_update(s);
-	s->data_dirty = false;
 	return rv;
+}
+
+int raft_log_store_discard_unsynced(struct raft_log_store *store, char *errmsg)
+{
+	if (store->failed) {
+		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
+		return KVD_EIO;
+	}
+	return cut_to_synced(store, errmsg);
 }
 
 int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
@@ -347,7 +419,8 @@ int raft_log_store_sync(struct raft_log_store *store, char *errmsg)
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
 		return KVD_EIO;
 	}
-	if (store->data_dirty && store->fd >= 0 && fdatasync(store->fd) != 0) {
+	if (store->data_dirty && store->fd >= 0 &&
+	    store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		return sync_failed(store, errno, errmsg);
 	}
 	if (store->dir_dirty) {
@@ -373,9 +446,10 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 
 	disk_put_u64(off, last->offsets[count - 1]);
 	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
-				   off, sizeof(off));
-	if (write_at(s->fd, seal, sizeof(seal), last->size) != 0) {
-		if (ftruncate(s->fd, (off_t)last->size) != 0) {
+				   s->batch, off, sizeof(off));
+	s->batch_used = true;
+	if (write_at(s, s->fd, seal, sizeof(seal), last->size) != 0) {
+		if (s->io.ftruncate(s->io.ctx, s->fd, (off_t)last->size) != 0) {
 			s->failed = true;
 			disk_errmsg(errmsg, "truncate %s/%s: %s", s->dir, last->name,
 				    strerror(errno));
@@ -501,18 +575,19 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 	for (size_t i = 0; i < n; i++) {
 		seg->offsets[count + i] = seg->size + off;
 		seg->terms[count + i] = entries[i].term;
-		off += raft_segment_record_encode(store->buf + off, entries[i].index,
-						  entries[i].term, (uint32_t)entries[i].type,
-						  entries[i].data, (uint32_t)entries[i].len);
+		off += raft_segment_record_encode(
+		    store->buf + off, entries[i].index, entries[i].term, (uint32_t)entries[i].type,
+		    store->batch, entries[i].data, (uint32_t)entries[i].len);
 	}
-	if (write_at(store->fd, store->buf, bytes, seg->size) != 0) {
+	store->batch_used = true;
+	if (write_at(store, store->fd, store->buf, bytes, seg->size) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s/%s at offset %" PRIu64 ": %s", store->dir, seg->name,
 			    seg->size, strerror(errno));
-		/* Cut the partial batch so the next append starts at a record
-		 * boundary. */
-		if (ftruncate(store->fd, (off_t)seg->size) != 0) {
-			store->failed = true;
+		/* Cut the partial batch, and every entry appended since the last
+		 * sync: none of it is durable, and the caller must not go on as
+		 * if it were (it re-reads last_index). */
+		if (cut_to_synced(store, NULL) != 0) {
 			rv = KVD_EIO;
 		}
 		return rv;
@@ -795,7 +870,8 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 		}
 	}
 	k = (size_t)(from - seg->first_index);
-	if (ftruncate(store->fd, (off_t)seg->offsets[k]) != 0 || fdatasync(store->fd) != 0) {
+	if (store->io.ftruncate(store->io.ctx, store->fd, (off_t)seg->offsets[k]) != 0 ||
+	    store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "truncate %s/%s at offset %" PRIu64 ": %s", store->dir,
 			    seg->name, seg->offsets[k], strerror(errno));
 		store->failed = true;
@@ -806,12 +882,14 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	seg->last_term = k > 0 ? seg->terms[k - 1] : seg->prev_term;
 	seg->sealed = false;
 	raft_log_store_bounds_update(store);
+	store->batch_used = true; /* appends after the cut are a new batch */
 	raft_log_store_mark_synced(store);
 	return 0;
 }
 
 int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, char *errmsg)
 {
+	struct raft_segment *last;
 	int rv = 0;
 	if (store->failed) {
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
@@ -824,6 +902,14 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
 		}
 	}
 	raft_log_store_bounds_update(store);
+	last = raft_log_store_last_segment(store);
+	/* The last segment holds entries the caller no longer needs: seal it,
+	 * so that a later removal past its end can unlink it instead of
+	 * waiting for it to fill up to the rollover size. */
+	if (rv == 0 && store->fd >= 0 && last != NULL && last->last_index >= last->first_index &&
+	    last->first_index <= up_to) {
+		rv = rollover(store, errmsg);
+	}
 	return rv;
 }
 
@@ -855,7 +941,7 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 	if (old_fd >= 0) {
 		close(old_fd);
 	}
-	if (fdatasync(store->fd) != 0) {
+	if (store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,
 			    raft_log_store_last_segment(store)->name, strerror(errno));
 		rv = disk_errno_code(errno);
@@ -879,6 +965,7 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 		}
 	}
 	raft_log_store_bounds_update(store);
+	store->batch_used = true;
 	raft_log_store_mark_synced(store);
 	return 0;
 }

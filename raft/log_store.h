@@ -24,10 +24,31 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "raft/raft.h"
 
 #define RAFT_LOG_STORE_SEGMENT_SIZE ((uint64_t)64 << 20) /* bytes, default rollover size */
+
+/*
+ * The file operations through which the store writes, truncates and syncs
+ * its segments and directory: the daemon uses the real system calls
+ * (raft_log_io_posix); a test or a simulated disk supplies its own to make
+ * the Nth call fail with EIO or ENOSPC. Each function behaves like the POSIX
+ * call of the same name (return value, errno); ctx is passed back. Opening,
+ * creating and reading files, and recovery's cut of a torn tail, still use
+ * the system calls directly.
+ */
+struct raft_log_io {
+	ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t len, off_t offset);
+	int (*fdatasync)(void *ctx, int fd);
+	int (*fsync)(void *ctx, int fd);
+	int (*ftruncate)(void *ctx, int fd, off_t len);
+	void *ctx;
+};
+
+/* The real system calls. */
+extern const struct raft_log_io raft_log_io_posix;
 
 struct raft_log_store_options {
 	/* A segment is closed, and the next append starts a new file, once it
@@ -38,6 +59,9 @@ struct raft_log_store_options {
 	 * instead of only its header, seal and last record: startup then costs
 	 * a full read of the log. For tools and consistency checks. */
 	bool verify_all;
+	/* File operations (borrowed; must outlive the store). NULL selects
+	 * raft_log_io_posix. */
+	const struct raft_log_io *io;
 };
 
 struct raft_log_store;
@@ -83,8 +107,10 @@ raft_term raft_log_store_last_term(const struct raft_log_store *store);
  * rollover size it is sealed and synced, and the next append opens a new one.
  *
  * On a failed write (KVD_ENOSPC, KVD_ETOOBIG for a file size limit, KVD_EIO)
- * the partial batch is cut back to the last record boundary and the store
- * stays usable: appending may be retried once space returns. If the write
+ * the file is cut back to what the last sync covered and last_index falls
+ * back to the last synced entry (earlier unsynced appends are dropped too, as
+ * by raft_log_store_discard_unsynced()); the store stays usable and the
+ * caller appends again from last_index + 1 once space returns. If the write
  * succeeded but the rollover sync failed, entries not yet synced are
  * dropped as described at raft_log_store_sync(). Returns 0 or the codes above,
  * or KVD_ENOMEM.
@@ -107,6 +133,16 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
  * failed and every later call returns KVD_EIO.
  */
 int raft_log_store_sync(struct raft_log_store *store, char *errmsg);
+
+/*
+ * Forgets every entry appended since the last successful sync: cuts the last
+ * segment back to what that sync covered (fdatasync) and lowers last_index
+ * to the last synced entry. For a caller whose batch failed part-way (a
+ * failed meta write, say): nothing of the batch may count as durable, and
+ * the caller goes on from raft_log_store_last_index(). Cheap when nothing is
+ * pending. Returns 0, or KVD_EIO when the cut fails (the store is failed).
+ */
+int raft_log_store_discard_unsynced(struct raft_log_store *store, char *errmsg);
 
 /*
  * Reads entries [from, to] into one malloc'ed block: *entries points to *n
@@ -149,7 +185,13 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
  * the last segment, with a directory fsync after each unlink. Call it only
  * once a snapshot or the state machine covering up_to is durable.
  * first_index grows to the first index of the oldest remaining segment.
- * Returns 0 or KVD_EIO.
+ * If the last segment then still holds an entry <= up_to, it is sealed and
+ * synced (like a rollover; entries appended before are durable afterwards),
+ * so the next append starts a new file and a later call can remove it: at
+ * most one segment partly made of entries <= up_to is ever kept, whatever
+ * the rollover size (bound in docs/operations.md "Disk use").
+ * Returns 0, KVD_EIO or KVD_ENOSPC (the seal's sync failed, handled as in
+ * raft_log_store_sync()).
  */
 int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, char *errmsg);
 

@@ -21,6 +21,7 @@ struct raft_log_store {
 	int lock_fd;
 	uint64_t segment_size; /* bytes */
 	bool verify_all;       /* open reads every record of closed segments too */
+	struct raft_log_io io; /* file operations (copied from the options) */
 	struct raft_segment *segs;
 	size_t n_segs;
 	size_t cap_segs;
@@ -29,6 +30,8 @@ struct raft_log_store {
 	raft_index last_index;
 	raft_term last_term;
 	uint64_t next_sequence;
+	uint32_t batch;	      /* tag of the records appended until the next sync; never 0 */
+	bool batch_used;      /* a record carries that tag: the next sync moves to a new one */
 	uint64_t synced_size; /* bytes of the last segment known durable */
 	raft_index synced_index;
 	raft_term synced_term;

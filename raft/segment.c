@@ -6,7 +6,7 @@
  *   header  magic "KVDL" u32 | version u32 | sequence u64 | first index u64 |
  *           previous term u64 | flags u32 | crc32c of the preceding 36 bytes u32
  *   record  payload length u32 | crc32c u32 | index u64 | term u64 | type u32 |
- *           reserved u32 (0) | payload
+ *           batch tag u32 (version 2; 0 in version 1) | payload
  *   seal    a record of type RAFT_SEGMENT_TYPE_SEAL whose index and term are
  *           those of the last entry and whose 8-byte payload is the byte offset
  *           of that entry's record; only in closed segments, always last.
@@ -26,7 +26,14 @@
  * a size extension, a partial record, stale sector contents), so it is cut
  * off and reported as a note. A bad record followed by a valid one, or an
  * intact record in the wrong place, is not something a crash produces on an
- * append-only file: that is corruption and stops the caller.
+ * append-only file, except inside the last group-commit batch: its pages
+ * may reach the disk in any order when power fails before its fdatasync.
+ * Every record carries its batch's tag (the tag changes at each successful
+ * sync), so a bad record whose predecessor and every valid successor carry
+ * one tag lies inside the file's last batch, which no sync covered for sure,
+ * and is cut off with the rest of that batch. A batch followed by a newer one
+ * was synced: damage there is corruption and stops the caller. Version 1
+ * files (tag 0) keep the strict rule.
  */
 #include "raft/segment.h"
 
@@ -42,7 +49,8 @@
 #include "raft/disk_codec.h"
 
 #define SEGMENT_MAGIC		  0x4c44564bu /* "KVDL" read as little-endian */
-#define SEGMENT_VERSION		  1u
+#define SEGMENT_VERSION		  2u	      /* written; version 1 (no batch tags) is still read */
+#define SEGMENT_VERSION_1	  1u
 #define SEGMENT_HEADER_CRC_OFFSET (RAFT_SEGMENT_HEADER_SIZE - 4)
 
 void raft_segment_name_format(char name[RAFT_SEGMENT_NAME_SIZE], uint64_t sequence)
@@ -90,13 +98,13 @@ static uint32_t record_crc(const uint8_t *p, uint32_t len)
 }
 
 size_t raft_segment_record_encode(uint8_t *buf, raft_index index, raft_term term, uint32_t type,
-				  const void *data, uint32_t len)
+				  uint32_t batch, const void *data, uint32_t len)
 {
 	disk_put_u32(buf + 0, len);
 	disk_put_u64(buf + 8, index);
 	disk_put_u64(buf + 16, term);
 	disk_put_u32(buf + 24, type);
-	disk_put_u32(buf + 28, 0);
+	disk_put_u32(buf + 28, batch);
 	if (len > 0) {
 		memcpy(buf + RAFT_SEGMENT_RECORD_HEADER_SIZE, data, len);
 	}
@@ -128,9 +136,8 @@ int raft_segment_record_decode(const uint8_t *p, uint64_t avail, struct raft_seg
 		return KVD_ECORRUPT;
 	}
 	type = disk_get_u32(p + 24);
-	if (disk_get_u32(p + 28) != 0 ||
-	    (type != RAFT_SEGMENT_TYPE_SEAL &&
-	     (type < RAFT_ENTRY_COMMAND || type > RAFT_ENTRY_CONFIG))) {
+	if (type != RAFT_SEGMENT_TYPE_SEAL &&
+	    (type < RAFT_ENTRY_COMMAND || type > RAFT_ENTRY_CONFIG)) {
 		*why = "unknown record type";
 		return KVD_ECORRUPT;
 	}
@@ -138,6 +145,7 @@ int raft_segment_record_decode(const uint8_t *p, uint64_t avail, struct raft_seg
 	r->index = disk_get_u64(p + 8);
 	r->term = disk_get_u64(p + 16);
 	r->type = type;
+	r->batch = disk_get_u32(p + 28);
 	r->payload = p + RAFT_SEGMENT_RECORD_HEADER_SIZE;
 	r->size = RAFT_SEGMENT_RECORD_HEADER_SIZE + (uint64_t)len;
 	return 0;
@@ -217,8 +225,9 @@ int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *s
 	if (disk_get_u32(buf) != SEGMENT_MAGIC ||
 	    disk_get_u32(buf + SEGMENT_HEADER_CRC_OFFSET) !=
 		raft_crc32c(0, buf, SEGMENT_HEADER_CRC_OFFSET) ||
-	    disk_get_u32(buf + 4) != SEGMENT_VERSION || disk_get_u64(buf + 8) != seg->sequence ||
-	    disk_get_u64(buf + 16) == 0) {
+	    (disk_get_u32(buf + 4) != SEGMENT_VERSION &&
+	     disk_get_u32(buf + 4) != SEGMENT_VERSION_1) ||
+	    disk_get_u64(buf + 8) != seg->sequence || disk_get_u64(buf + 16) == 0) {
 		/* A file of only zeros is a creation whose data never reached
 		 * the disk; anything else is a damaged header. */
 		if (all_zero(fd, 0, (uint64_t)st.st_size, &zero) != 0) {
@@ -319,6 +328,7 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
 	}
 	seg->last_index = seal.index;
 	seg->last_term = seal.term;
+	seg->last_batch = seal.batch;
 	seg->size = (uint64_t)st.st_size;
 	seg->sealed = true;
 err_rec:
@@ -400,6 +410,26 @@ static uint64_t find_valid_record(const uint8_t *map, uint64_t from, uint64_t si
 	return 0;
 }
 
+/* True when every verifiable record from offset p on carries batch tag
+ * batch (not 0): a bad record just before p, preceded by a record of that
+ * batch, then lies inside the last batch written to the file. */
+static bool only_batch_after(const uint8_t *map, uint64_t p, uint64_t size, raft_index expect,
+			     uint32_t batch)
+{
+	bool only = batch != 0;
+	while (only && p != 0 && p < size) {
+		struct raft_segment_record r;
+		const char *why;
+		if (raft_segment_record_decode(map + p, size - p, &r, &why) == 0) {
+			only = r.batch == batch;
+			p += r.size;
+		} else {
+			p = find_valid_record(map, p + 1, size, expect);
+		}
+	}
+	return only;
+}
+
 /* Checks that a decoded record continues the segment; sets *why if not. */
 static bool record_fits(const struct raft_segment *seg, const struct raft_segment_record *r,
 			raft_index expect, raft_term term, const char **why)
@@ -426,14 +456,23 @@ static bool record_fits(const struct raft_segment *seg, const struct raft_segmen
 
 /* Cuts a torn tail of the last segment at offset off. */
 static int cut_tail(const char *dir, struct raft_segment *seg, int fd, uint64_t off,
-		    uint64_t file_size, char *note, char *errmsg)
+		    uint64_t file_size, bool in_batch, uint32_t batch, char *note, char *errmsg)
 {
 	if (ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0) {
 		disk_errmsg(errmsg, "truncate %s/%s: %s", dir, seg->name, strerror(errno));
 		return disk_errno_code(errno);
 	}
-	disk_errmsg(note, "discarded %" PRIu64 " torn bytes at offset %" PRIu64 " of file %s/%s",
-		    file_size - off, off, dir, seg->name);
+	if (in_batch) {
+		disk_errmsg(note,
+			    "discarded %" PRIu64 " bytes of an unsynced batch (tag %" PRIu32
+			    ", bad record followed by records of the same batch) at offset %" PRIu64
+			    " of file %s/%s",
+			    file_size - off, batch, off, dir, seg->name);
+	} else {
+		disk_errmsg(note,
+			    "discarded %" PRIu64 " torn bytes at offset %" PRIu64 " of file %s/%s",
+			    file_size - off, off, dir, seg->name);
+	}
 	return 0;
 }
 
@@ -443,6 +482,7 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 	uint64_t off = RAFT_SEGMENT_HEADER_SIZE;
 	raft_index expect = seg->first_index;
 	raft_term term = seg->prev_term;
+	uint32_t batch = seg->first_batch; /* tag of the last valid record (or the first's) */
 	bool sealed = false;
 	int rv;
 
@@ -470,6 +510,7 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 					return KVD_ECORRUPT;
 				}
 				sealed = true;
+				batch = r.batch;
 				off += r.size;
 				break;
 			}
@@ -480,13 +521,15 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 			seg->last_index = expect;
 			expect++;
 			term = r.term;
+			batch = r.batch;
 			off += r.size;
 			continue;
 		}
 		if (is_last) {
 			next = find_valid_record(map, off + 1, size, expect);
-			if (next == 0) {
-				rv = cut_tail(dir, seg, fd, off, size, note, errmsg);
+			if (next == 0 || only_batch_after(map, next, size, expect, batch)) {
+				rv = cut_tail(dir, seg, fd, off, size, next != 0, batch, note,
+					      errmsg);
 				if (rv != 0) {
 					return rv;
 				}
@@ -510,6 +553,7 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 	seg->last_term = term;
 	seg->size = off;
 	seg->sealed = sealed;
+	seg->last_batch = expect > seg->first_index || sealed ? batch : 0;
 	return 0;
 }
 

@@ -38,7 +38,13 @@ struct raft_segment {
 	raft_index last_index;		   /* first_index - 1 when empty */
 	raft_term last_term;		   /* prev_term when empty */
 	uint64_t size;			   /* bytes of valid content, header and seal included */
-	bool sealed;			   /* ends with a seal record: never appended again */
+	/* Batch tag of the last record or seal (after a scan, or the seal's
+	 * after raft_segment_check_closed()); 0 if none or unknown. */
+	uint32_t last_batch;
+	/* Tag the first record must carry when known, else 0: the batch after
+	 * the previous segment's seal (set by recovery for the last segment). */
+	uint32_t first_batch;
+	bool sealed; /* ends with a seal record: never appended again */
 	/* The entry index: byte offset and term of the record of first_index + i.
 	 * NULL until the segment has been fully scanned (the last segment always
 	 * is; closed ones on their first read). Owned; freed by
@@ -53,11 +59,18 @@ struct raft_segment {
 struct raft_segment_record {
 	raft_index index;
 	raft_term term;
-	uint32_t type; /* enum raft_entry_type or RAFT_SEGMENT_TYPE_SEAL */
+	uint32_t type;	/* enum raft_entry_type or RAFT_SEGMENT_TYPE_SEAL */
+	uint32_t batch; /* group-commit batch tag; 0 in version 1 files (unknown) */
 	const uint8_t *payload;
 	uint32_t len;  /* bytes of payload */
 	uint64_t size; /* bytes of the whole record */
 };
+
+/* The batch tag after tag (tags are never 0). */
+static inline uint32_t raft_segment_batch_next(uint32_t tag)
+{
+	return tag == UINT32_MAX ? 1 : tag + 1;
+}
 
 /* Writes "seg-<sequence as 16 hex digits>" into name. */
 void raft_segment_name_format(char name[RAFT_SEGMENT_NAME_SIZE], uint64_t sequence);
@@ -70,9 +83,12 @@ bool raft_segment_name_parse(const char *name, uint64_t *sequence);
 void raft_segment_header_encode(const struct raft_segment *seg, uint8_t *buf);
 
 /* Encodes a record into buf (room for RAFT_SEGMENT_RECORD_HEADER_SIZE + len
- * bytes); returns the bytes written. data (len bytes) is borrowed. */
+ * bytes); returns the bytes written. data (len bytes) is borrowed. batch is
+ * the group-commit batch tag (docs/formats.md): every record written between
+ * two successful syncs carries the same non-zero tag, and the tag changes at
+ * every sync. */
 size_t raft_segment_record_encode(uint8_t *buf, raft_index index, raft_term term, uint32_t type,
-				  const void *data, uint32_t len);
+				  uint32_t batch, const void *data, uint32_t len);
 
 /* Decodes and verifies (length, checksum, type) the record at p, of which avail
  * bytes are readable. Returns 0, or KVD_ECORRUPT with *why set to a static
@@ -106,7 +122,11 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
  * hold no valid record up to the end of the file is a torn write; the file is
  * cut at the bad record (ftruncate, fdatasync), a note "discarded N torn bytes
  * at offset X of file F" is written to note (KVD_ERRMSG_SIZE bytes, may be
- * NULL), and 0 is returned. Fills last_index, last_term, size and sealed.
+ * NULL), and 0 is returned. So is a bad record that lies inside the last
+ * batch of the file: the record before it and every valid record after it
+ * carry the same batch tag (an unsynced batch written back out of order;
+ * note "discarded N bytes of an unsynced batch ..."). Fills last_index,
+ * last_term, size, sealed and last_batch.
  *
  * For a closed segment (!is_last): everything must verify, the file must end
  * with its seal, and the end must agree with seg->last_index and last_term

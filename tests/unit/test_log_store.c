@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "raft/crc32c.h"
 #include "raft/log_store.h"
 #include "raft/segment.h"
 #include "storage_test_util.h"
@@ -413,6 +414,105 @@ START_TEST(test_raft_log_store_remove_head)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_remove_head_rolls_partly_covered_segment)
+{
+	/* With the default 64 MiB segments everything sits in one file: a
+	 * removal up to an index inside the last segment must seal it, so the
+	 * next removal past its end can drop it. Disk use then follows the
+	 * snapshots, not the rollover size. */
+	char *dir = tu_mkdtemp();
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	char **names = NULL;
+	size_t n;
+	append_range(s, 1, 100, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 50, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 1);
+	append_range(s, 101, 200, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	n = seg_list(dir, &names);
+	ck_assert_uint_eq(n, 2);
+	seg_list_free(names, n);
+	/* Past the end of the first file: it goes. The second holds 150. */
+	ck_assert_int_eq(raft_log_store_remove_head(s, 150, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 101);
+	check_range(s, 101, 200, 1);
+	/* Removing up to the very last index keeps the entries (never the last
+	 * segment) but seals it: nothing is written behind it any more. */
+	ck_assert_int_eq(raft_log_store_remove_head(s, 200, NULL), 0);
+	append_range(s, 201, 210, 1);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 200, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 201);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_first_index(s), 201);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 210);
+	check_range(s, 201, 210, 1);
+	append_range(s, 211, 220, 1);
+	check_range(s, 201, 220, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+/* First index of segment file name, from its header. */
+static raft_index seg_first_index(const char *dir, const char *name)
+{
+	uint8_t b[8];
+	raft_index v = 0;
+	tu_read_at(dir, name, 16, b, sizeof(b));
+	for (int i = 7; i >= 0; i--) {
+		v = (v << 8) | b[i];
+	}
+	return v;
+}
+
+START_TEST(test_raft_log_store_disk_use_follows_snapshots)
+{
+	/* The node's cycle: every T entries a snapshot, then removal of the log
+	 * up to the snapshot index minus a trailing window W. With the default
+	 * 64 MiB segments, what stays is the W + T entries still needed plus at
+	 * most one segment partly behind the removal point, itself at most
+	 * about W + T entries: docs/operations.md "Disk use". */
+	const raft_index w = 50;
+	const raft_index t = 10;
+	char *dir = tu_mkdtemp();
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	for (raft_index last = t; last <= 3000; last += t) {
+		char **names = NULL;
+		long long bytes = 0;
+		size_t n;
+		append_range(s, last - t + 1, last, 1);
+		ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+		if (last <= w) {
+			continue;
+		}
+		ck_assert_int_eq(raft_log_store_remove_head(s, last - w, NULL), 0);
+		n = seg_list(dir, &names);
+		for (size_t i = 0; i < n; i++) {
+			bytes += tu_file_size(dir, names[i]);
+			/* Only the oldest file may hold entries <= last - w. */
+			if (i > 0) {
+				ck_assert_uint_gt(seg_first_index(dir, names[i]), last - w);
+			}
+		}
+		/* 2 (W + T) records of at most 92 bytes, plus headers and seals. */
+		ck_assert_int_le(
+		    bytes, (long long)(2 * (w + t) + 2) * 92 +
+			       (long long)n * (RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_SEAL_SIZE));
+		ck_assert_uint_le(raft_log_store_last_index(s) - raft_log_store_first_index(s) + 1,
+				  2 * (w + t) + 1);
+		seg_list_free(names, n);
+	}
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	check_range(s, raft_log_store_first_index(s), 3000, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_reset)
 {
 	char *dir = tu_mkdtemp();
@@ -608,7 +708,13 @@ START_TEST(test_raft_log_store_open_bit_flip_last_segment)
 	char expect[256];
 	const char *seg = "seg-0000000000000001";
 	uint64_t off = record_offset(1, 10);
+	struct raft_log_store *s;
 	make_log(dir, 20);
+	/* A later batch shows that the batch holding 10 was synced. */
+	s = open_ok(dir, 0, NULL);
+	append_range(s, 21, 25, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
 	tu_flip(dir, seg, (long long)off + RAFT_SEGMENT_RECORD_HEADER_SIZE + 2, 5); /* payload */
 	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
 	snprintf(expect, sizeof(expect), "%s/%s: bad record at offset %llu", dir, seg,
@@ -616,12 +722,204 @@ START_TEST(test_raft_log_store_open_bit_flip_last_segment)
 	ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
 	ck_assert_ptr_nonnull(strstr(errmsg, "followed by a valid record"));
 	/* Nothing was cut. */
-	ck_assert_int_eq(tu_file_size(dir, seg), (long long)record_offset(1, 21));
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)record_offset(1, 26));
 	/* The same in the length field of the first record. */
 	tu_flip(dir, seg, (long long)off + RAFT_SEGMENT_RECORD_HEADER_SIZE + 2, 5);
 	tu_flip(dir, seg, RAFT_SEGMENT_HEADER_SIZE, 1);
 	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
 	ck_assert_ptr_nonnull(strstr(errmsg, "at offset 40"));
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_bad_record_in_unsynced_batch)
+{
+	/* 11..20 were appended as one group-commit batch whose fdatasync never
+	 * ran: after a power loss, write-back in any order can leave a bad
+	 * record followed by good ones of the same batch. Nothing of that batch
+	 * was acknowledged, so open cuts the batch at the bad record. */
+	char *dir = tu_mkdtemp();
+	char note[KVD_ERRMSG_SIZE] = "";
+	char expect[512];
+	const char *seg = "seg-0000000000000001";
+	uint64_t off = record_offset(1, 15);
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	append_range(s, 11, 20, 1);
+	raft_log_store_close(s);
+	tu_flip(dir, seg, (long long)off + RAFT_SEGMENT_RECORD_HEADER_SIZE + 1, 3);
+	s = open_ok(dir, 0, note);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 14);
+	snprintf(expect, sizeof(expect), "at offset %llu of file %s/%s", (unsigned long long)off,
+		 dir, seg);
+	ck_assert_msg(strstr(note, expect) != NULL, "note: %s", note);
+	ck_assert_msg(strstr(note, "unsynced batch") != NULL, "note: %s", note);
+	check_range(s, 1, 14, 1);
+	append_range(s, 15, 16, 2);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	check_range(s, 15, 16, 2);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_bad_record_in_synced_batch_of_last_segment)
+{
+	/* The same damage in 5, inside a batch that a later batch (11..20)
+	 * proves synced, is corruption: open refuses, naming file and offset. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	char expect[512];
+	const char *seg = "seg-0000000000000001";
+	uint64_t off = record_offset(1, 5);
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	append_range(s, 11, 20, 1);
+	raft_log_store_close(s);
+	tu_flip(dir, seg, (long long)off + RAFT_SEGMENT_RECORD_HEADER_SIZE + 1, 3);
+	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
+	snprintf(expect, sizeof(expect), "%s/%s: bad record at offset %llu", dir, seg,
+		 (unsigned long long)off);
+	ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)record_offset(1, 21));
+	tu_rmtree(dir);
+}
+END_TEST
+
+/* Writes by hand a version 1 segment (before batch tags: the field is 0)
+ * holding entries 1..n of term 1, each with payload "v1-<index>". */
+static void craft_v1_segment(const char *dir, raft_index n)
+{
+	struct raft_segment seg = {.sequence = 1, .first_index = 1};
+	uint8_t header[RAFT_SEGMENT_HEADER_SIZE];
+	uint8_t rec[RAFT_SEGMENT_RECORD_HEADER_SIZE + 32];
+	long long off = RAFT_SEGMENT_HEADER_SIZE;
+	raft_segment_header_encode(&seg, header);
+	header[4] = 1; /* version 1, little-endian */
+	header[5] = header[6] = header[7] = 0;
+	{
+		uint32_t crc = raft_crc32c(0, header, RAFT_SEGMENT_HEADER_SIZE - 4);
+		for (int i = 0; i < 4; i++) {
+			header[RAFT_SEGMENT_HEADER_SIZE - 4 + i] = (uint8_t)(crc >> (8 * i));
+		}
+	}
+	tu_write_at(dir, "seg-0000000000000001", 0, header, sizeof(header));
+	for (raft_index i = 1; i <= n; i++) {
+		char data[32];
+		int len = snprintf(data, sizeof(data), "v1-%llu", (unsigned long long)i);
+		size_t size = raft_segment_record_encode(rec, i, 1, RAFT_ENTRY_COMMAND, 0, data,
+							 (uint32_t)len);
+		tu_write_at(dir, "seg-0000000000000001", off, rec, size);
+		off += (long long)size;
+	}
+}
+
+START_TEST(test_raft_log_store_open_version_1_segment)
+{
+	/* Files written before batch tags are still read and appended to; a
+	 * bad record followed by a valid one there stays corruption, since
+	 * nothing tells which batch it belonged to. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s;
+	struct raft_entry *e = NULL;
+	size_t n = 0;
+	craft_v1_segment(dir, 8);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 8);
+	ck_assert_int_eq(raft_log_store_read(s, 1, 8, 0, &e, &n, NULL), 0);
+	ck_assert_uint_eq(n, 8);
+	ck_assert_uint_eq(e[6].len, 4);
+	ck_assert_int_eq(memcmp(e[6].data, "v1-7", 4), 0);
+	free(e);
+	raft_log_store_close(s);
+
+	tu_flip(dir, "seg-0000000000000001",
+		RAFT_SEGMENT_HEADER_SIZE + 3 * (RAFT_SEGMENT_RECORD_HEADER_SIZE + 4) +
+		    RAFT_SEGMENT_RECORD_HEADER_SIZE + 1,
+		2); /* payload of entry 4 */
+	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
+	ck_assert_msg(strstr(errmsg, "bad record at offset 148") != NULL, "errmsg: %s", errmsg);
+	tu_rmtree(dir);
+}
+END_TEST
+
+/* Appends entry index with a payload of len bytes of 'x'. */
+static void append_big(struct raft_log_store *s, raft_index index, size_t len)
+{
+	static uint8_t data[8192];
+	struct raft_entry e = {.index = index, .term = 1, .type = RAFT_ENTRY_COMMAND};
+	ck_assert_uint_le(len, sizeof(data));
+	memset(data, 'x', len);
+	e.data = data;
+	e.len = len;
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, NULL), 0);
+}
+
+START_TEST(test_raft_log_store_open_bad_first_record_of_new_segment)
+{
+	/* The batch after a rollover opens a new segment: its first record (5
+	 * KB, spanning pages) is damaged, the records after it are intact. That
+	 * record is of the batch after the seal's (tags grow by one per synced
+	 * batch), which is the last one written: cut, the log ends at the seal. */
+	char *dir = tu_mkdtemp();
+	char note[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = open_ok(dir, 16384, NULL);
+	char **names = NULL;
+	raft_index sealed_last;
+	size_t n;
+	append_range(s, 1, 40, 1); /* one segment */
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 1, NULL), 0); /* seals the open one */
+	sealed_last = raft_log_store_last_index(s);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0); /* nothing pending */
+	append_big(s, sealed_last + 1, 5000);
+	append_range(s, sealed_last + 2, sealed_last + 4, 1);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	tu_flip(dir, names[n - 1],
+		RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_RECORD_HEADER_SIZE + 4500, 0);
+	s = open_ok(dir, 16384, note);
+	ck_assert_uint_eq(raft_log_store_last_index(s), sealed_last);
+	ck_assert_msg(strstr(note, "unsynced batch") != NULL, "note: %s", note);
+	ck_assert_msg(strstr(note, names[n - 1]) != NULL, "note: %s", note);
+	raft_log_store_close(s);
+	seg_list_free(names, n);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_bad_first_record_of_synced_segment)
+{
+	/* The same damage when the first batch of the new segment was synced and
+	 * a later batch follows: corruption, refused with file and offset. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	char expect[512];
+	struct raft_log_store *s = open_ok(dir, 16384, NULL);
+	char **names = NULL;
+	raft_index last;
+	size_t n;
+	append_range(s, 1, 40, 1);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 1, NULL), 0);
+	last = raft_log_store_last_index(s);
+	append_big(s, last + 1, 5000);
+	append_range(s, last + 2, last + 3, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	append_range(s, last + 4, last + 5, 1);
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	tu_flip(dir, names[n - 1],
+		RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_RECORD_HEADER_SIZE + 4500, 0);
+	ck_assert_int_eq(open_err(dir, 16384, errmsg), KVD_ECORRUPT);
+	snprintf(expect, sizeof(expect), "%s/%s: bad record at offset %d", dir, names[n - 1],
+		 RAFT_SEGMENT_HEADER_SIZE);
+	ck_assert_msg(strstr(errmsg, expect) != NULL, "errmsg: %s", errmsg);
+	seg_list_free(names, n);
 	tu_rmtree(dir);
 }
 END_TEST
@@ -635,7 +933,7 @@ START_TEST(test_raft_log_store_open_misplaced_record_at_tail)
 	const char *seg = "seg-0000000000000001";
 	uint8_t rec[RAFT_SEGMENT_RECORD_HEADER_SIZE + 3];
 	make_log(dir, 20);
-	raft_segment_record_encode(rec, 30, 1, RAFT_ENTRY_COMMAND, "abc", 3);
+	raft_segment_record_encode(rec, 30, 1, RAFT_ENTRY_COMMAND, 1, "abc", 3);
 	tu_append(dir, seg, rec, sizeof(rec));
 	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
 	snprintf(expect, sizeof(expect), "%s/%s: record at offset %llu passes its checksum", dir,
@@ -850,6 +1148,103 @@ START_TEST(test_raft_log_store_append_write_failure_rolls_back)
 }
 END_TEST
 
+START_TEST(test_raft_log_store_append_failure_drops_unsynced_entries)
+{
+	/* Group commit: 11..12 were appended but not synced when the append of
+	 * 13.. failed. Nothing of that batch is durable, so the store must fall
+	 * back to what the last sync covered (10), not keep 12 as if it were
+	 * on disk: the caller restarts from last_index. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	struct raft_log_store *s = open_ok(dir, 0, NULL);
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	static uint8_t big[4][1000];
+	struct raft_entry e[4];
+	struct rlimit old;
+	struct rlimit lim;
+	long long synced;
+	int rv;
+
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	synced = tu_file_size(dir, seg);
+	append_range(s, 11, 12, 1);
+	for (int i = 0; i < 4; i++) {
+		memset(big[i], 'a' + i, sizeof(big[i]));
+		e[i] = (struct raft_entry){.index = 13 + (raft_index)i,
+					   .term = 1,
+					   .type = RAFT_ENTRY_COMMAND,
+					   .data = big[i],
+					   .len = sizeof(big[i])};
+	}
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)tu_file_size(dir, seg) + 1500;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	rv = raft_log_store_append(s, e, 4, errmsg);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_int_eq(rv, KVD_ETOOBIG);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	ck_assert_int_eq(tu_file_size(dir, seg), synced);
+	/* The store goes on from 11. */
+	append_range(s, 11, 12, 2);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_ok(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 12);
+	check_range(s, 1, 10, 1);
+	check_range(s, 11, 12, 2);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_discard_unsynced)
+{
+	/* Another job of the writer's batch failed (a meta write): the entries
+	 * appended since the last sync are dropped, also from a segment created
+	 * since then (rollover), and what was synced stays. */
+	char *dir = tu_mkdtemp();
+	struct raft_log_store *s = open_ok(dir, SMALL_SEGMENT, NULL);
+	char **names = NULL;
+	size_t n;
+	append_range(s, 1, 40, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 40);
+	append_range(s, 41, 44, 1);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 40);
+	/* Rollovers sync what they seal. */
+	append_range(s, 41, 200, 3);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	n = seg_list(dir, &names);
+	ck_assert_uint_gt(n, 1);
+	seg_list_free(names, n);
+	append_range(s, 201, 201, 3);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 200);
+	/* A segment created since the last sync (after the seal of a head
+	 * removal): its header is rewritten and synced, the entry dropped. */
+	append_range(s, 201, 230, 3);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(raft_log_store_remove_head(s, 230, NULL), 0); /* seals */
+	append_range(s, 231, 232, 3);
+	ck_assert_int_eq(raft_log_store_discard_unsynced(s, NULL), 0);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 230);
+	n = (size_t)raft_log_store_last_index(s);
+	raft_log_store_close(s);
+	s = open_ok(dir, SMALL_SEGMENT, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), n);
+	ck_assert_uint_le(raft_log_store_first_index(s), 230);
+	check_range(s, raft_log_store_first_index(s), n, 3);
+	append_range(s, n + 1, n + 5, 3);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_raft_log_store_term_at_across_segments)
 {
 	char *dir = tu_mkdtemp();
@@ -1009,6 +1404,8 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_truncate_across_segments);
 	tcase_add_test(tc, test_raft_log_store_truncate_everything);
 	tcase_add_test(tc, test_raft_log_store_remove_head);
+	tcase_add_test(tc, test_raft_log_store_remove_head_rolls_partly_covered_segment);
+	tcase_add_test(tc, test_raft_log_store_disk_use_follows_snapshots);
 	tcase_add_test(tc, test_raft_log_store_reset);
 	tcase_add_test(tc, test_raft_log_store_reset_create_failure_keeps_log);
 	tcase_add_test(tc, test_raft_log_store_open_interrupted_reset);
@@ -1018,12 +1415,19 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_open_torn_header);
 	tcase_add_test(tc, test_raft_log_store_open_bit_flip_last_segment);
 	tcase_add_test(tc, test_raft_log_store_open_misplaced_record_at_tail);
+	tcase_add_test(tc, test_raft_log_store_open_bad_record_in_unsynced_batch);
+	tcase_add_test(tc, test_raft_log_store_open_version_1_segment);
+	tcase_add_test(tc, test_raft_log_store_open_bad_first_record_of_new_segment);
+	tcase_add_test(tc, test_raft_log_store_open_bad_first_record_of_synced_segment);
+	tcase_add_test(tc, test_raft_log_store_open_bad_record_in_synced_batch_of_last_segment);
 	tcase_add_test(tc, test_raft_log_store_read_bit_flip_closed_segment);
 	tcase_add_test(tc, test_raft_log_store_open_bad_seal_or_last_record);
 	tcase_add_test(tc, test_raft_log_store_open_missing_segment);
 	tcase_add_test(tc, test_raft_log_store_open_unsynced_crash);
 	tcase_add_test(tc, test_raft_log_store_open_locked);
 	tcase_add_test(tc, test_raft_log_store_append_write_failure_rolls_back);
+	tcase_add_test(tc, test_raft_log_store_append_failure_drops_unsynced_entries);
+	tcase_add_test(tc, test_raft_log_store_discard_unsynced);
 	tcase_add_test(tc, test_raft_log_store_append_seal_write_failure_retried);
 	tcase_add_test(tc, test_raft_log_store_sync_failure_fails_store);
 	tcase_add_test(tc, test_raft_log_store_term_at_across_segments);

@@ -29,17 +29,18 @@ START_TEST(test_raft_segment_record_round_trip)
 	struct raft_segment_record r;
 	const char *why = NULL;
 	size_t n =
-	    raft_segment_record_encode(buf, 42, 7, RAFT_ENTRY_CONFIG, "0123456789abcdef", 16);
+	    raft_segment_record_encode(buf, 42, 7, RAFT_ENTRY_CONFIG, 9, "0123456789abcdef", 16);
 	ck_assert_uint_eq(n, sizeof(buf));
 	ck_assert_int_eq(raft_segment_record_decode(buf, n, &r, &why), 0);
 	ck_assert_uint_eq(r.index, 42);
 	ck_assert_uint_eq(r.term, 7);
 	ck_assert_uint_eq(r.type, RAFT_ENTRY_CONFIG);
+	ck_assert_uint_eq(r.batch, 9);
 	ck_assert_uint_eq(r.len, 16);
 	ck_assert_uint_eq(r.size, n);
 	ck_assert_mem_eq(r.payload, "0123456789abcdef", 16);
 
-	n = raft_segment_record_encode(buf, 1, 1, RAFT_ENTRY_NOOP, NULL, 0);
+	n = raft_segment_record_encode(buf, 1, 1, RAFT_ENTRY_NOOP, 1, NULL, 0);
 	ck_assert_uint_eq(n, RAFT_SEGMENT_RECORD_HEADER_SIZE);
 	ck_assert_int_eq(raft_segment_record_decode(buf, n, &r, &why), 0);
 	ck_assert_uint_eq(r.len, 0);
@@ -50,7 +51,7 @@ START_TEST(test_raft_segment_record_decode_every_bit_flip)
 {
 	uint8_t buf[RAFT_SEGMENT_RECORD_HEADER_SIZE + 11];
 	struct raft_segment_record r;
-	size_t n = raft_segment_record_encode(buf, 9, 3, RAFT_ENTRY_COMMAND, "hello world", 11);
+	size_t n = raft_segment_record_encode(buf, 9, 3, RAFT_ENTRY_COMMAND, 1, "hello world", 11);
 	for (size_t byte = 0; byte < n; byte++) {
 		for (int bit = 0; bit < 8; bit++) {
 			const char *why = NULL;
@@ -70,7 +71,7 @@ START_TEST(test_raft_segment_record_decode_short_and_impossible)
 	uint8_t buf[RAFT_SEGMENT_RECORD_HEADER_SIZE + 4];
 	struct raft_segment_record r;
 	const char *why = NULL;
-	size_t n = raft_segment_record_encode(buf, 1, 1, RAFT_ENTRY_COMMAND, "abcd", 4);
+	size_t n = raft_segment_record_encode(buf, 1, 1, RAFT_ENTRY_COMMAND, 1, "abcd", 4);
 	ck_assert_int_eq(raft_segment_record_decode(buf, 10, &r, &why), KVD_ECORRUPT);
 	ck_assert_str_eq(why, "incomplete record header");
 	ck_assert_int_eq(raft_segment_record_decode(buf, n - 1, &r, &why), KVD_ECORRUPT);
