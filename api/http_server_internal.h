@@ -41,6 +41,7 @@ struct http_request {
 	bool is_head;
 	bool http10;
 	bool ordered;		     /* runs alone on its connection (see http_server_opts) */
+	bool headers_done;	     /* later header callbacks are trailers */
 	uint64_t start_ms;	     /* loop time when handed to the handler */
 	char *head;		     /* url, header names and values, path, query;
 					each NUL-terminated */

@@ -1,0 +1,354 @@
+"""Hostile clients against one kvd node (API.md §7 "Bounded resources").
+
+Each case attacks a real kvd process over raw sockets and checks, during the
+attack, that another client is still served (the latency of a normal request
+is printed, not asserted), that no acknowledged write is lost, and that the
+node's peak resident memory (VmHWM in /proc/<pid>/status) stays bounded.
+
+Nodes listen on ports 23000-23999 (KVD_TEST_PORT_BASE moves the range).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+from kvdtest import KVD_BIN, KvdTestCase, Node, RawConn, build_request
+
+PORT_BASE = int(os.environ.get("KVD_TEST_PORT_BASE", "23000"))
+MIB = 1024 * 1024
+RSS_LIMIT_KB = 512 * 1024
+TOKEN = "hostile-secret"
+_next_port = [PORT_BASE + (os.getpid() % 100) * 9]
+
+
+def range_port():
+    """A free port in this suite's range."""
+    for _ in range(1000):
+        p = _next_port[0]
+        _next_port[0] = PORT_BASE + ((p - PORT_BASE + 1) % 1000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return p
+    raise AssertionError("no free port in %d-%d" % (PORT_BASE, PORT_BASE + 999))
+
+
+def vm_kb(pid, field):
+    """VmHWM / VmRSS of pid in kB (0 if gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def log(msg):
+    sys.stderr.write("    [hostile] %s\n" % msg)
+    sys.stderr.flush()
+
+
+class PrlimitNode(Node):
+    """A node started under prlimit --nofile=N."""
+
+    nofile = 256
+
+    def command(self):
+        return ["prlimit", "--nofile=%d:%d" % (self.nofile, self.nofile)] + super().command()
+
+
+class HostileHttpTest(KvdTestCase):
+    def node(self, args=(), cls=Node):
+        n = cls(self.tmp, port=range_port(), name="n%d" % len(self.nodes), args=list(args))
+        self.nodes.append(n)
+        return n.start()
+
+    def timed_health(self, node, what):
+        """A normal request on a fresh connection during an attack: must answer
+        200 within 5 s; prints its latency."""
+        t0 = time.monotonic()
+        r = node.request("GET", "/health", timeout=5.0)
+        ms = (time.monotonic() - t0) * 1000
+        log("%s: GET /health %d in %.1f ms" % (what, r.status, ms))
+        self.assertEqual(r.status, 200)
+        return ms
+
+    def hwm(self, node, what):
+        kb = vm_kb(node.proc.pid, "VmHWM")
+        log("%s: peak RSS %.1f MB" % (what, kb / 1024.0))
+        return kb
+
+    # ---- memory: pipelining without reading ----
+
+    def test_pipelined_gets_without_reading_are_bounded(self):
+        n = self.node()
+        big = ("v" * MIB).encode()
+        self.assertEqual(n.request("PUT", "/kv/big", big).status, 200)
+        self.assertEqual(n.request("PUT", "/kv/small", "acked").status, 200)
+        req = build_request("GET", "/kv/big?consistency=stale", headers={"X-Pad": "p" * 4000})
+        s = socket.create_connection(("127.0.0.1", n.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(3.0)
+        sent, blocked, overflow = 0, False, False
+        try:
+            while sent < 4000:
+                if vm_kb(n.proc.pid, "VmRSS") > 700 * 1024:
+                    overflow = True  # stop before the machine suffers
+                    break
+                try:
+                    s.sendall(req)
+                except socket.timeout:
+                    blocked = True
+                    break
+                sent += 1
+            log("pipelining: %d requests sent, send blocked: %s" % (sent, blocked))
+            self.timed_health(n, "pipelining")
+            peak = self.hwm(n, "pipelining")
+        finally:
+            s.close()
+        self.assertFalse(overflow, "RSS passed 700 MB")
+        self.assertLess(peak, RSS_LIMIT_KB)
+        self.assertTrue(blocked, "the client's send never blocked: the node kept reading")
+        self.assertEqual(n.get("small").body, b"acked")
+        self.assertEqual(n.get("big").body, big)
+
+    # ---- slow clients: deadlines ----
+
+    def test_one_byte_connections_closed_by_header_deadline(self):
+        n = self.node()
+        self.assertEqual(n.put("k", "acked").status, 200)
+        socks = []
+        for _ in range(500):
+            s = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+            s.sendall(b"G")
+            socks.append(s)
+        t0 = time.monotonic()
+        open_ = list(socks)
+        while open_ and time.monotonic() - t0 < 16:
+            self.timed_health(n, "one-byte x%d" % len(open_))
+            still = []
+            for s in open_:
+                s.setblocking(False)
+                try:
+                    d = s.recv(4096)
+                    if d == b"" or d.startswith(b"HTTP/1.1 408"):
+                        s.close()
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    s.close()
+                    continue
+                still.append(s)
+            open_ = still
+            time.sleep(1.0)
+        for s in open_:
+            s.close()
+        log("one-byte: %d of 500 still open after %.1f s" % (len(open_), time.monotonic() - t0))
+        self.hwm(n, "one-byte")
+        self.assertEqual(len(open_), 0)
+        self.assertEqual(n.get("k").body, b"acked")
+
+    # ---- auth from headers ----
+
+    def test_raft_body_without_token_gets_401_before_body(self):
+        n = self.node(["--cluster-token", TOKEN])
+        self.assertEqual(n.put("k", "acked").status, 200)
+        for expect in (True, False):
+            with n.conn(timeout=5) as c:
+                hdrs = {"Content-Length": str(64 * MIB)}
+                if expect:
+                    hdrs["Expect"] = "100-continue"
+                c.send(build_request("POST", "/raft/append-entries", headers=hdrs))
+                r = c.read_response()
+                log("64 MiB body without token (expect=%s): %d" % (expect, r.status))
+                self.assertEqual(r.status, 401)
+                self.assertTrue(c.closed_by_peer())
+        # an invalid /raft/ path gets no 64 MiB allowance either
+        with n.conn(timeout=5) as c:
+            c.send(build_request("POST", "/raft/whatever", headers={
+                "Content-Length": str(64 * MIB), "Authorization": "Bearer " + TOKEN}))
+            self.assertEqual(c.read_response().status, 413)
+        self.hwm(n, "64 MiB body")
+        self.assertEqual(n.get("k").body, b"acked")
+
+    def test_trailer_cannot_carry_authorization(self):
+        n = self.node(["--cluster-token", TOKEN])
+        with n.conn(timeout=5) as c:
+            c.send(b"POST /cluster/heal HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"0\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+            r = c.read_response()
+        self.assertEqual(r.status, 401, r)
+        # the same token in the headers is accepted
+        r = n.request("POST", "/cluster/heal", "", headers={"Authorization": "Bearer " + TOKEN})
+        self.assertEqual(r.status, 200, r)
+
+    def test_empty_token_is_a_startup_error(self):
+        for args, env in ((["--cluster-token="], {}), ([], {"CLUSTER_TOKEN": ""})):
+            env2 = dict(os.environ)
+            env2.update(env)
+            p = subprocess.run([KVD_BIN, "--port", str(range_port()), "--working-dir",
+                                os.path.join(self.tmp, "d")] + args, env=env2,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+            err = p.stderr.decode()
+            log("empty token %r %r: exit %d, %r" % (args, env, p.returncode, err.strip()))
+            self.assertEqual(p.returncode, 2)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+
+    # ---- strict framing ----
+
+    FRAMING = [
+        ("CL and TE", b"POST /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE chunked, identity", b"POST /kv/x HTTP/1.1\r\nHost: x\r\n"
+         b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("obs-folded TE", b"POST /kv/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+         b"0\r\n\r\n"),
+        ("CL +5", b"PUT /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello"),
+        ("two CL", b"PUT /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
+         b"hello"),
+        ("bad CRLF after chunk", b"PUT /kv/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5\r\nhelloXX0\r\n\r\n"),
+        ("CR CR", b"GET /health HTTP/1.1\r\nHost: x\r\n\r\rGET /health HTTP/1.1\r\n\r\n"),
+    ]
+
+    def test_framing_matrix_400_and_close(self):
+        n = self.node()
+        self.assertEqual(n.put("keep", "acked").status, 200)
+        clear = b"DELETE /clear HTTP/1.1\r\nHost: x\r\n\r\n"
+        for name, raw in self.FRAMING:
+            with self.subTest(name):
+                self.assertEqual(n.put("keep", "acked").status, 200)
+                with n.conn(timeout=5) as c:
+                    c.send(raw + clear)
+                    got = []
+                    try:
+                        while True:
+                            got.append(c.read_response().status)
+                    except (ConnectionError, OSError, ValueError):
+                        pass
+                log("framing %-22s -> %s" % (name, got))
+                self.assertTrue(got and got[-1] == 400 and 200 not in got[1:], got)
+                self.assertEqual(n.get("keep").body, b"acked", "DELETE /clear ran after " + name)
+
+    # ---- GET /log over large values ----
+
+    def test_parallel_large_log_reads_are_bounded(self):
+        n = self.node()
+        v = "L" * MIB
+        for i in range(40):
+            self.assertEqual(n.put("big%d" % i, v).status, 200)
+        info0 = n.request("GET", "/cluster/info").body
+        results = []
+
+        def reader():
+            try:
+                with n.conn(timeout=60) as c:
+                    r = c.request("GET", "/log?limit=10000")
+                    results.append((r.status, len(r.body)))
+            except OSError as e:
+                results.append((0, str(e)))
+
+        ths = [threading.Thread(target=reader) for _ in range(20)]
+        for t in ths:
+            t.start()
+        self.timed_health(n, "20 x GET /log")
+        for t in ths:
+            t.join(120)
+        peak = self.hwm(n, "20 x GET /log")
+        log("GET /log answers: %s" % sorted(set(results))[:5])
+        self.assertTrue(all(s == 200 for s, _ in results), results)
+        self.assertTrue(all(ln <= 6 * MIB for _, ln in results), results)
+        self.assertLess(peak, RSS_LIMIT_KB)
+        import json
+        t0, t1 = json.loads(info0)["term"], json.loads(n.request("GET", "/cluster/info").body)["term"]
+        self.assertEqual(t0, t1)
+        self.assertEqual(n.get("big39").body, v.encode())
+
+    # ---- descriptors ----
+
+    def test_connections_past_nofile_keep_node_working(self):
+        n = self.node(cls=PrlimitNode)
+        self.assertEqual(n.put("k", "acked").status, 200)
+        socks = []
+        try:
+            for _ in range(300):
+                socks.append(socket.create_connection(("127.0.0.1", n.port), timeout=5))
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            r = n.request("PUT", "/kv/after", "yes", timeout=5)
+            log("nofile=256, 300 conns: PUT %d in %.1f ms" % (r.status, (time.monotonic() - t0) * 1000))
+            self.assertEqual(r.status, 200)
+            # the node's own files still open: a snapshot and more writes work
+            self.assertEqual(n.request("POST", "/log/snapshot", timeout=10).status, 200)
+            for i in range(20):
+                self.assertEqual(n.put("w%d" % i, "x").status, 200)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(n.get("k").body, b"acked")
+        self.assertEqual(n.get("after").body, b"yes")
+        self.hwm(n, "nofile")
+
+    def test_max_connections_flag(self):
+        n = self.node(["--max-connections", "10"])
+        socks = [socket.create_connection(("127.0.0.1", n.port), timeout=5) for _ in range(10)]
+        try:
+            for s in socks[:10]:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # busy: not evictable
+            time.sleep(0.3)
+            with n.conn(timeout=5) as c:
+                self.assertTrue(c.closed_by_peer(), "connection over --max-connections kept open")
+        finally:
+            for s in socks:
+                s.close()
+        self.timed_health(n, "max-connections")
+
+    # ---- URL, key and limit edge cases ----
+
+    def test_url_key_limit_edge_cases(self):
+        n = self.node()
+        self.assertEqual(n.put("a", "va").status, 200)
+        cases = [
+            ("GET", "/kv/%4", 400, b"invalid key\n"),
+            ("GET", "/kv/%zz", 400, b"invalid key\n"),
+            ("GET", "/kv/%00", 400, b"invalid key\n"),
+            ("GET", "/kv/" + "k" * 1024, 404, b"key not found\n"),
+            ("GET", "/kv/" + "k" * 1025, 400, b"invalid key\n"),
+            ("GET", "/kv/" + "k" * 3073, 400, b"invalid key\n"),
+            ("GET", "/log?from=18446744073709551615", 400, None),
+            ("GET", "/log?limit=18446744073709551616", 400, None),
+            ("GET", "http://127.0.0.1/kv/a", 200, b"va"),
+            ("GET", "/kv/a#frag", 200, b"va"),
+        ]
+        for m, path, status, body in cases:
+            with self.subTest(path[:40]):
+                r = n.request(m, path)
+                self.assertEqual(r.status, status, r)
+                if body is not None:
+                    self.assertEqual(r.body, body)
+
+    def test_header_count_and_size_limits(self):
+        n = self.node()
+        def with_headers(k):  # Host plus k - 1 others
+            return {"X-H%d" % i: "v" for i in range(k - 1)}
+        self.assertEqual(n.request("GET", "/health", headers=with_headers(64)).status, 200)
+        r = n.request("GET", "/health", headers=with_headers(65))
+        self.assertEqual(r.status, 431)
+        # counted: request target + header names + values (Host: 127.0.0.1)
+        base = len("/health") + len("Host") + len("127.0.0.1") + len("X-Pad")
+        for total, status in ((16384, 200), (16385, 431)):
+            r = n.request("GET", "/health", headers={"X-Pad": "p" * (total - base)})
+            self.assertEqual(r.status, status, "%d bytes: %r" % (total, r))
+
+
+if __name__ == "__main__":
+    unittest.main()
