@@ -1338,6 +1338,7 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	hopts.body_limit_cb = kvd_routes_body_limit;
 	hopts.ordered_cb = kvd_routes_ordered;
 	hopts.admit_cb = kvd_routes_admit;
+	hopts.observe_cb = kvd_metrics_observe;
 	hopts.max_connections = (unsigned)cfg->max_connections;
 	hopts.idle_timeout_ms = 60000;
 	rv = http_server_start(loop, cfg->listen_host, cfg->port, &hopts, kvd_routes_handle, n,

@@ -29,7 +29,7 @@
 
 void kvd_reply_text(struct http_request *req, int status, const char *body)
 {
-	kvd_respond(req, status, TEXT, NULL, body, strlen(body));
+	http_response_send(req, status, TEXT, NULL, body, strlen(body));
 }
 
 static void reply_json(struct http_request *req, int status, json_t *o)
@@ -40,7 +40,7 @@ static void reply_json(struct http_request *req, int status, json_t *o)
 		kvd_reply_text(req, 500, "out of memory\n");
 		return;
 	}
-	kvd_respond(req, status, JSON, NULL, s, strlen(s));
+	http_response_send(req, status, JSON, NULL, s, strlen(s));
 	free(s);
 }
 
@@ -48,7 +48,7 @@ static void method_not_allowed(struct http_request *req, const char *allow)
 {
 	char hdr[128];
 	snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
-	kvd_respond(req, 405, TEXT, hdr, "method not allowed\n", 19);
+	http_response_send(req, 405, TEXT, hdr, "method not allowed\n", 19);
 }
 
 void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
@@ -74,7 +74,7 @@ void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
 	snprintf(hdr, sizeof(hdr), "Location: http://%s%s%s:%u%.*s%s%.*s\r\n",
 		 strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
 		 (unsigned)port, (int)plen, path, qlen > 0 ? "?" : "", (int)qlen, query);
-	kvd_respond(req, 307, TEXT, hdr, NULL, 0);
+	http_response_send(req, 307, TEXT, hdr, NULL, 0);
 }
 
 bool kvd_routes_ordered(const struct http_request *req, void *user)
@@ -527,7 +527,7 @@ void kvd_routes_handle(struct http_request *req, void *user)
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");
 		else
-			kvd_respond(req, 200, TEXT, NULL, "ok\n", 3);
+			http_response_send(req, 200, TEXT, NULL, "ok\n", 3);
 	} else if (path_is(path, len, "/cluster/info")) {
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");

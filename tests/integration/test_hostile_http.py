@@ -153,6 +153,8 @@ class HostileHttpTest(KvdTestCase):
         for s in open_:
             s.close()
         log("one-byte: %d of 500 still open after %.1f s" % (len(open_), time.monotonic() - t0))
+        m = n.request("GET", "/metrics").body.decode()
+        self.assertIn("kvd_http_requests_timed_out_total 500\n", m)
         self.hwm(n, "one-byte")
         self.assertEqual(len(open_), 0)
         self.assertEqual(n.get("k").body, b"acked")
@@ -238,6 +240,11 @@ class HostileHttpTest(KvdTestCase):
                 log("framing %-22s -> %s" % (name, got))
                 self.assertTrue(got and got[-1] == 400 and 200 not in got[1:], got)
                 self.assertEqual(n.get("keep").body, b"acked", "DELETE /clear ran after " + name)
+        # the server's own 400s reach /metrics through the observe hook
+        m = n.request("GET", "/metrics").body.decode()
+        line = [l for l in m.splitlines()
+                if l.startswith('kvd_http_requests_total{route="other",method="OTHER",status="400"}')]
+        self.assertTrue(line and int(line[0].split()[-1]) >= len(self.FRAMING), line)
 
     # ---- GET /log over large values ----
 
@@ -310,6 +317,7 @@ class HostileHttpTest(KvdTestCase):
         finally:
             for s in socks:
                 s.close()
+        time.sleep(0.3)  # the node sees the closes before it counts the next one
         self.timed_health(n, "max-connections")
 
     # ---- URL, key and limit edge cases ----
