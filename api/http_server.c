@@ -979,6 +979,14 @@ static void accept_one(struct http_server *srv, int fd)
 	conn_open(srv, fd);
 }
 
+int http_server_adopt_fd(struct http_server *srv, int fd)
+{
+	unsigned before = srv->live;
+
+	conn_open(srv, fd);
+	return srv->live > before ? 0 : KVD_EIO;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events);
 
 static void on_accept_retry(uv_timer_t *t)

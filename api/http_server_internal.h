@@ -93,4 +93,12 @@ const char *http_date_now(struct http_date *d);
 int http_response_format(struct http_request *r, int status, const char *ctype, const char *extra,
 			 const void *body, size_t len, bool close, const char *date);
 
+/*
+ * Serves an already connected stream socket fd (any family: the fuzz target
+ * and tests pass one end of a socketpair) as if it had been accepted; the
+ * server owns fd from here on. Loop thread. Returns 0, or KVD_EIO when the
+ * connection could not be set up (fd is closed either way then).
+ */
+int http_server_adopt_fd(struct http_server *srv, int fd);
+
 #endif
