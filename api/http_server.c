@@ -833,6 +833,7 @@ static void conn_resume(struct http_conn *c)
 	c->bp_paused = false;
 	c->rest = NULL;
 	c->rest_len = 0;
+	c->rx_ms = uv_now(c->server->loop); /* the wait was ours, not the client's */
 	http_parser_pause(&c->parser, 0);
 	if (rest) {
 		conn_parse(c, rest, len);

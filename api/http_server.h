@@ -43,8 +43,8 @@
  * header_timeout_ms of the request's first byte, and a body may not pause for
  * more than body_timeout_ms (408, then the connection closes). Reading from a
  * connection pauses while its unsent output passes max_output_bytes (a
- * client that does not read its answers stops being read), and a write that
- * makes no progress for idle_timeout_ms closes it. At most max_connections
+ * client that does not read its answers stops being read), and a write still
+ * pending idle_timeout_ms after the connection's last activity closes it. At most max_connections
  * are open at once, fewer when the open-file limit is low: a quarter of
  * RLIMIT_NOFILE (at least 64 descriptors) stays free for the process's own
  * files (log segments, LevelDB, peers); a connection over the cap first

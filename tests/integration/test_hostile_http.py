@@ -205,6 +205,45 @@ class HostileHttpTest(KvdTestCase):
             self.assertEqual(p.returncode, 2)
             self.assertEqual(len(err.strip().splitlines()), 1, err)
 
+    def test_token_cluster_still_replicates(self):
+        """The node's own RPCs carry the token in their headers: a 3-node
+        cluster with a token elects, commits and replicates; a peer-looking
+        request without it gets 401 from the headers."""
+        ports = [range_port() for _ in range(3)]
+        peers = ",".join(":%d" % p for p in ports)
+        nodes = []
+        for p in ports:
+            n = Node(self.tmp, port=p, name="c%d" % p,
+                     args=["--peers", peers, "--cluster-token", TOKEN])
+            self.nodes.append(n)
+            nodes.append(n.start(wait=False))
+        for n in nodes:
+            n.wait_ready()
+        import json
+
+        def leader():
+            for n in nodes:
+                try:
+                    if json.loads(n.request("GET", "/cluster/info", timeout=2).body)["role"] == "leader":
+                        return n
+                except (OSError, ValueError):
+                    pass
+            return None
+        t0 = time.monotonic()
+        ld = None
+        while ld is None and time.monotonic() - t0 < 15:
+            ld = leader()
+            time.sleep(0.1)
+        self.assertIsNotNone(ld, "no leader with a cluster token")
+        self.assertEqual(ld.put("tk", "tv").status, 200)
+        for n in nodes:
+            t0 = time.monotonic()
+            while n.get("tk", "?consistency=stale").status != 200 and time.monotonic() - t0 < 10:
+                time.sleep(0.05)
+            self.assertEqual(n.get("tk", "?consistency=stale").body, b"tv")
+        r = ld.request("POST", "/raft/request-vote", "{}")
+        self.assertEqual(r.status, 401)
+
     # ---- strict framing ----
 
     FRAMING = [
@@ -303,6 +342,35 @@ class HostileHttpTest(KvdTestCase):
                 s.close()
         self.assertEqual(n.get("k").body, b"acked")
         self.assertEqual(n.get("after").body, b"yes")
+        # busy connections (a request in progress) cannot be displaced: past
+        # the cap new ones are closed at accept, and the descriptors kept
+        # back still let the node open its own files (a snapshot, segments)
+        with n.conn(timeout=10) as keep:
+            self.assertEqual(keep.request("PUT", "/kv/before", "b").status, 200)
+            socks = []
+            try:
+                for _ in range(300):
+                    s = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+                    try:
+                        s.sendall(b"G")
+                    except OSError:
+                        pass
+                    socks.append(s)
+                time.sleep(0.5)
+                self.assertEqual(keep.request("POST", "/log/snapshot").status, 200)
+                for i in range(20):
+                    self.assertEqual(keep.request("PUT", "/kv/busy%d" % i, "x").status, 200)
+                m = keep.request("GET", "/metrics").body.decode()
+                refused = [l for l in m.splitlines()
+                           if l.startswith("kvd_http_connections_refused_total ")]
+                log("nofile=256, 300 busy conns: %s" % refused)
+                self.assertTrue(refused and int(refused[0].split()[1]) > 0, refused)
+            finally:
+                for s in socks:
+                    s.close()
+        time.sleep(0.3)
+        self.assertEqual(n.put("later", "z").status, 200)
+        self.assertEqual(n.get("busy19").body, b"x")
         self.hwm(n, "nofile")
 
     def test_max_connections_flag(self):
