@@ -32,7 +32,7 @@
  *   does not take at once, a single uv_write. Responses produced while a read
  *   is being parsed are flushed once at the end of that read (batching).
  * - Timeouts cost no timer per connection: one sweep timer walks the open
- *   connections (a pass over 20,000 takes well under a millisecond) for idle
+ *   connections (a list walk, no system call unless one expires) for idle
  *   ones, stalled writes and header/body deadlines. The list is kept in
  *   order of last activity so the longest-idle connection is found first.
  * - A connection that must close after a response (error, Connection: close,
@@ -1050,10 +1050,11 @@ static void conn_timeout(struct http_conn *c)
 }
 
 /*
- * Once per sweep period, over every open connection (a pass over 20,000 is
- * a few hundred microseconds): header and body deadlines of the request
- * being received, idle keep-alive connections, and writes that made no
- * progress for the idle timeout (a client that stopped reading).
+ * Once per sweep period (at most 1 s), over every open connection (a walk of
+ * at most max_connections list nodes, no system call unless one expires):
+ * header and body deadlines of the request being received, idle keep-alive
+ * connections, and writes still pending idle_timeout_ms after the last
+ * activity (a client that stopped reading).
  */
 static void on_sweep(uv_timer_t *t)
 {
