@@ -137,6 +137,7 @@ struct http_server {
 	unsigned handles_open;
 	unsigned live;	    /* connections open and not closing */
 	unsigned max_conns; /* opts.max_connections, lowered by RLIMIT_NOFILE */
+	size_t out_total;   /* sum of every connection's out_pending */
 	bool accepting, closing, close_reported;
 	http_server_close_cb close_cb;
 	void *close_user;
@@ -263,6 +264,38 @@ static void queue_append(struct http_conn *c, struct http_request *r)
 	c->qtail = r;
 }
 
+static bool conn_may_read(const struct http_conn *c);
+static void conn_queue_resume(struct http_conn *c);
+
+/* Counts n more bytes of c's unsent output. */
+static void out_add(struct http_conn *c, size_t n)
+{
+	c->out_pending += n;
+	c->server->out_total += n;
+}
+
+/*
+ * Uncounts up to n bytes of c's unsent output. When the node-wide total
+ * falls back under its cap, every connection that paused for it is queued to
+ * resume (a walk of the open connections, once per crossing).
+ */
+static void out_sub(struct http_conn *c, size_t n)
+{
+	struct http_server *srv = c->server;
+	bool was_over = srv->out_total >= srv->opts.max_total_output_bytes;
+	struct http_conn *o;
+
+	if (n > c->out_pending)
+		n = c->out_pending;
+	c->out_pending -= n;
+	srv->out_total -= n;
+	if (!was_over || srv->out_total >= srv->opts.max_total_output_bytes)
+		return;
+	for (o = srv->active.head; o; o = o->next)
+		if (o->bp_paused && conn_may_read(o))
+			conn_queue_resume(o);
+}
+
 /* Answers a protocol error itself, then the connection closes. */
 static void conn_fail(struct http_conn *c, int status)
 {
@@ -302,7 +335,7 @@ static void conn_fail(struct http_conn *c, int status)
 	if (resp_format(r, status, "text/plain; charset=utf-8", NULL, msg, strlen(msg), true) != 0)
 		conn_close(c);
 	else
-		c->out_pending += r->out_len;
+		out_add(c, r->out_len);
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -325,6 +358,7 @@ static void conn_close(struct http_conn *c)
 		return;
 	c->closing = true;
 	srv->live--;
+	out_sub(c, c->out_pending);
 	list_remove(srv, c);
 	c->cur = NULL;
 	c->ready = NULL;
@@ -414,19 +448,22 @@ static void batch_release(struct http_conn *c, struct http_request *r)
 
 	for (; r; r = next) {
 		next = r->next;
-		c->out_pending -= r->out_len < c->out_pending ? r->out_len : c->out_pending;
+		out_sub(c, r->out_len);
 		req_put(r);
 	}
 }
 
-/* Whether c may read more requests now (backpressure, ordering, output cap). */
+/* Whether c may read more requests now (backpressure, ordering, output
+ * caps: a connection with unsent output stops reading while it or the whole
+ * server is over its cap; one with none always may, so others are served). */
 static bool conn_may_read(const struct http_conn *c)
 {
 	const struct http_server *srv = c->server;
 
 	return !c->closing && !c->no_more_input && c->nunsafe == 0 && c->deferred == NULL &&
 	       c->nunanswered < srv->opts.max_pipeline &&
-	       c->out_pending < srv->opts.max_output_bytes;
+	       c->out_pending < srv->opts.max_output_bytes &&
+	       (c->out_pending == 0 || srv->out_total < srv->opts.max_total_output_bytes);
 }
 
 static void conn_queue_resume(struct http_conn *c);
@@ -1225,6 +1262,8 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 		srv->opts.body_timeout_ms = 30000;
 	if (!srv->opts.max_output_bytes)
 		srv->opts.max_output_bytes = 8u * 1024 * 1024;
+	if (!srv->opts.max_total_output_bytes)
+		srv->opts.max_total_output_bytes = 128u * 1024 * 1024;
 	if (!srv->opts.max_connections)
 		srv->opts.max_connections = 20000;
 	srv->max_conns = fd_budget(srv->opts.max_connections);
@@ -1369,7 +1408,7 @@ int http_response_send(struct http_request *req, int status, const char *content
 		conn_close(c);
 		return rc;
 	}
-	c->out_pending += req->out_len;
+	out_add(c, req->out_len);
 	if (!c->in_read)
 		conn_flush(c);
 	if ((c->deferred != NULL && c->nunanswered == 1) || (c->bp_paused && conn_may_read(c)))

@@ -42,8 +42,10 @@
  * Hostile clients: the request line and headers must arrive within
  * header_timeout_ms of the request's first byte, and a body may not pause for
  * more than body_timeout_ms (408, then the connection closes). Reading from a
- * connection pauses while its unsent output passes max_output_bytes (a
- * client that does not read its answers stops being read), and a write still
+ * connection pauses while its unsent output passes max_output_bytes, or
+ * while it has some and all connections together pass max_total_output_bytes
+ * (a client that does not read its answers stops being read, however many
+ * connections it opens), and a write still
  * pending idle_timeout_ms after the connection's last activity closes it. At most max_connections
  * are open at once, fewer when the open-file limit is low: a quarter of
  * RLIMIT_NOFILE (at least 64 descriptors) stays free for the process's own
@@ -110,17 +112,18 @@ struct http_server_opts {
 	 * but GET, HEAD, OPTIONS) are ordered (RFC 9112 §9.3.2). Called once
 	 * the request is complete. */
 	bool (*ordered_cb)(const struct http_request *req, void *user);
-	uint64_t idle_timeout_ms;   /* idle keep-alive close; 0 = 60000 ms */
-	unsigned max_pipeline;	    /* unanswered requests per connection before
-				       reading pauses; 0 = 128 */
-	int backlog;		    /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
-	http_admit_cb admit_cb;	    /* optional check of the headers (auth) */
-	http_observe_cb observe_cb; /* optional hook on every response */
-	void *observe_user;	    /* observe_cb's user (borrowed) */
-	uint64_t header_timeout_ms; /* request line + headers; 0 = 10000 ms */
-	uint64_t body_timeout_ms;   /* longest gap between body bytes; 0 = 30000 ms */
-	size_t max_output_bytes;    /* unsent output before reading pauses; 0 = 8 MiB */
-	unsigned max_connections;   /* open at once; 0 = 20000 (see below) */
+	uint64_t idle_timeout_ms;      /* idle keep-alive close; 0 = 60000 ms */
+	unsigned max_pipeline;	       /* unanswered requests per connection before
+					  reading pauses; 0 = 128 */
+	int backlog;		       /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
+	http_admit_cb admit_cb;	       /* optional check of the headers (auth) */
+	http_observe_cb observe_cb;    /* optional hook on every response */
+	void *observe_user;	       /* observe_cb's user (borrowed) */
+	uint64_t header_timeout_ms;    /* request line + headers; 0 = 10000 ms */
+	uint64_t body_timeout_ms;      /* longest gap between body bytes; 0 = 30000 ms */
+	size_t max_output_bytes;       /* unsent output before reading pauses; 0 = 8 MiB */
+	size_t max_total_output_bytes; /* the same over all connections; 0 = 128 MiB */
+	unsigned max_connections;      /* open at once; 0 = 20000 (see below) */
 };
 
 struct http_server_stats {

@@ -120,6 +120,46 @@ class HostileHttpTest(KvdTestCase):
         self.assertEqual(n.get("small").body, b"acked")
         self.assertEqual(n.get("big").body, big)
 
+    def test_pipelining_on_many_connections_is_bounded(self):
+        """One client, 80 connections, each pipelining without reading: the
+        per-connection cap alone would allow 80 x 8 MiB; the node-wide cap
+        keeps the total bounded."""
+        n = self.node()
+        big = ("w" * MIB).encode()
+        self.assertEqual(n.request("PUT", "/kv/big", big).status, 200)
+        req = build_request("GET", "/kv/big?consistency=stale", headers={"X-Pad": "p" * 4000})
+        socks, sent = [], []
+
+        def attack():
+            s = socket.create_connection(("127.0.0.1", n.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(2.0)
+            socks.append(s)
+            k = 0
+            try:
+                while k < 1500 and vm_kb(n.proc.pid, "VmRSS") < 900 * 1024:
+                    s.sendall(req)
+                    k += 1
+            except OSError:
+                pass
+            sent.append(k)
+
+        ths = [threading.Thread(target=attack) for _ in range(80)]
+        try:
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join(60)
+            self.timed_health(n, "80 pipelining connections")
+            self.assertEqual(n.request("PUT", "/kv/during", "d").status, 200)
+            peak = self.hwm(n, "80 pipelining connections")
+        finally:
+            for s in socks:
+                s.close()
+        log("80 connections: %d requests sent" % sum(sent))
+        self.assertLess(peak, RSS_LIMIT_KB)
+        self.assertEqual(n.get("during").body, b"d")
+
     # ---- slow clients: deadlines ----
 
     def test_one_byte_connections_closed_by_header_deadline(self):

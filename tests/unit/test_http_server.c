@@ -1429,6 +1429,64 @@ START_TEST(test_http_server_output_cap_pauses_reading)
 }
 END_TEST
 
+/* Three connections pipeline without reading: the node-wide cap stops them
+ * all well before their own caps would; a fourth, reading one is served. */
+static void client_total_output_cap(struct fixture *f)
+{
+	static char req[1100];
+	struct timeval tv = {1, 0};
+	int rcv = 4096, fds[3], sent = 0, handled, i;
+	struct sockaddr_in sa;
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(f->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	snprintf(req, sizeof(req), "GET /big/16384 HTTP/1.1\r\nX-Pad: %01000d\r\n\r\n", 0);
+	for (i = 0; i < 3; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECKT(f, fds[i] >= 0);
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+		setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		CHECKT(f, connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+		for (int k = 0; k < CAP_REQS && send_str(fds[i], req); k++)
+			sent++;
+	}
+	handled = __atomic_load_n(&f->handled, __ATOMIC_SEQ_CST);
+	fprintf(stderr, "total output cap: %d requests sent on 3 connections, %d handled\n", sent,
+		handled);
+	CHECKT(f, sent < 3 * CAP_REQS);
+	/* each connection alone could hold 512 answers; together they hold a
+	 * few (plus what the socket buffers took: about 180 each) */
+	CHECKT(f, handled < 1000);
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	for (i = 0; i < 3; i++) {
+		CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd, s));
+		CHECKT(f, s->status == 200);
+	}
+	close(fd);
+	for (i = 0; i < 3; i++)
+		close(fds[i]);
+	free(s);
+}
+
+START_TEST(test_http_server_total_output_cap)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_output_bytes = 8 * 1024 * 1024,
+					.max_total_output_bytes = 64 * 1024};
+
+	run_with(f, &opts, client_total_output_cap);
+	free(f);
+}
+END_TEST
+
 static void client_trailers(struct fixture *f)
 {
 	struct reader rd;
@@ -1597,6 +1655,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_strict_framing_400);
 	tcase_add_test(tc, test_http_server_header_and_body_deadlines_408);
 	tcase_add_test(tc, test_http_server_output_cap_pauses_reading);
+	tcase_add_test(tc, test_http_server_total_output_cap);
 	tcase_add_test(tc, test_http_server_trailers_are_not_headers);
 	tcase_add_test(tc, test_http_server_admit_cb_before_body);
 	tcase_add_test(tc, test_http_server_max_connections);
