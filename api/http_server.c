@@ -138,6 +138,7 @@ struct http_server {
 	unsigned live;	    /* connections open and not closing */
 	unsigned max_conns; /* opts.max_connections, lowered by RLIMIT_NOFILE */
 	size_t out_total;   /* sum of every connection's out_pending */
+	size_t body_total;  /* sum of body_counted of requests being received */
 	bool accepting, closing, close_reported;
 	http_server_close_cb close_cb;
 	void *close_user;
@@ -296,6 +297,13 @@ static void out_sub(struct http_conn *c, size_t n)
 			conn_queue_resume(o);
 }
 
+/* Takes r's body out of the server's budget (it is complete, or dropped). */
+static void body_uncount(struct http_server *srv, struct http_request *r)
+{
+	srv->body_total -= r->body_counted;
+	r->body_counted = 0;
+}
+
 /* Answers a protocol error itself, then the connection closes. */
 static void conn_fail(struct http_conn *c, int status)
 {
@@ -306,6 +314,8 @@ static void conn_fail(struct http_conn *c, int status)
 	c->no_more_input = true;
 	c->ready = NULL;
 	conn_read_stop(c);
+	if (r)
+		body_uncount(srv, r);
 	if (!r) {
 		r = req_get(srv);
 		if (!r) {
@@ -360,6 +370,10 @@ static void conn_close(struct http_conn *c)
 	srv->live--;
 	out_sub(c, c->out_pending);
 	list_remove(srv, c);
+	if (c->cur)
+		body_uncount(srv, c->cur);
+	if (c->ready)
+		body_uncount(srv, c->ready);
 	c->cur = NULL;
 	c->ready = NULL;
 	if (c->resume_queued) {
@@ -709,6 +723,7 @@ static int on_headers_complete(http_parser *p)
 			c->err_status = status;
 			return -1;
 		}
+		c->err_msg = NULL;
 	}
 	if (srv->opts.body_limit_cb)
 		r->body_limit = srv->opts.body_limit_cb(r, srv->user);
@@ -717,6 +732,8 @@ static int on_headers_complete(http_parser *p)
 		c->err_status = 413;
 		return -1;
 	}
+	if (p->flags & F_CONTENTLENGTH)
+		r->body_expect = (size_t)p->content_length + 1;
 	expect = http_request_header(r, "Expect", NULL);
 	if (expect && strcasecmp(expect, "100-continue") == 0 && !r->http10 &&
 	    ((p->flags & F_CHUNKED) || p->content_length > 0))
@@ -727,6 +744,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *c = p->data;
+	struct http_server *srv = c->server;
 	struct http_request *r = c->cur;
 
 	if (!framing_scan(c, c->scan, at) || c->last_cr) {
@@ -748,11 +766,20 @@ static int on_body(http_parser *p, const char *at, size_t len)
 
 		while (cap < r->body_len + len + 1)
 			cap *= 2;
+		if (r->body_expect >= r->body_len + len + 1 && cap > r->body_expect)
+			cap = r->body_expect; /* no doubling past the announced size */
+		if (cap - r->body_cap > srv->opts.max_total_body_bytes - srv->body_total) {
+			c->err_status = 503; /* the node-wide budget for bodies is spent */
+			c->err_msg = "server busy\n";
+			return -1;
+		}
 		nb = realloc(r->body, cap);
 		if (!nb) {
 			c->err_status = 503;
 			return -1;
 		}
+		srv->body_total += cap - r->body_cap;
+		r->body_counted += cap - r->body_cap;
 		r->body = nb;
 		r->body_cap = cap;
 	}
@@ -776,6 +803,7 @@ static int on_message_complete(http_parser *p)
 	if (r->body)
 		r->body[r->body_len] = '\0';
 	r->send_continue = false;
+	body_uncount(c->server, r);
 	c->cur = NULL;
 	c->ready = r;
 	http_parser_pause(p, 1);
@@ -1264,6 +1292,8 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 		srv->opts.max_output_bytes = 8u * 1024 * 1024;
 	if (!srv->opts.max_total_output_bytes)
 		srv->opts.max_total_output_bytes = 128u * 1024 * 1024;
+	if (!srv->opts.max_total_body_bytes)
+		srv->opts.max_total_body_bytes = 192u * 1024 * 1024;
 	if (!srv->opts.max_connections)
 		srv->opts.max_connections = 20000;
 	srv->max_conns = fd_budget(srv->opts.max_connections);

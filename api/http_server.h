@@ -55,7 +55,10 @@
  * closed at accept. EMFILE at accept (the process's own files took the
  * headroom) first closes an idle connection; failing that, accepting pauses
  * for 100 ms and pending connections wait in the kernel's backlog.
- * Bodies grow as their bytes arrive: Content-Length preallocates nothing.
+ * Bodies grow as their bytes arrive: Content-Length preallocates nothing
+ * (it only stops the doubling at the announced size). Bodies being received
+ * share max_total_body_bytes over all connections: a request whose body
+ * would pass it gets 503 "server busy" and its connection closes.
  *
  * The process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): libuv writes
  * with write(2), which raises it when the peer has gone.
@@ -123,6 +126,8 @@ struct http_server_opts {
 	uint64_t body_timeout_ms;      /* longest gap between body bytes; 0 = 30000 ms */
 	size_t max_output_bytes;       /* unsent output before reading pauses; 0 = 8 MiB */
 	size_t max_total_output_bytes; /* the same over all connections; 0 = 128 MiB */
+	size_t max_total_body_bytes;   /* bodies being received, all connections;
+					  over: 503; 0 = 192 MiB */
 	unsigned max_connections;      /* open at once; 0 = 20000 (see below) */
 };
 

@@ -53,6 +53,8 @@ struct http_request {
 	struct http_header_span hdrs[HTTP_SERVER_MAX_HEADERS];
 	char *body;
 	size_t body_len, body_cap, body_limit; /* bytes */
+	size_t body_expect;		       /* Content-Length + 1, or 0 (chunked) */
+	size_t body_counted;		       /* of body_cap, bytes in the server's body budget */
 	char *out;			       /* formatted response */
 	size_t out_len, out_cap;	       /* bytes */
 };

@@ -107,6 +107,7 @@ static void setup(void)
 	opts.max_body_bytes = 64 * 1024;
 	opts.max_output_bytes = 32 * 1024;
 	opts.max_total_output_bytes = 48 * 1024;
+	opts.max_total_body_bytes = 96 * 1024;
 	opts.max_pipeline = 8;
 	opts.header_timeout_ms = 50;
 	opts.body_timeout_ms = 50;

@@ -160,6 +160,41 @@ class HostileHttpTest(KvdTestCase):
         self.assertLess(peak, RSS_LIMIT_KB)
         self.assertEqual(n.get("during").body, b"d")
 
+    def test_many_unfinished_bodies_are_bounded(self):
+        """600 connections each send all but the last byte of a 1 MiB PUT:
+        buffered bodies are capped node-wide (503 past it), and the node
+        keeps serving; the deadline then ends them."""
+        n = self.node()
+        self.assertEqual(n.put("k", "acked").status, 200)
+        body = b"u" * (MIB - 1)
+        socks = []
+
+        def attack(i):
+            try:
+                s = socket.create_connection(("127.0.0.1", n.port), timeout=10)
+                socks.append(s)
+                s.sendall(b"PUT /kv/u%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                          % (i, MIB) + body)
+            except OSError:
+                pass
+
+        ths = [threading.Thread(target=attack, args=(i,)) for i in range(600)]
+        try:
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join(60)
+            time.sleep(0.5)
+            self.timed_health(n, "600 unfinished 1 MiB bodies")
+            self.assertEqual(n.put("during", "d").status, 200)
+            peak = self.hwm(n, "600 unfinished 1 MiB bodies")
+        finally:
+            for s in socks:
+                s.close()
+        self.assertLess(peak, RSS_LIMIT_KB)
+        self.assertEqual(n.get("k").body, b"acked")
+        self.assertEqual(n.get("during").body, b"d")
+
     # ---- slow clients: deadlines ----
 
     def test_one_byte_connections_closed_by_header_deadline(self):

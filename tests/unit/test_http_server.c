@@ -1487,6 +1487,51 @@ START_TEST(test_http_server_total_output_cap)
 }
 END_TEST
 
+/* Bodies being received share a node-wide budget: past it, 503. */
+static void client_body_budget(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *body = malloc(200000);
+	int a = tcp_connect(f->port), b;
+
+	memset(body, 'q', 200000);
+	CHECKT(f, a >= 0);
+	CHECKT(f, send_str(a, "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n"));
+	CHECKT(f, send_all(a, body, 199999)); /* all but the last byte */
+	usleep(200000);
+	b = tcp_connect(f->port);
+	CHECKT(f, b >= 0);
+	reader_init(&rd, b);
+	CHECKT(f, send_str(b, "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n"));
+	send_all(b, body, 200000);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 503 && strcmp(s->body, "server busy\n") == 0);
+	close(b);
+	reader_init(&rd, a);
+	CHECKT(f, send_all(a, "q", 1));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && has_header(s, "content-length: 200000"));
+	/* the budget is free again */
+	CHECKT(f, send_str(a, "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n"));
+	CHECKT(f, send_all(a, body, 200000));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && has_header(s, "content-length: 200000"));
+	close(a);
+	free(body);
+	free(s);
+}
+
+START_TEST(test_http_server_body_budget_503)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_total_body_bytes = 300000};
+
+	run_with(f, &opts, client_body_budget);
+	free(f);
+}
+END_TEST
+
 static void client_trailers(struct fixture *f)
 {
 	struct reader rd;
@@ -1656,6 +1701,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_header_and_body_deadlines_408);
 	tcase_add_test(tc, test_http_server_output_cap_pauses_reading);
 	tcase_add_test(tc, test_http_server_total_output_cap);
+	tcase_add_test(tc, test_http_server_body_budget_503);
 	tcase_add_test(tc, test_http_server_trailers_are_not_headers);
 	tcase_add_test(tc, test_http_server_admit_cb_before_body);
 	tcase_add_test(tc, test_http_server_max_connections);
