@@ -1291,7 +1291,7 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 	if (!srv->opts.max_output_bytes)
 		srv->opts.max_output_bytes = 8u * 1024 * 1024;
 	if (!srv->opts.max_total_output_bytes)
-		srv->opts.max_total_output_bytes = 128u * 1024 * 1024;
+		srv->opts.max_total_output_bytes = 64u * 1024 * 1024;
 	if (!srv->opts.max_total_body_bytes)
 		srv->opts.max_total_body_bytes = 192u * 1024 * 1024;
 	if (!srv->opts.max_connections)

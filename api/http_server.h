@@ -125,7 +125,7 @@ struct http_server_opts {
 	uint64_t header_timeout_ms;    /* request line + headers; 0 = 10000 ms */
 	uint64_t body_timeout_ms;      /* longest gap between body bytes; 0 = 30000 ms */
 	size_t max_output_bytes;       /* unsent output before reading pauses; 0 = 8 MiB */
-	size_t max_total_output_bytes; /* the same over all connections; 0 = 128 MiB */
+	size_t max_total_output_bytes; /* the same over all connections; 0 = 64 MiB */
 	size_t max_total_body_bytes;   /* bodies being received, all connections;
 					  over: 503; 0 = 192 MiB */
 	unsigned max_connections;      /* open at once; 0 = 20000 (see below) */
