@@ -133,7 +133,7 @@ static int parse_list(struct kvd_config *c, const char *what, const char *list, 
 
 struct flag_values {
 	const char *port, *working_dir, *peers, *addr, *join, *listen, *election, *heartbeat,
-	    *max_value, *snapshot_threshold, *token, *log_level;
+	    *max_value, *snapshot_threshold, *token, *log_level, *max_connections;
 };
 
 static const struct {
@@ -152,6 +152,7 @@ static const struct {
     {"snapshot-threshold", offsetof(struct flag_values, snapshot_threshold)},
     {"cluster-token", offsetof(struct flag_values, token)},
     {"log-level", offsetof(struct flag_values, log_level)},
+    {"max-connections", offsetof(struct flag_values, max_connections)},
 };
 
 static int read_flags(int argc, char **argv, struct flag_values *f, char *errmsg)
@@ -252,6 +253,10 @@ static int parse_numbers(const struct flag_values *f, struct kvd_config *c, char
 	    parse_u64(f->snapshot_threshold, 1, UINT32_MAX, &c->snapshot_threshold) != 0)
 		return fail(errmsg, "--snapshot-threshold: '%s' is not a positive number",
 			    f->snapshot_threshold);
+	if (f->max_connections != NULL &&
+	    parse_u64(f->max_connections, 1, 1000000, &c->max_connections) != 0)
+		return fail(errmsg, "--max-connections: '%s' is not a number in 1..1000000",
+			    f->max_connections);
 	if (f->log_level != NULL) {
 		static const char *const names[] = {"debug", "info", "warn", "error"};
 		unsigned i;
@@ -284,6 +289,7 @@ int kvd_config_parse(int argc, char **argv, struct kvd_config *out, char *errmsg
 	c->heartbeat_ms = 100;
 	c->max_value_bytes = 1048576;
 	c->snapshot_threshold = 10000;
+	c->max_connections = 20000;
 	c->log_level = KVD_LOG_INFO;
 
 	rv = read_flags(argc, argv, &f, errmsg);
@@ -374,8 +380,22 @@ int kvd_config_parse(int argc, char **argv, struct kvd_config *out, char *errmsg
 	}
 	snprintf(c->data_dir, sizeof(c->data_dir), "%s", dir);
 
+	/* An empty token would silently turn authentication off; a byte outside
+	 * visible ASCII would end up in the Authorization header we send. */
 	token = pick(f.token, "CLUSTER_TOKEN");
 	if (token != NULL) {
+		if (*token == '\0') {
+			rv = fail(errmsg, "%s is empty (leave it unset for no authentication)",
+				  f.token != NULL ? "--cluster-token" : "CLUSTER_TOKEN");
+			goto out;
+		}
+		for (const char *t = token; *t != '\0'; t++) {
+			if (*t < 0x21 || *t > 0x7e) {
+				rv = fail(errmsg,
+					  "cluster token must be visible ASCII without spaces");
+				goto out;
+			}
+		}
 		if (strlen(token) >= sizeof(c->cluster_token)) {
 			rv = fail(errmsg, "cluster token is too long (at most %zu bytes)",
 				  sizeof(c->cluster_token) - 1);

@@ -36,7 +36,8 @@ struct kvd_config {
 	uint64_t heartbeat_ms;	       /* ms */
 	uint64_t max_value_bytes;      /* bytes */
 	uint64_t snapshot_threshold;   /* log entries since the last snapshot */
-	char cluster_token[256];       /* "" if none */
+	char cluster_token[256];       /* "" if none; else visible ASCII */
+	uint64_t max_connections;      /* HTTP connections open at once */
 	enum kvd_log_level log_level;
 };
 

@@ -44,12 +44,13 @@ struct http_request *http_request_pool_get(struct http_request_pool *pool,
 	r->state = HTTP_REQUEST_RECEIVING;
 	r->method = 0;
 	r->keep_alive = r->close_after = r->send_continue = r->in_value = false;
-	r->is_head = r->http10 = false;
+	r->is_head = r->http10 = r->headers_done = false;
 	r->head_len = r->head_bytes = r->url_len = 0;
 	r->path_off = r->path_len = r->query_off = r->query_len = 0;
 	r->nhdrs = 0;
 	r->body_len = 0;
 	r->body_limit = body_limit;
+	r->body_expect = r->body_counted = 0;
 	r->out_len = 0;
 	return r;
 }

@@ -4,10 +4,22 @@
  * Why it looks like this:
  * - Accepting is done by hand (accept4 on a uv_poll'd listening socket), not
  *   with uv_listen: libuv's EMFILE handling accepts and closes pending
- *   connections (resetting them), while kvd must refuse none. Here, on
- *   EMFILE/ENFILE/ENOMEM accepting pauses for ACCEPT_RETRY_MS and the pending
- *   connections wait in the kernel's backlog. Each readiness accepts until
- *   EAGAIN, so a burst of 10,000 connects drains in one pass.
+ *   connections (resetting them) at random. Here the cap is explicit
+ *   (max_conns: opts.max_connections, lowered so that a quarter of
+ *   RLIMIT_NOFILE stays for the process's own files: a connection flood must
+ *   never make open() of a log segment or snapshot fail). Over the cap the
+ *   longest-idle keep-alive connection makes room, else the new one is
+ *   closed. On EMFILE/ENFILE/ENOMEM an idle connection is closed, else
+ *   accepting pauses for ACCEPT_RETRY_MS and the pending connections wait in
+ *   the kernel's backlog. Each readiness accepts until EAGAIN, so a burst of
+ *   10,000 connects drains in one pass.
+ * - Hostile clients are bounded: the parser pauses after every complete
+ *   request, whose framing bytes are then checked (framing_scan: the
+ *   system's http-parser is built lenient) before the handler sees it; the
+ *   token is checked from the headers (admit_cb) before any body byte; bodies
+ *   grow as bytes arrive; a connection's unsent output is capped
+ *   (max_output_bytes) by pausing its reads; header and body deadlines end
+ *   slow requests with 408.
  * - Per-connection memory is small: the uv_tcp_t, the parser and a few
  *   pointers. Reads land in one shared 64 KiB buffer per server (libuv calls
  *   alloc_cb and read_cb back to back, and parsing is synchronous); only the
@@ -19,8 +31,10 @@
  *   responses are written together with uv_try_write and, for what the kernel
  *   does not take at once, a single uv_write. Responses produced while a read
  *   is being parsed are flushed once at the end of that read (batching).
- * - Idle timeouts cost no timer per connection: open connections sit on a
- *   list ordered by last activity and one sweep timer closes expired ones.
+ * - Timeouts cost no timer per connection: one sweep timer walks the open
+ *   connections (a list walk, no system call unless one expires) for idle
+ *   ones, stalled writes and header/body deadlines. The list is kept in
+ *   order of last activity so the longest-idle connection is found first.
  * - A connection that must close after a response (error, Connection: close,
  *   HTTP/1.0) is shut down for writing and then drained ("lingering close")
  *   for at most LINGER_MS, so the client reads the response instead of a RST.
@@ -42,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +70,9 @@
 #define FLUSH_MAX_BUFS	64	    /* responses per write */
 #define ACCEPT_RETRY_MS 100	    /* pause after EMFILE and friends */
 #define LINGER_MS	2000	    /* drain time after a final response */
+#define EVICT_SCAN	64	    /* connections looked at for an idle one */
+#define EVICT_IDLE_MS	250	    /* quiet time before a connection counts as idle */
+#define FD_HEADROOM_MIN 64	    /* descriptors never given to connections */
 
 enum conn_list_id { LIST_NONE, LIST_ACTIVE, LIST_LINGER };
 
@@ -66,6 +84,7 @@ struct http_conn {
 	uint64_t last_ms;	       /* loop time of the last activity */
 	struct http_request *qhead, *qtail;
 	struct http_request *cur;    /* request being received, or NULL */
+	struct http_request *ready;  /* complete, checked before it is handed out */
 	struct http_request *wbatch; /* requests whose bytes uv_write holds */
 	unsigned nunanswered;	     /* queued requests in HTTP_REQUEST_HANDLING */
 	unsigned nunsafe;	     /* of those, handed out with an unsafe method */
@@ -78,7 +97,15 @@ struct http_conn {
 	bool resume_queued;
 	char *rest; /* unparsed input kept while paused */
 	size_t rest_len;
-	int err_status; /* set by a parser callback that failed */
+	int err_status;	     /* set by a parser callback that failed */
+	const char *err_msg; /* its body, or NULL for the status's default */
+	size_t out_pending;  /* bytes of formatted responses not yet sent */
+	uint64_t begin_ms;   /* loop time of the current request's first byte */
+	uint64_t rx_ms;	     /* loop time of the last byte received */
+	/* Strict framing (see framing_scan): bytes of the current execute not
+	 * yet checked start at scan; state carried across reads. */
+	const char *scan;
+	bool last_cr, last_lf, expect_crlf;
 	union {
 		uv_write_t w;
 		uv_shutdown_t s;
@@ -108,6 +135,10 @@ struct http_server {
 	uv_idle_t resume_idle;
 	struct http_conn *resume_head;
 	unsigned handles_open;
+	unsigned live;	    /* connections open and not closing */
+	unsigned max_conns; /* opts.max_connections, lowered by RLIMIT_NOFILE */
+	size_t out_total;   /* sum of every connection's out_pending */
+	size_t body_total;  /* sum of body_counted of requests being received */
 	bool accepting, closing, close_reported;
 	http_server_close_cb close_cb;
 	void *close_user;
@@ -234,15 +265,57 @@ static void queue_append(struct http_conn *c, struct http_request *r)
 	c->qtail = r;
 }
 
+static bool conn_may_read(const struct http_conn *c);
+static void conn_queue_resume(struct http_conn *c);
+
+/* Counts n more bytes of c's unsent output. */
+static void out_add(struct http_conn *c, size_t n)
+{
+	c->out_pending += n;
+	c->server->out_total += n;
+}
+
+/*
+ * Uncounts up to n bytes of c's unsent output. When the node-wide total
+ * falls back under its cap, every connection that paused for it is queued to
+ * resume (a walk of the open connections, once per crossing).
+ */
+static void out_sub(struct http_conn *c, size_t n)
+{
+	struct http_server *srv = c->server;
+	bool was_over = srv->out_total >= srv->opts.max_total_output_bytes;
+	struct http_conn *o;
+
+	if (n > c->out_pending)
+		n = c->out_pending;
+	c->out_pending -= n;
+	srv->out_total -= n;
+	if (!was_over || srv->out_total >= srv->opts.max_total_output_bytes)
+		return;
+	for (o = srv->active.head; o; o = o->next)
+		if (o->bp_paused && conn_may_read(o))
+			conn_queue_resume(o);
+}
+
+/* Takes r's body out of the server's budget (it is complete, or dropped). */
+static void body_uncount(struct http_server *srv, struct http_request *r)
+{
+	srv->body_total -= r->body_counted;
+	r->body_counted = 0;
+}
+
 /* Answers a protocol error itself, then the connection closes. */
 static void conn_fail(struct http_conn *c, int status)
 {
 	struct http_server *srv = c->server;
-	struct http_request *r = c->cur;
+	struct http_request *r = c->cur ? c->cur : c->ready;
 	const char *msg;
 
 	c->no_more_input = true;
+	c->ready = NULL;
 	conn_read_stop(c);
+	if (r)
+		body_uncount(srv, r);
 	if (!r) {
 		r = req_get(srv);
 		if (!r) {
@@ -259,12 +332,20 @@ static void conn_fail(struct http_conn *c, int status)
 	r->close_after = true;
 	switch (status) {
 	case 413: msg = srv->opts.too_large_body; break;
+	case 401: msg = "unauthorized\n"; break;
+	case 408: msg = "request timeout\n"; break;
 	case 431: msg = "request header fields too large\n"; break;
 	case 503: msg = "out of memory\n"; break;
 	default: msg = "bad request\n"; break;
 	}
+	if (c->err_msg)
+		msg = c->err_msg;
+	if (srv->opts.observe_cb)
+		srv->opts.observe_cb(NULL, status, srv->opts.observe_user);
 	if (resp_format(r, status, "text/plain; charset=utf-8", NULL, msg, strlen(msg), true) != 0)
 		conn_close(c);
+	else
+		out_add(c, r->out_len);
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -286,8 +367,15 @@ static void conn_close(struct http_conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	srv->live--;
+	out_sub(c, c->out_pending);
 	list_remove(srv, c);
+	if (c->cur)
+		body_uncount(srv, c->cur);
+	if (c->ready)
+		body_uncount(srv, c->ready);
 	c->cur = NULL;
+	c->ready = NULL;
 	if (c->resume_queued) {
 		struct http_conn **pp = &srv->resume_head;
 		while (*pp != c)
@@ -367,21 +455,38 @@ static void conn_end(struct http_conn *c)
 
 /* ---- writing ---- */
 
-static void batch_release(struct http_request *r)
+/* Frees sent (or dropped) responses and uncounts their bytes. */
+static void batch_release(struct http_conn *c, struct http_request *r)
 {
 	struct http_request *next;
 
 	for (; r; r = next) {
 		next = r->next;
+		out_sub(c, r->out_len);
 		req_put(r);
 	}
 }
+
+/* Whether c may read more requests now (backpressure, ordering, output
+ * caps: a connection with unsent output stops reading while it or the whole
+ * server is over its cap; one with none always may, so others are served). */
+static bool conn_may_read(const struct http_conn *c)
+{
+	const struct http_server *srv = c->server;
+
+	return !c->closing && !c->no_more_input && c->nunsafe == 0 && c->deferred == NULL &&
+	       c->nunanswered < srv->opts.max_pipeline &&
+	       c->out_pending < srv->opts.max_output_bytes &&
+	       (c->out_pending == 0 || srv->out_total < srv->opts.max_total_output_bytes);
+}
+
+static void conn_queue_resume(struct http_conn *c);
 
 static void on_write(uv_write_t *w, int status)
 {
 	struct http_conn *c = w->data;
 
-	batch_release(c->wbatch);
+	batch_release(c, c->wbatch);
 	c->wbatch = NULL;
 	c->writing = false;
 	if (c->closing)
@@ -392,6 +497,8 @@ static void on_write(uv_write_t *w, int status)
 	}
 	conn_touch(c);
 	conn_flush(c);
+	if (c->bp_paused && conn_may_read(c))
+		conn_queue_resume(c);
 }
 
 static void conn_flush(struct http_conn *c)
@@ -439,14 +546,14 @@ again:
 	if (w == UV_EAGAIN || w == UV_ENOSYS)
 		w = 0;
 	if (w < 0) {
-		batch_release(batch);
+		batch_release(c, batch);
 		conn_close(c);
 		return;
 	}
 	for (i = 0; i < n && (size_t)w >= bufs[i].len; i++)
 		w -= (int)bufs[i].len;
 	if (i == n) {
-		batch_release(batch);
+		batch_release(c, batch);
 		conn_touch(c);
 		if (final) {
 			c->qhead = c->qtail = NULL; /* nothing after a final response */
@@ -465,12 +572,39 @@ again:
 	if (uv_write(&c->ureq.w, (uv_stream_t *)&c->tcp, bufs + i, n - i, on_write) != 0) {
 		c->writing = false;
 		c->wbatch = NULL;
-		batch_release(batch);
+		batch_release(c, batch);
 		conn_close(c);
 	}
 }
 
 /* ---- parser callbacks ---- */
+
+/*
+ * Checks framing bytes [p, end) of the input, that is everything but body
+ * data: a CR must be followed by LF, no line may start with SP or HT
+ * (obs-fold), and chunk data must be followed by CRLF (or LF). Debian's
+ * http-parser is built without HTTP_PARSER_STRICT and lets each of these
+ * through, so a request smuggled behind them would run. State carries across
+ * reads. Returns false on a violation.
+ */
+static bool framing_scan(struct http_conn *c, const char *p, const char *end)
+{
+	for (; p < end; p++) {
+		char ch = *p;
+
+		if (c->last_cr && ch != '\n')
+			return false;
+		if (c->expect_crlf && ch != '\r' && ch != '\n')
+			return false;
+		if (c->last_lf && (ch == ' ' || ch == '\t'))
+			return false;
+		c->last_cr = ch == '\r';
+		c->last_lf = ch == '\n';
+		if (ch == '\n')
+			c->expect_crlf = false;
+	}
+	return true;
+}
 
 static int on_message_begin(http_parser *p)
 {
@@ -484,6 +618,18 @@ static int on_message_begin(http_parser *p)
 	r->conn = c;
 	queue_append(c, r);
 	c->cur = r;
+	c->begin_ms = uv_now(c->server->loop);
+	return 0;
+}
+
+/* Trailer bytes count against the header limit and are dropped. */
+static int trailer_add(struct http_conn *c, struct http_request *r, size_t n)
+{
+	if (n > c->server->opts.max_header_bytes - r->head_bytes) {
+		c->err_status = 431;
+		return -1;
+	}
+	r->head_bytes += (uint32_t)n;
 	return 0;
 }
 
@@ -503,6 +649,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	struct http_conn *c = p->data;
 	struct http_request *r = c->cur;
 
+	if (r->headers_done)
+		return trailer_add(c, r, len);
 	if (r->nhdrs == 0 || r->in_value) {
 		/* a new header: terminate the url or the previous value */
 		if (req_head_nul(c, r) != 0)
@@ -528,6 +676,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 	struct http_conn *c = p->data;
 	struct http_request *r = c->cur;
 
+	if (r->headers_done)
+		return trailer_add(c, r, len);
 	if (!r->in_value) {
 		if (req_head_nul(c, r) != 0)
 			return -1;
@@ -546,6 +696,7 @@ static int on_headers_complete(http_parser *p)
 	struct http_server *srv = c->server;
 	struct http_request *r = c->cur;
 	const char *expect;
+	int status;
 
 	if (r->nhdrs > 0 && !r->in_value) {
 		/* a name without a value (http-parser allows "X:") */
@@ -564,24 +715,25 @@ static int on_headers_complete(http_parser *p)
 	r->is_head = p->method == HTTP_HEAD;
 	r->http10 = p->http_major == 1 && p->http_minor == 0;
 	r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-	if (srv->opts.body_limit_cb)
-		r->body_limit = srv->opts.body_limit_cb(r, srv->user);
-	if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0) {
-		if (p->content_length > r->body_limit) {
-			c->err_status = 413;
+	r->headers_done = true;
+	if (srv->opts.admit_cb) {
+		c->err_msg = NULL;
+		status = srv->opts.admit_cb(r, srv->user, &c->err_msg);
+		if (status != 0) {
+			c->err_status = status;
 			return -1;
 		}
-		if (p->content_length + 1 > r->body_cap) {
-			char *nb = malloc((size_t)p->content_length + 1);
-			if (!nb) {
-				c->err_status = 503;
-				return -1;
-			}
-			free(r->body);
-			r->body = nb;
-			r->body_cap = (size_t)p->content_length + 1;
-		}
+		c->err_msg = NULL;
 	}
+	if (srv->opts.body_limit_cb)
+		r->body_limit = srv->opts.body_limit_cb(r, srv->user);
+	/* Nothing is allocated by Content-Length: the body grows as it comes. */
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->body_limit) {
+		c->err_status = 413;
+		return -1;
+	}
+	if (p->flags & F_CONTENTLENGTH)
+		r->body_expect = (size_t)p->content_length + 1;
 	expect = http_request_header(r, "Expect", NULL);
 	if (expect && strcasecmp(expect, "100-continue") == 0 && !r->http10 &&
 	    ((p->flags & F_CHUNKED) || p->content_length > 0))
@@ -592,8 +744,17 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *c = p->data;
+	struct http_server *srv = c->server;
 	struct http_request *r = c->cur;
 
+	if (!framing_scan(c, c->scan, at) || c->last_cr) {
+		c->err_status = 400;
+		return -1;
+	}
+	c->last_lf = false;
+	c->scan = at + len;
+	if ((p->flags & F_CHUNKED) && p->content_length == 0)
+		c->expect_crlf = true; /* the chunk's data ends here */
 	r->send_continue = false;
 	if (len > r->body_limit - r->body_len) {
 		c->err_status = 413;
@@ -605,11 +766,20 @@ static int on_body(http_parser *p, const char *at, size_t len)
 
 		while (cap < r->body_len + len + 1)
 			cap *= 2;
+		if (r->body_expect >= r->body_len + len + 1 && cap > r->body_expect)
+			cap = r->body_expect; /* no doubling past the announced size */
+		if (cap - r->body_cap > srv->opts.max_total_body_bytes - srv->body_total) {
+			c->err_status = 503; /* the node-wide budget for bodies is spent */
+			c->err_msg = "server busy\n";
+			return -1;
+		}
 		nb = realloc(r->body, cap);
 		if (!nb) {
 			c->err_status = 503;
 			return -1;
 		}
+		srv->body_total += cap - r->body_cap;
+		r->body_counted += cap - r->body_cap;
 		r->body = nb;
 		r->body_cap = cap;
 	}
@@ -623,18 +793,29 @@ static bool method_safe(uint8_t method)
 	return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS;
 }
 
+/* A complete request: held in c->ready until conn_parse has checked its
+ * framing bytes, then handed out by conn_dispatch. */
 static int on_message_complete(http_parser *p)
 {
 	struct http_conn *c = p->data;
-	struct http_server *srv = c->server;
 	struct http_request *r = c->cur;
-	bool keep_alive = r->keep_alive;
 
 	if (r->body)
 		r->body[r->body_len] = '\0';
 	r->send_continue = false;
-	r->state = HTTP_REQUEST_HANDLING;
+	body_uncount(c->server, r);
 	c->cur = NULL;
+	c->ready = r;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static void conn_dispatch(struct http_conn *c, struct http_request *r)
+{
+	struct http_server *srv = c->server;
+	bool keep_alive = r->keep_alive;
+
+	r->state = HTTP_REQUEST_HANDLING;
 	c->nunanswered++;
 	srv->stats.requests++;
 	r->ordered = srv->opts.ordered_cb != NULL ? srv->opts.ordered_cb(r, srv->user)
@@ -648,56 +829,78 @@ static int on_message_complete(http_parser *p)
 		r->start_ms = uv_now(srv->loop);
 		srv->handler_cb(r, srv->user); /* r may be gone from here on */
 	}
-	if (c->closing || !keep_alive) {
+	if (!keep_alive)
 		c->no_more_input = true;
-		http_parser_pause(p, 1);
-	} else if (c->nunanswered >= srv->opts.max_pipeline || c->nunsafe > 0 ||
-		   c->deferred != NULL) {
-		c->bp_paused = true;
-		http_parser_pause(p, 1);
-	}
-	return 0;
 }
 
 /* ---- reading ---- */
 
+/*
+ * Parses one read. The parser pauses after each complete request; its
+ * framing bytes are checked before it is handed out, so nothing behind a
+ * framing error ever runs.
+ */
 static void conn_parse(struct http_conn *c, const char *data, size_t len)
 {
-	size_t n;
+	size_t off = 0, n;
 	enum http_errno e;
 
 	c->in_read = true;
-	n = http_parser_execute(&c->parser, &c->server->settings, data, len);
-	e = HTTP_PARSER_ERRNO(&c->parser);
-	if (c->closing) {
-		/* closed from inside the handler */
-	} else if (e == HPE_PAUSED) {
-		if (c->no_more_input) {
-			conn_read_stop(c);
-		} else if (n < len) {
-			char *rest = malloc(len - n);
-			if (!rest) {
-				conn_fail(c, 503);
-			} else {
-				memcpy(rest, data + n, len - n);
-				c->rest = rest;
-				c->rest_len = len - n;
-				conn_read_stop(c);
-			}
-		} else {
-			conn_read_stop(c);
+	for (;;) {
+		c->scan = data + off;
+		n = http_parser_execute(&c->parser, &c->server->settings, data + off, len - off);
+		e = HTTP_PARSER_ERRNO(&c->parser);
+		if (c->closing)
+			break;
+		if (e != HPE_OK && e != HPE_PAUSED) {
+			int status = c->err_status;
+			if (!status)
+				status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+			conn_fail(c, status);
+			break;
 		}
-	} else if (e != HPE_OK) {
-		int status = c->err_status;
-		if (!status)
-			status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
-		conn_fail(c, status);
-	} else if (c->parser.upgrade) {
-		c->no_more_input = true;
-		conn_read_stop(c);
+		if (!framing_scan(c, c->scan, data + off + n)) {
+			conn_fail(c, 400);
+			break;
+		}
+		off += n;
+		if (c->ready != NULL) {
+			struct http_request *r = c->ready;
+			c->ready = NULL;
+			conn_dispatch(c, r);
+			if (c->closing)
+				break;
+		}
+		if (c->no_more_input || c->parser.upgrade) {
+			c->no_more_input = true;
+			conn_read_stop(c);
+			break;
+		}
+		if (e != HPE_PAUSED)
+			break; /* all consumed */
+		if (!conn_may_read(c)) {
+			c->bp_paused = true;
+			if (off < len) {
+				char *rest = malloc(len - off);
+				if (!rest) {
+					conn_fail(c, 503);
+					break;
+				}
+				memcpy(rest, data + off, len - off);
+				c->rest = rest;
+				c->rest_len = len - off;
+			}
+			conn_read_stop(c);
+			break;
+		}
+		http_parser_pause(&c->parser, 0);
+		if (off == len)
+			break;
 	}
 	c->in_read = false;
 	conn_flush(c);
+	if (c->bp_paused && conn_may_read(c))
+		conn_queue_resume(c);
 }
 
 /* Resumes parsing after backpressure, once answers have drained. */
@@ -709,6 +912,7 @@ static void conn_resume(struct http_conn *c)
 	c->bp_paused = false;
 	c->rest = NULL;
 	c->rest_len = 0;
+	c->rx_ms = uv_now(c->server->loop); /* the wait was ours, not the client's */
 	http_parser_pause(&c->parser, 0);
 	if (rest) {
 		conn_parse(c, rest, len);
@@ -751,8 +955,7 @@ static void resume_cb(uv_idle_t *h)
 			if (c->closing)
 				continue;
 		}
-		if (c->bp_paused && !c->no_more_input && c->deferred == NULL && c->nunsafe == 0 &&
-		    c->nunanswered < srv->opts.max_pipeline)
+		if (c->bp_paused && conn_may_read(c))
 			conn_resume(c);
 	}
 	uv_idle_stop(&srv->resume_idle);
@@ -785,6 +988,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	conn_touch(c);
+	c->rx_ms = c->last_ms;
 	conn_parse(c, buf->base, (size_t)nread);
 }
 
@@ -806,7 +1010,9 @@ static void conn_open(struct http_server *srv, int fd)
 	}
 	srv->stats.connections++;
 	srv->stats.accepted++;
+	srv->live++;
 	if (uv_tcp_open(&c->tcp, fd) != 0) {
+		srv->live--;
 		close(fd);
 		c->closing = true;
 		uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -816,7 +1022,49 @@ static void conn_open(struct http_server *srv, int fd)
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	list_append(srv, c, LIST_ACTIVE);
+	c->rx_ms = c->last_ms;
 	conn_read_start(c);
+}
+
+/* Closes the longest-idle connection with nothing in progress and no byte
+ * for EVICT_IDLE_MS (a just-accepted one has not been read yet), looking at
+ * the EVICT_SCAN least recently active ones. Returns whether one closed (its
+ * descriptor is closed at once by uv_close). */
+static bool evict_idle(struct http_server *srv)
+{
+	uint64_t now = uv_now(srv->loop);
+	struct http_conn *c = srv->active.head;
+	unsigned i;
+
+	for (i = 0; c && i < EVICT_SCAN; i++, c = c->next) {
+		if (!c->qhead && !c->writing && !c->ending && c->rest_len == 0 &&
+		    now - c->last_ms >= EVICT_IDLE_MS) {
+			srv->stats.evicted++;
+			conn_close(c);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Takes a new connection, or closes it when over the cap and no idle
+ * connection can make room. */
+static void accept_one(struct http_server *srv, int fd)
+{
+	if (srv->live >= srv->max_conns && !evict_idle(srv)) {
+		srv->stats.refused++;
+		close(fd);
+		return;
+	}
+	conn_open(srv, fd);
+}
+
+int http_server_adopt_fd(struct http_server *srv, int fd)
+{
+	unsigned before = srv->live;
+
+	conn_open(srv, fd);
+	return srv->live > before ? 0 : KVD_EIO;
 }
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -839,11 +1087,13 @@ static void on_poll(uv_poll_t *h, int status, int events)
 	while (srv->accepting) {
 		int fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			conn_open(srv, fd);
+			accept_one(srv, fd);
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
 			continue;
+		if ((errno == EMFILE || errno == ENFILE) && evict_idle(srv))
+			continue; /* its descriptor is free now */
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			/* leave the connections queued in the kernel; retry soon */
 			srv->stats.accept_paused++;
@@ -856,17 +1106,40 @@ static void on_poll(uv_poll_t *h, int status, int events)
 
 /* ---- timers ---- */
 
+/* Ends a request that missed its header or body deadline: 408, then close. */
+static void conn_timeout(struct http_conn *c)
+{
+	c->server->stats.timed_out++;
+	conn_fail(c, 408);
+	conn_flush(c);
+}
+
+/*
+ * Once per sweep period (at most 1 s), over every open connection (a walk of
+ * at most max_connections list nodes, no system call unless one expires):
+ * header and body deadlines of the request being received, idle keep-alive
+ * connections, and writes still pending idle_timeout_ms after the last
+ * activity (a client that stopped reading).
+ */
 static void on_sweep(uv_timer_t *t)
 {
 	struct http_server *srv = t->data;
+	const struct http_server_opts *o = &srv->opts;
 	uint64_t now = uv_now(srv->loop);
-	struct http_conn *c;
+	struct http_conn *c, *next;
 
-	while ((c = srv->active.head) && now - c->last_ms >= srv->opts.idle_timeout_ms) {
-		if (!c->qhead && !c->writing && !c->ending)
-			conn_close(c);
-		else
-			list_append(srv, c, LIST_ACTIVE); /* busy, not idle */
+	for (c = srv->active.head; c; c = next) {
+		next = c->next;
+		if (c->cur && !c->cur->headers_done && now - c->begin_ms >= o->header_timeout_ms)
+			conn_timeout(c);
+		else if (c->cur && c->cur->headers_done && now - c->rx_ms >= o->body_timeout_ms)
+			conn_timeout(c);
+		else if (now - c->last_ms < o->idle_timeout_ms)
+			continue;
+		else if (!c->qhead && !c->writing && !c->ending)
+			conn_close(c); /* idle */
+		else if (c->writing)
+			conn_close(c); /* the client stopped reading */
 	}
 	while ((c = srv->linger.head) && now - c->last_ms >= LINGER_MS)
 		conn_close(c);
@@ -969,6 +1242,21 @@ fail_errno:
 	return KVD_EIO;
 }
 
+/* The connection cap: max, lowered so that connections leave a quarter of
+ * RLIMIT_NOFILE (at least FD_HEADROOM_MIN descriptors) to the process's own
+ * files (log segments, LevelDB, peers). */
+static unsigned fd_budget(unsigned max)
+{
+	struct rlimit rl;
+	rlim_t room, budget;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return max;
+	room = rl.rlim_cur / 4 > FD_HEADROOM_MIN ? rl.rlim_cur / 4 : FD_HEADROOM_MIN;
+	budget = rl.rlim_cur > room + 1 ? rl.rlim_cur - room : 1;
+	return budget < max ? (unsigned)budget : max;
+}
+
 int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 		      const struct http_server_opts *opts, http_handler_cb handler_cb, void *user,
 		      struct http_server **out, char *errmsg)
@@ -996,6 +1284,19 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 		srv->opts.max_pipeline = 128;
 	if (srv->opts.backlog <= 0)
 		srv->opts.backlog = 65535;
+	if (!srv->opts.header_timeout_ms)
+		srv->opts.header_timeout_ms = 10000;
+	if (!srv->opts.body_timeout_ms)
+		srv->opts.body_timeout_ms = 30000;
+	if (!srv->opts.max_output_bytes)
+		srv->opts.max_output_bytes = 8u * 1024 * 1024;
+	if (!srv->opts.max_total_output_bytes)
+		srv->opts.max_total_output_bytes = 64u * 1024 * 1024;
+	if (!srv->opts.max_total_body_bytes)
+		srv->opts.max_total_body_bytes = 192u * 1024 * 1024;
+	if (!srv->opts.max_connections)
+		srv->opts.max_connections = 20000;
+	srv->max_conns = fd_budget(srv->opts.max_connections);
 	srv->loop = loop;
 	srv->handler_cb = handler_cb;
 	srv->user = user;
@@ -1029,7 +1330,12 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 	srv->handles_open = 5;
 	srv->accepting = true;
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
-	sweep_ms = srv->opts.idle_timeout_ms / 4;
+	sweep_ms = srv->opts.idle_timeout_ms;
+	if (sweep_ms > srv->opts.header_timeout_ms)
+		sweep_ms = srv->opts.header_timeout_ms;
+	if (sweep_ms > srv->opts.body_timeout_ms)
+		sweep_ms = srv->opts.body_timeout_ms;
+	sweep_ms /= 4;
 	if (sweep_ms < 10)
 		sweep_ms = 10;
 	if (sweep_ms > 1000)
@@ -1115,6 +1421,8 @@ int http_response_send(struct http_request *req, int status, const char *content
 	assert(req->state == HTTP_REQUEST_HANDLING);
 	assert(status >= 100 && status <= 999);
 	srv->stats.outstanding--;
+	if (srv->opts.observe_cb)
+		srv->opts.observe_cb(req, status, srv->opts.observe_user);
 	if (!c) {
 		req_put(req);
 		server_maybe_free(srv);
@@ -1130,11 +1438,10 @@ int http_response_send(struct http_request *req, int status, const char *content
 		conn_close(c);
 		return rc;
 	}
+	out_add(c, req->out_len);
 	if (!c->in_read)
 		conn_flush(c);
-	if ((c->deferred != NULL && c->nunanswered == 1) ||
-	    (c->bp_paused && !c->closing && !c->no_more_input && c->nunsafe == 0 &&
-	     c->deferred == NULL && c->nunanswered < srv->opts.max_pipeline))
+	if ((c->deferred != NULL && c->nunanswered == 1) || (c->bp_paused && conn_may_read(c)))
 		conn_queue_resume(c);
 	return 0;
 }

@@ -31,6 +31,35 @@
  * "Expect: 100-continue" gets its interim response once the request is at the
  * head of the connection's queue. Handlers must not block the loop.
  *
+ * Framing is strict whatever the parser library allows: a CR not followed by
+ * LF, a folded header line (obs-fold), anything but CRLF after chunk data,
+ * Content-Length with Transfer-Encoding, a repeated or signed Content-Length
+ * and a Transfer-Encoding whose last coding is not chunked all get 400, and
+ * nothing after them on the connection is handled. Chunked trailers are
+ * read, counted against the header limit and discarded: they never become
+ * headers.
+ *
+ * Hostile clients: the request line and headers must arrive within
+ * header_timeout_ms of the request's first byte, and a body may not pause for
+ * more than body_timeout_ms (408, then the connection closes). Reading from a
+ * connection pauses while its unsent output passes max_output_bytes, or
+ * while it has some and all connections together pass max_total_output_bytes
+ * (a client that does not read its answers stops being read, however many
+ * connections it opens), and a write still
+ * pending idle_timeout_ms after the connection's last activity closes it. At most max_connections
+ * are open at once, fewer when the open-file limit is low: a quarter of
+ * RLIMIT_NOFILE (at least 64 descriptors) stays free for the process's own
+ * files (log segments, LevelDB, peers); a connection over the cap first
+ * displaces the
+ * longest-idle keep-alive connection with no request in progress, else it is
+ * closed at accept. EMFILE at accept (the process's own files took the
+ * headroom) first closes an idle connection; failing that, accepting pauses
+ * for 100 ms and pending connections wait in the kernel's backlog.
+ * Bodies grow as their bytes arrive: Content-Length preallocates nothing
+ * (it only stops the doubling at the announced size). Bodies being received
+ * share max_total_body_bytes over all connections: a request whose body
+ * would pass it gets 503 "server busy" and its connection closes.
+ *
  * The process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): libuv writes
  * with write(2), which raises it when the peer has gone.
  */
@@ -56,6 +85,22 @@ typedef void (*http_handler_cb)(struct http_request *req, void *user);
  */
 typedef size_t (*http_body_limit_cb)(const struct http_request *req, void *user);
 
+/*
+ * Called once the request line and headers are in, before any body byte is
+ * read, buffered or acknowledged with 100 Continue. Returns 0 to go on, or an
+ * HTTP status (e.g. 401) that the server answers at once with *body
+ * (borrowed, static; "unauthorized\n" if left NULL) before closing the
+ * connection. Only the method, path, query and headers accessors may be used.
+ */
+typedef int (*http_admit_cb)(const struct http_request *req, void *user, const char **body);
+
+/*
+ * Called with every response just before it is queued for the client
+ * (including the server's own protocol errors, whose req is then NULL), e.g.
+ * to count it. status is the response's status.
+ */
+typedef void (*http_observe_cb)(const struct http_request *req, int status, void *user);
+
 /* Called once by http_server_close() when every connection has closed. */
 typedef void (*http_server_close_cb)(struct http_server *server, void *user);
 
@@ -70,16 +115,29 @@ struct http_server_opts {
 	 * but GET, HEAD, OPTIONS) are ordered (RFC 9112 §9.3.2). Called once
 	 * the request is complete. */
 	bool (*ordered_cb)(const struct http_request *req, void *user);
-	uint64_t idle_timeout_ms; /* idle keep-alive close; 0 = 60000 ms */
-	unsigned max_pipeline;	  /* unanswered requests per connection before
-				     reading pauses; 0 = 128 */
-	int backlog;		  /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
+	uint64_t idle_timeout_ms;      /* idle keep-alive close; 0 = 60000 ms */
+	unsigned max_pipeline;	       /* unanswered requests per connection before
+					  reading pauses; 0 = 128 */
+	int backlog;		       /* listen(2) backlog; 0 = 65535 (somaxconn caps) */
+	http_admit_cb admit_cb;	       /* optional check of the headers (auth) */
+	http_observe_cb observe_cb;    /* optional hook on every response */
+	void *observe_user;	       /* observe_cb's user (borrowed) */
+	uint64_t header_timeout_ms;    /* request line + headers; 0 = 10000 ms */
+	uint64_t body_timeout_ms;      /* longest gap between body bytes; 0 = 30000 ms */
+	size_t max_output_bytes;       /* unsent output before reading pauses; 0 = 8 MiB */
+	size_t max_total_output_bytes; /* the same over all connections; 0 = 64 MiB */
+	size_t max_total_body_bytes;   /* bodies being received, all connections;
+					  over: 503; 0 = 192 MiB */
+	unsigned max_connections;      /* open at once; 0 = 20000 (see below) */
 };
 
 struct http_server_stats {
 	uint64_t accepted;	/* connections accepted since start */
 	uint64_t requests;	/* complete requests handed to the handler */
 	uint64_t accept_paused; /* times accepting paused on EMFILE/ENFILE/ENOMEM */
+	uint64_t refused;	/* connections closed at accept (over the cap) */
+	uint64_t evicted;	/* idle connections closed to make room */
+	uint64_t timed_out;	/* requests ended by the header or body deadline */
 	uint32_t connections;	/* connections open now */
 	uint32_t outstanding;	/* requests handed out and not yet answered */
 };

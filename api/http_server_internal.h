@@ -41,6 +41,7 @@ struct http_request {
 	bool is_head;
 	bool http10;
 	bool ordered;		     /* runs alone on its connection (see http_server_opts) */
+	bool headers_done;	     /* later header callbacks are trailers */
 	uint64_t start_ms;	     /* loop time when handed to the handler */
 	char *head;		     /* url, header names and values, path, query;
 					each NUL-terminated */
@@ -52,6 +53,8 @@ struct http_request {
 	struct http_header_span hdrs[HTTP_SERVER_MAX_HEADERS];
 	char *body;
 	size_t body_len, body_cap, body_limit; /* bytes */
+	size_t body_expect;		       /* Content-Length + 1, or 0 (chunked) */
+	size_t body_counted;		       /* of body_cap, bytes in the server's body budget */
 	char *out;			       /* formatted response */
 	size_t out_len, out_cap;	       /* bytes */
 };
@@ -91,5 +94,13 @@ const char *http_date_now(struct http_date *d);
  */
 int http_response_format(struct http_request *r, int status, const char *ctype, const char *extra,
 			 const void *body, size_t len, bool close, const char *date);
+
+/*
+ * Serves an already connected stream socket fd (any family: the fuzz target
+ * and tests pass one end of a socketpair) as if it had been accepted; the
+ * server owns fd from here on. Loop thread. Returns 0, or KVD_EIO when the
+ * connection could not be set up (fd is closed either way then).
+ */
+int http_server_adopt_fd(struct http_server *srv, int fd);
 
 #endif

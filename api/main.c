@@ -28,7 +28,8 @@ static const char USAGE[] =
     "  --heartbeat-ms N          heartbeat interval (default 100)\n"
     "  --max-value-bytes N       largest accepted value (default 1048576)\n"
     "  --snapshot-threshold N    log entries between snapshots (default 10000)\n"
-    "  --cluster-token T         shared secret (env CLUSTER_TOKEN)\n"
+    "  --cluster-token T         shared secret (env CLUSTER_TOKEN; not empty)\n"
+    "  --max-connections N       HTTP connections open at once (default 20000)\n"
     "  --log-level L             debug, info, warn or error (default info)\n";
 
 static uv_signal_t sig_term, sig_int;

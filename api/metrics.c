@@ -2,6 +2,11 @@
  * metrics.c: a fixed set of counters and histograms, rendered as Prometheus
  * text. No allocation on the request path: every series is a slot in a
  * static table indexed by route, method and status.
+ *
+ * Responses are counted by kvd_metrics_observe, which the node registers as
+ * the HTTP server's observe hook: every answer is seen, including the
+ * server's own protocol errors (400, 408, 431, 401 from the headers), and no
+ * response has to pass through this file on its way out.
  */
 #include "api/metrics.h"
 
@@ -21,7 +26,7 @@ static const char *const ROUTES[R_COUNT] = {"kv",  "clear", "health",  "cluster"
 					    "log", "raft",  "metrics", "other"};
 enum method { M_GET, M_PUT, M_DELETE, M_POST, M_OTHER, M_COUNT };
 static const char *const METHODS[M_COUNT] = {"GET", "PUT", "DELETE", "POST", "OTHER"};
-static const int STATUSES[] = {200, 307, 400, 401, 404, 405, 409, 413, 431, 500, 503, 507, 0};
+static const int STATUSES[] = {200, 307, 400, 401, 404, 405, 408, 409, 413, 431, 500, 503, 507, 0};
 #define S_COUNT (sizeof(STATUSES) / sizeof(STATUSES[0]))
 
 /* Latency bucket bounds, ms; the last bucket is +Inf. */
@@ -65,24 +70,33 @@ static enum method method_of(int m)
 	}
 }
 
-int kvd_respond(struct http_request *req, int status, const char *content_type,
-		const char *extra_headers, const void *body, size_t len)
+void kvd_metrics_observe(const struct http_request *req, int status, void *user)
 {
-	size_t plen;
-	const char *path = http_request_path(req, &plen);
-	enum route r = classify(path, plen);
-	size_t s = 0;
+	size_t plen, s = 0, b = 0;
+	const char *path;
+	enum route r;
 	uint64_t ms;
-	size_t b = 0;
 
+	(void)user;
 	while (STATUSES[s] != 0 && STATUSES[s] != status)
 		s++;
+	if (req == NULL) { /* the server's own answer to a protocol error */
+		requests[R_OTHER][M_OTHER][s]++;
+		return;
+	}
+	path = http_request_path(req, &plen);
+	r = classify(path, plen);
 	requests[r][method_of(http_request_method(req))][s]++;
 	ms = uv_now(uv_default_loop()) - http_request_start_ms(req);
 	while (b < LAT_COUNT && ms > LAT_MS[b])
 		b++;
 	lat_buckets[r][b]++;
 	lat_sum_ms[r] += ms;
+}
+
+int kvd_respond(struct http_request *req, int status, const char *content_type,
+		const char *extra_headers, const void *body, size_t len)
+{
 	return http_response_send(req, status, content_type, extra_headers, body, len);
 }
 
@@ -204,6 +218,26 @@ static void emit_gauges(struct text *t, struct kvd_node *n)
 	     elections_won);
 }
 
+static void emit_connections(struct text *t, const struct kvd_node *n)
+{
+	struct http_server_stats st;
+
+	http_server_stats_get(n->http, &st);
+	emit(t,
+	     "# HELP kvd_http_connections HTTP connections open now.\n"
+	     "# TYPE kvd_http_connections gauge\nkvd_http_connections %" PRIu32 "\n"
+	     "# HELP kvd_http_connections_refused_total Connections closed at accept (over "
+	     "--max-connections).\n# TYPE kvd_http_connections_refused_total counter\n"
+	     "kvd_http_connections_refused_total %" PRIu64 "\n"
+	     "# HELP kvd_http_connections_evicted_total Idle connections closed to make room.\n"
+	     "# TYPE kvd_http_connections_evicted_total counter\n"
+	     "kvd_http_connections_evicted_total %" PRIu64 "\n"
+	     "# HELP kvd_http_requests_timed_out_total Requests ended by the header or body "
+	     "deadline.\n# TYPE kvd_http_requests_timed_out_total counter\n"
+	     "kvd_http_requests_timed_out_total %" PRIu64 "\n",
+	     st.connections, st.refused, st.evicted, st.timed_out);
+}
+
 static void emit_requests(struct text *t)
 {
 	emit(t, "# HELP kvd_http_requests_total HTTP requests answered, by route, method "
@@ -277,6 +311,7 @@ void kvd_metrics_respond(struct kvd_node *n, struct http_request *req)
 
 	emit_gauges(&t, n);
 	emit_requests(&t);
+	emit_connections(&t, n);
 	emit_fsync(&t);
 	if (t.buf == NULL) {
 		kvd_reply_text(req, 503, "out of memory\n");

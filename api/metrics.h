@@ -16,8 +16,13 @@
 
 struct kvd_node;
 
-/* Answers req like http_response_send() and counts the answer by route,
- * method and status, with its latency. */
+/* http_observe_cb, registered on the node's HTTP server: counts every
+ * answer by route, method and status, with its latency (loop thread). req is
+ * NULL for the server's own protocol errors (counted as route "other"). */
+void kvd_metrics_observe(const struct http_request *req, int status, void *user);
+
+/* Same as http_response_send(); kept so existing callers build. Counting no
+ * longer happens here but in kvd_metrics_observe. */
 int kvd_respond(struct http_request *req, int status, const char *content_type,
 		const char *extra_headers, const void *body, size_t len);
 

@@ -128,7 +128,13 @@ static void writer_job_free(struct writer_job *j)
 	free(j);
 }
 
-/* Worker thread: reads [from, from + limit) clipped to what the store holds. */
+/* Bytes of entry data one GET /log answer carries at most (always at least
+ * one entry): bounds the read on the writer thread and the JSON built on the
+ * loop thread, whatever limit asks for (API.md §7, docs/api.md). */
+#define LOG_READ_MAX_BYTES (4u << 20)
+
+/* Worker thread: reads [from, from + limit) clipped to what the store holds,
+ * stopping before LOG_READ_MAX_BYTES of data. */
 static void read_log(struct kvd_node *n, struct writer_job *j)
 {
 	raft_index first = raft_log_store_first_index(n->store);
@@ -141,8 +147,8 @@ static void read_log(struct kvd_node *n, struct writer_job *j)
 		to = last;
 	if (j->read_limit == 0 || from > to)
 		return;
-	j->base.status =
-	    raft_log_store_read(n->store, from, to, 64u << 20, &j->read, &j->n_read, j->errmsg);
+	j->base.status = raft_log_store_read(n->store, from, to, LOG_READ_MAX_BYTES, &j->read,
+					     &j->n_read, j->errmsg);
 }
 
 /* Worker thread: writes a received snapshot chunk into the incoming file;
@@ -1377,6 +1383,9 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 
 	hopts.body_limit_cb = kvd_routes_body_limit;
 	hopts.ordered_cb = kvd_routes_ordered;
+	hopts.admit_cb = kvd_routes_admit;
+	hopts.observe_cb = kvd_metrics_observe;
+	hopts.max_connections = (unsigned)cfg->max_connections;
 	hopts.idle_timeout_ms = 60000;
 	rv = http_server_start(loop, cfg->listen_host, cfg->port, &hopts, kvd_routes_handle, n,
 			       &n->http, errmsg);

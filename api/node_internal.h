@@ -144,6 +144,8 @@ int kvd_node_step(struct kvd_node *n, struct raft_event *e);
 void kvd_routes_handle(struct http_request *req, void *user);
 size_t kvd_routes_body_limit(const struct http_request *req, void *user);
 bool kvd_routes_ordered(const struct http_request *req, void *user);
+/* http_admit_cb: 401 for a protected request without the cluster token. */
+int kvd_routes_admit(const struct http_request *req, void *user, const char **body);
 
 /* Answers GET /log with entries read by the writer (routes.c). */
 void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int status,

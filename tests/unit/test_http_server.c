@@ -50,6 +50,9 @@ struct fixture {
 	bool closed;	      /* the close callback ran */
 	struct http_server_stats stats;
 	uint64_t close_timeout_ms;
+	int marks;    /* /mark requests handled (atomic) */
+	int handled;  /* requests handled (atomic) */
+	int observed; /* responses seen by observe_cb (atomic) */
 };
 
 #define CHECKT(f, cond)                                                                            \
@@ -108,7 +111,17 @@ static void handler(struct http_request *req, void *user)
 	const char *body = http_request_body(req, &blen);
 	char extra[128];
 
-	if (strcmp(path, "/hello") == 0) {
+	__atomic_add_fetch(&f->handled, 1, __ATOMIC_SEQ_CST);
+	if (strcmp(path, "/mark") == 0) {
+		__atomic_add_fetch(&f->marks, 1, __ATOMIC_SEQ_CST);
+		http_response_send(req, 200, "text/plain", NULL, "marked", 6);
+	} else if (strncmp(path, "/big/", 5) == 0) {
+		size_t n = strtoull(path + 5, NULL, 10);
+		char *out = malloc(n + 1);
+		memset(out, 'b', n);
+		http_response_send(req, 200, "text/plain", NULL, out, n);
+		free(out);
+	} else if (strcmp(path, "/hello") == 0) {
 		http_response_send(req, 200, "text/plain; charset=utf-8", NULL, "hello", 5);
 	} else if (strcmp(path, "/echo") == 0) {
 		const char *q = http_request_query(req, NULL);
@@ -1230,6 +1243,435 @@ START_TEST(test_http_server_survives_garbage)
 }
 END_TEST
 
+/* ---- hostile clients: framing, deadlines, output cap, trailers, admit ---- */
+
+/* Each must give 400 and close; the /mark pipelined behind it never runs. */
+static const char *const FRAMING_BAD[] = {
+    "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nX-A: a\r\n\tfolded\r\nContent-Length: 0\r\n\r\n",
+    "PUT /echo HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+    "PUT /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    "PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    "PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n",
+    "GET /hello HTTP/1.1\r\nHost: x\r\n\r\rGET /hello HTTP/1.1\r\n\r\n",
+    "GET /hello HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
+};
+
+static void client_framing(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char buf[512];
+	size_t i;
+	int fd;
+
+	for (i = 0; i < sizeof(FRAMING_BAD) / sizeof(FRAMING_BAD[0]); i++) {
+		for (int split = 0; split < 2; split++) {
+			size_t len = strlen(FRAMING_BAD[i]);
+			fd = tcp_connect(f->port);
+			CHECKT(f, fd >= 0);
+			reader_init(&rd, fd);
+			snprintf(buf, sizeof(buf), "%sPOST /mark HTTP/1.1\r\n\r\n", FRAMING_BAD[i]);
+			if (split) { /* byte by byte: the checks hold across reads */
+				for (size_t k = 0; k < strlen(buf); k++) {
+					if (!send_all(fd, buf + k, 1))
+						break;
+					if (k > len - 8)
+						usleep(2000);
+				}
+			} else {
+				CHECKT(f, send_str(fd, buf));
+			}
+			CHECKT(f, read_response(&rd, s));
+			if (s->status != 400)
+				fprintf(stderr, "framing case %zu (split %d): %d\n", i, split,
+					s->status);
+			CHECKT(f, s->status == 400);
+			CHECKT(f, !read_response(&rd, s)); /* nothing else, then EOF */
+			close(fd);
+			CHECKT(f, __atomic_load_n(&f->marks, __ATOMIC_SEQ_CST) == 0);
+		}
+	}
+	/* well-formed chunking, pipelined, still works */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+			       "5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\n\r\nPOST /mark HTTP/1.1\r\n\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello!") == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "marked") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_strict_framing_400)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_framing);
+	ck_assert_int_eq(f->marks, 1);
+	free(f);
+}
+END_TEST
+
+static void client_deadlines(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	uint64_t t0;
+	int fd;
+
+	/* one byte, then nothing: 408 at the header deadline */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	t0 = now_ms();
+	CHECKT(f, send_str(fd, "G"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 408);
+	CHECKT(f, now_ms() - t0 >= 300);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	/* headers trickling in, each byte in time, still miss the deadline */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	t0 = now_ms();
+	for (int i = 0; i < 100 && send_str(fd, "X"); i++)
+		usleep(20000);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 400 || s->status == 408); /* "XXX..." is no method */
+	close(fd);
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n"));
+	for (int i = 0; i < 100 && send_str(fd, "X-A: b\r\n"); i++)
+		usleep(20000);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 408);
+	close(fd);
+	/* a body that stops: 408 at the body deadline */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 408);
+	close(fd);
+	/* a slow body that keeps moving is served */
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\n"));
+	for (int i = 0; i < 10; i++) {
+		CHECKT(f, send_str(fd, "z"));
+		usleep(100000); /* 1 s in all, each gap under the 300 ms deadline */
+	}
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "zzzzzzzzzz") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_header_and_body_deadlines_408)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {
+	    .header_timeout_ms = 300, .body_timeout_ms = 300, .idle_timeout_ms = 60000};
+
+	run_with(f, &opts, client_deadlines);
+	ck_assert_uint_ge(f->stats.timed_out, 3);
+	free(f);
+}
+END_TEST
+
+#define CAP_REQS 20000
+
+static void client_output_cap(struct fixture *f)
+{
+	static char req[1100];
+	struct timeval tv = {1, 0};
+	int rcv = 4096, fd = socket(AF_INET, SOCK_STREAM, 0), sent = 0, handled;
+	struct sockaddr_in sa;
+
+	CHECKT(f, fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(f->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECKT(f, connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	snprintf(req, sizeof(req), "GET /big/16384 HTTP/1.1\r\nX-Pad: %01000d\r\n\r\n", 0);
+	/* never read: the server must stop reading, so our send blocks */
+	while (sent < CAP_REQS && send_str(fd, req))
+		sent++;
+	handled = __atomic_load_n(&f->handled, __ATOMIC_SEQ_CST);
+	fprintf(stderr, "output cap: %d requests sent before send blocked, %d handled\n", sent,
+		handled);
+	CHECKT(f, sent < CAP_REQS);
+	CHECKT(f, handled < 1000); /* 16 KiB each: some MB of socket buffers at most */
+	close(fd);
+}
+
+START_TEST(test_http_server_output_cap_pauses_reading)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_output_bytes = 64 * 1024};
+
+	run_with(f, &opts, client_output_cap);
+	free(f);
+}
+END_TEST
+
+/* Three connections pipeline without reading: the node-wide cap stops them
+ * all well before their own caps would; a fourth, reading one is served. */
+static void client_total_output_cap(struct fixture *f)
+{
+	static char req[1100];
+	struct timeval tv = {1, 0};
+	int rcv = 4096, fds[3], sent = 0, handled, i;
+	struct sockaddr_in sa;
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(f->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	snprintf(req, sizeof(req), "GET /big/16384 HTTP/1.1\r\nX-Pad: %01000d\r\n\r\n", 0);
+	for (i = 0; i < 3; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECKT(f, fds[i] >= 0);
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+		setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		CHECKT(f, connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) == 0);
+		for (int k = 0; k < CAP_REQS && send_str(fds[i], req); k++)
+			sent++;
+	}
+	handled = __atomic_load_n(&f->handled, __ATOMIC_SEQ_CST);
+	fprintf(stderr, "total output cap: %d requests sent on 3 connections, %d handled\n", sent,
+		handled);
+	CHECKT(f, sent < 3 * CAP_REQS);
+	/* each connection alone could hold 512 answers; together they hold a
+	 * few (plus what the socket buffers took: about 180 each) */
+	CHECKT(f, handled < 1000);
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	for (i = 0; i < 3; i++) {
+		CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd, s));
+		CHECKT(f, s->status == 200);
+	}
+	close(fd);
+	for (i = 0; i < 3; i++)
+		close(fds[i]);
+	free(s);
+}
+
+START_TEST(test_http_server_total_output_cap)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_output_bytes = 8 * 1024 * 1024,
+					.max_total_output_bytes = 64 * 1024};
+
+	run_with(f, &opts, client_total_output_cap);
+	free(f);
+}
+END_TEST
+
+/* Bodies being received share a node-wide budget: past it, 503. */
+static void client_body_budget(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *body = malloc(200000);
+	int a = tcp_connect(f->port), b;
+
+	memset(body, 'q', 200000);
+	CHECKT(f, a >= 0);
+	CHECKT(f, send_str(a, "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n"));
+	CHECKT(f, send_all(a, body, 199999)); /* all but the last byte */
+	usleep(200000);
+	b = tcp_connect(f->port);
+	CHECKT(f, b >= 0);
+	reader_init(&rd, b);
+	CHECKT(f, send_str(b, "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n"));
+	send_all(b, body, 200000);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 503 && strcmp(s->body, "server busy\n") == 0);
+	close(b);
+	reader_init(&rd, a);
+	CHECKT(f, send_all(a, "q", 1));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && has_header(s, "content-length: 200000"));
+	/* the budget is free again */
+	CHECKT(f, send_str(a, "PUT /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n"));
+	CHECKT(f, send_all(a, body, 200000));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && has_header(s, "content-length: 200000"));
+	close(a);
+	free(body);
+	free(s);
+}
+
+START_TEST(test_http_server_body_budget_503)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_total_body_bytes = 300000};
+
+	run_with(f, &opts, client_body_budget);
+	free(f);
+}
+END_TEST
+
+static void client_trailers(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *big = malloc(20000);
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* a trailer never becomes a header (and the last one has no NUL) */
+	CHECKT(f, send_str(fd, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+			       "2\r\nhi\r\n0\r\nAuthorization: Bearer evil\r\nX-T: v\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hi") == 0);
+	CHECKT(f, has_header(s, "x-auth: -"));
+	/* trailers count against the header limit */
+	memset(big, 'a', 19999);
+	big[19999] = '\0';
+	CHECKT(f, send_str(fd, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+			       "0\r\nX-Big: "));
+	CHECKT(f, send_str(fd, big));
+	CHECKT(f, send_str(fd, "\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 431);
+	close(fd);
+	free(big);
+	free(s);
+}
+
+START_TEST(test_http_server_trailers_are_not_headers)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_trailers);
+	free(f);
+}
+END_TEST
+
+static int admit_secret(const struct http_request *req, void *user, const char **body)
+{
+	const char *auth = http_request_header(req, "Authorization", NULL);
+
+	(void)user;
+	(void)body;
+	if (strcmp(http_request_path(req, NULL), "/echo") == 0 &&
+	    (auth == NULL || strcmp(auth, "Bearer ok") != 0))
+		return 401;
+	return 0;
+}
+
+static void observe(const struct http_request *req, int status, void *user)
+{
+	struct fixture *f = user;
+
+	(void)req;
+	(void)status;
+	__atomic_add_fetch(&f->observed, 1, __ATOMIC_SEQ_CST);
+}
+
+static void client_admit(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	/* refused from the headers: no 100 Continue, no body read */
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nContent-Length: 1000000\r\n"
+			       "Expect: 100-continue\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 401 && strcmp(s->body, "unauthorized\n") == 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	fd = tcp_connect(f->port);
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /echo HTTP/1.1\r\nAuthorization: Bearer ok\r\n"
+			       "Content-Length: 2\r\n\r\nok"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "ok") == 0);
+	close(fd);
+	CHECKT(f, __atomic_load_n(&f->observed, __ATOMIC_SEQ_CST) == 2);
+	free(s);
+}
+
+START_TEST(test_http_server_admit_cb_before_body)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {
+	    .admit_cb = admit_secret, .observe_cb = observe, .observe_user = f};
+
+	run_with(f, &opts, client_admit);
+	free(f);
+}
+END_TEST
+
+static void client_conn_cap(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fds[4], fd, i;
+
+	for (i = 0; i < 4; i++) { /* busy: a request in progress */
+		fds[i] = tcp_connect(f->port);
+		CHECKT(f, fds[i] >= 0);
+		CHECKT(f, send_str(fds[i], "GET /hello HTTP/1.1\r\n"));
+	}
+	usleep(300000);
+	fd = tcp_connect(f->port); /* over the cap, nothing idle: closed */
+	CHECKT(f, fd >= 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	for (i = 0; i < 4; i++) /* finishing makes them idle */
+		CHECKT(f, send_str(fds[i], "\r\n"));
+	usleep(300000);
+	fd = tcp_connect(f->port); /* displaces the longest-idle one */
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200);
+	close(fd);
+	for (i = 0; i < 4; i++)
+		close(fds[i]);
+	free(s);
+}
+
+START_TEST(test_http_server_max_connections)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.max_connections = 4};
+
+	run_with(f, &opts, client_conn_cap);
+	ck_assert_uint_ge(f->stats.refused, 1);
+	ck_assert_uint_ge(f->stats.evicted, 1);
+	free(f);
+}
+END_TEST
+
 static Suite *http_server_suite(void)
 {
 	Suite *s = suite_create("http_server");
@@ -1255,6 +1697,14 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_accept_survives_emfile);
 	tcase_add_test(tc, test_http_server_request_split_across_reads);
 	tcase_add_test(tc, test_http_server_survives_garbage);
+	tcase_add_test(tc, test_http_server_strict_framing_400);
+	tcase_add_test(tc, test_http_server_header_and_body_deadlines_408);
+	tcase_add_test(tc, test_http_server_output_cap_pauses_reading);
+	tcase_add_test(tc, test_http_server_total_output_cap);
+	tcase_add_test(tc, test_http_server_body_budget_503);
+	tcase_add_test(tc, test_http_server_trailers_are_not_headers);
+	tcase_add_test(tc, test_http_server_admit_cb_before_body);
+	tcase_add_test(tc, test_http_server_max_connections);
 	suite_add_tcase(s, tc);
 	return s;
 }
