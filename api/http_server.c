@@ -1047,11 +1047,16 @@ static bool evict_idle(struct http_server *srv)
 	return false;
 }
 
-/* Takes a new connection, or closes it when over the cap and no idle
- * connection can make room. */
+/* Takes a new connection, or closes it when over the cap. Over the cap an
+ * operator set (--max-connections, API.md §7) the new connection is closed;
+ * over the lower cap the descriptor limit imposes, an idle connection may be
+ * closed instead to make room, so a node that hit its open-file limit still
+ * serves new clients. */
 static void accept_one(struct http_server *srv, int fd)
 {
-	if (srv->live >= srv->max_conns && !evict_idle(srv)) {
+	bool fd_bound = srv->max_conns < srv->opts.max_connections;
+
+	if (srv->live >= srv->max_conns && (!fd_bound || !evict_idle(srv))) {
 		srv->stats.refused++;
 		close(fd);
 		return;

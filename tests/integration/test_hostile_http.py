@@ -463,6 +463,22 @@ class HostileHttpTest(KvdTestCase):
         time.sleep(0.3)  # the node sees the closes before it counts the next one
         self.timed_health(n, "max-connections")
 
+    def test_max_connections_flag_refuses_new_not_idle(self):
+        # The operator's cap closes the newcomer at accept, even when the
+        # connections holding the slots are idle (API.md §7).
+        n = self.node(["--max-connections", "5"])
+        socks = [socket.create_connection(("127.0.0.1", n.port), timeout=5) for _ in range(5)]
+        try:
+            time.sleep(1.5)  # older than any idle-eviction threshold
+            with n.conn(timeout=5) as c:
+                self.assertTrue(c.closed_by_peer(), "connection over --max-connections kept open")
+            for s in socks:  # the idle ones are still served
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
+        finally:
+            for s in socks:
+                s.close()
+
     # ---- URL, key and limit edge cases ----
 
     def test_url_key_limit_edge_cases(self):
