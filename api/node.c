@@ -282,6 +282,7 @@ void kvd_node_drop_core(struct kvd_node *n)
 	fail_pending_writes(n, 503, "raft core restarted: write outcome unknown\n");
 	fail_pending_reads(n);
 	kvd_transport_drop_held(n->transport);
+	kvd_transport_refuse_parked(n->transport);
 	raft_destroy(n->raft);
 	n->raft = NULL;
 }

@@ -198,7 +198,9 @@ START_TEST(test_raft_snapshot_recv_log_holds_last_entry)
 	ck_assert_uint_eq(raft_last_index(f.n[1].r), last);
 	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
 	ck_assert(f.q[f.n_q - 1].m.u.snapshot_result.success);
-	ck_assert_uint_eq(f.q[f.n_q - 1].m.u.snapshot_result.offset, UINT64_MAX);
+	/* Past any size, and a JSON (signed 64-bit) integer on the wire. */
+	ck_assert_uint_eq(f.q[f.n_q - 1].m.u.snapshot_result.offset, RAFT_SNAPSHOT_COVERED);
+	ck_assert_uint_le(f.q[f.n_q - 1].m.u.snapshot_result.offset, (uint64_t)INT64_MAX);
 	fx_close(&f);
 }
 END_TEST
@@ -221,7 +223,8 @@ START_TEST(test_raft_snapshot_stream_aborted_by_append)
 	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, false);
 	fx_step(&f, 1, &e);
 	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
-	/* A keepalive from the streaming leader: ignored, no answer. */
+	/* A keepalive from the streaming leader: answered busy (claims prev,
+	 * no conflict hint), the log is unchanged. */
 	memset(&e.u.receive, 0, sizeof(e.u.receive));
 	e.u.receive.type = RAFT_MSG_APPEND;
 	strcpy(e.u.receive.from, "n1");
@@ -231,7 +234,13 @@ START_TEST(test_raft_snapshot_stream_aborted_by_append)
 	e.u.receive.u.append.prev_log_term = t;
 	fx_drop_all(&f);
 	fx_step(&f, 1, &e);
-	ck_assert_uint_eq(f.n_q, 0);
+	ck_assert_uint_eq(f.n_q, 1);
+	ck_assert(!f.q[0].m.u.append_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.append_result.last_log_index, last);
+	ck_assert_uint_eq(f.q[0].m.u.append_result.conflict_term, 0);
+	ck_assert_uint_eq(f.q[0].m.u.append_result.conflict_index, 0);
+	ck_assert_uint_eq(raft_last_index(f.n[1].r), last);
+	fx_drop_all(&f);
 	/* Entries: processed, and the stream is dropped. */
 	en.index = last + 1;
 	en.term = t;
@@ -272,6 +281,91 @@ START_TEST(test_raft_snapshot_size_zero_not_sent)
 }
 END_TEST
 
+/* Issue 7: a chunk lost without an error (a partition drops it) is sent again
+ * as soon as the leader hears a normal answer from the follower, not after
+ * snapshot_timeout (1000 ms here). */
+START_TEST(test_raft_snapshot_lost_chunk_resent_when_follower_heard)
+{
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	f.cut[0][2] = true;
+	fx_run(&f, 300); /* the stream starts; its first chunk is lost */
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 0);
+	f.cut[0][2] = false;
+	fx_run(&f, 250); /* two heartbeats: well within snapshot_timeout */
+	ck_assert_uint_ge(f.n[2].n_snapshot_writes, 1);
+	deliver_until_rx_done(2);
+	ck_assert_int_eq(memcmp(f.n[2].rx_bytes, f.n[0].snap_bytes, 250), 0);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].applied, raft_last_index(f.n[0].r));
+	fx_close(&f);
+}
+END_TEST
+
+/* Issue 7: while the follower installs, a chunk the leader sends again (after
+ * a timeout) is refused with the offset it expects, and the leader waits for
+ * the real answer instead of restarting at offset 0; the answer to the last
+ * chunk after the install completes the stream, and entries follow. */
+START_TEST(test_raft_snapshot_leader_waits_for_install)
+{
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	deliver_until_rx_done(2);
+	/* The install takes longer than snapshot_timeout. */
+	fx_run(&f, 1500);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 3);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].applied, raft_last_index(f.n[0].r));
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 3);
+	fx_close(&f);
+}
+END_TEST
+
+/* Issue 7: a chunk the driver could not write (SNAPSHOT_FAILED) drops the
+ * stream: the next chunk is refused (no hole), the stream restarts at 0. */
+START_TEST(test_raft_snapshot_failed_write_restarts_stream)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_event fail = {.type = RAFT_EVENT_SNAPSHOT_FAILED};
+	raft_term t;
+
+	setup(0, 100);
+	fx_drop_all(&f);
+	t = raft_current_term(f.n[0].r);
+	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, false);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
+	fx_step(&f, 1, &fail);
+	fx_drop_all(&f);
+	e.u.receive = chunk_msg(t, 50, t, 3, "def", 3, false);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
+	ck_assert(!f.q[0].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.snapshot_result.offset, 0);
+	/* A failed install refuses the waiting last chunk with offset 0. */
+	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, true);
+	e.u.receive.token = 7;
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(raft_snapshot_install_token(f.n[1].r), 7);
+	fx_drop_all(&f);
+	fx_step(&f, 1, &fail);
+	ck_assert_uint_eq(raft_snapshot_install_token(f.n[1].r), 0);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
+	ck_assert(!f.q[0].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.snapshot_result.offset, 0);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_snapshot");
@@ -285,6 +379,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_recv_log_holds_last_entry);
 	tcase_add_test(tc, test_raft_snapshot_stream_aborted_by_append);
 	tcase_add_test(tc, test_raft_snapshot_size_zero_not_sent);
+	tcase_add_test(tc, test_raft_snapshot_lost_chunk_resent_when_follower_heard);
+	tcase_add_test(tc, test_raft_snapshot_leader_waits_for_install);
+	tcase_add_test(tc, test_raft_snapshot_failed_write_restarts_stream);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,196 @@
+"""test_snapshot_catchup.py: a lagging follower catches up through
+InstallSnapshot (ARCHITECTURE.md "Snapshots", API.md §5).
+
+Real 3-node clusters at --snapshot-threshold=100: one follower is cut off
+(POST /cluster/partition) while the leader writes 2,000 keys, so the leader
+compacts its log past the follower's; after the heal the follower must get a
+snapshot, install it, and keep receiving entries after it (its stale reads
+become and stay correct). Variants: the follower is SIGKILLed during the
+install and restarts with every acknowledged write; a local snapshot is
+running on the follower (large state, POST /log/snapshot) when the leader's
+snapshot arrives.
+
+Waits are bounded and generous (no timing assertions: catch-up time is
+measured by bench/snapshot-catchup.py). Ports come from KVD_TEST_PORT_BASE
+(default 21000) + 0..999 so parallel runs of other suites do not collide.
+"""
+
+import os
+import random
+import socket
+import threading
+import time
+import unittest
+
+import cluster
+from cluster import Client, ClusterCase, wait_until
+
+PORT_BASE = int(os.environ.get("KVD_TEST_PORT_BASE", "21000"))
+
+
+def ports_in_range(n):
+    """n ports free now in [PORT_BASE, PORT_BASE + 1000)."""
+    rng = random.Random()
+    ports = []
+    for _ in range(5000):
+        if len(ports) == n:
+            break
+        p = PORT_BASE + rng.randrange(50, 1000)
+        if p in ports:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", p))
+            ports.append(p)
+        except OSError:
+            pass
+        finally:
+            s.close()
+    if len(ports) < n:
+        raise RuntimeError("no free ports in %d..%d" % (PORT_BASE, PORT_BASE + 999))
+    return ports
+
+
+cluster.free_ports = ports_in_range
+
+THRESHOLD = ["--snapshot-threshold", "100"]
+
+
+def write_keys(c, leader, prefix, n, value_len=8, threads=4):
+    """Writes n keys prefix<i> = v<i> padded to value_len through the leader
+    with a few parallel clients; returns {key: value} of acknowledged writes."""
+    acked = {}
+    lock = threading.Lock()
+    errors = []
+
+    def worker(k0):
+        cl = Client(timeout=10.0)
+        try:
+            for i in range(k0, n, threads):
+                key = "%s%05d" % (prefix, i)
+                val = ("v%d-" % i).ljust(value_len, "x")
+                r = cl.request(leader.host, leader.port, "PUT", "/kv/" + key, val, follow=True)
+                if r.status != 200:
+                    errors.append((key, r))
+                    return
+                with lock:
+                    acked[key] = val
+        except OSError as e:
+            errors.append((k0, e))
+        finally:
+            cl.close()
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    if errors:
+        raise AssertionError("writes failed: %r" % errors[:3])
+    return acked
+
+
+def stale_ok(node, expect):
+    """True when node's stale reads of every key in expect are correct."""
+    for k, v in expect.items():
+        try:
+            st, body = node.stale_get(k, timeout=2.0)
+        except OSError:
+            return False
+        if st != 200 or body.decode() != v:
+            return False
+    return True
+
+
+def sample(d, n=50):
+    keys = sorted(d)
+    rng = random.Random(7)
+    pick = rng.sample(keys, min(n, len(keys))) + keys[-5:]
+    return {k: d[k] for k in pick}
+
+
+class SnapshotCatchup(ClusterCase):
+    def setUp(self):
+        super().setUp()
+        self.c = self.make_cluster(3, args=THRESHOLD)
+        self.leader, _ = self.c.wait_leader(timeout=15)
+        self.follower = [n for n in self.c.nodes if n is not self.leader][0]
+        self.others = [n for n in self.c.nodes if n is not self.follower]
+
+    def lag_follower(self, n_keys=2000, value_len=8):
+        """Cuts the follower off, writes n_keys, returns the acked writes."""
+        self.c.partition(self.others, [self.follower])
+        acked = write_keys(self.c, self.leader, "k", n_keys, value_len)
+        # The leader has compacted past what the follower holds.
+        snap = self.leader.get("/log/snapshot").json()
+        self.assertGreater(snap["last-included-index"], 1100)
+        return acked
+
+    def assert_receives_after_install(self, acked):
+        """After the install the follower keeps up with new entries."""
+        more = write_keys(self.c, self.leader, "after", 20)
+        expect = dict(sample(acked))
+        expect.update(more)
+        wait_until(lambda: stale_ok(self.follower, expect), 20,
+                   what="follower %s reads every write made after the install" % self.follower.id)
+        self.c.wait_applied(timeout=20)
+        self.c.assert_no_crash()
+
+    def test_lagging_follower_catches_up_and_keeps_receiving(self):
+        acked = self.lag_follower()
+        self.c.heal()
+        wait_until(lambda: stale_ok(self.follower, sample(acked)), 20,
+                   what="follower %s stale reads correct after the heal" % self.follower.id)
+        self.assertIn("snapshot installed", open(self.follower.log_path).read())
+        self.assert_receives_after_install(acked)
+        # The leader does not keep re-sending the snapshot.
+        log = open(self.leader.log_path).read()
+        time.sleep(1.0)
+        later = open(self.leader.log_path).read()
+        self.assertEqual(later[len(log):].count("sending snapshot to peer"), 0,
+                         "leader keeps streaming snapshots:\n" + later[len(log):][-2000:])
+
+    def test_follower_killed_during_install_restarts(self):
+        acked = self.lag_follower(2000, value_len=2000)
+        log_before = len(open(self.follower.log_path).read())
+        self.c.heal()
+        # Kill it as soon as the stream reaches it (mid-stream or mid-install).
+        wait_until(lambda: "snapshot" in open(self.follower.log_path).read()[log_before:], 20,
+                   interval=0.005, what="the snapshot stream reaching the follower")
+        self.follower.kill()
+        self.follower.start()
+        self.follower.wait_ready(20)
+        wait_until(lambda: stale_ok(self.follower, sample(acked)), 30,
+                   what="restarted follower reads every acknowledged write")
+        self.assert_receives_after_install(acked)
+
+    def test_local_snapshot_running_when_leader_snapshot_arrives(self):
+        # A large state makes the follower's own snapshot take a while.
+        big = write_keys(self.c, self.leader, "big", 400, value_len=100000)
+        self.c.wait_applied(timeout=30)
+        acked = self.lag_follower(1500)
+        acked.update(big)
+        # Start a local snapshot on the follower and heal while it runs.
+        cl = Client(timeout=30.0)
+        res = {}
+
+        def post():
+            try:
+                res["r"] = cl.request(self.follower.host, self.follower.port, "POST", "/log/snapshot", b"")
+            except OSError as e:
+                res["r"] = e
+
+        t = threading.Thread(target=post)
+        t.start()
+        self.c.heal()
+        t.join(60)
+        cl.close()
+        self.assertFalse(t.is_alive())
+        self.assertIsNotNone(res.get("r"))
+        wait_until(lambda: stale_ok(self.follower, sample(acked)), 30,
+                   what="follower reads correct after a leader snapshot met a local one")
+        self.assert_receives_after_install(acked)
+
+
+if __name__ == "__main__":
+    unittest.main()
