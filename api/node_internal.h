@@ -56,6 +56,8 @@ struct kvd_batch_item {
 	size_t len;
 };
 
+struct apply_job;
+
 struct kvd_node {
 	uv_loop_t *loop;
 	struct kvd_config cfg;
@@ -110,6 +112,7 @@ struct kvd_node {
 	bool snapshot_running;
 	bool snapshot_wanted; /* take one right after start (log reset at recovery) */
 	bool installing;      /* a received snapshot is being swapped in: no engine reads */
+	struct apply_job *install_pending; /* step 3 of an install, waiting (node.c) */
 	uv_work_t snapshot_work;
 	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
 };
@@ -119,6 +122,10 @@ struct kvd_waiter {
 	struct kvd_waiter *next;
 	struct http_request *req;
 };
+
+/* Runs the engine swap of a received snapshot that waited for the writer
+ * or for a local snapshot to end (node.c); no-op when none waits. */
+void kvd_node_install_continue(struct kvd_node *n);
 
 /* Path of the file receiving a snapshot from the leader (PATH_MAX bytes). */
 void kvd_node_incoming_path(const struct kvd_node *n, char *path);

@@ -15,6 +15,7 @@ measured by bench/snapshot-catchup.py). Ports come from KVD_TEST_PORT_BASE
 (default 21000) + 0..999 so parallel runs of other suites do not collide.
 """
 
+import base64
 import os
 import random
 import socket
@@ -102,7 +103,13 @@ def stale_ok(node, expect):
     return True
 
 
+def read_log(node):
+    with open(node.log_path) as f:
+        return f.read()
+
+
 def sample(d, n=50):
+    """A fixed sample of d's keys plus its last five."""
     keys = sorted(d)
     rng = random.Random(7)
     pick = rng.sample(keys, min(n, len(keys))) + keys[-5:]
@@ -141,56 +148,97 @@ class SnapshotCatchup(ClusterCase):
         self.c.heal()
         wait_until(lambda: stale_ok(self.follower, sample(acked)), 20,
                    what="follower %s stale reads correct after the heal" % self.follower.id)
-        self.assertIn("snapshot installed", open(self.follower.log_path).read())
+        with open(self.follower.log_path) as f:
+            self.assertIn("snapshot installed", f.read())
         self.assert_receives_after_install(acked)
         # The leader does not keep re-sending the snapshot.
-        log = open(self.leader.log_path).read()
+        log = read_log(self.leader)
         time.sleep(1.0)
-        later = open(self.leader.log_path).read()
+        later = read_log(self.leader)
         self.assertEqual(later[len(log):].count("sending snapshot to peer"), 0,
                          "leader keeps streaming snapshots:\n" + later[len(log):][-2000:])
 
+    def write_big(self, prefix, n, size=500000):
+        """n incompressible values of size bytes (the snapshot is large and
+        slow to write, send and restore)."""
+        vals = {}
+        cl = Client(timeout=30.0)
+        try:
+            for i in range(n):
+                k = "%s%04d" % (prefix, i)
+                v = base64.b64encode(os.urandom(size * 3 // 4)).decode()
+                r = cl.request(self.leader.host, self.leader.port, "PUT", "/kv/" + k, v, follow=True)
+                self.assertEqual(r.status, 200, r)
+                vals[k] = v
+        finally:
+            cl.close()
+        return vals
+
     def test_follower_killed_during_install_restarts(self):
-        acked = self.lag_follower(2000, value_len=2000)
-        log_before = len(open(self.follower.log_path).read())
+        # A large state (about 60 MB) so that the install takes a while.
+        self.c.partition(self.others, [self.follower])
+        acked = self.write_big("big", 120)
+        for delay in (0.0, 0.05, 0.1, 0.15, 0.25):
+            # Enough entries that the leader compacts past the follower.
+            acked.update(write_keys(self.c, self.leader, "d%d-" % int(delay * 1000), 1500))
+            log_before = len(read_log(self.follower))
+            self.c.heal()
+            wait_until(lambda: "installing snapshot from leader"
+                       in read_log(self.follower)[log_before:], 30,
+                       interval=0.005, what="the install starting on the follower")
+            time.sleep(delay)
+            self.follower.kill()
+            # Cut off again (from the others' side): after the restart it
+            # serves what its own disk holds, and the next round lags.
+            self.c.partition(self.others)
+            self.follower.start()
+            self.follower.wait_ready(60)
+            self.c.assert_no_crash()
         self.c.heal()
-        # Kill it as soon as the stream reaches it (mid-stream or mid-install).
-        wait_until(lambda: "snapshot" in open(self.follower.log_path).read()[log_before:], 20,
-                   interval=0.005, what="the snapshot stream reaching the follower")
-        self.follower.kill()
-        self.follower.start()
-        self.follower.wait_ready(20)
-        wait_until(lambda: stale_ok(self.follower, sample(acked)), 30,
+        wait_until(lambda: stale_ok(self.follower, sample(acked, 80)), 60,
                    what="restarted follower reads every acknowledged write")
         self.assert_receives_after_install(acked)
 
     def test_local_snapshot_running_when_leader_snapshot_arrives(self):
-        # A large state makes the follower's own snapshot take a while.
-        big = write_keys(self.c, self.leader, "big", 400, value_len=100000)
-        self.c.wait_applied(timeout=30)
-        acked = self.lag_follower(1500)
-        acked.update(big)
-        # Start a local snapshot on the follower and heal while it runs.
+        # The follower holds a large state; the leader drops it while the
+        # follower is cut off, so the leader's snapshot is small and arrives
+        # while the follower's own (large, slow) snapshot is still running.
+        big = self.write_big("big", 150, 1000000)
+        self.c.wait_applied(timeout=60)
+        self.c.partition(self.others, [self.follower])
         cl = Client(timeout=30.0)
+        for k in big:
+            r = cl.request(self.leader.host, self.leader.port, "DELETE", "/kv/" + k, follow=True)
+            self.assertEqual(r.status, 200, r)
+        cl.close()
+        acked = write_keys(self.c, self.leader, "k", 1500)
         res = {}
 
         def post():
+            c2 = Client(timeout=60.0)
             try:
-                res["r"] = cl.request(self.follower.host, self.follower.port, "POST", "/log/snapshot", b"")
+                res["r"] = c2.request(self.follower.host, self.follower.port, "POST", "/log/snapshot", b"")
             except OSError as e:
                 res["r"] = e
+            finally:
+                c2.close()
 
+        # Heal, then start the local snapshot at once: the leader's
+        # snapshot (small) arrives within a heartbeat, while the local one
+        # (about 150 MB) is still being written.
         t = threading.Thread(target=post)
-        t.start()
         self.c.heal()
+        t.start()
         t.join(60)
-        cl.close()
         self.assertFalse(t.is_alive())
-        self.assertIsNotNone(res.get("r"))
         wait_until(lambda: stale_ok(self.follower, sample(acked)), 30,
                    what="follower reads correct after a leader snapshot met a local one")
+        for k in list(big)[:5]:
+            st, _ = self.follower.stale_get(k)
+            self.assertEqual(st, 404, "deleted key %s still on the follower" % k)
         self.assert_receives_after_install(acked)
-
+        with open(self.follower.log_path) as f:
+            self.assertIn("snapshot installed", f.read())
 
 if __name__ == "__main__":
     unittest.main()
