@@ -158,6 +158,30 @@ class SnapshotCatchup(ClusterCase):
         self.assertEqual(later[len(log):].count("sending snapshot to peer"), 0,
                          "leader keeps streaming snapshots:\n" + later[len(log):][-2000:])
 
+    def test_failed_chunk_write_restarts_stream(self):
+        # A snapshot of several chunks (about 3 MB, incompressible).
+        self.c.partition(self.others, [self.follower])
+        acked = self.write_big("big", 6, 500000)
+        acked.update(write_keys(self.c, self.leader, "k", 1500))
+        # The follower cannot create its incoming file: every chunk fails.
+        incoming = os.path.join(self.follower.data_dir, "snapshots", "incoming.tmp")
+        os.makedirs(incoming)
+        log_before = len(read_log(self.follower))
+        self.c.heal()
+        wait_until(lambda: "cannot write snapshot chunk" in read_log(self.follower)[log_before:], 20,
+                   what="a failed chunk write on the follower")
+        time.sleep(0.3)
+        os.rmdir(incoming)
+        wait_until(lambda: stale_ok(self.follower, sample(acked)), 30,
+                   what="follower reads correct after its chunk writes failed")
+        self.assert_receives_after_install(acked)
+        # What it installed survives a restart.
+        self.follower.kill()
+        self.follower.start()
+        self.follower.wait_ready(30)
+        self.assertTrue(stale_ok(self.follower, sample(acked)))
+        self.c.assert_no_crash()
+
     def write_big(self, prefix, n, size=500000):
         """n incompressible values of size bytes (the snapshot is large and
         slow to write, send and restore)."""
