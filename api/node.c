@@ -80,13 +80,15 @@ struct writer_job {
  *      side directory (which reads and checks every byte), then renamed to
  *      its snapshot name and the directory fsynced;
  *   2. WRITER_RESET (writer): the stored log restarts after the snapshot;
- *   3. INSTALL_SWAP (applier): the side directory replaces LevelDB, once no
- *      local snapshot holds a view of it;
+ *   3. INSTALL_SWAP (applier): the side directory replaces LevelDB;
  *   4. the core is told (SNAPSHOT_INSTALLED) and answers the last chunk.
- * A crash after step 1 finds the snapshot file newer than LevelDB and
- * restores from it at start. A failure at steps 1-3 reports
- * SNAPSHOT_FAILED: the leader restarts the stream (a failed swap stops the
- * node, whose restart restores from the file).
+ * It starts only once no local snapshot holds a view of LevelDB (a running
+ * one is waited for: KVD_SNAP_INSTALL_WAIT), and no local snapshot starts
+ * until it ends (enum kvd_snapshot_state in node_internal.h). A crash after
+ * step 1 finds the snapshot file newer than LevelDB and restores from it at
+ * start. A failure at step 1 reports SNAPSHOT_FAILED: the leader restarts
+ * the stream; a failed log reset stops the core (disk error) and a failed
+ * swap stops the node, whose restart restores from the file.
  */
 enum install_step {
 	INSTALL_NONE = 0,
@@ -290,8 +292,8 @@ static void disk_timer_cb(uv_timer_t *t)
 	struct kvd_node *n = t->data;
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 
-	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) || n->installing ||
-	    n->snapshot_running || n->reinit_pending)
+	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) ||
+	    n->snapshot_state != KVD_SNAP_IDLE || n->reinit_pending)
 		return;
 	kvd_node_drop_core(n);
 	n->recovering = true;
@@ -335,6 +337,17 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	struct kvd_node *n = q->data;
 	struct writer_job *j = (struct writer_job *)job;
 
+	if (j->type == WRITER_RESET && j->base.status != 0 && j->install != NULL) {
+		/* Step 2 of an install failed: the install ends here (the file
+		 * is durable; a restart restores from it); the disk error is
+		 * handled below like any log write's. */
+		struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_FAILED};
+		free(j->install);
+		j->install = NULL;
+		n->snapshot_state = KVD_SNAP_IDLE;
+		if (n->raft != NULL && !n->io_failed)
+			kvd_node_step(n, &e);
+	}
 	if (j->type == WRITER_READ_LOG) {
 		kvd_routes_log_reply(n, j->req, j->base.status, j->errmsg, j->read, j->n_read,
 				     j->store_last);
@@ -380,8 +393,10 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	} else if (j->type == WRITER_SNAPSHOT_CHUNK && j->chunk.done) {
 		start_install(n, &j->chunk);
 	} else if (j->type == WRITER_RESET && j->install != NULL) {
-		n->install_pending = j->install;
-		kvd_node_install_continue(n);
+		/* Step 3: no local snapshot can hold a view (none starts
+		 * during an install). */
+		n->snapshot_state = KVD_SNAP_INSTALL_SWAP;
+		kvd_workq_submit(&n->applier, &j->install->base);
 	}
 	kvd_transport_flush(n->transport, q->completed);
 	writer_job_free(j);
@@ -477,16 +492,15 @@ static void install_failed(struct kvd_node *n, int rv, const char *errmsg)
 
 	KVD_ERROR("snapshot install failed; the leader will send it again",
 		  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
-	n->installing = false;
-	n->install_pending = NULL;
+	n->snapshot_state = KVD_SNAP_IDLE;
 	if (n->raft != NULL)
 		kvd_node_step(n, &e);
 	else
 		kvd_transport_refuse_parked(n->transport);
 }
 
-/* Loop thread: the last chunk is durable; step 1 (check) on the applier. */
-static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
+/* Loop thread: step 1 (check) on the applier. */
+static void install_check(struct kvd_node *n, raft_index index, raft_term term)
 {
 	struct apply_job *a = calloc(1, sizeof(*a));
 
@@ -494,14 +508,36 @@ static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
 		install_failed(n, KVD_ENOMEM, "out of memory");
 		return;
 	}
-	KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64,
-		 s->last_index, s->last_term);
-	kvd_snapshot_path(n, s->last_index, s->last_term, a->install_path);
+	KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64, index, term);
+	kvd_snapshot_path(n, index, term, a->install_path);
 	a->install = INSTALL_CHECK;
-	a->last_index = s->last_index;
-	a->install_term = s->last_term;
-	n->installing = true;
+	a->last_index = index;
+	a->install_term = term;
+	n->snapshot_state = KVD_SNAP_INSTALL_CHECK;
 	kvd_workq_submit(&n->applier, &a->base);
+}
+
+/* Loop thread: the last chunk is durable. A running local snapshot is
+ * waited for: it holds a view LevelDB cannot be swapped under. */
+static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
+{
+	if (n->snapshot_state == KVD_SNAP_TAKING) {
+		KVD_INFO("snapshot from leader waits for the local snapshot", "index=%" PRIu64,
+			 s->last_index);
+		n->install_index = s->last_index;
+		n->install_term = s->last_term;
+		n->snapshot_state = KVD_SNAP_INSTALL_WAIT;
+		return;
+	}
+	install_check(n, s->last_index, s->last_term);
+}
+
+void kvd_node_snapshot_taken(struct kvd_node *n)
+{
+	if (n->snapshot_state == KVD_SNAP_INSTALL_WAIT)
+		install_check(n, n->install_index, n->install_term);
+	else
+		n->snapshot_state = KVD_SNAP_IDLE;
 }
 
 /* Loop thread: step 1 done: the file is checked and durable under its name.
@@ -531,20 +567,8 @@ static void install_checked(struct kvd_node *n, struct apply_job *j)
 	j->install = INSTALL_SWAP;
 	j->base.status = 0;
 	w->install = j;
+	n->snapshot_state = KVD_SNAP_INSTALL_RESET;
 	kvd_workq_submit(&n->writer, &w->base);
-}
-
-/* Loop thread: step 2 is done (a failed reset stops the core through
- * node_io_failed). Step 3 waits until no local snapshot holds a view of
- * LevelDB: engine_swap() refuses while one is open. */
-void kvd_node_install_continue(struct kvd_node *n)
-{
-	struct apply_job *j = n->install_pending;
-
-	if (j == NULL || n->snapshot_running)
-		return;
-	n->install_pending = NULL;
-	kvd_workq_submit(&n->applier, &j->base);
 }
 
 /* Loop thread: step 3 done; step 4: tell the core. */
@@ -554,7 +578,7 @@ static void finish_install(struct kvd_node *n, struct apply_job *j)
 	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED};
 	int rv;
 
-	n->installing = false;
+	n->snapshot_state = KVD_SNAP_IDLE;
 	if (j->base.status != 0) {
 		KVD_ERROR("snapshot install failed; stopping", "error=\"%s\" detail=\"%s\"",
 			  kvd_strerror(j->base.status), j->errmsg);
@@ -1034,7 +1058,7 @@ void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char
 	size_t vlen;
 	int rv;
 
-	if (n->installing) {
+	if (kvd_node_installing(n)) {
 		kvd_reply_text(req, 503, "installing a snapshot from the leader; retry\n");
 		return;
 	}

@@ -76,7 +76,7 @@ void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 		char path[PATH_MAX];
 		/* Temporary files of a running local snapshot or of a snapshot
 		 * being received are in use. */
-		bool tmp = strstr(de->d_name, ".tmp") != NULL && !n->snapshot_running &&
+		bool tmp = strstr(de->d_name, ".tmp") != NULL && !kvd_node_snapshot_taking(n) &&
 			   strcmp(de->d_name, "incoming.tmp") != 0;
 
 		if (!tmp && (!parse_name(de->d_name, &index, &term) || index == keep_index))
@@ -185,7 +185,6 @@ static void take_done(uv_work_t *w, int status)
 	size_t config_len;
 
 	(void)status;
-	n->snapshot_running = false;
 	if (t->status == 0 && t->index <= n->snapshot_index) {
 		/* A snapshot installed from the leader meanwhile is newer. */
 		unlink(t->path);
@@ -220,8 +219,8 @@ static void take_done(uv_work_t *w, int status)
 	engine_view_release(t->view);
 	kvd_snapshot_waiters_done(n, t->status);
 	free(t);
-	/* An install from the leader may wait for this view to go. */
-	kvd_node_install_continue(n);
+	/* IDLE, or the install from the leader that waited for this view. */
+	kvd_node_snapshot_taken(n);
 }
 
 int kvd_snapshot_take(struct kvd_node *n)
@@ -231,7 +230,7 @@ int kvd_snapshot_take(struct kvd_node *n)
 	size_t config_len;
 	int rv;
 
-	if (n->snapshot_running || n->installing)
+	if (n->snapshot_state != KVD_SNAP_IDLE)
 		return KVD_EBUSY;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -250,11 +249,11 @@ int kvd_snapshot_take(struct kvd_node *n)
 	t->node = n;
 	kvd_snapshot_path(n, t->index, t->term, t->path);
 	n->snapshot_work.data = t;
-	n->snapshot_running = true;
+	n->snapshot_state = KVD_SNAP_TAKING;
 	KVD_INFO("snapshot started", "index=%" PRIu64 " term=%" PRIu64, t->index, t->term);
 	rv = uv_queue_work(n->loop, &n->snapshot_work, take_work, take_done);
 	if (rv != 0) {
-		n->snapshot_running = false;
+		n->snapshot_state = KVD_SNAP_IDLE;
 		engine_view_release(t->view);
 		free(t);
 		return KVD_EIO;
@@ -264,7 +263,7 @@ int kvd_snapshot_take(struct kvd_node *n)
 
 void kvd_snapshot_maybe_take(struct kvd_node *n)
 {
-	if (!n->snapshot_running && !n->stopping &&
+	if (n->snapshot_state == KVD_SNAP_IDLE && !n->stopping &&
 	    n->applied_index >= n->snapshot_index + n->cfg.snapshot_threshold)
 		kvd_snapshot_take(n);
 }
