@@ -4,6 +4,7 @@
  */
 #include <check.h>
 
+#include "raft/core.h"
 #include "raft_fixture.h"
 
 static struct fx f;
@@ -366,6 +367,45 @@ START_TEST(test_raft_snapshot_failed_write_restarts_stream)
 }
 END_TEST
 
+/* Issue 7: a follower busy with a snapshot answers AppendEntries with a
+ * refusal that claims prev (no conflict hint); the leader keeps next where
+ * it is instead of walking it back one index per round trip. */
+START_TEST(test_raft_snapshot_busy_refusal_keeps_next)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_progress *p;
+	raft_index last, next;
+
+	setup(0, 100);
+	propose_many(10);
+	fx_drop_all(&f);
+	last = raft_last_index(f.n[0].r);
+	p = raft_progress_find(f.n[0].r, "n2");
+	ck_assert_ptr_nonnull(p);
+	/* A probe whose match is not known yet (as after an election). */
+	p->match = 0;
+	raft_progress_become_probe(p);
+	p->next = last + 1;
+	next = p->next;
+	memset(&e.u.receive, 0, sizeof(e.u.receive));
+	e.u.receive.type = RAFT_MSG_APPEND_RESULT;
+	strcpy(e.u.receive.from, "n2");
+	strcpy(e.u.receive.to, "n1");
+	e.u.receive.term = raft_current_term(f.n[0].r);
+	e.u.receive.u.append_result.success = false;
+	e.u.receive.u.append_result.last_log_index = last;
+	e.u.receive.u.append_result.reject_index = last;
+	fx_step(&f, 0, &e);
+	ck_assert_uint_eq(p->next, next);
+	/* A real mismatch still moves it back. */
+	e.u.receive.u.append_result.last_log_index = 3;
+	e.u.receive.u.append_result.conflict_index = 4;
+	fx_step(&f, 0, &e);
+	ck_assert_uint_eq(p->next, 4);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_snapshot");
@@ -382,6 +422,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_lost_chunk_resent_when_follower_heard);
 	tcase_add_test(tc, test_raft_snapshot_leader_waits_for_install);
 	tcase_add_test(tc, test_raft_snapshot_failed_write_restarts_stream);
+	tcase_add_test(tc, test_raft_snapshot_busy_refusal_keeps_next);
 	suite_add_tcase(s, tc);
 	return s;
 }
