@@ -347,6 +347,7 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		n->snapshot_state = KVD_SNAP_IDLE;
 		if (n->raft != NULL && !n->io_failed)
 			kvd_node_step(n, &e);
+		kvd_snapshot_after_install(n);
 	}
 	if (j->type == WRITER_READ_LOG) {
 		kvd_routes_log_reply(n, j->req, j->base.status, j->errmsg, j->read, j->n_read,
@@ -402,16 +403,15 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	writer_job_free(j);
 }
 
-/* Applier thread: one step of the install procedure (see enum install_step). */
-static int install_run(struct kvd_node *n, struct apply_job *j)
+/* Applier thread: step 1 of the install procedure (see enum install_step):
+ * restore the received file into the side directory fresh (which checks
+ * every byte), check what it holds, give it its snapshot name durably. */
+static int install_check_file(struct kvd_node *n, struct apply_job *j, const char *fresh)
 {
-	char fresh[PATH_MAX], incoming[PATH_MAX];
+	char incoming[PATH_MAX];
 	struct engine_snapshot_meta meta = {0};
 	int rv;
 
-	snprintf(fresh, sizeof(fresh), "%.4000s.restore", n->kv_dir);
-	if (j->install == INSTALL_SWAP)
-		return engine_swap(n->engine, fresh, j->errmsg);
 	kvd_node_incoming_path(n, incoming);
 	kvd_remove_tree(fresh);
 	rv = engine_snapshot_restore(incoming, fresh, &meta, j->errmsg);
@@ -437,9 +437,19 @@ static int install_run(struct kvd_node *n, struct apply_job *j)
 	if (rv != 0) {
 		kvd_remove_tree(fresh);
 		if (rv == KVD_ECORRUPT)
-			unlink(incoming);
+			unlink(incoming); /* the leader sends it again from offset 0 */
 	}
 	return rv;
+}
+
+/* Applier thread: step 1 (check) or step 3 (swap) of an install. */
+static int install_run(struct kvd_node *n, struct apply_job *j)
+{
+	char fresh[PATH_MAX];
+
+	snprintf(fresh, sizeof(fresh), "%.4000s.restore", n->kv_dir);
+	return j->install == INSTALL_SWAP ? engine_swap(n->engine, fresh, j->errmsg)
+					  : install_check_file(n, j, fresh);
 }
 
 static void apply_run(struct kvd_workq *q, struct kvd_workq_job *batch)
@@ -497,6 +507,7 @@ static void install_failed(struct kvd_node *n, int rv, const char *errmsg)
 		kvd_node_step(n, &e);
 	else
 		kvd_transport_refuse_parked(n->transport);
+	kvd_snapshot_after_install(n);
 }
 
 /* Loop thread: step 1 (check) on the applier. */
@@ -506,15 +517,16 @@ static void install_check(struct kvd_node *n, raft_index index, raft_term term)
 
 	if (a == NULL) {
 		install_failed(n, KVD_ENOMEM, "out of memory");
-		return;
+	} else {
+		KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64,
+			 index, term);
+		kvd_snapshot_path(n, index, term, a->install_path);
+		a->install = INSTALL_CHECK;
+		a->last_index = index;
+		a->install_term = term;
+		n->snapshot_state = KVD_SNAP_INSTALL_CHECK;
+		kvd_workq_submit(&n->applier, &a->base);
 	}
-	KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64, index, term);
-	kvd_snapshot_path(n, index, term, a->install_path);
-	a->install = INSTALL_CHECK;
-	a->last_index = index;
-	a->install_term = term;
-	n->snapshot_state = KVD_SNAP_INSTALL_CHECK;
-	kvd_workq_submit(&n->applier, &a->base);
 }
 
 /* Loop thread: the last chunk is durable. A running local snapshot is
@@ -527,9 +539,9 @@ static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
 		n->install_index = s->last_index;
 		n->install_term = s->last_term;
 		n->snapshot_state = KVD_SNAP_INSTALL_WAIT;
-		return;
+	} else {
+		install_check(n, s->last_index, s->last_term);
 	}
-	install_check(n, s->last_index, s->last_term);
 }
 
 void kvd_node_snapshot_taken(struct kvd_node *n)
@@ -604,6 +616,7 @@ static void finish_install(struct kvd_node *n, struct apply_job *j)
 	KVD_INFO("snapshot installed", "index=%" PRIu64 " term=%" PRIu64, e.u.snapshot.index,
 		 e.u.snapshot.term);
 	kvd_node_step(n, &e);
+	kvd_snapshot_after_install(n);
 }
 
 static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)

@@ -261,6 +261,19 @@ int kvd_snapshot_take(struct kvd_node *n)
 	return 0;
 }
 
+void kvd_snapshot_after_install(struct kvd_node *n)
+{
+	int rv;
+
+	if (n->snapshot_waiters == NULL)
+		return;
+	rv = kvd_snapshot_take(n);
+	if (rv == KVD_EEXIST)
+		rv = 0; /* the installed snapshot covers the applied state */
+	if (rv != 0 || n->snapshot_state == KVD_SNAP_IDLE)
+		kvd_snapshot_waiters_done(n, rv);
+}
+
 void kvd_snapshot_maybe_take(struct kvd_node *n)
 {
 	if (n->snapshot_state == KVD_SNAP_IDLE && !n->stopping &&

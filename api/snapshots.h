@@ -27,6 +27,11 @@ int kvd_snapshot_choose(const char *dir, struct engine_snapshot_meta *meta, char
  * one), or an engine error. */
 int kvd_snapshot_take(struct kvd_node *n);
 
+/* An install from the leader ended (installed or failed): POST /log/snapshot
+ * requests that waited for it (kvd_snapshot_take() said KVD_EBUSY) get a
+ * new local snapshot started for them, or their answer now. */
+void kvd_snapshot_after_install(struct kvd_node *n);
+
 /* Takes a snapshot when snapshot-threshold entries were applied since the
  * last one. */
 void kvd_snapshot_maybe_take(struct kvd_node *n);

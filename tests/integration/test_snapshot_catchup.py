@@ -182,6 +182,22 @@ class SnapshotCatchup(ClusterCase):
         self.assertTrue(stale_ok(self.follower, sample(acked)))
         self.c.assert_no_crash()
 
+    def test_snapshot_request_during_install_is_answered(self):
+        # POST /log/snapshot on a follower busy installing the leader's
+        # snapshot waits for the install, then is answered.
+        self.c.partition(self.others, [self.follower])
+        acked = self.write_big("big", 120)
+        acked.update(write_keys(self.c, self.leader, "k", 1500))
+        log_before = len(read_log(self.follower))
+        self.c.heal()
+        wait_until(lambda: "installing snapshot from leader" in read_log(self.follower)[log_before:], 30,
+                   interval=0.002, what="the install starting on the follower")
+        r = self.follower.request("POST", "/log/snapshot", b"", timeout=30)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("snapshot installed", read_log(self.follower)[log_before:])
+        self.assertGreaterEqual(r.json()["last-included-index"], 1500)
+        self.assert_receives_after_install(acked)
+
     def write_big(self, prefix, n, size=500000):
         """n incompressible values of size bytes (the snapshot is large and
         slow to write, send and restore)."""
@@ -247,14 +263,17 @@ class SnapshotCatchup(ClusterCase):
             finally:
                 c2.close()
 
-        # Heal, then start the local snapshot at once: the leader's
-        # snapshot (small) arrives within a heartbeat, while the local one
-        # (about 150 MB) is still being written.
+        # Start the local snapshot (about 150 MB, a few hundred ms), then
+        # heal: the leader's snapshot (small) arrives while it runs.
+        log_before = len(read_log(self.follower))
         t = threading.Thread(target=post)
-        self.c.heal()
         t.start()
+        wait_until(lambda: "snapshot started" in read_log(self.follower)[log_before:], 10,
+                   interval=0.002, what="the follower's local snapshot starting")
+        self.c.heal()
         t.join(60)
-        self.assertFalse(t.is_alive())
+        self.assertFalse(t.is_alive(), "POST /log/snapshot did not answer")
+        self.assertEqual(getattr(res["r"], "status", res["r"]), 200)
         wait_until(lambda: stale_ok(self.follower, sample(acked)), 30,
                    what="follower reads correct after a leader snapshot met a local one")
         for k in list(big)[:5]:
