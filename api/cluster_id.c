@@ -105,7 +105,7 @@ bool kvd_cluster_has_data(struct kvd_node *n)
 	struct engine_record rec;
 	bool end = true;
 
-	if (n->installing || engine_iter_open(n->engine, &it) != 0)
+	if (kvd_node_installing(n) || engine_iter_open(n->engine, &it) != 0)
 		return true; /* cannot tell: refuse rather than lose data */
 	if (engine_iter_next(it, &rec, &end) != 0)
 		end = false;
@@ -155,8 +155,8 @@ static void reinit_cb(uv_timer_t *t)
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 	int rv;
 
-	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) || n->installing ||
-	    n->snapshot_running)
+	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) ||
+	    n->snapshot_state != KVD_SNAP_IDLE)
 		return;
 	uv_timer_stop(t);
 	kvd_node_drop_core(n);

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "api/cluster_id.h"
+#include "api/fileutil.h"
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/snapshots.h"
@@ -69,6 +70,31 @@ struct writer_job {
 	/* WRITER_SNAPSHOT_CHUNK (data/n reuse the fields above) */
 	struct raft_snapshot chunk;
 	raft_term reset_term;
+	struct apply_job *install; /* WRITER_RESET: the install's swap step */
+};
+
+/*
+ * Installing a snapshot received from the leader is one ordered procedure
+ * (ARCHITECTURE.md "Snapshots"), so that a crash at any point leaves a node
+ * that starts:
+ *   1. INSTALL_CHECK (applier): the durable incoming file is restored into a
+ *      side directory (which reads and checks every byte), then renamed to
+ *      its snapshot name and the directory fsynced;
+ *   2. WRITER_RESET (writer): the stored log restarts after the snapshot;
+ *   3. INSTALL_SWAP (applier): the side directory replaces LevelDB;
+ *   4. the core is told (SNAPSHOT_INSTALLED) and answers the last chunk.
+ * It starts only once no local snapshot holds a view of LevelDB (a running
+ * one is waited for: KVD_SNAP_INSTALL_WAIT), and no local snapshot starts
+ * until it ends (enum kvd_snapshot_state in node_internal.h). A crash after
+ * step 1 finds the snapshot file newer than LevelDB and restores from it at
+ * start. A failure at step 1 reports SNAPSHOT_FAILED: the leader restarts
+ * the stream; a failed log reset stops the core (disk error) and a failed
+ * swap stops the node, whose restart restores from the file.
+ */
+enum install_step {
+	INSTALL_NONE = 0,
+	INSTALL_CHECK,
+	INSTALL_SWAP,
 };
 
 struct apply_job {
@@ -78,9 +104,10 @@ struct apply_job {
 	char *data;
 	raft_index last_index;
 	char errmsg[KVD_ERRMSG_SIZE];
-	/* A received snapshot to swap in instead of entries. */
-	bool install;
+	/* A step of installing a received snapshot instead of entries. */
+	enum install_step install;
 	raft_term install_term;
+	uint64_t install_size; /* bytes of the checked file */
 	char install_path[PATH_MAX];
 };
 
@@ -279,8 +306,8 @@ static void disk_timer_cb(uv_timer_t *t)
 	struct kvd_node *n = t->data;
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 
-	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) || n->installing ||
-	    n->snapshot_running || n->reinit_pending)
+	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) ||
+	    n->snapshot_state != KVD_SNAP_IDLE || n->reinit_pending)
 		return;
 	kvd_node_drop_core(n);
 	n->recovering = true;
@@ -296,6 +323,7 @@ void kvd_node_drop_core(struct kvd_node *n)
 	fail_pending_writes(n, 503, "raft core restarted: write outcome unknown\n");
 	fail_pending_reads(n);
 	kvd_transport_drop_held(n->transport);
+	kvd_transport_refuse_parked(n->transport);
 	raft_destroy(n->raft);
 	n->raft = NULL;
 }
@@ -330,6 +358,18 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 					 (n->disk_full && !n->recovering)))
 		(void)kvd_writer_track_done(&n->writer_track, j->base.seq, NULL, 0, &unused_index,
 					    &unused_term); /* nothing to report: forget it */
+	if (j->type == WRITER_RESET && j->base.status != 0 && j->install != NULL) {
+		/* Step 2 of an install failed: the install ends here (the file
+		 * is durable; a restart restores from it); the disk error is
+		 * handled below like any log write's. */
+		struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_FAILED};
+		free(j->install);
+		j->install = NULL;
+		n->snapshot_state = KVD_SNAP_IDLE;
+		if (n->raft != NULL && !n->io_failed)
+			kvd_node_step(n, &e);
+		kvd_snapshot_after_install(n);
+	}
 	if (j->type == WRITER_READ_LOG) {
 		kvd_routes_log_reply(n, j->req, j->base.status, j->errmsg, j->read, j->n_read,
 				     j->store_last);
@@ -338,8 +378,13 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		/* A chunk that could not be written is not acknowledged: its
 		 * held result is replaced by a refusal, and the leader retries
 		 * the stream. */
+		struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_FAILED};
 		KVD_WARN("cannot write snapshot chunk", "detail=\"%s\"", j->errmsg);
 		kvd_transport_drop_held(n->transport);
+		/* The core forgets the stream, so no later chunk lands after a
+		 * hole; the leader restarts it at offset 0. */
+		if (n->raft != NULL && !n->io_failed)
+			kvd_node_step(n, &e);
 		writer_job_free(j);
 		return;
 	} else if (j->base.status != 0) {
@@ -370,9 +415,63 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 			kvd_node_step(n, &e);
 	} else if (j->type == WRITER_SNAPSHOT_CHUNK && j->chunk.done) {
 		start_install(n, &j->chunk);
+	} else if (j->type == WRITER_RESET && j->install != NULL) {
+		/* Step 3: no local snapshot can hold a view (none starts
+		 * during an install). */
+		n->snapshot_state = KVD_SNAP_INSTALL_SWAP;
+		kvd_workq_submit(&n->applier, &j->install->base);
 	}
 	kvd_transport_flush(n->transport, q->completed);
 	writer_job_free(j);
+}
+
+/* Applier thread: step 1 of the install procedure (see enum install_step):
+ * restore the received file into the side directory fresh (which checks
+ * every byte), check what it holds, give it its snapshot name durably. */
+static int install_check_file(struct kvd_node *n, struct apply_job *j, const char *fresh)
+{
+	char incoming[PATH_MAX];
+	struct engine_snapshot_meta meta = {0};
+	int rv;
+
+	kvd_node_incoming_path(n, incoming);
+	kvd_remove_tree(fresh);
+	rv = engine_snapshot_restore(incoming, fresh, &meta, j->errmsg);
+	if (rv == 0 && (meta.index != j->last_index || meta.term != j->install_term)) {
+		snprintf(j->errmsg, sizeof(j->errmsg),
+			 "%.3000s holds index %" PRIu64 " term %" PRIu64 ", expected %" PRIu64
+			 " %" PRIu64,
+			 incoming, meta.index, meta.term, j->last_index, j->install_term);
+		rv = KVD_ECORRUPT;
+	}
+	j->install_size = meta.size;
+	engine_snapshot_meta_clear(&meta);
+	if (rv == 0 && rename(incoming, j->install_path) != 0) {
+		snprintf(j->errmsg, sizeof(j->errmsg), "cannot rename %.2000s: %s", incoming,
+			 strerror(errno));
+		rv = KVD_EIO;
+	}
+	if (rv == 0 && kvd_fsync_dir(n->snap_dir) != 0) {
+		snprintf(j->errmsg, sizeof(j->errmsg), "cannot fsync %.3000s: %s", n->snap_dir,
+			 strerror(errno));
+		rv = KVD_EIO;
+	}
+	if (rv != 0) {
+		kvd_remove_tree(fresh);
+		if (rv == KVD_ECORRUPT)
+			unlink(incoming); /* the leader sends it again from offset 0 */
+	}
+	return rv;
+}
+
+/* Applier thread: step 1 (check) or step 3 (swap) of an install. */
+static int install_run(struct kvd_node *n, struct apply_job *j)
+{
+	char fresh[PATH_MAX];
+
+	snprintf(fresh, sizeof(fresh), "%.4000s.restore", n->kv_dir);
+	return j->install == INSTALL_SWAP ? engine_swap(n->engine, fresh, j->errmsg)
+					  : install_check_file(n, j, fresh);
 }
 
 static void apply_run(struct kvd_workq *q, struct kvd_workq_job *batch)
@@ -383,14 +482,8 @@ static void apply_run(struct kvd_workq *q, struct kvd_workq_job *batch)
 		struct apply_job *j = (struct apply_job *)it;
 		int rv;
 
-		if (j->install) {
-			char fresh[PATH_MAX];
-			snprintf(fresh, sizeof(fresh), "%.4000s.restore", n->kv_dir);
-			kvd_remove_tree(fresh);
-			rv = engine_snapshot_restore(j->install_path, fresh, NULL, j->errmsg);
-			if (rv == 0)
-				rv = engine_swap(n->engine, fresh, j->errmsg);
-			j->base.status = rv;
+		if (j->install != INSTALL_NONE) {
+			j->base.status = install_run(n, j);
 			continue;
 		}
 		/* A state machine write that fails (disk full) is retried: the
@@ -423,54 +516,108 @@ static void answer_applied_writes(struct kvd_node *n)
 
 static void maybe_snapshot(struct kvd_node *n);
 
-/* Loop thread: the last chunk is durable. Make it the newest snapshot file,
- * restart the stored log after it, then swap LevelDB on the applier. */
+/* Loop thread: the install failed before the swap. The core forgets the
+ * stream and refuses the waiting last chunk; the leader starts again. */
+static void install_failed(struct kvd_node *n, int rv, const char *errmsg)
+{
+	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_FAILED};
+
+	KVD_ERROR("snapshot install failed; the leader will send it again",
+		  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
+	n->snapshot_state = KVD_SNAP_IDLE;
+	if (n->raft != NULL)
+		kvd_node_step(n, &e);
+	else
+		kvd_transport_refuse_parked(n->transport);
+	kvd_snapshot_after_install(n);
+}
+
+/* Loop thread: step 1 (check) on the applier. */
+static void install_check(struct kvd_node *n, raft_index index, raft_term term)
+{
+	struct apply_job *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		install_failed(n, KVD_ENOMEM, "out of memory");
+	} else {
+		KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64,
+			 index, term);
+		kvd_snapshot_path(n, index, term, a->install_path);
+		a->install = INSTALL_CHECK;
+		a->last_index = index;
+		a->install_term = term;
+		n->snapshot_state = KVD_SNAP_INSTALL_CHECK;
+		kvd_workq_submit(&n->applier, &a->base);
+	}
+}
+
+/* Loop thread: the last chunk is durable. A running local snapshot is
+ * waited for: it holds a view LevelDB cannot be swapped under. */
 static void start_install(struct kvd_node *n, const struct raft_snapshot *s)
 {
-	char incoming[PATH_MAX];
-	struct apply_job *a = calloc(1, sizeof(*a));
-	struct writer_job *w = calloc(1, sizeof(*w));
+	if (n->snapshot_state == KVD_SNAP_TAKING) {
+		KVD_INFO("snapshot from leader waits for the local snapshot", "index=%" PRIu64,
+			 s->last_index);
+		n->install_index = s->last_index;
+		n->install_term = s->last_term;
+		n->snapshot_state = KVD_SNAP_INSTALL_WAIT;
+	} else {
+		install_check(n, s->last_index, s->last_term);
+	}
+}
 
-	if (a == NULL || w == NULL) {
-		free(a);
-		free(w);
-		KVD_ERROR("out of memory installing a snapshot", NULL);
+void kvd_node_snapshot_taken(struct kvd_node *n)
+{
+	if (n->snapshot_state == KVD_SNAP_INSTALL_WAIT)
+		install_check(n, n->install_index, n->install_term);
+	else
+		n->snapshot_state = KVD_SNAP_IDLE;
+}
+
+/* Loop thread: step 1 done: the file is checked and durable under its name.
+ * Step 2: reset the stored log on the writer. */
+static void install_checked(struct kvd_node *n, struct apply_job *j)
+{
+	struct writer_job *w;
+
+	if (j->base.status != 0) {
+		install_failed(n, j->base.status, j->errmsg);
+		free(j);
 		return;
 	}
-	kvd_node_incoming_path(n, incoming);
-	kvd_snapshot_path(n, s->last_index, s->last_term, a->install_path);
-	if (rename(incoming, a->install_path) != 0) {
-		KVD_ERROR("cannot install snapshot", "file=%s error=\"%s\"", incoming,
-			  strerror(errno));
-		free(a);
-		free(w);
-		return;
+	/* The newest durable snapshot from now on: a local snapshot finishing
+	 * meanwhile is superseded and never prunes this file. */
+	n->snapshot_index = j->last_index;
+	n->snapshot_term = j->install_term;
+	n->snapshot_size = j->install_size;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		KVD_ERROR("out of memory installing a snapshot; stopping", NULL);
+		exit(1); /* the restart restores from the durable file */
 	}
-	KVD_INFO("installing snapshot from leader", "index=%" PRIu64 " term=%" PRIu64,
-		 s->last_index, s->last_term);
 	w->type = WRITER_RESET;
-	w->remove_up_to = s->last_index;
-	w->reset_term = s->last_term;
+	w->remove_up_to = j->last_index;
+	w->reset_term = j->install_term;
+	j->install = INSTALL_SWAP;
+	j->base.status = 0;
+	w->install = j;
+	n->snapshot_state = KVD_SNAP_INSTALL_RESET;
 	/* The reset removes every entry after the snapshot too: earlier appends
 	 * completing after it was queued must not report those (writer.h). */
-	if (kvd_writer_track_append(&n->writer_track, n->writer.submitted + 1, s->last_index + 1) !=
+	if (kvd_writer_track_append(&n->writer_track, n->writer.submitted + 1, j->last_index + 1) !=
 	    0)
 		node_io_failed(n, KVD_ENOMEM, "log", "out of memory");
 	kvd_workq_submit(&n->writer, &w->base);
-	a->install = true;
-	a->last_index = s->last_index;
-	a->install_term = s->last_term;
-	n->installing = true;
-	kvd_workq_submit(&n->applier, &a->base);
 }
 
+/* Loop thread: step 3 done; step 4: tell the core. */
 static void finish_install(struct kvd_node *n, struct apply_job *j)
 {
 	struct engine_snapshot_meta meta = {0};
 	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED};
 	int rv;
 
-	n->installing = false;
+	n->snapshot_state = KVD_SNAP_IDLE;
 	if (j->base.status != 0) {
 		KVD_ERROR("snapshot install failed; stopping", "error=\"%s\" detail=\"%s\"",
 			  kvd_strerror(j->base.status), j->errmsg);
@@ -496,6 +643,7 @@ static void finish_install(struct kvd_node *n, struct apply_job *j)
 	KVD_INFO("snapshot installed", "index=%" PRIu64 " term=%" PRIu64, e.u.snapshot.index,
 		 e.u.snapshot.term);
 	kvd_node_step(n, &e);
+	kvd_snapshot_after_install(n);
 }
 
 static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
@@ -503,7 +651,11 @@ static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	struct kvd_node *n = q->data;
 	struct apply_job *j = (struct apply_job *)job;
 
-	if (j->install) {
+	if (j->install == INSTALL_CHECK) {
+		install_checked(n, j);
+		return;
+	}
+	if (j->install == INSTALL_SWAP) {
 		finish_install(n, j);
 		free(j);
 		return;
@@ -967,7 +1119,7 @@ void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char
 	size_t vlen;
 	int rv;
 
-	if (n->installing) {
+	if (kvd_node_installing(n)) {
 		kvd_reply_text(req, 503, "installing a snapshot from the leader; retry\n");
 		return;
 	}

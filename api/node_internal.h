@@ -58,6 +58,31 @@ struct kvd_batch_item {
 	size_t len;
 };
 
+/*
+ * What the node does with snapshots; one at a time, so that LevelDB is never
+ * swapped under a read view and the install steps never overlap:
+ *   IDLE -> TAKING               kvd_snapshot_take() started a local snapshot
+ *   TAKING -> IDLE               its worker finished (snapshots.c take_done)
+ *   IDLE -> INSTALL_CHECK        the last chunk from the leader is durable
+ *   TAKING -> INSTALL_WAIT       ... while a local snapshot runs: it is
+ *                                waited for (never interrupted)
+ *   INSTALL_WAIT -> INSTALL_CHECK   the local snapshot finished
+ *   INSTALL_CHECK -> INSTALL_RESET  the file is checked, renamed, durable
+ *   INSTALL_RESET -> INSTALL_SWAP   the stored log restarts after it
+ *   INSTALL_SWAP -> IDLE         LevelDB swapped, the core told
+ *   INSTALL_CHECK -> IDLE        the check failed (RAFT_EVENT_SNAPSHOT_FAILED)
+ * A local snapshot starts only from IDLE. From INSTALL_CHECK on, engine reads
+ * get 503 (the state machine is about to be replaced).
+ */
+enum kvd_snapshot_state {
+	KVD_SNAP_IDLE = 0,
+	KVD_SNAP_TAKING,
+	KVD_SNAP_INSTALL_WAIT,
+	KVD_SNAP_INSTALL_CHECK,
+	KVD_SNAP_INSTALL_RESET,
+	KVD_SNAP_INSTALL_SWAP,
+};
+
 struct kvd_node {
 	uv_loop_t *loop;
 	struct kvd_config cfg;
@@ -110,9 +135,10 @@ struct kvd_node {
 	raft_term snapshot_term;
 	uint64_t snapshot_size;	      /* bytes */
 	raft_index snapshot_trailing; /* log entries kept behind a snapshot */
-	bool snapshot_running;
-	bool snapshot_wanted; /* take one right after start (log reset at recovery) */
-	bool installing;      /* a received snapshot is being swapped in: no engine reads */
+	enum kvd_snapshot_state snapshot_state;
+	bool snapshot_wanted;	  /* take one right after start (log reset at recovery) */
+	raft_index install_index; /* INSTALL_WAIT: the received snapshot waiting */
+	raft_term install_term;
 	uv_work_t snapshot_work;
 	struct kvd_waiter *snapshot_waiters; /* POST /log/snapshot */
 };
@@ -122,6 +148,22 @@ struct kvd_waiter {
 	struct kvd_waiter *next;
 	struct http_request *req;
 };
+
+/* True while a received snapshot is being installed (engine reads 503). */
+static inline bool kvd_node_installing(const struct kvd_node *n)
+{
+	return n->snapshot_state >= KVD_SNAP_INSTALL_CHECK;
+}
+
+/* True while a local snapshot's worker runs (it holds a LevelDB view). */
+static inline bool kvd_node_snapshot_taking(const struct kvd_node *n)
+{
+	return n->snapshot_state == KVD_SNAP_TAKING || n->snapshot_state == KVD_SNAP_INSTALL_WAIT;
+}
+
+/* Loop thread: a local snapshot's worker finished (snapshots.c): back to
+ * IDLE, or on to an install that waited for it (node.c). */
+void kvd_node_snapshot_taken(struct kvd_node *n);
 
 /* Path of the file receiving a snapshot from the leader (PATH_MAX bytes). */
 void kvd_node_incoming_path(const struct kvd_node *n, char *path);

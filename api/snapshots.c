@@ -8,8 +8,10 @@
  * whole log segments below index - trailing are removed through the writer,
  * and older snapshot files are deleted. At most one snapshot runs at a time.
  *
- * Recovery: the newest readable snapshot file names the snapshot the core
- * starts from. If LevelDB is behind it (a lost or fresh state machine) the
+ * Recovery: the newest snapshot file that reads back whole (every checksum,
+ * engine_snapshot_check) names the snapshot the core starts from; a damaged
+ * newer one is renamed *.corrupt, never trusted, and the older good ones are
+ * kept until a valid one is chosen. If LevelDB is behind it (a lost or fresh state machine) the
  * snapshot is restored into a new LevelDB directory and swapped in before
  * anything else runs.
  */
@@ -74,7 +76,7 @@ void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 		char path[PATH_MAX];
 		/* Temporary files of a running local snapshot or of a snapshot
 		 * being received are in use. */
-		bool tmp = strstr(de->d_name, ".tmp") != NULL && !n->snapshot_running &&
+		bool tmp = strstr(de->d_name, ".tmp") != NULL && !kvd_node_snapshot_taking(n) &&
 			   strcmp(de->d_name, "incoming.tmp") != 0;
 
 		if (!tmp && (!parse_name(de->d_name, &index, &term) || index == keep_index))
@@ -85,28 +87,88 @@ void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 	closedir(d);
 }
 
-int kvd_snapshot_latest(struct kvd_node *n, struct engine_snapshot_meta *meta, char *path)
+struct snapshot_name {
+	uint64_t index, term;
+};
+
+static int cmp_newest_first(const void *a, const void *b)
 {
-	DIR *d = opendir(n->snap_dir);
+	const struct snapshot_name *x = a, *y = b;
+
+	return x->index < y->index ? 1 : (x->index > y->index ? -1 : 0);
+}
+
+/* The snapshot files in dir, newest first, in a malloc'ed array. */
+static int list_snapshots(const char *dir, struct snapshot_name **out, size_t *n_out)
+{
+	DIR *d = opendir(dir);
 	struct dirent *de;
-	uint64_t best = 0, best_term = 0;
-	bool found = false;
+	struct snapshot_name *names = NULL;
+	size_t n = 0, cap = 0;
+	int rv = 0;
 
 	if (d == NULL)
 		return KVD_ENOTFOUND;
 	while ((de = readdir(d)) != NULL) {
-		uint64_t index, term;
-		if (parse_name(de->d_name, &index, &term) && (!found || index > best)) {
-			best = index;
-			best_term = term;
-			found = true;
+		struct snapshot_name sn;
+		if (!parse_name(de->d_name, &sn.index, &sn.term))
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			struct snapshot_name *p = realloc(names, ncap * sizeof(*p));
+			if (p == NULL) {
+				rv = KVD_ENOMEM;
+				break;
+			}
+			names = p;
+			cap = ncap;
 		}
+		names[n++] = sn;
 	}
 	closedir(d);
-	if (!found)
-		return KVD_ENOTFOUND;
-	kvd_snapshot_path(n, best, best_term, path);
-	return engine_snapshot_read_meta(path, meta, NULL);
+	if (rv != 0) {
+		free(names);
+		return rv;
+	}
+	if (n > 0)
+		qsort(names, n, sizeof(*names), cmp_newest_first);
+	*out = names;
+	*n_out = n;
+	return 0;
+}
+
+int kvd_snapshot_choose(const char *dir, struct engine_snapshot_meta *meta, char *path)
+{
+	struct snapshot_name *names = NULL;
+	size_t n = 0;
+	int rv;
+
+	rv = list_snapshots(dir, &names, &n);
+	if (rv != 0)
+		return rv;
+	rv = KVD_ENOTFOUND;
+	for (size_t i = 0; i < n; i++) {
+		char errmsg[KVD_ERRMSG_SIZE] = "";
+		char aside[PATH_MAX + 16];
+
+		snprintf(path, PATH_MAX,
+			 "%.3900s/" SNAPSHOT_PREFIX "%020" PRIu64 "-%020" PRIu64 SNAPSHOT_SUFFIX,
+			 dir, names[i].index, names[i].term);
+		rv = engine_snapshot_check(path, meta, errmsg);
+		if (rv != KVD_ECORRUPT)
+			break;
+		/* Kept for inspection under a name no scan picks up again. */
+		snprintf(aside, sizeof(aside), "%s.corrupt", path);
+		KVD_WARN("snapshot file is damaged; using an older one",
+			 "file=%s detail=\"%s\" moved_to=%s", path, errmsg, aside);
+		if (rename(path, aside) != 0) {
+			rv = KVD_EIO;
+			break;
+		}
+		rv = KVD_ENOTFOUND;
+	}
+	free(names);
+	return rv;
 }
 
 static void take_work(uv_work_t *w)
@@ -123,7 +185,6 @@ static void take_done(uv_work_t *w, int status)
 	size_t config_len;
 
 	(void)status;
-	n->snapshot_running = false;
 	if (t->status == 0 && t->index <= n->snapshot_index) {
 		/* A snapshot installed from the leader meanwhile is newer. */
 		unlink(t->path);
@@ -158,6 +219,8 @@ static void take_done(uv_work_t *w, int status)
 	engine_view_release(t->view);
 	kvd_snapshot_waiters_done(n, t->status);
 	free(t);
+	/* IDLE, or the install from the leader that waited for this view. */
+	kvd_node_snapshot_taken(n);
 }
 
 int kvd_snapshot_take(struct kvd_node *n)
@@ -167,7 +230,7 @@ int kvd_snapshot_take(struct kvd_node *n)
 	size_t config_len;
 	int rv;
 
-	if (n->snapshot_running || n->installing)
+	if (n->snapshot_state != KVD_SNAP_IDLE)
 		return KVD_EBUSY;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -186,11 +249,11 @@ int kvd_snapshot_take(struct kvd_node *n)
 	t->node = n;
 	kvd_snapshot_path(n, t->index, t->term, t->path);
 	n->snapshot_work.data = t;
-	n->snapshot_running = true;
+	n->snapshot_state = KVD_SNAP_TAKING;
 	KVD_INFO("snapshot started", "index=%" PRIu64 " term=%" PRIu64, t->index, t->term);
 	rv = uv_queue_work(n->loop, &n->snapshot_work, take_work, take_done);
 	if (rv != 0) {
-		n->snapshot_running = false;
+		n->snapshot_state = KVD_SNAP_IDLE;
 		engine_view_release(t->view);
 		free(t);
 		return KVD_EIO;
@@ -198,9 +261,22 @@ int kvd_snapshot_take(struct kvd_node *n)
 	return 0;
 }
 
+void kvd_snapshot_after_install(struct kvd_node *n)
+{
+	int rv;
+
+	if (n->snapshot_waiters == NULL)
+		return;
+	rv = kvd_snapshot_take(n);
+	if (rv == KVD_EEXIST)
+		rv = 0; /* the installed snapshot covers the applied state */
+	if (rv != 0 || n->snapshot_state == KVD_SNAP_IDLE)
+		kvd_snapshot_waiters_done(n, rv);
+}
+
 void kvd_snapshot_maybe_take(struct kvd_node *n)
 {
-	if (!n->snapshot_running && !n->stopping &&
+	if (n->snapshot_state == KVD_SNAP_IDLE && !n->stopping &&
 	    n->applied_index >= n->snapshot_index + n->cfg.snapshot_threshold)
 		kvd_snapshot_take(n);
 }
@@ -213,7 +289,7 @@ int kvd_snapshot_recover(struct kvd_node *n, struct raft_snapshot_meta *out, cha
 	int rv;
 
 	memset(out, 0, sizeof(*out));
-	rv = kvd_snapshot_latest(n, &meta, path);
+	rv = kvd_snapshot_choose(n->snap_dir, &meta, path);
 	if (rv == KVD_ENOTFOUND)
 		return 0;
 	if (rv != 0) {

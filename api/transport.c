@@ -49,7 +49,8 @@ struct incoming {
 	uint64_t token;
 	struct http_request *req;
 	enum raft_msg_type type;
-	bool held; /* its result waits for the writer */
+	bool held;   /* its result waits for the writer */
+	bool parked; /* the last snapshot chunk: answered after the install */
 };
 
 /* A serialized message waiting for the writer. */
@@ -387,6 +388,13 @@ static void refuse(struct kvd_transport *t, struct incoming *in)
 	case RAFT_MSG_TIMEOUT_NOW:
 		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 "}", term);
 		break;
+	case RAFT_MSG_SNAPSHOT:
+		/* Offset 0: the stream restarts from the beginning. */
+		snprintf(body, sizeof(body),
+			 "{\"term\":%" PRIu64 ",\"success\":false,\"last-included-index\":0,"
+			 "\"offset\":0}",
+			 term);
+		break;
 	default:
 		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 ",\"success\":false}", term);
 		break;
@@ -399,7 +407,18 @@ void kvd_transport_answer_orphans(struct kvd_transport *t)
 	struct incoming *in = t->incoming;
 	while (in != NULL) {
 		struct incoming *next = in->next;
-		if (!in->held)
+		if (!in->held && !in->parked)
+			refuse(t, in);
+		in = next;
+	}
+}
+
+void kvd_transport_refuse_parked(struct kvd_transport *t)
+{
+	struct incoming *in = t->incoming;
+	while (in != NULL) {
+		struct incoming *next = in->next;
+		if (in->parked)
 			refuse(t, in);
 		in = next;
 	}
@@ -458,7 +477,12 @@ void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 	kvd_node_step(n, &e);
 	kvd_rpc_decoded_free(&d);
 	in = *find_incoming(t, e.u.receive.token);
-	if (in != NULL && !in->held)
+	/* The core answers the last chunk of a snapshot only once it is
+	 * installed: refusing it now would restart the leader's stream and
+	 * the real answer would find no request. */
+	if (in != NULL && n->raft != NULL && raft_snapshot_install_token(n->raft) == in->token)
+		in->parked = true;
+	else if (in != NULL && !in->held)
 		refuse(t, in);
 }
 

@@ -44,8 +44,13 @@ void kvd_transport_drop_held(struct kvd_transport *t);
 /* Handles POST /raft/... (routes.c). */
 void kvd_transport_receive(struct kvd_transport *t, struct http_request *req);
 
-/* Answers incoming requests the last step left without a result. */
+/* Answers incoming requests the last step left without a result, except
+ * the parked last snapshot chunk (raft_snapshot_install_token()). */
 void kvd_transport_answer_orphans(struct kvd_transport *t);
+
+/* Refuses the parked last snapshot chunk (offset 0: the leader restarts the
+ * stream); for when the core that would answer it is gone. Loop thread. */
+void kvd_transport_refuse_parked(struct kvd_transport *t);
 
 /* Partition control: allowed ids (n == 0 with heal=true lifts it). Persists
  * (fsync) before returning. Returns 0 or a code with errmsg. */

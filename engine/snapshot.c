@@ -783,3 +783,25 @@ err_reader:
 	engine_snapshot_reader_close(r);
 	return rv;
 }
+
+int engine_snapshot_check(const char *path, struct engine_snapshot_meta *meta, char *errmsg)
+{
+	struct engine_snapshot_reader *r = NULL;
+	struct engine_record rec;
+	bool end = false;
+	int rv;
+
+	rv = engine_snapshot_reader_open(path, &r, errmsg);
+	if (rv != 0) {
+		return rv;
+	}
+	while (rv == 0 && !end) {
+		rv = engine_snapshot_reader_next(r, &rec, &end, errmsg);
+	}
+	if (rv == 0 && meta != NULL) {
+		*meta = r->meta;
+		memset(&r->meta, 0, sizeof(r->meta));
+	}
+	engine_snapshot_reader_close(r);
+	return rv;
+}

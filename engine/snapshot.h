@@ -87,4 +87,12 @@ void engine_snapshot_reader_close(struct engine_snapshot_reader *reader);
 int engine_snapshot_restore(const char *path, const char *dbdir_new,
 			    struct engine_snapshot_meta *meta, char *errmsg);
 
+/*
+ * Read the whole stream in path and check it as a restore would (header,
+ * record order, trailer count, checksums, nothing after the frame) without
+ * building anything. *meta (may be NULL) receives the header on success.
+ * Returns 0, KVD_ENOTFOUND, KVD_ECORRUPT, KVD_EIO, KVD_ENOMEM.
+ */
+int engine_snapshot_check(const char *path, struct engine_snapshot_meta *meta, char *errmsg);
+
 #endif

@@ -47,6 +47,7 @@ struct raft_progress {
 	uint64_t snap_offset; /* bytes: next chunk to send */
 	bool snap_waiting;    /* a chunk is outstanding */
 	raft_time snap_time;  /* ms: last progress */
+	raft_time snap_sent;  /* ms: the outstanding chunk left */
 	/* Membership catch-up (learners). */
 	raft_index catchup_match;
 	raft_time catchup_time; /* ms: last time match grew */
@@ -262,6 +263,9 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m);
 void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m);
 void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s);
 void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_meta *s);
+void raft_snapshot_failed(struct raft_core *r);
+/* Leader: p answered an AppendEntries normally (no stream running there). */
+void raft_snapshot_peer_heard(struct raft_core *r, struct raft_progress *p);
 void raft_snapshot_tick(struct raft_core *r);
 /* True if an AppendEntries must not be processed (a stream or install is
  * under way); may abort the stream. */

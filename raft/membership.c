@@ -6,7 +6,8 @@
  *     configuration entry is uncommitted (thesis §4.1, the fix for the
  *     single-server change bug: at most one change in flight);
  *  2. if servers are added, appends a configuration with them as learners
- *     (they get entries but neither vote nor count) and waits until each
+ *     (they get entries but neither vote nor count) and, as for servers
+ *     that already are learners (an earlier change timed out), waits until each
  *     one's match index is within RAFT_CATCHUP_GAP entries of the leader's
  *     last index (thesis §4.2.1), failing with KVD_ETIMEDOUT if a learner
  *     makes no progress for RAFT_CATCHUP_TIMEOUT_FACTOR election timeouts;
@@ -182,6 +183,19 @@ static bool add_learners(struct raft_core *r)
 	return added;
 }
 
+/* True if the target makes a voter of a server that is a learner now (one
+ * added by an earlier change that timed out): it must catch up first too. */
+static bool promotes_learner(const struct raft_core *r)
+{
+	for (unsigned i = 0; i < r->change.target.n; i++) {
+		const struct raft_server *t = &r->change.target.servers[i];
+		const struct raft_server *cur = raft_config_get(&r->config, t->id);
+		if (t->role == RAFT_VOTER && cur != NULL && cur->role == RAFT_LEARNER)
+			return true;
+	}
+	return false;
+}
+
 /* Returns 1 if every server to be promoted has caught up, 0 if not yet,
  * KVD_ETIMEDOUT if one stopped making progress. */
 static int catchup_status(struct raft_core *r)
@@ -226,7 +240,7 @@ void raft_membership_advance(struct raft_core *r)
 	case RAFT_CHANGE_WAIT_TERM:
 		if (raft_log_term_at(&r->log, r->commit) != r->term || !committed_config)
 			break;
-		if (add_learners(r)) {
+		if (add_learners(r) || promotes_learner(r)) {
 			r->change.phase = RAFT_CHANGE_CATCHUP;
 			break;
 		}

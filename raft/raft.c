@@ -390,6 +390,7 @@ static int dispatch(struct raft_core *r, const struct raft_event *e)
 		return 0;
 	case RAFT_EVENT_SNAPSHOT_TAKEN: raft_snapshot_taken(r, &e->u.snapshot); return 0;
 	case RAFT_EVENT_SNAPSHOT_INSTALLED: raft_snapshot_installed(r, &e->u.snapshot); return 0;
+	case RAFT_EVENT_SNAPSHOT_FAILED: raft_snapshot_failed(r); return 0;
 	case RAFT_EVENT_APPLIED:
 		if (e->u.applied.index > r->applied && e->u.applied.index < r->apply_next)
 			r->applied = e->u.applied.index;

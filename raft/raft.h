@@ -162,6 +162,11 @@ struct raft_snapshot_result {
 	uint64_t offset; /* bytes: next offset the receiver expects */
 };
 
+/* Result offset meaning "the receiver already holds everything the snapshot
+ * covers": above any snapshot size, and representable as a JSON integer
+ * (signed 64-bit), which UINT64_MAX is not. */
+#define RAFT_SNAPSHOT_COVERED ((uint64_t)INT64_MAX)
+
 struct raft_message {
 	enum raft_msg_type type;
 	char from[RAFT_ID_SIZE];
@@ -189,7 +194,12 @@ enum raft_event_type {
 	RAFT_EVENT_PERSISTED,	       /* log entries durable up to index */
 	RAFT_EVENT_SNAPSHOT_TAKEN,     /* a local snapshot is durable */
 	RAFT_EVENT_SNAPSHOT_INSTALLED, /* a received snapshot is durable and loaded */
-	RAFT_EVENT_APPLIED,	       /* state machine applied up to index */
+	/* A received chunk could not be written, or the received snapshot could
+	 * not be checked or installed: the core forgets the stream (the next
+	 * chunk must start at offset 0) and refuses the chunk waiting for the
+	 * install with offset 0, so the leader restarts the stream. */
+	RAFT_EVENT_SNAPSHOT_FAILED,
+	RAFT_EVENT_APPLIED, /* state machine applied up to index */
 	RAFT_EVENT_PROPOSE,
 	RAFT_EVENT_READ,
 	/* Membership change. Refused with KVD_EEXIST (adding a voter),
@@ -435,6 +445,10 @@ const char *raft_leader(const struct raft_core *r);    /* "" if unknown */
 raft_index raft_commit_index(const struct raft_core *r);
 raft_index raft_last_index(const struct raft_core *r);
 const struct raft_config *raft_configuration(const struct raft_core *r);
+/* The token of the received last chunk whose answer waits for
+ * RAFT_EVENT_SNAPSHOT_INSTALLED or RAFT_EVENT_SNAPSHOT_FAILED (the driver
+ * must keep that request open); 0 if none. Loop thread. */
+uint64_t raft_snapshot_install_token(const struct raft_core *r);
 /* Copies the counters into *out. */
 void raft_stats_get(const struct raft_core *r, struct raft_stats *out);
 

@@ -266,8 +266,14 @@ void raft_replication_recv_append(struct raft_core *r, const struct raft_message
 	}
 	raft_election_become_follower(r, m->term, m->from,
 				      m->term > r->term ? "higher term seen" : "leader elected");
-	if (!entries_valid(m) || raft_snapshot_rx_blocks_append(r, m))
+	if (!entries_valid(m))
 		return;
+	if (raft_snapshot_rx_blocks_append(r, m)) {
+		/* Busy receiving a snapshot: a refusal that claims prev, so the
+		 * leader neither walks next back nor takes it as a mismatch. */
+		reply_append(r, m, false, prev, prev, 0, 0);
+		return;
+	}
 	last = raft_log_last_index(&r->log);
 	if (prev > last) {
 		reply_append(r, m, false, last, prev, 0, last + 1);
@@ -354,12 +360,21 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 				p->next = p->match + 1;
 		} else if (p->match >= p->snap_index) {
 			raft_progress_become_probe(p);
+		} else {
+			raft_snapshot_peer_heard(r, p);
 		}
 		raft_replication_send(r, p, false);
 		return;
 	}
 	r->stats.appends_rejected++;
-	if (p->state == RAFT_PROGRESS_SNAPSHOT || res->reject_index <= p->match)
+	if (res->conflict_term == 0 && res->conflict_index == 0 &&
+	    res->last_log_index >= res->reject_index)
+		return; /* busy with a snapshot: retried on the next heartbeat */
+	if (p->state == RAFT_PROGRESS_SNAPSHOT) {
+		raft_snapshot_peer_heard(r, p);
+		return;
+	}
+	if (res->reject_index <= p->match)
 		return; /* stale */
 	if (p->state == RAFT_PROGRESS_PROBE && res->reject_index != p->next - 1)
 		return; /* answer to an earlier probe */

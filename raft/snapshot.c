@@ -25,9 +25,21 @@
  * machine from the stream (SNAPSHOT_INSTALLED): the core then restarts its
  * log after the snapshot and adopts its configuration and commit index.
  * While a stream is in progress the streaming leader's empty AppendEntries
- * are ignored and any other AppendEntries aborts the stream (the log must
+ * are answered "busy" (refused, last_log_index = prev_log_index, no
+ * conflict hint: the leader keeps next where it is) and any other
+ * AppendEntries aborts the stream (the log must
  * not grow under a snapshot about to replace it: bug S1 in
- * coord/core-bugs.md); during the install none are processed. A snapshot
+ * coord/core-bugs.md); during the install none are processed (all are
+ * answered busy). A chunk arriving during the install is refused with the
+ * offset expected (the leader waits). A chunk the driver could not write,
+ * or an install that failed (SNAPSHOT_FAILED), drops the stream: the
+ * waiting last chunk is refused with offset 0 and the stream restarts.
+ *
+ * Lost chunks: answers come back in order over one connection, so when the
+ * leader hears a normal AppendEntries answer from a follower it is
+ * streaming to, and the outstanding chunk left a heartbeat interval ago or
+ * more, that chunk was lost (a partition drops it silently) and is sent
+ * again at once; snapshot_timeout remains the fallback. A snapshot
  * whose last entry the log already holds is not installed at all (§7,
  * Figure 13 step 6).
  */
@@ -50,6 +62,7 @@ static void send_chunk(struct raft_core *r, struct raft_progress *p)
 	m->u.snapshot.len = (size_t)len;
 	m->u.snapshot.done = p->snap_offset + len >= p->snap_size;
 	p->snap_waiting = true;
+	p->snap_sent = r->now;
 }
 
 void raft_snapshot_send(struct raft_core *r, struct raft_progress *p)
@@ -99,7 +112,26 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
 	}
 	if (res->offset > p->snap_size)
 		return;
+	/* Answers come back in order, one chunk is outstanding: an offset
+	 * not past the outstanding chunk's is a duplicate's answer, and a
+	 * refusal naming it means the receiver is busy installing (the
+	 * outstanding chunk is answered on its own). */
+	if (res->success ? res->offset <= p->snap_offset : res->offset == p->snap_offset)
+		return;
 	p->snap_offset = res->offset;
+	send_chunk(r, p);
+}
+
+/* The follower answered an AppendEntries itself, so it is not receiving a
+ * stream from us: if the outstanding chunk left at least a heartbeat
+ * interval ago it was lost (a partition drops messages without an error),
+ * and is sent again now instead of after snapshot_timeout. The receiver's
+ * answer says where it stands, so the stream resumes or restarts there. */
+void raft_snapshot_peer_heard(struct raft_core *r, struct raft_progress *p)
+{
+	if (p->state != RAFT_PROGRESS_SNAPSHOT || !p->snap_waiting ||
+	    r->now < p->snap_sent + r->o.heartbeat_interval)
+		return;
 	send_chunk(r, p);
 }
 
@@ -135,15 +167,21 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 	}
 	raft_election_become_follower(r, m->term, m->from,
 				      m->term > r->term ? "higher term seen" : "leader elected");
-	if (r->rx.installing || (s->len > 0 && s->data == NULL))
+	if (s->len > 0 && s->data == NULL)
 		return;
+	if (r->rx.installing) {
+		/* Busy: the last chunk's answer follows the install. */
+		bool same = s->last_index == r->rx.last_index && s->last_term == r->rx.last_term;
+		reply(r, m->from, m->token, false, s->last_index, same ? r->rx.expected : 0);
+		return;
+	}
 	if (s->last_index <= r->commit ||
 	    raft_log_term_at(&r->log, s->last_index) == s->last_term) {
 		/* Already have everything it covers (§7, Figure 13 step 6: a
 		 * log holding the last included entry keeps what follows
 		 * it, entries this server may have acknowledged). */
 		memset(&r->rx, 0, sizeof(r->rx));
-		reply(r, m->from, m->token, true, s->last_index, UINT64_MAX);
+		reply(r, m->from, m->token, true, s->last_index, RAFT_SNAPSHOT_COVERED);
 		return;
 	}
 	if (!r->rx.active || r->rx.last_index != s->last_index || r->rx.last_term != s->last_term) {
@@ -223,6 +261,18 @@ void raft_snapshot_installed(struct raft_core *r, const struct raft_snapshot_met
 	reply(r, r->rx.leader, r->rx.token, true, s->index,
 	      s->size > r->rx.expected ? s->size : r->rx.expected);
 	memset(&r->rx, 0, sizeof(r->rx));
+}
+
+void raft_snapshot_failed(struct raft_core *r)
+{
+	if (r->rx.installing)
+		reply(r, r->rx.leader, r->rx.token, false, r->rx.last_index, 0);
+	memset(&r->rx, 0, sizeof(r->rx));
+}
+
+uint64_t raft_snapshot_install_token(const struct raft_core *r)
+{
+	return r->rx.installing ? r->rx.token : 0;
 }
 
 void raft_snapshot_taken(struct raft_core *r, const struct raft_snapshot_meta *s)

@@ -200,6 +200,42 @@ START_TEST(test_raft_change_dead_learner_times_out)
 }
 END_TEST
 
+/* Issue 7: a change that promotes a server already a learner (a --join
+ * retried after a timeout) waits for it to catch up like a new one; before
+ * it is current it must not become a voter. */
+START_TEST(test_raft_change_existing_learner_waits_for_catchup)
+{
+	const char *add[] = {"n4"};
+
+	fx_init(&f, 4, 3);
+	ck_assert_int_eq(fx_elect_first(&f), 0);
+	fx_run(&f, 200);
+	f.n[3].down = true;
+	ck_assert_int_eq(change(0, 8, add, 1, NULL, 0), 0);
+	fx_run(&f, 12000);
+	ck_assert_uint_eq(f.n[0].n_changes, 1);
+	ck_assert_int_eq(f.n[0].changes[0].error, KVD_ETIMEDOUT);
+	ck_assert_int_eq(role_of(0, "n4"), RAFT_LEARNER);
+	for (int i = 0; i < 40; i++) {
+		ck_assert_int_eq(fx_propose(&f, 0, "entry"), 0);
+		fx_deliver_all(&f);
+	}
+	/* The retry: n4 is still down and far behind. */
+	ck_assert_int_eq(change(0, 9, add, 1, NULL, 0), 0);
+	fx_run(&f, 1000);
+	ck_assert_int_eq(role_of(0, "n4"), RAFT_LEARNER);
+	ck_assert_uint_eq(f.n[0].n_changes, 1);
+	/* Once it is up and current it is promoted. */
+	f.n[3].down = false;
+	fx_run(&f, 2000);
+	ck_assert_int_eq(role_of(0, "n4"), RAFT_VOTER);
+	ck_assert_uint_eq(f.n[0].n_changes, 2);
+	ck_assert_uint_eq(f.n[0].changes[1].token, 9);
+	ck_assert_int_eq(f.n[0].changes[1].error, 0);
+	fx_close(&f);
+}
+END_TEST
+
 /* Thesis §4.2.1: a learner receives entries but never campaigns, even when
  * it stops hearing from the leader. */
 START_TEST(test_raft_change_learner_never_campaigns)
@@ -263,6 +299,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_change_busy_and_not_leader);
 	tcase_add_test(tc, test_raft_change_leader_removed_steps_down);
 	tcase_add_test(tc, test_raft_change_dead_learner_times_out);
+	tcase_add_test(tc, test_raft_change_existing_learner_waits_for_catchup);
 	tcase_add_test(tc, test_raft_change_learner_never_campaigns);
 	tcase_add_test(tc, test_raft_change_joint_leader_not_in_new_config);
 	suite_add_tcase(s, tc);

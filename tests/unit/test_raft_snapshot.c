@@ -4,6 +4,7 @@
  */
 #include <check.h>
 
+#include "raft/core.h"
 #include "raft_fixture.h"
 
 static struct fx f;
@@ -198,7 +199,9 @@ START_TEST(test_raft_snapshot_recv_log_holds_last_entry)
 	ck_assert_uint_eq(raft_last_index(f.n[1].r), last);
 	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
 	ck_assert(f.q[f.n_q - 1].m.u.snapshot_result.success);
-	ck_assert_uint_eq(f.q[f.n_q - 1].m.u.snapshot_result.offset, UINT64_MAX);
+	/* Past any size, and a JSON (signed 64-bit) integer on the wire. */
+	ck_assert_uint_eq(f.q[f.n_q - 1].m.u.snapshot_result.offset, RAFT_SNAPSHOT_COVERED);
+	ck_assert_uint_le(f.q[f.n_q - 1].m.u.snapshot_result.offset, (uint64_t)INT64_MAX);
 	fx_close(&f);
 }
 END_TEST
@@ -221,7 +224,8 @@ START_TEST(test_raft_snapshot_stream_aborted_by_append)
 	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, false);
 	fx_step(&f, 1, &e);
 	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
-	/* A keepalive from the streaming leader: ignored, no answer. */
+	/* A keepalive from the streaming leader: answered busy (claims prev,
+	 * no conflict hint), the log is unchanged. */
 	memset(&e.u.receive, 0, sizeof(e.u.receive));
 	e.u.receive.type = RAFT_MSG_APPEND;
 	strcpy(e.u.receive.from, "n1");
@@ -231,7 +235,13 @@ START_TEST(test_raft_snapshot_stream_aborted_by_append)
 	e.u.receive.u.append.prev_log_term = t;
 	fx_drop_all(&f);
 	fx_step(&f, 1, &e);
-	ck_assert_uint_eq(f.n_q, 0);
+	ck_assert_uint_eq(f.n_q, 1);
+	ck_assert(!f.q[0].m.u.append_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.append_result.last_log_index, last);
+	ck_assert_uint_eq(f.q[0].m.u.append_result.conflict_term, 0);
+	ck_assert_uint_eq(f.q[0].m.u.append_result.conflict_index, 0);
+	ck_assert_uint_eq(raft_last_index(f.n[1].r), last);
+	fx_drop_all(&f);
 	/* Entries: processed, and the stream is dropped. */
 	en.index = last + 1;
 	en.term = t;
@@ -272,6 +282,142 @@ START_TEST(test_raft_snapshot_size_zero_not_sent)
 }
 END_TEST
 
+/* Issue 7: a chunk lost without an error (a partition drops it) is sent again
+ * as soon as the leader hears a normal answer from the follower, not after
+ * snapshot_timeout (1000 ms here). */
+START_TEST(test_raft_snapshot_lost_chunk_resent_when_follower_heard)
+{
+	bool dropped = false;
+
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	/* Deliver until the stream's first chunk is queued, then lose it. */
+	for (unsigned k = 0; k < 100000 && !dropped; k++) {
+		for (unsigned i = 0; i < f.n_q && !dropped; i++) {
+			if (f.q[i].m.type == RAFT_MSG_SNAPSHOT && strcmp(f.q[i].m.to, "n3") == 0) {
+				fx_deliver_at(&f, i, true);
+				dropped = true;
+			}
+		}
+		if (!dropped && !fx_deliver_one(&f)) {
+			f.now += 10;
+			fx_tick(&f, 0);
+		}
+	}
+	ck_assert(dropped);
+	fx_run(&f, 250); /* two heartbeats: well within snapshot_timeout */
+	ck_assert_uint_ge(f.n[2].n_snapshot_writes, 1);
+	deliver_until_rx_done(2);
+	ck_assert_int_eq(memcmp(f.n[2].rx_bytes, f.n[0].snap_bytes, 250), 0);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].applied, raft_last_index(f.n[0].r));
+	fx_close(&f);
+}
+END_TEST
+
+/* Issue 7: while the follower installs, a chunk the leader sends again (after
+ * a timeout) is refused with the offset it expects, and the leader waits for
+ * the real answer instead of restarting at offset 0; the answer to the last
+ * chunk after the install completes the stream, and entries follow. */
+START_TEST(test_raft_snapshot_leader_waits_for_install)
+{
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	deliver_until_rx_done(2);
+	/* The install takes longer than snapshot_timeout. */
+	fx_run(&f, 1500);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 3);
+	ck_assert_int_eq(fx_install(&f, 2, &f.n[0].snap), 0);
+	fx_run(&f, 300);
+	ck_assert_uint_eq(f.n[2].applied, raft_last_index(f.n[0].r));
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 3);
+	fx_close(&f);
+}
+END_TEST
+
+/* Issue 7: a chunk the driver could not write (SNAPSHOT_FAILED) drops the
+ * stream: the next chunk is refused (no hole), the stream restarts at 0. */
+START_TEST(test_raft_snapshot_failed_write_restarts_stream)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_event fail = {.type = RAFT_EVENT_SNAPSHOT_FAILED};
+	raft_term t;
+
+	setup(0, 100);
+	fx_drop_all(&f);
+	t = raft_current_term(f.n[0].r);
+	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, false);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
+	fx_step(&f, 1, &fail);
+	fx_drop_all(&f);
+	e.u.receive = chunk_msg(t, 50, t, 3, "def", 3, false);
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(f.n[1].n_snapshot_writes, 1);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
+	ck_assert(!f.q[0].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.snapshot_result.offset, 0);
+	/* A failed install refuses the waiting last chunk with offset 0. */
+	e.u.receive = chunk_msg(t, 50, t, 0, "abc", 3, true);
+	e.u.receive.token = 7;
+	fx_step(&f, 1, &e);
+	ck_assert_uint_eq(raft_snapshot_install_token(f.n[1].r), 7);
+	fx_drop_all(&f);
+	fx_step(&f, 1, &fail);
+	ck_assert_uint_eq(raft_snapshot_install_token(f.n[1].r), 0);
+	ck_assert_uint_eq(fx_count(&f, RAFT_MSG_SNAPSHOT_RESULT, "n1"), 1);
+	ck_assert(!f.q[0].m.u.snapshot_result.success);
+	ck_assert_uint_eq(f.q[0].m.u.snapshot_result.offset, 0);
+	fx_close(&f);
+}
+END_TEST
+
+/* Issue 7: a follower busy with a snapshot answers AppendEntries with a
+ * refusal that claims prev (no conflict hint); the leader keeps next where
+ * it is instead of walking it back one index per round trip. */
+START_TEST(test_raft_snapshot_busy_refusal_keeps_next)
+{
+	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_progress *p;
+	raft_index last, next;
+
+	setup(0, 100);
+	propose_many(10);
+	fx_drop_all(&f);
+	last = raft_last_index(f.n[0].r);
+	p = raft_progress_find(f.n[0].r, "n2");
+	ck_assert_ptr_nonnull(p);
+	/* A probe whose match is not known yet (as after an election). */
+	p->match = 0;
+	raft_progress_become_probe(p);
+	p->next = last + 1;
+	next = p->next;
+	memset(&e.u.receive, 0, sizeof(e.u.receive));
+	e.u.receive.type = RAFT_MSG_APPEND_RESULT;
+	strcpy(e.u.receive.from, "n2");
+	strcpy(e.u.receive.to, "n1");
+	e.u.receive.term = raft_current_term(f.n[0].r);
+	e.u.receive.u.append_result.success = false;
+	e.u.receive.u.append_result.last_log_index = last;
+	e.u.receive.u.append_result.reject_index = last;
+	fx_step(&f, 0, &e);
+	ck_assert_uint_eq(p->next, next);
+	/* A real mismatch still moves it back. */
+	e.u.receive.u.append_result.last_log_index = 3;
+	e.u.receive.u.append_result.conflict_index = 4;
+	fx_step(&f, 0, &e);
+	ck_assert_uint_eq(p->next, 4);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("raft_snapshot");
@@ -285,6 +431,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_recv_log_holds_last_entry);
 	tcase_add_test(tc, test_raft_snapshot_stream_aborted_by_append);
 	tcase_add_test(tc, test_raft_snapshot_size_zero_not_sent);
+	tcase_add_test(tc, test_raft_snapshot_lost_chunk_resent_when_follower_heard);
+	tcase_add_test(tc, test_raft_snapshot_leader_waits_for_install);
+	tcase_add_test(tc, test_raft_snapshot_failed_write_restarts_stream);
+	tcase_add_test(tc, test_raft_snapshot_busy_refusal_keeps_next);
 	suite_add_tcase(s, tc);
 	return s;
 }
