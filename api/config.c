@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/textutil.h"
 #include "kvd/errors.h"
 
 #define DEFAULT_PORT	8080
@@ -57,7 +58,8 @@ int kvd_config_split_id(const char *id, char *host, size_t host_size, uint16_t *
 	size_t hlen;
 	uint64_t p;
 
-	if (id == NULL || *id == '\0' || strlen(id) >= KVD_CONFIG_ID_SIZE)
+	if (id == NULL || *id == '\0' || strlen(id) >= KVD_CONFIG_ID_SIZE ||
+	    !kvd_id_valid(id, strlen(id)))
 		return KVD_EINVAL;
 	colon = strrchr(id, ':');
 	if (colon == NULL)

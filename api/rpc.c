@@ -1,9 +1,13 @@
 /*
  * rpc.c: JSON encoding of Raft messages (API.md §5) with jansson.
  *
- * Invariant: decoding never trusts the wire: every field is type-checked,
- * ids are length-checked, and entries must be contiguous from
- * prev-log-index + 1 (the core relies on it).
+ * Invariant: decoding never trusts the wire (API.md §7): every field is
+ * type-checked, terms and indexes are below 2^63, ids pass kvd_id_valid
+ * (no byte that could end a header line or change a query string), and
+ * entries must be contiguous from prev-log-index + 1 (the core relies on
+ * it). A refused request leaves nothing behind: the core never sees it.
+ *
+ * Numbers are written unsigned (kvd_json_u64), never cast to a negative.
  */
 #include "api/rpc.h"
 
@@ -57,6 +61,60 @@ bool kvd_rpc_path_valid(const char *path, size_t len)
 	return false;
 }
 
+/* Values above INT64_MAX travel through jansson as this string marker plus
+ * the decimal digits; kvd_json_dumps() strips the quotes and the marker. */
+#define U64_MARK "\x01u64:"
+
+json_t *kvd_json_u64(uint64_t v)
+{
+	char buf[32];
+
+	if (v <= (uint64_t)INT64_MAX)
+		return json_integer((json_int_t)v);
+	snprintf(buf, sizeof(buf), U64_MARK "%" PRIu64, v);
+	return json_string(buf);
+}
+
+char *kvd_json_dumps(const json_t *o)
+{
+	static const char mark[] = "\"\\u0001u64:"; /* as json_dumps escapes it */
+	char *s = json_dumps(o, JSON_COMPACT);
+	char *r, *w;
+	bool in_string = false;
+
+	if (s == NULL || strstr(s, mark) == NULL)
+		return s;
+	/* Rewrite in place (a number is shorter than its marked string), only
+	 * where a whole string value is a marker: other strings are copied as
+	 * they are, escapes included, whatever bytes they hold. */
+	r = w = s;
+	while (*r != '\0') {
+		if (in_string) {
+			if (*r == '\\' && r[1] != '\0')
+				*w++ = *r++;
+			else if (*r == '"')
+				in_string = false;
+			*w++ = *r++;
+			continue;
+		}
+		if (strncmp(r, mark, sizeof(mark) - 1) == 0) {
+			const char *d = r + sizeof(mark) - 1;
+			size_t n = strspn(d, "0123456789");
+			if (n > 0 && n <= 20 && d[n] == '"') {
+				memmove(w, d, n);
+				w += n;
+				r += sizeof(mark) - 1 + n + 1;
+				continue;
+			}
+		}
+		if (*r == '"')
+			in_string = true;
+		*w++ = *r++;
+	}
+	*w = '\0';
+	return s;
+}
+
 static json_t *id_array(const struct raft_server *s, unsigned n, int role)
 {
 	json_t *a = json_array();
@@ -102,7 +160,7 @@ static int config_from_json(const json_t *o, struct raft_config *c)
 		json_array_foreach(a, i, v)
 		{
 			const char *id = json_string_value(v);
-			if (id == NULL || *id == '\0' || strlen(id) >= RAFT_ID_SIZE)
+			if (id == NULL || !kvd_id_valid(id, json_string_length(v)))
 				return KVD_EINVAL;
 			if (k < 2) {
 				if (raft_config_add(c, id, k == 0 ? RAFT_VOTER : RAFT_LEARNER) != 0)
@@ -167,8 +225,8 @@ json_t *kvd_rpc_entry_json(const struct raft_entry *e)
 	if (kvd_rpc_entry_text(e, &text, &len) != 0)
 		return NULL;
 	o = json_object();
-	json_object_set_new(o, "index", json_integer((json_int_t)e->index));
-	json_object_set_new(o, "term", json_integer((json_int_t)e->term));
+	json_object_set_new(o, "index", kvd_json_u64(e->index));
+	json_object_set_new(o, "term", kvd_json_u64(e->term));
 	json_object_set_new(o, "command", json_stringn(text, len));
 	free(text);
 	return o;
@@ -191,7 +249,7 @@ static json_t *entries_json(const struct raft_entry *es, unsigned n)
 
 static void set_u64(json_t *o, const char *k, uint64_t v)
 {
-	json_object_set_new(o, k, json_integer((json_int_t)v));
+	json_object_set_new(o, k, kvd_json_u64(v));
 }
 
 int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char *query,
@@ -260,7 +318,7 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 	case RAFT_MSG_TIMEOUT_NOW: json_object_set_new(o, "leader-id", json_string(m->from)); break;
 	default: json_decref(o); return KVD_EINVAL;
 	}
-	s = json_dumps(o, JSON_COMPACT);
+	s = kvd_json_dumps(o);
 	json_decref(o);
 	if (s == NULL)
 		return KVD_ENOMEM;
@@ -269,7 +327,9 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 	return 0;
 }
 
-/* Reads an unsigned integer field; missing is an error unless optional. */
+/* Reads an unsigned integer field below 2^63 (API.md §7); missing is an
+ * error unless optional. jansson refuses integers above INT64_MAX at parse
+ * time, so every json_int_t >= 0 is in range. */
 static int get_u64(const json_t *o, const char *k, bool optional, uint64_t *out)
 {
 	const json_t *v = json_object_get(o, k);
@@ -296,10 +356,13 @@ static int get_bool(const json_t *o, const char *k, bool optional, bool *out)
 	return 0;
 }
 
+/* Reads an id field: a string kvd_id_valid accepts (the length check also
+ * catches a NUL inside, which JSON_ALLOW_NUL lets through). */
 static int get_id(const json_t *o, const char *k, char *out)
 {
-	const char *s = json_string_value(json_object_get(o, k));
-	if (s == NULL || *s == '\0' || strlen(s) >= RAFT_ID_SIZE)
+	const json_t *v = json_object_get(o, k);
+	const char *s = json_string_value(v);
+	if (s == NULL || !kvd_id_valid(s, json_string_length(v)))
 		return KVD_EINVAL;
 	snprintf(out, RAFT_ID_SIZE, "%s", s);
 	return 0;
@@ -330,7 +393,8 @@ static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decod
 
 		if (!json_is_object(v) || get_u64(v, "index", false, &e->index) != 0 ||
 		    get_u64(v, "term", false, &e->term) != 0 || s == NULL)
-			return fail(errmsg, "entry needs index, term and command");
+			return fail(errmsg,
+				    "entry needs index, term (integers below 2^63) and command");
 		if (e->index != prev + 1 + i)
 			return fail(errmsg, "entries are not contiguous after prev-log-index");
 		if (len == 4 && memcmp(s, "NOOP", 4) == 0) {
@@ -355,7 +419,27 @@ static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decod
 	return 0;
 }
 
-/* Parses the install-snapshot query string. */
+/* Parses a whole decimal number below 2^63 from a query value: digits only
+ * (no sign, no spaces, no hex), overflow refused rather than wrapped. */
+static int query_u63(const char *v, size_t vlen, uint64_t *out)
+{
+	uint64_t x = 0;
+
+	if (vlen == 0 || vlen > 19)
+		return KVD_EINVAL;
+	for (size_t i = 0; i < vlen; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return KVD_EINVAL;
+		x = x * 10 + (uint64_t)(v[i] - '0'); /* 19 digits fit in 64 bits */
+	}
+	if (x > (uint64_t)INT64_MAX)
+		return KVD_EINVAL;
+	*out = x;
+	return 0;
+}
+
+/* Parses the install-snapshot query string. The leader id may arrive
+ * percent-encoded; it is checked after decoding. */
 static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message *m)
 {
 	static const char *const keys[] = {"term", "last-included-index", "last-included-term",
@@ -363,37 +447,32 @@ static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message
 	uint64_t vals[4];
 	const char *v;
 	size_t vlen;
-	char buf[32];
+	char idbuf[3 * RAFT_ID_SIZE];
+	long n;
 
-	for (int k = 0; k < 4; k++) {
-		char *end;
-		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) || vlen == 0 || vlen >= sizeof(buf))
+	for (int k = 0; k < 4; k++)
+		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) ||
+		    query_u63(v, vlen, &vals[k]) != 0)
 			return KVD_EINVAL;
-		memcpy(buf, v, vlen);
-		buf[vlen] = '\0';
-		if (buf[0] < '0' || buf[0] > '9')
-			return KVD_EINVAL;
-		vals[k] = strtoull(buf, &end, 10);
-		if (*end != '\0')
-			return KVD_EINVAL;
-	}
+	if (!kvd_query_get(q, qlen, "leader-id", &v, &vlen) || vlen == 0 || vlen >= sizeof(idbuf))
+		return KVD_EINVAL;
+	n = kvd_percent_decode(v, vlen, idbuf);
+	if (n <= 0 || !kvd_id_valid(idbuf, (size_t)n))
+		return KVD_EINVAL;
+	if (!kvd_query_get(q, qlen, "done", &v, &vlen))
+		return KVD_EINVAL;
+	if ((vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1'))
+		m->u.snapshot.done = true;
+	else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && v[0] == '0'))
+		m->u.snapshot.done = false;
+	else
+		return KVD_EINVAL;
+	memcpy(m->from, idbuf, (size_t)n);
+	m->from[n] = '\0';
 	m->term = vals[0];
 	m->u.snapshot.last_index = vals[1];
 	m->u.snapshot.last_term = vals[2];
 	m->u.snapshot.offset = vals[3];
-	if (!kvd_query_get(q, qlen, "leader-id", &v, &vlen) || vlen == 0 || vlen >= RAFT_ID_SIZE)
-		return KVD_EINVAL;
-	{
-		char idbuf[RAFT_ID_SIZE];
-		long n = kvd_percent_decode(v, vlen, idbuf);
-		if (n <= 0)
-			return KVD_EINVAL;
-		memcpy(m->from, idbuf, (size_t)n);
-		m->from[n] = '\0';
-	}
-	if (!kvd_query_get(q, qlen, "done", &v, &vlen))
-		return KVD_EINVAL;
-	m->u.snapshot.done = (vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1');
 	return 0;
 }
 
@@ -411,8 +490,9 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 		m->type = RAFT_MSG_SNAPSHOT;
 		if (decode_snapshot_query(query, query_len, m) != 0)
 			return fail(errmsg,
-				    "install-snapshot needs term, leader-id, "
-				    "last-included-index, last-included-term, offset, done");
+				    "install-snapshot needs term, last-included-index, "
+				    "last-included-term, offset (integers below 2^63), leader-id "
+				    "(host:port), done (true or false)");
 		m->u.snapshot.data = body;
 		m->u.snapshot.len = len;
 		return 0;
@@ -424,7 +504,7 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 	}
 	d->root = o;
 	if (get_u64(o, "term", false, &m->term) != 0) {
-		fail(errmsg, "term must be a non-negative integer");
+		fail(errmsg, "term must be an integer in 0..2^63-1");
 		goto err;
 	}
 	if (strcmp(path, "/raft/request-vote") == 0) {
@@ -434,8 +514,8 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 		    get_u64(o, "last-log-term", false, &m->u.request_vote.last_log_term) != 0 ||
 		    get_bool(o, "pre-vote", true, &m->u.request_vote.pre_vote) != 0 ||
 		    get_bool(o, "transfer", true, &m->u.request_vote.transfer) != 0) {
-			fail(errmsg, "request-vote needs term, candidate-id, last-log-index, "
-				     "last-log-term");
+			fail(errmsg, "request-vote needs term, candidate-id (host:port), "
+				     "last-log-index, last-log-term (integers below 2^63)");
 			goto err;
 		}
 	} else if (strcmp(path, "/raft/append-entries") == 0) {
@@ -445,8 +525,9 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 		    get_u64(o, "prev-log-term", false, &m->u.append.prev_log_term) != 0 ||
 		    get_u64(o, "leader-commit", false, &m->u.append.leader_commit) != 0 ||
 		    get_u64(o, "seq", true, &m->u.append.seq) != 0) {
-			fail(errmsg, "append-entries needs term, leader-id, prev-log-index, "
-				     "prev-log-term, entries, leader-commit");
+			fail(errmsg, "append-entries needs term, leader-id (host:port), "
+				     "prev-log-index, prev-log-term, leader-commit (integers "
+				     "below 2^63), entries");
 			goto err;
 		}
 		if (json_object_get(o, "entries") != NULL) {
@@ -460,7 +541,7 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 	} else if (strcmp(path, "/raft/timeout-now") == 0) {
 		m->type = RAFT_MSG_TIMEOUT_NOW;
 		if (get_id(o, "leader-id", m->from) != 0) {
-			fail(errmsg, "timeout-now needs term and leader-id");
+			fail(errmsg, "timeout-now needs term and leader-id (host:port)");
 			goto err;
 		}
 	} else {

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "api/rpc.h"
+#include "kvd/errors.h"
 
 static struct raft_message message(enum raft_msg_type type)
 {
@@ -208,6 +209,199 @@ START_TEST(test_kvd_rpc_decode_result_of_each_request)
 }
 END_TEST
 
+/* Decodes path/query/body and returns the status; frees what was decoded. */
+static int decode(const char *path, const char *query, const char *body)
+{
+	struct raft_message m;
+	struct kvd_rpc_decoded dec;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	int rv = kvd_rpc_decode_request(path, query, strlen(query), body, strlen(body), ":2", &m,
+					&dec, errmsg);
+	if (rv == 0)
+		kvd_rpc_decoded_free(&dec);
+	else
+		ck_assert_msg(errmsg[0] != '\0' && strchr(errmsg, '\n') == NULL,
+			      "no one-line reason for %s %s %s", path, query, body);
+	return rv;
+}
+
+#define SNAP_PATH "/raft/install-snapshot"
+#define SNAP_TAIL "&last-included-index=1&last-included-term=1&offset=0&done=false"
+
+START_TEST(test_kvd_rpc_refuses_the_brick_request)
+{
+	/* The request that persisted term 2^64-1 and a leader id with CR/LF. */
+	const char *q = "term=99999999999999999999&leader-id=a%0d%0aX-Inj:1%0d%0ab:1" SNAP_TAIL;
+	ck_assert_int_eq(decode(SNAP_PATH, q, "x"), KVD_EINVAL);
+	ck_assert_int_eq(decode(SNAP_PATH, "term=99999999999999999999&leader-id=:1" SNAP_TAIL, "x"),
+			 KVD_EINVAL);
+	ck_assert_int_eq(
+	    decode(SNAP_PATH, "term=1&leader-id=a%0d%0aX-Inj:1%0d%0ab:1" SNAP_TAIL, "x"),
+	    KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_query_numbers_are_below_2_63)
+{
+	static const char *const bad[] = {"9223372036854775808",
+					  "18446744073709551615",
+					  "18446744073709551616",
+					  "-1",
+					  "+1",
+					  " 1",
+					  "1 ",
+					  "0x10",
+					  ""};
+	char q[512];
+
+	for (int k = 0; k < 4; k++) {
+		const char *vals[4] = {"1", "1", "1", "0"};
+		vals[k] = "9223372036854775807";
+		snprintf(q, sizeof(q),
+			 "term=%s&leader-id=:1&last-included-index=%s&last-included-term=%s&"
+			 "offset=%s&done=true",
+			 vals[0], vals[1], vals[2], vals[3]);
+		ck_assert_msg(decode(SNAP_PATH, q, "x") == 0, "refused %s", q);
+		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+			vals[k] = bad[b];
+			snprintf(
+			    q, sizeof(q),
+			    "term=%s&leader-id=:1&last-included-index=%s&last-included-term=%s&"
+			    "offset=%s&done=true",
+			    vals[0], vals[1], vals[2], vals[3]);
+			ck_assert_msg(decode(SNAP_PATH, q, "x") == KVD_EINVAL, "accepted %s", q);
+		}
+	}
+	ck_assert_int_eq(decode(SNAP_PATH,
+				"term=1&leader-id=:1&last-included-index=1&last-included-term=1&"
+				"offset=0&done=maybe",
+				"x"),
+			 KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_query_ids_are_validated)
+{
+	static const char *const bad[] = {"a%0d:1",  "a%0a:1",	"a%00:1",  "a%20b:1", "a b:1",
+					  "a%25b:1", "a%26b:1", "a%2bb:1", "a+b:1",   "nohost",
+					  "a%zz:1",  "",	"h:0"};
+	char q[512];
+
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		snprintf(q, sizeof(q), "term=1&leader-id=%s" SNAP_TAIL, bad[b]);
+		ck_assert_msg(decode(SNAP_PATH, q, "x") == KVD_EINVAL, "accepted %s", q);
+	}
+	ck_assert_int_eq(decode(SNAP_PATH, "term=1&leader-id=127.0.0.1%3A8001" SNAP_TAIL, "x"), 0);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_json_ids_are_validated)
+{
+	static const char *const bad[] = {"a\\r\\nX-Inj: 1\\r\\nb:1",
+					  "a\\n:1",
+					  "a\\u0000b:1",
+					  "a b:1",
+					  "a%0d:1",
+					  "a&b:1",
+					  "a+b:1",
+					  "nohost",
+					  "h:0",
+					  "a\\u007f:1"};
+	char body[1024];
+
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		snprintf(body, sizeof(body),
+			 "{\"term\":1,\"candidate-id\":\"%s\",\"last-log-index\":0,"
+			 "\"last-log-term\":0}",
+			 bad[b]);
+		ck_assert_msg(decode("/raft/request-vote", "", body) == KVD_EINVAL, "%s", body);
+		snprintf(body, sizeof(body),
+			 "{\"term\":1,\"leader-id\":\"%s\",\"prev-log-index\":0,"
+			 "\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[]}",
+			 bad[b]);
+		ck_assert_msg(decode("/raft/append-entries", "", body) == KVD_EINVAL, "%s", body);
+		snprintf(body, sizeof(body), "{\"term\":1,\"leader-id\":\"%s\"}", bad[b]);
+		ck_assert_msg(decode("/raft/timeout-now", "", body) == KVD_EINVAL, "%s", body);
+		snprintf(body, sizeof(body),
+			 "{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":0,"
+			 "\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[{\"index\":1,"
+			 "\"term\":1,\"command\":\"CONFIG {\\\"voters\\\":[\\\"%s\\\"]}\"}]}",
+			 bad[b]);
+		ck_assert_msg(decode("/raft/append-entries", "", body) == KVD_EINVAL, "%s", body);
+	}
+	ck_assert_int_eq(
+	    decode("/raft/append-entries", "",
+		   "{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":0,"
+		   "\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[{\"index\":1,"
+		   "\"term\":1,\"command\":\"CONFIG {\\\"voters\\\":[\\\":1\\\"]}\"}]}"),
+	    0);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_json_numbers_are_below_2_63)
+{
+	static const char *const bad[] = {"9223372036854775808",
+					  "18446744073709551615",
+					  "99999999999999999999",
+					  "-1",
+					  "1.5",
+					  "1e3",
+					  "\"1\"",
+					  "null"};
+	char body[512];
+
+	for (int f = 0; f < 3; f++)
+		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+			const char *v[3] = {"1", "0", "0"};
+			v[f] = bad[b];
+			snprintf(body, sizeof(body),
+				 "{\"term\":%s,\"candidate-id\":\":1\",\"last-log-index\":%s,"
+				 "\"last-log-term\":%s}",
+				 v[0], v[1], v[2]);
+			ck_assert_msg(decode("/raft/request-vote", "", body) == KVD_EINVAL, "%s",
+				      body);
+		}
+	ck_assert_int_eq(decode("/raft/request-vote", "",
+				"{\"term\":9223372036854775807,\"candidate-id\":\":1\","
+				"\"last-log-index\":0,\"last-log-term\":0}"),
+			 0);
+	ck_assert_int_eq(decode("/raft/append-entries", "",
+				"{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":"
+				"18446744073709551615,\"prev-log-term\":0,\"leader-commit\":0}"),
+			 KVD_EINVAL);
+	ck_assert_int_eq(decode("/raft/append-entries", "",
+				"{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":0,"
+				"\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[{\"index\":1,"
+				"\"term\":18446744073709551615,\"command\":\"NOOP\"}]}"),
+			 KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_writes_numbers_unsigned)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND_RESULT);
+	struct raft_entry e = {.index = UINT64_MAX, .term = (1ULL << 63), .type = RAFT_ENTRY_NOOP};
+	char *body;
+	size_t len;
+	json_t *o;
+	char *s;
+
+	m.term = UINT64_MAX;
+	m.u.append_result.last_log_index = (1ULL << 63) + 5;
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), 0);
+	ck_assert_ptr_nonnull(strstr(body, "\"term\":18446744073709551615"));
+	ck_assert_ptr_nonnull(strstr(body, "\"last-log-index\":9223372036854775813"));
+	ck_assert_ptr_null(strstr(body, ":-"));
+	free(body);
+	o = kvd_rpc_entry_json(&e);
+	s = kvd_json_dumps(o);
+	ck_assert_str_eq(s, "{\"index\":18446744073709551615,\"term\":9223372036854775808,"
+			    "\"command\":\"NOOP\"}");
+	free(s);
+	json_decref(o);
+}
+END_TEST
+
 static Suite *rpc_suite(void)
 {
 	Suite *s = suite_create("rpc");
@@ -219,6 +413,12 @@ static Suite *rpc_suite(void)
 	tcase_add_test(tc, test_kvd_rpc_decode_request_rejects_malformed_bodies);
 	tcase_add_test(tc, test_kvd_rpc_snapshot_chunk_travels_in_query_and_body);
 	tcase_add_test(tc, test_kvd_rpc_decode_result_of_each_request);
+	tcase_add_test(tc, test_kvd_rpc_refuses_the_brick_request);
+	tcase_add_test(tc, test_kvd_rpc_query_numbers_are_below_2_63);
+	tcase_add_test(tc, test_kvd_rpc_query_ids_are_validated);
+	tcase_add_test(tc, test_kvd_rpc_json_ids_are_validated);
+	tcase_add_test(tc, test_kvd_rpc_json_numbers_are_below_2_63);
+	tcase_add_test(tc, test_kvd_rpc_writes_numbers_unsigned);
 	suite_add_tcase(s, tc);
 	return s;
 }
