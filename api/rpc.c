@@ -260,12 +260,27 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 
 	if (m->type == RAFT_MSG_SNAPSHOT) {
 		const struct raft_snapshot *sn = &m->u.snapshot;
+		char id[3 * RAFT_ID_SIZE];
+		size_t k = 0;
+
 		if (query == NULL)
 			return KVD_EINVAL;
+		/* Percent-encode every byte but unreserved ones and ':', the exact
+		 * inverse of the receiver's decoding, whatever the id holds. */
+		for (const char *p = m->from; *p != '\0' && k + 4 < sizeof(id); p++) {
+			unsigned char c = (unsigned char)*p;
+			if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+			    c == '~' || c == ':')
+				id[k++] = (char)c;
+			else
+				k += (size_t)snprintf(id + k, sizeof(id) - k, "%%%02X", c);
+		}
+		id[k] = '\0';
 		snprintf(query, query_size,
 			 "term=%" PRIu64 "&leader-id=%s&last-included-index=%" PRIu64
 			 "&last-included-term=%" PRIu64 "&offset=%" PRIu64 "&done=%s",
-			 m->term, m->from, sn->last_index, sn->last_term, sn->offset,
+			 m->term, id, sn->last_index, sn->last_term, sn->offset,
 			 sn->done ? "true" : "false");
 		*body = NULL;
 		*len = 0;

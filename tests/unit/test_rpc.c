@@ -295,6 +295,36 @@ START_TEST(test_kvd_rpc_query_ids_are_validated)
 }
 END_TEST
 
+START_TEST(test_kvd_rpc_snapshot_leader_id_round_trips)
+{
+	static const char *const ids[] = {"[::1]:9000", "host_a.example~x:8001", "[fe80::1]:1",
+					  "a=b;c/d?e#f@g!h$i'j(k)l*m,n:2"};
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		struct raft_message m = message(RAFT_MSG_SNAPSHOT), d;
+		struct kvd_rpc_decoded dec;
+		char query[512];
+		char *body = NULL;
+		size_t len = 0;
+
+		snprintf(m.from, sizeof(m.from), "%s", ids[i]);
+		ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, query, sizeof(query)), 0);
+		{
+			const char *v = strstr(query, "leader-id=") + 10;
+			size_t vlen = strcspn(v, "&");
+			ck_assert_uint_eq(
+			    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				      "0123456789-._~:%"),
+			    vlen); /* only unreserved bytes and escapes */
+		}
+		ck_assert_int_eq(kvd_rpc_decode_request("/raft/install-snapshot", query,
+							strlen(query), "b", 1, ":2", &d, &dec,
+							NULL),
+				 0);
+		ck_assert_str_eq(d.from, ids[i]);
+	}
+}
+END_TEST
+
 START_TEST(test_kvd_rpc_json_ids_are_validated)
 {
 	static const char *const bad[] = {"a\\r\\nX-Inj: 1\\r\\nb:1",
@@ -416,6 +446,7 @@ static Suite *rpc_suite(void)
 	tcase_add_test(tc, test_kvd_rpc_refuses_the_brick_request);
 	tcase_add_test(tc, test_kvd_rpc_query_numbers_are_below_2_63);
 	tcase_add_test(tc, test_kvd_rpc_query_ids_are_validated);
+	tcase_add_test(tc, test_kvd_rpc_snapshot_leader_id_round_trips);
 	tcase_add_test(tc, test_kvd_rpc_json_ids_are_validated);
 	tcase_add_test(tc, test_kvd_rpc_json_numbers_are_below_2_63);
 	tcase_add_test(tc, test_kvd_rpc_writes_numbers_unsigned);
