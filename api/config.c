@@ -29,8 +29,12 @@ static int fail(char *errmsg, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	if (errmsg != NULL)
+	if (errmsg != NULL) {
 		vsnprintf(errmsg, KVD_ERRMSG_SIZE, fmt, ap);
+		for (char *p = errmsg; *p != '\0'; p++) /* one line: no echoed controls */
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+	}
 	va_end(ap);
 	return KVD_EINVAL;
 }

@@ -218,6 +218,8 @@ START_TEST(test_kvd_config_parse_rejects_hostile_ids)
 		char errmsg[KVD_ERRMSG_SIZE] = "";
 		ck_assert_msg(parse(cases[i], 2, &c, errmsg) == KVD_EINVAL, "accepted %s %s",
 			      cases[i][0], cases[i][1]);
+		/* One line on stderr: the echoed id's CR/LF do not get through. */
+		ck_assert_msg(errmsg[0] != '\0' && strpbrk(errmsg, "\r\n") == NULL, "'%s'", errmsg);
 	}
 	setenv("ADDR", "x%y:8080", 1);
 	ck_assert_int_eq(parse(NULL, 0, &c, NULL), KVD_EINVAL);
