@@ -429,6 +429,15 @@ START_TEST(test_kvd_rpc_writes_numbers_unsigned)
 			    "\"command\":\"NOOP\"}");
 	free(s);
 	json_decref(o);
+	/* A string that looks like a marker stays a string (fuzz_rpc found
+	 * "command":"\u0001u64:7" written as the number 7). */
+	o = json_pack("{s:s, s:s, s:o}", "a", "\x01u64:7", "b", "x\x01u64:8", "c",
+		      kvd_json_u64(UINT64_MAX));
+	s = kvd_json_dumps(o);
+	ck_assert_str_eq(s, "{\"a\":\"\\u0001u64:7\",\"b\":\"x\\u0001u64:8\","
+			    "\"c\":18446744073709551615}");
+	free(s);
+	json_decref(o);
 }
 END_TEST
 
