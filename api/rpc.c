@@ -12,13 +12,9 @@
 #include "api/rpc.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "api/textutil.h"
 #include "kvd/errors.h"
@@ -65,54 +61,31 @@ bool kvd_rpc_path_valid(const char *path, size_t len)
 	return false;
 }
 
-/* Values above INT64_MAX travel through jansson as a string "\x01u64:" +
- * a per-process random nonce (16 hex digits) + ":" + the decimal digits;
- * kvd_json_dumps() writes such a string as the bare number. The nonce keeps
- * strings from the wire (a command "\x01u64:7" that fuzz_rpc sent) from
- * ever being taken for a marker: nobody outside the process knows it. */
-static pthread_once_t mark_once = PTHREAD_ONCE_INIT;
-static char mark_nonce[17];
-
-static void mark_init(void)
-{
-	uint64_t r = 0;
-
-	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts); /* no entropy: still not on the wire */
-		r = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL ^ (uint64_t)ts.tv_sec ^
-		    ((uint64_t)getpid() << 32);
-	}
-	snprintf(mark_nonce, sizeof(mark_nonce), "%016" PRIx64, r);
-}
-
 json_t *kvd_json_u64(uint64_t v)
 {
-	char buf[64];
-
-	if (v <= (uint64_t)INT64_MAX)
-		return json_integer((json_int_t)v);
-	pthread_once(&mark_once, mark_init);
-	snprintf(buf, sizeof(buf), "\x01u64:%s:%" PRIu64, mark_nonce, v);
-	return json_string(buf);
+	return json_integer((json_int_t)v); /* above INT64_MAX: negative until dumped */
 }
 
 char *kvd_json_dumps(const json_t *o)
 {
-	char mark[64]; /* the marker's start as json_dumps escapes it */
-	size_t mlen;
 	char *s = json_dumps(o, JSON_COMPACT);
-	char *r, *w;
+	char *out, *w;
+	const char *r;
 	bool in_string = false;
 
-	pthread_once(&mark_once, mark_init);
-	mlen = (size_t)snprintf(mark, sizeof(mark), "\"\\u0001u64:%s:", mark_nonce);
-	if (s == NULL || strstr(s, mark) == NULL)
+	if (s == NULL || strchr(s, '-') == NULL)
 		return s;
-	/* Rewrite in place (a number is shorter than its marked string), only
-	 * where a whole string value is a marker: other strings are copied as
-	 * they are, escapes included, whatever bytes they hold. */
-	r = w = s;
+	/* Every number kvd writes is an unsigned quantity held in jansson's
+	 * signed integer, so a negative integer literal (outside strings; JSON
+	 * strings are skipped with their escapes) is written as the unsigned
+	 * value it stands for. 2^64 - x has at most one digit more than -x. */
+	out = malloc(2 * strlen(s) + 1);
+	if (out == NULL) {
+		free(s);
+		return NULL;
+	}
+	r = s;
+	w = out;
 	while (*r != '\0') {
 		if (in_string) {
 			if (*r == '\\' && r[1] != '\0')
@@ -122,13 +95,12 @@ char *kvd_json_dumps(const json_t *o)
 			*w++ = *r++;
 			continue;
 		}
-		if (strncmp(r, mark, mlen) == 0) {
-			const char *d = r + mlen;
-			size_t n = strspn(d, "0123456789");
-			if (n > 0 && n <= 20 && d[n] == '"') {
-				memmove(w, d, n);
-				w += n;
-				r += mlen + n + 1;
+		if (*r == '-' && r[1] >= '0' && r[1] <= '9') {
+			char *end;
+			long long x = strtoll(r, &end, 10);
+			if (*end != '.' && *end != 'e' && *end != 'E') {
+				w += sprintf(w, "%" PRIu64, (uint64_t)x);
+				r = end;
 				continue;
 			}
 		}
@@ -137,7 +109,8 @@ char *kvd_json_dumps(const json_t *o)
 		*w++ = *r++;
 	}
 	*w = '\0';
-	return s;
+	free(s);
+	return out;
 }
 
 static json_t *id_array(const struct raft_server *s, unsigned n, int role)

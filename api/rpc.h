@@ -58,13 +58,14 @@ json_t *kvd_rpc_config_json(const struct raft_config *c);
 
 /*
  * A JSON number for an unsigned 64-bit value (new reference). jansson holds
- * only signed integers: values above INT64_MAX are kept as a marker that
- * kvd_json_dumps() writes as the unsigned decimal number, never negative.
+ * only signed integers: values above INT64_MAX are kept negative, and
+ * kvd_json_dumps() writes them back as the unsigned value, never negative.
  */
 json_t *kvd_json_u64(uint64_t v);
 
-/* json_dumps(o, JSON_COMPACT) that writes kvd_json_u64 markers as numbers.
- * Returns a malloc'ed string (free with free()) or NULL. */
+/* json_dumps(o, JSON_COMPACT) that writes every integer as unsigned (all
+ * numbers kvd writes are unsigned quantities). Returns a malloc'ed string
+ * (free with free()) or NULL. */
 char *kvd_json_dumps(const json_t *o);
 
 /*
