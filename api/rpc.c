@@ -73,7 +73,11 @@ char *kvd_json_dumps(const json_t *o)
 	const char *r;
 	bool in_string = false;
 
-	if (s == NULL || strchr(s, '-') == NULL)
+	/* Fast path: jansson writes a negative number only after ':', '[' or
+	 * ','; a body without those pairs (strings may hold them too: then the
+	 * slow path just finds nothing to change) is already right. */
+	if (s == NULL ||
+	    (strstr(s, ":-") == NULL && strstr(s, "[-") == NULL && strstr(s, ",-") == NULL))
 		return s;
 	/* Every number kvd writes is an unsigned quantity held in jansson's
 	 * signed integer, so a negative integer literal (outside strings; JSON

@@ -250,16 +250,23 @@ class TestLargeEscapedValue(HostileRpcCase):
     def test_value_whose_escaping_exceeds_64_mib_replicates(self):
         # 11 MiB of U+0001: JSON escapes each byte as \u0001, 66 MiB in one
         # AppendEntries, above the former fixed 64 MiB RPC body limit (the
-        # follower refused it with 413 forever). Encoding and decoding that
-        # much JSON blocks each node's loop for about a second here, longer
-        # than the default 500 ms check-quorum window (a separate limit, see
-        # docs/fuzzing.md), so the election timeout is raised.
+        # follower refused it with 413 forever). Encoding, sending and
+        # decoding that much JSON keeps each node busy for a second or more
+        # (far more in a sanitizer build), longer than the default 500 ms
+        # check-quorum window (a separate limit, see docs/fuzzing.md), so the
+        # election timeout is raised and a 503 "outcome unknown" is retried
+        # (the PUT is idempotent).
         size = 11 * 1024 * 1024
         c = self.make_cluster(2, args=["--max-value-bytes", str(16 * 1024 * 1024),
-                                       "--election-timeout-ms", "4000-8000"])
-        leader, term = c.wait_leader(timeout=20)
+                                       "--election-timeout-ms", "8000-12000"])
+        leader, term = c.wait_leader(timeout=40)
         value = b"\x01" * size
-        r = leader.request("PUT", "/kv/big", value, timeout=60)
+        deadline = time.monotonic() + 120
+        while True:
+            leader = c.wait_leader(timeout=40)[0]
+            r = leader.request("PUT", "/kv/big", value, timeout=60)
+            if r.status != 503 or time.monotonic() > deadline:
+                break
         self.assertEqual(r.status, 200, "PUT of an accepted value not replicated: %r" % r)
         self.assertEqual(c.put("small", "after").status, 200)
         c.wait_applied(timeout=60)
