@@ -16,6 +16,7 @@ Standard library only; real kvd processes.
 import http.client
 import json
 import random
+import shutil
 import socket
 import time
 import unittest
@@ -244,6 +245,27 @@ class TestHostileIds(HostileRpcCase):
         r = f.request("PUT", "/kv/k", "v")
         self.assertEqual(r.status, 307, r)
         self.assertEqual(r.headers["location"], "http://127.0.0.1:%d/kv/k" % leader.port)
+
+
+class TestHostileIdsAtStartup(unittest.TestCase):
+    def test_flags_and_env_refuse_hostile_ids_with_one_line(self):
+        import tempfile
+        from kvdtest import run_kvd
+        d = tempfile.mkdtemp(prefix="kvd-hostile-")
+        try:
+            cases = [(["--addr", "a\r\nX-Inj: 1\r\nb:24001"], {}),
+                     (["--addr", "a%0d:24001"], {}),
+                     (["--port", "24001", "--peers", ":24001,a&b:24002"], {}),
+                     (["--port", "24001", "--peers", ":24001,a+b:24002"], {}),
+                     (["--port", "24001", "--join", "a b:24002"], {}),
+                     ([], {"ADDR": "a\nb:24001"}),
+                     ([], {"ADDR": ":24001", "PEERS": "x%y:24002"})]
+            for args, env in cases:
+                rc, out, err = run_kvd(args + ["--working-dir", d], env=env)
+                self.assertEqual(rc, 2, "%r %r: %s" % (args, env, err))
+                self.assertEqual(len(err.strip().splitlines()), 1, "%r %r: %r" % (args, env, err))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class TestLargeEscapedValue(HostileRpcCase):
