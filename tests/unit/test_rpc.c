@@ -441,6 +441,66 @@ START_TEST(test_kvd_rpc_writes_numbers_unsigned)
 }
 END_TEST
 
+START_TEST(test_kvd_rpc_append_entries_bytes_match_jansson)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND);
+	struct raft_entry es[3];
+	struct raft_config c;
+	char cmd[160];
+	void *conf;
+	size_t conf_len, len, n = 0;
+	char *body, *ref;
+	json_t *o, *a;
+
+	n += (size_t)snprintf(cmd, sizeof(cmd), "PUT k ");
+	for (int ch = 1; ch < 0x80; ch++)
+		cmd[n++] = (char)ch;
+	memcpy(cmd + n, "caf\xc3\xa9 \xf0\x9f\x98\x80", 10);
+	n += 10;
+	memset(&c, 0, sizeof(c));
+	raft_config_add(&c, ":8001", RAFT_VOTER);
+	raft_config_add(&c, ":8002", RAFT_LEARNER);
+	ck_assert_int_eq(raft_config_encode(&c, &conf, &conf_len), 0);
+	es[0] = (struct raft_entry){.index = 4, .term = 2, .type = RAFT_ENTRY_NOOP};
+	es[1] = (struct raft_entry){
+	    .index = 5, .term = 3, .type = RAFT_ENTRY_COMMAND, .data = cmd, .len = n};
+	es[2] = (struct raft_entry){
+	    .index = 6, .term = 3, .type = RAFT_ENTRY_CONFIG, .data = conf, .len = conf_len};
+	m.u.append.prev_log_index = 3;
+	m.u.append.prev_log_term = 2;
+	m.u.append.leader_commit = 3;
+	m.u.append.seq = 11;
+	m.u.append.entries = es;
+	m.u.append.n_entries = 3;
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), 0);
+
+	/* The same object through jansson, keys in the same order. */
+	o = json_object();
+	json_object_set_new(o, "term", json_integer(7));
+	json_object_set_new(o, "leader-id", json_string(":8001"));
+	json_object_set_new(o, "prev-log-index", json_integer(3));
+	json_object_set_new(o, "prev-log-term", json_integer(2));
+	a = json_array();
+	for (int i = 0; i < 3; i++)
+		json_array_append_new(a, kvd_rpc_entry_json(&es[i]));
+	json_object_set_new(o, "entries", a);
+	json_object_set_new(o, "leader-commit", json_integer(3));
+	json_object_set_new(o, "seq", json_integer(11));
+	ref = json_dumps(o, JSON_COMPACT);
+	ck_assert_str_eq(body, ref);
+	ck_assert_uint_eq(len, strlen(ref));
+	free(ref);
+	json_decref(o);
+	free(body);
+
+	/* Not UTF-8: JSON cannot carry it; refused, not sent garbled. */
+	es[1].data = "PUT k \xff";
+	es[1].len = 7;
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), KVD_EINVAL);
+	free(conf);
+}
+END_TEST
+
 static Suite *rpc_suite(void)
 {
 	Suite *s = suite_create("rpc");
@@ -459,6 +519,7 @@ static Suite *rpc_suite(void)
 	tcase_add_test(tc, test_kvd_rpc_json_ids_are_validated);
 	tcase_add_test(tc, test_kvd_rpc_json_numbers_are_below_2_63);
 	tcase_add_test(tc, test_kvd_rpc_writes_numbers_unsigned);
+	tcase_add_test(tc, test_kvd_rpc_append_entries_bytes_match_jansson);
 	suite_add_tcase(s, tc);
 	return s;
 }
