@@ -53,7 +53,6 @@ def my_ports(n):
     return ports
 
 
-cluster.free_ports = my_ports  # Cluster() takes its ports from here
 
 
 def pct(b):
@@ -82,6 +81,14 @@ def json_id(b):
 
 
 class HostileRpcCase(ClusterCase):
+    def setUp(self):
+        # Cluster() takes its ports from cluster.free_ports: this file's
+        # range while its tests run, other modules' afterwards.
+        orig = cluster.free_ports
+        cluster.free_ports = my_ports
+        self.addCleanup(setattr, cluster, "free_ports", orig)
+        super().setUp()
+
     def one_node(self, token=False):
         args = ["--cluster-token", TOKEN] if token else []
         c = self.make_cluster(1, args=args)
