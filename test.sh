@@ -4,6 +4,9 @@
 # deterministic simulation through ctest, then the integration tests that
 # start real kvd processes. Ends with one line "N passed, N failed".
 #
+# Last, the libFuzzer targets of tests/fuzz (clang build in build-fuzz), each
+# for KVD_FUZZ_SECONDS (30; 120 with KVD_SOAK=1), each one pass or fail.
+#
 # Environment: KVD_TEST_FILTER=pattern runs only matching integration tests;
 # KVD_SOAK=1 adds the long opt-in runs (simulation seeds, soak tests).
 set -uo pipefail
@@ -102,6 +105,26 @@ modules=$(cd tests/integration && ls test_*.py | grep -vE "cluster|netns|lineari
 (cd tests/integration && KVD_BIN="$OLDPWD/build-asan/kvd" ASAN_OPTIONS=detect_leaks=0 \
 	python3 -m unittest $modules -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"}) 2>&1 | tee build-asan/integration.log | grep -E "^(Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
 count_unittest build-asan/integration.log
+
+echo "== fuzzing (clang, libFuzzer + ASan + UBSan, ${KVD_FUZZ_SECONDS:-$([ "${KVD_SOAK:-0}" = 1 ] && echo 120 || echo 30)} s per target)"
+mkdir -p build-fuzz
+if ! command -v clang >/dev/null; then
+	echo "clang not found: fuzz targets not built"
+	failed=$((failed + 1))
+elif ! CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DKVD_FUZZ=ON -DKVD_WERROR=ON \
+	>build-fuzz/configure.log 2>&1 ||
+	! cmake --build build-fuzz -j"$jobs" --target fuzz >build-fuzz/build.log 2>&1; then
+	grep -E "error|Error" build-fuzz/configure.log build-fuzz/build.log | head -20
+	echo "fuzz build failed"
+	failed=$((failed + 1))
+else
+	tests/fuzz/run.sh build-fuzz 2>&1 | tee build-fuzz/fuzz.log | grep -vE "^FUZZ " || true
+	fpass=$(grep -cE "^FUZZ .* PASS$" build-fuzz/fuzz.log)
+	ffail=$(grep -cE "^FUZZ .* FAIL$" build-fuzz/fuzz.log)
+	[ "$fpass" = 0 ] && [ "$ffail" = 0 ] && ffail=1
+	passed=$((passed + fpass))
+	failed=$((failed + ffail))
+fi
 
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" = 0 ]

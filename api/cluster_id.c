@@ -196,6 +196,9 @@ int kvd_cluster_check(struct kvd_node *n, const char *remote_id, size_t len)
 		return 0; /* a peer that does not name its cluster */
 	if (len >= sizeof(id))
 		return KVD_EINVAL;
+	for (size_t i = 0; i < len; i++) /* stored and sent back in a header */
+		if (remote_id[i] <= ' ' || remote_id[i] >= 0x7f)
+			return KVD_EINVAL;
 	memcpy(id, remote_id, len);
 	id[len] = '\0';
 	if (n->reinit_pending)

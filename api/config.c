@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/textutil.h"
 #include "kvd/errors.h"
 
 #define DEFAULT_PORT	8080
@@ -28,8 +29,12 @@ static int fail(char *errmsg, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	if (errmsg != NULL)
+	if (errmsg != NULL) {
 		vsnprintf(errmsg, KVD_ERRMSG_SIZE, fmt, ap);
+		for (char *p = errmsg; *p != '\0'; p++) /* one line: no echoed controls */
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+	}
 	va_end(ap);
 	return KVD_EINVAL;
 }
@@ -57,7 +62,8 @@ int kvd_config_split_id(const char *id, char *host, size_t host_size, uint16_t *
 	size_t hlen;
 	uint64_t p;
 
-	if (id == NULL || *id == '\0' || strlen(id) >= KVD_CONFIG_ID_SIZE)
+	if (id == NULL || *id == '\0' || strlen(id) >= KVD_CONFIG_ID_SIZE ||
+	    !kvd_id_valid(id, strlen(id)))
 		return KVD_EINVAL;
 	colon = strrchr(id, ':');
 	if (colon == NULL)

@@ -34,7 +34,7 @@ void kvd_reply_text(struct http_request *req, int status, const char *body)
 
 static void reply_json(struct http_request *req, int status, json_t *o)
 {
-	char *s = json_dumps(o, JSON_COMPACT);
+	char *s = kvd_json_dumps(o);
 	json_decref(o);
 	if (s == NULL) {
 		kvd_reply_text(req, 500, "out of memory\n");
@@ -97,8 +97,14 @@ size_t kvd_routes_body_limit(const struct http_request *req, void *user)
 	size_t len;
 	const char *path = http_request_path(req, &len);
 
-	if (kvd_rpc_path_valid(path, len))
-		return RAFT_BODY_LIMIT;
+	if (kvd_rpc_path_valid(path, len)) {
+		/* Any value this node accepts must replicate: the leader sends an
+		 * entry larger than its batch size alone, and JSON escapes each
+		 * control byte of it as \u00XX (6 bytes). */
+		size_t one = 6 * (ENGINE_COMMAND_PUT_SIZE(ENGINE_KEY_MAX, n->cfg.max_value_bytes)) +
+			     64 * 1024;
+		return one > RAFT_BODY_LIMIT ? one : RAFT_BODY_LIMIT;
+	}
 	if (len >= 4 && strncmp(path, "/kv/", 4) == 0)
 		return n->cfg.max_value_bytes;
 	return 1024 * 1024;
@@ -259,14 +265,13 @@ static void route_cluster_info(struct kvd_node *n, struct http_request *req)
 			    json_string(raft_role(n->raft) == RAFT_LEADER      ? "leader"
 					: raft_role(n->raft) == RAFT_CANDIDATE ? "candidate"
 									       : "follower"));
-	json_object_set_new(o, "term", json_integer((json_int_t)raft_current_term(n->raft)));
+	json_object_set_new(o, "term", kvd_json_u64(raft_current_term(n->raft)));
 	json_object_set_new(o, "leader", id_or_null(raft_leader(n->raft)));
 	json_object_set_new(o, "voted-for", id_or_null(raft_voted_for(n->raft)));
 	json_object_set_new(o, "peers", peers);
 	json_object_set_new(o, "learners", learners);
-	json_object_set_new(o, "commit-index",
-			    json_integer((json_int_t)raft_commit_index(n->raft)));
-	json_object_set_new(o, "last-applied", json_integer((json_int_t)n->applied_index));
+	json_object_set_new(o, "commit-index", kvd_json_u64(raft_commit_index(n->raft)));
+	json_object_set_new(o, "last-applied", kvd_json_u64(n->applied_index));
 	reply_json(req, 200, o);
 }
 
@@ -316,11 +321,10 @@ void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int stat
 		if (e != NULL)
 			json_array_append_new(a, e);
 	}
-	json_object_set_new(o, "first-index", json_integer((json_int_t)(n->snapshot_index + 1)));
-	json_object_set_new(o, "last-index", json_integer((json_int_t)store_last));
-	json_object_set_new(o, "commit-index",
-			    json_integer((json_int_t)raft_commit_index(n->raft)));
-	json_object_set_new(o, "last-applied", json_integer((json_int_t)n->applied_index));
+	json_object_set_new(o, "first-index", kvd_json_u64(n->snapshot_index + 1));
+	json_object_set_new(o, "last-index", kvd_json_u64(store_last));
+	json_object_set_new(o, "commit-index", kvd_json_u64(raft_commit_index(n->raft)));
+	json_object_set_new(o, "last-applied", kvd_json_u64(n->applied_index));
 	json_object_set_new(o, "entries", a);
 	reply_json(req, 200, o);
 }
@@ -347,8 +351,8 @@ static void route_log(struct kvd_node *n, struct http_request *req, int method)
 static json_t *snapshot_json(struct kvd_node *n)
 {
 	json_t *o = json_object();
-	json_object_set_new(o, "last-included-index", json_integer((json_int_t)n->snapshot_index));
-	json_object_set_new(o, "last-included-term", json_integer((json_int_t)n->snapshot_term));
+	json_object_set_new(o, "last-included-index", kvd_json_u64(n->snapshot_index));
+	json_object_set_new(o, "last-included-term", kvd_json_u64(n->snapshot_term));
 	return o;
 }
 
@@ -489,9 +493,10 @@ static void route_partition(struct kvd_node *n, struct http_request *req, bool h
 		}
 		json_array_foreach(a, i, v)
 		{
-			if (!json_is_string(v)) {
+			if (!json_is_string(v) ||
+			    !kvd_id_valid(json_string_value(v), json_string_length(v))) {
 				json_decref(o);
-				kvd_reply_text(req, 400, "peers must be strings\n");
+				kvd_reply_text(req, 400, "peers must be ids (host:port)\n");
 				return;
 			}
 			ids[k++] = json_string_value(v);

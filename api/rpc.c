@@ -1,9 +1,13 @@
 /*
  * rpc.c: JSON encoding of Raft messages (API.md §5) with jansson.
  *
- * Invariant: decoding never trusts the wire: every field is type-checked,
- * ids are length-checked, and entries must be contiguous from
- * prev-log-index + 1 (the core relies on it).
+ * Invariant: decoding never trusts the wire (API.md §7): every field is
+ * type-checked, terms and indexes are below 2^63, ids pass kvd_id_valid
+ * (no byte that could end a header line or change a query string), and
+ * entries must be contiguous from prev-log-index + 1 (the core relies on
+ * it). A refused request leaves nothing behind: the core never sees it.
+ *
+ * Numbers are written unsigned (kvd_json_u64), never cast to a negative.
  */
 #include "api/rpc.h"
 
@@ -57,6 +61,62 @@ bool kvd_rpc_path_valid(const char *path, size_t len)
 	return false;
 }
 
+json_t *kvd_json_u64(uint64_t v)
+{
+	return json_integer((json_int_t)v); /* above INT64_MAX: negative until dumped */
+}
+
+char *kvd_json_dumps(const json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT);
+	char *out, *w;
+	const char *r;
+	bool in_string = false;
+
+	/* Fast path: jansson writes a negative number only after ':', '[' or
+	 * ','; a body without those pairs (strings may hold them too: then the
+	 * slow path just finds nothing to change) is already right. */
+	if (s == NULL ||
+	    (strstr(s, ":-") == NULL && strstr(s, "[-") == NULL && strstr(s, ",-") == NULL))
+		return s;
+	/* Every number kvd writes is an unsigned quantity held in jansson's
+	 * signed integer, so a negative integer literal (outside strings; JSON
+	 * strings are skipped with their escapes) is written as the unsigned
+	 * value it stands for. 2^64 - x has at most one digit more than -x. */
+	out = malloc(2 * strlen(s) + 1);
+	if (out == NULL) {
+		free(s);
+		return NULL;
+	}
+	r = s;
+	w = out;
+	while (*r != '\0') {
+		if (in_string) {
+			if (*r == '\\' && r[1] != '\0')
+				*w++ = *r++;
+			else if (*r == '"')
+				in_string = false;
+			*w++ = *r++;
+			continue;
+		}
+		if (*r == '-' && r[1] >= '0' && r[1] <= '9') {
+			char *end;
+			long long x = strtoll(r, &end, 10);
+			if (*end != '.' && *end != 'e' && *end != 'E') {
+				w += sprintf(w, "%" PRIu64, (uint64_t)x);
+				r = end;
+				continue;
+			}
+		}
+		if (*r == '"')
+			in_string = true;
+		*w++ = *r++;
+	}
+	*w = '\0';
+	free(s);
+	return out;
+}
+
 static json_t *id_array(const struct raft_server *s, unsigned n, int role)
 {
 	json_t *a = json_array();
@@ -102,7 +162,7 @@ static int config_from_json(const json_t *o, struct raft_config *c)
 		json_array_foreach(a, i, v)
 		{
 			const char *id = json_string_value(v);
-			if (id == NULL || *id == '\0' || strlen(id) >= RAFT_ID_SIZE)
+			if (id == NULL || !kvd_id_valid(id, json_string_length(v)))
 				return KVD_EINVAL;
 			if (k < 2) {
 				if (raft_config_add(c, id, k == 0 ? RAFT_VOTER : RAFT_LEARNER) != 0)
@@ -167,31 +227,155 @@ json_t *kvd_rpc_entry_json(const struct raft_entry *e)
 	if (kvd_rpc_entry_text(e, &text, &len) != 0)
 		return NULL;
 	o = json_object();
-	json_object_set_new(o, "index", json_integer((json_int_t)e->index));
-	json_object_set_new(o, "term", json_integer((json_int_t)e->term));
+	json_object_set_new(o, "index", kvd_json_u64(e->index));
+	json_object_set_new(o, "term", kvd_json_u64(e->term));
 	json_object_set_new(o, "command", json_stringn(text, len));
 	free(text);
 	return o;
 }
 
-static json_t *entries_json(const struct raft_entry *es, unsigned n)
-{
-	json_t *a = json_array();
-
-	for (unsigned i = 0; i < n; i++) {
-		json_t *o = a != NULL ? kvd_rpc_entry_json(&es[i]) : NULL;
-		if (o == NULL) {
-			json_decref(a);
-			return NULL;
-		}
-		json_array_append_new(a, o);
-	}
-	return a;
-}
-
 static void set_u64(json_t *o, const char *k, uint64_t v)
 {
-	json_object_set_new(o, k, json_integer((json_int_t)v));
+	json_object_set_new(o, k, kvd_json_u64(v));
+}
+
+/* ---- AppendEntries written by hand --------------------------------------
+ * jansson escapes a string through one callback per escape: megabytes of
+ * control characters (each written as \u00XX) cost the leader's loop about
+ * 0.05 s per MiB. This writer produces the same bytes as json_dumps of the
+ * same object (same key order, same escapes) at memory speed. */
+
+struct wbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static bool wb_reserve(struct wbuf *b, size_t n)
+{
+	if (b->p != NULL && b->cap - b->len > n)
+		return true;
+	size_t cap = b->cap > 0 ? b->cap : 256;
+	while (cap - b->len <= n) {
+		if (cap > SIZE_MAX / 2)
+			return false;
+		cap *= 2;
+	}
+	char *p = realloc(b->p, cap);
+	if (p == NULL)
+		return false;
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+static bool wb_text(struct wbuf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (!wb_reserve(b, n))
+		return false;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	return true;
+}
+
+static bool wb_u64(struct wbuf *b, const char *key, uint64_t v)
+{
+	char tmp[64];
+	snprintf(tmp, sizeof(tmp), "\"%s\":%" PRIu64, key, v);
+	return wb_text(b, tmp);
+}
+
+/* A JSON string literal of s[0..len) (valid UTF-8), escaped as jansson does:
+ * '"' and '\\' backslashed, \b \f \n \r \t, other bytes below 0x20 as \u00XX. */
+static bool wb_string(struct wbuf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF"; /* as jansson writes them */
+	char *w;
+
+	if (len > (SIZE_MAX - 3) / 6 || !wb_reserve(b, 6 * len + 2))
+		return false;
+	w = b->p + b->len;
+	*w++ = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*w++ = (char)c;
+			continue;
+		}
+		*w++ = '\\';
+		switch (c) {
+		case '"': *w++ = '"'; break;
+		case '\\': *w++ = '\\'; break;
+		case '\b': *w++ = 'b'; break;
+		case '\f': *w++ = 'f'; break;
+		case '\n': *w++ = 'n'; break;
+		case '\r': *w++ = 'r'; break;
+		case '\t': *w++ = 't'; break;
+		default:
+			*w++ = 'u';
+			*w++ = '0';
+			*w++ = '0';
+			*w++ = hex[c >> 4];
+			*w++ = hex[c & 15];
+		}
+	}
+	*w++ = '"';
+	b->len = (size_t)(w - b->p);
+	return true;
+}
+
+/* The AppendEntries body. Returns 0, KVD_ENOMEM, KVD_EINVAL (an entry that
+ * is not UTF-8 text, which JSON cannot carry) or KVD_ECORRUPT. */
+static int encode_append(const struct raft_message *m, char **body, size_t *len)
+{
+	struct wbuf b = {0};
+	bool ok;
+	int rv = KVD_ENOMEM;
+
+	ok = wb_text(&b, "{") && wb_u64(&b, "term", m->term) && wb_text(&b, ",\"leader-id\":") &&
+	     wb_string(&b, m->from, strlen(m->from)) && wb_text(&b, ",") &&
+	     wb_u64(&b, "prev-log-index", m->u.append.prev_log_index) && wb_text(&b, ",") &&
+	     wb_u64(&b, "prev-log-term", m->u.append.prev_log_term) &&
+	     wb_text(&b, ",\"entries\":[");
+	for (unsigned i = 0; ok && i < m->u.append.n_entries; i++) {
+		const struct raft_entry *e = &m->u.append.entries[i];
+		char *text = NULL;
+		const char *t;
+		size_t tlen;
+
+		if (e->type == RAFT_ENTRY_COMMAND) {
+			t = e->data;
+			tlen = e->len;
+		} else {
+			rv = kvd_rpc_entry_text(e, &text, &tlen);
+			if (rv != 0) {
+				ok = false;
+				break;
+			}
+			t = text;
+		}
+		if (!kvd_utf8_valid(t, tlen)) {
+			free(text);
+			rv = KVD_EINVAL;
+			ok = false;
+			break;
+		}
+		ok = wb_text(&b, i > 0 ? ",{" : "{") && wb_u64(&b, "index", e->index) &&
+		     wb_text(&b, ",") && wb_u64(&b, "term", e->term) &&
+		     wb_text(&b, ",\"command\":") && wb_string(&b, t, tlen) && wb_text(&b, "}");
+		free(text);
+		rv = KVD_ENOMEM;
+	}
+	ok = ok && wb_text(&b, "],") && wb_u64(&b, "leader-commit", m->u.append.leader_commit) &&
+	     wb_text(&b, ",") && wb_u64(&b, "seq", m->u.append.seq) && wb_text(&b, "}");
+	if (!ok) {
+		free(b.p);
+		return rv;
+	}
+	b.p[b.len] = '\0'; /* wb_reserve always leaves a byte spare */
+	*body = b.p;
+	*len = b.len;
+	return 0;
 }
 
 int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char *query,
@@ -202,17 +386,34 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 
 	if (m->type == RAFT_MSG_SNAPSHOT) {
 		const struct raft_snapshot *sn = &m->u.snapshot;
+		char id[3 * RAFT_ID_SIZE];
+		size_t k = 0;
+
 		if (query == NULL)
 			return KVD_EINVAL;
+		/* Percent-encode every byte but unreserved ones and ':', the exact
+		 * inverse of the receiver's decoding, whatever the id holds. */
+		for (const char *p = m->from; *p != '\0' && k + 4 < sizeof(id); p++) {
+			unsigned char c = (unsigned char)*p;
+			if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+			    c == '~' || c == ':')
+				id[k++] = (char)c;
+			else
+				k += (size_t)snprintf(id + k, sizeof(id) - k, "%%%02X", c);
+		}
+		id[k] = '\0';
 		snprintf(query, query_size,
 			 "term=%" PRIu64 "&leader-id=%s&last-included-index=%" PRIu64
 			 "&last-included-term=%" PRIu64 "&offset=%" PRIu64 "&done=%s",
-			 m->term, m->from, sn->last_index, sn->last_term, sn->offset,
+			 m->term, id, sn->last_index, sn->last_term, sn->offset,
 			 sn->done ? "true" : "false");
 		*body = NULL;
 		*len = 0;
 		return 0;
 	}
+	if (m->type == RAFT_MSG_APPEND)
+		return encode_append(m, body, len);
 	o = json_object();
 	if (o == NULL)
 		return KVD_ENOMEM;
@@ -230,20 +431,6 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 				    json_boolean(m->u.request_vote_result.granted));
 		json_object_set_new(o, "pre-vote", json_boolean(m->u.request_vote_result.pre_vote));
 		break;
-	case RAFT_MSG_APPEND: {
-		json_t *es = entries_json(m->u.append.entries, m->u.append.n_entries);
-		if (es == NULL) {
-			json_decref(o);
-			return KVD_ENOMEM;
-		}
-		json_object_set_new(o, "leader-id", json_string(m->from));
-		set_u64(o, "prev-log-index", m->u.append.prev_log_index);
-		set_u64(o, "prev-log-term", m->u.append.prev_log_term);
-		json_object_set_new(o, "entries", es);
-		set_u64(o, "leader-commit", m->u.append.leader_commit);
-		set_u64(o, "seq", m->u.append.seq);
-		break;
-	}
 	case RAFT_MSG_APPEND_RESULT:
 		json_object_set_new(o, "success", json_boolean(m->u.append_result.success));
 		set_u64(o, "last-log-index", m->u.append_result.last_log_index);
@@ -260,7 +447,7 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 	case RAFT_MSG_TIMEOUT_NOW: json_object_set_new(o, "leader-id", json_string(m->from)); break;
 	default: json_decref(o); return KVD_EINVAL;
 	}
-	s = json_dumps(o, JSON_COMPACT);
+	s = kvd_json_dumps(o);
 	json_decref(o);
 	if (s == NULL)
 		return KVD_ENOMEM;
@@ -269,7 +456,9 @@ int kvd_rpc_encode(const struct raft_message *m, char **body, size_t *len, char 
 	return 0;
 }
 
-/* Reads an unsigned integer field; missing is an error unless optional. */
+/* Reads an unsigned integer field below 2^63 (API.md §7); missing is an
+ * error unless optional. jansson refuses integers above INT64_MAX at parse
+ * time, so every json_int_t >= 0 is in range. */
 static int get_u64(const json_t *o, const char *k, bool optional, uint64_t *out)
 {
 	const json_t *v = json_object_get(o, k);
@@ -296,10 +485,13 @@ static int get_bool(const json_t *o, const char *k, bool optional, bool *out)
 	return 0;
 }
 
+/* Reads an id field: a string kvd_id_valid accepts (the length check also
+ * catches a NUL inside, which JSON_ALLOW_NUL lets through). */
 static int get_id(const json_t *o, const char *k, char *out)
 {
-	const char *s = json_string_value(json_object_get(o, k));
-	if (s == NULL || *s == '\0' || strlen(s) >= RAFT_ID_SIZE)
+	const json_t *v = json_object_get(o, k);
+	const char *s = json_string_value(v);
+	if (s == NULL || !kvd_id_valid(s, json_string_length(v)))
 		return KVD_EINVAL;
 	snprintf(out, RAFT_ID_SIZE, "%s", s);
 	return 0;
@@ -330,7 +522,8 @@ static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decod
 
 		if (!json_is_object(v) || get_u64(v, "index", false, &e->index) != 0 ||
 		    get_u64(v, "term", false, &e->term) != 0 || s == NULL)
-			return fail(errmsg, "entry needs index, term and command");
+			return fail(errmsg,
+				    "entry needs index, term (integers below 2^63) and command");
 		if (e->index != prev + 1 + i)
 			return fail(errmsg, "entries are not contiguous after prev-log-index");
 		if (len == 4 && memcmp(s, "NOOP", 4) == 0) {
@@ -355,7 +548,27 @@ static int decode_entries(const json_t *a, raft_index prev, struct kvd_rpc_decod
 	return 0;
 }
 
-/* Parses the install-snapshot query string. */
+/* Parses a whole decimal number below 2^63 from a query value: digits only
+ * (no sign, no spaces, no hex), overflow refused rather than wrapped. */
+static int query_u63(const char *v, size_t vlen, uint64_t *out)
+{
+	uint64_t x = 0;
+
+	if (vlen == 0 || vlen > 19)
+		return KVD_EINVAL;
+	for (size_t i = 0; i < vlen; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return KVD_EINVAL;
+		x = x * 10 + (uint64_t)(v[i] - '0'); /* 19 digits fit in 64 bits */
+	}
+	if (x > (uint64_t)INT64_MAX)
+		return KVD_EINVAL;
+	*out = x;
+	return 0;
+}
+
+/* Parses the install-snapshot query string. The leader id may arrive
+ * percent-encoded; it is checked after decoding. */
 static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message *m)
 {
 	static const char *const keys[] = {"term", "last-included-index", "last-included-term",
@@ -363,37 +576,32 @@ static int decode_snapshot_query(const char *q, size_t qlen, struct raft_message
 	uint64_t vals[4];
 	const char *v;
 	size_t vlen;
-	char buf[32];
+	char idbuf[3 * RAFT_ID_SIZE];
+	long n;
 
-	for (int k = 0; k < 4; k++) {
-		char *end;
-		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) || vlen == 0 || vlen >= sizeof(buf))
+	for (int k = 0; k < 4; k++)
+		if (!kvd_query_get(q, qlen, keys[k], &v, &vlen) ||
+		    query_u63(v, vlen, &vals[k]) != 0)
 			return KVD_EINVAL;
-		memcpy(buf, v, vlen);
-		buf[vlen] = '\0';
-		if (buf[0] < '0' || buf[0] > '9')
-			return KVD_EINVAL;
-		vals[k] = strtoull(buf, &end, 10);
-		if (*end != '\0')
-			return KVD_EINVAL;
-	}
+	if (!kvd_query_get(q, qlen, "leader-id", &v, &vlen) || vlen == 0 || vlen >= sizeof(idbuf))
+		return KVD_EINVAL;
+	n = kvd_percent_decode(v, vlen, idbuf);
+	if (n <= 0 || !kvd_id_valid(idbuf, (size_t)n))
+		return KVD_EINVAL;
+	if (!kvd_query_get(q, qlen, "done", &v, &vlen))
+		return KVD_EINVAL;
+	if ((vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1'))
+		m->u.snapshot.done = true;
+	else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && v[0] == '0'))
+		m->u.snapshot.done = false;
+	else
+		return KVD_EINVAL;
+	memcpy(m->from, idbuf, (size_t)n);
+	m->from[n] = '\0';
 	m->term = vals[0];
 	m->u.snapshot.last_index = vals[1];
 	m->u.snapshot.last_term = vals[2];
 	m->u.snapshot.offset = vals[3];
-	if (!kvd_query_get(q, qlen, "leader-id", &v, &vlen) || vlen == 0 || vlen >= RAFT_ID_SIZE)
-		return KVD_EINVAL;
-	{
-		char idbuf[RAFT_ID_SIZE];
-		long n = kvd_percent_decode(v, vlen, idbuf);
-		if (n <= 0)
-			return KVD_EINVAL;
-		memcpy(m->from, idbuf, (size_t)n);
-		m->from[n] = '\0';
-	}
-	if (!kvd_query_get(q, qlen, "done", &v, &vlen))
-		return KVD_EINVAL;
-	m->u.snapshot.done = (vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1');
 	return 0;
 }
 
@@ -411,8 +619,9 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 		m->type = RAFT_MSG_SNAPSHOT;
 		if (decode_snapshot_query(query, query_len, m) != 0)
 			return fail(errmsg,
-				    "install-snapshot needs term, leader-id, "
-				    "last-included-index, last-included-term, offset, done");
+				    "install-snapshot needs term, last-included-index, "
+				    "last-included-term, offset (integers below 2^63), leader-id "
+				    "(host:port), done (true or false)");
 		m->u.snapshot.data = body;
 		m->u.snapshot.len = len;
 		return 0;
@@ -424,7 +633,7 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 	}
 	d->root = o;
 	if (get_u64(o, "term", false, &m->term) != 0) {
-		fail(errmsg, "term must be a non-negative integer");
+		fail(errmsg, "term must be an integer in 0..2^63-1");
 		goto err;
 	}
 	if (strcmp(path, "/raft/request-vote") == 0) {
@@ -434,8 +643,8 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 		    get_u64(o, "last-log-term", false, &m->u.request_vote.last_log_term) != 0 ||
 		    get_bool(o, "pre-vote", true, &m->u.request_vote.pre_vote) != 0 ||
 		    get_bool(o, "transfer", true, &m->u.request_vote.transfer) != 0) {
-			fail(errmsg, "request-vote needs term, candidate-id, last-log-index, "
-				     "last-log-term");
+			fail(errmsg, "request-vote needs term, candidate-id (host:port), "
+				     "last-log-index, last-log-term (integers below 2^63)");
 			goto err;
 		}
 	} else if (strcmp(path, "/raft/append-entries") == 0) {
@@ -445,8 +654,9 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 		    get_u64(o, "prev-log-term", false, &m->u.append.prev_log_term) != 0 ||
 		    get_u64(o, "leader-commit", false, &m->u.append.leader_commit) != 0 ||
 		    get_u64(o, "seq", true, &m->u.append.seq) != 0) {
-			fail(errmsg, "append-entries needs term, leader-id, prev-log-index, "
-				     "prev-log-term, entries, leader-commit");
+			fail(errmsg, "append-entries needs term, leader-id (host:port), "
+				     "prev-log-index, prev-log-term, leader-commit (integers "
+				     "below 2^63), entries");
 			goto err;
 		}
 		if (json_object_get(o, "entries") != NULL) {
@@ -460,7 +670,7 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
 	} else if (strcmp(path, "/raft/timeout-now") == 0) {
 		m->type = RAFT_MSG_TIMEOUT_NOW;
 		if (get_id(o, "leader-id", m->from) != 0) {
-			fail(errmsg, "timeout-now needs term and leader-id");
+			fail(errmsg, "timeout-now needs term and leader-id (host:port)");
 			goto err;
 		}
 	} else {

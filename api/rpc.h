@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "raft/raft.h"
 
@@ -54,6 +55,18 @@ json_t *kvd_rpc_entry_json(const struct raft_entry *e);
 /* A configuration as a JSON object {"voters": [...], "learners": [...],
  * "old-voters": [...] (joint only)}; new reference. */
 json_t *kvd_rpc_config_json(const struct raft_config *c);
+
+/*
+ * A JSON number for an unsigned 64-bit value (new reference). jansson holds
+ * only signed integers: values above INT64_MAX are kept negative, and
+ * kvd_json_dumps() writes them back as the unsigned value, never negative.
+ */
+json_t *kvd_json_u64(uint64_t v);
+
+/* json_dumps(o, JSON_COMPACT) that writes every integer as unsigned (all
+ * numbers kvd writes are unsigned quantities). Returns a malloc'ed string
+ * (free with free()) or NULL. */
+char *kvd_json_dumps(const json_t *o);
 
 /*
  * Encodes a message for the wire into a malloc'ed body (*body, *len; free with

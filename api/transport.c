@@ -33,7 +33,7 @@
 #include "api/snapshots.h"
 #include "kvd/errors.h"
 
-#define RPC_TIMEOUT_MS		2000 /* per request; heartbeats are far more frequent */
+#define RPC_TIMEOUT_MS		2000 /* per request, plus 1 ms per 8 KiB of body (large entries) */
 #define SNAPSHOT_RPC_TIMEOUT_MS 10000
 #define PARTITION_FILE		"partition.json"
 
@@ -340,8 +340,9 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
 			 KVD_CLUSTER_HEADER ": %s\r\n", t->node->cluster_id);
 	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, body, len,
-				 head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS
-								 : RPC_TIMEOUT_MS,
+				 head->type == RAFT_MSG_SNAPSHOT
+				     ? SNAPSHOT_RPC_TIMEOUT_MS
+				     : RPC_TIMEOUT_MS + (unsigned)(len >> 13),
 				 result_cb, c);
 	free(body);
 	if (rv != 0) {

@@ -6,7 +6,9 @@ kvd_ensure_deps() {
 	local pkgs=(build-essential cmake pkg-config libuv1-dev libleveldb-dev liblz4-dev
 		check libhttp-parser-dev libjansson-dev python3)
 	if [ "${1:-}" = "test" ]; then
-		pkgs+=(wrk iptables iproute2 libnetfilter-queue-dev clang-format)
+		# clang + libclang-rt-dev (libFuzzer and the sanitizer runtimes):
+		# the fuzzing stage of test.sh.
+		pkgs+=(wrk iptables iproute2 libnetfilter-queue-dev clang-format clang libclang-rt-dev)
 	fi
 	local missing=()
 	local p

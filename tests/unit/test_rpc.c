@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "api/rpc.h"
+#include "kvd/errors.h"
 
 static struct raft_message message(enum raft_msg_type type)
 {
@@ -208,6 +209,298 @@ START_TEST(test_kvd_rpc_decode_result_of_each_request)
 }
 END_TEST
 
+/* Decodes path/query/body and returns the status; frees what was decoded. */
+static int decode(const char *path, const char *query, const char *body)
+{
+	struct raft_message m;
+	struct kvd_rpc_decoded dec;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	int rv = kvd_rpc_decode_request(path, query, strlen(query), body, strlen(body), ":2", &m,
+					&dec, errmsg);
+	if (rv == 0)
+		kvd_rpc_decoded_free(&dec);
+	else
+		ck_assert_msg(errmsg[0] != '\0' && strchr(errmsg, '\n') == NULL,
+			      "no one-line reason for %s %s %s", path, query, body);
+	return rv;
+}
+
+#define SNAP_PATH "/raft/install-snapshot"
+#define SNAP_TAIL "&last-included-index=1&last-included-term=1&offset=0&done=false"
+
+START_TEST(test_kvd_rpc_refuses_the_brick_request)
+{
+	/* The request that persisted term 2^64-1 and a leader id with CR/LF. */
+	const char *q = "term=99999999999999999999&leader-id=a%0d%0aX-Inj:1%0d%0ab:1" SNAP_TAIL;
+	ck_assert_int_eq(decode(SNAP_PATH, q, "x"), KVD_EINVAL);
+	ck_assert_int_eq(decode(SNAP_PATH, "term=99999999999999999999&leader-id=:1" SNAP_TAIL, "x"),
+			 KVD_EINVAL);
+	ck_assert_int_eq(
+	    decode(SNAP_PATH, "term=1&leader-id=a%0d%0aX-Inj:1%0d%0ab:1" SNAP_TAIL, "x"),
+	    KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_query_numbers_are_below_2_63)
+{
+	static const char *const bad[] = {"9223372036854775808",
+					  "18446744073709551615",
+					  "18446744073709551616",
+					  "-1",
+					  "+1",
+					  " 1",
+					  "1 ",
+					  "0x10",
+					  ""};
+	char q[512];
+
+	for (int k = 0; k < 4; k++) {
+		const char *vals[4] = {"1", "1", "1", "0"};
+		vals[k] = "9223372036854775807";
+		snprintf(q, sizeof(q),
+			 "term=%s&leader-id=:1&last-included-index=%s&last-included-term=%s&"
+			 "offset=%s&done=true",
+			 vals[0], vals[1], vals[2], vals[3]);
+		ck_assert_msg(decode(SNAP_PATH, q, "x") == 0, "refused %s", q);
+		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+			vals[k] = bad[b];
+			snprintf(
+			    q, sizeof(q),
+			    "term=%s&leader-id=:1&last-included-index=%s&last-included-term=%s&"
+			    "offset=%s&done=true",
+			    vals[0], vals[1], vals[2], vals[3]);
+			ck_assert_msg(decode(SNAP_PATH, q, "x") == KVD_EINVAL, "accepted %s", q);
+		}
+	}
+	ck_assert_int_eq(decode(SNAP_PATH,
+				"term=1&leader-id=:1&last-included-index=1&last-included-term=1&"
+				"offset=0&done=maybe",
+				"x"),
+			 KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_query_ids_are_validated)
+{
+	static const char *const bad[] = {"a%0d:1",  "a%0a:1",	"a%00:1",  "a%20b:1", "a b:1",
+					  "a%25b:1", "a%26b:1", "a%2bb:1", "a+b:1",   "nohost",
+					  "a%zz:1",  "",	"h:0"};
+	char q[512];
+
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		snprintf(q, sizeof(q), "term=1&leader-id=%s" SNAP_TAIL, bad[b]);
+		ck_assert_msg(decode(SNAP_PATH, q, "x") == KVD_EINVAL, "accepted %s", q);
+	}
+	ck_assert_int_eq(decode(SNAP_PATH, "term=1&leader-id=127.0.0.1%3A8001" SNAP_TAIL, "x"), 0);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_snapshot_leader_id_round_trips)
+{
+	static const char *const ids[] = {"[::1]:9000", "host_a.example~x:8001", "[fe80::1]:1",
+					  "a=b;c/d?e#f@g!h$i'j(k)l*m,n:2"};
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		struct raft_message m = message(RAFT_MSG_SNAPSHOT), d;
+		struct kvd_rpc_decoded dec;
+		char query[512];
+		char *body = NULL;
+		size_t len = 0;
+
+		snprintf(m.from, sizeof(m.from), "%s", ids[i]);
+		ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, query, sizeof(query)), 0);
+		{
+			const char *v = strstr(query, "leader-id=") + 10;
+			size_t vlen = strcspn(v, "&");
+			ck_assert_uint_eq(
+			    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				      "0123456789-._~:%"),
+			    vlen); /* only unreserved bytes and escapes */
+		}
+		ck_assert_int_eq(kvd_rpc_decode_request("/raft/install-snapshot", query,
+							strlen(query), "b", 1, ":2", &d, &dec,
+							NULL),
+				 0);
+		ck_assert_str_eq(d.from, ids[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_json_ids_are_validated)
+{
+	static const char *const bad[] = {"a\\r\\nX-Inj: 1\\r\\nb:1",
+					  "a\\n:1",
+					  "a\\u0000b:1",
+					  "a b:1",
+					  "a%0d:1",
+					  "a&b:1",
+					  "a+b:1",
+					  "nohost",
+					  "h:0",
+					  "a\\u007f:1"};
+	char body[1024];
+
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		snprintf(body, sizeof(body),
+			 "{\"term\":1,\"candidate-id\":\"%s\",\"last-log-index\":0,"
+			 "\"last-log-term\":0}",
+			 bad[b]);
+		ck_assert_msg(decode("/raft/request-vote", "", body) == KVD_EINVAL, "%s", body);
+		snprintf(body, sizeof(body),
+			 "{\"term\":1,\"leader-id\":\"%s\",\"prev-log-index\":0,"
+			 "\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[]}",
+			 bad[b]);
+		ck_assert_msg(decode("/raft/append-entries", "", body) == KVD_EINVAL, "%s", body);
+		snprintf(body, sizeof(body), "{\"term\":1,\"leader-id\":\"%s\"}", bad[b]);
+		ck_assert_msg(decode("/raft/timeout-now", "", body) == KVD_EINVAL, "%s", body);
+		snprintf(body, sizeof(body),
+			 "{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":0,"
+			 "\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[{\"index\":1,"
+			 "\"term\":1,\"command\":\"CONFIG {\\\"voters\\\":[\\\"%s\\\"]}\"}]}",
+			 bad[b]);
+		ck_assert_msg(decode("/raft/append-entries", "", body) == KVD_EINVAL, "%s", body);
+	}
+	ck_assert_int_eq(
+	    decode("/raft/append-entries", "",
+		   "{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":0,"
+		   "\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[{\"index\":1,"
+		   "\"term\":1,\"command\":\"CONFIG {\\\"voters\\\":[\\\":1\\\"]}\"}]}"),
+	    0);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_json_numbers_are_below_2_63)
+{
+	static const char *const bad[] = {"9223372036854775808",
+					  "18446744073709551615",
+					  "99999999999999999999",
+					  "-1",
+					  "1.5",
+					  "1e3",
+					  "\"1\"",
+					  "null"};
+	char body[512];
+
+	for (int f = 0; f < 3; f++)
+		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+			const char *v[3] = {"1", "0", "0"};
+			v[f] = bad[b];
+			snprintf(body, sizeof(body),
+				 "{\"term\":%s,\"candidate-id\":\":1\",\"last-log-index\":%s,"
+				 "\"last-log-term\":%s}",
+				 v[0], v[1], v[2]);
+			ck_assert_msg(decode("/raft/request-vote", "", body) == KVD_EINVAL, "%s",
+				      body);
+		}
+	ck_assert_int_eq(decode("/raft/request-vote", "",
+				"{\"term\":9223372036854775807,\"candidate-id\":\":1\","
+				"\"last-log-index\":0,\"last-log-term\":0}"),
+			 0);
+	ck_assert_int_eq(decode("/raft/append-entries", "",
+				"{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":"
+				"18446744073709551615,\"prev-log-term\":0,\"leader-commit\":0}"),
+			 KVD_EINVAL);
+	ck_assert_int_eq(decode("/raft/append-entries", "",
+				"{\"term\":1,\"leader-id\":\":1\",\"prev-log-index\":0,"
+				"\"prev-log-term\":0,\"leader-commit\":0,\"entries\":[{\"index\":1,"
+				"\"term\":18446744073709551615,\"command\":\"NOOP\"}]}"),
+			 KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_writes_numbers_unsigned)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND_RESULT);
+	struct raft_entry e = {.index = UINT64_MAX, .term = (1ULL << 63), .type = RAFT_ENTRY_NOOP};
+	char *body;
+	size_t len;
+	json_t *o;
+	char *s;
+
+	m.term = UINT64_MAX;
+	m.u.append_result.last_log_index = (1ULL << 63) + 5;
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), 0);
+	ck_assert_ptr_nonnull(strstr(body, "\"term\":18446744073709551615"));
+	ck_assert_ptr_nonnull(strstr(body, "\"last-log-index\":9223372036854775813"));
+	ck_assert_ptr_null(strstr(body, ":-"));
+	free(body);
+	o = kvd_rpc_entry_json(&e);
+	s = kvd_json_dumps(o);
+	ck_assert_str_eq(s, "{\"index\":18446744073709551615,\"term\":9223372036854775808,"
+			    "\"command\":\"NOOP\"}");
+	free(s);
+	json_decref(o);
+	/* Strings stay strings, whatever they hold (fuzz_rpc found an earlier
+	 * marker scheme writing "command":"\u0001u64:7" as the number 7). */
+	o = json_pack("{s:s, s:s, s:o, s:s}", "a", "\x01u64:7", "b", "x\"-5\\\"-6", "c",
+		      kvd_json_u64(UINT64_MAX), "d", "-7");
+	s = kvd_json_dumps(o);
+	ck_assert_str_eq(s, "{\"a\":\"\\u0001u64:7\",\"b\":\"x\\\"-5\\\\\\\"-6\","
+			    "\"c\":18446744073709551615,\"d\":\"-7\"}");
+	free(s);
+	json_decref(o);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_append_entries_bytes_match_jansson)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND);
+	struct raft_entry es[3];
+	struct raft_config c;
+	char cmd[160];
+	void *conf;
+	size_t conf_len, len, n = 0;
+	char *body, *ref;
+	json_t *o, *a;
+
+	n += (size_t)snprintf(cmd, sizeof(cmd), "PUT k ");
+	for (int ch = 1; ch < 0x80; ch++)
+		cmd[n++] = (char)ch;
+	memcpy(cmd + n, "caf\xc3\xa9 \xf0\x9f\x98\x80", 10);
+	n += 10;
+	memset(&c, 0, sizeof(c));
+	raft_config_add(&c, ":8001", RAFT_VOTER);
+	raft_config_add(&c, ":8002", RAFT_LEARNER);
+	ck_assert_int_eq(raft_config_encode(&c, &conf, &conf_len), 0);
+	es[0] = (struct raft_entry){.index = 4, .term = 2, .type = RAFT_ENTRY_NOOP};
+	es[1] = (struct raft_entry){
+	    .index = 5, .term = 3, .type = RAFT_ENTRY_COMMAND, .data = cmd, .len = n};
+	es[2] = (struct raft_entry){
+	    .index = 6, .term = 3, .type = RAFT_ENTRY_CONFIG, .data = conf, .len = conf_len};
+	m.u.append.prev_log_index = 3;
+	m.u.append.prev_log_term = 2;
+	m.u.append.leader_commit = 3;
+	m.u.append.seq = 11;
+	m.u.append.entries = es;
+	m.u.append.n_entries = 3;
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), 0);
+
+	/* The same object through jansson, keys in the same order. */
+	o = json_object();
+	json_object_set_new(o, "term", json_integer(7));
+	json_object_set_new(o, "leader-id", json_string(":8001"));
+	json_object_set_new(o, "prev-log-index", json_integer(3));
+	json_object_set_new(o, "prev-log-term", json_integer(2));
+	a = json_array();
+	for (int i = 0; i < 3; i++)
+		json_array_append_new(a, kvd_rpc_entry_json(&es[i]));
+	json_object_set_new(o, "entries", a);
+	json_object_set_new(o, "leader-commit", json_integer(3));
+	json_object_set_new(o, "seq", json_integer(11));
+	ref = json_dumps(o, JSON_COMPACT);
+	ck_assert_str_eq(body, ref);
+	ck_assert_uint_eq(len, strlen(ref));
+	free(ref);
+	json_decref(o);
+	free(body);
+
+	/* Not UTF-8: JSON cannot carry it; refused, not sent garbled. */
+	es[1].data = "PUT k \xff";
+	es[1].len = 7;
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), KVD_EINVAL);
+	free(conf);
+}
+END_TEST
+
 static Suite *rpc_suite(void)
 {
 	Suite *s = suite_create("rpc");
@@ -219,6 +512,14 @@ static Suite *rpc_suite(void)
 	tcase_add_test(tc, test_kvd_rpc_decode_request_rejects_malformed_bodies);
 	tcase_add_test(tc, test_kvd_rpc_snapshot_chunk_travels_in_query_and_body);
 	tcase_add_test(tc, test_kvd_rpc_decode_result_of_each_request);
+	tcase_add_test(tc, test_kvd_rpc_refuses_the_brick_request);
+	tcase_add_test(tc, test_kvd_rpc_query_numbers_are_below_2_63);
+	tcase_add_test(tc, test_kvd_rpc_query_ids_are_validated);
+	tcase_add_test(tc, test_kvd_rpc_snapshot_leader_id_round_trips);
+	tcase_add_test(tc, test_kvd_rpc_json_ids_are_validated);
+	tcase_add_test(tc, test_kvd_rpc_json_numbers_are_below_2_63);
+	tcase_add_test(tc, test_kvd_rpc_writes_numbers_unsigned);
+	tcase_add_test(tc, test_kvd_rpc_append_entries_bytes_match_jansson);
 	suite_add_tcase(s, tc);
 	return s;
 }

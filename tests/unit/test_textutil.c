@@ -160,6 +160,76 @@ START_TEST(test_kvd_config_parse_rejects_bad_input_with_one_line)
 }
 END_TEST
 
+START_TEST(test_kvd_id_valid_accepts_host_port_ids)
+{
+	static const char *const ok[] = {":8001",      "127.0.0.1:8001",   "node-3.example:65535",
+					 "[::1]:9000", "10.0.42.101:8080", "a:1"};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		ck_assert_msg(kvd_id_valid(ok[i], strlen(ok[i])), "%s", ok[i]);
+}
+END_TEST
+
+START_TEST(test_kvd_id_valid_rejects_hostile_ids)
+{
+	static const char *const bad[] = {
+	    "",
+	    "a\r\nX-Inj:1\r\nb:1",
+	    "a\n:1",
+	    "a\r:1",
+	    "a b:1",
+	    "a%41:1",
+	    "a&b:1",
+	    "a+b:1",
+	    "a\t:1",
+	    "a\x7f:1",
+	    "caf\xc3\xa9:1",
+	    "nohost",
+	    "host:",
+	    "host:0",
+	    "host:65536",
+	    "host:80x",
+	    "host:-1",
+	    ":999999999",
+	    "host:12:ab",
+	};
+	char nul[] = "a\0b:1";
+	char longid[200];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(!kvd_id_valid(bad[i], strlen(bad[i])), "accepted '%s'", bad[i]);
+	ck_assert(!kvd_id_valid(nul, sizeof(nul) - 1)); /* NUL inside */
+	memset(longid, 'a', sizeof(longid));
+	memcpy(longid + 150, ":8001", 6);
+	ck_assert(!kvd_id_valid(longid, strlen(longid))); /* 155 bytes: above RAFT_ID_SIZE */
+}
+END_TEST
+
+START_TEST(test_kvd_config_parse_rejects_hostile_ids)
+{
+	static const char *const cases[][2] = {
+	    {"--addr", "a\r\nb:8080"}, {"--addr", "a%0d:8080"}, {"--peers", ":8080,a&b:1"},
+	    {"--join", "a+b:1"},       {"--join", "a\nb:1"},
+	};
+	struct kvd_config c;
+
+	unsetenv("ADDR");
+	unsetenv("PEERS");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char errmsg[KVD_ERRMSG_SIZE] = "";
+		ck_assert_msg(parse(cases[i], 2, &c, errmsg) == KVD_EINVAL, "accepted %s %s",
+			      cases[i][0], cases[i][1]);
+		/* One line on stderr: the echoed id's CR/LF do not get through. */
+		ck_assert_msg(errmsg[0] != '\0' && strpbrk(errmsg, "\r\n") == NULL, "'%s'", errmsg);
+	}
+	setenv("ADDR", "x%y:8080", 1);
+	ck_assert_int_eq(parse(NULL, 0, &c, NULL), KVD_EINVAL);
+	unsetenv("ADDR");
+	setenv("PEERS", ":8081,bad\x01host:8082", 1);
+	ck_assert_int_eq(parse(NULL, 0, &c, NULL), KVD_EINVAL);
+	unsetenv("PEERS");
+}
+END_TEST
+
 static Suite *textutil_suite(void)
 {
 	Suite *s = suite_create("textutil");
@@ -174,6 +244,9 @@ static Suite *textutil_suite(void)
 	tcase_add_test(tc, test_kvd_config_parse_finds_self_among_peers);
 	tcase_add_test(tc, test_kvd_config_parse_env_convention);
 	tcase_add_test(tc, test_kvd_config_parse_rejects_bad_input_with_one_line);
+	tcase_add_test(tc, test_kvd_id_valid_accepts_host_port_ids);
+	tcase_add_test(tc, test_kvd_id_valid_rejects_hostile_ids);
+	tcase_add_test(tc, test_kvd_config_parse_rejects_hostile_ids);
 	suite_add_tcase(s, tc);
 	return s;
 }
