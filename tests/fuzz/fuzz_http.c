@@ -136,6 +136,8 @@ static unsigned open_connections(void)
 	return st.connections;
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
