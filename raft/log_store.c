@@ -44,38 +44,6 @@
 #include "raft/log_store_internal.h"
 #include "raft/segment.h"
 
-static ssize_t posix_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t offset)
-{
-	(void)ctx;
-	return pwrite(fd, buf, len, offset);
-}
-
-static int posix_fdatasync(void *ctx, int fd)
-{
-	(void)ctx;
-	return fdatasync(fd);
-}
-
-static int posix_fsync(void *ctx, int fd)
-{
-	(void)ctx;
-	return fsync(fd);
-}
-
-static int posix_ftruncate(void *ctx, int fd, off_t len)
-{
-	(void)ctx;
-	return ftruncate(fd, len);
-}
-
-const struct raft_log_io raft_log_io_posix = {
-    .pwrite = posix_pwrite,
-    .fdatasync = posix_fdatasync,
-    .fsync = posix_fsync,
-    .ftruncate = posix_ftruncate,
-    .ctx = NULL,
-};
-
 struct raft_segment *raft_log_store_last_segment(struct raft_log_store *s)
 {
 	return s->n_segs == 0 ? NULL : &s->segs[s->n_segs - 1];
@@ -128,7 +96,7 @@ int raft_log_store_dir_sync(struct raft_log_store *s, char *errmsg)
 /* Unlinks segment i (its file and its slot) and fsyncs the directory. */
 int raft_log_store_segment_remove(struct raft_log_store *s, size_t i, char *errmsg)
 {
-	if (unlinkat(s->dir_fd, s->segs[i].name, 0) != 0 && errno != ENOENT) {
+	if (s->io.unlinkat(s->io.ctx, s->dir_fd, s->segs[i].name) != 0 && errno != ENOENT) {
 		disk_errmsg(errmsg, "unlink %s/%s: %s", s->dir, s->segs[i].name, strerror(errno));
 		return KVD_EIO;
 	}
@@ -176,7 +144,7 @@ static int index_load(struct raft_log_store *s, size_t i, char *errmsg)
 	if (seg->offsets != NULL) {
 		return 0;
 	}
-	return raft_segment_scan(s->dir, s->dir_fd, seg, false, NULL, errmsg);
+	return raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, false, NULL, errmsg);
 }
 
 /* Drops the least recently used indexes of closed segments beyond the cap. */
@@ -219,12 +187,12 @@ static size_t seg_find(const struct raft_log_store *s, raft_index index)
 
 static int lock_dir(struct raft_log_store *s, char *errmsg)
 {
-	s->lock_fd = openat(s->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	s->lock_fd = s->io.openat(s->io.ctx, s->dir_fd, "LOCK", O_RDWR | O_CREAT, 0600);
 	if (s->lock_fd < 0) {
 		disk_errmsg(errmsg, "open %s/LOCK: %s", s->dir, strerror(errno));
 		return disk_errno_code(errno);
 	}
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+	if (s->io.lock(s->io.ctx, s->lock_fd) != 0) {
 		if (errno == EWOULDBLOCK) {
 			disk_errmsg(errmsg,
 				    "data directory %s is in use by another process (lock held "
@@ -261,12 +229,12 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 		rv = KVD_ENOMEM;
 		goto err;
 	}
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+	if (s->io.mkdir(s->io.ctx, dir, 0700) != 0 && errno != EEXIST) {
 		disk_errmsg(errmsg, "mkdir %s: %s", dir, strerror(errno));
 		rv = disk_errno_code(errno);
 		goto err;
 	}
-	s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	s->dir_fd = s->io.openat(s->io.ctx, AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
 	if (s->dir_fd < 0) {
 		disk_errmsg(errmsg, "open directory %s: %s", dir, strerror(errno));
 		rv = KVD_EIO;
@@ -295,13 +263,13 @@ void raft_log_store_close(struct raft_log_store *store)
 		return;
 	}
 	if (store->fd >= 0) {
-		close(store->fd);
+		store->io.close(store->io.ctx, store->fd);
 	}
 	if (store->lock_fd >= 0) {
-		close(store->lock_fd); /* releases the flock */
+		store->io.close(store->io.ctx, store->lock_fd); /* releases the flock */
 	}
 	if (store->dir_fd >= 0) {
-		close(store->dir_fd);
+		store->io.close(store->io.ctx, store->dir_fd);
 	}
 	for (size_t i = 0; i < store->n_segs; i++) {
 		raft_segment_index_drop(&store->segs[i]);
@@ -464,7 +432,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	if (rv != 0) {
 		return rv;
 	}
-	close(s->fd);
+	s->io.close(s->io.ctx, s->fd);
 	s->fd = -1;
 	return 0;
 }
@@ -488,7 +456,7 @@ static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 		raft_segment_index_drop(seg);
 		return rv;
 	}
-	rv = raft_segment_create(s->dir, s->dir_fd, seg, &s->fd, errmsg);
+	rv = raft_segment_create(&s->io, s->dir, s->dir_fd, seg, &s->fd, errmsg);
 	if (rv != 0) {
 		raft_segment_index_drop(seg);
 		return rv;
@@ -685,23 +653,24 @@ static int read_chunk(struct raft_log_store *s, const struct read_chunk *c, stru
 	if (rv != 0) {
 		return rv;
 	}
-	fd = openat(s->dir_fd, seg->name, O_RDONLY | O_CLOEXEC);
+	fd = s->io.openat(s->io.ctx, s->dir_fd, seg->name, O_RDONLY, 0);
 	if (fd < 0) {
 		disk_errmsg(errmsg, "open %s/%s: %s", s->dir, seg->name, strerror(errno));
 		return KVD_EIO;
 	}
 	for (size_t done = 0; done < len;) {
-		ssize_t r = pread(fd, s->buf + done, len - done, (off_t)(c->start + done));
+		ssize_t r =
+		    s->io.pread(s->io.ctx, fd, s->buf + done, len - done, (off_t)(c->start + done));
 		if (r <= 0 && !(r < 0 && errno == EINTR)) {
 			disk_errmsg(errmsg, "read %s/%s at offset %" PRIu64 ": %s", s->dir,
 				    seg->name, c->start + done,
 				    r == 0 ? "short file" : strerror(errno));
-			close(fd);
+			s->io.close(s->io.ctx, fd);
 			return KVD_EIO;
 		}
 		done += r > 0 ? (size_t)r : 0;
 	}
-	close(fd);
+	s->io.close(s->io.ctx, fd);
 	for (size_t i = 0; i < c->count; i++) {
 		struct raft_segment_record r;
 		const char *why = "index or term differ from the index";
@@ -850,7 +819,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	/* Newest first, so a crash in between leaves a contiguous prefix. */
 	while (store->n_segs > i + 1) {
 		if (store->fd >= 0) {
-			close(store->fd);
+			store->io.close(store->io.ctx, store->fd);
 			store->fd = -1;
 		}
 		rv = raft_log_store_segment_remove(store, store->n_segs - 1, errmsg);
@@ -861,7 +830,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	}
 	seg = &store->segs[i];
 	if (store->fd < 0) {
-		store->fd = openat(store->dir_fd, seg->name, O_RDWR | O_CLOEXEC);
+		store->fd = store->io.openat(store->io.ctx, store->dir_fd, seg->name, O_RDWR, 0);
 		if (store->fd < 0) {
 			disk_errmsg(errmsg, "open %s/%s: %s", store->dir, seg->name,
 				    strerror(errno));
@@ -939,7 +908,7 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 		return rv;
 	}
 	if (old_fd >= 0) {
-		close(old_fd);
+		store->io.close(store->io.ctx, old_fd);
 	}
 	if (store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,

@@ -8,7 +8,8 @@
  * byte layout and how to verify a file; raft/log_store.c decides which files
  * exist and in which order.
  *
- * Private to the log store: other modules include raft/log_store.h.
+ * Private to the log store: other modules include raft/log_store.h. The
+ * functions taking io (borrowed) do every file operation through it.
  * Thread: not thread-safe; used by the log store's one thread.
  */
 #ifndef KVD_RAFT_SEGMENT_H
@@ -18,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "raft/log_io.h"
 #include "raft/raft.h"
 
 #define RAFT_SEGMENT_HEADER_SIZE	40 /* bytes */
@@ -104,8 +106,9 @@ int raft_segment_record_decode(const uint8_t *p, uint64_t avail, struct raft_seg
  * else. Returns 0, KVD_ECORRUPT (bad header, message with file and offset) or
  * KVD_EIO.
  */
-int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *seg,
-			     uint64_t *file_size, bool *torn, char *errmsg);
+int raft_segment_header_read(const struct raft_log_io *io, const char *dir, int dir_fd,
+			     struct raft_segment *seg, uint64_t *file_size, bool *torn,
+			     char *errmsg);
 
 /*
  * Cheap check of a closed segment at open: reads the seal at the end of the
@@ -113,7 +116,8 @@ int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *s
  * last_index, last_term, size and sealed. The records in between are verified
  * later, on the segment's first read. Returns 0, KVD_ECORRUPT or KVD_EIO.
  */
-int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *seg, char *errmsg);
+int raft_segment_check_closed(const struct raft_log_io *io, const char *dir, int dir_fd,
+			      struct raft_segment *seg, char *errmsg);
 
 /*
  * Verifies every record of the file and builds seg's entry index.
@@ -135,8 +139,8 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
  * Any other failure is KVD_ECORRUPT with a message naming the file and the
  * byte offset. Also KVD_EIO, KVD_ENOMEM.
  */
-int raft_segment_scan(const char *dir, int dir_fd, struct raft_segment *seg, bool is_last,
-		      char *note, char *errmsg);
+int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
+		      struct raft_segment *seg, bool is_last, char *note, char *errmsg);
 
 /* Appends (offset, term) to seg's entry index. Returns 0 or KVD_ENOMEM. */
 int raft_segment_index_push(struct raft_segment *seg, uint64_t offset, raft_term term);
@@ -154,7 +158,7 @@ void raft_segment_index_drop(struct raft_segment *seg);
  * is synced. Fills name, last_index, last_term, size, sealed. Returns 0,
  * KVD_ENOSPC, KVD_EIO or KVD_EEXIST.
  */
-int raft_segment_create(const char *dir, int dir_fd, struct raft_segment *seg, int *fd,
-			char *errmsg);
+int raft_segment_create(const struct raft_log_io *io, const char *dir, int dir_fd,
+			struct raft_segment *seg, int *fd, char *errmsg);
 
 #endif
