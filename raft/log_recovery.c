@@ -143,7 +143,7 @@ static int recover_segments(struct raft_log_store *s, char *errmsg)
 		if (i + 1 < s->n_segs) {
 			rv = raft_segment_check_closed(&s->io, s->dir, s->dir_fd, seg, errmsg);
 			if (rv == 0 && s->verify_all) {
-				rv = raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, false, NULL,
+				rv = raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, 0, NULL,
 						       errmsg);
 				raft_segment_index_drop(seg); /* memory: reload on read */
 			}
@@ -153,7 +153,11 @@ static int recover_segments(struct raft_log_store *s, char *errmsg)
 			seg->first_batch = i > 0 && s->segs[i - 1].last_batch != 0
 					       ? raft_segment_batch_next(s->segs[i - 1].last_batch)
 					       : 0;
-			rv = raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, true, note, errmsg);
+			rv = raft_segment_scan(
+			    &s->io, s->dir, s->dir_fd, seg,
+			    RAFT_SEGMENT_SCAN_LAST |
+				(s->strict_recovery ? RAFT_SEGMENT_SCAN_STRICT : 0),
+			    note, errmsg);
 		}
 		if (rv != 0) {
 			return rv;

@@ -144,7 +144,7 @@ static int index_load(struct raft_log_store *s, size_t i, char *errmsg)
 	if (seg->offsets != NULL) {
 		return 0;
 	}
-	return raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, false, NULL, errmsg);
+	return raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, 0, NULL, errmsg);
 }
 
 /* Drops the least recently used indexes of closed segments beyond the cap. */
@@ -223,6 +223,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
 	s->verify_all = opts != NULL && opts->verify_all;
+	s->strict_recovery = opts != NULL && opts->strict_recovery;
 	s->io = opts != NULL && opts->io != NULL ? *opts->io : raft_log_io_posix;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {

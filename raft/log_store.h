@@ -41,6 +41,10 @@ struct raft_log_store_options {
 	 * instead of only its header, seal and last record: startup then costs
 	 * a full read of the log. For tools and consistency checks. */
 	bool verify_all;
+	/* Planted bug, for the simulation only (docs/simulation.md,
+	 * "strict-recovery"): recovery refuses a bad record followed by valid
+	 * records of the last batch instead of cutting the unsynced batch. */
+	bool strict_recovery;
 	/* File operations (borrowed; must outlive the store). NULL selects
 	 * raft_log_io_posix. */
 	const struct raft_log_io *io;

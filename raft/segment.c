@@ -479,7 +479,7 @@ static int cut_tail(const struct raft_log_io *io, const char *dir, struct raft_s
 }
 
 static int scan_records(const struct raft_log_io *io, const char *dir, struct raft_segment *seg,
-			bool is_last, int fd, const uint8_t *map, uint64_t size, char *note,
+			unsigned flags, int fd, const uint8_t *map, uint64_t size, char *note,
 			char *errmsg)
 {
 	uint64_t off = RAFT_SEGMENT_HEADER_SIZE;
@@ -528,9 +528,10 @@ static int scan_records(const struct raft_log_io *io, const char *dir, struct ra
 			off += r.size;
 			continue;
 		}
-		if (is_last) {
+		if (flags & RAFT_SEGMENT_SCAN_LAST) {
 			next = find_valid_record(map, off + 1, size, expect);
-			if (next == 0 || only_batch_after(map, next, size, expect, batch)) {
+			if (next == 0 || (!(flags & RAFT_SEGMENT_SCAN_STRICT) &&
+					  only_batch_after(map, next, size, expect, batch))) {
 				rv = cut_tail(io, dir, seg, fd, off, size, next != 0, batch, note,
 					      errmsg);
 				if (rv != 0) {
@@ -561,7 +562,7 @@ static int scan_records(const struct raft_log_io *io, const char *dir, struct ra
 }
 
 int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
-		      struct raft_segment *seg, bool is_last, char *note, char *errmsg)
+		      struct raft_segment *seg, unsigned flags, char *note, char *errmsg)
 {
 	raft_index known_last = seg->last_index;
 	raft_term known_term = seg->last_term;
@@ -583,7 +584,8 @@ int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
 			    seg->name);
 		goto err;
 	}
-	fd = io->openat(io->ctx, dir_fd, seg->name, is_last ? O_RDWR : O_RDONLY, 0);
+	fd = io->openat(io->ctx, dir_fd, seg->name,
+			(flags & RAFT_SEGMENT_SCAN_LAST) ? O_RDWR : O_RDONLY, 0);
 	if (fd < 0) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "open %s/%s: %s", dir, seg->name, strerror(errno));
@@ -604,11 +606,11 @@ int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
 	if (rv != 0) {
 		goto err_mapped;
 	}
-	rv = scan_records(io, dir, seg, is_last, fd, map, file_size, note, errmsg);
+	rv = scan_records(io, dir, seg, flags, fd, map, file_size, note, errmsg);
 	if (rv != 0) {
 		goto err_mapped;
 	}
-	if (!is_last &&
+	if (!(flags & RAFT_SEGMENT_SCAN_LAST) &&
 	    (!seg->sealed || seg->last_index != known_last || seg->last_term != known_term)) {
 		rv = KVD_ECORRUPT;
 		disk_errmsg(errmsg,

@@ -122,17 +122,20 @@ int raft_segment_check_closed(const struct raft_log_io *io, const char *dir, int
 /*
  * Verifies every record of the file and builds seg's entry index.
  *
- * For the last segment (is_last): a bad record followed only by bytes that
+ * flags: RAFT_SEGMENT_SCAN_* or 0.
+ *
+ * For the last segment (RAFT_SEGMENT_SCAN_LAST): a bad record followed only by bytes that
  * hold no valid record up to the end of the file is a torn write; the file is
  * cut at the bad record (ftruncate, fdatasync), a note "discarded N torn bytes
  * at offset X of file F" is written to note (KVD_ERRMSG_SIZE bytes, may be
  * NULL), and 0 is returned. So is a bad record that lies inside the last
  * batch of the file: the record before it and every valid record after it
  * carry the same batch tag (an unsynced batch written back out of order;
- * note "discarded N bytes of an unsynced batch ..."). Fills last_index,
+ * note "discarded N bytes of an unsynced batch ..."), unless
+ * RAFT_SEGMENT_SCAN_STRICT (a planted bug for the simulation) refuses that. Fills last_index,
  * last_term, size, sealed and last_batch.
  *
- * For a closed segment (!is_last): everything must verify, the file must end
+ * For a closed segment (no RAFT_SEGMENT_SCAN_LAST): everything must verify, the file must end
  * with its seal, and the end must agree with seg->last_index and last_term
  * from raft_segment_check_closed().
  *
@@ -140,7 +143,10 @@ int raft_segment_check_closed(const struct raft_log_io *io, const char *dir, int
  * byte offset. Also KVD_EIO, KVD_ENOMEM.
  */
 int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
-		      struct raft_segment *seg, bool is_last, char *note, char *errmsg);
+		      struct raft_segment *seg, unsigned flags, char *note, char *errmsg);
+
+#define RAFT_SEGMENT_SCAN_LAST	 1u /* the last segment: cut a torn tail */
+#define RAFT_SEGMENT_SCAN_STRICT 2u /* planted bug: no unsynced-batch cut */
 
 /* Appends (offset, term) to seg's entry index. Returns 0 or KVD_ENOMEM. */
 int raft_segment_index_push(struct raft_segment *seg, uint64_t offset, raft_term term);

@@ -17,7 +17,9 @@
 #ifndef KVD_SIM_H
 #define KVD_SIM_H
 
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "raft/raft.h"
@@ -172,6 +174,15 @@ struct sim_rec {
 	bool set;
 };
 
+/* Planted bugs (sim --plant NAME, docs/simulation.md): each re-introduces a
+ * storage or writer defect that the runs must catch. */
+struct sim_plants {
+	bool batch_ack;	       /* a failed batch reports its earlier jobs durable */
+	bool strict_recovery;  /* recovery refuses a bad record inside the last batch */
+	bool completion_match; /* completions matched on (index, term) only */
+	bool fsync_ignored;    /* a failed fsync is taken for a success */
+};
+
 struct sim_params {
 	uint64_t seed;
 	unsigned steps;
@@ -179,6 +190,8 @@ struct sim_params {
 	bool verbose;
 	bool trace;	   /* env SIM_TRACE: acks, installs, crashes */
 	bool replay_check; /* run each seed twice, compare digests */
+	bool model_disk;   /* the old in-memory log model instead of the real store */
+	struct sim_plants plants;
 };
 
 struct sim {
@@ -303,6 +316,11 @@ void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, boo
 void sim_client_node_crashed(struct sim *s, struct sim_node *n);
 void sim_client_finish(struct sim *s);
 void sim_probe_tick(struct sim *s);
+
+/* sim_storecheck.c: the log store and meta files alone over sim_disk; 0 or
+ * 1 with why filled. */
+int sim_storecheck_run(uint64_t seed, unsigned steps, const struct sim_plants *plants, bool verbose,
+		       char *why, size_t why_len);
 
 /* Command encoding shared by clients and the state machine. */
 enum sim_cmd_op {
