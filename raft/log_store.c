@@ -847,6 +847,15 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 		store->failed = true;
 		return disk_errno_code(errno);
 	}
+	/* A segment created since the last sync is durable only once the
+	 * directory is: "everything left is durable" includes its name. */
+	if (store->dir_dirty) {
+		rv = raft_log_store_dir_sync(store, errmsg);
+		if (rv != 0) {
+			store->failed = true;
+			return rv;
+		}
+	}
 	seg->size = seg->offsets[k];
 	seg->last_index = from - 1;
 	seg->last_term = k > 0 ? seg->terms[k - 1] : seg->prev_term;
