@@ -428,6 +428,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	}
 	last->size += sizeof(seal);
 	last->sealed = true;
+	last->last_batch = s->batch;
 	s->data_dirty = true;
 	rv = raft_log_store_sync(s, errmsg);
 	if (rv != 0) {
@@ -788,6 +789,37 @@ int raft_log_store_term_at(struct raft_log_store *store, raft_index index, raft_
 	return rv;
 }
 
+/*
+ * Before a truncation leaves record k - 1 of segment i last: makes the batch
+ * tag of the next appends the one after that record's (or, for k == 0, the
+ * one the segment's first record follows), so that the records after the
+ * cut carry the tag recovery expects next to it (docs/formats.md, Batch
+ * tag). Reads one record header. Returns 0 or KVD_EIO.
+ */
+static int batch_before(struct raft_log_store *s, size_t i, size_t k, char *errmsg)
+{
+	struct raft_segment *seg = &s->segs[i];
+	uint8_t hdr[RAFT_SEGMENT_RECORD_HEADER_SIZE];
+	uint32_t tag = 0;
+	if (k > 0) {
+		ssize_t r =
+		    s->io.pread(s->io.ctx, s->fd, hdr, sizeof(hdr), (off_t)seg->offsets[k - 1]);
+		if (r != (ssize_t)sizeof(hdr)) {
+			disk_errmsg(errmsg, "read %s/%s at offset %" PRIu64 ": %s", s->dir,
+				    seg->name, seg->offsets[k - 1],
+				    r < 0 ? strerror(errno) : "short file");
+			return KVD_EIO;
+		}
+		tag = disk_get_u32(hdr + 28);
+	} else if (i > 0) {
+		tag = s->segs[i - 1].last_batch;
+	}
+	if (tag != 0) {
+		s->batch = tag; /* mark_synced moves on to the next */
+	}
+	return 0;
+}
+
 int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char *errmsg)
 {
 	struct raft_segment *seg;
@@ -840,6 +872,11 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 		}
 	}
 	k = (size_t)(from - seg->first_index);
+	rv = batch_before(store, i, k, errmsg);
+	if (rv != 0) {
+		store->failed = true;
+		return rv;
+	}
 	if (store->io.ftruncate(store->io.ctx, store->fd, (off_t)seg->offsets[k]) != 0 ||
 	    store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "truncate %s/%s at offset %" PRIu64 ": %s", store->dir,
@@ -873,6 +910,16 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
 	if (store->failed) {
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
 		return KVD_EIO;
+	}
+	/* A last segment created since the last sync may vanish in a crash
+	 * (its header or its name not yet durable): it must not become the
+	 * only segment left, or the log would come back empty. */
+	if (store->n_segs > 1 && store->segs[0].last_index <= up_to && store->fd >= 0 &&
+	    (store->dir_dirty || store->synced_size < RAFT_SEGMENT_HEADER_SIZE)) {
+		rv = raft_log_store_sync(store, errmsg);
+		if (rv != 0) {
+			return rv;
+		}
 	}
 	while (store->n_segs > 1 && store->segs[0].last_index <= up_to) {
 		rv = raft_log_store_segment_remove(store, 0, errmsg);

@@ -411,18 +411,27 @@ static uint64_t find_valid_record(const uint8_t *map, uint64_t from, uint64_t si
 	return 0;
 }
 
-/* True when every verifiable record from offset p on carries batch tag
- * batch (not 0): a bad record just before p, preceded by a record of that
- * batch, then lies inside the last batch written to the file. */
+/* True when every verifiable record from offset p on carries one non-zero
+ * batch tag, and that tag is batch (the tag of the valid record before the
+ * bad one) or the tag after it (any tag when batch is 0 because the bad
+ * record is the segment's first and the tag before it is unknown): a bad
+ * record just before p then lies inside the last batch written to the file,
+ * or is that batch's first record. */
 static bool only_batch_after(const uint8_t *map, uint64_t p, uint64_t size, raft_index expect,
-			     uint32_t batch)
+			     uint32_t batch, bool first)
 {
-	bool only = batch != 0;
+	uint32_t tag = 0; /* of the records after the bad one */
+	bool only = batch != 0 || first;
 	while (only && p != 0 && p < size) {
 		struct raft_segment_record r;
 		const char *why;
 		if (raft_segment_record_decode(map + p, size - p, &r, &why) == 0) {
-			only = r.batch == batch;
+			if (tag == 0) {
+				tag = r.batch;
+			}
+			only = r.batch == tag && tag != 0 &&
+			       (tag == batch || tag == raft_segment_batch_next(batch) ||
+				(batch == 0 && first));
 			p += r.size;
 		} else {
 			p = find_valid_record(map, p + 1, size, expect);
@@ -531,7 +540,8 @@ static int scan_records(const struct raft_log_io *io, const char *dir, struct ra
 		if (flags & RAFT_SEGMENT_SCAN_LAST) {
 			next = find_valid_record(map, off + 1, size, expect);
 			if (next == 0 || (!(flags & RAFT_SEGMENT_SCAN_STRICT) &&
-					  only_batch_after(map, next, size, expect, batch))) {
+					  only_batch_after(map, next, size, expect, batch,
+							   expect == seg->first_index))) {
 				rv = cut_tail(io, dir, seg, fd, off, size, next != 0, batch, note,
 					      errmsg);
 				if (rv != 0) {

@@ -259,7 +259,7 @@ static void sc_step(struct sc *c)
 		c->crashes++;
 		sc_open(c, "reopen after a power failure");
 	}
-	if (c->trace) {
+	if (c->trace && c->store != NULL) {
 		printf("op %lu r=%u rv=%d first %llu last %llu acked %llu store %llu..%llu %s\n",
 		       c->ops, (unsigned)r, rv, (unsigned long long)c->first,
 		       (unsigned long long)c->last, (unsigned long long)c->acked_last,
