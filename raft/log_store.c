@@ -463,6 +463,20 @@ static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 		raft_segment_index_drop(seg);
 		return rv;
 	}
+	/* The header is made durable before any record shares its page: the
+	 * pages of the first batch may reach the disk in any order, and a
+	 * lost header in front of kept records could not be told from damage.
+	 * Until the directory is synced the whole file may still vanish,
+	 * which recovery handles (only unsynced records were in it). */
+	if (s->io.fdatasync(s->io.ctx, s->fd) != 0) {
+		rv = disk_errno_code(errno);
+		disk_errmsg(errmsg, "fdatasync %s/%s: %s", s->dir, seg->name, strerror(errno));
+		s->io.close(s->io.ctx, s->fd);
+		s->fd = -1;
+		(void)s->io.unlinkat(s->io.ctx, s->dir_fd, seg->name);
+		raft_segment_index_drop(seg);
+		return rv;
+	}
 	s->next_sequence++;
 	s->n_segs++;
 	s->dir_dirty = true;
