@@ -416,7 +416,6 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	disk_put_u64(off, last->offsets[count - 1]);
 	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
 				   s->batch, off, sizeof(off));
-	s->batch_used = true;
 	if (write_at(s, s->fd, seal, sizeof(seal), last->size) != 0) {
 		if (s->io.ftruncate(s->io.ctx, s->fd, (off_t)last->size) != 0) {
 			s->failed = true;
@@ -426,6 +425,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 		}
 		return 0;
 	}
+	s->batch_used = true; /* only once a seal carries the tag */
 	last->size += sizeof(seal);
 	last->sealed = true;
 	last->last_batch = s->batch;

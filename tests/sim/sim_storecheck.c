@@ -219,6 +219,8 @@ static void sc_step(struct sc *c)
 		if (rv == 0) {
 			c->last = from - 1;
 			c->acked_last = c->last;
+		} else if (c->acked_last >= from) {
+			c->acked_last = from - 1; /* asked away: may or may not come back */
 		}
 	} else if (r < 75 && c->acked_last >= c->first) { /* head removal */
 		rv = raft_log_store_remove_head(
