@@ -22,7 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/writer.h"
+#include "raft/log_store.h"
 #include "raft/raft.h"
+#include "tests/sim/sim_disk.h"
 #include "tests/sim/linearize.h"
 
 #define SIM_MAX_NODES	7
@@ -74,6 +77,8 @@ struct sim_req {
 	unsigned n_ents;
 	struct raft_snapshot chunk; /* data owned (malloc'ed) */
 	struct sim_snap snap;	    /* SNAP_TAKE: owned buffer */
+	bool written;		    /* real store: handed to the store in its batch */
+	bool failed;		    /* real store: this job failed or came after a failure */
 	struct sim_req *next;
 };
 
@@ -127,6 +132,15 @@ struct sim_node {
 	size_t n_cfg, cap_cfg;
 	unsigned char *granted; /* per term: 1 + node number granted a vote */
 	size_t cap_granted;
+
+	/* The real storage (sim_nodedisk.c), unless --model-disk. The disk and
+	 * its files survive crashes; the store is open while the node is up. */
+	struct sim_disk *disk;
+	struct raft_log_store *store;
+	struct kvd_writer_track track; /* append jobs in flight (api/writer.h) */
+	struct sim_req *batch;	       /* written, waiting for the batch's sync */
+	int batch_failed;	       /* first error of a job of the batch */
+	bool batch_appended;
 };
 
 enum sim_ev_kind {
@@ -237,6 +251,14 @@ struct sim {
 	size_t lm_cap, lm_n;
 
 	uint64_t digest; /* of every event run, to check that a seed replays */
+	/* Disk model of this run (sim_nodedisk.c). */
+	bool real_disk;
+	int disk_mode; /* enum sim_disk_crash_mode */
+	unsigned disk_page;
+	uint64_t segment_size;
+	struct sim_disk_faults disk_faults;
+	unsigned long disk_errors, recoveries;
+
 	bool failed;
 	char why[1024];
 	struct {
@@ -270,7 +292,9 @@ bool sim_snap_parse(const unsigned char *buf, size_t len, struct raft_snapshot_m
 		    uint64_t *kv);
 
 /* sim_node.c: the driver of one node, its disk and the network. */
-void sim_node_crash(struct sim *s, struct sim_node *n);
+void sim_node_crash(struct sim *s, struct sim_node *n); /* power failure */
+/* The process stops (power_loss: and the machine loses power). */
+void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss);
 void sim_node_restart(struct sim *s, struct sim_node *n);
 void sim_msg_free(struct sim_msg *m);
 void sim_req_free(struct sim_req *r);
@@ -316,6 +340,21 @@ void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, boo
 void sim_client_node_crashed(struct sim *s, struct sim_node *n);
 void sim_client_finish(struct sim *s);
 void sim_probe_tick(struct sim *s);
+
+/* sim_nodedisk.c: a node's log and term/vote in the real log store and meta
+ * files over its sim_disk. */
+void sim_nd_params(struct sim *s);
+/* Creates n's disk holding its initial durable state (dlog, d_term). */
+void sim_nd_boot(struct sim *s, struct sim_node *n);
+/* At restart: opens the store and loads the meta through the real recovery,
+ * checks that nothing acknowledged was lost, and replaces the durable model
+ * (dlog, d_term, d_vote) by what was recovered. False on a failure. */
+bool sim_nd_open(struct sim *s, struct sim_node *n);
+/* Closes the store; power_loss also crashes the disk. */
+void sim_nd_close(struct sim *s, struct sim_node *n, bool power_loss);
+/* Writes one META or LOG request into the store (no sync); sets *appended. */
+int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, bool *appended);
+void sim_nd_free(struct sim_node *n);
 
 /* sim_storecheck.c: the log store and meta files alone over sim_disk; 0 or
  * 1 with why filled. */

@@ -106,6 +106,28 @@ static void print_stats(const struct sim *s)
 	       s->stats.crashes, s->stats.partitions, s->stats.stalls, s->stats.changes,
 	       s->stats.transfers, s->stats.snaps_taken, s->stats.snaps_installed, s->stats.msgs,
 	       s->stats.drops, s->stats.ops_ok, s->stats.ops_fail, s->stats.ops_unknown);
+	if (s->real_disk) {
+		unsigned long faults = 0, kept = 0, lost = 0, syncs = 0;
+		for (unsigned i = 0; i < s->n_nodes; i++) {
+			const struct sim_disk_stats *d;
+			if (s->nodes[i].disk == NULL)
+				continue;
+			d = sim_disk_stats(s->nodes[i].disk);
+			faults += d->faults;
+			kept += d->pages_kept;
+			lost += d->pages_lost;
+			syncs += d->syncs;
+		}
+		printf("  disk: %s crash mode, %u-byte pages, segments of %llu bytes, faults (per "
+		       "mille) pwrite EIO %u ENOSPC %u fsync %u read %u; %lu syncs, %lu faults "
+		       "injected, %lu disk-error restarts, %lu recoveries, unsynced pages kept "
+		       "%lu lost %lu at crashes\n",
+		       s->disk_mode == SIM_DISK_CRASH_PAGES ? "pages" : "lose-unsynced",
+		       s->disk_page, (unsigned long long)s->segment_size, s->disk_faults.pwrite_eio,
+		       s->disk_faults.pwrite_enospc, s->disk_faults.fsync_eio,
+		       s->disk_faults.read_eio, syncs, faults, s->disk_errors, s->recoveries, kept,
+		       lost);
+	}
 }
 
 int main(int argc, char **argv)

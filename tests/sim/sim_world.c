@@ -236,6 +236,8 @@ static void heal_all(struct sim *s)
 	s->dup_pct = 0;
 	for (unsigned i = 0; i < s->n_nodes; i++) {
 		s->nodes[i].stall_until = 0;
+		if (s->nodes[i].disk != NULL)
+			sim_disk_faults_enable(s->nodes[i].disk, false);
 		if (!s->nodes[i].up && !s->failed)
 			sim_node_restart(s, &s->nodes[i]);
 	}
@@ -379,6 +381,7 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 int sim_run(const struct sim_params *p, struct sim *s)
 {
 	sim_init(s, p);
+	sim_nd_params(s);
 	for (unsigned i = 0; i < s->n_nodes && !s->failed; i++)
 		sim_node_restart(s, &s->nodes[i]);
 	sim_client_start(s);
@@ -431,6 +434,12 @@ void sim_free(struct sim *s)
 			n->held_head = m->next;
 			sim_msg_free(m);
 		}
+		while (n->batch != NULL) {
+			struct sim_req *next = n->batch->next;
+			sim_req_free(n->batch);
+			n->batch = next;
+		}
+		sim_nd_free(n);
 		raft_destroy(n->core);
 		sim_log_free(&n->mlog);
 		sim_log_free(&n->dlog);
