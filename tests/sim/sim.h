@@ -141,6 +141,11 @@ struct sim_node {
 	struct sim_req *batch;	       /* written, waiting for the batch's sync */
 	int batch_failed;	       /* first error of a job of the batch */
 	bool batch_appended;
+	/* Last append acknowledged (index, message term) and the requests
+	 * issued when it was sent (sim_check_truncation). Per incarnation. */
+	raft_index ack_index;
+	raft_term ack_term;
+	uint64_t ack_seq;
 };
 
 enum sim_ev_kind {
@@ -325,6 +330,9 @@ void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_updat
 void sim_check_appended(struct sim *s, struct sim_node *n, const struct sim_entry *e,
 			raft_term prev_term);
 void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m);
+/* A LOG job (seq) truncating from `from` completes: it must not remove an
+ * entry acknowledged after the job was submitted (item 8 of issue 7). */
+void sim_check_truncation(struct sim *s, struct sim_node *n, uint64_t seq, raft_index from);
 void sim_check_durable_meta(struct sim *s, struct sim_node *n, raft_term term, const char *vote);
 void sim_check_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
 void sim_check_snapshot_state(struct sim *s, struct sim_node *n);

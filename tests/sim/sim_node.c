@@ -244,6 +244,8 @@ static bool req_apply(struct sim *s, struct sim_node *n, struct sim_req *r, unsi
 		snprintf(n->d_vote, sizeof(n->d_vote), "%s", r->vote);
 		return false;
 	case SIM_REQ_LOG:
+		if (n->store != NULL)
+			sim_check_truncation(s, n, r->seq, r->truncate_from);
 		if (r->truncate_from != 0)
 			sim_log_truncate(&n->dlog, r->truncate_from);
 		for (unsigned i = 0; i < r->n_ents && i < n_keep; i++) {
@@ -900,6 +902,8 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 		abort();
 	n->up = true;
 	n->issued_seq = n->done_seq = 0;
+	n->ack_index = n->ack_seq = 0;
+	n->ack_term = 0;
 	n->disk_busy = false;
 	n->stall_until = 0;
 	n->snap_taking = false;
