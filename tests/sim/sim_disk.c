@@ -338,7 +338,9 @@ static ssize_t sd_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t o
 	if ((size_t)offset + len > in->cur_len) {
 		cur_resize(in, (size_t)offset + len);
 	}
-	memcpy(in->cur + offset, buf, len);
+	if (len > 0) {
+		memcpy(in->cur + offset, buf, len);
+	}
 	in->dirty = true;
 	return (ssize_t)len;
 }
@@ -514,7 +516,9 @@ static int sd_map(void *ctx, int fd, size_t len, const void **p)
 	}
 	copy = xrealloc(NULL, len);
 	memset(copy, 0, len);
-	memcpy(copy, in->cur, len < in->cur_len ? len : in->cur_len);
+	if (in->cur_len > 0 && len > 0) {
+		memcpy(copy, in->cur, len < in->cur_len ? len : in->cur_len);
+	}
 	*p = copy;
 	return 0;
 }
@@ -607,7 +611,9 @@ static void crash_pages(struct sim_disk *d, struct sd_inode *in)
 	size_t len = sd_rand(d) % 2 == 0 ? in->dur_len : in->cur_len;
 	uint8_t *out = xrealloc(NULL, len);
 	memset(out, 0, len);
-	memcpy(out, in->dur, len < in->dur_len ? len : in->dur_len);
+	if (in->dur_len > 0 && len > 0) {
+		memcpy(out, in->dur, len < in->dur_len ? len : in->dur_len);
+	}
 	for (size_t off = 0; off < len; off += page) {
 		size_t end = off + page < len ? off + page : len;
 		size_t cend = end < in->cur_len ? end : in->cur_len;

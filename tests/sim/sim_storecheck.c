@@ -74,8 +74,9 @@ __attribute__((format(printf, 2, 3))) static void sc_fail(struct sc *c, const ch
 		return;
 	}
 	c->failed = true;
+	int used = snprintf(c->why, sizeof(c->why), "op %lu: ", c->ops);
 	va_start(ap, fmt);
-	vsnprintf(c->why, sizeof(c->why), fmt, ap);
+	vsnprintf(c->why + used, sizeof(c->why) - (size_t)used, fmt, ap);
 	va_end(ap);
 }
 
