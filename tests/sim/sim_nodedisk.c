@@ -211,9 +211,11 @@ bool sim_nd_open(struct sim *s, struct sim_node *n)
 
 void sim_nd_close(struct sim *s, struct sim_node *n, bool power_loss)
 {
-	(void)s;
 	raft_log_store_close(n->store);
 	n->store = NULL;
+	if (n->disk != NULL && sim_disk_open_fds(n->disk) != 0)
+		sim_fail(s, "node %s: %u descriptors left open by a closed log store", n->id,
+			 sim_disk_open_fds(n->disk));
 	if (power_loss && n->disk != NULL) {
 		sim_disk_crash(n->disk);
 	}

@@ -127,6 +127,17 @@ static void sc_verify(struct sc *c, raft_index from, raft_index to, const char *
 	free(ents);
 }
 
+/* Closes the store; every descriptor it opened must be closed with it. */
+static void sc_close(struct sc *c)
+{
+	raft_log_store_close(c->store);
+	c->store = NULL;
+	if (sim_disk_open_fds(c->disk) != 0) {
+		sc_fail(c, "%u descriptors left open by a closed store",
+			sim_disk_open_fds(c->disk));
+	}
+}
+
 static int sc_open(struct sc *c, const char *when)
 {
 	char errmsg[KVD_ERRMSG_SIZE] = "";
@@ -169,8 +180,7 @@ static void sc_error(struct sc *c, int rv)
 	(void)rv;
 	/* Like the daemon after a disk error: a restart from what is durable,
 	 * here as a process restart (the page cache survives). */
-	raft_log_store_close(c->store);
-	c->store = NULL;
+	sc_close(c);
 	sc_open(c, "reopen after a disk error");
 }
 
@@ -256,8 +266,7 @@ static void sc_step(struct sc *c)
 		raft_index a = c->first + sc_rand(c) % (c->last - c->first + 1);
 		sc_verify(c, a, c->last, "read");
 	} else if (r < 100) { /* power failure */
-		raft_log_store_close(c->store);
-		c->store = NULL;
+		sc_close(c);
 		sim_disk_crash(c->disk);
 		c->crashes++;
 		sc_open(c, "reopen after a power failure");
@@ -310,8 +319,7 @@ int sim_storecheck_run(uint64_t seed, unsigned steps, const struct sim_plants *p
 		sc_step(c);
 	}
 	if (!c->failed) {
-		raft_log_store_close(c->store);
-		c->store = NULL;
+		sc_close(c);
 		sim_disk_crash(c->disk);
 		sc_open(c, "final reopen");
 	}
