@@ -242,6 +242,7 @@ struct sim {
 	raft_index probe_index;
 	raft_term probe_term;
 	raft_time probe_at;
+	raft_index converge_index; /* the applied probe every voter must reach */
 
 	/* Global records for the invariants. */
 	unsigned char *leader_of; /* per term: 1 + node number */

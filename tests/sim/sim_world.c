@@ -378,6 +378,23 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	sim_entry_unref(e);
 }
 
+/* After the probe: every voter of the leader's configuration has applied
+ * it (its state machine caught up, by replay or by a snapshot install). */
+static bool converged(struct sim *s)
+{
+	const struct sim_node *l = &s->nodes[s->probe_node];
+	const struct raft_config *cfg;
+	if (l->core == NULL)
+		return false;
+	cfg = raft_configuration(l->core);
+	for (unsigned i = 0; i < s->n_nodes; i++) {
+		const struct sim_node *n = &s->nodes[i];
+		if (raft_config_is_voter(cfg, n->id) && n->applied < s->converge_index)
+			return false;
+	}
+	return true;
+}
+
 int sim_run(const struct sim_params *p, struct sim *s)
 {
 	sim_init(s, p);
@@ -389,12 +406,21 @@ int sim_run(const struct sim_params *p, struct sim *s)
 	while (!s->failed && s->heap_n > 0) {
 		if (!s->healing && s->step >= p->steps)
 			heal_all(s);
-		if (s->healing && s->live)
+		if (s->healing && s->live && s->converge_index == 0)
+			s->converge_index = s->probe_index;
+		if (s->healing && s->live && converged(s))
 			break;
 		if (s->healing && s->now > s->heal_time + SIM_LIVENESS_MS) {
-			sim_fail(s,
-				 "liveness: no leader committed a proposal within %d ms of healing",
-				 SIM_LIVENESS_MS);
+			if (!s->live)
+				sim_fail(s,
+					 "liveness: no leader committed a proposal within %d ms of "
+					 "healing",
+					 SIM_LIVENESS_MS);
+			else
+				sim_fail(s,
+					 "convergence: voters of the healed cluster did not all "
+					 "apply index %llu within %d ms of healing",
+					 (unsigned long long)s->converge_index, SIM_LIVENESS_MS);
 			break;
 		}
 		struct sim_ev ev = ev_pop(s);
