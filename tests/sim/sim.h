@@ -243,6 +243,8 @@ struct sim {
 	raft_term probe_term;
 	raft_time probe_at;
 	raft_index converge_index; /* the applied probe every voter must reach */
+	int hop_node;		   /* leader hop: the stalled follower */
+	raft_time hop_until;	   /* leader hop: active until then */
 
 	/* Global records for the invariants. */
 	unsigned char *leader_of; /* per term: 1 + node number */
@@ -316,6 +318,8 @@ void sim_free(struct sim *s);
 void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e, int *rc_out,
 		   struct raft_update *u_out);
 int sim_leader_guess(struct sim *s);
+/* Cuts n off from every node but keep, for 150-400 ms. */
+void sim_isolate_except(struct sim *s, struct sim_node *n, int keep);
 void sim_ev_push(struct sim *s, raft_time t, int kind, int node, uint32_t inc, void *p, uint64_t a);
 uint64_t sim_kv_hash(const uint64_t *kv);
 uint64_t sim_bytes_hash(const void *p, size_t len);

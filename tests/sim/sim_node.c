@@ -755,6 +755,11 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	     (u->commit_index > prev_commit && sim_chance(s, 3))))
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
 			    NULL, sim_chance(s, 50));
+	/* Leader hop in progress (sim_world.c): cut each new leader off from
+	 * all but the stalled follower, once this update's messages are out. */
+	if (!s->healing && s->hop_until > s->now && n->num != s->hop_node &&
+	    u->role == RAFT_LEADER && prev_role != RAFT_LEADER)
+		sim_ev_push(s, s->now, SIM_EV_STRIKE, n->num, n->inc, NULL, 2);
 	n->role = u->role;
 	n->term = u->current_term;
 	if (u->commit_index > n->commit)

@@ -224,7 +224,27 @@ static void fault_inject(struct sim *s)
 		s->drop_pct = drops[sim_rand_range(s, 0, 3)];
 	} else if (r < 90) {
 		memset(s->cut, 0, sizeof(s->cut));
+	} else if (r < 95 && leader >= 0) {
+		/* Leader hop: a follower's disk stalls while leadership
+		 * moves twice, every new leader reaching only it before
+		 * being cut off, so its queue holds a write, its overwrite
+		 * and the overwrite's undoing (A-B-A at one index: the case
+		 * of the writer's completion tracking, issue 7 item 8). */
+		unsigned f = victim != (unsigned)leader ? victim : (victim + 1) % s->n_nodes;
+		s->nodes[f].stall_until = s->now + sim_rand_range(s, 1500, 3000);
+		s->hop_node = (int)f;
+		s->hop_until = s->nodes[f].stall_until;
+		sim_isolate_except(s, &s->nodes[leader], (int)f);
+		s->stats.stalls++;
 	}
+}
+
+void sim_isolate_except(struct sim *s, struct sim_node *n, int keep)
+{
+	for (unsigned i = 0; i < s->n_nodes; i++)
+		if ((int)i != keep && i != (unsigned)n->num)
+			s->cut[n->num][i] = s->cut[i][n->num] = true;
+	sim_ev_push(s, s->now + sim_rand_range(s, 150, 400), SIM_EV_HEAL_LINKS, -1, 0, NULL, 0);
 }
 
 static void heal_all(struct sim *s)
@@ -298,7 +318,9 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 	case SIM_EV_STRIKE:
 		if (s->healing || !n->up || n->inc != ev->inc)
 			break;
-		if (ev->a == 1) {
+		if (ev->a == 2) {
+			sim_isolate_except(s, n, s->hop_node);
+		} else if (ev->a == 1) {
 			sim_node_crash(s, n);
 			sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num,
 				    0, NULL, 0);
