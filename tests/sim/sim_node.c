@@ -422,7 +422,7 @@ static void batch_write(struct sim *s, struct sim_node *n)
 	sim_ev_push(s, sync_at, SIM_EV_DISK, n->num, n->inc, NULL, 0);
 	/* Power failures aimed at the window between a batch's writes and
 	 * its sync, where the disk holds unsynced pages of every shape. */
-	if (!s->healing && sim_chance(s, 4))
+	if (!s->healing && sim_chance(s, 1))
 		sim_ev_push(s, sim_rand_range(s, s->now, sync_at - 1), SIM_EV_STRIKE, n->num,
 			    n->inc, NULL, 1);
 }
