@@ -10,7 +10,9 @@
  * loop, healing), sim_node.c (the driver of one node: updates, network, disk,
  * crash, restart), sim_log.c (entries, logs, snapshot streams), sim_check.c
  * (safety invariants), sim_client.c (client workload, history, liveness
- * probe).
+ * probe), sim_disk.c (the simulated disk behind struct raft_log_io),
+ * sim_nodedisk.c (a node's log and term/vote in the real log store and
+ * meta files), sim_storecheck.c (the store alone: sim --store-seeds).
  *
  * Thread: single-threaded.
  */

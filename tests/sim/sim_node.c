@@ -1,23 +1,29 @@
 /*
  * sim_node.c: one simulated node: the driver that turns each raft_update
  * into disk requests, messages and applies; the virtual network; the
- * virtual disk; crashes and restarts.
+ * node's writer (group commit over the real log store, sim_nodedisk.c);
+ * disk errors; crashes and restarts.
  *
  * Driver rules kept exactly as raft.h states them:
- *  - persistence requests go to one FIFO queue per node, completed one at a
- *    time after a simulated latency (a "stall" delays them past the election
+ *  - persistence requests go to one FIFO queue per node; term/vote and log
+ *    requests are written in group-commit batches and reported after the
+ *    batch's one sync (kvd_writer_batch_end and kvd_writer_track from
+ *    api/writer.c, as the daemon does), snapshot requests one at a time,
+ *    after a simulated latency (a "stall" delays them past the election
  *    timeout);
  *  - a message with needs_sync is held until every request issued before it
  *    is durable (its barrier is the last issued sequence number); others go
  *    at once;
  *  - everything an update points to is copied before the next raft_step.
  *
- * A crash keeps what was durable, plus an arbitrary prefix of the queued
- * requests (data can reach the disk before its fsync returns), where the
- * last log append of that prefix may be torn (a suffix of its entries lost).
- * Restart feeds RAFT_EVENT_START with the durable term, vote, snapshot and
- * the log after the snapshot; the state machine restarts from the snapshot
- * and is rebuilt by replaying committed entries.
+ * A crash is a power failure of the node's simulated disk (sim_disk.c
+ * decides what unsynced data survives); restart reopens the store through
+ * the real recovery, checks that nothing acknowledged was lost, and feeds
+ * RAFT_EVENT_START with the recovered term, vote, snapshot and the log
+ * after the snapshot; the state machine restarts from the snapshot and is
+ * rebuilt by replaying committed entries. With --model-disk the old model
+ * runs instead: a crash keeps what was durable plus an arbitrary prefix of
+ * the queued requests, the last log append of it possibly torn.
  */
 #include <stdio.h>
 #include <stdlib.h>
