@@ -541,6 +541,8 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 	/* The snapshot is durable before the log is reset (a failed reset
 	 * then leaves a log the restart fits to the snapshot). */
 	bool installed = req_apply(s, n, r, UINT32_MAX);
+	if (installed) /* the reset is a truncation after the snapshot */
+		sim_check_truncation(s, n, r->seq, n->dsnap.meta.index + 1);
 	if (installed)
 		rv =
 		    raft_log_store_reset(n->store, n->dsnap.meta.index, n->dsnap.meta.term, errmsg);
