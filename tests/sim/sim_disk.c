@@ -52,6 +52,8 @@ struct sim_disk {
 	struct sim_disk_faults faults;
 	bool faults_on;
 	bool fsync_ignored;
+	unsigned power_in; /* mutating calls until the power fails; 0: not armed */
+	bool dead;	   /* power failed: every call fails until sim_disk_crash */
 	struct sd_inode *ino;
 	size_t n_ino, cap_ino;
 	struct sd_name *names;
@@ -78,6 +80,19 @@ static bool sd_fault(struct sim_disk *d, unsigned per_mille)
 	}
 	d->stats.faults++;
 	return true;
+}
+
+/* Counts a mutating call down to an armed power failure. True when the
+ * call must fail (the power is gone). */
+static bool sd_dying(struct sim_disk *d)
+{
+	if (!d->dead && d->power_in > 0 && --d->power_in == 0) {
+		d->dead = true;
+	}
+	if (d->dead) {
+		errno = EIO;
+	}
+	return d->dead;
 }
 
 static void *xrealloc(void *p, size_t n)
@@ -246,6 +261,10 @@ static int sd_openat(void *ctx, int dir_fd, const char *name, int flags, mode_t 
 	struct sd_name *n;
 	const char *base;
 	(void)mode;
+	if ((flags & (O_CREAT | O_TRUNC)) ? sd_dying(d) : d->dead) {
+		errno = EIO;
+		return -1;
+	}
 	if (!path_join(d, dir_fd, name, path, sizeof(path))) {
 		return -1;
 	}
@@ -304,7 +323,7 @@ static ssize_t sd_pread(void *ctx, int fd, void *buf, size_t len, off_t offset)
 		return -1;
 	}
 	d->stats.reads++;
-	if (sd_fault(d, d->faults.read_eio)) {
+	if (d->dead || sd_fault(d, d->faults.read_eio)) {
 		errno = EIO;
 		return -1;
 	}
@@ -327,7 +346,7 @@ static ssize_t sd_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t o
 		return -1;
 	}
 	d->stats.pwrites++;
-	if (sd_fault(d, d->faults.pwrite_eio)) {
+	if (sd_dying(d) || sd_fault(d, d->faults.pwrite_eio)) {
 		errno = EIO;
 		return -1;
 	}
@@ -351,6 +370,9 @@ static int sd_sync(struct sim_disk *d, int fd)
 	char parent[512];
 	if (f == NULL) {
 		errno = EBADF;
+		return -1;
+	}
+	if (sd_dying(d)) {
 		return -1;
 	}
 	if (f->dir) {
@@ -397,6 +419,9 @@ static int sd_ftruncate(void *ctx, int fd, off_t len)
 		errno = in == NULL ? EBADF : EINVAL;
 		return -1;
 	}
+	if (sd_dying(d)) {
+		return -1;
+	}
 	cur_resize(in, (size_t)len);
 	in->dirty = true;
 	return 0;
@@ -419,7 +444,7 @@ static int sd_renameat(void *ctx, int dir_fd, const char *from, const char *to)
 	struct sim_disk *d = ctx;
 	char pf[512], pt[512];
 	struct sd_name *nf, *nt;
-	if (!path_join(d, dir_fd, from, pf, sizeof(pf)) ||
+	if (sd_dying(d) || !path_join(d, dir_fd, from, pf, sizeof(pf)) ||
 	    !path_join(d, dir_fd, to, pt, sizeof(pt))) {
 		return -1;
 	}
@@ -440,7 +465,7 @@ static int sd_unlinkat(void *ctx, int dir_fd, const char *name)
 	struct sim_disk *d = ctx;
 	char path[512];
 	struct sd_name *n;
-	if (!path_join(d, dir_fd, name, path, sizeof(path))) {
+	if (sd_dying(d) || !path_join(d, dir_fd, name, path, sizeof(path))) {
 		return -1;
 	}
 	n = name_find(d, path, false);
@@ -510,7 +535,7 @@ static int sd_map(void *ctx, int fd, size_t len, const void **p)
 		return -1;
 	}
 	d->stats.reads++;
-	if (sd_fault(d, d->faults.read_eio)) {
+	if (d->dead || sd_fault(d, d->faults.read_eio)) {
 		errno = EIO;
 		return -1;
 	}
@@ -639,9 +664,21 @@ static void crash_pages(struct sim_disk *d, struct sd_inode *in)
 	ino_drop_unsynced(in);
 }
 
+void sim_disk_fail_after(struct sim_disk *d, unsigned n)
+{
+	d->power_in = n;
+}
+
+bool sim_disk_dead(const struct sim_disk *d)
+{
+	return d->dead;
+}
+
 void sim_disk_crash(struct sim_disk *d)
 {
 	d->stats.crashes++;
+	d->dead = false;
+	d->power_in = 0;
 	for (size_t i = 0; i < d->n_fds; i++) {
 		if (d->fds[i].used) {
 			sd_close(d, (int)i + SD_FD_BASE);

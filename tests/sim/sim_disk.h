@@ -65,6 +65,16 @@ void sim_disk_plant_fsync_ignored(struct sim_disk *d, bool on);
 /* Power failure: closes every descriptor and applies the crash mode. */
 void sim_disk_crash(struct sim_disk *d);
 
+/* Arms a power failure inside the next n (>= 1) mutating calls (pwrite,
+ * fsync, fdatasync, ftruncate, rename, unlink, create): that call and every
+ * later one fail with EIO until sim_disk_crash(), so a crash can fall in
+ * the middle of any storage operation (a meta overwrite before its
+ * fdatasync, a reset between its steps). */
+void sim_disk_fail_after(struct sim_disk *d, unsigned n);
+
+/* True once an armed power failure has happened. */
+bool sim_disk_dead(const struct sim_disk *d);
+
 /* Number of descriptors open (for leak checks). */
 unsigned sim_disk_open_fds(const struct sim_disk *d);
 

@@ -383,6 +383,13 @@ static void batch_forget(struct sim_node *n, struct sim_req *batch)
  * restarts it after an I/O error). The disk keeps its page cache. */
 static void disk_error(struct sim *s, struct sim_node *n, int rv)
 {
+	if (sim_disk_dead(n->disk)) {
+		/* Not an error: the power failed inside the operation. */
+		sim_node_crash(s, n);
+		sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num, 0,
+			    NULL, 0);
+		return;
+	}
 	s->disk_errors++;
 	while (n->held_head != NULL) {
 		struct sim_msg *m = n->held_head;
@@ -406,6 +413,11 @@ static void batch_write(struct sim *s, struct sim_node *n)
 	struct sim_req **tail = &n->batch;
 	n->batch_failed = 0;
 	n->batch_appended = false;
+	/* Now and then the power fails inside the batch's writes or its
+	 * sync (a meta overwrite before its fdatasync, a truncation between
+	 * its unlinks). */
+	if (!s->healing && sim_rand(s) % 1000 < 3)
+		sim_disk_fail_after(n->disk, (unsigned)sim_rand_range(s, 1, 8));
 	while (n->q_head != NULL &&
 	       (n->q_head->kind == SIM_REQ_META || n->q_head->kind == SIM_REQ_LOG)) {
 		struct sim_req *r = n->q_head;

@@ -176,7 +176,13 @@ bool sim_nd_open(struct sim *s, struct sim_node *n)
 	int rv;
 
 	sim_disk_faults_enable(n->disk, false);
+	sim_disk_fail_after(n->disk, 0); /* no armed power failure left over */
 	rv = raft_log_store_open(ND_DIR, &o, &n->store, errmsg);
+	while (rv != 0 && sim_disk_dead(n->disk)) {
+		/* An armed power failure fell inside recovery: crash again. */
+		sim_disk_crash(n->disk);
+		rv = raft_log_store_open(ND_DIR, &o, &n->store, errmsg);
+	}
 	if (rv != 0) {
 		sim_fail(s, "node %s: recovery refused its log at restart: %s (%s)", n->id,
 			 kvd_strerror(rv), errmsg);

@@ -47,7 +47,7 @@ struct sc {
 	char why[1024];
 	bool failed;
 	bool trace; /* env SIM_TRACE: print every operation */
-	unsigned long crashes, faults_seen, ops;
+	unsigned long crashes, mid_op_crashes, faults_seen, ops;
 };
 
 static uint64_t sc_rand(struct sc *c)
@@ -146,6 +146,13 @@ static int sc_open(struct sc *c, const char *when)
 	int rv;
 	sim_disk_faults_enable(c->disk, false);
 	rv = raft_log_store_open("raft", &c->opts, &c->store, errmsg);
+	while (rv != 0 && sim_disk_dead(c->disk)) {
+		/* An armed power failure fell inside recovery: crash again. */
+		sim_disk_crash(c->disk);
+		c->crashes++;
+		c->mid_op_crashes++;
+		rv = raft_log_store_open("raft", &c->opts, &c->store, errmsg);
+	}
 	if (rv != 0) {
 		sc_fail(c, "%s: recovery refused the log: %s (%s)", when, kvd_strerror(rv), errmsg);
 		return rv;
@@ -190,6 +197,9 @@ static void sc_step(struct sc *c)
 	uint64_t r = sc_rand(c) % 100;
 	int rv = 0;
 	c->ops++;
+	if (sc_rand(c) % 100 < 3) {
+		sim_disk_fail_after(c->disk, (unsigned)(1 + sc_rand(c) % 20));
+	}
 	if (r < 40) { /* append 1..6 entries */
 		struct raft_entry ents[6];
 		uint8_t bufs[6][300];
@@ -278,7 +288,14 @@ static void sc_step(struct sc *c)
 		       (unsigned long long)raft_log_store_first_index(c->store),
 		       (unsigned long long)raft_log_store_last_index(c->store), errmsg);
 	}
-	if (rv != 0 && !c->failed) {
+	if (sim_disk_dead(c->disk) && !c->failed) {
+		/* The armed power failure fell inside that operation. */
+		sc_close(c);
+		sim_disk_crash(c->disk);
+		c->crashes++;
+		c->mid_op_crashes++;
+		sc_open(c, "reopen after a power failure inside an operation");
+	} else if (rv != 0 && !c->failed) {
 		sc_error(c, rv);
 	}
 }
@@ -328,10 +345,12 @@ int sim_storecheck_run(uint64_t seed, unsigned steps, const struct sim_plants *p
 		printf(
 		    "  store seed %" PRIu64 ": %s crash mode, %u-byte pages, segments of %" PRIu64
 		    " bytes, faults (per mille) pwrite EIO %u ENOSPC %u fsync %u read %u; %lu ops, "
-		    "%lu power failures, %lu disk errors handled, pages kept %lu lost %lu\n",
+		    "%lu power failures (%lu inside an operation), %lu disk errors handled, "
+		    "pages kept %lu lost %lu\n",
 		    seed, mode == SIM_DISK_CRASH_PAGES ? "pages" : "lose-unsynced", page,
 		    c->opts.segment_size, f.pwrite_eio, f.pwrite_enospc, f.fsync_eio, f.read_eio,
-		    c->ops, c->crashes, c->faults_seen, st->pages_kept, st->pages_lost);
+		    c->ops, c->crashes, c->mid_op_crashes, c->faults_seen, st->pages_kept,
+		    st->pages_lost);
 	}
 	snprintf(why, why_len, "%s", c->why);
 	rv = c->failed ? 1 : 0;
