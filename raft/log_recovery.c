@@ -17,7 +17,6 @@
  * small reads each); only the last segment is read in full. Trade-off in
  * docs/formats.md.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -44,38 +43,35 @@ static int seg_cmp(const void *a, const void *b)
 	return x->sequence < y->sequence ? -1 : x->sequence > y->sequence;
 }
 
+/* Adds one directory entry to the list if it names a segment. */
+static int dir_entry_cb(void *arg, const char *name)
+{
+	struct raft_log_store *s = arg;
+	uint64_t seq;
+	int rv;
+	if (!raft_segment_name_parse(name, &seq)) {
+		return 0;
+	}
+	rv = raft_log_store_segs_reserve(s, s->n_segs + 1);
+	if (rv != 0) {
+		return rv;
+	}
+	memset(&s->segs[s->n_segs], 0, sizeof(s->segs[0]));
+	s->segs[s->n_segs].sequence = seq;
+	raft_segment_name_format(s->segs[s->n_segs].name, seq);
+	s->n_segs++;
+	return 0;
+}
+
 /* Lists the segment files of the directory, sorted by sequence. */
 static int dir_list(struct raft_log_store *s, char *errmsg)
 {
-	struct dirent *de;
-	DIR *d;
-	int dfd = dup(s->dir_fd);
-	int rv = 0;
-
-	if (dfd < 0 || (d = fdopendir(dfd)) == NULL) {
+	int rv = s->io.list(s->io.ctx, s->dir_fd, dir_entry_cb, s);
+	if (rv == -1) {
 		disk_errmsg(errmsg, "list %s: %s", s->dir, strerror(errno));
-		if (dfd >= 0) {
-			close(dfd);
-		}
-		return KVD_EIO;
+		rv = KVD_EIO;
 	}
-	rewinddir(d);
-	while ((de = readdir(d)) != NULL) {
-		uint64_t seq;
-		if (!raft_segment_name_parse(de->d_name, &seq)) {
-			continue;
-		}
-		rv = raft_log_store_segs_reserve(s, s->n_segs + 1);
-		if (rv != 0) {
-			break;
-		}
-		memset(&s->segs[s->n_segs], 0, sizeof(s->segs[0]));
-		s->segs[s->n_segs].sequence = seq;
-		raft_segment_name_format(s->segs[s->n_segs].name, seq);
-		s->n_segs++;
-	}
-	closedir(d);
-	if (s->n_segs > 0) {
+	if (rv == 0 && s->n_segs > 0) {
 		qsort(s->segs, s->n_segs, sizeof(s->segs[0]), seg_cmp);
 	}
 	return rv;
@@ -92,7 +88,8 @@ static int recover_headers(struct raft_log_store *s, char *errmsg)
 	for (size_t i = 0; i < s->n_segs; i++) {
 		uint64_t size = 0;
 		bool torn = false;
-		rv = raft_segment_header_read(s->dir, s->dir_fd, &s->segs[i], &size, &torn, errmsg);
+		rv = raft_segment_header_read(&s->io, s->dir, s->dir_fd, &s->segs[i], &size, &torn,
+					      errmsg);
 		if (rv != 0) {
 			return rv;
 		}
@@ -144,9 +141,10 @@ static int recover_segments(struct raft_log_store *s, char *errmsg)
 	for (size_t i = 0; i < s->n_segs; i++) {
 		struct raft_segment *seg = &s->segs[i];
 		if (i + 1 < s->n_segs) {
-			rv = raft_segment_check_closed(s->dir, s->dir_fd, seg, errmsg);
+			rv = raft_segment_check_closed(&s->io, s->dir, s->dir_fd, seg, errmsg);
 			if (rv == 0 && s->verify_all) {
-				rv = raft_segment_scan(s->dir, s->dir_fd, seg, false, NULL, errmsg);
+				rv = raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, 0, NULL,
+						       errmsg);
 				raft_segment_index_drop(seg); /* memory: reload on read */
 			}
 		} else {
@@ -155,7 +153,11 @@ static int recover_segments(struct raft_log_store *s, char *errmsg)
 			seg->first_batch = i > 0 && s->segs[i - 1].last_batch != 0
 					       ? raft_segment_batch_next(s->segs[i - 1].last_batch)
 					       : 0;
-			rv = raft_segment_scan(s->dir, s->dir_fd, seg, true, note, errmsg);
+			rv = raft_segment_scan(
+			    &s->io, s->dir, s->dir_fd, seg,
+			    RAFT_SEGMENT_SCAN_LAST |
+				(s->strict_recovery ? RAFT_SEGMENT_SCAN_STRICT : 0),
+			    note, errmsg);
 		}
 		if (rv != 0) {
 			return rv;
@@ -183,7 +185,7 @@ static int open_tail(struct raft_log_store *s, char *errmsg)
 {
 	struct raft_segment *last = raft_log_store_last_segment(s);
 	if (last != NULL && !last->sealed) {
-		s->fd = openat(s->dir_fd, last->name, O_RDWR | O_CLOEXEC);
+		s->fd = s->io.openat(s->io.ctx, s->dir_fd, last->name, O_RDWR, 0);
 		if (s->fd < 0 || s->io.fdatasync(s->io.ctx, s->fd) != 0) {
 			disk_errmsg(errmsg, "open %s/%s: %s", s->dir, last->name, strerror(errno));
 			return disk_errno_code(errno);

@@ -44,38 +44,6 @@
 #include "raft/log_store_internal.h"
 #include "raft/segment.h"
 
-static ssize_t posix_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t offset)
-{
-	(void)ctx;
-	return pwrite(fd, buf, len, offset);
-}
-
-static int posix_fdatasync(void *ctx, int fd)
-{
-	(void)ctx;
-	return fdatasync(fd);
-}
-
-static int posix_fsync(void *ctx, int fd)
-{
-	(void)ctx;
-	return fsync(fd);
-}
-
-static int posix_ftruncate(void *ctx, int fd, off_t len)
-{
-	(void)ctx;
-	return ftruncate(fd, len);
-}
-
-const struct raft_log_io raft_log_io_posix = {
-    .pwrite = posix_pwrite,
-    .fdatasync = posix_fdatasync,
-    .fsync = posix_fsync,
-    .ftruncate = posix_ftruncate,
-    .ctx = NULL,
-};
-
 struct raft_segment *raft_log_store_last_segment(struct raft_log_store *s)
 {
 	return s->n_segs == 0 ? NULL : &s->segs[s->n_segs - 1];
@@ -128,7 +96,7 @@ int raft_log_store_dir_sync(struct raft_log_store *s, char *errmsg)
 /* Unlinks segment i (its file and its slot) and fsyncs the directory. */
 int raft_log_store_segment_remove(struct raft_log_store *s, size_t i, char *errmsg)
 {
-	if (unlinkat(s->dir_fd, s->segs[i].name, 0) != 0 && errno != ENOENT) {
+	if (s->io.unlinkat(s->io.ctx, s->dir_fd, s->segs[i].name) != 0 && errno != ENOENT) {
 		disk_errmsg(errmsg, "unlink %s/%s: %s", s->dir, s->segs[i].name, strerror(errno));
 		return KVD_EIO;
 	}
@@ -176,7 +144,7 @@ static int index_load(struct raft_log_store *s, size_t i, char *errmsg)
 	if (seg->offsets != NULL) {
 		return 0;
 	}
-	return raft_segment_scan(s->dir, s->dir_fd, seg, false, NULL, errmsg);
+	return raft_segment_scan(&s->io, s->dir, s->dir_fd, seg, 0, NULL, errmsg);
 }
 
 /* Drops the least recently used indexes of closed segments beyond the cap. */
@@ -219,12 +187,12 @@ static size_t seg_find(const struct raft_log_store *s, raft_index index)
 
 static int lock_dir(struct raft_log_store *s, char *errmsg)
 {
-	s->lock_fd = openat(s->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	s->lock_fd = s->io.openat(s->io.ctx, s->dir_fd, "LOCK", O_RDWR | O_CREAT, 0600);
 	if (s->lock_fd < 0) {
 		disk_errmsg(errmsg, "open %s/LOCK: %s", s->dir, strerror(errno));
 		return disk_errno_code(errno);
 	}
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+	if (s->io.lock(s->io.ctx, s->lock_fd) != 0) {
 		if (errno == EWOULDBLOCK) {
 			disk_errmsg(errmsg,
 				    "data directory %s is in use by another process (lock held "
@@ -255,18 +223,19 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
 	s->verify_all = opts != NULL && opts->verify_all;
+	s->strict_recovery = opts != NULL && opts->strict_recovery;
 	s->io = opts != NULL && opts->io != NULL ? *opts->io : raft_log_io_posix;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {
 		rv = KVD_ENOMEM;
 		goto err;
 	}
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+	if (s->io.mkdir(s->io.ctx, dir, 0700) != 0 && errno != EEXIST) {
 		disk_errmsg(errmsg, "mkdir %s: %s", dir, strerror(errno));
 		rv = disk_errno_code(errno);
 		goto err;
 	}
-	s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	s->dir_fd = s->io.openat(s->io.ctx, AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
 	if (s->dir_fd < 0) {
 		disk_errmsg(errmsg, "open directory %s: %s", dir, strerror(errno));
 		rv = KVD_EIO;
@@ -295,13 +264,13 @@ void raft_log_store_close(struct raft_log_store *store)
 		return;
 	}
 	if (store->fd >= 0) {
-		close(store->fd);
+		store->io.close(store->io.ctx, store->fd);
 	}
 	if (store->lock_fd >= 0) {
-		close(store->lock_fd); /* releases the flock */
+		store->io.close(store->io.ctx, store->lock_fd); /* releases the flock */
 	}
 	if (store->dir_fd >= 0) {
-		close(store->dir_fd);
+		store->io.close(store->io.ctx, store->dir_fd);
 	}
 	for (size_t i = 0; i < store->n_segs; i++) {
 		raft_segment_index_drop(&store->segs[i]);
@@ -447,7 +416,6 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	disk_put_u64(off, last->offsets[count - 1]);
 	raft_segment_record_encode(seal, last->last_index, last->last_term, RAFT_SEGMENT_TYPE_SEAL,
 				   s->batch, off, sizeof(off));
-	s->batch_used = true;
 	if (write_at(s, s->fd, seal, sizeof(seal), last->size) != 0) {
 		if (s->io.ftruncate(s->io.ctx, s->fd, (off_t)last->size) != 0) {
 			s->failed = true;
@@ -457,14 +425,16 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 		}
 		return 0;
 	}
+	s->batch_used = true; /* only once a seal carries the tag */
 	last->size += sizeof(seal);
 	last->sealed = true;
+	last->last_batch = s->batch;
 	s->data_dirty = true;
 	rv = raft_log_store_sync(s, errmsg);
 	if (rv != 0) {
 		return rv;
 	}
-	close(s->fd);
+	s->io.close(s->io.ctx, s->fd);
 	s->fd = -1;
 	return 0;
 }
@@ -488,8 +458,22 @@ static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 		raft_segment_index_drop(seg);
 		return rv;
 	}
-	rv = raft_segment_create(s->dir, s->dir_fd, seg, &s->fd, errmsg);
+	rv = raft_segment_create(&s->io, s->dir, s->dir_fd, seg, &s->fd, errmsg);
 	if (rv != 0) {
+		raft_segment_index_drop(seg);
+		return rv;
+	}
+	/* The header is made durable before any record shares its page: the
+	 * pages of the first batch may reach the disk in any order, and a
+	 * lost header in front of kept records could not be told from damage.
+	 * Until the directory is synced the whole file may still vanish,
+	 * which recovery handles (only unsynced records were in it). */
+	if (s->io.fdatasync(s->io.ctx, s->fd) != 0) {
+		rv = disk_errno_code(errno);
+		disk_errmsg(errmsg, "fdatasync %s/%s: %s", s->dir, seg->name, strerror(errno));
+		s->io.close(s->io.ctx, s->fd);
+		s->fd = -1;
+		(void)s->io.unlinkat(s->io.ctx, s->dir_fd, seg->name);
 		raft_segment_index_drop(seg);
 		return rv;
 	}
@@ -685,23 +669,24 @@ static int read_chunk(struct raft_log_store *s, const struct read_chunk *c, stru
 	if (rv != 0) {
 		return rv;
 	}
-	fd = openat(s->dir_fd, seg->name, O_RDONLY | O_CLOEXEC);
+	fd = s->io.openat(s->io.ctx, s->dir_fd, seg->name, O_RDONLY, 0);
 	if (fd < 0) {
 		disk_errmsg(errmsg, "open %s/%s: %s", s->dir, seg->name, strerror(errno));
 		return KVD_EIO;
 	}
 	for (size_t done = 0; done < len;) {
-		ssize_t r = pread(fd, s->buf + done, len - done, (off_t)(c->start + done));
+		ssize_t r =
+		    s->io.pread(s->io.ctx, fd, s->buf + done, len - done, (off_t)(c->start + done));
 		if (r <= 0 && !(r < 0 && errno == EINTR)) {
 			disk_errmsg(errmsg, "read %s/%s at offset %" PRIu64 ": %s", s->dir,
 				    seg->name, c->start + done,
 				    r == 0 ? "short file" : strerror(errno));
-			close(fd);
+			s->io.close(s->io.ctx, fd);
 			return KVD_EIO;
 		}
 		done += r > 0 ? (size_t)r : 0;
 	}
-	close(fd);
+	s->io.close(s->io.ctx, fd);
 	for (size_t i = 0; i < c->count; i++) {
 		struct raft_segment_record r;
 		const char *why = "index or term differ from the index";
@@ -818,6 +803,37 @@ int raft_log_store_term_at(struct raft_log_store *store, raft_index index, raft_
 	return rv;
 }
 
+/*
+ * Before a truncation leaves record k - 1 of segment i last: makes the batch
+ * tag of the next appends the one after that record's (or, for k == 0, the
+ * one the segment's first record follows), so that the records after the
+ * cut carry the tag recovery expects next to it (docs/formats.md, Batch
+ * tag). Reads one record header. Returns 0 or KVD_EIO.
+ */
+static int batch_before(struct raft_log_store *s, size_t i, size_t k, char *errmsg)
+{
+	struct raft_segment *seg = &s->segs[i];
+	uint8_t hdr[RAFT_SEGMENT_RECORD_HEADER_SIZE];
+	uint32_t tag = 0;
+	if (k > 0) {
+		ssize_t r =
+		    s->io.pread(s->io.ctx, s->fd, hdr, sizeof(hdr), (off_t)seg->offsets[k - 1]);
+		if (r != (ssize_t)sizeof(hdr)) {
+			disk_errmsg(errmsg, "read %s/%s at offset %" PRIu64 ": %s", s->dir,
+				    seg->name, seg->offsets[k - 1],
+				    r < 0 ? strerror(errno) : "short file");
+			return KVD_EIO;
+		}
+		tag = disk_get_u32(hdr + 28);
+	} else if (i > 0) {
+		tag = s->segs[i - 1].last_batch;
+	}
+	if (tag != 0) {
+		s->batch = tag; /* mark_synced moves on to the next */
+	}
+	return 0;
+}
+
 int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char *errmsg)
 {
 	struct raft_segment *seg;
@@ -850,7 +866,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	/* Newest first, so a crash in between leaves a contiguous prefix. */
 	while (store->n_segs > i + 1) {
 		if (store->fd >= 0) {
-			close(store->fd);
+			store->io.close(store->io.ctx, store->fd);
 			store->fd = -1;
 		}
 		rv = raft_log_store_segment_remove(store, store->n_segs - 1, errmsg);
@@ -861,7 +877,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 	}
 	seg = &store->segs[i];
 	if (store->fd < 0) {
-		store->fd = openat(store->dir_fd, seg->name, O_RDWR | O_CLOEXEC);
+		store->fd = store->io.openat(store->io.ctx, store->dir_fd, seg->name, O_RDWR, 0);
 		if (store->fd < 0) {
 			disk_errmsg(errmsg, "open %s/%s: %s", store->dir, seg->name,
 				    strerror(errno));
@@ -870,12 +886,26 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 		}
 	}
 	k = (size_t)(from - seg->first_index);
+	rv = batch_before(store, i, k, errmsg);
+	if (rv != 0) {
+		store->failed = true;
+		return rv;
+	}
 	if (store->io.ftruncate(store->io.ctx, store->fd, (off_t)seg->offsets[k]) != 0 ||
 	    store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "truncate %s/%s at offset %" PRIu64 ": %s", store->dir,
 			    seg->name, seg->offsets[k], strerror(errno));
 		store->failed = true;
 		return disk_errno_code(errno);
+	}
+	/* A segment created since the last sync is durable only once the
+	 * directory is: "everything left is durable" includes its name. */
+	if (store->dir_dirty) {
+		rv = raft_log_store_dir_sync(store, errmsg);
+		if (rv != 0) {
+			store->failed = true;
+			return rv;
+		}
 	}
 	seg->size = seg->offsets[k];
 	seg->last_index = from - 1;
@@ -894,6 +924,16 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
 	if (store->failed) {
 		disk_errmsg(errmsg, "log store %s failed earlier; reopen it", store->dir);
 		return KVD_EIO;
+	}
+	/* A last segment created since the last sync may vanish in a crash
+	 * (its header or its name not yet durable): it must not become the
+	 * only segment left, or the log would come back empty. */
+	if (store->n_segs > 1 && store->segs[0].last_index <= up_to && store->fd >= 0 &&
+	    (store->dir_dirty || store->synced_size < RAFT_SEGMENT_HEADER_SIZE)) {
+		rv = raft_log_store_sync(store, errmsg);
+		if (rv != 0) {
+			return rv;
+		}
 	}
 	while (store->n_segs > 1 && store->segs[0].last_index <= up_to) {
 		rv = raft_log_store_segment_remove(store, 0, errmsg);
@@ -939,7 +979,7 @@ int raft_log_store_reset(struct raft_log_store *store, raft_index index, raft_te
 		return rv;
 	}
 	if (old_fd >= 0) {
-		close(old_fd);
+		store->io.close(store->io.ctx, old_fd);
 	}
 	if (store->io.fdatasync(store->io.ctx, store->fd) != 0) {
 		disk_errmsg(errmsg, "fdatasync %s/%s: %s", store->dir,

@@ -6,12 +6,13 @@
  * previous term of the first segment; after a reset, the snapshot's term).
  * Appends are buffered into one write() per batch and made durable by one
  * fdatasync in raft_log_store_sync() (group commit). On-disk format and
- * recovery rules: docs/formats.md.
+ * recovery rules: docs/formats.md. Every file operation goes through the
+ * struct raft_log_io of the options (raft/log_io.h).
  *
  * Thread: a store is not thread-safe. All calls on one store must come from
  * one thread at a time (the driver's log writer thread); reads made from
  * another thread need the caller's own mutual exclusion. The calls do
- * synchronous POSIX I/O and may block on the disk.
+ * synchronous I/O and may block on the disk.
  *
  * Errors: every function that can fail returns 0 or a negative code of enum
  * kvd_error and, when errmsg is not NULL, writes a message of at most
@@ -26,29 +27,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "raft/log_io.h"
 #include "raft/raft.h"
 
 #define RAFT_LOG_STORE_SEGMENT_SIZE ((uint64_t)64 << 20) /* bytes, default rollover size */
-
-/*
- * The file operations through which the store writes, truncates and syncs
- * its segments and directory: the daemon uses the real system calls
- * (raft_log_io_posix); a test or a simulated disk supplies its own to make
- * the Nth call fail with EIO or ENOSPC. Each function behaves like the POSIX
- * call of the same name (return value, errno); ctx is passed back. Opening,
- * creating and reading files, and recovery's cut of a torn tail, still use
- * the system calls directly.
- */
-struct raft_log_io {
-	ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t len, off_t offset);
-	int (*fdatasync)(void *ctx, int fd);
-	int (*fsync)(void *ctx, int fd);
-	int (*ftruncate)(void *ctx, int fd, off_t len);
-	void *ctx;
-};
-
-/* The real system calls. */
-extern const struct raft_log_io raft_log_io_posix;
 
 struct raft_log_store_options {
 	/* A segment is closed, and the next append starts a new file, once it
@@ -59,6 +41,10 @@ struct raft_log_store_options {
 	 * instead of only its header, seal and last record: startup then costs
 	 * a full read of the log. For tools and consistency checks. */
 	bool verify_all;
+	/* Planted bug, for the simulation only (docs/simulation.md,
+	 * "strict-recovery"): recovery refuses a bad record followed by valid
+	 * records of the last batch instead of cutting the unsynced batch. */
+	bool strict_recovery;
 	/* File operations (borrowed; must outlive the store). NULL selects
 	 * raft_log_io_posix. */
 	const struct raft_log_io *io;

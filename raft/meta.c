@@ -56,8 +56,8 @@ static void meta_encode(const struct raft_meta *m, uint64_t sequence,
 }
 
 /* Classifies one file; returns KVD_EIO only for a failed system call. */
-static int meta_file_read(const char *dir, const char *name, uint64_t parity, struct meta_file *f,
-			  char *errmsg)
+static int meta_file_read(const struct raft_log_io *io, const char *dir, const char *name,
+			  uint64_t parity, struct meta_file *f, char *errmsg)
 {
 	char path[4096];
 	uint8_t buf[RAFT_META_FILE_SIZE + 1];
@@ -67,7 +67,7 @@ static int meta_file_read(const char *dir, const char *name, uint64_t parity, st
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	memset(f, 0, sizeof(*f));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = io->openat(io->ctx, AT_FDCWD, path, O_RDONLY, 0);
 	if (fd < 0) {
 		if (errno == ENOENT) {
 			f->state = META_ABSENT;
@@ -77,7 +77,8 @@ static int meta_file_read(const char *dir, const char *name, uint64_t parity, st
 		return KVD_EIO;
 	}
 	while ((size_t)got < sizeof(buf)) {
-		ssize_t r = read(fd, buf + got, sizeof(buf) - (size_t)got);
+		ssize_t r =
+		    io->pread(io->ctx, fd, buf + got, sizeof(buf) - (size_t)got, (off_t)got);
 		if (r < 0 && errno == EINTR) {
 			continue;
 		}
@@ -115,21 +116,22 @@ static int meta_file_read(const char *dir, const char *name, uint64_t parity, st
 		f->meta.voted_for[vlen] = '\0';
 	}
 err_opened:
-	close(fd);
+	io->close(io->ctx, fd);
 	return rv;
 }
 
-int raft_meta_load(const char *dir, struct raft_meta *meta, char *errmsg)
+int raft_meta_load_io(const struct raft_log_io *io, const char *dir, struct raft_meta *meta,
+		      char *errmsg)
 {
 	struct meta_file f1;
 	struct meta_file f2;
 	int rv;
 
-	rv = meta_file_read(dir, "meta1", 1, &f1, errmsg);
+	rv = meta_file_read(io, dir, "meta1", 1, &f1, errmsg);
 	if (rv != 0) {
 		return rv;
 	}
-	rv = meta_file_read(dir, "meta2", 0, &f2, errmsg);
+	rv = meta_file_read(io, dir, "meta2", 0, &f2, errmsg);
 	if (rv != 0) {
 		return rv;
 	}
@@ -153,11 +155,11 @@ int raft_meta_load(const char *dir, struct raft_meta *meta, char *errmsg)
 	return 0;
 }
 
-static int meta_write_all(int fd, const uint8_t *buf, size_t len)
+static int meta_write_all(const struct raft_log_io *io, int fd, const uint8_t *buf, size_t len)
 {
 	size_t done = 0;
 	while (done < len) {
-		ssize_t w = pwrite(fd, buf + done, len - done, (off_t)done);
+		ssize_t w = io->pwrite(io->ctx, fd, buf + done, len - done, (off_t)done);
 		if (w < 0 && errno == EINTR) {
 			continue;
 		}
@@ -170,7 +172,8 @@ static int meta_write_all(int fd, const uint8_t *buf, size_t len)
 }
 
 /* First creation: temporary file, fdatasync, rename, fsync the directory. */
-static int meta_create(const char *dir, const char *path, const uint8_t *buf, char *errmsg)
+static int meta_create(const struct raft_log_io *io, const char *dir, const char *path,
+		       const uint8_t *buf, char *errmsg)
 {
 	char tmp[4200];
 	int rv = 0;
@@ -178,39 +181,41 @@ static int meta_create(const char *dir, const char *path, const uint8_t *buf, ch
 	int dfd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = io->openat(io->ctx, AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "create %s: %s", tmp, strerror(errno));
 		goto err;
 	}
-	if (meta_write_all(fd, buf, RAFT_META_FILE_SIZE) != 0 || fdatasync(fd) != 0) {
+	if (meta_write_all(io, fd, buf, RAFT_META_FILE_SIZE) != 0 ||
+	    io->fdatasync(io->ctx, fd) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s: %s", tmp, strerror(errno));
-		close(fd);
-		unlink(tmp);
+		io->close(io->ctx, fd);
+		io->unlinkat(io->ctx, AT_FDCWD, tmp);
 		goto err;
 	}
-	close(fd);
-	if (rename(tmp, path) != 0) {
+	io->close(io->ctx, fd);
+	if (io->renameat(io->ctx, AT_FDCWD, tmp, path) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "rename %s: %s", tmp, strerror(errno));
-		unlink(tmp);
+		io->unlinkat(io->ctx, AT_FDCWD, tmp);
 		goto err;
 	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) != 0) {
+	dfd = io->openat(io->ctx, AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
+	if (dfd < 0 || io->fsync(io->ctx, dfd) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "fsync directory %s: %s", dir, strerror(errno));
 	}
 	if (dfd >= 0) {
-		close(dfd);
+		io->close(io->ctx, dfd);
 	}
 err:
 	return rv;
 }
 
-int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
+int raft_meta_store_io(const struct raft_log_io *io, const char *dir, struct raft_meta *meta,
+		       char *errmsg)
 {
 	uint8_t buf[RAFT_META_FILE_SIZE];
 	uint64_t sequence = 0;
@@ -227,7 +232,7 @@ int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
 	 * meta->sequence holds, the newest copy is never the one overwritten
 	 * and the new version always wins over it. */
 	for (uint64_t parity = 0; parity < 2; parity++) {
-		rv = meta_file_read(dir, parity == 1 ? "meta1" : "meta2", parity, &f, errmsg);
+		rv = meta_file_read(io, dir, parity == 1 ? "meta1" : "meta2", parity, &f, errmsg);
 		if (rv != 0) {
 			return rv;
 		}
@@ -238,9 +243,9 @@ int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
 	sequence++;
 	meta_encode(meta, sequence, buf);
 	snprintf(path, sizeof(path), "%s/%s", dir, sequence % 2 == 1 ? "meta1" : "meta2");
-	fd = open(path, O_WRONLY | O_CLOEXEC);
+	fd = io->openat(io->ctx, AT_FDCWD, path, O_WRONLY, 0);
 	if (fd < 0 && errno == ENOENT) {
-		rv = meta_create(dir, path, buf, errmsg);
+		rv = meta_create(io, dir, path, buf, errmsg);
 		goto done;
 	}
 	if (fd < 0) {
@@ -248,14 +253,24 @@ int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
 		disk_errmsg(errmsg, "open %s: %s", path, strerror(errno));
 		goto done;
 	}
-	if (meta_write_all(fd, buf, sizeof(buf)) != 0 || fdatasync(fd) != 0) {
+	if (meta_write_all(io, fd, buf, sizeof(buf)) != 0 || io->fdatasync(io->ctx, fd) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s: %s", path, strerror(errno));
 	}
-	close(fd);
+	io->close(io->ctx, fd);
 done:
 	if (rv == 0) {
 		meta->sequence = sequence;
 	}
 	return rv;
+}
+
+int raft_meta_load(const char *dir, struct raft_meta *meta, char *errmsg)
+{
+	return raft_meta_load_io(&raft_log_io_posix, dir, meta, errmsg);
+}
+
+int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg)
+{
+	return raft_meta_store_io(&raft_log_io_posix, dir, meta, errmsg);
 }

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "raft/log_io.h"
 #include "raft/raft.h"
 
 #define RAFT_META_FILE_SIZE 160 /* bytes */
@@ -48,5 +49,12 @@ int raft_meta_load(const char *dir, struct raft_meta *meta, char *errmsg);
  * Returns 0, KVD_EINVAL (voted_for not NUL-terminated), KVD_ENOSPC or KVD_EIO.
  */
 int raft_meta_store(const char *dir, struct raft_meta *meta, char *errmsg);
+
+/* The same two, doing every file operation through io (borrowed); the
+ * functions above use raft_log_io_posix. */
+int raft_meta_load_io(const struct raft_log_io *io, const char *dir, struct raft_meta *meta,
+		      char *errmsg);
+int raft_meta_store_io(const struct raft_log_io *io, const char *dir, struct raft_meta *meta,
+		       char *errmsg);
 
 #endif

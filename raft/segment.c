@@ -41,8 +41,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "raft/crc32c.h"
@@ -151,11 +149,12 @@ int raft_segment_record_decode(const uint8_t *p, uint64_t avail, struct raft_seg
 	return 0;
 }
 
-static int read_at(int fd, void *buf, size_t len, uint64_t offset)
+static int read_at(const struct raft_log_io *io, int fd, void *buf, size_t len, uint64_t offset)
 {
 	size_t done = 0;
 	while (done < len) {
-		ssize_t r = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(offset + done));
+		ssize_t r = io->pread(io->ctx, fd, (uint8_t *)buf + done, len - done,
+				      (off_t)(offset + done));
 		if (r < 0 && errno == EINTR) {
 			continue;
 		}
@@ -172,13 +171,13 @@ static int read_at(int fd, void *buf, size_t len, uint64_t offset)
 }
 
 /* True when the len bytes of the file from offset are all zero. */
-static int all_zero(int fd, uint64_t offset, uint64_t len, bool *zero)
+static int all_zero(const struct raft_log_io *io, int fd, uint64_t offset, uint64_t len, bool *zero)
 {
 	uint8_t buf[4096];
 	*zero = true;
 	while (len > 0) {
 		size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
-		if (read_at(fd, buf, n, offset) != 0) {
+		if (read_at(io, fd, buf, n, offset) != 0) {
 			return -1;
 		}
 		for (size_t i = 0; i < n; i++) {
@@ -193,31 +192,32 @@ static int all_zero(int fd, uint64_t offset, uint64_t len, bool *zero)
 	return 0;
 }
 
-int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *seg,
-			     uint64_t *file_size, bool *torn, char *errmsg)
+int raft_segment_header_read(const struct raft_log_io *io, const char *dir, int dir_fd,
+			     struct raft_segment *seg, uint64_t *file_size, bool *torn,
+			     char *errmsg)
 {
 	uint8_t buf[RAFT_SEGMENT_HEADER_SIZE];
-	struct stat st;
+	uint64_t size = 0;
 	bool zero;
 	int rv = 0;
 	int fd;
 
 	*torn = false;
-	fd = openat(dir_fd, seg->name, O_RDONLY | O_CLOEXEC);
+	fd = io->openat(io->ctx, dir_fd, seg->name, O_RDONLY, 0);
 	if (fd < 0) {
 		disk_errmsg(errmsg, "open %s/%s: %s", dir, seg->name, strerror(errno));
 		return KVD_EIO;
 	}
-	if (fstat(fd, &st) != 0) {
+	if (io->fsize(io->ctx, fd, &size) != 0) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "stat %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err_opened;
 	}
-	if ((uint64_t)st.st_size < RAFT_SEGMENT_HEADER_SIZE) {
+	if (size < RAFT_SEGMENT_HEADER_SIZE) {
 		*torn = true;
 		goto err_opened;
 	}
-	if (read_at(fd, buf, sizeof(buf), 0) != 0) {
+	if (read_at(io, fd, buf, sizeof(buf), 0) != 0) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "read %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err_opened;
@@ -230,7 +230,7 @@ int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *s
 	    disk_get_u64(buf + 8) != seg->sequence || disk_get_u64(buf + 16) == 0) {
 		/* A file of only zeros is a creation whose data never reached
 		 * the disk; anything else is a damaged header. */
-		if (all_zero(fd, 0, (uint64_t)st.st_size, &zero) != 0) {
+		if (all_zero(io, fd, 0, size, &zero) != 0) {
 			rv = KVD_EIO;
 			disk_errmsg(errmsg, "read %s/%s: %s", dir, seg->name, strerror(errno));
 			goto err_opened;
@@ -251,13 +251,14 @@ int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *s
 	seg->flags = disk_get_u32(buf + 32);
 	seg->last_index = seg->first_index - 1;
 	seg->last_term = seg->prev_term;
-	*file_size = (uint64_t)st.st_size;
+	*file_size = size;
 err_opened:
-	close(fd);
+	io->close(io->ctx, fd);
 	return rv;
 }
 
-int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *seg, char *errmsg)
+int raft_segment_check_closed(const struct raft_log_io *io, const char *dir, int dir_fd,
+			      struct raft_segment *seg, char *errmsg)
 {
 	uint8_t seal_buf[RAFT_SEGMENT_SEAL_SIZE];
 	struct raft_segment_record seal;
@@ -266,30 +267,30 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
 	uint64_t seal_off;
 	uint64_t last_off;
 	const char *why = NULL;
-	struct stat st;
+	uint64_t file_size = 0;
 	int rv = 0;
 	int fd;
 
-	fd = openat(dir_fd, seg->name, O_RDONLY | O_CLOEXEC);
+	fd = io->openat(io->ctx, dir_fd, seg->name, O_RDONLY, 0);
 	if (fd < 0) {
 		disk_errmsg(errmsg, "open %s/%s: %s", dir, seg->name, strerror(errno));
 		rv = KVD_EIO;
 		goto err;
 	}
-	if (fstat(fd, &st) != 0) {
+	if (io->fsize(io->ctx, fd, &file_size) != 0) {
 		disk_errmsg(errmsg, "stat %s/%s: %s", dir, seg->name, strerror(errno));
 		rv = KVD_EIO;
 		goto err_opened;
 	}
-	if ((uint64_t)st.st_size <
+	if (file_size <
 	    RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_RECORD_HEADER_SIZE + RAFT_SEGMENT_SEAL_SIZE) {
 		rv = KVD_ECORRUPT;
 		disk_errmsg(errmsg, "segment file %s/%s: closed segment too short (%lld bytes)",
-			    dir, seg->name, (long long)st.st_size);
+			    dir, seg->name, (long long)file_size);
 		goto err_opened;
 	}
-	seal_off = (uint64_t)st.st_size - RAFT_SEGMENT_SEAL_SIZE;
-	if (read_at(fd, seal_buf, sizeof(seal_buf), seal_off) != 0) {
+	seal_off = file_size - RAFT_SEGMENT_SEAL_SIZE;
+	if (read_at(io, fd, seal_buf, sizeof(seal_buf), seal_off) != 0) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "read %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err_opened;
@@ -310,7 +311,7 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
 		rv = KVD_ENOMEM;
 		goto err_opened;
 	}
-	if (read_at(fd, rec, (size_t)(seal_off - last_off), last_off) != 0) {
+	if (read_at(io, fd, rec, (size_t)(seal_off - last_off), last_off) != 0) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "read %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err_rec;
@@ -329,12 +330,12 @@ int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *
 	seg->last_index = seal.index;
 	seg->last_term = seal.term;
 	seg->last_batch = seal.batch;
-	seg->size = (uint64_t)st.st_size;
+	seg->size = file_size;
 	seg->sealed = true;
 err_rec:
 	free(rec);
 err_opened:
-	close(fd);
+	io->close(io->ctx, fd);
 err:
 	return rv;
 }
@@ -410,18 +411,27 @@ static uint64_t find_valid_record(const uint8_t *map, uint64_t from, uint64_t si
 	return 0;
 }
 
-/* True when every verifiable record from offset p on carries batch tag
- * batch (not 0): a bad record just before p, preceded by a record of that
- * batch, then lies inside the last batch written to the file. */
+/* True when every verifiable record from offset p on carries one non-zero
+ * batch tag, and that tag is batch (the tag of the valid record before the
+ * bad one) or the tag after it (any tag when batch is 0 because the bad
+ * record is the segment's first and the tag before it is unknown): a bad
+ * record just before p then lies inside the last batch written to the file,
+ * or is that batch's first record. */
 static bool only_batch_after(const uint8_t *map, uint64_t p, uint64_t size, raft_index expect,
-			     uint32_t batch)
+			     uint32_t batch, bool first)
 {
-	bool only = batch != 0;
+	uint32_t tag = 0; /* of the records after the bad one */
+	bool only = batch != 0 || first;
 	while (only && p != 0 && p < size) {
 		struct raft_segment_record r;
 		const char *why;
 		if (raft_segment_record_decode(map + p, size - p, &r, &why) == 0) {
-			only = r.batch == batch;
+			if (tag == 0) {
+				tag = r.batch;
+			}
+			only = r.batch == tag && tag != 0 &&
+			       (tag == batch || tag == raft_segment_batch_next(batch) ||
+				(batch == 0 && first));
 			p += r.size;
 		} else {
 			p = find_valid_record(map, p + 1, size, expect);
@@ -455,10 +465,11 @@ static bool record_fits(const struct raft_segment *seg, const struct raft_segmen
 }
 
 /* Cuts a torn tail of the last segment at offset off. */
-static int cut_tail(const char *dir, struct raft_segment *seg, int fd, uint64_t off,
-		    uint64_t file_size, bool in_batch, uint32_t batch, char *note, char *errmsg)
+static int cut_tail(const struct raft_log_io *io, const char *dir, struct raft_segment *seg, int fd,
+		    uint64_t off, uint64_t file_size, bool in_batch, uint32_t batch, char *note,
+		    char *errmsg)
 {
-	if (ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0) {
+	if (io->ftruncate(io->ctx, fd, (off_t)off) != 0 || io->fdatasync(io->ctx, fd) != 0) {
 		disk_errmsg(errmsg, "truncate %s/%s: %s", dir, seg->name, strerror(errno));
 		return disk_errno_code(errno);
 	}
@@ -476,8 +487,9 @@ static int cut_tail(const char *dir, struct raft_segment *seg, int fd, uint64_t 
 	return 0;
 }
 
-static int scan_records(const char *dir, struct raft_segment *seg, bool is_last, int fd,
-			const uint8_t *map, uint64_t size, char *note, char *errmsg)
+static int scan_records(const struct raft_log_io *io, const char *dir, struct raft_segment *seg,
+			unsigned flags, int fd, const uint8_t *map, uint64_t size, char *note,
+			char *errmsg)
 {
 	uint64_t off = RAFT_SEGMENT_HEADER_SIZE;
 	raft_index expect = seg->first_index;
@@ -525,10 +537,12 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 			off += r.size;
 			continue;
 		}
-		if (is_last) {
+		if (flags & RAFT_SEGMENT_SCAN_LAST) {
 			next = find_valid_record(map, off + 1, size, expect);
-			if (next == 0 || only_batch_after(map, next, size, expect, batch)) {
-				rv = cut_tail(dir, seg, fd, off, size, next != 0, batch, note,
+			if (next == 0 || (!(flags & RAFT_SEGMENT_SCAN_STRICT) &&
+					  only_batch_after(map, next, size, expect, batch,
+							   expect == seg->first_index))) {
+				rv = cut_tail(io, dir, seg, fd, off, size, next != 0, batch, note,
 					      errmsg);
 				if (rv != 0) {
 					return rv;
@@ -557,21 +571,20 @@ static int scan_records(const char *dir, struct raft_segment *seg, bool is_last,
 	return 0;
 }
 
-int raft_segment_scan(const char *dir, int dir_fd, struct raft_segment *seg, bool is_last,
-		      char *note, char *errmsg)
+int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
+		      struct raft_segment *seg, unsigned flags, char *note, char *errmsg)
 {
 	raft_index known_last = seg->last_index;
 	raft_term known_term = seg->last_term;
 	struct raft_segment probe = *seg;
 	uint64_t file_size = 0;
-	uint8_t *map = NULL;
-	struct stat st;
+	const uint8_t *map = NULL;
 	bool torn = false;
 	int rv = 0;
 	int fd;
 
 	/* Re-read the header: for a closed segment this is the full check. */
-	rv = raft_segment_header_read(dir, dir_fd, &probe, &file_size, &torn, errmsg);
+	rv = raft_segment_header_read(io, dir, dir_fd, &probe, &file_size, &torn, errmsg);
 	if (rv != 0) {
 		goto err;
 	}
@@ -581,21 +594,21 @@ int raft_segment_scan(const char *dir, int dir_fd, struct raft_segment *seg, boo
 			    seg->name);
 		goto err;
 	}
-	fd = openat(dir_fd, seg->name, (is_last ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	fd = io->openat(io->ctx, dir_fd, seg->name,
+			(flags & RAFT_SEGMENT_SCAN_LAST) ? O_RDWR : O_RDONLY, 0);
 	if (fd < 0) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "open %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err;
 	}
-	if (fstat(fd, &st) != 0 || st.st_size < RAFT_SEGMENT_HEADER_SIZE) {
+	if (io->fsize(io->ctx, fd, &file_size) != 0 || file_size < RAFT_SEGMENT_HEADER_SIZE) {
 		rv = KVD_EIO;
 		disk_errmsg(errmsg, "stat %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err_opened;
 	}
-	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	if (map == MAP_FAILED) {
+	if (io->map(io->ctx, fd, (size_t)file_size, (const void **)&map) != 0) {
 		rv = KVD_EIO;
-		disk_errmsg(errmsg, "mmap %s/%s: %s", dir, seg->name, strerror(errno));
+		disk_errmsg(errmsg, "map %s/%s: %s", dir, seg->name, strerror(errno));
 		goto err_opened;
 	}
 	raft_segment_index_drop(seg);
@@ -603,11 +616,11 @@ int raft_segment_scan(const char *dir, int dir_fd, struct raft_segment *seg, boo
 	if (rv != 0) {
 		goto err_mapped;
 	}
-	rv = scan_records(dir, seg, is_last, fd, map, (uint64_t)st.st_size, note, errmsg);
+	rv = scan_records(io, dir, seg, flags, fd, map, file_size, note, errmsg);
 	if (rv != 0) {
 		goto err_mapped;
 	}
-	if (!is_last &&
+	if (!(flags & RAFT_SEGMENT_SCAN_LAST) &&
 	    (!seg->sealed || seg->last_index != known_last || seg->last_term != known_term)) {
 		rv = KVD_ECORRUPT;
 		disk_errmsg(errmsg,
@@ -616,9 +629,9 @@ int raft_segment_scan(const char *dir, int dir_fd, struct raft_segment *seg, boo
 			    dir, seg->name, seg->last_index, known_last);
 	}
 err_mapped:
-	munmap(map, (size_t)st.st_size);
+	io->unmap(io->ctx, map, (size_t)file_size);
 err_opened:
-	close(fd);
+	io->close(io->ctx, fd);
 err:
 	if (rv != 0) {
 		raft_segment_index_drop(seg);
@@ -628,8 +641,8 @@ err:
 	return rv;
 }
 
-int raft_segment_create(const char *dir, int dir_fd, struct raft_segment *seg, int *fd,
-			char *errmsg)
+int raft_segment_create(const struct raft_log_io *io, const char *dir, int dir_fd,
+			struct raft_segment *seg, int *fd, char *errmsg)
 {
 	uint8_t buf[RAFT_SEGMENT_HEADER_SIZE];
 	size_t done = 0;
@@ -637,7 +650,7 @@ int raft_segment_create(const char *dir, int dir_fd, struct raft_segment *seg, i
 	int f;
 
 	raft_segment_name_format(seg->name, seg->sequence);
-	f = openat(dir_fd, seg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	f = io->openat(io->ctx, dir_fd, seg->name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (f < 0) {
 		rv = errno == EEXIST ? KVD_EEXIST : disk_errno_code(errno);
 		disk_errmsg(errmsg, "create %s/%s: %s", dir, seg->name, strerror(errno));
@@ -645,15 +658,15 @@ int raft_segment_create(const char *dir, int dir_fd, struct raft_segment *seg, i
 	}
 	raft_segment_header_encode(seg, buf);
 	while (done < sizeof(buf)) {
-		ssize_t w = pwrite(f, buf + done, sizeof(buf) - done, (off_t)done);
+		ssize_t w = io->pwrite(io->ctx, f, buf + done, sizeof(buf) - done, (off_t)done);
 		if (w < 0 && errno == EINTR) {
 			continue;
 		}
 		if (w < 0) {
 			rv = disk_errno_code(errno);
 			disk_errmsg(errmsg, "write %s/%s: %s", dir, seg->name, strerror(errno));
-			close(f);
-			unlinkat(dir_fd, seg->name, 0);
+			io->close(io->ctx, f);
+			io->unlinkat(io->ctx, dir_fd, seg->name);
 			return rv;
 		}
 		done += (size_t)w;

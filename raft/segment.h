@@ -8,7 +8,8 @@
  * byte layout and how to verify a file; raft/log_store.c decides which files
  * exist and in which order.
  *
- * Private to the log store: other modules include raft/log_store.h.
+ * Private to the log store: other modules include raft/log_store.h. The
+ * functions taking io (borrowed) do every file operation through it.
  * Thread: not thread-safe; used by the log store's one thread.
  */
 #ifndef KVD_RAFT_SEGMENT_H
@@ -18,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "raft/log_io.h"
 #include "raft/raft.h"
 
 #define RAFT_SEGMENT_HEADER_SIZE	40 /* bytes */
@@ -104,8 +106,9 @@ int raft_segment_record_decode(const uint8_t *p, uint64_t avail, struct raft_seg
  * else. Returns 0, KVD_ECORRUPT (bad header, message with file and offset) or
  * KVD_EIO.
  */
-int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *seg,
-			     uint64_t *file_size, bool *torn, char *errmsg);
+int raft_segment_header_read(const struct raft_log_io *io, const char *dir, int dir_fd,
+			     struct raft_segment *seg, uint64_t *file_size, bool *torn,
+			     char *errmsg);
 
 /*
  * Cheap check of a closed segment at open: reads the seal at the end of the
@@ -113,30 +116,37 @@ int raft_segment_header_read(const char *dir, int dir_fd, struct raft_segment *s
  * last_index, last_term, size and sealed. The records in between are verified
  * later, on the segment's first read. Returns 0, KVD_ECORRUPT or KVD_EIO.
  */
-int raft_segment_check_closed(const char *dir, int dir_fd, struct raft_segment *seg, char *errmsg);
+int raft_segment_check_closed(const struct raft_log_io *io, const char *dir, int dir_fd,
+			      struct raft_segment *seg, char *errmsg);
 
 /*
  * Verifies every record of the file and builds seg's entry index.
  *
- * For the last segment (is_last): a bad record followed only by bytes that
+ * flags: RAFT_SEGMENT_SCAN_* or 0.
+ *
+ * For the last segment (RAFT_SEGMENT_SCAN_LAST): a bad record followed only by bytes that
  * hold no valid record up to the end of the file is a torn write; the file is
  * cut at the bad record (ftruncate, fdatasync), a note "discarded N torn bytes
  * at offset X of file F" is written to note (KVD_ERRMSG_SIZE bytes, may be
  * NULL), and 0 is returned. So is a bad record that lies inside the last
  * batch of the file: the record before it and every valid record after it
  * carry the same batch tag (an unsynced batch written back out of order;
- * note "discarded N bytes of an unsynced batch ..."). Fills last_index,
+ * note "discarded N bytes of an unsynced batch ..."), unless
+ * RAFT_SEGMENT_SCAN_STRICT (a planted bug for the simulation) refuses that. Fills last_index,
  * last_term, size, sealed and last_batch.
  *
- * For a closed segment (!is_last): everything must verify, the file must end
+ * For a closed segment (no RAFT_SEGMENT_SCAN_LAST): everything must verify, the file must end
  * with its seal, and the end must agree with seg->last_index and last_term
  * from raft_segment_check_closed().
  *
  * Any other failure is KVD_ECORRUPT with a message naming the file and the
  * byte offset. Also KVD_EIO, KVD_ENOMEM.
  */
-int raft_segment_scan(const char *dir, int dir_fd, struct raft_segment *seg, bool is_last,
-		      char *note, char *errmsg);
+int raft_segment_scan(const struct raft_log_io *io, const char *dir, int dir_fd,
+		      struct raft_segment *seg, unsigned flags, char *note, char *errmsg);
+
+#define RAFT_SEGMENT_SCAN_LAST	 1u /* the last segment: cut a torn tail */
+#define RAFT_SEGMENT_SCAN_STRICT 2u /* planted bug: no unsynced-batch cut */
 
 /* Appends (offset, term) to seg's entry index. Returns 0 or KVD_ENOMEM. */
 int raft_segment_index_push(struct raft_segment *seg, uint64_t offset, raft_term term);
@@ -154,7 +164,7 @@ void raft_segment_index_drop(struct raft_segment *seg);
  * is synced. Fills name, last_index, last_term, size, sealed. Returns 0,
  * KVD_ENOSPC, KVD_EIO or KVD_EEXIST.
  */
-int raft_segment_create(const char *dir, int dir_fd, struct raft_segment *seg, int *fd,
-			char *errmsg);
+int raft_segment_create(const struct raft_log_io *io, const char *dir, int dir_fd,
+			struct raft_segment *seg, int *fd, char *errmsg);
 
 #endif

@@ -10,17 +10,24 @@
  * loop, healing), sim_node.c (the driver of one node: updates, network, disk,
  * crash, restart), sim_log.c (entries, logs, snapshot streams), sim_check.c
  * (safety invariants), sim_client.c (client workload, history, liveness
- * probe).
+ * probe), sim_disk.c (the simulated disk behind struct raft_log_io),
+ * sim_nodedisk.c (a node's log and term/vote in the real log store and
+ * meta files), sim_storecheck.c (the store alone: sim --store-seeds).
  *
  * Thread: single-threaded.
  */
 #ifndef KVD_SIM_H
 #define KVD_SIM_H
 
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "api/writer.h"
+#include "raft/log_store.h"
 #include "raft/raft.h"
+#include "tests/sim/sim_disk.h"
 #include "tests/sim/linearize.h"
 
 #define SIM_MAX_NODES	7
@@ -72,6 +79,8 @@ struct sim_req {
 	unsigned n_ents;
 	struct raft_snapshot chunk; /* data owned (malloc'ed) */
 	struct sim_snap snap;	    /* SNAP_TAKE: owned buffer */
+	bool written;		    /* real store: handed to the store in its batch */
+	bool failed;		    /* real store: this job failed or came after a failure */
 	struct sim_req *next;
 };
 
@@ -125,6 +134,20 @@ struct sim_node {
 	size_t n_cfg, cap_cfg;
 	unsigned char *granted; /* per term: 1 + node number granted a vote */
 	size_t cap_granted;
+
+	/* The real storage (sim_nodedisk.c), unless --model-disk. The disk and
+	 * its files survive crashes; the store is open while the node is up. */
+	struct sim_disk *disk;
+	struct raft_log_store *store;
+	struct kvd_writer_track track; /* append jobs in flight (api/writer.h) */
+	struct sim_req *batch;	       /* written, waiting for the batch's sync */
+	int batch_failed;	       /* first error of a job of the batch */
+	bool batch_appended;
+	/* Last append acknowledged (index, message term) and the requests
+	 * issued when it was sent (sim_check_truncation). Per incarnation. */
+	raft_index ack_index;
+	raft_term ack_term;
+	uint64_t ack_seq;
 };
 
 enum sim_ev_kind {
@@ -172,6 +195,15 @@ struct sim_rec {
 	bool set;
 };
 
+/* Planted bugs (sim --plant NAME, docs/simulation.md): each re-introduces a
+ * storage or writer defect that the runs must catch. */
+struct sim_plants {
+	bool batch_ack;	       /* a failed batch reports its earlier jobs durable */
+	bool strict_recovery;  /* recovery refuses a bad record inside the last batch */
+	bool completion_match; /* completions matched on (index, term) only */
+	bool fsync_ignored;    /* a failed fsync is taken for a success */
+};
+
 struct sim_params {
 	uint64_t seed;
 	unsigned steps;
@@ -179,6 +211,8 @@ struct sim_params {
 	bool verbose;
 	bool trace;	   /* env SIM_TRACE: acks, installs, crashes */
 	bool replay_check; /* run each seed twice, compare digests */
+	bool model_disk;   /* the old in-memory log model instead of the real store */
+	struct sim_plants plants;
 };
 
 struct sim {
@@ -210,6 +244,9 @@ struct sim {
 	raft_index probe_index;
 	raft_term probe_term;
 	raft_time probe_at;
+	raft_index converge_index; /* the applied probe every voter must reach */
+	int hop_node;		   /* leader hop: the stalled follower */
+	raft_time hop_until;	   /* leader hop: active until then */
 
 	/* Global records for the invariants. */
 	unsigned char *leader_of; /* per term: 1 + node number */
@@ -224,6 +261,14 @@ struct sim {
 	size_t lm_cap, lm_n;
 
 	uint64_t digest; /* of every event run, to check that a seed replays */
+	/* Disk model of this run (sim_nodedisk.c). */
+	bool real_disk;
+	int disk_mode; /* enum sim_disk_crash_mode */
+	unsigned disk_page;
+	uint64_t segment_size;
+	struct sim_disk_faults disk_faults;
+	unsigned long disk_errors, recoveries;
+
 	bool failed;
 	char why[1024];
 	struct {
@@ -257,7 +302,9 @@ bool sim_snap_parse(const unsigned char *buf, size_t len, struct raft_snapshot_m
 		    uint64_t *kv);
 
 /* sim_node.c: the driver of one node, its disk and the network. */
-void sim_node_crash(struct sim *s, struct sim_node *n);
+void sim_node_crash(struct sim *s, struct sim_node *n); /* power failure */
+/* The process stops (power_loss: and the machine loses power). */
+void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss);
 void sim_node_restart(struct sim *s, struct sim_node *n);
 void sim_msg_free(struct sim_msg *m);
 void sim_req_free(struct sim_req *r);
@@ -273,6 +320,8 @@ void sim_free(struct sim *s);
 void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e, int *rc_out,
 		   struct raft_update *u_out);
 int sim_leader_guess(struct sim *s);
+/* Cuts n off from every node but keep, for 150-400 ms. */
+void sim_isolate_except(struct sim *s, struct sim_node *n, int keep);
 void sim_ev_push(struct sim *s, raft_time t, int kind, int node, uint32_t inc, void *p, uint64_t a);
 uint64_t sim_kv_hash(const uint64_t *kv);
 uint64_t sim_bytes_hash(const void *p, size_t len);
@@ -288,6 +337,9 @@ void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_updat
 void sim_check_appended(struct sim *s, struct sim_node *n, const struct sim_entry *e,
 			raft_term prev_term);
 void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m);
+/* A LOG job (seq) truncating from `from` completes: it must not remove an
+ * entry acknowledged after the job was submitted (item 8 of issue 7). */
+void sim_check_truncation(struct sim *s, struct sim_node *n, uint64_t seq, raft_index from);
 void sim_check_durable_meta(struct sim *s, struct sim_node *n, raft_term term, const char *vote);
 void sim_check_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
 void sim_check_snapshot_state(struct sim *s, struct sim_node *n);
@@ -303,6 +355,26 @@ void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, boo
 void sim_client_node_crashed(struct sim *s, struct sim_node *n);
 void sim_client_finish(struct sim *s);
 void sim_probe_tick(struct sim *s);
+
+/* sim_nodedisk.c: a node's log and term/vote in the real log store and meta
+ * files over its sim_disk. */
+void sim_nd_params(struct sim *s);
+/* Creates n's disk holding its initial durable state (dlog, d_term). */
+void sim_nd_boot(struct sim *s, struct sim_node *n);
+/* At restart: opens the store and loads the meta through the real recovery,
+ * checks that nothing acknowledged was lost, and replaces the durable model
+ * (dlog, d_term, d_vote) by what was recovered. False on a failure. */
+bool sim_nd_open(struct sim *s, struct sim_node *n);
+/* Closes the store; power_loss also crashes the disk. */
+void sim_nd_close(struct sim *s, struct sim_node *n, bool power_loss);
+/* Writes one META or LOG request into the store (no sync); sets *appended. */
+int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, bool *appended);
+void sim_nd_free(struct sim_node *n);
+
+/* sim_storecheck.c: the log store and meta files alone over sim_disk; 0 or
+ * 1 with why filled. */
+int sim_storecheck_run(uint64_t seed, unsigned steps, const struct sim_plants *plants, bool verbose,
+		       char *why, size_t why_len);
 
 /* Command encoding shared by clients and the state machine. */
 enum sim_cmd_op {

@@ -369,7 +369,28 @@ void sim_check_send(struct sim *s, struct sim_node *n, const struct sim_msg *m)
 			    "but holds durably only up to %llu (needs_sync=%d)",
 			    n->id, (unsigned long long)l, (unsigned long long)m->expect_term, x->to,
 			    (unsigned long long)sim_log_last(&n->dlog), x->needs_sync);
+		/* Remember the promise: no job submitted before it may remove
+		 * that entry (checked by sim_check_truncation). */
+		if (l > 0 && x->term >= n->ack_term) {
+			n->ack_index = l;
+			n->ack_term = x->term;
+			/* Requests issued when the core produced it: a held
+			 * message's barrier, else (sent at once) those so far. */
+			n->ack_seq = m->barrier != 0 ? m->barrier : n->issued_seq;
+		}
 	}
+}
+
+void sim_check_truncation(struct sim *s, struct sim_node *n, uint64_t seq, raft_index from)
+{
+	if (from != 0 && n->ack_index >= from && seq <= n->ack_seq)
+		sim_fail(s,
+			 "acknowledged entry removed: %s acknowledged index %llu in term %llu, "
+			 "then a log job submitted before that acknowledgement (seq %llu <= "
+			 "%llu) truncated from %llu",
+			 n->id, (unsigned long long)n->ack_index, (unsigned long long)n->ack_term,
+			 (unsigned long long)seq, (unsigned long long)n->ack_seq,
+			 (unsigned long long)from);
 }
 
 void sim_check_durable_meta(struct sim *s, struct sim_node *n, raft_term term, const char *vote)

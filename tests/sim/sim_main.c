@@ -4,6 +4,8 @@
  *   sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]
  *   sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]
  *   sim --seeds-from-env VAR [--first F] [--steps S]   (exit 77 if VAR unset)
+ *   sim --store-seeds COUNT [--first F] [--steps S]    (log store alone)
+ *   any of them with --plant NAME (repeatable) and --model-disk
  *
  * --replay-check runs every seed twice and fails if the two runs differ in
  * any event (a digest of every event's time, kind and node) or outcome.
@@ -42,7 +44,10 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]\n"
 		"       sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]\n"
-		"       sim --seeds-from-env VAR [--first F] [--steps S]\n");
+		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
+		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
+		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored "
+		"(repeatable), --model-disk\n");
 }
 
 static double wall_seconds(void)
@@ -50,6 +55,46 @@ static double wall_seconds(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool plant_parse(const char *name, struct sim_plants *p)
+{
+	bool ok = true;
+	if (strcmp(name, "batch-ack") == 0) {
+		p->batch_ack = true;
+	} else if (strcmp(name, "strict-recovery") == 0) {
+		p->strict_recovery = true;
+	} else if (strcmp(name, "completion-match") == 0) {
+		p->completion_match = true;
+	} else if (strcmp(name, "fsync-ignored") == 0) {
+		p->fsync_ignored = true;
+	} else {
+		ok = false;
+	}
+	return ok;
+}
+
+/* sim --store-seeds: the log store alone over the simulated disk. */
+static int store_seeds(const struct sim_params *p, uint64_t first, uint64_t count, bool single)
+{
+	char why[1024];
+	double t0 = wall_seconds();
+	for (uint64_t seed = first; seed < first + count; seed++) {
+		current_seed = seed;
+		if (sim_storecheck_run(seed, p->steps, &p->plants, single || p->verbose, why,
+				       sizeof(why)) != 0) {
+			printf("FAIL store seed %llu: %s\n", (unsigned long long)seed, why);
+			printf(
+			    "replay: sim --store-seed %llu --steps %u\n(%llu seeds run, %.1f s)\n",
+			    (unsigned long long)seed, p->steps,
+			    (unsigned long long)(seed - first + 1), wall_seconds() - t0);
+			return 1;
+		}
+	}
+	printf("sim: store seeds %llu..%llu passed, %u steps each, %.1f s\n",
+	       (unsigned long long)first, (unsigned long long)(first + count - 1), p->steps,
+	       wall_seconds() - t0);
+	return 0;
 }
 
 static void print_stats(const struct sim *s)
@@ -61,6 +106,28 @@ static void print_stats(const struct sim *s)
 	       s->stats.crashes, s->stats.partitions, s->stats.stalls, s->stats.changes,
 	       s->stats.transfers, s->stats.snaps_taken, s->stats.snaps_installed, s->stats.msgs,
 	       s->stats.drops, s->stats.ops_ok, s->stats.ops_fail, s->stats.ops_unknown);
+	if (s->real_disk) {
+		unsigned long faults = 0, kept = 0, lost = 0, syncs = 0;
+		for (unsigned i = 0; i < s->n_nodes; i++) {
+			const struct sim_disk_stats *d;
+			if (s->nodes[i].disk == NULL)
+				continue;
+			d = sim_disk_stats(s->nodes[i].disk);
+			faults += d->faults;
+			kept += d->pages_kept;
+			lost += d->pages_lost;
+			syncs += d->syncs;
+		}
+		printf("  disk: %s crash mode, %u-byte pages, segments of %llu bytes, faults (per "
+		       "mille) pwrite EIO %u ENOSPC %u fsync %u read %u; %lu syncs, %lu faults "
+		       "injected, %lu disk-error restarts, %lu recoveries, unsynced pages kept "
+		       "%lu lost %lu at crashes\n",
+		       s->disk_mode == SIM_DISK_CRASH_PAGES ? "pages" : "lose-unsynced",
+		       s->disk_page, (unsigned long long)s->segment_size, s->disk_faults.pwrite_eio,
+		       s->disk_faults.pwrite_enospc, s->disk_faults.fsync_eio,
+		       s->disk_faults.read_eio, syncs, faults, s->disk_errors, s->recoveries, kept,
+		       lost);
+	}
 }
 
 int main(int argc, char **argv)
@@ -68,6 +135,7 @@ int main(int argc, char **argv)
 	struct sim_params p = {.steps = 5000};
 	uint64_t first = 1, count = 0;
 	bool single = false;
+	bool store = false;
 	const char *history = NULL;
 
 	for (int i = 1; i < argc; i++) {
@@ -75,6 +143,10 @@ int main(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
 			p.verbose = true;
+			continue;
+		}
+		if (strcmp(a, "--model-disk") == 0) {
+			p.model_disk = true;
 			continue;
 		}
 		if (strcmp(a, "--replay-check") == 0) {
@@ -89,6 +161,18 @@ int main(int argc, char **argv)
 		if (strcmp(a, "--seed") == 0) {
 			p.seed = strtoull(v, NULL, 10);
 			single = true;
+		} else if (strcmp(a, "--store-seed") == 0) {
+			p.seed = strtoull(v, NULL, 10);
+			single = true;
+			store = true;
+		} else if (strcmp(a, "--store-seeds") == 0) {
+			count = strtoull(v, NULL, 10);
+			store = true;
+		} else if (strcmp(a, "--plant") == 0) {
+			if (!plant_parse(v, &p.plants)) {
+				fprintf(stderr, "sim: unknown plant \"%s\"\n", v);
+				return 2;
+			}
 		} else if (strcmp(a, "--seeds") == 0) {
 			count = strtoull(v, NULL, 10);
 		} else if (strcmp(a, "--seeds-from-env") == 0) {
@@ -126,6 +210,8 @@ int main(int argc, char **argv)
 	p.trace = getenv("SIM_TRACE") != NULL;
 	signal(SIGABRT, on_crash);
 	signal(SIGSEGV, on_crash);
+	if (store)
+		return store_seeds(&p, first, count, single);
 
 	double t0 = wall_seconds();
 	for (uint64_t seed = first; seed < first + count; seed++) {

@@ -1,23 +1,29 @@
 /*
  * sim_node.c: one simulated node: the driver that turns each raft_update
  * into disk requests, messages and applies; the virtual network; the
- * virtual disk; crashes and restarts.
+ * node's writer (group commit over the real log store, sim_nodedisk.c);
+ * disk errors; crashes and restarts.
  *
  * Driver rules kept exactly as raft.h states them:
- *  - persistence requests go to one FIFO queue per node, completed one at a
- *    time after a simulated latency (a "stall" delays them past the election
+ *  - persistence requests go to one FIFO queue per node; term/vote and log
+ *    requests are written in group-commit batches and reported after the
+ *    batch's one sync (kvd_writer_batch_end and kvd_writer_track from
+ *    api/writer.c, as the daemon does), snapshot requests one at a time,
+ *    after a simulated latency (a "stall" delays them past the election
  *    timeout);
  *  - a message with needs_sync is held until every request issued before it
  *    is durable (its barrier is the last issued sequence number); others go
  *    at once;
  *  - everything an update points to is copied before the next raft_step.
  *
- * A crash keeps what was durable, plus an arbitrary prefix of the queued
- * requests (data can reach the disk before its fsync returns), where the
- * last log append of that prefix may be torn (a suffix of its entries lost).
- * Restart feeds RAFT_EVENT_START with the durable term, vote, snapshot and
- * the log after the snapshot; the state machine restarts from the snapshot
- * and is rebuilt by replaying committed entries.
+ * A crash is a power failure of the node's simulated disk (sim_disk.c
+ * decides what unsynced data survives); restart reopens the store through
+ * the real recovery, checks that nothing acknowledged was lost, and feeds
+ * RAFT_EVENT_START with the recovered term, vote, snapshot and the log
+ * after the snapshot; the state machine restarts from the snapshot and is
+ * rebuilt by replaying committed entries. With --model-disk the old model
+ * runs instead: a crash keeps what was durable plus an arbitrary prefix of
+ * the queued requests, the last log append of it possibly torn.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,6 +250,8 @@ static bool req_apply(struct sim *s, struct sim_node *n, struct sim_req *r, unsi
 		snprintf(n->d_vote, sizeof(n->d_vote), "%s", r->vote);
 		return false;
 	case SIM_REQ_LOG:
+		if (n->store != NULL)
+			sim_check_truncation(s, n, r->seq, r->truncate_from);
 		if (r->truncate_from != 0)
 			sim_log_truncate(&n->dlog, r->truncate_from);
 		for (unsigned i = 0; i < r->n_ents && i < n_keep; i++) {
@@ -315,11 +323,34 @@ static void held_release(struct sim *s, struct sim_node *n)
 	}
 }
 
-void sim_disk_complete(struct sim *s, struct sim_node *n)
+/* What a completed request reports to the core. */
+static bool req_event(struct sim_node *n, const struct sim_req *r, bool installed,
+		      struct raft_event *e)
+{
+	if (r->kind == SIM_REQ_LOG && r->n_ents > 0) {
+		e->type = RAFT_EVENT_PERSISTED;
+		e->u.persisted.index = r->ents[r->n_ents - 1]->index;
+		e->u.persisted.term = r->ents[r->n_ents - 1]->term;
+		return true;
+	}
+	if (r->kind == SIM_REQ_SNAP_TAKE && r->snap.buf == NULL) {
+		e->type = RAFT_EVENT_SNAPSHOT_TAKEN;
+		e->u.snapshot = n->dsnap.meta;
+		return true;
+	}
+	if (installed) {
+		e->type = RAFT_EVENT_SNAPSHOT_INSTALLED;
+		e->u.snapshot = n->dsnap.meta;
+		return true;
+	}
+	return false;
+}
+
+static void disk_complete_model(struct sim *s, struct sim_node *n)
 {
 	struct sim_req *r = n->q_head;
 	struct raft_event e = {.now = s->now};
-	bool post = false;
+	bool post;
 
 	n->q_head = r->next;
 	if (n->q_head == NULL)
@@ -327,25 +358,237 @@ void sim_disk_complete(struct sim *s, struct sim_node *n)
 	n->disk_busy = false;
 	bool installed = req_apply(s, n, r, UINT32_MAX);
 	n->done_seq = r->seq;
-	if (r->kind == SIM_REQ_LOG && r->n_ents > 0) {
-		e.type = RAFT_EVENT_PERSISTED;
-		e.u.persisted.index = r->ents[r->n_ents - 1]->index;
-		e.u.persisted.term = r->ents[r->n_ents - 1]->term;
-		post = true;
-	} else if (r->kind == SIM_REQ_SNAP_TAKE && r->snap.buf == NULL) {
-		e.type = RAFT_EVENT_SNAPSHOT_TAKEN;
-		e.u.snapshot = n->dsnap.meta;
-		post = true;
-	} else if (installed) {
-		e.type = RAFT_EVENT_SNAPSHOT_INSTALLED;
-		e.u.snapshot = n->dsnap.meta;
-		post = true;
-	}
+	post = req_event(n, r, installed, &e);
 	sim_req_free(r);
 	disk_start(s, n);
 	held_release(s, n);
 	if (post && !s->failed)
 		sim_node_step(s, n, &e, NULL, NULL);
+}
+
+/* A batch that will not report: its truncations were carried out on the
+ * disk (or may have been), as the core asked, so the entries they remove
+ * no longer count as acknowledged. */
+static void batch_forget(struct sim_node *n, struct sim_req *batch)
+{
+	for (struct sim_req *r = batch; r != NULL; r = r->next)
+		if (r->written && r->kind == SIM_REQ_LOG && r->truncate_from != 0)
+			sim_log_truncate(&n->dlog, r->truncate_from);
+}
+
+/* A write or sync failed: the node does what the daemon does (api/node.c).
+ * Nothing that depended on the batch goes out; on EIO the core gets
+ * IO_FAILED and stops; either way the process starts again from what is
+ * durable (the daemon restarts its core after a full disk; an operator
+ * restarts it after an I/O error). The disk keeps its page cache. */
+static void disk_error(struct sim *s, struct sim_node *n, int rv)
+{
+	if (sim_disk_dead(n->disk)) {
+		/* Not an error: the power failed inside the operation. */
+		sim_node_crash(s, n);
+		sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num, 0,
+			    NULL, 0);
+		return;
+	}
+	s->disk_errors++;
+	while (n->held_head != NULL) {
+		struct sim_msg *m = n->held_head;
+		n->held_head = m->next;
+		sim_msg_free(m);
+	}
+	n->held_tail = NULL;
+	if (rv != KVD_ENOSPC) {
+		struct raft_event e = {.now = s->now, .type = RAFT_EVENT_IO_FAILED};
+		sim_node_step(s, n, &e, NULL, NULL);
+	}
+	sim_node_stop(s, n, false);
+	sim_ev_push(s, s->now + (rv == KVD_ENOSPC ? 1000 : sim_rand_range(s, 50, 2000)),
+		    SIM_EV_RESTART, n->num, 0, NULL, 0);
+}
+
+/* Phase 1 of a group commit: every META and LOG request at the head of the
+ * queue is written (no sync), as the daemon's writer runs its queued jobs. */
+static void batch_write(struct sim *s, struct sim_node *n)
+{
+	struct sim_req **tail = &n->batch;
+	n->batch_failed = 0;
+	n->batch_appended = false;
+	/* Now and then the power fails inside the batch's writes or its
+	 * sync (a meta overwrite before its fdatasync, a truncation between
+	 * its unlinks). */
+	if (!s->healing && sim_rand(s) % 1000 < 3)
+		sim_disk_fail_after(n->disk, (unsigned)sim_rand_range(s, 1, 8));
+	while (n->q_head != NULL &&
+	       (n->q_head->kind == SIM_REQ_META || n->q_head->kind == SIM_REQ_LOG)) {
+		struct sim_req *r = n->q_head;
+		n->q_head = r->next;
+		if (n->q_head == NULL)
+			n->q_tail = NULL;
+		r->next = NULL;
+		*tail = r;
+		tail = &r->next;
+		if (n->batch_failed == 0) {
+			r->written = true;
+			n->batch_failed = sim_nd_write(s, n, r, &n->batch_appended);
+			r->failed = n->batch_failed != 0;
+		} else {
+			r->failed = true; /* not run after a failure */
+		}
+	}
+	raft_time t = s->now > n->stall_until ? s->now : n->stall_until;
+	raft_time sync_at = t + sim_rand_range(s, 1, 4);
+	sim_ev_push(s, sync_at, SIM_EV_DISK, n->num, n->inc, NULL, 0);
+	/* Power failures aimed at the window between a batch's writes and
+	 * its sync, where the disk holds unsynced pages of every shape. */
+	if (!s->healing && sim_chance(s, 1))
+		sim_ev_push(s, sim_rand_range(s, s->now, sync_at - 1), SIM_EV_STRIKE, n->num,
+			    n->inc, NULL, 1);
+}
+
+/* What a completed append job reports: only what no later job truncates
+ * (api/writer.c), or with the completion-match plant the last entry of the
+ * job whenever the core's log holds that (index, term). */
+static bool batch_persisted(struct sim *s, struct sim_node *n, const struct sim_req *r,
+			    struct raft_event *e)
+{
+	struct raft_entry *ents = NULL;
+	bool report;
+	if (r->kind != SIM_REQ_LOG)
+		return false;
+	if (r->n_ents > 0) {
+		ents = malloc(r->n_ents * sizeof(*ents));
+		if (ents == NULL)
+			abort();
+		for (unsigned i = 0; i < r->n_ents; i++)
+			ents[i] = (struct raft_entry){r->ents[i]->index, r->ents[i]->term,
+						      r->ents[i]->type, r->ents[i]->data,
+						      r->ents[i]->len};
+	}
+	e->type = RAFT_EVENT_PERSISTED;
+	report = kvd_writer_track_done(&n->track, r->seq, ents, r->n_ents, &e->u.persisted.index,
+				       &e->u.persisted.term);
+	if (s->p.plants.completion_match && r->n_ents > 0) {
+		bool found;
+		raft_term t = sim_log_term(&n->mlog, r->ents[r->n_ents - 1]->index, &found);
+		report = found && t == r->ents[r->n_ents - 1]->term;
+		e->u.persisted.index = r->ents[r->n_ents - 1]->index;
+		e->u.persisted.term = r->ents[r->n_ents - 1]->term;
+	}
+	free(ents);
+	return report;
+}
+
+/* Phase 2: the batch's one sync (kvd_writer_batch_end, as in the daemon),
+ * then every job reports. */
+static void batch_end(struct sim *s, struct sim_node *n)
+{
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct sim_req *batch = n->batch;
+	struct raft_event *evs;
+	size_t n_evs = 0, count = 0;
+	int rv;
+
+	n->batch = NULL;
+	rv = kvd_writer_batch_end(n->store, n->batch_appended, n->batch_failed, errmsg);
+	if (rv != 0 && s->p.trace)
+		printf("%8llu %s batch failed: %s (%s)\n", (unsigned long long)s->now, n->id,
+		       kvd_strerror(rv), errmsg);
+	for (struct sim_req *r = batch; r != NULL; r = r->next)
+		count++;
+	evs = calloc(count + 1, sizeof(*evs));
+	if (evs == NULL)
+		abort();
+	for (struct sim_req *r = batch; r != NULL && !s->failed; r = r->next) {
+		/* Planted batch-ack: the jobs before the failing one report
+		 * success although the batch was discarded. */
+		bool ok = rv == 0 || (s->p.plants.batch_ack && n->batch_failed != 0 && !r->failed);
+		if (!ok) {
+			batch_forget(n, r);
+			break;
+		}
+		req_apply(s, n, r, UINT32_MAX);
+		n->done_seq = r->seq;
+		/* Messages held for this job go out now: all of the batch is
+		 * durable at this instant, and releasing them job by job keeps
+		 * the persist-before-send checks exact (a vote request of term
+		 * T is checked against the meta write of T, not a later one of
+		 * the same batch). */
+		held_release(s, n);
+		evs[n_evs].now = s->now;
+		if (batch_persisted(s, n, r, &evs[n_evs]))
+			n_evs++;
+	}
+	while (batch != NULL) {
+		struct sim_req *next = batch->next;
+		sim_req_free(batch);
+		batch = next;
+	}
+	n->disk_busy = false;
+	if (rv == 0) {
+		disk_start(s, n);
+		held_release(s, n);
+		for (size_t i = 0; i < n_evs && !s->failed && n->up; i++)
+			sim_node_step(s, n, &evs[i], NULL, NULL);
+	} else if (!s->failed) {
+		held_release(s, n); /* batch-ack plant: what it claimed goes out */
+		disk_error(s, n, rv);
+	}
+	free(evs);
+}
+
+/* A snapshot request, alone: like the model, plus the store's part (reset
+ * after an install, head removal after a snapshot is taken). */
+static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
+{
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct sim_req *r = n->q_head;
+	struct raft_event e = {.now = s->now};
+	int rv = 0;
+	bool post;
+
+	n->q_head = r->next;
+	if (n->q_head == NULL)
+		n->q_tail = NULL;
+	n->disk_busy = false;
+	/* The snapshot is durable before the log is reset (a failed reset
+	 * then leaves a log the restart fits to the snapshot). */
+	bool installed = req_apply(s, n, r, UINT32_MAX);
+	if (installed) /* the reset is a truncation after the snapshot */
+		sim_check_truncation(s, n, r->seq, n->dsnap.meta.index + 1);
+	if (installed)
+		rv =
+		    raft_log_store_reset(n->store, n->dsnap.meta.index, n->dsnap.meta.term, errmsg);
+	n->done_seq = r->seq;
+	post = req_event(n, r, installed, &e);
+	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0)
+		rv = raft_log_store_remove_head(n->store, n->dsnap.meta.index, errmsg);
+	if (installed) {
+		raft_index unused_index;
+		raft_term unused_term;
+		(void)kvd_writer_track_done(&n->track, r->seq, NULL, 0, &unused_index,
+					    &unused_term);
+	}
+	sim_req_free(r);
+	if (rv != 0) {
+		disk_error(s, n, rv);
+		return;
+	}
+	disk_start(s, n);
+	held_release(s, n);
+	if (post && !s->failed)
+		sim_node_step(s, n, &e, NULL, NULL);
+}
+
+void sim_disk_complete(struct sim *s, struct sim_node *n)
+{
+	if (n->store == NULL)
+		disk_complete_model(s, n);
+	else if (n->batch != NULL)
+		batch_end(s, n);
+	else if (n->q_head->kind == SIM_REQ_META || n->q_head->kind == SIM_REQ_LOG)
+		batch_write(s, n);
+	else
+		disk_complete_snapshot(s, n);
 }
 
 /* --------------------------------------------------------------- driver */
@@ -466,6 +709,8 @@ static void update_log(struct sim *s, struct sim_node *n, const struct raft_upda
 		r->ents[r->n_ents++] = e; /* the request takes the creation ref */
 	}
 	disk_enqueue(s, n, r);
+	if (n->store != NULL && kvd_writer_track_append(&n->track, r->seq, r->truncate_from) != 0)
+		abort();
 }
 
 /* Earliest virtual time at which the node's clock reads at least local. */
@@ -508,6 +753,11 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 			memcpy(data, u->snapshot_write->data, r->chunk.len);
 		r->chunk.data = data;
 		disk_enqueue(s, n, r);
+		/* An install resets the log: a truncation for the completions
+		 * (as api/node.c's start_install counts it). */
+		if (n->store != NULL && r->chunk.done &&
+		    kvd_writer_track_append(&n->track, r->seq, r->chunk.last_index + 1) != 0)
+			abort();
 	}
 	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
 	/* Event-driven nemesis: strike a leader right after it is elected or
@@ -525,6 +775,11 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	     (u->commit_index > prev_commit && sim_chance(s, 3))))
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
 			    NULL, sim_chance(s, 50));
+	/* Leader hop in progress (sim_world.c): cut each new leader off from
+	 * all but the stalled follower, once this update's messages are out. */
+	if (!s->healing && s->hop_until > s->now && n->num != s->hop_node &&
+	    u->role == RAFT_LEADER && prev_role != RAFT_LEADER)
+		sim_ev_push(s, s->now, SIM_EV_STRIKE, n->num, n->inc, NULL, 2);
 	n->role = u->role;
 	n->term = u->current_term;
 	if (u->commit_index > n->commit)
@@ -599,6 +854,11 @@ void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e
 
 void sim_node_crash(struct sim *s, struct sim_node *n)
 {
+	sim_node_stop(s, n, true);
+}
+
+void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
+{
 	if (s->p.trace)
 		printf("%8llu %s crashes: durable log %llu..%llu, term %llu vote \"%s\"\n",
 		       (unsigned long long)s->now, n->id, (unsigned long long)n->dlog.first,
@@ -614,7 +874,9 @@ void sim_node_crash(struct sim *s, struct sim_node *n)
 	struct sim_req *r = n->q_head;
 	for (size_t i = 0; r != NULL; i++) {
 		struct sim_req *next = r->next;
-		if (i < k && !s->failed)
+		if (n->store != NULL)
+			; /* the real store: queued requests were never written */
+		else if (i < k && !s->failed)
 			req_apply(s, n, r, UINT32_MAX);
 		else if (i == k && r->kind == SIM_REQ_LOG && !s->failed)
 			req_apply(s, n, r, (unsigned)sim_rand_range(s, 0, r->n_ents));
@@ -622,6 +884,15 @@ void sim_node_crash(struct sim *s, struct sim_node *n)
 		r = next;
 	}
 	n->q_head = n->q_tail = NULL;
+	batch_forget(n, n->batch);
+	while (n->batch != NULL) { /* written, not synced: the disk decides */
+		struct sim_req *next = n->batch->next;
+		sim_req_free(n->batch);
+		n->batch = next;
+	}
+	if (n->store != NULL)
+		sim_nd_close(s, n, power_loss);
+	kvd_writer_track_clear(&n->track);
 	while (n->held_head != NULL) {
 		struct sim_msg *m = n->held_head;
 		n->held_head = m->next;
@@ -645,11 +916,19 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 	struct raft_entry *ents = NULL;
 	raft_index snap = n->dsnap.meta.index;
 
+	if (s->real_disk) {
+		if (n->disk == NULL)
+			sim_nd_boot(s, n);
+		if (s->failed || !sim_nd_open(s, n))
+			return;
+	}
 	n->core = raft_create(n->id, &s->opts, sim_rand(s));
 	if (n->core == NULL)
 		abort();
 	n->up = true;
 	n->issued_seq = n->done_seq = 0;
+	n->ack_index = n->ack_seq = 0;
+	n->ack_term = 0;
 	n->disk_busy = false;
 	n->stall_until = 0;
 	n->snap_taking = false;

@@ -224,7 +224,27 @@ static void fault_inject(struct sim *s)
 		s->drop_pct = drops[sim_rand_range(s, 0, 3)];
 	} else if (r < 90) {
 		memset(s->cut, 0, sizeof(s->cut));
+	} else if (r < 95 && leader >= 0) {
+		/* Leader hop: a follower's disk stalls while leadership
+		 * moves twice, every new leader reaching only it before
+		 * being cut off, so its queue holds a write, its overwrite
+		 * and the overwrite's undoing (A-B-A at one index: the case
+		 * of the writer's completion tracking, issue 7 item 8). */
+		unsigned f = victim != (unsigned)leader ? victim : (victim + 1) % s->n_nodes;
+		s->nodes[f].stall_until = s->now + sim_rand_range(s, 1500, 3000);
+		s->hop_node = (int)f;
+		s->hop_until = s->nodes[f].stall_until;
+		sim_isolate_except(s, &s->nodes[leader], (int)f);
+		s->stats.stalls++;
 	}
+}
+
+void sim_isolate_except(struct sim *s, struct sim_node *n, int keep)
+{
+	for (unsigned i = 0; i < s->n_nodes; i++)
+		if ((int)i != keep && i != (unsigned)n->num)
+			s->cut[n->num][i] = s->cut[i][n->num] = true;
+	sim_ev_push(s, s->now + sim_rand_range(s, 150, 400), SIM_EV_HEAL_LINKS, -1, 0, NULL, 0);
 }
 
 static void heal_all(struct sim *s)
@@ -236,6 +256,8 @@ static void heal_all(struct sim *s)
 	s->dup_pct = 0;
 	for (unsigned i = 0; i < s->n_nodes; i++) {
 		s->nodes[i].stall_until = 0;
+		if (s->nodes[i].disk != NULL)
+			sim_disk_faults_enable(s->nodes[i].disk, false);
 		if (!s->nodes[i].up && !s->failed)
 			sim_node_restart(s, &s->nodes[i]);
 	}
@@ -296,7 +318,9 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 	case SIM_EV_STRIKE:
 		if (s->healing || !n->up || n->inc != ev->inc)
 			break;
-		if (ev->a == 1) {
+		if (ev->a == 2) {
+			sim_isolate_except(s, n, s->hop_node);
+		} else if (ev->a == 1) {
 			sim_node_crash(s, n);
 			sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num,
 				    0, NULL, 0);
@@ -376,9 +400,27 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	sim_entry_unref(e);
 }
 
+/* After the probe: every voter of the leader's configuration has applied
+ * it (its state machine caught up, by replay or by a snapshot install). */
+static bool converged(struct sim *s)
+{
+	const struct sim_node *l = &s->nodes[s->probe_node];
+	const struct raft_config *cfg;
+	if (l->core == NULL)
+		return false;
+	cfg = raft_configuration(l->core);
+	for (unsigned i = 0; i < s->n_nodes; i++) {
+		const struct sim_node *n = &s->nodes[i];
+		if (raft_config_is_voter(cfg, n->id) && n->applied < s->converge_index)
+			return false;
+	}
+	return true;
+}
+
 int sim_run(const struct sim_params *p, struct sim *s)
 {
 	sim_init(s, p);
+	sim_nd_params(s);
 	for (unsigned i = 0; i < s->n_nodes && !s->failed; i++)
 		sim_node_restart(s, &s->nodes[i]);
 	sim_client_start(s);
@@ -386,12 +428,21 @@ int sim_run(const struct sim_params *p, struct sim *s)
 	while (!s->failed && s->heap_n > 0) {
 		if (!s->healing && s->step >= p->steps)
 			heal_all(s);
-		if (s->healing && s->live)
+		if (s->healing && s->live && s->converge_index == 0)
+			s->converge_index = s->probe_index;
+		if (s->healing && s->live && converged(s))
 			break;
 		if (s->healing && s->now > s->heal_time + SIM_LIVENESS_MS) {
-			sim_fail(s,
-				 "liveness: no leader committed a proposal within %d ms of healing",
-				 SIM_LIVENESS_MS);
+			if (!s->live)
+				sim_fail(s,
+					 "liveness: no leader committed a proposal within %d ms of "
+					 "healing",
+					 SIM_LIVENESS_MS);
+			else
+				sim_fail(s,
+					 "convergence: voters of the healed cluster did not all "
+					 "apply index %llu within %d ms of healing",
+					 (unsigned long long)s->converge_index, SIM_LIVENESS_MS);
 			break;
 		}
 		struct sim_ev ev = ev_pop(s);
@@ -431,6 +482,12 @@ void sim_free(struct sim *s)
 			n->held_head = m->next;
 			sim_msg_free(m);
 		}
+		while (n->batch != NULL) {
+			struct sim_req *next = n->batch->next;
+			sim_req_free(n->batch);
+			n->batch = next;
+		}
+		sim_nd_free(n);
 		raft_destroy(n->core);
 		sim_log_free(&n->mlog);
 		sim_log_free(&n->dlog);

@@ -95,13 +95,17 @@ START_TEST(test_raft_segment_header_read_detects_damage)
 	int dir_fd = open(dir, O_RDONLY | O_DIRECTORY);
 	int fd = -1;
 
-	ck_assert_int_eq(raft_segment_create(dir, dir_fd, &seg, &fd, errmsg), 0);
+	ck_assert_int_eq(raft_segment_create(&raft_log_io_posix, dir, dir_fd, &seg, &fd, errmsg),
+			 0);
 	close(fd);
-	ck_assert_int_eq(raft_segment_create(dir, dir_fd, &seg, &fd, errmsg), KVD_EEXIST);
+	ck_assert_int_eq(raft_segment_create(&raft_log_io_posix, dir, dir_fd, &seg, &fd, errmsg),
+			 KVD_EEXIST);
 	memset(&got, 0, sizeof(got));
 	got.sequence = 5;
 	raft_segment_name_format(got.name, 5);
-	ck_assert_int_eq(raft_segment_header_read(dir, dir_fd, &got, &size, &torn, errmsg), 0);
+	ck_assert_int_eq(
+	    raft_segment_header_read(&raft_log_io_posix, dir, dir_fd, &got, &size, &torn, errmsg),
+	    0);
 	ck_assert(!torn);
 	ck_assert_uint_eq(size, RAFT_SEGMENT_HEADER_SIZE);
 	ck_assert_uint_eq(got.first_index, 100);
@@ -109,13 +113,16 @@ START_TEST(test_raft_segment_header_read_detects_damage)
 	ck_assert_uint_eq(got.last_index, 99);
 
 	tu_flip(dir, got.name, 17, 2);
-	ck_assert_int_eq(raft_segment_header_read(dir, dir_fd, &got, &size, &torn, errmsg),
-			 KVD_ECORRUPT);
+	ck_assert_int_eq(
+	    raft_segment_header_read(&raft_log_io_posix, dir, dir_fd, &got, &size, &torn, errmsg),
+	    KVD_ECORRUPT);
 	ck_assert_ptr_nonnull(strstr(errmsg, "seg-0000000000000005"));
 	ck_assert_ptr_nonnull(strstr(errmsg, "offset 0"));
 
 	tu_truncate(dir, got.name, 12);
-	ck_assert_int_eq(raft_segment_header_read(dir, dir_fd, &got, &size, &torn, errmsg), 0);
+	ck_assert_int_eq(
+	    raft_segment_header_read(&raft_log_io_posix, dir, dir_fd, &got, &size, &torn, errmsg),
+	    0);
 	ck_assert(torn);
 	close(dir_fd);
 	tu_rmtree(dir);
