@@ -44,6 +44,7 @@
  * Figure 13 step 6).
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,8 +130,8 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
  * answer says where it stands, so the stream resumes or restarts there. */
 void raft_snapshot_peer_heard(struct raft_core *r, struct raft_progress *p)
 {
-	if (p->state != RAFT_PROGRESS_SNAPSHOT || !p->snap_waiting ||
-	    r->now < p->snap_sent + r->o.heartbeat_interval)
+	if (RAFT_PLANTED(lost_chunk_wait) || p->state != RAFT_PROGRESS_SNAPSHOT ||
+	    !p->snap_waiting || r->now < p->snap_sent + r->o.heartbeat_interval)
 		return;
 	send_chunk(r, p);
 }
@@ -181,7 +182,8 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		 * log holding the last included entry keeps what follows
 		 * it, entries this server may have acknowledged). */
 		memset(&r->rx, 0, sizeof(r->rx));
-		reply(r, m->from, m->token, true, s->last_index, RAFT_SNAPSHOT_COVERED);
+		reply(r, m->from, m->token, true, s->last_index,
+		      RAFT_PLANTED(covered_offset) ? UINT64_MAX : RAFT_SNAPSHOT_COVERED);
 		return;
 	}
 	if (!r->rx.active || r->rx.last_index != s->last_index || r->rx.last_term != s->last_term) {
