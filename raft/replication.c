@@ -372,8 +372,12 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 	}
 	r->stats.appends_rejected++;
 	if (!RAFT_PLANTED(busy_walkback) && res->conflict_term == 0 && res->conflict_index == 0 &&
-	    res->last_log_index >= res->reject_index)
-		return; /* busy with a snapshot: retried on the next heartbeat */
+	    res->last_log_index >= res->reject_index) {
+		/* Busy with a snapshot: next stays (retried on the next
+		 * heartbeat), and a chunk of ours lost mid-stream is resent. */
+		raft_snapshot_peer_heard(r, p);
+		return;
+	}
 	if (p->state == RAFT_PROGRESS_SNAPSHOT) {
 		raft_snapshot_peer_heard(r, p);
 		return;

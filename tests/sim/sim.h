@@ -83,6 +83,7 @@ struct sim_msg {
 	unsigned char *snap_data;
 	uint64_t barrier;      /* held until the node's done_seq reaches it */
 	raft_term expect_term; /* APPEND_RESULT success: term at last_log_index */
+	bool lost;	       /* sim_converge.c: lost in flight (the heal's last casualty) */
 	struct sim_msg *next;
 };
 
@@ -138,7 +139,8 @@ enum sim_ev_kind {
 	SIM_EV_FAULT,
 	SIM_EV_HEAL_LINKS,
 	SIM_EV_PROBE,
-	SIM_EV_STRIKE, /* isolate (a = 0) or crash (a = 1) one node */
+	SIM_EV_STRIKE,	/* isolate (a = 0) or crash (a = 1) one node */
+	SIM_EV_PROMOTE, /* sim_converge.c: ask the leader again to add node as a voter */
 };
 
 struct sim_ev {
@@ -223,6 +225,22 @@ struct sim {
 	struct sim_lm *lm;
 	size_t lm_cap, lm_n;
 
+	/* sim_converge.c: the convergence phase and the faults aimed at
+	 * snapshot catch-up and learner promotion. Draws from its own
+	 * generator so the main stream of choices stays as it was. */
+	struct {
+		uint64_t rng;
+		raft_time install_ms;	/* slow install: disk held this long (0: off) */
+		unsigned heal_loss_pct; /* chunks in flight at the heal are lost */
+		int isolated;		/* node kept cut off by a learner fault, -1 */
+		raft_time isolated_until;
+		raft_time live_time;		   /* when the probe applied (0: not yet) */
+		raft_index target;		   /* highest index reported committed when live */
+		unsigned streams[SIM_MAX_NODES];   /* snapshot streams started since heal */
+		unsigned redundant[SIM_MAX_NODES]; /* ... of a snapshot it already held */
+		unsigned long learner_faults, slow_installs, heal_losses;
+	} conv;
+
 	uint64_t digest; /* of every event run, to check that a seed replays */
 	bool failed;
 	char why[1024];
@@ -292,6 +310,22 @@ void sim_check_durable_meta(struct sim *s, struct sim_node *n, raft_term term, c
 void sim_check_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
 void sim_check_snapshot_state(struct sim *s, struct sim_node *n);
 void sim_check_free(struct sim *s);
+
+/* sim_converge.c: convergence after the heal, and its faults. */
+#define SIM_CONVERGE_MS		   2000 /* virtual ms after live, + 2 slow installs */
+#define SIM_CONVERGE_MAX_STREAMS   3	/* snapshot streams to one follower after heal */
+#define SIM_CONVERGE_MAX_REDUNDANT 1	/* ... of a snapshot it already holds */
+void sim_converge_init(struct sim *s);
+/* Before a message is delivered to n; true if it is lost instead. */
+bool sim_converge_deliver(struct sim *s, struct sim_node *n, const struct sim_msg *m);
+void sim_converge_fault(struct sim *s); /* the learner-promotion fault */
+void sim_converge_promote(struct sim *s, int node);
+void sim_converge_links(struct sim *s); /* re-applies a learner fault's cut */
+void sim_converge_heal(struct sim *s);
+void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			 const struct raft_config *cfg_before);
+/* After the cluster is live: true once converged; fails past the bound. */
+bool sim_converge_done(struct sim *s);
 
 /* sim_client.c */
 void sim_client_start(struct sim *s);

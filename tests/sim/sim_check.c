@@ -166,9 +166,22 @@ static void record_committed(struct sim *s, struct sim_node *n, raft_term now_te
 	}
 }
 
+static void check_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			 enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
+			 const struct raft_config *cfg_before);
+
 void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
 		      enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
 		      const struct raft_config *cfg_before)
+{
+	check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
+	if (!s->failed)
+		sim_converge_update(s, n, u, cfg_before);
+}
+
+static void check_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			 enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
+			 const struct raft_config *cfg_before)
 {
 	if (s->failed)
 		return;

@@ -224,6 +224,9 @@ static void fault_inject(struct sim *s)
 		s->drop_pct = drops[sim_rand_range(s, 0, 3)];
 	} else if (r < 90) {
 		memset(s->cut, 0, sizeof(s->cut));
+		sim_converge_links(s);
+	} else if (r < 94) {
+		sim_converge_fault(s);
 	}
 }
 
@@ -234,6 +237,7 @@ static void heal_all(struct sim *s)
 	memset(s->cut, 0, sizeof(s->cut));
 	s->drop_pct = 0;
 	s->dup_pct = 0;
+	sim_converge_heal(s);
 	for (unsigned i = 0; i < s->n_nodes; i++) {
 		s->nodes[i].stall_until = 0;
 		if (!s->nodes[i].up && !s->failed)
@@ -254,7 +258,7 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 	switch (ev->kind) {
 	case SIM_EV_DELIVER: {
 		struct sim_msg *m = ev->p;
-		if (n->up) {
+		if (n->up && !sim_converge_deliver(s, n, m)) {
 			e.type = RAFT_EVENT_RECEIVE;
 			e.u.receive = m->m;
 			sim_node_step(s, n, &e, NULL, NULL);
@@ -292,7 +296,11 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 				    NULL, 0);
 		}
 		break;
-	case SIM_EV_HEAL_LINKS: memset(s->cut, 0, sizeof(s->cut)); break;
+	case SIM_EV_HEAL_LINKS:
+		memset(s->cut, 0, sizeof(s->cut));
+		sim_converge_links(s);
+		break;
+	case SIM_EV_PROMOTE: sim_converge_promote(s, ev->node); break;
 	case SIM_EV_STRIKE:
 		if (s->healing || !n->up || n->inc != ev->inc)
 			break;
@@ -338,6 +346,7 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	s->opts.snapshot_chunk_bytes = sim_rand_range(s, 200, 2000);
 	s->opts.snapshot_timeout = 1000;
 	s->opts.snapshot_trailing = sim_rand_range(s, 0, 16);
+	sim_converge_init(s);
 	s->history = linearize_history_create();
 	if (s->history == NULL)
 		abort();
@@ -386,9 +395,11 @@ int sim_run(const struct sim_params *p, struct sim *s)
 	while (!s->failed && s->heap_n > 0) {
 		if (!s->healing && s->step >= p->steps)
 			heal_all(s);
-		if (s->healing && s->live)
+		if (s->healing && s->live && sim_converge_done(s))
 			break;
-		if (s->healing && s->now > s->heal_time + SIM_LIVENESS_MS) {
+		if (s->failed)
+			break;
+		if (s->healing && !s->live && s->now > s->heal_time + SIM_LIVENESS_MS) {
 			sim_fail(s,
 				 "liveness: no leader committed a proposal within %d ms of healing",
 				 SIM_LIVENESS_MS);
