@@ -139,8 +139,9 @@ enum sim_ev_kind {
 	SIM_EV_FAULT,
 	SIM_EV_HEAL_LINKS,
 	SIM_EV_PROBE,
-	SIM_EV_STRIKE,	/* isolate (a = 0) or crash (a = 1) one node */
-	SIM_EV_PROMOTE, /* sim_converge.c: ask the leader again to add node as a voter */
+	SIM_EV_STRIKE,	  /* isolate (a = 0) or crash (a = 1) one node */
+	SIM_EV_PROMOTE,	  /* sim_converge.c: ask the leader again to add node as a voter */
+	SIM_EV_INSTALLED, /* sim_converge.c: a slow install completes */
 };
 
 struct sim_ev {
@@ -238,6 +239,10 @@ struct sim {
 		raft_index target;		   /* highest index reported committed when live */
 		unsigned streams[SIM_MAX_NODES];   /* snapshot streams started since heal */
 		unsigned redundant[SIM_MAX_NODES]; /* ... of a snapshot it already held */
+		int install_from[SIM_MAX_NODES];   /* sender of the stream being installed */
+		struct raft_snapshot_meta install_meta[SIM_MAX_NODES]; /* slow install */
+		uint32_t pending_inc[SIM_MAX_NODES]; /* 1 + incarnation installing, 0 */
+		raft_term install_term[SIM_MAX_NODES];
 		unsigned long learner_faults, slow_installs, heal_losses;
 	} conv;
 
@@ -322,6 +327,10 @@ void sim_converge_fault(struct sim *s); /* the learner-promotion fault */
 void sim_converge_promote(struct sim *s, int node);
 void sim_converge_links(struct sim *s); /* re-applies a learner fault's cut */
 void sim_converge_heal(struct sim *s);
+/* A received snapshot is durable on n: true if its SNAPSHOT_INSTALLED is
+ * reported later (a slow install), by sim_converge_installed(). */
+bool sim_converge_install_later(struct sim *s, struct sim_node *n);
+void sim_converge_installed(struct sim *s, struct sim_node *n, uint32_t inc);
 void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
 			 const struct raft_config *cfg_before);
 /* After the cluster is live: true once converged; fails past the bound. */

@@ -63,12 +63,14 @@ static int node_num(const struct sim *s, const char *id)
 }
 
 /* Index of the snapshot n's driver is installing (its last chunk queued on
- * the disk), or 0. */
-static raft_index installing(const struct sim_node *n)
+ * the disk, or a slow install not yet reported), or 0. */
+static raft_index installing(const struct sim *s, const struct sim_node *n)
 {
 	for (const struct sim_req *r = n->q_head; r != NULL; r = r->next)
 		if (r->kind == SIM_REQ_SNAP_CHUNK && r->chunk.done)
 			return r->chunk.last_index;
+	if (n->up && s->conv.pending_inc[n->num] == n->inc + 1)
+		return s->conv.install_meta[n->num].index;
 	return 0;
 }
 
@@ -87,21 +89,46 @@ bool sim_converge_deliver(struct sim *s, struct sim_node *n, const struct sim_ms
 		s->stats.drops++;
 		return true;
 	}
-	/* A last chunk that will start an install: not while one is running
-	 * (a resent last chunk is refused), nor for a snapshot the node
-	 * already covers (answered at once). */
-	const struct raft_snapshot *c = &m->m.u.snapshot;
-	if (m->m.type == RAFT_MSG_SNAPSHOT && c->done && s->conv.install_ms > 0 && n->up &&
-	    installing(n) == 0 && c->last_index > n->commit &&
-	    c->last_index > n->dsnap.meta.index && n->stall_until < s->now + s->conv.install_ms) {
-		n->stall_until = s->now + s->conv.install_ms;
-		s->conv.slow_installs++;
-		if (s->p.trace)
-			printf("%8llu %s slow install of %llu: disk held %llu ms\n",
-			       (unsigned long long)s->now, n->id, (unsigned long long)c->last_index,
-			       (unsigned long long)s->conv.install_ms);
+	/* A last chunk that may start an install (not while one runs). */
+	if (m->m.type == RAFT_MSG_SNAPSHOT && m->m.u.snapshot.done && n->up &&
+	    installing(s, n) == 0) {
+		/* Who sent the stream being installed (if it is). */
+		s->conv.install_from[n->num] = node_num(s, m->m.from);
+		s->conv.install_term[n->num] = m->m.term;
 	}
 	return false;
+}
+
+bool sim_converge_install_later(struct sim *s, struct sim_node *n)
+{
+	if (s->conv.install_ms == 0)
+		return false;
+	s->conv.install_meta[n->num] = n->dsnap.meta;
+	s->conv.pending_inc[n->num] = n->inc + 1;
+	s->conv.slow_installs++;
+	sim_ev_push(s, s->now + s->conv.install_ms, SIM_EV_INSTALLED, n->num, n->inc, NULL, 0);
+	if (s->p.trace)
+		printf("%8llu %s slow install of %llu: reported in %llu ms\n",
+		       (unsigned long long)s->now, n->id, (unsigned long long)n->dsnap.meta.index,
+		       (unsigned long long)s->conv.install_ms);
+	/* Often depose the sender meanwhile: a new leader meets a follower
+	 * busy installing (its busy answers must not walk next back,
+	 * replication.c). */
+	int from = s->conv.install_from[n->num];
+	if (!s->healing && from >= 0 && from != n->num && conv_range(s, 0, 99) < 30)
+		sim_ev_push(s, s->now + conv_range(s, 1, 20), SIM_EV_STRIKE, from,
+			    s->nodes[from].inc, NULL, 0);
+	return true;
+}
+
+void sim_converge_installed(struct sim *s, struct sim_node *n, uint32_t inc)
+{
+	if (!n->up || n->inc != inc)
+		return;
+	s->conv.pending_inc[n->num] = 0;
+	struct raft_event e = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED, .now = s->now};
+	e.u.snapshot = s->conv.install_meta[n->num];
+	sim_node_step(s, n, &e, NULL, NULL);
 }
 
 /* Cuts node i off from everyone, both ways. */
@@ -193,7 +220,11 @@ static void check_promotion(struct sim *s, struct sim_node *n, const struct raft
 			    raft_config_is_voter(before, c.servers[k].id) || f < 0 || f == n->num)
 				continue;
 			struct sim_node *x = &s->nodes[f];
+			/* Its log as requested, or as durable (down, it has no
+			 * requested log; the leader's match came from acks). */
 			raft_index has = sim_log_last(&x->mlog);
+			if (sim_log_last(&x->dlog) > has)
+				has = sim_log_last(&x->dlog);
 			if (x->dsnap.meta.index > has)
 				has = x->dsnap.meta.index;
 			if (has + CONVERGE_PROMOTE_GAP < last)
@@ -219,14 +250,32 @@ void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_up
 		    (f = node_num(s, u->notes[i].peer)) < 0)
 			continue;
 		if (s->p.trace)
-			printf("%8llu %s starts snapshot stream %llu/%llu to %s\n",
+			printf("%8llu %s starts snapshot stream %llu/%llu to %s (which installs "
+			       "%llu, holds snapshot %llu, commit %llu)\n",
 			       (unsigned long long)s->now, n->id,
 			       (unsigned long long)u->notes[i].index,
-			       (unsigned long long)u->notes[i].term, u->notes[i].peer);
-		if (!s->healing)
-			continue;
+			       (unsigned long long)u->notes[i].term, u->notes[i].peer,
+			       (unsigned long long)installing(s, &s->nodes[f]),
+			       (unsigned long long)s->nodes[f].dsnap.meta.index,
+			       (unsigned long long)s->nodes[f].commit);
 		const struct sim_node *x = &s->nodes[f];
 		raft_index idx = u->notes[i].index;
+		if (installing(s, x) >= idx && (s->conv.install_from[f] != n->num ||
+						s->conv.install_term[f] != u->current_term)) {
+			sim_fail(
+			    s,
+			    "convergence: leader %s of term %llu starts a stream of snapshot "
+			    "%llu to %s, which is installing snapshot %llu (from %s, term %llu): "
+			    "its busy answers must not send the leader back",
+			    n->id, (unsigned long long)u->current_term, (unsigned long long)idx,
+			    x->id, (unsigned long long)installing(s, x),
+			    s->conv.install_from[f] >= 0 ? s->nodes[s->conv.install_from[f]].id
+							 : "?",
+			    (unsigned long long)s->conv.install_term[f]);
+			return;
+		}
+		if (!s->healing)
+			continue;
 		if (x->dsnap.meta.index >= idx || x->commit >= idx) {
 			/* It has it: one such stream may cross the answer. */
 			if (++s->conv.redundant[f] > SIM_CONVERGE_MAX_REDUNDANT)
@@ -238,7 +287,7 @@ void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_up
 					 (unsigned long long)x->commit);
 			continue;
 		}
-		if (installing(x) == idx)
+		if (installing(s, x) != 0)
 			continue; /* snapshot_timeout during a slow install: a restart */
 		if (++s->conv.streams[f] > SIM_CONVERGE_MAX_STREAMS)
 			sim_fail(s,

@@ -336,7 +336,7 @@ void sim_disk_complete(struct sim *s, struct sim_node *n)
 		e.type = RAFT_EVENT_SNAPSHOT_TAKEN;
 		e.u.snapshot = n->dsnap.meta;
 		post = true;
-	} else if (installed) {
+	} else if (installed && !sim_converge_install_later(s, n)) {
 		e.type = RAFT_EVENT_SNAPSHOT_INSTALLED;
 		e.u.snapshot = n->dsnap.meta;
 		post = true;

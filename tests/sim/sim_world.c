@@ -301,6 +301,7 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		sim_converge_links(s);
 		break;
 	case SIM_EV_PROMOTE: sim_converge_promote(s, ev->node); break;
+	case SIM_EV_INSTALLED: sim_converge_installed(s, n, ev->inc); break;
 	case SIM_EV_STRIKE:
 		if (s->healing || !n->up || n->inc != ev->inc)
 			break;
