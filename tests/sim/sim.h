@@ -10,7 +10,8 @@
  * loop, healing), sim_node.c (the driver of one node: updates, network, disk,
  * crash, restart), sim_log.c (entries, logs, snapshot streams), sim_check.c
  * (safety invariants), sim_client.c (client workload, history, liveness
- * probe).
+ * probe), sim_converge.c (convergence after the heal, and the faults aimed
+ * at snapshot catch-up and learner promotion).
  *
  * Thread: single-threaded.
  */

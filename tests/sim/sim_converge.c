@@ -4,31 +4,44 @@
  *
  * Convergence: once the healed cluster is live (a leader applied the
  * liveness probe), let C be the highest index any node has reported
- * committed (the probe's, or later). Within
- * SIM_CONVERGE_MS of virtual time every running member of the leader's
- * configuration must hold the committed entry at C (or a snapshot covering
- * it) and have applied up to C, through snapshots where needed. Nothing is
- * lost or slowed after the heal, so this is a few round trips, a stream and
- * an install; anything waiting for a timeout (snapshot_timeout, 1 or 5 s)
- * misses it. And no follower gets more than SIM_CONVERGE_MAX_STREAMS
- * InstallSnapshot streams after the heal (a leader restarting a stream
- * forever, or re-sending a snapshot the follower already holds).
+ * committed. Clients then only read, so the log stops growing. Within
+ * SIM_CONVERGE_MS + 2 slow installs of virtual time every running member of
+ * the leader's configuration must hold the committed entry at C (or a
+ * snapshot covering it) and have applied up to C, through snapshots where
+ * needed. Nothing is lost or stalled after the heal, so this takes a few
+ * round trips, a stream and an install or two; anything waiting for
+ * snapshot_timeout (1 or 5 s) misses it. Snapshot streams after the heal
+ * are counted per follower: at most SIM_CONVERGE_MAX_STREAMS (restarts
+ * while it installs not counted), and at most SIM_CONVERGE_MAX_REDUNDANT of
+ * a snapshot it already holds (one may cross its answer).
  *
- * Faults (their own generator, so that the main stream of choices and
- * thus every older seed's schedule up to the first of them is unchanged):
- *  - slow installs: in half the seeds, a node receiving a stream's last
- *    chunk holds its disk 300-2000 ms (the install, while AppendEntries keep
- *    arriving and are answered busy);
+ * Checked all along:
+ *  - promotion: a server a leader makes a voter holds the leader's log but
+ *    for at most 2 x RAFT_CATCHUP_GAP (16) entries (membership.c waits for
+ *    catch-up);
+ *  - busy answers: while a follower installs a stream from leader L in term
+ *    T, no other leader or term starts a stream to it of a snapshot no newer
+ *    than that one. Such a leader starts with next = its last index + 1 and
+ *    hears only "busy" until the install ends, so only a leader walking next
+ *    back on busy answers gets there (a newer snapshot may be legitimately
+ *    needed after it compacts its log).
+ *
+ * Faults (their own generator, so that the main stream of choices, and
+ * thus each older seed's schedule up to the first of them, is unchanged):
+ *  - slow installs: in half the seeds the driver reports SNAPSHOT_INSTALLED
+ *    300-2000 ms after the stream is durable (loading a big state machine),
+ *    while term and vote writes and AppendEntries go on; in 30% of them the
+ *    stream's sender is isolated at once (event SIM_EV_STRIKE), so a new
+ *    leader meets a follower busy installing;
  *  - the heal's last casualty: in half the seeds, InstallSnapshot chunks and
  *    results still in flight when the network heals are lost (sent across
- *    the partition just before it healed), so a stream must recover
- *    without any further loss;
+ *    the partition just before it healed), so a stream must recover with no
+ *    further loss;
  *  - snapshot_timeout is the daemon's 5 s in half the seeds (1 s otherwise);
- *  - learner promotion: the leader is asked to add a node that is cut off
- *    (so it stays a learner when the catch-up times out) and, 5.5-7 s
- *    later, to add it again while still cut off. Checked here: a server a
- *    leader makes a voter must be within 2 x RAFT_CATCHUP_GAP (16) entries
- *    of the leader's log.
+ *  - learner promotion (4% of the nemesis' draws): the leader is asked to
+ *    add a node that is cut off for 8-10 s (so it stays a learner when the
+ *    catch-up times out) and, 5.5-7 s later, to add it again while it is
+ *    still cut off.
  *
  * Thread: single-threaded, like the rest of the simulation.
  */
