@@ -94,6 +94,12 @@ void sim_converge_init(struct sim *s)
 	s->conv.install_ms = conv_range(s, 0, 1) ? conv_range(s, 300, 2000) : 0;
 	s->conv.heal_loss_pct = conv_range(s, 0, 1) ? 100 : 0;
 	s->opts.snapshot_timeout = conv_range(s, 0, 1) ? 5000 : 1000;
+	if (s->p.verbose)
+		printf("seed %llu: slow installs %llu ms, chunks lost at heal %s, "
+		       "snapshot_timeout %llu ms\n",
+		       (unsigned long long)s->p.seed, (unsigned long long)s->conv.install_ms,
+		       s->conv.heal_loss_pct ? "yes" : "no",
+		       (unsigned long long)s->opts.snapshot_timeout);
 }
 
 bool sim_converge_deliver(struct sim *s, struct sim_node *n, const struct sim_msg *m)
