@@ -6,12 +6,10 @@
  * (docs/simulation.md, "Planted bugs, automated"). KVD_PLANT is 0 in every
  * normal build, so each RAFT_PLANTED() is the constant false and the planted
  * branch is compiled out of the daemon and the unit tests. tests/sim's CMake
- * builds one extra copy of the core per plant with
- * -DKVD_PLANT=RAFT_PLANT_<name>
- * (library kvd_raft_plant_<name>, simulator sim_plant_<name>), and ctest
- * sim_plants checks that the CI seeds catch every one.
-
- * The numbers only tell the plants apart (none is 0).
+ * compiles the files that include this header once more per plant with
+ * -DKVD_PLANT=RAFT_PLANT_<name> (kvd_raft_plant_<name>, linked into
+ * sim_plant_<name>), and ctest sim_plants checks that the CI seeds catch
+ * every one. The numbers only tell the plants apart (none is 0).
  */
 #ifndef KVD_RAFT_PLANT_H
 #define KVD_RAFT_PLANT_H
