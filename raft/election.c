@@ -19,6 +19,7 @@
  * voter sets (§6).
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -267,7 +268,10 @@ void raft_election_recv_vote(struct raft_core *r, const struct raft_message *m)
 		reply_vote(r, m, false, r->term, "already voted in this term");
 		return;
 	}
-	raft_core_meta_set(r, r->term, m->from);
+	if (RAFT_PLANTED(vote_not_persisted))
+		snprintf(r->voted_for, sizeof(r->voted_for), "%s", m->from);
+	else
+		raft_core_meta_set(r, r->term, m->from);
 	raft_election_reset_timer(r);
 	reply_vote(r, m, true, r->term, "");
 }

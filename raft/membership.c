@@ -21,6 +21,7 @@
  * appending C_new.
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -240,7 +241,7 @@ void raft_membership_advance(struct raft_core *r)
 	case RAFT_CHANGE_WAIT_TERM:
 		if (raft_log_term_at(&r->log, r->commit) != r->term || !committed_config)
 			break;
-		if (add_learners(r) || promotes_learner(r)) {
+		if (add_learners(r) || (!RAFT_PLANTED(learner_promotion) && promotes_learner(r))) {
 			r->change.phase = RAFT_CHANGE_CATCHUP;
 			break;
 		}

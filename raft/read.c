@@ -13,6 +13,7 @@
  * pending read (KVD_ENOTLEADER).
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,8 @@ void raft_read_advance(struct raft_core *r)
 	if (unassigned && !outstanding) {
 		bool confirmed;
 		uint64_t seq = ++r->seq;
-		confirmed = raft_election_quorum(r, is_self_or_acked, &seq);
+		confirmed = RAFT_PLANTED(read_without_heartbeat) ||
+			    raft_election_quorum(r, is_self_or_acked, &seq);
 		for (unsigned i = 0; i < r->n_reads; i++) {
 			if (r->reads[i].seq == 0) {
 				r->reads[i].seq = seq;

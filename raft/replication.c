@@ -26,6 +26,7 @@
  * answer only after the log write is durable (needs_sync).
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +170,7 @@ void raft_replication_maybe_commit(struct raft_core *r)
 {
 	raft_index n = quorum_match(r, r->config.servers, r->config.n);
 
-	if (r->config.n_old > 0) {
+	if (r->config.n_old > 0 && !RAFT_PLANTED(joint_new_majority_only)) {
 		raft_index o = quorum_match(r, r->config.old, r->config.n_old);
 		if (o < n)
 			n = o;
@@ -177,7 +178,8 @@ void raft_replication_maybe_commit(struct raft_core *r)
 	if (n > raft_log_last_index(&r->log))
 		n = raft_log_last_index(&r->log);
 	/* §5.4.2: only an entry of the current term commits by counting. */
-	if (n > r->commit && raft_log_term_at(&r->log, n) == r->term)
+	if (n > r->commit &&
+	    (RAFT_PLANTED(earlier_term_commit) || raft_log_term_at(&r->log, n) == r->term))
 		r->commit = n;
 }
 
@@ -228,6 +230,8 @@ static bool follower_append(struct raft_core *r, const struct raft_append *a)
 			continue;
 		if (e->index <= last) {
 			if (raft_log_term_at(&r->log, e->index) == e->term)
+				continue;
+			if (RAFT_PLANTED(keep_conflicting_suffix))
 				continue;
 			if (e->index <= r->commit)
 				return false; /* safety: committed entries never change */
@@ -367,9 +371,13 @@ void raft_replication_recv_result(struct raft_core *r, const struct raft_message
 		return;
 	}
 	r->stats.appends_rejected++;
-	if (res->conflict_term == 0 && res->conflict_index == 0 &&
-	    res->last_log_index >= res->reject_index)
-		return; /* busy with a snapshot: retried on the next heartbeat */
+	if (!RAFT_PLANTED(busy_walkback) && res->conflict_term == 0 && res->conflict_index == 0 &&
+	    res->last_log_index >= res->reject_index) {
+		/* Busy with a snapshot: next stays (retried on the next
+		 * heartbeat), and a chunk of ours lost mid-stream is resent. */
+		raft_snapshot_peer_heard(r, p);
+		return;
+	}
 	if (p->state == RAFT_PROGRESS_SNAPSHOT) {
 		raft_snapshot_peer_heard(r, p);
 		return;

@@ -36,14 +36,16 @@
  * waiting last chunk is refused with offset 0 and the stream restarts.
  *
  * Lost chunks: answers come back in order over one connection, so when the
- * leader hears a normal AppendEntries answer from a follower it is
- * streaming to, and the outstanding chunk left a heartbeat interval ago or
- * more, that chunk was lost (a partition drops it silently) and is sent
- * again at once; snapshot_timeout remains the fallback. A snapshot
+ * leader hears an AppendEntries answer (normal, or "busy" from a follower
+ * holding part of the stream) from a follower it is streaming to, and the
+ * outstanding chunk left a heartbeat interval ago or more, that chunk was
+ * lost (a partition drops it silently) and is sent again at once;
+ * snapshot_timeout remains the fallback. A snapshot
  * whose last entry the log already holds is not installed at all (§7,
  * Figure 13 step 6).
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,15 +124,16 @@ void raft_snapshot_recv_result(struct raft_core *r, const struct raft_message *m
 	send_chunk(r, p);
 }
 
-/* The follower answered an AppendEntries itself, so it is not receiving a
- * stream from us: if the outstanding chunk left at least a heartbeat
- * interval ago it was lost (a partition drops messages without an error),
- * and is sent again now instead of after snapshot_timeout. The receiver's
- * answer says where it stands, so the stream resumes or restarts there. */
+/* The follower answered an AppendEntries (normally, or busy with our
+ * stream), and answers come back in order: if the outstanding chunk left
+ * at least a heartbeat interval ago it was lost (a partition drops
+ * messages without an error), and is sent again now instead of after
+ * snapshot_timeout. The receiver's answer says where it stands, so the
+ * stream resumes or restarts there. */
 void raft_snapshot_peer_heard(struct raft_core *r, struct raft_progress *p)
 {
-	if (p->state != RAFT_PROGRESS_SNAPSHOT || !p->snap_waiting ||
-	    r->now < p->snap_sent + r->o.heartbeat_interval)
+	if (RAFT_PLANTED(lost_chunk_wait) || p->state != RAFT_PROGRESS_SNAPSHOT ||
+	    !p->snap_waiting || r->now < p->snap_sent + r->o.heartbeat_interval)
 		return;
 	send_chunk(r, p);
 }
@@ -181,7 +184,8 @@ void raft_snapshot_recv(struct raft_core *r, const struct raft_message *m)
 		 * log holding the last included entry keeps what follows
 		 * it, entries this server may have acknowledged). */
 		memset(&r->rx, 0, sizeof(r->rx));
-		reply(r, m->from, m->token, true, s->last_index, RAFT_SNAPSHOT_COVERED);
+		reply(r, m->from, m->token, true, s->last_index,
+		      RAFT_PLANTED(covered_offset) ? UINT64_MAX : RAFT_SNAPSHOT_COVERED);
 		return;
 	}
 	if (!r->rx.active || r->rx.last_index != s->last_index || r->rx.last_term != s->last_term) {

@@ -12,7 +12,9 @@
  * (safety invariants), sim_client.c (client workload, history, liveness
  * probe), sim_disk.c (the simulated disk behind struct raft_log_io),
  * sim_nodedisk.c (a node's log and term/vote in the real log store and
- * meta files), sim_storecheck.c (the store alone: sim --store-seeds).
+ * meta files), sim_storecheck.c (the store alone: sim --store-seeds),
+ * sim_converge.c (convergence after the heal, and the faults aimed at
+ * snapshot catch-up and learner promotion).
  *
  * Thread: single-threaded.
  */
@@ -92,6 +94,7 @@ struct sim_msg {
 	unsigned char *snap_data;
 	uint64_t barrier;      /* held until the node's done_seq reaches it */
 	raft_term expect_term; /* APPEND_RESULT success: term at last_log_index */
+	bool lost;	       /* sim_converge.c: lost in flight (the heal's last casualty) */
 	struct sim_msg *next;
 };
 
@@ -161,7 +164,9 @@ enum sim_ev_kind {
 	SIM_EV_FAULT,
 	SIM_EV_HEAL_LINKS,
 	SIM_EV_PROBE,
-	SIM_EV_STRIKE, /* isolate (a = 0) or crash (a = 1) one node */
+	SIM_EV_STRIKE,	  /* isolate (a = 0) or crash (a = 1) one node */
+	SIM_EV_PROMOTE,	  /* sim_converge.c: ask the leader again to add node as a voter */
+	SIM_EV_INSTALLED, /* sim_converge.c: a slow install completes */
 };
 
 struct sim_ev {
@@ -260,6 +265,27 @@ struct sim {
 	struct sim_lm *lm;
 	size_t lm_cap, lm_n;
 
+	/* sim_converge.c: the convergence phase and the faults aimed at
+	 * snapshot catch-up and learner promotion. Draws from its own
+	 * generator so the main stream of choices stays as it was. */
+	struct {
+		uint64_t rng;
+		raft_time install_ms;	/* slow install: disk held this long (0: off) */
+		unsigned heal_loss_pct; /* chunks in flight at the heal are lost */
+		int isolated;		/* node kept cut off by a learner fault, -1 */
+		raft_time isolated_until;
+		raft_time live_time;		   /* when the probe applied (0: not yet) */
+		raft_time stall_end;		   /* the last disk stall cut short by the heal */
+		raft_index target;		   /* highest index reported committed when live */
+		unsigned streams[SIM_MAX_NODES];   /* snapshot streams started since heal */
+		unsigned redundant[SIM_MAX_NODES]; /* ... of a snapshot it already held */
+		int install_from[SIM_MAX_NODES];   /* sender of the stream being installed */
+		struct raft_snapshot_meta install_meta[SIM_MAX_NODES]; /* slow install */
+		uint32_t pending_inc[SIM_MAX_NODES]; /* 1 + incarnation installing, 0 */
+		raft_term install_term[SIM_MAX_NODES];
+		unsigned long learner_faults, slow_installs, heal_losses;
+	} conv;
+
 	uint64_t digest; /* of every event run, to check that a seed replays */
 	/* Disk model of this run (sim_nodedisk.c). */
 	bool real_disk;
@@ -344,6 +370,26 @@ void sim_check_durable_meta(struct sim *s, struct sim_node *n, raft_term term, c
 void sim_check_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
 void sim_check_snapshot_state(struct sim *s, struct sim_node *n);
 void sim_check_free(struct sim *s);
+
+/* sim_converge.c: convergence after the heal, and its faults. */
+#define SIM_CONVERGE_MS		   2000 /* virtual ms after live, + 2 slow installs */
+#define SIM_CONVERGE_MAX_STREAMS   3	/* snapshot streams to one follower after heal */
+#define SIM_CONVERGE_MAX_REDUNDANT 1	/* ... of a snapshot it already holds */
+void sim_converge_init(struct sim *s);
+/* Before a message is delivered to n; true if it is lost instead. */
+bool sim_converge_deliver(struct sim *s, struct sim_node *n, const struct sim_msg *m);
+void sim_converge_fault(struct sim *s); /* the learner-promotion fault */
+void sim_converge_promote(struct sim *s, int node);
+void sim_converge_links(struct sim *s); /* re-applies a learner fault's cut */
+void sim_converge_heal(struct sim *s);
+/* A received snapshot is durable on n: true if its SNAPSHOT_INSTALLED is
+ * reported later (a slow install), by sim_converge_installed(). */
+bool sim_converge_install_later(struct sim *s, struct sim_node *n);
+void sim_converge_installed(struct sim *s, struct sim_node *n, uint32_t inc);
+void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			 const struct raft_config *cfg_before);
+/* After the cluster is live: true once converged; fails past the bound. */
+bool sim_converge_done(struct sim *s);
 
 /* sim_client.c */
 void sim_client_start(struct sim *s);

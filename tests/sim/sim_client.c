@@ -90,6 +90,11 @@ void sim_client_act(struct sim *s, int id)
 	memset(&c->op, 0, sizeof(c->op));
 	c->op.client = (uint64_t)id;
 	c->op.kind = r < 45 ? LINEARIZE_GET : r < 85 ? LINEARIZE_PUT : LINEARIZE_DELETE;
+	/* Convergence phase (sim_converge.c): reads only, so the log stops
+	 * growing and a follower installing a snapshot is not overtaken by
+	 * the leader's next one (a newer snapshot restarts the stream). */
+	if (s->live)
+		c->op.kind = LINEARIZE_GET;
 	snprintf(c->op.key, sizeof(c->op.key), "k%u", key);
 	c->op.invoke_time = s->now;
 	c->busy = true;

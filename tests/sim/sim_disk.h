@@ -69,7 +69,7 @@ void sim_disk_crash(struct sim_disk *d);
  * fsync, fdatasync, ftruncate, rename, unlink, create): that call and every
  * later one fail with EIO until sim_disk_crash(), so a crash can fall in
  * the middle of any storage operation (a meta overwrite before its
- * fdatasync, a reset between its steps). */
+ * fdatasync, a reset between its steps). n = 0 disarms (the heal does). */
 void sim_disk_fail_after(struct sim_disk *d, unsigned n);
 
 /* True once an armed power failure has happened. */

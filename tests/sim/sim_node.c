@@ -324,7 +324,7 @@ static void held_release(struct sim *s, struct sim_node *n)
 }
 
 /* What a completed request reports to the core. */
-static bool req_event(struct sim_node *n, const struct sim_req *r, bool installed,
+static bool req_event(struct sim *s, struct sim_node *n, const struct sim_req *r, bool installed,
 		      struct raft_event *e)
 {
 	if (r->kind == SIM_REQ_LOG && r->n_ents > 0) {
@@ -338,7 +338,8 @@ static bool req_event(struct sim_node *n, const struct sim_req *r, bool installe
 		e->u.snapshot = n->dsnap.meta;
 		return true;
 	}
-	if (installed) {
+	/* A slow install (sim_converge.c) reports later, by its own event. */
+	if (installed && !sim_converge_install_later(s, n)) {
 		e->type = RAFT_EVENT_SNAPSHOT_INSTALLED;
 		e->u.snapshot = n->dsnap.meta;
 		return true;
@@ -358,7 +359,7 @@ static void disk_complete_model(struct sim *s, struct sim_node *n)
 	n->disk_busy = false;
 	bool installed = req_apply(s, n, r, UINT32_MAX);
 	n->done_seq = r->seq;
-	post = req_event(n, r, installed, &e);
+	post = req_event(s, n, r, installed, &e);
 	sim_req_free(r);
 	disk_start(s, n);
 	held_release(s, n);
@@ -559,7 +560,7 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 		rv =
 		    raft_log_store_reset(n->store, n->dsnap.meta.index, n->dsnap.meta.term, errmsg);
 	n->done_seq = r->seq;
-	post = req_event(n, r, installed, &e);
+	post = req_event(s, n, r, installed, &e);
 	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0)
 		rv = raft_log_store_remove_head(n->store, n->dsnap.meta.index, errmsg);
 	if (installed) {

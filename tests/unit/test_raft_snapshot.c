@@ -282,6 +282,43 @@ START_TEST(test_raft_snapshot_size_zero_not_sent)
 }
 END_TEST
 
+/* Issue 7 (found by the simulation, seed 393 with the convergence check): a
+ * chunk lost in the middle of a stream is resent too. The follower, holding
+ * the stream's first chunk, answers heartbeats "busy", and a busy answer is
+ * hearing from it; before the fix the leader waited for snapshot_timeout. */
+START_TEST(test_raft_snapshot_lost_mid_stream_chunk_resent_on_busy_answer)
+{
+	bool dropped = false;
+
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	/* Deliver until the stream's second chunk is queued, then lose it. */
+	for (unsigned k = 0; k < 100000 && !dropped; k++) {
+		for (unsigned i = 0; i < f.n_q && !dropped; i++) {
+			if (f.q[i].m.type == RAFT_MSG_SNAPSHOT && strcmp(f.q[i].m.to, "n3") == 0 &&
+			    f.q[i].m.u.snapshot.offset == 100) {
+				fx_deliver_at(&f, i, true);
+				dropped = true;
+			}
+		}
+		if (!dropped && !fx_deliver_one(&f)) {
+			f.now += 10;
+			fx_tick(&f, 0);
+		}
+	}
+	ck_assert(dropped);
+	ck_assert_uint_eq(f.n[2].n_snapshot_writes, 1);
+	fx_run(&f, 250); /* two heartbeats: well within snapshot_timeout */
+	ck_assert_uint_ge(f.n[2].n_snapshot_writes, 2);
+	deliver_until_rx_done(2);
+	ck_assert_int_eq(memcmp(f.n[2].rx_bytes, f.n[0].snap_bytes, 250), 0);
+	fx_close(&f);
+}
+END_TEST
+
 /* Issue 7: a chunk lost without an error (a partition drops it) is sent again
  * as soon as the leader hears a normal answer from the follower, not after
  * snapshot_timeout (1000 ms here). */
@@ -432,6 +469,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_stream_aborted_by_append);
 	tcase_add_test(tc, test_raft_snapshot_size_zero_not_sent);
 	tcase_add_test(tc, test_raft_snapshot_lost_chunk_resent_when_follower_heard);
+	tcase_add_test(tc, test_raft_snapshot_lost_mid_stream_chunk_resent_on_busy_answer);
 	tcase_add_test(tc, test_raft_snapshot_leader_waits_for_install);
 	tcase_add_test(tc, test_raft_snapshot_failed_write_restarts_stream);
 	tcase_add_test(tc, test_raft_snapshot_busy_refusal_keeps_next);
