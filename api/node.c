@@ -39,6 +39,13 @@
 #include "raft/meta.h"
 #include "kvd/errors.h"
 
+/* ---- node state ---------------------------------------------------------- */
+
+void kvd_node_set_state(struct kvd_node *n, enum kvd_node_state to)
+{
+	(void)kvd_node_mode_set(&n->mode, to);
+}
+
 /* ---- storage jobs ------------------------------------------------------ */
 
 enum writer_job_type {
@@ -282,9 +289,9 @@ static void node_io_failed(struct kvd_node *n, int rv, const char *what, const c
 
 	KVD_ERROR("disk write failed; refusing writes", "op=%s error=\"%s\" detail=\"%s\"", what,
 		  kvd_strerror(rv), errmsg);
-	if (n->io_failed)
+	if (kvd_node_rules(n) == KVD_NODE_IO_FAILED)
 		return;
-	n->io_failed = true;
+	kvd_node_set_state(n, KVD_NODE_IO_FAILED);
 	n->io_error = rv;
 	kvd_node_step(n, &e);
 }
@@ -306,11 +313,15 @@ static void disk_timer_cb(uv_timer_t *t)
 	struct kvd_node *n = t->data;
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 
+	if (kvd_node_rules(n) == KVD_NODE_IO_FAILED) {
+		uv_timer_stop(t); /* final: no restart brings writes back */
+		return;
+	}
 	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) ||
 	    n->snapshot_state != KVD_SNAP_IDLE || n->reinit_pending)
 		return;
 	kvd_node_drop_core(n);
-	n->recovering = true;
+	kvd_node_set_state(n, KVD_NODE_DISK_RECOVERING);
 	if (kvd_node_restart_core(n, errmsg) != 0) {
 		KVD_ERROR("cannot restart the raft core after a full disk; exiting",
 			  "detail=\"%s\"", errmsg);
@@ -336,11 +347,10 @@ int kvd_node_restart_core(struct kvd_node *n, char *errmsg)
 
 static void node_disk_full(struct kvd_node *n, const char *errmsg)
 {
-	if (!n->disk_full)
+	if (!kvd_node_disk_full(n))
 		KVD_ERROR("disk full; refusing writes until space returns", "detail=\"%s\"",
 			  errmsg);
-	n->disk_full = true;
-	n->recovering = false;
+	kvd_node_set_state(n, KVD_NODE_DISK_FULL);
 	fail_pending_writes(n, 507, "insufficient storage\n");
 	if (!uv_is_active((uv_handle_t *)&n->disk_timer))
 		uv_timer_start(&n->disk_timer, disk_timer_cb, 1000, 1000);
@@ -354,8 +364,9 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	raft_index unused_index;
 	raft_term unused_term;
 
-	if (j->type == WRITER_APPEND && (j->base.status != 0 || j->n_entries == 0 || n->io_failed ||
-					 (n->disk_full && !n->recovering)))
+	if (j->type == WRITER_APPEND &&
+	    (j->base.status != 0 || j->n_entries == 0 || kvd_node_rules(n) == KVD_NODE_IO_FAILED ||
+	     kvd_node_rules(n) == KVD_NODE_DISK_FULL))
 		(void)kvd_writer_track_done(&n->writer_track, j->base.seq, NULL, 0, &unused_index,
 					    &unused_term); /* nothing to report: forget it */
 	if (j->type == WRITER_RESET && j->base.status != 0 && j->install != NULL) {
@@ -366,7 +377,7 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		free(j->install);
 		j->install = NULL;
 		n->snapshot_state = KVD_SNAP_IDLE;
-		if (n->raft != NULL && !n->io_failed)
+		if (n->raft != NULL && kvd_node_rules(n) != KVD_NODE_IO_FAILED)
 			kvd_node_step(n, &e);
 		kvd_snapshot_after_install(n);
 	}
@@ -383,31 +394,32 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		kvd_transport_drop_held(n->transport);
 		/* The core forgets the stream, so no later chunk lands after a
 		 * hole; the leader restarts it at offset 0. */
-		if (n->raft != NULL && !n->io_failed)
+		if (n->raft != NULL && kvd_node_rules(n) != KVD_NODE_IO_FAILED)
 			kvd_node_step(n, &e);
 		writer_job_free(j);
 		return;
 	} else if (j->base.status != 0) {
 		/* Nothing that depended on this write may go out. */
 		kvd_transport_drop_held(n->transport);
-		if (j->base.status == KVD_ENOSPC && !n->io_failed)
+		if (j->base.status == KVD_ENOSPC && kvd_node_rules(n) != KVD_NODE_IO_FAILED)
 			node_disk_full(n, j->errmsg);
-		else if (!n->disk_full)
+		else if (!kvd_node_disk_full(n))
 			node_io_failed(n, j->base.status, j->type == WRITER_META ? "meta" : "log",
 				       j->errmsg);
 		writer_job_free(j);
 		return;
-	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && !n->io_failed && !n->disk_full) {
+	} else if (j->type == WRITER_APPEND && j->n_entries > 0 &&
+		   kvd_node_rules(n) == KVD_NODE_RUNNING) {
 		/* Only what no later job truncates counts (api/writer.h). */
 		struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
 		if (kvd_writer_track_done(&n->writer_track, j->base.seq, j->entries, j->n_entries,
 					  &e.u.persisted.index, &e.u.persisted.term))
 			kvd_node_step(n, &e);
-	} else if (j->type == WRITER_APPEND && j->n_entries > 0 && n->disk_full && n->recovering) {
+	} else if (j->type == WRITER_APPEND && j->n_entries > 0 &&
+		   kvd_node_rules(n) == KVD_NODE_DISK_RECOVERING) {
 		/* The restarted core's first write went through: space is back. */
 		struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
-		n->disk_full = false;
-		n->recovering = false;
+		kvd_node_set_state(n, KVD_NODE_RUNNING);
 		uv_timer_stop(&n->disk_timer);
 		KVD_INFO("disk has space again; accepting writes", NULL);
 		if (kvd_writer_track_done(&n->writer_track, j->base.seq, j->entries, j->n_entries,
@@ -667,7 +679,7 @@ static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
 		exit(1);
 	}
 	n->applied_index = j->last_index;
-	if (!n->io_failed) {
+	if (kvd_node_rules(n) != KVD_NODE_IO_FAILED) {
 		struct raft_event e = {.type = RAFT_EVENT_APPLIED};
 		e.u.applied.index = j->last_index;
 		kvd_node_step(n, &e);
@@ -1028,9 +1040,10 @@ static void batch_check_cb(uv_check_t *c)
 		return;
 	n->batch_n = 0;
 	es = calloc(count, sizeof(*es));
-	if (es == NULL || n->io_failed || n->disk_full) {
+	if (es == NULL || kvd_node_rules(n) != KVD_NODE_RUNNING) {
 		for (unsigned i = 0; i < count; i++) {
-			if (n->disk_full || (n->io_failed && n->io_error == KVD_ENOSPC))
+			if (kvd_node_disk_full(n) ||
+			    (kvd_node_rules(n) == KVD_NODE_IO_FAILED && n->io_error == KVD_ENOSPC))
 				kvd_reply_text(n->batch[i].req, 507, "insufficient storage\n");
 			else
 				kvd_reply_text(n->batch[i].req, 503,
@@ -1521,11 +1534,11 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	/* A sole voter leads at once and replays its log before opening. */
 	conf = raft_configuration(n->raft);
 	if (conf->n == 1 && raft_config_is_voter(conf, n->cfg.id)) {
-		while (!n->io_failed &&
+		while (kvd_node_rules(n) != KVD_NODE_IO_FAILED &&
 		       (raft_role(n->raft) != RAFT_LEADER || n->applied_index < n->ready_index ||
 			n->applied_index < raft_commit_index(n->raft)))
 			uv_run(loop, UV_RUN_ONCE);
-		if (n->io_failed) {
+		if (kvd_node_rules(n) == KVD_NODE_IO_FAILED) {
 			snprintf(errmsg, KVD_ERRMSG_SIZE, "disk write failed during recovery: %s",
 				 kvd_strerror(n->io_error));
 			rv = KVD_EIO;
@@ -1594,15 +1607,16 @@ static void finish_cb(uv_timer_t *t)
 
 	if (n->finish_deadline == 0) {
 		n->finish_deadline = now + KVD_TRANSFER_WAIT_MS;
-		if (raft_role(n->raft) == RAFT_LEADER && has_other_voter(n) && !n->io_failed) {
+		if (raft_role(n->raft) == RAFT_LEADER && has_other_voter(n) &&
+		    kvd_node_rules(n) != KVD_NODE_IO_FAILED) {
 			struct raft_event e = {.type = RAFT_EVENT_TRANSFER};
 			e.u.transfer.to = NULL;
 			if (kvd_node_step(n, &e) == 0)
 				KVD_INFO("handing leadership over before exit", NULL);
 		}
 	}
-	if (raft_role(n->raft) == RAFT_LEADER && has_other_voter(n) && !n->io_failed &&
-	    now < n->finish_deadline)
+	if (raft_role(n->raft) == RAFT_LEADER && has_other_voter(n) &&
+	    kvd_node_rules(n) != KVD_NODE_IO_FAILED && now < n->finish_deadline)
 		return;
 	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier))
 		return;
@@ -1630,9 +1644,9 @@ static void http_closed(struct http_server *server, void *user)
 
 void kvd_node_shutdown(struct kvd_node *n, void (*done_cb)(struct kvd_node *node))
 {
-	if (n->stopping)
+	if (kvd_node_stopping(n))
 		return;
-	n->stopping = true;
+	kvd_node_set_state(n, KVD_NODE_STOPPING);
 	n->shutdown_cb = done_cb;
 	KVD_INFO("shutting down", "id=%s", n->cfg.id);
 	http_server_close(n->http, KVD_SHUTDOWN_GRACE_MS, http_closed, n);

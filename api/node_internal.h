@@ -18,6 +18,7 @@
 #include "api/config.h"
 #include "api/http_server.h"
 #include "api/node.h"
+#include "api/node_state.h"
 #include "api/transport.h"
 #include "api/workq.h"
 #include "api/writer.h"
@@ -104,8 +105,6 @@ struct kvd_node {
 	uv_check_t batch_check;	 /* proposes the writes collected this iteration */
 	uv_timer_t finish_timer; /* shutdown: transfer, drain, close */
 	uv_timer_t disk_timer;	 /* disk full: restart the core from durable state */
-	bool disk_full;		 /* a log write hit ENOSPC: writes get 507 */
-	bool recovering;	 /* core restarted after a full disk; first append pending */
 	uv_timer_t reinit_timer; /* discarding a lone node's state (cluster_id.c) */
 	bool reinit_pending;
 	char reinit_id[KVD_CLUSTER_ID_SIZE];
@@ -123,10 +122,9 @@ struct kvd_node {
 	raft_index applied_index;   /* as last reported by the applier */
 	raft_index apply_submitted; /* last index handed to the applier */
 	raft_index ready_index;	    /* open the port once applied reaches this */
-	bool io_failed;		    /* the core was stopped by a disk error */
 	enum raft_role last_role;   /* for counting elections */
-	int io_error;		    /* the kvd_error that stopped it */
-	bool stopping;
+	struct kvd_node_mode mode;  /* running, disk full, ..., stopping (node_state.h) */
+	int io_error;		    /* IO_FAILED: the kvd_error that stopped the core */
 	void (*shutdown_cb)(struct kvd_node *);
 	unsigned closing_handles;
 
@@ -148,6 +146,29 @@ struct kvd_waiter {
 	struct kvd_waiter *next;
 	struct http_request *req;
 };
+
+/* Moves the node to state to (node_state.h table; a refused move is logged
+ * and not made). Loop thread. */
+void kvd_node_set_state(struct kvd_node *n, enum kvd_node_state to);
+
+/* The state whose rules apply (while stopping: the state it stopped from). */
+static inline enum kvd_node_state kvd_node_rules(const struct kvd_node *n)
+{
+	return kvd_node_mode_rules(&n->mode);
+}
+
+/* True once kvd_node_shutdown() began. */
+static inline bool kvd_node_stopping(const struct kvd_node *n)
+{
+	return kvd_node_mode_stopping(&n->mode);
+}
+
+/* True while writes get 507 because the disk is (or was just) full. */
+static inline bool kvd_node_disk_full(const struct kvd_node *n)
+{
+	enum kvd_node_state s = kvd_node_rules(n);
+	return s == KVD_NODE_DISK_FULL || s == KVD_NODE_DISK_RECOVERING;
+}
 
 /* True while a received snapshot is being installed (engine reads 503). */
 static inline bool kvd_node_installing(const struct kvd_node *n)

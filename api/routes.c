@@ -165,7 +165,7 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 		/* A sole voter whose disk is full cannot commit the no-op that
 		 * read index needs; its applied state holds every acknowledged
 		 * write, so it answers from there. */
-		if (stale_read(req) || (n->disk_full && kvd_node_sole_voter(n)))
+		if (stale_read(req) || (kvd_node_disk_full(n) && kvd_node_sole_voter(n)))
 			kvd_node_serve_get(n, req, key, key_len);
 		else if (!is_leader(n))
 			kvd_reply_not_leader(n, req);

@@ -276,7 +276,7 @@ void kvd_snapshot_after_install(struct kvd_node *n)
 
 void kvd_snapshot_maybe_take(struct kvd_node *n)
 {
-	if (n->snapshot_state == KVD_SNAP_IDLE && !n->stopping &&
+	if (n->snapshot_state == KVD_SNAP_IDLE && !kvd_node_stopping(n) &&
 	    n->applied_index >= n->snapshot_index + n->cfg.snapshot_threshold)
 		kvd_snapshot_take(n);
 }
