@@ -23,15 +23,62 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/applier.h"
 #include "api/cluster_id.h"
 #include "api/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
 #include "api/snapshots.h"
+#include "api/writer.h"
 #include "api/textutil.h"
 #include "engine/engine.h"
 #include "kvd/errors.h"
 #include "raft/meta.h"
+
+/* The part's state (n->cluster; only this file touches it). */
+struct kvd_cluster {
+	char id[KVD_CLUSTER_ID_SIZE]; /* "" : not known yet */
+	bool file;		      /* <data>/cluster-id exists */
+	uv_timer_t reinit_timer;      /* discarding a lone node's state */
+	bool reinit_pending;
+	char reinit_id[KVD_CLUSTER_ID_SIZE];
+};
+
+int kvd_cluster_create(struct kvd_node *n)
+{
+	n->cluster = calloc(1, sizeof(*n->cluster));
+	if (n->cluster == NULL)
+		return KVD_ENOMEM;
+	uv_timer_init(n->loop, &n->cluster->reinit_timer);
+	n->cluster->reinit_timer.data = n;
+	return 0;
+}
+
+void kvd_cluster_close(struct kvd_node *n, void (*cb)(struct uv_handle_s *))
+{
+	uv_close((uv_handle_t *)&n->cluster->reinit_timer, cb);
+}
+
+void kvd_cluster_destroy(struct kvd_node *n)
+{
+	free(n->cluster);
+	n->cluster = NULL;
+}
+
+const char *kvd_cluster_id(const struct kvd_node *n)
+{
+	return n->cluster->id;
+}
+
+bool kvd_cluster_id_on_disk(const struct kvd_node *n)
+{
+	return n->cluster->file;
+}
+
+bool kvd_cluster_reinit_pending(const struct kvd_node *n)
+{
+	return n->cluster->reinit_pending;
+}
 
 static void id_path(const struct kvd_node *n, char *path)
 {
@@ -44,17 +91,17 @@ int kvd_cluster_id_load(struct kvd_node *n, char *errmsg)
 	int rv;
 
 	id_path(n, path);
-	rv = kvd_read_small_file(path, n->cluster_id, sizeof(n->cluster_id));
+	rv = kvd_read_small_file(path, n->cluster->id, sizeof(n->cluster->id));
 	if (rv == KVD_ENOTFOUND) {
-		n->cluster_id[0] = '\0';
-		n->cluster_id_file = false;
+		n->cluster->id[0] = '\0';
+		n->cluster->file = false;
 		return 0;
 	}
 	if (rv != 0) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot read %s: %s", path, kvd_strerror(rv));
 		return rv == KVD_ETOOBIG ? KVD_ECORRUPT : rv;
 	}
-	n->cluster_id_file = true;
+	n->cluster->file = true;
 	return 0;
 }
 
@@ -68,8 +115,8 @@ int kvd_cluster_id_store(struct kvd_node *n, const char *id, char *errmsg)
 	snprintf(text, sizeof(text), "%s\n", id);
 	rv = kvd_write_file_durably(path, text, errmsg);
 	if (rv == 0) {
-		snprintf(n->cluster_id, sizeof(n->cluster_id), "%s", id);
-		n->cluster_id_file = true;
+		snprintf(n->cluster->id, sizeof(n->cluster->id), "%s", id);
+		n->cluster->file = true;
 	}
 	return rv;
 }
@@ -105,7 +152,7 @@ bool kvd_cluster_has_data(struct kvd_node *n)
 	struct engine_record rec;
 	bool end = true;
 
-	if (kvd_node_installing(n) || engine_iter_open(n->engine, &it) != 0)
+	if (kvd_snapshot_installing(n) || engine_iter_open(n->engine, &it) != 0)
 		return true; /* cannot tell: refuse rather than lose data */
 	if (engine_iter_next(it, &rec, &end) != 0)
 		end = false;
@@ -130,8 +177,7 @@ static int reinit(struct kvd_node *n, char *errmsg)
 		rv = engine_swap(n->engine, fresh, errmsg);
 	if (rv != 0)
 		return rv;
-	kvd_snapshot_prune(n, 0);
-	n->snapshot_index = n->snapshot_term = n->snapshot_size = 0;
+	kvd_snapshot_forget(n);
 	rv = raft_log_store_reset(n->store, 0, 0, errmsg);
 	if (rv != 0)
 		return rv;
@@ -142,10 +188,10 @@ static int reinit(struct kvd_node *n, char *errmsg)
 	rv = raft_meta_store(n->raft_dir, &meta, errmsg);
 	if (rv != 0)
 		return rv;
-	rv = kvd_cluster_id_store(n, n->reinit_id, errmsg);
+	rv = kvd_cluster_id_store(n, n->cluster->reinit_id, errmsg);
 	if (rv != 0)
 		return rv;
-	n->applied_index = n->apply_submitted = 0;
+	kvd_applier_reset(n->applier, 0);
 	return 0;
 }
 
@@ -155,8 +201,7 @@ static void reinit_cb(uv_timer_t *t)
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 	int rv;
 
-	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) ||
-	    n->snapshot_state != KVD_SNAP_IDLE)
+	if (!kvd_writer_idle(n->writer) || !kvd_applier_idle(n->applier) || !kvd_snapshot_idle(n))
 		return;
 	uv_timer_stop(t);
 	kvd_node_drop_core(n);
@@ -168,22 +213,22 @@ static void reinit_cb(uv_timer_t *t)
 			  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
 		exit(1);
 	}
-	n->reinit_pending = false;
+	n->cluster->reinit_pending = false;
 	KVD_INFO("bootstrap state discarded; joining another cluster", "cluster=%s",
-		 n->cluster_id[0] ? n->cluster_id : "(first leader's)");
+		 n->cluster->id[0] ? n->cluster->id : "(first leader's)");
 }
 
 int kvd_cluster_reinit(struct kvd_node *n, const char *new_id)
 {
-	if (n->reinit_pending)
+	if (n->cluster->reinit_pending)
 		return 0;
 	if (!kvd_cluster_is_lone(n) || kvd_cluster_has_data(n))
 		return KVD_EEXIST;
-	n->reinit_pending = true;
-	snprintf(n->reinit_id, sizeof(n->reinit_id), "%s", new_id);
+	n->cluster->reinit_pending = true;
+	snprintf(n->cluster->reinit_id, sizeof(n->cluster->reinit_id), "%s", new_id);
 	KVD_INFO("discarding bootstrap state to join another cluster", "cluster=%s",
 		 new_id[0] ? new_id : "(first leader's)");
-	uv_timer_start(&n->reinit_timer, reinit_cb, 0, 10);
+	uv_timer_start(&n->cluster->reinit_timer, reinit_cb, 0, 10);
 	return 0;
 }
 
@@ -198,11 +243,11 @@ int kvd_cluster_check(struct kvd_node *n, const char *remote_id, size_t len)
 		return KVD_EINVAL;
 	memcpy(id, remote_id, len);
 	id[len] = '\0';
-	if (n->reinit_pending)
+	if (n->cluster->reinit_pending)
 		return KVD_EBUSY;
-	if (strcmp(id, n->cluster_id) == 0)
+	if (strcmp(id, n->cluster->id) == 0)
 		return 0;
-	if (n->cluster_id[0] == '\0') {
+	if (n->cluster->id[0] == '\0') {
 		if (kvd_cluster_id_store(n, id, errmsg) != 0) {
 			KVD_WARN("cannot record the cluster id", "detail=\"%s\"", errmsg);
 			return KVD_EBUSY;

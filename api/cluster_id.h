@@ -15,6 +15,22 @@
 #define KVD_CLUSTER_HEADER  "X-Kvd-Cluster"
 
 struct kvd_node;
+struct uv_handle_s;
+
+/* Creates n->cluster (no id known; its reinit timer on n->loop, data n).
+ * Returns 0 or KVD_ENOMEM. */
+int kvd_cluster_create(struct kvd_node *n);
+/* Closes the part's timer; cb gets the handle (data: n). */
+void kvd_cluster_close(struct kvd_node *n, void (*cb)(struct uv_handle_s *));
+/* Frees n->cluster (after the close callback); NULL does nothing. */
+void kvd_cluster_destroy(struct kvd_node *n);
+
+/* The cluster id ("" : not known yet); valid until the next change. */
+const char *kvd_cluster_id(const struct kvd_node *n);
+/* True when <data>/cluster-id exists (the node belonged to a cluster). */
+bool kvd_cluster_id_on_disk(const struct kvd_node *n);
+/* True while a lone node's state is being discarded. */
+bool kvd_cluster_reinit_pending(const struct kvd_node *n);
 
 /* Reads <data>/cluster-id into n (empty when absent). Returns 0 or a code. */
 int kvd_cluster_id_load(struct kvd_node *n, char *errmsg);

@@ -208,7 +208,7 @@ static void probe_cb(int status, const char *body, size_t len, void *user)
 		json_t *o = json_loadb(body, len, 0, NULL);
 		const char *cid = json_string_value(json_object_get(o, "cluster-id"));
 		const char *id = json_string_value(json_object_get(o, "id"));
-		if (cid != NULL && cid[0] != '\0' && strcmp(cid, p->node->cluster_id) != 0 &&
+		if (cid != NULL && cid[0] != '\0' && strcmp(cid, kvd_cluster_id(p->node)) != 0 &&
 		    json_is_true(json_object_get(o, "has-data")) && p->refused[0] == '\0')
 			snprintf(p->refused, sizeof(p->refused), "%s",
 				 id != NULL ? id : "a server");
@@ -569,7 +569,7 @@ void kvd_raft_status_route(struct kvd_node *n, struct http_request *req)
 	char *text;
 
 	json_object_set_new(o, "id", json_string(n->cfg.id));
-	json_object_set_new(o, "cluster-id", json_string(n->cluster_id));
+	json_object_set_new(o, "cluster-id", json_string(kvd_cluster_id(n)));
 	json_object_set_new(o, "lone", json_boolean(kvd_cluster_is_lone(n)));
 	json_object_set_new(o, "has-data", json_boolean(kvd_cluster_has_data(n)));
 	text = json_dumps(o, JSON_COMPACT);

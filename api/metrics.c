@@ -19,7 +19,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api/applier.h"
 #include "api/node_internal.h"
+#include "api/snapshots.h"
 
 enum route { R_KV, R_CLEAR, R_HEALTH, R_CLUSTER, R_LOG, R_RAFT, R_METRICS, R_OTHER, R_COUNT };
 static const char *const ROUTES[R_COUNT] = {"kv",  "clear", "health",  "cluster",
@@ -190,7 +192,7 @@ static void emit_gauges(struct text *t, struct kvd_node *n)
 	emit(t,
 	     "# HELP kvd_raft_applied_index Highest log index applied to LevelDB.\n"
 	     "# TYPE kvd_raft_applied_index gauge\nkvd_raft_applied_index %" PRIu64 "\n",
-	     n->applied_index);
+	     kvd_applier_applied(n->applier));
 	emit(t,
 	     "# HELP kvd_raft_last_index Last index in the log.\n"
 	     "# TYPE kvd_raft_last_index gauge\nkvd_raft_last_index %" PRIu64 "\n",
@@ -202,11 +204,11 @@ static void emit_gauges(struct text *t, struct kvd_node *n)
 	emit(t,
 	     "# HELP kvd_snapshot_bytes Bytes of the newest snapshot file.\n"
 	     "# TYPE kvd_snapshot_bytes gauge\nkvd_snapshot_bytes %" PRIu64 "\n",
-	     n->snapshot_size);
+	     kvd_snapshot_last(n).size);
 	emit(t,
 	     "# HELP kvd_snapshot_index Last index covered by the newest snapshot.\n"
 	     "# TYPE kvd_snapshot_index gauge\nkvd_snapshot_index %" PRIu64 "\n",
-	     n->snapshot_index);
+	     kvd_snapshot_last(n).index);
 	emit(t,
 	     "# HELP kvd_elections_started_total Elections this node started as candidate.\n"
 	     "# TYPE kvd_elections_started_total counter\n"

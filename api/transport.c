@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "api/cluster_id.h"
 #include "api/fileutil.h"
 #include "api/http_client.h"
 #include "api/log.h"
@@ -336,9 +337,9 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(head->type), query[0] ? "?" : "",
 		 query);
 	snprintf(headers, sizeof(headers), "%s", t->auth_header);
-	if (t->node->cluster_id[0] != '\0')
+	if (kvd_cluster_id(t->node)[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
-			 KVD_CLUSTER_HEADER ": %s\r\n", t->node->cluster_id);
+			 KVD_CLUSTER_HEADER ": %s\r\n", kvd_cluster_id(t->node));
 	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, body, len,
 				 head->type == RAFT_MSG_SNAPSHOT ? SNAPSHOT_RPC_TIMEOUT_MS
 								 : RPC_TIMEOUT_MS,
@@ -522,7 +523,7 @@ void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, u
 		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
 		return;
 	}
-	if (sync_seq == 0 || sync_seq <= t->node->writer.completed) {
+	if (sync_seq == 0) {
 		dispatch(t, m, body, len, query);
 		return;
 	}
