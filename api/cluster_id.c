@@ -23,13 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/applier.h"
 #include "api/cluster_id.h"
 #include "api/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
-#include "api/snapshots.h"
-#include "api/writer.h"
 #include "api/textutil.h"
 #include "engine/engine.h"
 #include "kvd/errors.h"
@@ -39,7 +36,6 @@
 struct kvd_cluster {
 	char id[KVD_CLUSTER_ID_SIZE]; /* "" : not known yet */
 	bool file;		      /* <data>/cluster-id exists */
-	uv_timer_t reinit_timer;      /* discarding a lone node's state */
 	bool reinit_pending;
 	char reinit_id[KVD_CLUSTER_ID_SIZE];
 };
@@ -49,14 +45,7 @@ int kvd_cluster_create(struct kvd_node *n)
 	n->cluster = calloc(1, sizeof(*n->cluster));
 	if (n->cluster == NULL)
 		return KVD_ENOMEM;
-	uv_timer_init(n->loop, &n->cluster->reinit_timer);
-	n->cluster->reinit_timer.data = n;
 	return 0;
-}
-
-void kvd_cluster_close(struct kvd_node *n, void (*cb)(struct uv_handle_s *))
-{
-	uv_close((uv_handle_t *)&n->cluster->reinit_timer, cb);
 }
 
 void kvd_cluster_destroy(struct kvd_node *n)
@@ -146,73 +135,13 @@ bool kvd_cluster_is_lone(struct kvd_node *n)
 	return c->n == 1 && c->n_old == 0 && strcmp(c->servers[0].id, n->cfg.id) == 0;
 }
 
-bool kvd_cluster_has_data(struct kvd_node *n)
+const char *kvd_cluster_reinit_id(const struct kvd_node *n)
 {
-	struct engine_iter *it;
-	struct engine_record rec;
-	bool end = true;
-
-	if (kvd_snapshot_installing(n) || engine_iter_open(n->engine, &it) != 0)
-		return true; /* cannot tell: refuse rather than lose data */
-	if (engine_iter_next(it, &rec, &end) != 0)
-		end = false;
-	engine_iter_close(it);
-	return !end;
+	return n->cluster->reinit_id;
 }
 
-/* Loop thread, workers idle: discards the lone cluster's state. */
-static int reinit(struct kvd_node *n, char *errmsg)
+void kvd_cluster_reinit_done(struct kvd_node *n)
 {
-	char fresh[PATH_MAX];
-	struct engine_builder *b;
-	struct raft_meta meta;
-	int rv;
-
-	snprintf(fresh, sizeof(fresh), "%.4000s.fresh", n->kv_dir);
-	kvd_remove_tree(fresh);
-	rv = engine_builder_create(fresh, &b, errmsg);
-	if (rv == 0)
-		rv = engine_builder_finish(b, 0, 0, NULL, 0, errmsg);
-	if (rv == 0)
-		rv = engine_swap(n->engine, fresh, errmsg);
-	if (rv != 0)
-		return rv;
-	kvd_snapshot_forget(n);
-	rv = raft_log_store_reset(n->store, 0, 0, errmsg);
-	if (rv != 0)
-		return rv;
-	rv = raft_meta_load(n->raft_dir, &meta, errmsg);
-	if (rv != 0)
-		return rv;
-	meta.voted_for[0] = '\0';
-	rv = raft_meta_store(n->raft_dir, &meta, errmsg);
-	if (rv != 0)
-		return rv;
-	rv = kvd_cluster_id_store(n, n->cluster->reinit_id, errmsg);
-	if (rv != 0)
-		return rv;
-	kvd_applier_reset(n->applier, 0);
-	return 0;
-}
-
-static void reinit_cb(uv_timer_t *t)
-{
-	struct kvd_node *n = t->data;
-	char errmsg[KVD_ERRMSG_SIZE] = "";
-	int rv;
-
-	if (!kvd_writer_idle(n->writer) || !kvd_applier_idle(n->applier) || !kvd_snapshot_idle(n))
-		return;
-	uv_timer_stop(t);
-	kvd_node_drop_core(n);
-	rv = reinit(n, errmsg);
-	if (rv == 0)
-		rv = kvd_node_restart_core(n, errmsg);
-	if (rv != 0) {
-		KVD_ERROR("cannot discard the bootstrap state; exiting",
-			  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
-		exit(1);
-	}
 	n->cluster->reinit_pending = false;
 	KVD_INFO("bootstrap state discarded; joining another cluster", "cluster=%s",
 		 n->cluster->id[0] ? n->cluster->id : "(first leader's)");
@@ -222,13 +151,13 @@ int kvd_cluster_reinit(struct kvd_node *n, const char *new_id)
 {
 	if (n->cluster->reinit_pending)
 		return 0;
-	if (!kvd_cluster_is_lone(n) || kvd_cluster_has_data(n))
+	if (!kvd_cluster_is_lone(n) || kvd_node_has_data(n))
 		return KVD_EEXIST;
 	n->cluster->reinit_pending = true;
 	snprintf(n->cluster->reinit_id, sizeof(n->cluster->reinit_id), "%s", new_id);
 	KVD_INFO("discarding bootstrap state to join another cluster", "cluster=%s",
 		 new_id[0] ? new_id : "(first leader's)");
-	uv_timer_start(&n->cluster->reinit_timer, reinit_cb, 0, 10);
+	kvd_node_discard_state(n);
 	return 0;
 }
 

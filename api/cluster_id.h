@@ -15,13 +15,10 @@
 #define KVD_CLUSTER_HEADER  "X-Kvd-Cluster"
 
 struct kvd_node;
-struct uv_handle_s;
 
-/* Creates n->cluster (no id known; its reinit timer on n->loop, data n).
+/* Creates n->cluster (no id known).
  * Returns 0 or KVD_ENOMEM. */
 int kvd_cluster_create(struct kvd_node *n);
-/* Closes the part's timer; cb gets the handle (data: n). */
-void kvd_cluster_close(struct kvd_node *n, void (*cb)(struct uv_handle_s *));
 /* Frees n->cluster (after the close callback); NULL does nothing. */
 void kvd_cluster_destroy(struct kvd_node *n);
 
@@ -31,6 +28,11 @@ const char *kvd_cluster_id(const struct kvd_node *n);
 bool kvd_cluster_id_on_disk(const struct kvd_node *n);
 /* True while a lone node's state is being discarded. */
 bool kvd_cluster_reinit_pending(const struct kvd_node *n);
+/* The id the node joins once its state is discarded ("" : first leader's). */
+const char *kvd_cluster_reinit_id(const struct kvd_node *n);
+/* The driver discarded the state and restarted the core (kvd_cluster_reinit
+ * asked it to through kvd_node_discard_state()). */
+void kvd_cluster_reinit_done(struct kvd_node *n);
 
 /* Reads <data>/cluster-id into n (empty when absent). Returns 0 or a code. */
 int kvd_cluster_id_load(struct kvd_node *n, char *errmsg);
@@ -41,8 +43,6 @@ void kvd_cluster_id_derive(const struct raft_config *c, char *out);
 
 /* True when the node's configuration is itself alone. */
 bool kvd_cluster_is_lone(struct kvd_node *n);
-/* True when the state machine holds any key (or cannot tell). */
-bool kvd_cluster_has_data(struct kvd_node *n);
 
 /*
  * Checks the cluster id a Raft RPC names (remote_id/len; NULL or empty: not

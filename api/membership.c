@@ -528,7 +528,7 @@ void kvd_join_route(struct kvd_node *n, struct http_request *req)
 		reply_ok(req); /* already a voting member */
 		return;
 	}
-	if (kvd_cluster_has_data(n)) {
+	if (kvd_node_has_data(n)) {
 		json_decref(o);
 		reply(req, 409, "this node holds key-value data of its own\n");
 		return;
@@ -571,7 +571,7 @@ void kvd_raft_status_route(struct kvd_node *n, struct http_request *req)
 	json_object_set_new(o, "id", json_string(n->cfg.id));
 	json_object_set_new(o, "cluster-id", json_string(kvd_cluster_id(n)));
 	json_object_set_new(o, "lone", json_boolean(kvd_cluster_is_lone(n)));
-	json_object_set_new(o, "has-data", json_boolean(kvd_cluster_has_data(n)));
+	json_object_set_new(o, "has-data", json_boolean(kvd_node_has_data(n)));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (text == NULL) {

@@ -86,6 +86,9 @@ void kvd_node_io_failed(struct kvd_node *n, int rv, const char *what, const char
 }
 
 static int start_core(struct kvd_node *n, char *errmsg);
+static bool parts_idle(struct kvd_node *n);
+static int restart_from_disk(struct kvd_node *n, int (*discard)(struct kvd_node *, char *),
+			     char *errmsg);
 static void fail_pending_reads(struct kvd_node *n);
 
 /*
@@ -105,19 +108,93 @@ static void disk_timer_cb(uv_timer_t *t)
 		uv_timer_stop(t); /* final: no restart brings writes back */
 		return;
 	}
-	if (!kvd_writer_idle(n->writer) || !kvd_applier_idle(n->applier) || !kvd_snapshot_idle(n) ||
-	    kvd_cluster_reinit_pending(n))
+	if (!parts_idle(n) || kvd_cluster_reinit_pending(n))
 		return;
-	kvd_node_drop_core(n);
 	kvd_node_set_state(n, KVD_NODE_DISK_RECOVERING);
-	if (kvd_node_restart_core(n, errmsg) != 0) {
+	if (restart_from_disk(n, NULL, errmsg) != 0) {
 		KVD_ERROR("cannot restart the raft core after a full disk; exiting",
 			  "detail=\"%s\"", errmsg);
 		exit(1);
 	}
 }
 
-void kvd_node_drop_core(struct kvd_node *n)
+/* Loop thread, parts idle: discards the lone cluster's state (cluster_id.h,
+ * kvd_cluster_reinit): an empty state machine, no snapshot, an empty log, no
+ * vote, the new cluster id. */
+static int discard_state(struct kvd_node *n, char *errmsg)
+{
+	char fresh[PATH_MAX];
+	struct engine_builder *b;
+	struct raft_meta meta;
+	int rv;
+
+	snprintf(fresh, sizeof(fresh), "%.4000s.fresh", n->kv_dir);
+	kvd_remove_tree(fresh);
+	rv = engine_builder_create(fresh, &b, errmsg);
+	if (rv == 0)
+		rv = engine_builder_finish(b, 0, 0, NULL, 0, errmsg);
+	if (rv == 0)
+		rv = engine_swap(n->engine, fresh, errmsg);
+	if (rv != 0)
+		return rv;
+	kvd_snapshot_forget(n);
+	rv = raft_log_store_reset(n->store, 0, 0, errmsg);
+	if (rv != 0)
+		return rv;
+	rv = raft_meta_load(n->raft_dir, &meta, errmsg);
+	if (rv != 0)
+		return rv;
+	meta.voted_for[0] = '\0';
+	rv = raft_meta_store(n->raft_dir, &meta, errmsg);
+	if (rv != 0)
+		return rv;
+	rv = kvd_cluster_id_store(n, kvd_cluster_reinit_id(n), errmsg);
+	if (rv != 0)
+		return rv;
+	kvd_applier_reset(n->applier, 0);
+	return 0;
+}
+
+static void reinit_cb(uv_timer_t *t)
+{
+	struct kvd_node *n = t->data;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	int rv;
+
+	if (!parts_idle(n))
+		return;
+	uv_timer_stop(t);
+	rv = restart_from_disk(n, discard_state, errmsg);
+	if (rv != 0) {
+		KVD_ERROR("cannot discard the bootstrap state; exiting",
+			  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
+		exit(1);
+	}
+	kvd_cluster_reinit_done(n);
+}
+
+void kvd_node_discard_state(struct kvd_node *n)
+{
+	uv_timer_start(&n->reinit_timer, reinit_cb, 0, 10);
+}
+
+bool kvd_node_has_data(struct kvd_node *n)
+{
+	struct engine_iter *it;
+	struct engine_record rec;
+	bool end = true;
+
+	if (kvd_snapshot_installing(n) || engine_iter_open(n->engine, &it) != 0)
+		return true; /* cannot tell: refuse rather than lose data */
+	if (engine_iter_next(it, &rec, &end) != 0)
+		end = false;
+	engine_iter_close(it);
+	return !end;
+}
+
+/* Fails what waits on the core (writes 503, reads served or 503), drops held
+ * messages and destroys the core. Parts idle. */
+static void drop_core(struct kvd_node *n)
 {
 	kvd_applier_fail_writes(n->applier, 503, "raft core restarted: write outcome unknown\n");
 	fail_pending_reads(n);
@@ -127,10 +204,30 @@ void kvd_node_drop_core(struct kvd_node *n)
 	n->raft = NULL;
 }
 
-int kvd_node_restart_core(struct kvd_node *n, char *errmsg)
+/* True when no part has work in flight: the core can be dropped and
+ * restarted from disk. The disk-full recovery and the lone-node reinit both
+ * wait for this, then call restart_from_disk(). */
+static bool parts_idle(struct kvd_node *n)
 {
-	kvd_writer_clear(n->writer); /* the workers are idle */
-	return start_core(n, errmsg);
+	return kvd_writer_idle(n->writer) && kvd_applier_idle(n->applier) && kvd_snapshot_idle(n);
+}
+
+/* Parts idle: drops the core, runs discard (NULL: none), then starts a new
+ * core from what is durable, exactly as a process restart would (always
+ * safe in Raft). Returns 0 or the failing step's code with errmsg. */
+static int restart_from_disk(struct kvd_node *n, int (*discard)(struct kvd_node *, char *),
+			     char *errmsg)
+{
+	int rv = 0;
+
+	drop_core(n);
+	if (discard != NULL)
+		rv = discard(n, errmsg);
+	if (rv == 0) {
+		kvd_writer_clear(n->writer); /* the workers are idle */
+		rv = start_core(n, errmsg);
+	}
+	return rv;
 }
 
 static void node_disk_full(struct kvd_node *n, const char *errmsg)
@@ -800,6 +897,8 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	n->finish_timer.data = n;
 	uv_timer_init(loop, &n->disk_timer);
 	n->disk_timer.data = n;
+	uv_timer_init(loop, &n->reinit_timer);
+	n->reinit_timer.data = n;
 	uv_check_init(loop, &n->batch_check);
 	n->batch_check.data = n;
 	uv_check_start(&n->batch_check, batch_check_cb);
@@ -920,7 +1019,7 @@ static void finish_cb(uv_timer_t *t)
 	kvd_transport_destroy(n->transport);
 	n->transport = NULL;
 	n->closing_handles = 6;
-	kvd_cluster_close(n, handle_closed);
+	uv_close((uv_handle_t *)&n->reinit_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->disk_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->tick_timer, handle_closed);
 	uv_close((uv_handle_t *)&n->sweep_timer, handle_closed);

@@ -73,6 +73,7 @@ struct kvd_node {
 	uv_check_t batch_check;	   /* proposes the writes collected this iteration */
 	uv_timer_t finish_timer;   /* shutdown: transfer, drain, close */
 	uv_timer_t disk_timer;	   /* disk full: restart the core from durable state */
+	uv_timer_t reinit_timer;   /* discarding a lone node's state */
 	uint64_t finish_deadline;  /* loop time, ms */
 	struct kvd_batch_item *batch;
 	unsigned batch_n, batch_cap;
@@ -158,11 +159,13 @@ void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *comman
 /* Starts a linearizable read of key for req. */
 void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
 
-/* Fails what waits on the core (writes 503, reads served or 503), drops held
- * messages and destroys the core; kvd_node_restart_core() starts a new one
- * from the durable state. Workers must be idle. */
-void kvd_node_drop_core(struct kvd_node *n);
-int kvd_node_restart_core(struct kvd_node *n, char *errmsg);
+/* A lone node joins another cluster (cluster_id.c): once the parts are
+ * idle, the core is dropped, the node's state discarded and a core started
+ * on nothing; then kvd_cluster_reinit_done(). */
+void kvd_node_discard_state(struct kvd_node *n);
+
+/* True when the state machine holds any key (or cannot tell: installing). */
+bool kvd_node_has_data(struct kvd_node *n);
 
 /* True when this node is the only voter of its configuration. */
 bool kvd_node_sole_voter(struct kvd_node *n);

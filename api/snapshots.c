@@ -31,6 +31,7 @@
 #include <errno.h>
 
 #include "api/applier.h"
+#include "api/common/snapfile.h"
 #include "api/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
@@ -93,9 +94,6 @@ static bool taking(const struct kvd_node *n)
 static void snapshot_taken(struct kvd_node *n);
 static void waiters_done(struct kvd_node *n, int status);
 
-#define SNAPSHOT_PREFIX "snapshot-"
-#define SNAPSHOT_SUFFIX ".lz4"
-
 struct snapshot_task {
 	struct kvd_node *node;
 	struct engine_view *view;
@@ -106,24 +104,9 @@ struct snapshot_task {
 	char errmsg[KVD_ERRMSG_SIZE];
 };
 
-static bool parse_name(const char *name, uint64_t *index, uint64_t *term)
-{
-	unsigned long long i, t;
-	int used = 0;
-
-	if (sscanf(name, SNAPSHOT_PREFIX "%llu-%llu" SNAPSHOT_SUFFIX "%n", &i, &t, &used) != 2 ||
-	    name[used] != '\0' || used == 0)
-		return false;
-	*index = i;
-	*term = t;
-	return true;
-}
-
 void kvd_snapshot_path(const struct kvd_node *n, uint64_t index, uint64_t term, char *path)
 {
-	snprintf(path, PATH_MAX,
-		 "%.3900s/" SNAPSHOT_PREFIX "%020" PRIu64 "-%020" PRIu64 SNAPSHOT_SUFFIX,
-		 n->snap_dir, index, term);
+	kvd_snapfile_path(n->snap_dir, index, term, path);
 }
 
 /* Removes snapshot files other than the one at keep_index, and stale
@@ -143,7 +126,7 @@ void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 		bool tmp = strstr(de->d_name, ".tmp") != NULL && !taking(n) &&
 			   strcmp(de->d_name, "incoming.tmp") != 0;
 
-		if (!tmp && (!parse_name(de->d_name, &index, &term) || index == keep_index))
+		if (!tmp && (!kvd_snapfile_parse(de->d_name, &index, &term) || index == keep_index))
 			continue;
 		snprintf(path, sizeof(path), "%.3900s/%.255s", n->snap_dir, de->d_name);
 		unlink(path);
@@ -175,7 +158,7 @@ static int list_snapshots(const char *dir, struct snapshot_name **out, size_t *n
 		return KVD_ENOTFOUND;
 	while ((de = readdir(d)) != NULL) {
 		struct snapshot_name sn;
-		if (!parse_name(de->d_name, &sn.index, &sn.term))
+		if (!kvd_snapfile_parse(de->d_name, &sn.index, &sn.term))
 			continue;
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 8;
@@ -215,9 +198,7 @@ int kvd_snapshot_choose(const char *dir, struct engine_snapshot_meta *meta, char
 		char errmsg[KVD_ERRMSG_SIZE] = "";
 		char aside[PATH_MAX + 16];
 
-		snprintf(path, PATH_MAX,
-			 "%.3900s/" SNAPSHOT_PREFIX "%020" PRIu64 "-%020" PRIu64 SNAPSHOT_SUFFIX,
-			 dir, names[i].index, names[i].term);
+		kvd_snapfile_path(dir, names[i].index, names[i].term, path);
 		rv = engine_snapshot_check(path, meta, errmsg);
 		if (rv != KVD_ECORRUPT)
 			break;

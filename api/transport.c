@@ -25,13 +25,13 @@
 #include <jansson.h>
 
 #include "api/cluster_id.h"
+#include "api/common/snapfile.h"
 #include "api/fileutil.h"
 #include "api/http_client.h"
 #include "api/log.h"
 #include "api/metrics.h"
 #include "api/node_internal.h"
 #include "api/rpc.h"
-#include "api/snapshots.h"
 #include "kvd/errors.h"
 
 #define RPC_TIMEOUT_MS		2000 /* per request; heartbeats are far more frequent */
@@ -291,7 +291,8 @@ static int read_chunk(struct kvd_transport *t, const struct raft_message *m, cha
 	int fd;
 	ssize_t got;
 
-	kvd_snapshot_path(t->node, m->u.snapshot.last_index, m->u.snapshot.last_term, path);
+	kvd_snapfile_path(t->node->snap_dir, m->u.snapshot.last_index, m->u.snapshot.last_term,
+			  path);
 	*buf = malloc(m->u.snapshot.len ? m->u.snapshot.len : 1);
 	if (*buf == NULL)
 		return KVD_ENOMEM;
