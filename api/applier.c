@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 #include "api/log.h"
 #include "api/node_internal.h"
 #include "api/writer.h"

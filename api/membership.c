@@ -25,7 +25,7 @@
 #include <jansson.h>
 
 #include "api/cluster_id.h"
-#include "api/http_client.h"
+#include "api/http/http_client.h"
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/metrics.h"
@@ -65,12 +65,12 @@ static struct admin_wait *waits;
 
 static void reply(struct http_request *req, int status, const char *body)
 {
-	kvd_respond(req, status, "text/plain; charset=utf-8", NULL, body, strlen(body));
+	http_response_send(req, status, "text/plain; charset=utf-8", NULL, body, strlen(body));
 }
 
 static void reply_ok(struct http_request *req)
 {
-	kvd_respond(req, 200, "application/json", NULL, "{}", 2);
+	http_response_send(req, 200, "application/json", NULL, "{}", 2);
 }
 
 static void add_wait(struct kvd_node *n, enum wait_kind kind, uint64_t token,
@@ -578,6 +578,6 @@ void kvd_raft_status_route(struct kvd_node *n, struct http_request *req)
 		reply(req, 503, "out of memory\n");
 		return;
 	}
-	kvd_respond(req, 200, "application/json", NULL, text, strlen(text));
+	http_response_send(req, 200, "application/json", NULL, text, strlen(text));
 	free(text);
 }

@@ -96,12 +96,6 @@ void kvd_metrics_observe(const struct http_request *req, int status, void *user)
 	lat_sum_ms[r] += ms;
 }
 
-int kvd_respond(struct http_request *req, int status, const char *content_type,
-		const char *extra_headers, const void *body, size_t len)
-{
-	return http_response_send(req, status, content_type, extra_headers, body, len);
-}
-
 void kvd_metrics_fsync(uint64_t ns)
 {
 	size_t b = 0;
@@ -319,6 +313,7 @@ void kvd_metrics_respond(struct kvd_node *n, struct http_request *req)
 		kvd_reply_text(req, 503, "out of memory\n");
 		return;
 	}
-	kvd_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, t.buf, t.len);
+	http_response_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, t.buf,
+			   t.len);
 	free(t.buf);
 }

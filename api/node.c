@@ -577,7 +577,7 @@ void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char
 	} else if (rv != 0) {
 		kvd_reply_text(req, 500, "state machine read failed\n");
 	} else {
-		kvd_respond(req, 200, "text/plain; charset=utf-8", NULL, value, vlen);
+		http_response_send(req, 200, "text/plain; charset=utf-8", NULL, value, vlen);
 		free(value);
 	}
 }

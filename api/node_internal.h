@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "api/config.h"
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 #include "api/node_state.h"
 #include "engine/engine.h"
 #include "raft/log_store.h"

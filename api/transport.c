@@ -27,7 +27,7 @@
 #include "api/cluster_id.h"
 #include "api/common/snapfile.h"
 #include "api/fileutil.h"
-#include "api/http_client.h"
+#include "api/http/http_client.h"
 #include "api/log.h"
 #include "api/metrics.h"
 #include "api/node_internal.h"
@@ -369,7 +369,7 @@ static void answer(struct kvd_transport *t, uint64_t token, const char *body, si
 	if (in == NULL)
 		return;
 	*pp = in->next;
-	kvd_respond(in->req, 200, "application/json", NULL, body, len);
+	http_response_send(in->req, 200, "application/json", NULL, body, len);
 	free(in);
 }
 

@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 #include "raft/raft.h"
 
 struct kvd_node;

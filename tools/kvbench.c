@@ -28,7 +28,7 @@
 
 #include <uv.h>
 
-#include "api/http_client.h"
+#include "api/http/http_client.h"
 #include "kvd/errors.h"
 
 #define REQUEST_TIMEOUT_MS 10000
