@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "api/cluster_id.h"
-#include "api/fileutil.h"
+#include "api/common/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
 #include "api/textutil.h"

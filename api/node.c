@@ -39,7 +39,8 @@
 
 #include "api/applier.h"
 #include "api/cluster_id.h"
-#include "api/fileutil.h"
+#include "api/common/datadir.h"
+#include "api/common/fileutil.h"
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/snapshots.h"

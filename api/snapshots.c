@@ -21,7 +21,6 @@
  * anything else runs.
  */
 #include <dirent.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,7 @@
 
 #include "api/applier.h"
 #include "api/common/snapfile.h"
-#include "api/fileutil.h"
+#include "api/common/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
 #include "api/snapshots.h"
@@ -372,20 +371,6 @@ int kvd_snapshot_recover(struct kvd_node *n, struct raft_snapshot_meta *out, cha
 			return rv;
 	}
 	return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-void kvd_remove_tree(const char *path)
-{
-	nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- the part's state -------------------------------------------------- */

@@ -98,7 +98,4 @@ int kvd_snapshot_recover(struct kvd_node *n, struct raft_snapshot_meta *out, cha
  * files (including a partly received snapshot). */
 void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index);
 
-/* Removes a directory tree (best effort). */
-void kvd_remove_tree(const char *path);
-
 #endif

@@ -26,7 +26,7 @@
 
 #include "api/cluster_id.h"
 #include "api/common/snapfile.h"
-#include "api/fileutil.h"
+#include "api/common/fileutil.h"
 #include "api/http/http_client.h"
 #include "api/log.h"
 #include "api/metrics.h"

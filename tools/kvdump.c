@@ -47,8 +47,8 @@
 
 #include <jansson.h>
 
-#include "api/fileutil.h"
-#include "api/snapshots.h"
+#include "api/common/fileutil.h"
+#include "api/common/snapfile.h"
 #include "engine/command.h"
 #include "engine/engine.h"
 #include "engine/snapshot.h"
@@ -552,10 +552,8 @@ static int newest_snapshot(const char *dir, char *path, uint64_t *index_out)
 	if (d == NULL)
 		return KVD_ENOTFOUND;
 	while ((de = readdir(d)) != NULL) {
-		unsigned long long i, t;
-		int used = 0;
-		if (sscanf(de->d_name, "snapshot-%llu-%llu.lz4%n", &i, &t, &used) != 2 ||
-		    de->d_name[used] != '\0')
+		uint64_t i, t;
+		if (!kvd_snapfile_parse(de->d_name, &i, &t))
 			continue;
 		if (!found || i > best) {
 			best = i;

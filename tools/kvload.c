@@ -52,9 +52,10 @@
 
 #include <jansson.h>
 
-#include "api/config.h"
-#include "api/fileutil.h"
-#include "api/node.h"
+#include "api/common/datadir.h"
+#include "api/common/fileutil.h"
+#include "api/common/id.h"
+#include "api/common/snapfile.h"
 #include "engine/engine.h"
 #include "engine/snapshot.h"
 #include "kvd/errors.h"
@@ -154,7 +155,7 @@ static int parse_args(int argc, char **argv, struct load_args *a)
 		char host[256];
 		uint16_t port;
 		if (strlen(a->id) >= RAFT_ID_SIZE ||
-		    kvd_config_split_id(a->id, host, sizeof(host), &port) != 0) {
+		    kvd_id_split(a->id, host, sizeof(host), &port) != 0) {
 			fail_line("bad --id '%.200s' (host:port or :port)", a->id);
 			return 2;
 		}
@@ -528,8 +529,7 @@ static int write_snapshot(const char *kv_dir, const char *snap_dir, uint64_t ind
 		fail_line("cannot read the state machine: %s", kvd_strerror(rv));
 		goto out_engine;
 	}
-	snprintf(path, sizeof(path), "%.3900s/snapshot-%020" PRIu64 "-%020" PRIu64 ".lz4", snap_dir,
-		 index, term);
+	kvd_snapfile_path(snap_dir, index, term, path);
 	rv = engine_view_write(view, path, NULL, errmsg);
 	if (rv != 0)
 		fail_line("cannot write the snapshot: %s", errmsg);
@@ -662,7 +662,7 @@ static int run(const struct load_args *a)
 	} else {
 		char host[256];
 		uint16_t port = 0;
-		kvd_config_split_id(s.id, host, sizeof(host), &port);
+		kvd_id_split(s.id, host, sizeof(host), &port);
 		fprintf(stderr,
 			"kvload: loaded %" PRIu64 " keys into %s (index %" PRIu64 ", term %" PRIu64
 			", member %s); start it with: kvd --working-dir %s %s%s%s%u\n",
