@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -96,52 +97,41 @@ static void fail_line(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* Returns 0, or 2 after printing the error line. */
+static const struct option LOAD_OPTIONS[] = {
+    {"data-dir", required_argument, NULL, 'd'},
+    {"input", required_argument, NULL, 'i'},
+    {"id", required_argument, NULL, 'n'},
+    {"addr", required_argument, NULL, 'n'},
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns 0, or 2 after printing the error line. Flags are read with
+ * getopt_long, as in every kvd program; it stops at the first argument that
+ * is not a flag, which is refused. */
 static int parse_args(int argc, char **argv, struct load_args *a)
 {
-	memset(a, 0, sizeof(*a));
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		const char *val = NULL;
-		const char *eq = strchr(arg, '=');
-		size_t name_len =
-		    eq != NULL && strncmp(arg, "--", 2) == 0 ? (size_t)(eq - arg) : strlen(arg);
-		char name[64];
+	int c;
 
-		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-			fputs(USAGE, stdout);
-			exit(0);
-		}
-		if (strcmp(arg, "--force") == 0) {
-			a->force = true;
-			continue;
-		}
-		if (name_len >= sizeof(name)) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
+	memset(a, 0, sizeof(*a));
+	opterr = 0; /* one line of ours, not getopt's */
+	while ((c = getopt_long(argc, argv, "+:hi:", LOAD_OPTIONS, NULL)) != -1) {
+		switch (c) {
+		case 'h': fputs(USAGE, stdout); exit(0);
+		case 'd': a->data_dir = optarg; break;
+		case 'i': a->in_path = optarg; break;
+		case 'n': a->id = optarg; break;
+		case 'f': a->force = true; break;
+		case ':': fail_line("flag %s needs a value", argv[optind - 1]); return 2;
+		default:
+			fail_line("unknown flag '%.100s' (see --help)", argv[optind - 1]);
 			return 2;
 		}
-		memcpy(name, arg, name_len);
-		name[name_len] = '\0';
-		if (strcmp(name, "--data-dir") != 0 && strcmp(name, "-i") != 0 &&
-		    strcmp(name, "--input") != 0 && strcmp(name, "--id") != 0 &&
-		    strcmp(name, "--addr") != 0) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
-			return 2;
-		}
-		if (eq != NULL && name_len != strlen(arg))
-			val = eq + 1;
-		else if (i + 1 < argc)
-			val = argv[++i];
-		else {
-			fail_line("flag %s needs a value", name);
-			return 2;
-		}
-		if (strcmp(name, "--data-dir") == 0)
-			a->data_dir = val;
-		else if (strcmp(name, "-i") == 0 || strcmp(name, "--input") == 0)
-			a->in_path = val;
-		else
-			a->id = val;
+	}
+	if (optind < argc) {
+		fail_line("unknown flag '%.100s' (see --help)", argv[optind]);
+		return 2;
 	}
 	if (a->data_dir == NULL || a->data_dir[0] == '\0') {
 		fail_line("--data-dir is required");
