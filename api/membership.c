@@ -134,7 +134,7 @@ static void start_change(struct kvd_node *n, struct http_request *req, const cha
 		kvd_reply_not_leader(n, req);
 		return;
 	}
-	e.u.change.token = ++n->next_token;
+	e.u.change.token = kvd_node_token(n);
 	e.u.change.add = add;
 	e.u.change.n_add = n_add;
 	e.u.change.remove = remove;

@@ -43,6 +43,7 @@
 #include "api/common/fileutil.h"
 #include "api/log.h"
 #include "api/membership.h"
+#include "api/recovery.h"
 #include "api/snapshots.h"
 #include "api/transport.h"
 #include "api/writer.h"
@@ -86,7 +87,6 @@ void kvd_node_io_failed(struct kvd_node *n, int rv, const char *what, const char
 	kvd_node_step(n, &e);
 }
 
-static int start_core(struct kvd_node *n, char *errmsg);
 static bool parts_idle(struct kvd_node *n);
 static int restart_from_disk(struct kvd_node *n, int (*discard)(struct kvd_node *, char *),
 			     char *errmsg);
@@ -226,7 +226,7 @@ static int restart_from_disk(struct kvd_node *n, int (*discard)(struct kvd_node 
 		rv = discard(n, errmsg);
 	if (rv == 0) {
 		kvd_writer_clear(n->writer); /* the workers are idle */
-		rv = start_core(n, errmsg);
+		rv = kvd_recovery_start_core(n, &n->ready_index, errmsg);
 	}
 	return rv;
 }
@@ -443,6 +443,11 @@ int kvd_node_step(struct kvd_node *n, struct raft_event *e)
 	return rv;
 }
 
+uint64_t kvd_node_token(struct kvd_node *n)
+{
+	return ++n->next_token;
+}
+
 uint64_t kvd_node_now(struct kvd_node *n)
 {
 	uv_update_time(n->loop);
@@ -541,7 +546,7 @@ void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key
 		kvd_reply_text(req, 503, "out of memory\n");
 		return;
 	}
-	r->token = ++n->next_token;
+	r->token = kvd_node_token(n);
 	r->req = req;
 	r->key_len = len;
 	memcpy(r->key, key, len);
@@ -631,226 +636,26 @@ static int make_dir(const char *path, char *errmsg)
 	return 0;
 }
 
-/* Writes the founding configuration at index 1, term 1 (raft.h). */
-static int bootstrap(struct kvd_node *n, char *errmsg)
+/* A sole voter leads at once and replays its log before its port opens.
+ * Runs the loop until then. Returns 0, or KVD_EIO with errmsg when a disk
+ * write failed meanwhile. */
+static int replay_sole_voter(struct kvd_node *n, char *errmsg)
 {
-	struct raft_config c;
-	struct raft_entry e;
-	char id[KVD_CLUSTER_ID_SIZE];
-	void *buf = NULL;
-	int rv;
-
-	memset(&c, 0, sizeof(c));
-	for (unsigned i = 0; i < n->cfg.n_members; i++) {
-		rv = raft_config_add(&c, n->cfg.members[i], RAFT_VOTER);
-		if (rv != 0) {
-			snprintf(errmsg, KVD_ERRMSG_SIZE, "bad member list");
-			return rv;
-		}
-	}
-	kvd_cluster_id_derive(&c, id);
-	rv = kvd_cluster_id_store(n, id, errmsg);
-	if (rv != 0)
-		return rv;
-	rv = raft_bootstrap_entry(&c, &e, &buf);
-	if (rv != 0)
-		return rv;
-	rv = raft_log_store_append(n->store, &e, 1, errmsg);
-	if (rv == 0)
-		rv = raft_log_store_sync(n->store, errmsg);
-	free(buf);
-	if (rv == 0)
-		KVD_INFO("bootstrapped cluster", "members=%u", c.n);
-	return rv;
-}
-
-/*
- * kvload without --id (KVD_ADOPT_FILE): the loaded snapshot names some other
- * single voter. A node started alone on it appends its own one-voter
- * configuration right after the snapshot, as a bootstrap would, and becomes
- * that cluster; then the marker goes.
- */
-static int adopt_loaded_state(struct kvd_node *n, const struct raft_snapshot_meta *snap,
-			      raft_index applied, raft_index *last, char *errmsg)
-{
-	char marker[PATH_MAX];
-	struct raft_config c;
-	struct raft_entry e;
-	void *buf = NULL;
+	const struct raft_config *conf = raft_configuration(n->raft);
 	int rv = 0;
 
-	snprintf(marker, sizeof(marker), "%.4000s/" KVD_ADOPT_FILE, n->cfg.data_dir);
-	if (access(marker, F_OK) != 0)
+	if (conf->n != 1 || !raft_config_is_voter(conf, n->cfg.id))
 		return 0;
-	if (n->cfg.peers_given || n->cfg.join[0] != '\0' || snap->index == 0 ||
-	    *last != snap->index || applied != snap->index || snap->config.n != 1 ||
-	    snap->config.n_old != 0) {
-		KVD_WARN("loaded data not adopted: start the node alone (no peers, no --join)",
-			 "file=%s", marker);
-		return 0;
+	while (kvd_node_rules(n) != KVD_NODE_IO_FAILED &&
+	       (raft_role(n->raft) != RAFT_LEADER ||
+		kvd_applier_applied(n->applier) < n->ready_index ||
+		kvd_applier_applied(n->applier) < raft_commit_index(n->raft)))
+		uv_run(n->loop, UV_RUN_ONCE);
+	if (kvd_node_rules(n) == KVD_NODE_IO_FAILED) {
+		snprintf(errmsg, KVD_ERRMSG_SIZE, "disk write failed during recovery: %s",
+			 kvd_strerror(n->io_error));
+		rv = KVD_EIO;
 	}
-	if (strcmp(snap->config.servers[0].id, n->cfg.id) != 0) {
-		memset(&c, 0, sizeof(c));
-		rv = raft_config_add(&c, n->cfg.id, RAFT_VOTER);
-		if (rv == 0)
-			rv = raft_bootstrap_entry(&c, &e, &buf);
-		if (rv == 0) {
-			e.index = snap->index + 1;
-			e.term = snap->term;
-			rv = raft_log_store_append(n->store, &e, 1, errmsg);
-		}
-		if (rv == 0)
-			rv = raft_log_store_sync(n->store, errmsg);
-		free(buf);
-		if (rv != 0)
-			return rv;
-		*last = raft_log_store_last_index(n->store);
-	}
-	if (!kvd_cluster_id_on_disk(n)) { /* a cluster of its own from now on */
-		char id[KVD_CLUSTER_ID_SIZE];
-		memset(&c, 0, sizeof(c));
-		raft_config_add(&c, n->cfg.id, RAFT_VOTER);
-		kvd_cluster_id_derive(&c, id);
-		rv = kvd_cluster_id_store(n, id, errmsg);
-		if (rv != 0)
-			return rv;
-	}
-	if (unlink(marker) != 0) {
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot remove %s: %s", marker, strerror(errno));
-		return KVD_EIO;
-	}
-	KVD_INFO("adopted the state loaded by kvload", "index=%" PRIu64 " id=%s", snap->index,
-		 n->cfg.id);
-	return 0;
-}
-
-/* Loads term, vote, log tail and applied index, then starts the core. */
-static int start_core(struct kvd_node *n, char *errmsg)
-{
-	struct raft_meta meta;
-	struct raft_options opts;
-	struct raft_event e = {.type = RAFT_EVENT_START};
-	struct raft_entry *entries = NULL;
-	size_t n_entries = 0;
-	raft_term prev_term = 0;
-	uint64_t applied, applied_term;
-	raft_index first, last;
-	struct kvd_snapshot_info snap;
-	int rv;
-
-	rv = raft_meta_load(n->raft_dir, &meta, errmsg);
-	if (rv != 0)
-		return rv;
-	rv = kvd_snapshot_recover(n, &e.u.start.snapshot, errmsg);
-	if (rv != 0)
-		return rv;
-	snap = kvd_snapshot_last(n);
-	first = raft_log_store_first_index(n->store);
-	last = raft_log_store_last_index(n->store);
-	engine_applied(n->engine, &applied, &applied_term);
-	/* Only a node that never belonged to a cluster bootstraps one. */
-	if (last == 0 && snap.index == 0 && applied == 0 && n->cfg.join[0] == '\0' &&
-	    !kvd_cluster_id_on_disk(n)) {
-		rv = bootstrap(n, errmsg);
-		if (rv != 0)
-			return rv;
-		first = raft_log_store_first_index(n->store);
-		last = raft_log_store_last_index(n->store);
-	}
-	engine_applied(n->engine, &applied, &applied_term);
-	rv = adopt_loaded_state(n, &e.u.start.snapshot, applied, &last, errmsg);
-	if (rv != 0)
-		return rv;
-	if (first > applied + 1) {
-		snprintf(errmsg, KVD_ERRMSG_SIZE,
-			 "the log in %.2000s starts at %" PRIu64
-			 " but the state machine has applied only %" PRIu64
-			 " and no snapshot covers the gap",
-			 n->raft_dir, first, applied);
-		return KVD_ECORRUPT;
-	}
-	if (applied > last) {
-		/* The log lost a tail the state machine had applied (a torn
-		 * last record that had been durable, or a snapshot newer than
-		 * the log). Applied entries are committed, so the log restarts
-		 * after the applied index, as after a snapshot, and a snapshot
-		 * at that point is taken at once so peers can be caught up. */
-		KVD_WARN("log ends before the applied state; continuing after it",
-			 "last_index=%" PRIu64 " applied_index=%" PRIu64 " dir=%s", last, applied,
-			 n->raft_dir);
-		rv = raft_log_store_reset(n->store, applied, applied_term, errmsg);
-		if (rv != 0)
-			return rv;
-		first = raft_log_store_first_index(n->store);
-		last = raft_log_store_last_index(n->store);
-		if (applied > snap.index) {
-			/* Start from the state machine's point, with the
-			 * configuration it applied last; the snapshot file
-			 * for it follows right after start. */
-			void *conf = NULL;
-			size_t conf_len = 0;
-			struct raft_snapshot_meta *sm = &e.u.start.snapshot;
-			if (engine_config_get(n->engine, &conf, &conf_len) != 0 ||
-			    raft_config_decode(conf, conf_len, &sm->config) != 0) {
-				free(conf);
-				snprintf(errmsg, KVD_ERRMSG_SIZE,
-					 "the log in %.2000s ends before the applied state and "
-					 "the state machine holds no configuration",
-					 n->raft_dir);
-				return KVD_ECORRUPT;
-			}
-			free(conf);
-			sm->index = applied;
-			sm->term = applied_term;
-			sm->size = 0;
-			kvd_snapshot_want(n);
-		}
-	}
-	/* The core holds the log after its snapshot (raft.h). */
-	if (snap.index >= first)
-		first = snap.index + 1;
-	if (last >= first && last > 0) {
-		rv = raft_log_store_read(n->store, first, last, 0, &entries, &n_entries, errmsg);
-		if (rv != 0)
-			return rv;
-	}
-	if (first > 1 && first - 1 == snap.index)
-		prev_term = snap.term;
-	else if (first > 1 && raft_log_store_term_at(n->store, first - 1, &prev_term, errmsg) != 0)
-		prev_term = 0;
-	raft_options_default(&opts);
-	opts.election_timeout_min = n->cfg.election_timeout_min;
-	opts.election_timeout_max = n->cfg.election_timeout_max;
-	opts.heartbeat_interval = n->cfg.heartbeat_ms;
-	opts.snapshot_trailing = kvd_snapshot_trailing(n);
-	n->raft = raft_create(n->cfg.id, &opts, (uint64_t)uv_hrtime() ^ (uint64_t)getpid());
-	if (n->raft == NULL) {
-		free(entries);
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "out of memory");
-		return KVD_ENOMEM;
-	}
-	e.u.start.term = meta.term;
-	e.u.start.voted_for = meta.voted_for;
-	e.u.start.applied_index = applied;
-	e.u.start.prev_index = first > 0 ? first - 1 : 0;
-	e.u.start.prev_term = prev_term;
-	if (n_entries == 0 && snap.index > e.u.start.prev_index) {
-		e.u.start.prev_index = snap.index;
-		e.u.start.prev_term = snap.term;
-	}
-	e.u.start.entries = entries;
-	e.u.start.n_entries = (unsigned)n_entries;
-	kvd_applier_reset(n->applier, applied);
-	n->ready_index = last;
-	KVD_INFO("recovered",
-		 "term=%" PRIu64 " first_index=%" PRIu64 " last_index=%" PRIu64
-		 " applied_index=%" PRIu64 " replay=%" PRIu64,
-		 meta.term, first, last, applied, last - applied);
-	rv = kvd_node_step(n, &e);
-	free(entries);
-	if (rv != 0)
-		snprintf(errmsg, KVD_ERRMSG_SIZE, "raft core refused to start: %s",
-			 kvd_strerror(rv));
 	return rv;
 }
 
@@ -860,7 +665,6 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 	struct kvd_node *n = calloc(1, sizeof(*n));
 	struct engine_options eopts = {0};
 	struct http_server_opts hopts = {0};
-	const struct raft_config *conf;
 	int rv;
 
 	if (n == NULL) {
@@ -921,25 +725,13 @@ int kvd_node_start(uv_loop_t *loop, const struct kvd_config *cfg, struct kvd_nod
 		rv = kvd_cluster_id_load(n, errmsg);
 	if (rv != 0)
 		goto err_engine;
-	rv = start_core(n, errmsg);
+	rv = kvd_recovery_start_core(n, &n->ready_index, errmsg);
 	if (rv != 0)
 		goto err_engine;
 
-	/* A sole voter leads at once and replays its log before opening. */
-	conf = raft_configuration(n->raft);
-	if (conf->n == 1 && raft_config_is_voter(conf, n->cfg.id)) {
-		while (kvd_node_rules(n) != KVD_NODE_IO_FAILED &&
-		       (raft_role(n->raft) != RAFT_LEADER ||
-			kvd_applier_applied(n->applier) < n->ready_index ||
-			kvd_applier_applied(n->applier) < raft_commit_index(n->raft)))
-			uv_run(loop, UV_RUN_ONCE);
-		if (kvd_node_rules(n) == KVD_NODE_IO_FAILED) {
-			snprintf(errmsg, KVD_ERRMSG_SIZE, "disk write failed during recovery: %s",
-				 kvd_strerror(n->io_error));
-			rv = KVD_EIO;
-			goto err_engine;
-		}
-	}
+	rv = replay_sole_voter(n, errmsg);
+	if (rv != 0)
+		goto err_engine;
 
 	hopts.body_limit_cb = kvd_routes_body_limit;
 	hopts.ordered_cb = kvd_routes_ordered;

@@ -78,7 +78,7 @@ struct kvd_node {
 	struct kvd_batch_item *batch;
 	unsigned batch_n, batch_cap;
 	struct kvd_pending_read *reads;
-	uint64_t next_token;	  /* read tokens; membership.c takes change tokens */
+	uint64_t next_token;	  /* read and change tokens (kvd_node_token) */
 	raft_index ready_index;	  /* open the port once applied reaches this */
 	enum raft_role last_role; /* for counting elections */
 	void (*shutdown_cb)(struct kvd_node *);
@@ -123,6 +123,10 @@ void kvd_node_space_back(struct kvd_node *n);
 
 /* The applier finished a batch (a snapshot may be due). */
 void kvd_node_after_apply(struct kvd_node *n);
+
+/* A new token for an event the core answers later (reads, membership
+ * changes): unique for the node's lifetime. */
+uint64_t kvd_node_token(struct kvd_node *n);
 
 /* Loop time in ms. */
 uint64_t kvd_node_now(struct kvd_node *n);

@@ -25,7 +25,7 @@ fi
 cd "$root"
 
 # The node driver's parts: the loop driver and what it routes the update to.
-DRIVER_PARTS="node node_internal node_state writer applier snapshots transport membership cluster_id"
+DRIVER_PARTS="node node_internal node_state recovery writer applier snapshots transport membership cluster_id"
 
 edges=$(find api -name '*.[ch]' | LC_ALL=C sort | while read -r f; do
 	sed -n 's|^[[:space:]]*#[[:space:]]*include[[:space:]]*"\(api/[^"]*\)".*|\1|p' "$f" |
