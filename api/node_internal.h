@@ -52,7 +52,7 @@ struct kvd_node {
 	char raft_dir[PATH_MAX];
 	char kv_dir[PATH_MAX];
 	char snap_dir[PATH_MAX];
-	struct raft_core *raft;	      /* replaced when the core restarts (node.c) */
+	struct raft_core *raft;	      /* created by recovery.c, dropped by node.c */
 	struct raft_log_store *store; /* writer thread only, once started */
 	struct engine *engine;	      /* applies on the applier; gets are thread-safe */
 	struct http_server *http;

@@ -630,7 +630,7 @@ static int run(const struct load_args *a)
 		goto out_store;
 	if (a->id == NULL) {
 		/* No id given: the first node started here on its own takes the
-		 * data as its own, whatever its id (api/node.c, KVD_ADOPT_FILE). */
+		 * data as its own, whatever its id (api/recovery.c, KVD_ADOPT_FILE). */
 		char marker[PATH_MAX];
 		snprintf(marker, sizeof(marker), "%.4000s/" KVD_ADOPT_FILE, a->data_dir);
 		if (kvd_write_file_durably(marker, "loaded by kvload\n", errmsg) != 0) {
