@@ -24,14 +24,50 @@
 #include <string.h>
 
 #include "api/cluster_id.h"
-#include "api/fileutil.h"
+#include "api/common/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
-#include "api/snapshots.h"
 #include "api/textutil.h"
 #include "engine/engine.h"
 #include "kvd/errors.h"
 #include "raft/meta.h"
+
+/* The part's state (n->cluster; only this file touches it). */
+struct kvd_cluster {
+	char id[KVD_CLUSTER_ID_SIZE]; /* "" : not known yet */
+	bool file;		      /* <data>/cluster-id exists */
+	bool reinit_pending;
+	char reinit_id[KVD_CLUSTER_ID_SIZE];
+};
+
+int kvd_cluster_create(struct kvd_node *n)
+{
+	n->cluster = calloc(1, sizeof(*n->cluster));
+	if (n->cluster == NULL)
+		return KVD_ENOMEM;
+	return 0;
+}
+
+void kvd_cluster_destroy(struct kvd_node *n)
+{
+	free(n->cluster);
+	n->cluster = NULL;
+}
+
+const char *kvd_cluster_id(const struct kvd_node *n)
+{
+	return n->cluster->id;
+}
+
+bool kvd_cluster_id_on_disk(const struct kvd_node *n)
+{
+	return n->cluster->file;
+}
+
+bool kvd_cluster_reinit_pending(const struct kvd_node *n)
+{
+	return n->cluster->reinit_pending;
+}
 
 static void id_path(const struct kvd_node *n, char *path)
 {
@@ -44,17 +80,17 @@ int kvd_cluster_id_load(struct kvd_node *n, char *errmsg)
 	int rv;
 
 	id_path(n, path);
-	rv = kvd_read_small_file(path, n->cluster_id, sizeof(n->cluster_id));
+	rv = kvd_read_small_file(path, n->cluster->id, sizeof(n->cluster->id));
 	if (rv == KVD_ENOTFOUND) {
-		n->cluster_id[0] = '\0';
-		n->cluster_id_file = false;
+		n->cluster->id[0] = '\0';
+		n->cluster->file = false;
 		return 0;
 	}
 	if (rv != 0) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "cannot read %s: %s", path, kvd_strerror(rv));
 		return rv == KVD_ETOOBIG ? KVD_ECORRUPT : rv;
 	}
-	n->cluster_id_file = true;
+	n->cluster->file = true;
 	return 0;
 }
 
@@ -68,8 +104,8 @@ int kvd_cluster_id_store(struct kvd_node *n, const char *id, char *errmsg)
 	snprintf(text, sizeof(text), "%s\n", id);
 	rv = kvd_write_file_durably(path, text, errmsg);
 	if (rv == 0) {
-		snprintf(n->cluster_id, sizeof(n->cluster_id), "%s", id);
-		n->cluster_id_file = true;
+		snprintf(n->cluster->id, sizeof(n->cluster->id), "%s", id);
+		n->cluster->file = true;
 	}
 	return rv;
 }
@@ -99,91 +135,29 @@ bool kvd_cluster_is_lone(struct kvd_node *n)
 	return c->n == 1 && c->n_old == 0 && strcmp(c->servers[0].id, n->cfg.id) == 0;
 }
 
-bool kvd_cluster_has_data(struct kvd_node *n)
+const char *kvd_cluster_reinit_id(const struct kvd_node *n)
 {
-	struct engine_iter *it;
-	struct engine_record rec;
-	bool end = true;
-
-	if (kvd_node_installing(n) || engine_iter_open(n->engine, &it) != 0)
-		return true; /* cannot tell: refuse rather than lose data */
-	if (engine_iter_next(it, &rec, &end) != 0)
-		end = false;
-	engine_iter_close(it);
-	return !end;
+	return n->cluster->reinit_id;
 }
 
-/* Loop thread, workers idle: discards the lone cluster's state. */
-static int reinit(struct kvd_node *n, char *errmsg)
+void kvd_cluster_reinit_done(struct kvd_node *n)
 {
-	char fresh[PATH_MAX];
-	struct engine_builder *b;
-	struct raft_meta meta;
-	int rv;
-
-	snprintf(fresh, sizeof(fresh), "%.4000s.fresh", n->kv_dir);
-	kvd_remove_tree(fresh);
-	rv = engine_builder_create(fresh, &b, errmsg);
-	if (rv == 0)
-		rv = engine_builder_finish(b, 0, 0, NULL, 0, errmsg);
-	if (rv == 0)
-		rv = engine_swap(n->engine, fresh, errmsg);
-	if (rv != 0)
-		return rv;
-	kvd_snapshot_prune(n, 0);
-	n->snapshot_index = n->snapshot_term = n->snapshot_size = 0;
-	rv = raft_log_store_reset(n->store, 0, 0, errmsg);
-	if (rv != 0)
-		return rv;
-	rv = raft_meta_load(n->raft_dir, &meta, errmsg);
-	if (rv != 0)
-		return rv;
-	meta.voted_for[0] = '\0';
-	rv = raft_meta_store(n->raft_dir, &meta, errmsg);
-	if (rv != 0)
-		return rv;
-	rv = kvd_cluster_id_store(n, n->reinit_id, errmsg);
-	if (rv != 0)
-		return rv;
-	n->applied_index = n->apply_submitted = 0;
-	return 0;
-}
-
-static void reinit_cb(uv_timer_t *t)
-{
-	struct kvd_node *n = t->data;
-	char errmsg[KVD_ERRMSG_SIZE] = "";
-	int rv;
-
-	if (!kvd_workq_idle(&n->writer) || !kvd_workq_idle(&n->applier) ||
-	    n->snapshot_state != KVD_SNAP_IDLE)
-		return;
-	uv_timer_stop(t);
-	kvd_node_drop_core(n);
-	rv = reinit(n, errmsg);
-	if (rv == 0)
-		rv = kvd_node_restart_core(n, errmsg);
-	if (rv != 0) {
-		KVD_ERROR("cannot discard the bootstrap state; exiting",
-			  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), errmsg);
-		exit(1);
-	}
-	n->reinit_pending = false;
+	n->cluster->reinit_pending = false;
 	KVD_INFO("bootstrap state discarded; joining another cluster", "cluster=%s",
-		 n->cluster_id[0] ? n->cluster_id : "(first leader's)");
+		 n->cluster->id[0] ? n->cluster->id : "(first leader's)");
 }
 
 int kvd_cluster_reinit(struct kvd_node *n, const char *new_id)
 {
-	if (n->reinit_pending)
+	if (n->cluster->reinit_pending)
 		return 0;
-	if (!kvd_cluster_is_lone(n) || kvd_cluster_has_data(n))
+	if (!kvd_cluster_is_lone(n) || kvd_node_has_data(n))
 		return KVD_EEXIST;
-	n->reinit_pending = true;
-	snprintf(n->reinit_id, sizeof(n->reinit_id), "%s", new_id);
+	n->cluster->reinit_pending = true;
+	snprintf(n->cluster->reinit_id, sizeof(n->cluster->reinit_id), "%s", new_id);
 	KVD_INFO("discarding bootstrap state to join another cluster", "cluster=%s",
 		 new_id[0] ? new_id : "(first leader's)");
-	uv_timer_start(&n->reinit_timer, reinit_cb, 0, 10);
+	kvd_node_discard_state(n);
 	return 0;
 }
 
@@ -201,11 +175,11 @@ int kvd_cluster_check(struct kvd_node *n, const char *remote_id, size_t len)
 			return KVD_EINVAL;
 	memcpy(id, remote_id, len);
 	id[len] = '\0';
-	if (n->reinit_pending)
+	if (n->cluster->reinit_pending)
 		return KVD_EBUSY;
-	if (strcmp(id, n->cluster_id) == 0)
+	if (strcmp(id, n->cluster->id) == 0)
 		return 0;
-	if (n->cluster_id[0] == '\0') {
+	if (n->cluster->id[0] == '\0') {
 		if (kvd_cluster_id_store(n, id, errmsg) != 0) {
 			KVD_WARN("cannot record the cluster id", "detail=\"%s\"", errmsg);
 			return KVD_EBUSY;

@@ -16,6 +16,24 @@
 
 struct kvd_node;
 
+/* Creates n->cluster (no id known).
+ * Returns 0 or KVD_ENOMEM. */
+int kvd_cluster_create(struct kvd_node *n);
+/* Frees n->cluster (after the close callback); NULL does nothing. */
+void kvd_cluster_destroy(struct kvd_node *n);
+
+/* The cluster id ("" : not known yet); valid until the next change. */
+const char *kvd_cluster_id(const struct kvd_node *n);
+/* True when <data>/cluster-id exists (the node belonged to a cluster). */
+bool kvd_cluster_id_on_disk(const struct kvd_node *n);
+/* True while a lone node's state is being discarded. */
+bool kvd_cluster_reinit_pending(const struct kvd_node *n);
+/* The id the node joins once its state is discarded ("" : first leader's). */
+const char *kvd_cluster_reinit_id(const struct kvd_node *n);
+/* The driver discarded the state and restarted the core (kvd_cluster_reinit
+ * asked it to through kvd_node_discard_state()). */
+void kvd_cluster_reinit_done(struct kvd_node *n);
+
 /* Reads <data>/cluster-id into n (empty when absent). Returns 0 or a code. */
 int kvd_cluster_id_load(struct kvd_node *n, char *errmsg);
 /* Writes id (may be "": take the first leader's) durably and adopts it. */
@@ -25,8 +43,6 @@ void kvd_cluster_id_derive(const struct raft_config *c, char *out);
 
 /* True when the node's configuration is itself alone. */
 bool kvd_cluster_is_lone(struct kvd_node *n);
-/* True when the state machine holds any key (or cannot tell). */
-bool kvd_cluster_has_data(struct kvd_node *n);
 
 /*
  * Checks the cluster id a Raft RPC names (remote_id/len; NULL or empty: not

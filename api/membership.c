@@ -25,7 +25,7 @@
 #include <jansson.h>
 
 #include "api/cluster_id.h"
-#include "api/http_client.h"
+#include "api/http/http_client.h"
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/metrics.h"
@@ -65,12 +65,12 @@ static struct admin_wait *waits;
 
 static void reply(struct http_request *req, int status, const char *body)
 {
-	kvd_respond(req, status, "text/plain; charset=utf-8", NULL, body, strlen(body));
+	http_response_send(req, status, "text/plain; charset=utf-8", NULL, body, strlen(body));
 }
 
 static void reply_ok(struct http_request *req)
 {
-	kvd_respond(req, 200, "application/json", NULL, "{}", 2);
+	http_response_send(req, 200, "application/json", NULL, "{}", 2);
 }
 
 static void add_wait(struct kvd_node *n, enum wait_kind kind, uint64_t token,
@@ -134,7 +134,7 @@ static void start_change(struct kvd_node *n, struct http_request *req, const cha
 		kvd_reply_not_leader(n, req);
 		return;
 	}
-	e.u.change.token = ++n->next_token;
+	e.u.change.token = kvd_node_token(n);
 	e.u.change.add = add;
 	e.u.change.n_add = n_add;
 	e.u.change.remove = remove;
@@ -208,7 +208,7 @@ static void probe_cb(int status, const char *body, size_t len, void *user)
 		json_t *o = json_loadb(body, len, 0, NULL);
 		const char *cid = json_string_value(json_object_get(o, "cluster-id"));
 		const char *id = json_string_value(json_object_get(o, "id"));
-		if (cid != NULL && cid[0] != '\0' && strcmp(cid, p->node->cluster_id) != 0 &&
+		if (cid != NULL && cid[0] != '\0' && strcmp(cid, kvd_cluster_id(p->node)) != 0 &&
 		    json_is_true(json_object_get(o, "has-data")) && p->refused[0] == '\0')
 			snprintf(p->refused, sizeof(p->refused), "%s",
 				 id != NULL ? id : "a server");
@@ -528,7 +528,7 @@ void kvd_join_route(struct kvd_node *n, struct http_request *req)
 		reply_ok(req); /* already a voting member */
 		return;
 	}
-	if (kvd_cluster_has_data(n)) {
+	if (kvd_node_has_data(n)) {
 		json_decref(o);
 		reply(req, 409, "this node holds key-value data of its own\n");
 		return;
@@ -569,15 +569,15 @@ void kvd_raft_status_route(struct kvd_node *n, struct http_request *req)
 	char *text;
 
 	json_object_set_new(o, "id", json_string(n->cfg.id));
-	json_object_set_new(o, "cluster-id", json_string(n->cluster_id));
+	json_object_set_new(o, "cluster-id", json_string(kvd_cluster_id(n)));
 	json_object_set_new(o, "lone", json_boolean(kvd_cluster_is_lone(n)));
-	json_object_set_new(o, "has-data", json_boolean(kvd_cluster_has_data(n)));
+	json_object_set_new(o, "has-data", json_boolean(kvd_node_has_data(n)));
 	text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (text == NULL) {
 		reply(req, 503, "out of memory\n");
 		return;
 	}
-	kvd_respond(req, 200, "application/json", NULL, text, strlen(text));
+	http_response_send(req, 200, "application/json", NULL, text, strlen(text));
 	free(text);
 }

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 
 struct kvd_node;
 

@@ -19,7 +19,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api/applier.h"
 #include "api/node_internal.h"
+#include "api/snapshots.h"
 
 enum route { R_KV, R_CLEAR, R_HEALTH, R_CLUSTER, R_LOG, R_RAFT, R_METRICS, R_OTHER, R_COUNT };
 static const char *const ROUTES[R_COUNT] = {"kv",  "clear", "health",  "cluster",
@@ -92,12 +94,6 @@ void kvd_metrics_observe(const struct http_request *req, int status, void *user)
 		b++;
 	lat_buckets[r][b]++;
 	lat_sum_ms[r] += ms;
-}
-
-int kvd_respond(struct http_request *req, int status, const char *content_type,
-		const char *extra_headers, const void *body, size_t len)
-{
-	return http_response_send(req, status, content_type, extra_headers, body, len);
 }
 
 void kvd_metrics_fsync(uint64_t ns)
@@ -190,7 +186,7 @@ static void emit_gauges(struct text *t, struct kvd_node *n)
 	emit(t,
 	     "# HELP kvd_raft_applied_index Highest log index applied to LevelDB.\n"
 	     "# TYPE kvd_raft_applied_index gauge\nkvd_raft_applied_index %" PRIu64 "\n",
-	     n->applied_index);
+	     kvd_applier_applied(n->applier));
 	emit(t,
 	     "# HELP kvd_raft_last_index Last index in the log.\n"
 	     "# TYPE kvd_raft_last_index gauge\nkvd_raft_last_index %" PRIu64 "\n",
@@ -202,11 +198,11 @@ static void emit_gauges(struct text *t, struct kvd_node *n)
 	emit(t,
 	     "# HELP kvd_snapshot_bytes Bytes of the newest snapshot file.\n"
 	     "# TYPE kvd_snapshot_bytes gauge\nkvd_snapshot_bytes %" PRIu64 "\n",
-	     n->snapshot_size);
+	     kvd_snapshot_last(n).size);
 	emit(t,
 	     "# HELP kvd_snapshot_index Last index covered by the newest snapshot.\n"
 	     "# TYPE kvd_snapshot_index gauge\nkvd_snapshot_index %" PRIu64 "\n",
-	     n->snapshot_index);
+	     kvd_snapshot_last(n).index);
 	emit(t,
 	     "# HELP kvd_elections_started_total Elections this node started as candidate.\n"
 	     "# TYPE kvd_elections_started_total counter\n"
@@ -317,6 +313,7 @@ void kvd_metrics_respond(struct kvd_node *n, struct http_request *req)
 		kvd_reply_text(req, 503, "out of memory\n");
 		return;
 	}
-	kvd_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, t.buf, t.len);
+	http_response_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, t.buf,
+			   t.len);
 	free(t.buf);
 }

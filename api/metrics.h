@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 
 struct kvd_node;
 
@@ -20,11 +20,6 @@ struct kvd_node;
  * answer by route, method and status, with its latency (loop thread). req is
  * NULL for the server's own protocol errors (counted as route "other"). */
 void kvd_metrics_observe(const struct http_request *req, int status, void *user);
-
-/* Same as http_response_send(); kept so existing callers build. Counting no
- * longer happens here but in kvd_metrics_observe. */
-int kvd_respond(struct http_request *req, int status, const char *content_type,
-		const char *extra_headers, const void *body, size_t len);
 
 /* Records one fdatasync of the log that took ns nanoseconds (writer thread). */
 void kvd_metrics_fsync(uint64_t ns);

@@ -16,13 +16,6 @@
 struct kvd_node;
 
 /*
- * A data directory built offline by kvload without --id holds this file: the
- * first node started on it alone (no peers, no --join) takes the loaded
- * state as its own one-member cluster under its own id, then removes it.
- */
-#define KVD_ADOPT_FILE "adopt-loaded-state"
-
-/*
  * Recovers the data directory, starts the core and the workers, and opens
  * the HTTP port once recovery is done (for a single-voter cluster: once the
  * node leads and has applied its whole log). Runs the loop internally until

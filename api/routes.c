@@ -15,10 +15,13 @@
 #include <jansson.h>
 
 #include "api/node_internal.h"
+#include "api/applier.h"
+#include "api/writer.h"
 #include "api/membership.h"
 #include "api/metrics.h"
 #include "api/rpc.h"
 #include "api/snapshots.h"
+#include "api/transport.h"
 #include "api/textutil.h"
 #include "engine/command.h"
 #include "kvd/errors.h"
@@ -171,7 +174,7 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 		/* A sole voter whose disk is full cannot commit the no-op that
 		 * read index needs; its applied state holds every acknowledged
 		 * write, so it answers from there. */
-		if (stale_read(req) || (n->disk_full && kvd_node_sole_voter(n)))
+		if (stale_read(req) || (kvd_node_disk_full(n) && kvd_node_sole_voter(n)))
 			kvd_node_serve_get(n, req, key, key_len);
 		else if (!is_leader(n))
 			kvd_reply_not_leader(n, req);
@@ -271,7 +274,7 @@ static void route_cluster_info(struct kvd_node *n, struct http_request *req)
 	json_object_set_new(o, "peers", peers);
 	json_object_set_new(o, "learners", learners);
 	json_object_set_new(o, "commit-index", kvd_json_u64(raft_commit_index(n->raft)));
-	json_object_set_new(o, "last-applied", kvd_json_u64(n->applied_index));
+	json_object_set_new(o, "last-applied", kvd_json_u64(kvd_applier_applied(n->applier)));
 	reply_json(req, 200, o);
 }
 
@@ -315,16 +318,16 @@ void kvd_routes_log_reply(struct kvd_node *n, struct http_request *req, int stat
 	a = json_array();
 	for (size_t i = 0; i < n_entries; i++) {
 		json_t *e;
-		if (entries[i].index <= n->snapshot_index)
+		if (entries[i].index <= kvd_snapshot_last(n).index)
 			continue;
 		e = kvd_rpc_entry_json(&entries[i]);
 		if (e != NULL)
 			json_array_append_new(a, e);
 	}
-	json_object_set_new(o, "first-index", kvd_json_u64(n->snapshot_index + 1));
+	json_object_set_new(o, "first-index", kvd_json_u64(kvd_snapshot_last(n).index + 1));
 	json_object_set_new(o, "last-index", kvd_json_u64(store_last));
 	json_object_set_new(o, "commit-index", kvd_json_u64(raft_commit_index(n->raft)));
-	json_object_set_new(o, "last-applied", kvd_json_u64(n->applied_index));
+	json_object_set_new(o, "last-applied", kvd_json_u64(kvd_applier_applied(n->applier)));
 	json_object_set_new(o, "entries", a);
 	reply_json(req, 200, o);
 }
@@ -343,40 +346,31 @@ static void route_log(struct kvd_node *n, struct http_request *req, int method)
 	}
 	if (limit > 10000)
 		limit = 10000;
-	if (from <= n->snapshot_index)
-		from = n->snapshot_index + 1;
-	kvd_node_read_log(n, req, from, limit);
+	if (from <= kvd_snapshot_last(n).index)
+		from = kvd_snapshot_last(n).index + 1;
+	kvd_writer_read_log(n->writer, req, from, limit);
 }
 
 static json_t *snapshot_json(struct kvd_node *n)
 {
 	json_t *o = json_object();
-	json_object_set_new(o, "last-included-index", kvd_json_u64(n->snapshot_index));
-	json_object_set_new(o, "last-included-term", kvd_json_u64(n->snapshot_term));
+	json_object_set_new(o, "last-included-index", kvd_json_u64(kvd_snapshot_last(n).index));
+	json_object_set_new(o, "last-included-term", kvd_json_u64(kvd_snapshot_last(n).term));
 	return o;
 }
 
-void kvd_snapshot_waiters_done(struct kvd_node *n, int status)
+void kvd_routes_snapshot_answer(struct kvd_node *n, struct http_request *req, int status)
 {
-	struct kvd_waiter *w = n->snapshot_waiters;
-
-	n->snapshot_waiters = NULL;
-	while (w != NULL) {
-		struct kvd_waiter *next = w->next;
-		if (status == 0)
-			reply_json(w->req, 200, snapshot_json(n));
-		else if (status == KVD_ENOSPC)
-			kvd_reply_text(w->req, 507, "insufficient storage\n");
-		else
-			kvd_reply_text(w->req, 500, "snapshot failed\n");
-		free(w);
-		w = next;
-	}
+	if (status == 0)
+		reply_json(req, 200, snapshot_json(n));
+	else if (status == KVD_ENOSPC)
+		kvd_reply_text(req, 507, "insufficient storage\n");
+	else
+		kvd_reply_text(req, 500, "snapshot failed\n");
 }
 
 static void route_log_snapshot(struct kvd_node *n, struct http_request *req, int method)
 {
-	struct kvd_waiter *w;
 	int rv;
 
 	if (method == HTTP_GET) {
@@ -398,14 +392,8 @@ static void route_log_snapshot(struct kvd_node *n, struct http_request *req, int
 		kvd_reply_text(req, 500, "snapshot failed\n");
 		return;
 	}
-	w = calloc(1, sizeof(*w));
-	if (w == NULL) {
+	if (kvd_snapshot_wait(n, req) != 0)
 		kvd_reply_text(req, 503, "out of memory\n");
-		return;
-	}
-	w->req = req;
-	w->next = n->snapshot_waiters;
-	n->snapshot_waiters = w;
 }
 
 static bool path_is(const char *path, size_t len, const char *what)

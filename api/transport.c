@@ -24,13 +24,14 @@
 
 #include <jansson.h>
 
-#include "api/fileutil.h"
-#include "api/http_client.h"
+#include "api/cluster_id.h"
+#include "api/common/snapfile.h"
+#include "api/common/fileutil.h"
+#include "api/http/http_client.h"
 #include "api/log.h"
 #include "api/metrics.h"
 #include "api/node_internal.h"
 #include "api/rpc.h"
-#include "api/snapshots.h"
 #include "kvd/errors.h"
 
 #define RPC_TIMEOUT_MS		2000 /* per request, plus 1 ms per 8 KiB of body (large entries) */
@@ -290,7 +291,8 @@ static int read_chunk(struct kvd_transport *t, const struct raft_message *m, cha
 	int fd;
 	ssize_t got;
 
-	kvd_snapshot_path(t->node, m->u.snapshot.last_index, m->u.snapshot.last_term, path);
+	kvd_snapfile_path(t->node->snap_dir, m->u.snapshot.last_index, m->u.snapshot.last_term,
+			  path);
 	*buf = malloc(m->u.snapshot.len ? m->u.snapshot.len : 1);
 	if (*buf == NULL)
 		return KVD_ENOMEM;
@@ -336,9 +338,9 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(head->type), query[0] ? "?" : "",
 		 query);
 	snprintf(headers, sizeof(headers), "%s", t->auth_header);
-	if (t->node->cluster_id[0] != '\0')
+	if (kvd_cluster_id(t->node)[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
-			 KVD_CLUSTER_HEADER ": %s\r\n", t->node->cluster_id);
+			 KVD_CLUSTER_HEADER ": %s\r\n", kvd_cluster_id(t->node));
 	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, body, len,
 				 head->type == RAFT_MSG_SNAPSHOT
 				     ? SNAPSHOT_RPC_TIMEOUT_MS
@@ -368,7 +370,7 @@ static void answer(struct kvd_transport *t, uint64_t token, const char *body, si
 	if (in == NULL)
 		return;
 	*pp = in->next;
-	kvd_respond(in->req, 200, "application/json", NULL, body, len);
+	http_response_send(in->req, 200, "application/json", NULL, body, len);
 	free(in);
 }
 
@@ -523,7 +525,7 @@ void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, u
 		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
 		return;
 	}
-	if (sync_seq == 0 || sync_seq <= t->node->writer.completed) {
+	if (sync_seq == 0) {
 		dispatch(t, m, body, len, query);
 		return;
 	}

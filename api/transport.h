@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 #include "raft/raft.h"
 
 struct kvd_node;
@@ -31,7 +31,8 @@ int kvd_transport_create(struct kvd_node *n, struct kvd_transport **out, char *e
 void kvd_transport_destroy(struct kvd_transport *t);
 
 /* Sends or holds one message of an update. sync_seq: the writer sequence
- * that must be complete first (0: none). Serializes at once. */
+ * that must be complete first (0: none, or complete already: the driver
+ * checks with kvd_writer_completed()). Serializes at once. */
 void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, uint64_t sync_seq);
 
 /* Releases held messages whose writer sequence is complete. */

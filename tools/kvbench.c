@@ -18,6 +18,7 @@
  * Exit status: 0 when at least one request got an HTTP answer, 1 when none
  * did (nothing listening), 2 for bad flags.
  */
+#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -28,7 +29,7 @@
 
 #include <uv.h>
 
-#include "api/http_client.h"
+#include "api/http/http_client.h"
 #include "kvd/errors.h"
 
 #define REQUEST_TIMEOUT_MS 10000
@@ -149,12 +150,28 @@ static int parse_url(const char *url, char *address, size_t size)
 	return 0;
 }
 
-/* Returns 0, or 2 after printing the error line. */
+static const struct option BENCH_OPTIONS[] = {
+    {"url", required_argument, NULL, 'u'},
+    {"op", required_argument, NULL, 'o'},
+    {"connections", required_argument, NULL, 'c'},
+    {"duration", required_argument, NULL, 'd'},
+    {"keys", required_argument, NULL, 'k'},
+    {"value-bytes", required_argument, NULL, 'v'},
+    {"requests", required_argument, NULL, 'r'},
+    {"pipeline", required_argument, NULL, 'p'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns 0, or 2 after printing the error line. Flags are read with
+ * getopt_long, as in every kvd program; it stops at the first argument that
+ * is not a flag, which is refused. */
 static int parse_args(int argc, char **argv, struct bench_args *a)
 {
 	const char *url = "http://127.0.0.1:8080";
 	bool duration_given = false;
 	uint64_t v;
+	int c;
 
 	memset(a, 0, sizeof(*a));
 	a->op = OP_PUT;
@@ -163,41 +180,14 @@ static int parse_args(int argc, char **argv, struct bench_args *a)
 	a->keys = 10000;
 	a->value_bytes = 100;
 	a->pipeline = 1;
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		const char *eq = strchr(arg, '=');
-		const char *val;
-		size_t name_len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
-		char name[32];
+	opterr = 0; /* one line of ours, not getopt's */
+	while ((c = getopt_long(argc, argv, "+:h", BENCH_OPTIONS, NULL)) != -1) {
+		const char *val = optarg;
 
-		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-			fputs(USAGE, stdout);
-			exit(0);
-		}
-		if (strncmp(arg, "--", 2) != 0 || name_len >= sizeof(name)) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
-			return 2;
-		}
-		memcpy(name, arg, name_len);
-		name[name_len] = '\0';
-		if (eq != NULL)
-			val = eq + 1;
-		else if (i + 1 < argc)
-			val = argv[++i];
-		else
-			val = NULL;
-#define NEED_VALUE()                                                                               \
-	do {                                                                                       \
-		if (val == NULL) {                                                                 \
-			fail_line("flag %s needs a value", name);                                  \
-			return 2;                                                                  \
-		}                                                                                  \
-	} while (0)
-		if (strcmp(name, "--url") == 0) {
-			NEED_VALUE();
-			url = val;
-		} else if (strcmp(name, "--op") == 0) {
-			NEED_VALUE();
+		switch (c) {
+		case 'h': fputs(USAGE, stdout); exit(0);
+		case 'u': url = val; break;
+		case 'o':
 			if (strcmp(val, "put") == 0)
 				a->op = OP_PUT;
 			else if (strcmp(val, "get") == 0)
@@ -208,52 +198,57 @@ static int parse_args(int argc, char **argv, struct bench_args *a)
 				fail_line("bad --op '%.100s' (put, get or mixed)", val);
 				return 2;
 			}
-		} else if (strcmp(name, "--connections") == 0) {
-			NEED_VALUE();
+			break;
+		case 'c':
 			if (parse_u64(val, 1, MAX_CONNECTIONS, &v) != 0) {
 				fail_line("bad --connections '%.100s' (1..%d)", val,
 					  MAX_CONNECTIONS);
 				return 2;
 			}
 			a->connections = (unsigned)v;
-		} else if (strcmp(name, "--duration") == 0) {
-			NEED_VALUE();
+			break;
+		case 'd':
 			if (parse_duration(val, &a->duration_ms) != 0) {
 				fail_line("bad --duration '%.100s' (e.g. 10s, 500ms, 2m)", val);
 				return 2;
 			}
 			duration_given = true;
-		} else if (strcmp(name, "--keys") == 0) {
-			NEED_VALUE();
+			break;
+		case 'k':
 			if (parse_u64(val, 1, UINT32_MAX, &a->keys) != 0) {
 				fail_line("bad --keys '%.100s' (1..%u)", val, UINT32_MAX);
 				return 2;
 			}
-		} else if (strcmp(name, "--value-bytes") == 0) {
-			NEED_VALUE();
+			break;
+		case 'v':
 			if (parse_u64(val, 1, 64 << 20, &v) != 0) {
 				fail_line("bad --value-bytes '%.100s' (1..%d)", val, 64 << 20);
 				return 2;
 			}
 			a->value_bytes = (size_t)v;
-		} else if (strcmp(name, "--requests") == 0) {
-			NEED_VALUE();
+			break;
+		case 'r':
 			if (parse_u64(val, 1, UINT64_MAX / 2, &a->requests) != 0) {
 				fail_line("bad --requests '%.100s' (a positive number)", val);
 				return 2;
 			}
-		} else if (strcmp(name, "--pipeline") == 0) {
-			NEED_VALUE();
+			break;
+		case 'p':
 			if (parse_u64(val, 1, 1000, &v) != 0) {
 				fail_line("bad --pipeline '%.100s' (1..1000)", val);
 				return 2;
 			}
 			a->pipeline = (unsigned)v;
-		} else {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
+			break;
+		case ':': fail_line("flag %s needs a value", argv[optind - 1]); return 2;
+		default:
+			fail_line("unknown flag '%.100s' (see --help)", argv[optind - 1]);
 			return 2;
 		}
-#undef NEED_VALUE
+	}
+	if (optind < argc) {
+		fail_line("unknown flag '%.100s' (see --help)", argv[optind]);
+		return 2;
 	}
 	if (parse_url(url, a->address, sizeof(a->address)) != 0) {
 		fail_line("bad --url '%.200s' (http://host:port)", url);

@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -47,8 +48,8 @@
 
 #include <jansson.h>
 
-#include "api/fileutil.h"
-#include "api/snapshots.h"
+#include "api/common/fileutil.h"
+#include "api/common/snapfile.h"
 #include "engine/command.h"
 #include "engine/engine.h"
 #include "engine/snapshot.h"
@@ -85,49 +86,39 @@ static void fail_line(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* Returns 0, or 2 after printing the error line. */
+static const struct option DUMP_OPTIONS[] = {
+    {"data-dir", required_argument, NULL, 'd'},
+    {"format", required_argument, NULL, 'f'},
+    {"output", required_argument, NULL, 'o'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns 0, or 2 after printing the error line. Flags are read with
+ * getopt_long, as in every kvd program; it stops at the first argument that
+ * is not a flag, which is refused. */
 static int parse_args(int argc, char **argv, struct dump_args *a)
 {
 	const char *format = "jsonl";
+	int c;
 
 	memset(a, 0, sizeof(*a));
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		const char *val = NULL;
-		const char *eq = strchr(arg, '=');
-		size_t name_len =
-		    eq != NULL && strncmp(arg, "--", 2) == 0 ? (size_t)(eq - arg) : strlen(arg);
-		char name[64];
-
-		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-			fputs(USAGE, stdout);
-			exit(0);
-		}
-		if (name_len >= sizeof(name)) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
+	opterr = 0; /* one line of ours, not getopt's */
+	while ((c = getopt_long(argc, argv, "+:ho:", DUMP_OPTIONS, NULL)) != -1) {
+		switch (c) {
+		case 'h': fputs(USAGE, stdout); exit(0);
+		case 'd': a->data_dir = optarg; break;
+		case 'f': format = optarg; break;
+		case 'o': a->out_path = optarg; break;
+		case ':': fail_line("flag %s needs a value", argv[optind - 1]); return 2;
+		default:
+			fail_line("unknown flag '%.100s' (see --help)", argv[optind - 1]);
 			return 2;
 		}
-		memcpy(name, arg, name_len);
-		name[name_len] = '\0';
-		if (strcmp(name, "--data-dir") != 0 && strcmp(name, "--format") != 0 &&
-		    strcmp(name, "-o") != 0 && strcmp(name, "--output") != 0) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
-			return 2;
-		}
-		if (eq != NULL && name_len != strlen(arg))
-			val = eq + 1;
-		else if (i + 1 < argc)
-			val = argv[++i];
-		else {
-			fail_line("flag %s needs a value", name);
-			return 2;
-		}
-		if (strcmp(name, "--data-dir") == 0)
-			a->data_dir = val;
-		else if (strcmp(name, "--format") == 0)
-			format = val;
-		else
-			a->out_path = val;
+	}
+	if (optind < argc) {
+		fail_line("unknown flag '%.100s' (see --help)", argv[optind]);
+		return 2;
 	}
 	if (a->data_dir == NULL || a->data_dir[0] == '\0') {
 		fail_line("--data-dir is required");
@@ -552,10 +543,8 @@ static int newest_snapshot(const char *dir, char *path, uint64_t *index_out)
 	if (d == NULL)
 		return KVD_ENOTFOUND;
 	while ((de = readdir(d)) != NULL) {
-		unsigned long long i, t;
-		int used = 0;
-		if (sscanf(de->d_name, "snapshot-%llu-%llu.lz4%n", &i, &t, &used) != 2 ||
-		    de->d_name[used] != '\0')
+		uint64_t i, t;
+		if (!kvd_snapfile_parse(de->d_name, &i, &t))
 			continue;
 		if (!found || i > best) {
 			best = i;

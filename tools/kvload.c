@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -52,9 +53,10 @@
 
 #include <jansson.h>
 
-#include "api/config.h"
-#include "api/fileutil.h"
-#include "api/node.h"
+#include "api/common/datadir.h"
+#include "api/common/fileutil.h"
+#include "api/common/id.h"
+#include "api/common/snapfile.h"
 #include "engine/engine.h"
 #include "engine/snapshot.h"
 #include "kvd/errors.h"
@@ -95,52 +97,41 @@ static void fail_line(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* Returns 0, or 2 after printing the error line. */
+static const struct option LOAD_OPTIONS[] = {
+    {"data-dir", required_argument, NULL, 'd'},
+    {"input", required_argument, NULL, 'i'},
+    {"id", required_argument, NULL, 'n'},
+    {"addr", required_argument, NULL, 'n'},
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns 0, or 2 after printing the error line. Flags are read with
+ * getopt_long, as in every kvd program; it stops at the first argument that
+ * is not a flag, which is refused. */
 static int parse_args(int argc, char **argv, struct load_args *a)
 {
-	memset(a, 0, sizeof(*a));
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-		const char *val = NULL;
-		const char *eq = strchr(arg, '=');
-		size_t name_len =
-		    eq != NULL && strncmp(arg, "--", 2) == 0 ? (size_t)(eq - arg) : strlen(arg);
-		char name[64];
+	int c;
 
-		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-			fputs(USAGE, stdout);
-			exit(0);
-		}
-		if (strcmp(arg, "--force") == 0) {
-			a->force = true;
-			continue;
-		}
-		if (name_len >= sizeof(name)) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
+	memset(a, 0, sizeof(*a));
+	opterr = 0; /* one line of ours, not getopt's */
+	while ((c = getopt_long(argc, argv, "+:hi:", LOAD_OPTIONS, NULL)) != -1) {
+		switch (c) {
+		case 'h': fputs(USAGE, stdout); exit(0);
+		case 'd': a->data_dir = optarg; break;
+		case 'i': a->in_path = optarg; break;
+		case 'n': a->id = optarg; break;
+		case 'f': a->force = true; break;
+		case ':': fail_line("flag %s needs a value", argv[optind - 1]); return 2;
+		default:
+			fail_line("unknown flag '%.100s' (see --help)", argv[optind - 1]);
 			return 2;
 		}
-		memcpy(name, arg, name_len);
-		name[name_len] = '\0';
-		if (strcmp(name, "--data-dir") != 0 && strcmp(name, "-i") != 0 &&
-		    strcmp(name, "--input") != 0 && strcmp(name, "--id") != 0 &&
-		    strcmp(name, "--addr") != 0) {
-			fail_line("unknown flag '%.100s' (see --help)", arg);
-			return 2;
-		}
-		if (eq != NULL && name_len != strlen(arg))
-			val = eq + 1;
-		else if (i + 1 < argc)
-			val = argv[++i];
-		else {
-			fail_line("flag %s needs a value", name);
-			return 2;
-		}
-		if (strcmp(name, "--data-dir") == 0)
-			a->data_dir = val;
-		else if (strcmp(name, "-i") == 0 || strcmp(name, "--input") == 0)
-			a->in_path = val;
-		else
-			a->id = val;
+	}
+	if (optind < argc) {
+		fail_line("unknown flag '%.100s' (see --help)", argv[optind]);
+		return 2;
 	}
 	if (a->data_dir == NULL || a->data_dir[0] == '\0') {
 		fail_line("--data-dir is required");
@@ -154,7 +145,7 @@ static int parse_args(int argc, char **argv, struct load_args *a)
 		char host[256];
 		uint16_t port;
 		if (strlen(a->id) >= RAFT_ID_SIZE ||
-		    kvd_config_split_id(a->id, host, sizeof(host), &port) != 0) {
+		    kvd_id_split(a->id, host, sizeof(host), &port) != 0) {
 			fail_line("bad --id '%.200s' (host:port or :port)", a->id);
 			return 2;
 		}
@@ -528,8 +519,7 @@ static int write_snapshot(const char *kv_dir, const char *snap_dir, uint64_t ind
 		fail_line("cannot read the state machine: %s", kvd_strerror(rv));
 		goto out_engine;
 	}
-	snprintf(path, sizeof(path), "%.3900s/snapshot-%020" PRIu64 "-%020" PRIu64 ".lz4", snap_dir,
-		 index, term);
+	kvd_snapfile_path(snap_dir, index, term, path);
 	rv = engine_view_write(view, path, NULL, errmsg);
 	if (rv != 0)
 		fail_line("cannot write the snapshot: %s", errmsg);
@@ -640,7 +630,7 @@ static int run(const struct load_args *a)
 		goto out_store;
 	if (a->id == NULL) {
 		/* No id given: the first node started here on its own takes the
-		 * data as its own, whatever its id (api/node.c, KVD_ADOPT_FILE). */
+		 * data as its own, whatever its id (api/recovery.c, KVD_ADOPT_FILE). */
 		char marker[PATH_MAX];
 		snprintf(marker, sizeof(marker), "%.4000s/" KVD_ADOPT_FILE, a->data_dir);
 		if (kvd_write_file_durably(marker, "loaded by kvload\n", errmsg) != 0) {
@@ -662,7 +652,7 @@ static int run(const struct load_args *a)
 	} else {
 		char host[256];
 		uint16_t port = 0;
-		kvd_config_split_id(s.id, host, sizeof(host), &port);
+		kvd_id_split(s.id, host, sizeof(host), &port);
 		fprintf(stderr,
 			"kvload: loaded %" PRIu64 " keys into %s (index %" PRIu64 ", term %" PRIu64
 			", member %s); start it with: kvd --working-dir %s %s%s%s%u\n",

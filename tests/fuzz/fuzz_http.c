@@ -1,6 +1,6 @@
 /*
- * fuzz_http.c: libFuzzer target for the HTTP server (api/http_server.c,
- * api/http_request.c) fed raw client bytes.
+ * fuzz_http.c: libFuzzer target for the HTTP server (api/http/http_server.c,
+ * api/http/http_request.c) fed raw client bytes.
  *
  * Why a socketpair: the server's code path from read to response is the
  * real one only with a real libuv stream, and http_server_adopt_fd() lets
@@ -17,7 +17,7 @@
  * are answered, the pool is drained at exit), and every connection closes.
  *
  * Build (tests/fuzz/CMakeLists.txt globs fuzz_*.c): needs
- * api/http_server.c api/http_request.c, -lhttp_parser -luv, include dirs
+ * api/http/http_server.c api/http/http_request.c, -lhttp_parser -luv, include dirs
  * `include` and the repository root.
  */
 #include <stdint.h>
@@ -30,8 +30,8 @@
 #include <http_parser.h>
 #include <uv.h>
 
-#include "api/http_server.h"
-#include "api/http_server_internal.h"
+#include "api/http/http_server.h"
+#include "api/http/http_server_internal.h"
 
 #define MAX_HELD 256
 

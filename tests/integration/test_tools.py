@@ -359,6 +359,38 @@ class ToolsTest(KvdTestCase):
                 self.assertOneLineError(run_tool(name, args, timeout=10), 2)
         self.assertFalse(os.path.exists(d))
 
+    def test_flags_are_read_one_way_in_every_tool(self):
+        """Every tool reads its flags the same way (getopt_long): --help, both
+        "--flag value" and "--flag=value", the same line for an unknown flag,
+        a flag without its value and a stray argument."""
+        d = self.path("d")
+        for name in ("kvdump", "kvload", "kvbench"):
+            with self.subTest(tool=name):
+                rc, out, err = run_tool(name, ["--help"], timeout=10)
+                self.assertEqual((rc, err), (0, ""))
+                self.assertTrue(out.startswith(("usage: %s " % name).encode()), out)
+                self.assertOneLineError(run_tool(name, ["--bogus"], timeout=10), 2,
+                                        "^%s: unknown flag '--bogus' \\(see --help\\)$" % name)
+                self.assertOneLineError(run_tool(name, ["--bogus=1"], timeout=10), 2,
+                                        "^%s: unknown flag '--bogus=1' \\(see --help\\)$" % name)
+        for name, flag in (("kvdump", "--data-dir"), ("kvload", "--data-dir"),
+                           ("kvbench", "--url")):
+            with self.subTest(tool=name, flag=flag):
+                self.assertOneLineError(run_tool(name, [flag], timeout=10), 2,
+                                        "^%s: flag %s needs a value$" % (name, flag))
+        for name, args in (("kvdump", ["--data-dir", d, "stray"]),
+                           ("kvload", ["--data-dir", d, "stray"])):
+            with self.subTest(tool=name, args=args):
+                self.assertOneLineError(run_tool(name, args, timeout=10), 2,
+                                        "^%s: unknown flag 'stray' \\(see --help\\)$" % name)
+        for name, args, pattern in (
+                ("kvdump", ["--data-dir=" + d, "--format=xml"], "^kvdump: bad --format 'xml'"),
+                ("kvload", ["--data-dir=" + d, "--id=no-port"], "^kvload: bad --id 'no-port'"),
+                ("kvbench", ["--url=ftp://x"], "^kvbench: bad --url 'ftp://x'")):
+            with self.subTest(tool=name, args=args):
+                self.assertOneLineError(run_tool(name, args, timeout=10), 2, pattern)
+        self.assertFalse(os.path.exists(d))
+
     # ---- kvbench --------------------------------------------------------------
 
     def test_kvbench_reports_rate_statuses_and_latency(self):

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/writer.h"
+#include "api/write_rules.h"
 #include "raft/log_store.h"
 #include "raft/raft.h"
 #include "tests/sim/sim_disk.h"
@@ -142,7 +142,7 @@ struct sim_node {
 	 * its files survive crashes; the store is open while the node is up. */
 	struct sim_disk *disk;
 	struct raft_log_store *store;
-	struct kvd_writer_track track; /* append jobs in flight (api/writer.h) */
+	struct kvd_writer_track track; /* append jobs in flight (api/write_rules.h) */
 	struct sim_req *batch;	       /* written, waiting for the batch's sync */
 	int batch_failed;	       /* first error of a job of the batch */
 	bool batch_appended;

@@ -8,7 +8,7 @@
  *  - persistence requests go to one FIFO queue per node; term/vote and log
  *    requests are written in group-commit batches and reported after the
  *    batch's one sync (kvd_writer_batch_end and kvd_writer_track from
- *    api/writer.c, as the daemon does), snapshot requests one at a time,
+ *    api/write_rules.c, as the daemon does), snapshot requests one at a time,
  *    after a simulated latency (a "stall" delays them past the election
  *    timeout);
  *  - a message with needs_sync is held until every request issued before it
@@ -447,7 +447,7 @@ static void batch_write(struct sim *s, struct sim_node *n)
 }
 
 /* What a completed append job reports: only what no later job truncates
- * (api/writer.c), or with the completion-match plant the last entry of the
+ * (api/write_rules.c), or with the completion-match plant the last entry of the
  * job whenever the core's log holds that (index, term). */
 static bool batch_persisted(struct sim *s, struct sim_node *n, const struct sim_req *r,
 			    struct raft_event *e)

@@ -9,7 +9,7 @@
  * from the disk must contain them ("no acknowledged write lost"); then the
  * recovered state replaces them, unsynced leftovers included.
  *
- * The writer's batch rule is api/writer.c's own kvd_writer_batch_end(),
+ * The writer's batch rule is api/write_rules.c's own kvd_writer_batch_end(),
  * called by sim_node.c; this file does the per-request writes.
  */
 #include <inttypes.h>

@@ -13,8 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api/http_client.h"
-#include "api/http_server.h"
+#include "api/http/http_client.h"
+#include "api/http/http_server.h"
 #include "kvd/errors.h"
 
 struct env {

@@ -24,7 +24,7 @@
 
 #include <http_parser.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 #include "kvd/errors.h"
 
 /* ---- harness ---- */

@@ -1,5 +1,5 @@
 /*
- * test_writer.c: the log writer's rules (api/writer.c): what a batch reports
+ * test_writer.c: the log writer's rules (api/write_rules.c): what a batch reports
  * when one of its jobs fails (on a real log store in a temporary directory),
  * and which persisted index an append completion may report when later jobs
  * truncate.
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "api/writer.h"
+#include "api/write_rules.h"
 #include "kvd/errors.h"
 #include "raft/log_store.h"
 #include "raft/meta.h"

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 
 #define HTTP_SERVER_MAX_HEADERS 64 /* more headers than this: 431 */
 

@@ -23,7 +23,7 @@
  * - The client is freed only when every handle (timers, idle, connections)
  *   has been closed and no getaddrinfo is outstanding.
  */
-#include "api/http_client.h"
+#include "api/http/http_client.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -1,9 +1,10 @@
 /*
- * fileutil.h: small durable-file helpers for the node's own state files
- * (partition.json, cluster-id).
+ * fileutil.h: small durable-file helpers shared by the daemon (its state
+ * files: partition.json, cluster-id; snapshot directories) and the offline
+ * tools (kvd_common). Any thread; errors are kvd_error codes.
  */
-#ifndef KVD_API_FILEUTIL_H
-#define KVD_API_FILEUTIL_H
+#ifndef KVD_COMMON_FILEUTIL_H
+#define KVD_COMMON_FILEUTIL_H
 
 #include <stddef.h>
 
@@ -25,5 +26,9 @@ int kvd_fsync_parent(const char *path);
  * KVD_ETOOBIG when it does not fit in size - 1 bytes.
  */
 int kvd_read_small_file(const char *path, char *buf, size_t size);
+
+/* Removes a directory tree, path included (best effort: what cannot be
+ * removed stays). */
+void kvd_remove_tree(const char *path);
 
 #endif

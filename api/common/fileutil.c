@@ -1,10 +1,13 @@
 /*
- * fileutil.c: write-temp, fsync, rename, fsync-directory for small files.
+ * fileutil.c: write-temp, fsync, rename, fsync-directory for small files, and
+ * tree removal: what the daemon and the tools both need of the file system,
+ * in one place (kvd_common).
  */
-#include "api/fileutil.h"
+#include "api/common/fileutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,4 +85,18 @@ int kvd_read_small_file(const char *path, char *buf, size_t size)
 		n--;
 	buf[n] = '\0';
 	return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+void kvd_remove_tree(const char *path)
+{
+	nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -47,7 +47,7 @@
  * - libuv handles are freed only in their close callbacks; buffers of a
  *   uv_write stay alive (in conn->wbatch) until its callback.
  */
-#include "api/http_server.h"
+#include "api/http/http_server.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -63,7 +63,7 @@
 
 #include <http_parser.h>
 
-#include "api/http_server_internal.h"
+#include "api/http/http_server_internal.h"
 #include "kvd/errors.h"
 
 #define READ_BUF_BYTES	(64 * 1024) /* shared read buffer */

@@ -8,7 +8,7 @@
  * out with their capacity, so steady traffic does not allocate; oversized
  * buffers are dropped instead of pooled, bounding what idle pools hold.
  */
-#include "api/http_server_internal.h"
+#include "api/http/http_server_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,303 @@
+/*
+ * applier.c: the node's applier (api/applier.h): committed entries go to
+ * LevelDB on one thread, in commit order, one WriteBatch per job carrying the
+ * applied index (ARCHITECTURE.md "The request path"); when a job is done the
+ * core is told (RAFT_EVENT_APPLIED) and the client writes it carried get
+ * their 200.
+ *
+ * Invariants: a waiting write is answered 200 only once its entry, with the
+ * term it was proposed in, is applied (committed is set when the entry is
+ * handed over with that term; a different term at its index means the write
+ * lost its slot: 503). Writes handed over are never failed: they are about to
+ * be applied and will be answered 200. A state machine write that fails is
+ * retried (the entries are committed and must apply in order), then ends the
+ * process: the log still holds the entries and a restart replays them.
+ */
+#include "api/applier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/http/http_server.h"
+#include "api/log.h"
+#include "api/node_internal.h"
+#include "api/writer.h"
+#include "engine/engine.h"
+#include "kvd/errors.h"
+
+/* A client write waiting for its entry to be applied. */
+struct pending_write {
+	struct pending_write *next;
+	raft_index index;
+	raft_term term;
+	uint64_t deadline; /* loop time, ms */
+	struct http_request *req;
+	bool committed; /* its entry was handed to the applier with its term */
+};
+
+struct kvd_applier {
+	struct kvd_workq q;			    /* first: the thread and its jobs */
+	struct kvd_node *node;			    /* borrowed */
+	raft_index applied_index;		    /* as last reported by the thread */
+	raft_index apply_submitted;		    /* last index handed to the thread */
+	struct pending_write *writes, *writes_tail; /* by index */
+};
+
+/* Committed entries to apply. */
+struct apply_job {
+	struct kvd_applier_task task; /* first */
+	struct engine_entry *entries;
+	unsigned n;
+	char *data;
+	raft_index last_index;
+	char errmsg[KVD_ERRMSG_SIZE];
+};
+
+/* Applier thread. */
+static void apply_run(struct kvd_workq *q, struct kvd_workq_job *batch)
+{
+	struct kvd_applier *a = (struct kvd_applier *)q;
+
+	for (struct kvd_workq_job *it = batch; it != NULL; it = it->next) {
+		struct kvd_applier_task *t = (struct kvd_applier_task *)it;
+		t->base.status = t->run_cb(a->node, t);
+	}
+}
+
+/* Applier thread: one WriteBatch. A state machine write that fails (disk
+ * full) is retried: the entries are committed and must be applied in order. */
+static int entries_run(struct kvd_node *n, struct kvd_applier_task *t)
+{
+	struct apply_job *j = (struct apply_job *)t;
+	int rv;
+
+	for (unsigned attempt = 0;; attempt++) {
+		rv = engine_apply(n->engine, j->entries, j->n, j->errmsg);
+		if (rv == 0 || attempt == 600)
+			break;
+		if (attempt == 0)
+			KVD_ERROR("state machine write failed; retrying",
+				  "error=\"%s\" detail=\"%s\"", kvd_strerror(rv), j->errmsg);
+		uv_sleep(100);
+	}
+	return rv;
+}
+
+static void answer_applied_writes(struct kvd_applier *a)
+{
+	while (a->writes != NULL && a->writes->index <= a->applied_index && a->writes->committed) {
+		struct pending_write *w = a->writes;
+		a->writes = w->next;
+		if (a->writes == NULL)
+			a->writes_tail = NULL;
+		http_response_send(w->req, 200, "text/plain; charset=utf-8", NULL, NULL, 0);
+		free(w);
+	}
+}
+
+/* Loop thread: a WriteBatch is durable in LevelDB. */
+static void entries_done(struct kvd_node *n, struct kvd_applier_task *t, int status)
+{
+	struct apply_job *j = (struct apply_job *)t;
+	struct kvd_applier *a = n->applier;
+
+	if (status != 0) {
+		KVD_ERROR("state machine write failed; stopping", "error=\"%s\" detail=\"%s\"",
+			  kvd_strerror(status), j->errmsg);
+		/* The log still holds the entries: a restart replays them. */
+		exit(1);
+	}
+	a->applied_index = j->last_index;
+	if (kvd_node_rules(n) != KVD_NODE_IO_FAILED) {
+		struct raft_event e = {.type = RAFT_EVENT_APPLIED};
+		e.u.applied.index = j->last_index;
+		kvd_node_step(n, &e);
+	}
+	answer_applied_writes(a);
+	free(j->entries);
+	free(j->data);
+	free(j);
+	kvd_node_after_apply(n);
+}
+
+static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
+{
+	struct kvd_applier *a = (struct kvd_applier *)q;
+	struct kvd_applier_task *t = (struct kvd_applier_task *)job;
+
+	t->done_cb(a->node, t, t->base.status);
+}
+
+/* Marks the pending writes whose entries are about to be applied. A pending
+ * write whose index now holds an entry of another term lost its slot. */
+static void match_pending(struct kvd_applier *a, const struct raft_entry *e)
+{
+	struct pending_write **pp = &a->writes;
+	struct pending_write *prev = NULL;
+
+	while (*pp != NULL && (*pp)->index <= e->index) {
+		struct pending_write *w = *pp;
+		if (w->index == e->index && !w->committed) {
+			if (w->term == e->term) {
+				w->committed = true;
+			} else {
+				*pp = w->next;
+				if (a->writes_tail == w)
+					a->writes_tail = prev;
+				kvd_reply_text(w->req, 503,
+					       "write was not committed: leadership changed\n");
+				free(w);
+				continue;
+			}
+		}
+		prev = w;
+		pp = &w->next;
+	}
+}
+
+void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update *u)
+{
+	struct apply_job *j = calloc(1, sizeof(*j));
+	struct raft_entry *copy;
+
+	if (j == NULL || kvd_entries_copy(u->apply, u->n_apply, &copy, &j->data) != 0) {
+		KVD_ERROR("out of memory applying entries", NULL);
+		exit(1);
+	}
+	j->entries = calloc(u->n_apply, sizeof(*j->entries));
+	if (j->entries == NULL) {
+		KVD_ERROR("out of memory applying entries", NULL);
+		exit(1);
+	}
+	for (unsigned i = 0; i < u->n_apply; i++) {
+		struct engine_entry *ee = &j->entries[i];
+		ee->index = copy[i].index;
+		ee->term = copy[i].term;
+		ee->data = copy[i].data;
+		ee->len = copy[i].len;
+		switch (copy[i].type) {
+		case RAFT_ENTRY_COMMAND: ee->type = ENGINE_ENTRY_COMMAND; break;
+		case RAFT_ENTRY_CONFIG: ee->type = ENGINE_ENTRY_CONFIG; break;
+		default: ee->type = ENGINE_ENTRY_OTHER; break;
+		}
+		match_pending(a, &u->apply[i]);
+	}
+	free(copy);
+	j->n = u->n_apply;
+	j->last_index = u->apply[u->n_apply - 1].index;
+	j->task.run_cb = entries_run;
+	j->task.done_cb = entries_done;
+	a->apply_submitted = j->last_index;
+	kvd_workq_submit(&a->q, &j->task.base);
+}
+
+void kvd_applier_submit_task(struct kvd_applier *a, struct kvd_applier_task *t)
+{
+	kvd_workq_submit(&a->q, &t->base);
+}
+
+int kvd_applier_wait_write(struct kvd_applier *a, struct http_request *req, raft_index index,
+			   raft_term term, uint64_t deadline)
+{
+	struct pending_write *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return KVD_ENOMEM;
+	w->index = index;
+	w->term = term;
+	w->deadline = deadline;
+	w->req = req;
+	if (a->writes_tail != NULL)
+		a->writes_tail->next = w;
+	else
+		a->writes = w;
+	a->writes_tail = w;
+	return 0;
+}
+
+void kvd_applier_fail_writes(struct kvd_applier *a, int status, const char *why)
+{
+	struct pending_write **pp = &a->writes;
+
+	a->writes_tail = NULL;
+	while (*pp != NULL) {
+		struct pending_write *w = *pp;
+		if (w->committed) { /* applied soon: keep */
+			a->writes_tail = w;
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		kvd_reply_text(w->req, status, why);
+		free(w);
+	}
+}
+
+void kvd_applier_sweep(struct kvd_applier *a, uint64_t now)
+{
+	struct pending_write **wp = &a->writes;
+
+	a->writes_tail = NULL;
+	while (*wp != NULL) {
+		struct pending_write *w = *wp;
+		if (w->deadline <= now && !w->committed) {
+			*wp = w->next;
+			kvd_reply_text(w->req, 503,
+				       "commit not reached within 5 s: write outcome unknown\n");
+			free(w);
+			continue;
+		}
+		a->writes_tail = w;
+		wp = &w->next;
+	}
+}
+
+raft_index kvd_applier_applied(const struct kvd_applier *a)
+{
+	return a->applied_index;
+}
+
+void kvd_applier_reset(struct kvd_applier *a, raft_index index)
+{
+	a->applied_index = index;
+	a->apply_submitted = index;
+}
+
+int kvd_applier_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_applier **out)
+{
+	struct kvd_applier *a = calloc(1, sizeof(*a));
+	int rv = KVD_ENOMEM;
+
+	if (a != NULL) {
+		a->node = n;
+		rv = kvd_workq_start(&a->q, loop, apply_run, apply_done, n);
+		if (rv == 0)
+			*out = a;
+		else
+			free(a);
+	}
+	return rv;
+}
+
+void kvd_applier_stop(struct kvd_applier *a)
+{
+	kvd_workq_stop(&a->q);
+}
+
+void kvd_applier_destroy(struct kvd_applier *a)
+{
+	if (a == NULL)
+		return;
+	while (a->writes != NULL) {
+		struct pending_write *w = a->writes;
+		a->writes = w->next;
+		free(w);
+	}
+	free(a);
+}
+
+bool kvd_applier_idle(const struct kvd_applier *a)
+{
+	return kvd_workq_idle(&a->q);
+}

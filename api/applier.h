@@ -1,0 +1,81 @@
+/*
+ * applier.h: the node's applier, one part of the driver (issue 7): the
+ * thread that applies committed entries to LevelDB in order (one
+ * WriteBatch per job, carrying the applied index), the client writes
+ * waiting for their entry to be applied, and the applied index.
+ *
+ * Other parts run their own steps on the applier thread as tasks (the
+ * snapshot install's check and swap), so that nothing else touches LevelDB
+ * while entries are applied.
+ *
+ * Thread: every function on the loop thread; a task's run_cb on the applier
+ * thread.
+ */
+#ifndef KVD_API_APPLIER_H
+#define KVD_API_APPLIER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api/workq.h"
+#include "raft/raft.h"
+
+struct kvd_node;
+struct kvd_applier;
+struct http_request;
+struct uv_loop_s;
+
+/* A step another part runs on the applier thread, in order with the entries.
+ * Embed it first in the part's own job struct. */
+struct kvd_applier_task {
+	struct kvd_workq_job base; /* the applier's */
+	/* Applier thread: does the work; returns 0 or a kvd_error. */
+	int (*run_cb)(struct kvd_node *n, struct kvd_applier_task *t);
+	/* Loop thread: the task finished with status (run_cb's result); the
+	 * task belongs to the callback from then on. */
+	void (*done_cb)(struct kvd_node *n, struct kvd_applier_task *t, int status);
+};
+
+/* Starts the applier thread for node n (borrowed; it applies to
+ * n->engine). Returns 0 with *out (free with kvd_applier_destroy() after
+ * kvd_applier_stop()) or KVD_ENOMEM / KVD_EIO. */
+int kvd_applier_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_applier **out);
+
+/* Lets the thread finish its queue and joins it. */
+void kvd_applier_stop(struct kvd_applier *a);
+
+/* Frees the part and any write still waiting (unanswered); NULL does
+ * nothing. */
+void kvd_applier_destroy(struct kvd_applier *a);
+
+/* True when every submitted job has completed. */
+bool kvd_applier_idle(const struct kvd_applier *a);
+
+/* The index the applier last reported applied. */
+raft_index kvd_applier_applied(const struct kvd_applier *a);
+
+/* The state machine now holds exactly index (start, install, reinit). */
+void kvd_applier_reset(struct kvd_applier *a, raft_index index);
+
+/* Queues the update's committed entries (copied) and marks the waiting
+ * writes they carry; a waiting write whose index got another term's entry
+ * gets 503. Out of memory ends the process (committed entries must apply). */
+void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update *u);
+
+/* Queues a task (ownership passes until done_cb). */
+void kvd_applier_submit_task(struct kvd_applier *a, struct kvd_applier_task *t);
+
+/* Records a client write proposed at (index, term) that gets its 200 once
+ * applied, or 503 at deadline (loop time, ms). req: borrowed until
+ * answered. Returns 0 or KVD_ENOMEM (nothing recorded). */
+int kvd_applier_wait_write(struct kvd_applier *a, struct http_request *req, raft_index index,
+			   raft_term term, uint64_t deadline);
+
+/* Answers every waiting write not yet handed over for applying with status
+ * and the text why (borrowed); those handed over are applied soon and kept. */
+void kvd_applier_fail_writes(struct kvd_applier *a, int status, const char *why);
+
+/* Answers waiting writes past their deadline (now: loop time, ms) with 503. */
+void kvd_applier_sweep(struct kvd_applier *a, uint64_t now);
+
+#endif
