@@ -57,40 +57,7 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 int kvd_config_split_id(const char *id, char *host, size_t host_size, uint16_t *port)
 {
-	const char *colon;
-	const char *h = id;
-	size_t hlen;
-	uint64_t p;
-
-	if (id == NULL || *id == '\0' || strlen(id) >= KVD_CONFIG_ID_SIZE ||
-	    !kvd_id_valid(id, strlen(id)))
-		return KVD_EINVAL;
-	colon = strrchr(id, ':');
-	if (colon == NULL)
-		return KVD_EINVAL;
-	hlen = (size_t)(colon - id);
-	if (hlen > 0 && id[0] == '[') { /* [v6]:port */
-		if (id[hlen - 1] != ']' || hlen < 3)
-			return KVD_EINVAL;
-		h = id + 1;
-		hlen -= 2;
-	}
-	if (memchr(h, ' ', hlen) != NULL || memchr(h, ',', hlen) != NULL)
-		return KVD_EINVAL;
-	if (parse_u64(colon + 1, 1, 65535, &p) != 0)
-		return KVD_EINVAL;
-	if (host != NULL) {
-		if (hlen == 0) {
-			snprintf(host, host_size, "127.0.0.1");
-		} else {
-			if (hlen >= host_size)
-				return KVD_EINVAL;
-			memcpy(host, h, hlen);
-			host[hlen] = '\0';
-		}
-	}
-	*port = (uint16_t)p;
-	return 0;
+	return kvd_id_split(id, host, host_size, port);
 }
 
 /* Adds id to the member list unless present. */

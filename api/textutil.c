@@ -1,10 +1,6 @@
 /*
  * textutil.c: request text helpers. Pure functions, no allocation.
- *
- * kvd_id_valid is the one id check: every id a node receives is later
- * stored, compared, and echoed in Location headers and query strings, so a
- * byte that could end a header line or change a query's meaning must never
- * get in.
+ * The one id check, kvd_id_valid, is in api/common/id.c (tools use it too).
  */
 #include "api/textutil.h"
 
@@ -118,34 +114,4 @@ void kvd_ids_sort(const char **ids, unsigned n)
 			ids[j] = ids[j - 1];
 			ids[j - 1] = t;
 		}
-}
-
-bool kvd_id_valid(const char *id, size_t len)
-{
-	const char *colon = NULL;
-	unsigned long port = 0;
-	size_t digits;
-
-	if (id == NULL || len == 0 || len >= RAFT_ID_SIZE)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)id[i];
-		/* Printable ASCII only: no space, controls (CR, LF, NUL) or bytes
-		 * above 0x7e; and none of the bytes query strings give meaning. */
-		if (c <= 0x20 || c >= 0x7f || c == '%' || c == '&' || c == '+')
-			return false;
-		if (c == ':')
-			colon = id + i;
-	}
-	if (colon == NULL)
-		return false;
-	digits = len - (size_t)(colon - id) - 1;
-	if (digits == 0 || digits > 5)
-		return false;
-	for (size_t i = 1; i <= digits; i++) {
-		if (colon[i] < '0' || colon[i] > '9')
-			return false;
-		port = port * 10 + (unsigned long)(colon[i] - '0');
-	}
-	return port >= 1 && port <= 65535;
 }

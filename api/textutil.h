@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "api/common/id.h"
+
 /*
  * Percent-decodes src[0..len) into dst (at least len bytes; not
  * NUL-terminated). Returns the decoded length, or -1 for a malformed escape
@@ -26,15 +28,6 @@ bool kvd_utf8_valid(const void *buf, size_t len);
  */
 bool kvd_query_get(const char *query, size_t query_len, const char *name, const char **value,
 		   size_t *value_len);
-
-/*
- * True when id[0..len) is a node id as API.md §7 allows it: 1..127 bytes of
- * printable ASCII without spaces, '%', '&', '+' (or CR, LF, NUL), of the form
- * host:port with an empty host (":8001") allowed and a port in 1..65535.
- * Every id that comes from outside (Raft RPC fields, flags, environment,
- * /cluster bodies) passes this one check before anything stores or echoes it.
- */
-bool kvd_id_valid(const char *id, size_t len);
 
 /* Sorts ids (at most a configuration's worth) as strings, in place. */
 void kvd_ids_sort(const char **ids, unsigned n);

@@ -2,10 +2,10 @@
  * id.c: node id parsing (id.h), shared by the daemon and the tools so both
  * read "host:port" one way.
  *
- * Note for the merge of issue 7: this is the body of config.c's
- * kvd_config_split_id(), which stays in config.c for now because another
- * branch is changing config.c; once both land, kvd_config_split_id() should
- * call kvd_id_split() (and this file take over that branch's id checks).
+ * kvd_id_valid is the one id check: every id a node receives is later
+ * stored, compared, and echoed in Location headers and query strings, so a
+ * byte that could end a header line or change a query's meaning must never
+ * get in.
  */
 #include "api/common/id.h"
 
@@ -32,6 +32,36 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+bool kvd_id_valid(const char *id, size_t len)
+{
+	const char *colon = NULL;
+	unsigned long port = 0;
+	size_t digits;
+
+	if (id == NULL || len == 0 || len >= KVD_ID_SIZE)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)id[i];
+		/* Printable ASCII only: no space, controls (CR, LF, NUL) or bytes
+		 * above 0x7e; and none of the bytes query strings give meaning. */
+		if (c <= 0x20 || c >= 0x7f || c == '%' || c == '&' || c == '+')
+			return false;
+		if (c == ':')
+			colon = id + i;
+	}
+	if (colon == NULL)
+		return false;
+	digits = len - (size_t)(colon - id) - 1;
+	if (digits == 0 || digits > 5)
+		return false;
+	for (size_t i = 1; i <= digits; i++) {
+		if (colon[i] < '0' || colon[i] > '9')
+			return false;
+		port = port * 10 + (unsigned long)(colon[i] - '0');
+	}
+	return port >= 1 && port <= 65535;
+}
+
 int kvd_id_split(const char *id, char *host, size_t host_size, uint16_t *port)
 {
 	const char *colon;
@@ -39,7 +69,7 @@ int kvd_id_split(const char *id, char *host, size_t host_size, uint16_t *port)
 	size_t hlen;
 	uint64_t p;
 
-	if (id == NULL || *id == '\0' || strlen(id) >= KVD_ID_SIZE)
+	if (id == NULL || *id == '\0' || strlen(id) >= KVD_ID_SIZE || !kvd_id_valid(id, strlen(id)))
 		return KVD_EINVAL;
 	colon = strrchr(id, ':');
 	if (colon == NULL)
