@@ -204,6 +204,7 @@ static int write_record_json(struct out *o, const struct engine_record *rec)
 	}
 	json_object_set_new(obj, "key", k);
 	json_object_set_new(obj, "value", v);
+	json_object_set_new(obj, "revision", json_integer((json_int_t)rec->revision));
 	line = json_dumps(obj, 0);
 	if (line == NULL) {
 		fail_line("out of memory");
@@ -276,7 +277,8 @@ static int overlay_add(struct overlay *ov, const struct engine_command *cmd, uin
 		return KVD_ENOMEM;
 	memcpy(r->key, cmd->key, cmd->key_len);
 	r->key_len = cmd->key_len;
-	if (cmd->type == ENGINE_COMMAND_PUT) {
+	if (cmd->type == ENGINE_COMMAND_PUT || cmd->type == ENGINE_COMMAND_PUT_IF ||
+	    cmd->type == ENGINE_COMMAND_PUT_ABSENT) {
 		r->value = malloc(cmd->value_len > 0 ? cmd->value_len : 1);
 		if (r->value == NULL) {
 			free(r->key);
@@ -288,6 +290,38 @@ static int overlay_add(struct overlay *ov, const struct engine_command *cmd, uin
 	r->seq = seq;
 	ov->n++;
 	return 0;
+}
+
+/* Whether a conditional command's condition holds after the replayed
+ * entries so far (the overlay, in log order, over the state machine unless a
+ * CLEAR was replayed), as engine_apply_results() decides it. */
+static int overlay_condition(struct engine *engine, const struct overlay *ov,
+			     const struct engine_command *cmd, bool *held)
+{
+	uint64_t rev = 0;
+	bool found = false;
+	int rv = 0;
+
+	for (size_t i = ov->n; i > 0 && !found; i--) {
+		const struct overlay_rec *r = &ov->recs[i - 1];
+		if (r->key_len == cmd->key_len && memcmp(r->key, cmd->key, cmd->key_len) == 0) {
+			rev = r->value != NULL ? r->seq : 0;
+			found = true;
+		}
+	}
+	if (!found && !ov->cleared) {
+		void *v = NULL;
+		size_t n = 0;
+		rv = engine_get_rev(engine, cmd->key, cmd->key_len, &v, &n, &rev);
+		free(v);
+		if (rv == KVD_ENOTFOUND) {
+			rev = 0;
+			rv = 0;
+		}
+	}
+	*held =
+	    cmd->type == ENGINE_COMMAND_PUT_ABSENT ? rev == 0 : rev != 0 && rev == cmd->revision;
+	return rv;
 }
 
 static int key_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
@@ -400,10 +434,18 @@ static int overlay_replay(struct raft_log_store *store, struct engine *engine, u
 			} else if (e->type == RAFT_ENTRY_COMMAND &&
 				   engine_command_parse(e->data, e->len, &cmd) == 0) {
 				/* a malformed command is skipped, as the node does */
-				if (cmd.type == ENGINE_COMMAND_CLEAR) {
+				bool held = true;
+				if (cmd.type == ENGINE_COMMAND_PUT_IF ||
+				    cmd.type == ENGINE_COMMAND_PUT_ABSENT ||
+				    cmd.type == ENGINE_COMMAND_DELETE_IF)
+					rv = overlay_condition(engine, ov, &cmd, &held);
+				if (rv != 0) {
+					fail_line("cannot read the state machine: %s",
+						  kvd_strerror(rv));
+				} else if (cmd.type == ENGINE_COMMAND_CLEAR) {
 					overlay_clear_recs(ov);
 					ov->cleared = true;
-				} else {
+				} else if (held) {
 					rv = overlay_add(ov, &cmd, e->index);
 				}
 			}
@@ -436,8 +478,8 @@ static int emit_json_cb(void *data, const struct engine_record *rec)
 static int emit_builder_cb(void *data, const struct engine_record *rec)
 {
 	char errmsg[KVD_ERRMSG_SIZE] = "";
-	int rv =
-	    engine_builder_put(data, rec->key, rec->key_len, rec->value, rec->value_len, errmsg);
+	int rv = engine_builder_put(data, rec->key, rec->key_len, rec->value, rec->value_len,
+				    rec->revision, errmsg);
 	if (rv != 0)
 		fail_line("cannot write the temporary database: %s", errmsg);
 	return rv;
@@ -474,6 +516,7 @@ static int merge_emit(struct engine *engine, const struct overlay *ov, emit_cb e
 			rec.key_len = r->key_len;
 			rec.value = r->value;
 			rec.value_len = r->value_len;
+			rec.revision = r->seq;
 			rv = emit(data, &rec);
 		}
 		if (rv != 0)
