@@ -265,6 +265,10 @@ int engine_command_parse(const void *bytes, size_t len, struct engine_command *c
 		out.type = ENGINE_COMMAND_DELETE_IF;
 		out.key = p + 10 + used;
 		out.key_len = len - 10 - used;
+	} else if (len > 4 && memcmp(p, "TXN ", 4) == 0) {
+		out.type = ENGINE_COMMAND_TXN;
+		out.value = p + 4;
+		out.value_len = len - 4;
 	} else if (len >= 4 && memcmp(p, "PUT ", 4) == 0) {
 		klen = key_span(p + 4, len - 4);
 		if (4 + klen >= len || !engine_key_valid(p + 4, klen)) {

@@ -740,6 +740,8 @@ struct apply_write {
 	uint64_t gen;
 	const char *key;
 	size_t key_len;
+	const char *value; /* borrowed from the entry or a live transaction */
+	size_t value_len;
 	uint64_t revision; /* 0: deleted */
 };
 
@@ -751,45 +753,75 @@ struct apply_ctx {
 	uint64_t gen;	 /* current generation, bumped by each CLEAR */
 	uint64_t *cleared;
 	size_t n_cleared;
+	size_t n_entries; /* of the call */
 	struct apply_write *writes;
 	size_t n_writes, cap_writes;
+	/* Parsed transactions, kept until the batch is written since writes[]
+	 * borrows their strings. */
+	struct engine_txn *txns;
+	size_t n_txns;
 };
 
-/* Reads the revision of key as of every earlier entry (0: absent). */
-static int apply_lookup(struct apply_ctx *c, const char *key, size_t key_len, uint64_t *rev)
+/* Reads the revision of key as of every earlier entry (0: absent); when
+ * value is not NULL, also a malloc'd copy of the value (NULL when absent). */
+static int apply_lookup(struct apply_ctx *c, const char *key, size_t key_len, uint64_t *rev,
+			char **value, size_t *value_len)
 {
 	char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+	const char *src = NULL;
 	char *err = NULL;
-	char *v;
+	char *v = NULL;
 	size_t n = 0;
+	int rv = 0;
 
+	*rev = 0;
 	for (size_t i = c->n_writes; i > 0; i--) {
 		const struct apply_write *w = &c->writes[i - 1];
 		if (w->gen == c->gen && w->key_len == key_len &&
 		    memcmp(w->key, key, key_len) == 0) {
 			*rev = w->revision;
-			return 0;
+			src = w->value;
+			n = w->value_len;
+			goto found;
 		}
 	}
-	if (c->gen != c->db_gen) {
-		*rev = 0; /* a CLEAR earlier in this call: the new generation is empty */
-		return 0;
-	}
-	v = leveldb_get(c->e->db, c->e->ropts, dkey, data_key(dkey, c->gen, key, key_len), &n,
-			&err);
-	if (err != NULL) {
-		return engine_leveldb_error(err, c->e->dir, NULL);
-	}
-	*rev = 0;
-	if (v != NULL) {
-		if (n < ENGINE_VALUE_HDR) {
+	if (c->gen == c->db_gen) {
+		/* (after a CLEAR earlier in this call the new generation is empty) */
+		v = leveldb_get(c->e->db, c->e->ropts, dkey, data_key(dkey, c->gen, key, key_len),
+				&n, &err);
+		if (err != NULL) {
+			return engine_leveldb_error(err, c->e->dir, NULL);
+		}
+		if (v != NULL && n < ENGINE_VALUE_HDR) {
 			leveldb_free(v);
 			return KVD_ECORRUPT;
 		}
-		*rev = engine_get_u64((const unsigned char *)v);
+		if (v != NULL) {
+			*rev = engine_get_u64((const unsigned char *)v);
+			src = v + ENGINE_VALUE_HDR;
+			n -= ENGINE_VALUE_HDR;
+		}
+	}
+found:
+	if (value != NULL) {
+		*value = NULL;
+		*value_len = 0;
+		if (*rev != 0) {
+			*value = malloc(n > 0 ? n : 1);
+			if (*value == NULL) {
+				rv = KVD_ENOMEM;
+			} else {
+				if (n > 0) {
+					memcpy(*value, src, n);
+				}
+				*value_len = n;
+			}
+		}
+	}
+	if (v != NULL) {
 		leveldb_free(v);
 	}
-	return 0;
+	return rv;
 }
 
 /* Adds a put (revision > 0) or delete of key to the batch and remembers it. */
@@ -827,7 +859,8 @@ static int apply_write(struct apply_ctx *c, const char *key, size_t key_len, con
 		leveldb_writebatch_put(c->batch, dkey, klen, e->scratch,
 				       ENGINE_VALUE_HDR + value_len);
 	}
-	c->writes[c->n_writes++] = (struct apply_write){c->gen, key, key_len, revision};
+	c->writes[c->n_writes++] =
+	    (struct apply_write){c->gen, key, key_len, value, value_len, revision};
 	return 0;
 }
 
@@ -859,6 +892,123 @@ static int result_change(struct engine_result *res, enum engine_change_type type
 	return 0;
 }
 
+/* Copies n bytes into a fresh malloc'd buffer (NULL on failure). */
+static char *dup_bytes(const char *p, size_t n)
+{
+	char *d = malloc(n > 0 ? n : 1);
+
+	if (d != NULL && n > 0) {
+		memcpy(d, p, n);
+	}
+	return d;
+}
+
+/* Runs the operations of one branch of a TXN, filling res (may be NULL). */
+static int apply_txn_ops(struct apply_ctx *c, const struct engine_entry *entry,
+			 const struct engine_txn_op *ops, size_t n_ops, struct engine_result *res)
+{
+	size_t n_changes = 0;
+	int rv = 0;
+
+	if (res != NULL) {
+		res->ops = calloc(n_ops + 1, sizeof(*res->ops));
+		res->changes = calloc(n_ops + 1, sizeof(*res->changes));
+		if (res->ops == NULL || res->changes == NULL) {
+			return KVD_ENOMEM;
+		}
+		res->n_ops = n_ops;
+	}
+	for (size_t i = 0; i < n_ops && rv == 0; i++) {
+		const struct engine_txn_op *op = &ops[i];
+		struct engine_change *ch = res != NULL ? &res->changes[n_changes] : NULL;
+		if (op->op == ENGINE_TXN_GET) {
+			struct engine_txn_result *r = res != NULL ? &res->ops[i] : NULL;
+			uint64_t rev;
+			if (r == NULL) {
+				continue; /* nobody asked: a get changes nothing */
+			}
+			r->is_get = true;
+			rv = apply_lookup(c, op->key, op->key_len, &rev, &r->value, &r->value_len);
+			r->found = rv == 0 && rev != 0;
+			r->revision = rev;
+			continue;
+		}
+		rv = apply_write(c, op->key, op->key_len, op->value, op->value_len,
+				 op->op == ENGINE_TXN_PUT ? entry->index : 0);
+		if (rv != 0 || ch == NULL) {
+			continue;
+		}
+		ch->type = op->op == ENGINE_TXN_PUT ? ENGINE_CHANGE_PUT : ENGINE_CHANGE_DELETE;
+		ch->revision = entry->index;
+		ch->key = dup_bytes(op->key, op->key_len);
+		ch->key_len = op->key_len;
+		if (op->op == ENGINE_TXN_PUT) {
+			ch->value = dup_bytes(op->value, op->value_len);
+			ch->value_len = op->value_len;
+		}
+		n_changes++;
+		if (ch->key == NULL || (op->op == ENGINE_TXN_PUT && ch->value == NULL)) {
+			rv = KVD_ENOMEM;
+		}
+	}
+	if (res != NULL) {
+		res->n_changes = n_changes;
+	}
+	return rv;
+}
+
+/* Applies a TXN: comparisons against the state after every earlier entry,
+ * then the branch they select. A malformed transaction is skipped and
+ * counted like any malformed command. */
+static int apply_txn(struct apply_ctx *c, const struct engine_entry *entry,
+		     const struct engine_command *cmd, struct engine_result *res)
+{
+	char msg[KVD_ERRMSG_SIZE] = "";
+	struct engine_txn *txn;
+	bool held = true;
+	int rv;
+
+	if (c->txns == NULL) {
+		/* at most one per entry of the call; allocated on first use */
+		c->txns = calloc(c->n_entries, sizeof(*c->txns));
+		if (c->txns == NULL) {
+			return KVD_ENOMEM;
+		}
+	}
+	txn = &c->txns[c->n_txns];
+	rv = engine_txn_parse(cmd->value, cmd->value_len, 0, txn, msg);
+	if (rv == KVD_ENOMEM) {
+		return rv;
+	}
+	if (rv != 0) {
+		atomic_fetch_add(&c->e->malformed, 1);
+		engine_log(c->e,
+			   "level=warn msg=\"skipping malformed transaction\" index=%llu "
+			   "error=\"%s\"",
+			   (unsigned long long)entry->index, msg);
+		if (res != NULL) {
+			res->outcome = ENGINE_OUTCOME_MALFORMED;
+		}
+		return 0;
+	}
+	c->n_txns++;
+	for (size_t i = 0; i < txn->n_cmp && held; i++) {
+		uint64_t rev;
+		rv = apply_lookup(c, txn->cmp[i].key, txn->cmp[i].key_len, &rev, NULL, NULL);
+		if (rv != 0) {
+			return rv;
+		}
+		held = rev == txn->cmp[i].revision;
+	}
+	if (res != NULL) {
+		res->outcome = ENGINE_OUTCOME_APPLIED;
+		res->owns_data = true;
+		res->succeeded = held;
+		res->revision = entry->index;
+	}
+	return apply_txn_ops(c, entry, txn->ops[held ? 0 : 1], txn->n_ops[held ? 0 : 1], res);
+}
+
 /* Adds one COMMAND entry's mutation to the batch after checking its
  * condition against every earlier entry; fills res (may be NULL). */
 static int apply_command(struct apply_ctx *c, const struct engine_entry *entry,
@@ -879,9 +1029,12 @@ static int apply_command(struct apply_ctx *c, const struct engine_entry *entry,
 		}
 		return 0;
 	}
+	if (cmd.type == ENGINE_COMMAND_TXN) {
+		return apply_txn(c, entry, &cmd, res);
+	}
 	if (cmd.type == ENGINE_COMMAND_PUT_IF || cmd.type == ENGINE_COMMAND_PUT_ABSENT ||
 	    cmd.type == ENGINE_COMMAND_DELETE_IF) {
-		rv = apply_lookup(c, cmd.key, cmd.key_len, &rev);
+		rv = apply_lookup(c, cmd.key, cmd.key_len, &rev, NULL, NULL);
 		if (rv != 0) {
 			return rv;
 		}
@@ -915,6 +1068,7 @@ static int apply_command(struct apply_ctx *c, const struct engine_entry *entry,
 		c->gen += 1;
 		rv = result_change(res, ENGINE_CHANGE_CLEAR, &cmd, entry->index);
 		break;
+	case ENGINE_COMMAND_TXN: break; /* handled above */
 	}
 	return rv;
 }
@@ -925,8 +1079,17 @@ void engine_results_clear(struct engine_result *results, size_t n)
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
-		free(results[i].changes);
-		results[i] = (struct engine_result){0};
+		struct engine_result *r = &results[i];
+		for (size_t j = 0; r->owns_data && r->changes != NULL && j < r->n_changes; j++) {
+			free((char *)r->changes[j].key);
+			free((char *)r->changes[j].value);
+		}
+		for (size_t j = 0; r->ops != NULL && j < r->n_ops; j++) {
+			free(r->ops[j].value);
+		}
+		free(r->ops);
+		free(r->changes);
+		*r = (struct engine_result){0};
 	}
 }
 
@@ -1043,7 +1206,7 @@ int engine_apply_results(struct engine *engine, const struct engine_entry *entri
 			 struct engine_result *results, char *errmsg)
 {
 	struct engine *e = engine;
-	struct apply_ctx c = {.e = engine};
+	struct apply_ctx c = {.e = engine, .n_entries = n};
 	unsigned char applied[16];
 	int rv;
 
@@ -1122,6 +1285,10 @@ out:
 	if (c.batch != NULL) {
 		leveldb_writebatch_destroy(c.batch);
 	}
+	for (size_t i = 0; i < c.n_txns; i++) {
+		engine_txn_free(&c.txns[i]);
+	}
+	free(c.txns);
 	free(c.writes);
 	free(c.cleared);
 	return rv;

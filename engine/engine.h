@@ -109,11 +109,27 @@ struct engine_change {
 	uint64_t revision; /* the entry's index */
 };
 
+/* Result of one operation of the branch a TXN ran: {} for put and delete
+ * (is_get false), {"value", "revision"} or {"found": false} for get. value is
+ * malloc'd, owned by the result (NULL unless found). A get sees the earlier
+ * operations of its own transaction. */
+struct engine_txn_result {
+	bool is_get;
+	bool found;
+	char *value;
+	size_t value_len; /* bytes */
+	uint64_t revision;
+};
+
 /*
  * Result of one applied entry. changes is a malloc'd array owned by the
- * result (NULL when n_changes is 0), released by engine_results_clear().
- * revision is the entry's index when the entry changed the store (APPLIED
- * with n_changes > 0), else 0.
+ * result (NULL when n_changes is 0); for a TXN (owns_data) the keys and
+ * values of its changes are malloc'd copies owned by the result too, else
+ * they borrow from the entry. Everything is released by
+ * engine_results_clear(). revision is the entry's index when the entry
+ * changed the store or was a TXN, else 0. For a TXN, succeeded says whether
+ * every comparison held (the success branch ran) and ops[0..n_ops) are the
+ * results of the branch that ran, in order.
  */
 struct engine_result {
 	uint64_t index;
@@ -121,6 +137,10 @@ struct engine_result {
 	uint64_t revision;
 	struct engine_change *changes;
 	size_t n_changes;
+	bool owns_data;
+	bool succeeded;
+	struct engine_txn_result *ops;
+	size_t n_ops;
 };
 
 /*

@@ -292,35 +292,70 @@ static int overlay_add(struct overlay *ov, const struct engine_command *cmd, uin
 	return 0;
 }
 
-/* Whether a conditional command's condition holds after the replayed
- * entries so far (the overlay, in log order, over the state machine unless a
- * CLEAR was replayed), as engine_apply_results() decides it. */
-static int overlay_condition(struct engine *engine, const struct overlay *ov,
-			     const struct engine_command *cmd, bool *held)
+/* The revision of key (0: absent) after the replayed entries so far (the
+ * overlay, in log order, over the state machine unless a CLEAR was
+ * replayed), as engine_apply_results() sees it. */
+static int overlay_rev(struct engine *engine, const struct overlay *ov, const char *key,
+		       size_t key_len, uint64_t *rev)
 {
-	uint64_t rev = 0;
-	bool found = false;
 	int rv = 0;
 
-	for (size_t i = ov->n; i > 0 && !found; i--) {
+	*rev = 0;
+	for (size_t i = ov->n; i > 0; i--) {
 		const struct overlay_rec *r = &ov->recs[i - 1];
-		if (r->key_len == cmd->key_len && memcmp(r->key, cmd->key, cmd->key_len) == 0) {
-			rev = r->value != NULL ? r->seq : 0;
-			found = true;
+		if (r->key_len == key_len && memcmp(r->key, key, key_len) == 0) {
+			*rev = r->value != NULL ? r->seq : 0;
+			return 0;
 		}
 	}
-	if (!found && !ov->cleared) {
+	if (!ov->cleared) {
 		void *v = NULL;
 		size_t n = 0;
-		rv = engine_get_rev(engine, cmd->key, cmd->key_len, &v, &n, &rev);
+		rv = engine_get_rev(engine, key, key_len, &v, &n, rev);
 		free(v);
 		if (rv == KVD_ENOTFOUND) {
-			rev = 0;
+			*rev = 0;
 			rv = 0;
 		}
 	}
-	*held =
-	    cmd->type == ENGINE_COMMAND_PUT_ABSENT ? rev == 0 : rev != 0 && rev == cmd->revision;
+	return rv;
+}
+
+/* Replays one conditional command or transaction into the overlay. */
+static int overlay_conditional(struct engine *engine, struct overlay *ov,
+			       const struct engine_command *cmd, uint64_t index)
+{
+	struct engine_txn txn;
+	uint64_t rev = 0;
+	bool held = true;
+	int rv;
+
+	if (cmd->type != ENGINE_COMMAND_TXN) {
+		rv = overlay_rev(engine, ov, cmd->key, cmd->key_len, &rev);
+		held = cmd->type == ENGINE_COMMAND_PUT_ABSENT ? rev == 0
+							      : rev != 0 && rev == cmd->revision;
+		return rv == 0 && held ? overlay_add(ov, cmd, index) : rv;
+	}
+	if (engine_txn_parse(cmd->value, cmd->value_len, 0, &txn, NULL) != 0)
+		return 0; /* malformed: skipped, as the node does */
+	rv = 0;
+	for (size_t i = 0; i < txn.n_cmp && held && rv == 0; i++) {
+		rv = overlay_rev(engine, ov, txn.cmp[i].key, txn.cmp[i].key_len, &rev);
+		held = rev == txn.cmp[i].revision;
+	}
+	for (size_t i = 0; rv == 0 && i < txn.n_ops[held ? 0 : 1]; i++) {
+		const struct engine_txn_op *op = &txn.ops[held ? 0 : 1][i];
+		struct engine_command w = {
+		    .type = op->op == ENGINE_TXN_PUT ? ENGINE_COMMAND_PUT : ENGINE_COMMAND_DELETE,
+		    .key = op->key,
+		    .key_len = op->key_len,
+		    .value = op->value,
+		    .value_len = op->value_len,
+		};
+		if (op->op != ENGINE_TXN_GET)
+			rv = overlay_add(ov, &w, index);
+	}
+	engine_txn_free(&txn);
 	return rv;
 }
 
@@ -434,18 +469,18 @@ static int overlay_replay(struct raft_log_store *store, struct engine *engine, u
 			} else if (e->type == RAFT_ENTRY_COMMAND &&
 				   engine_command_parse(e->data, e->len, &cmd) == 0) {
 				/* a malformed command is skipped, as the node does */
-				bool held = true;
 				if (cmd.type == ENGINE_COMMAND_PUT_IF ||
 				    cmd.type == ENGINE_COMMAND_PUT_ABSENT ||
-				    cmd.type == ENGINE_COMMAND_DELETE_IF)
-					rv = overlay_condition(engine, ov, &cmd, &held);
-				if (rv != 0) {
-					fail_line("cannot read the state machine: %s",
-						  kvd_strerror(rv));
+				    cmd.type == ENGINE_COMMAND_DELETE_IF ||
+				    cmd.type == ENGINE_COMMAND_TXN) {
+					rv = overlay_conditional(engine, ov, &cmd, e->index);
+					if (rv != 0 && rv != KVD_ENOMEM)
+						fail_line("cannot read the state machine: %s",
+							  kvd_strerror(rv));
 				} else if (cmd.type == ENGINE_COMMAND_CLEAR) {
 					overlay_clear_recs(ov);
 					ov->cleared = true;
-				} else if (held) {
+				} else {
 					rv = overlay_add(ov, &cmd, e->index);
 				}
 			}

@@ -908,6 +908,125 @@ START_TEST(test_engine_list_prefix_after_limit)
 }
 END_TEST
 
+/* Proposes a transaction body as the HTTP layer would (encoded TXN text). */
+static int apply_txn_body(struct engine *e, uint64_t index, const char *body,
+			  struct engine_result *res)
+{
+	struct engine_entry entry = {index, 1, ENGINE_ENTRY_COMMAND, NULL, 0};
+	void *buf = NULL;
+	size_t len = 0;
+	int rv = engine_command_encode_txn_alloc(body, strlen(body), 0, &buf, &len, NULL);
+
+	ck_assert_int_eq(rv, 0);
+	entry.data = buf;
+	entry.len = len;
+	rv = engine_apply_results(e, &entry, 1, res, NULL);
+	free(buf);
+	return rv;
+}
+
+START_TEST(test_engine_txn_success_and_failure)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_result r;
+
+	ck_assert_int_eq(apply_cmd(e, 7, 1, "PUT a 1"), 0);
+	ck_assert_int_eq(apply_cmd(e, 8, 1, "PUT b x"), 0);
+	ck_assert_int_eq(apply_cmd(e, 9, 1, "PUT c 3"), 0);
+	/* a at 7, d absent: success runs; the get of a sees the txn's own put */
+	ck_assert_int_eq(
+	    apply_txn_body(
+		e, 10,
+		"{\"compare\": [{\"key\": \"a\", \"revision\": 7}, {\"key\": \"d\", "
+		"\"revision\": 0}], \"success\": [{\"op\": \"put\", \"key\": \"a\", "
+		"\"value\": \"2\"}, {\"op\": \"delete\", \"key\": \"b\"}, {\"op\": \"get\", "
+		"\"key\": \"c\"}, {\"op\": \"get\", \"key\": \"b\"}, {\"op\": \"get\", "
+		"\"key\": \"a\"}], \"failure\": [{\"op\": \"get\", \"key\": \"a\"}]}",
+		&r),
+	    0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert(r.succeeded);
+	ck_assert_uint_eq(r.revision, 10);
+	ck_assert_uint_eq(r.n_ops, 5);
+	ck_assert(!r.ops[0].is_get);
+	ck_assert(!r.ops[1].is_get);
+	ck_assert(r.ops[2].is_get && r.ops[2].found);
+	ck_assert_uint_eq(r.ops[2].value_len, 1);
+	ck_assert_mem_eq(r.ops[2].value, "3", 1);
+	ck_assert_uint_eq(r.ops[2].revision, 9);
+	ck_assert(r.ops[3].is_get && !r.ops[3].found);
+	ck_assert_ptr_null(r.ops[3].value);
+	ck_assert(r.ops[4].found);
+	ck_assert_mem_eq(r.ops[4].value, "2", 1);
+	ck_assert_uint_eq(r.ops[4].revision, 10);
+	ck_assert_uint_eq(r.n_changes, 2);
+	ck_assert_int_eq(r.changes[0].type, ENGINE_CHANGE_PUT);
+	ck_assert_mem_eq(r.changes[0].key, "a", 1);
+	ck_assert_mem_eq(r.changes[0].value, "2", 1);
+	ck_assert_uint_eq(r.changes[0].revision, 10);
+	ck_assert_int_eq(r.changes[1].type, ENGINE_CHANGE_DELETE);
+	ck_assert_mem_eq(r.changes[1].key, "b", 1);
+	ck_assert_uint_eq(r.changes[1].revision, 10);
+	engine_results_clear(&r, 1);
+	assert_rev(e, "a", "2", 10);
+	assert_value(e, "b", NULL);
+
+	/* stale compare: failure runs, nothing changes */
+	ck_assert_int_eq(
+	    apply_txn_body(
+		e, 11,
+		"{\"compare\": [{\"key\": \"a\", \"revision\": 7}], \"success\": [{\"op\": "
+		"\"delete\", \"key\": \"a\"}], \"failure\": [{\"op\": \"get\", \"key\": "
+		"\"a\"}]}",
+		&r),
+	    0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert(!r.succeeded);
+	ck_assert_uint_eq(r.n_changes, 0);
+	ck_assert_uint_eq(r.n_ops, 1);
+	ck_assert_mem_eq(r.ops[0].value, "2", 1);
+	ck_assert_uint_eq(r.ops[0].revision, 10);
+	engine_results_clear(&r, 1);
+	assert_rev(e, "a", "2", 10);
+
+	/* a malformed TXN entry (not from the encoder) is skipped and counted */
+	ck_assert_int_eq(apply_res(e, 12, "TXN {\"success\": [{\"op\": \"nope\"}]}", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_MALFORMED);
+	engine_results_clear(&r, 1);
+	ck_assert_int_eq(apply_res(e, 13, "TXN {not json", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_MALFORMED);
+	engine_results_clear(&r, 1);
+	ck_assert_uint_eq(engine_malformed_count(e), 2);
+	engine_close(e);
+	e = open_engine(NULL);
+	assert_rev(e, "a", "2", 10);
+	assert_rev(e, "c", "3", 9);
+	engine_close(e);
+}
+END_TEST
+
+/* Without a results array the same decisions are taken (followers). */
+START_TEST(test_engine_txn_without_results_same_state)
+{
+	struct engine *e = open_engine(NULL);
+	const char *t1 = "TXN {\"compare\":[{\"key\":\"k\",\"revision\":0}],\"success\":[{\"op\":"
+			 "\"put\",\"key\":\"k\",\"value\":\"first\"}]}";
+	const char *t2 =
+	    "TXN {\"compare\":[{\"key\":\"k\",\"revision\":0}],\"success\":[{\"op\":"
+	    "\"put\",\"key\":\"k\",\"value\":\"second\"}],\"failure\":[{\"op\":"
+	    "\"put\",\"key\":\"lost\",\"value\":\"yes\"},{\"op\":\"get\",\"key\":\"k\"}]}";
+	struct engine_entry en[2] = {
+	    {1, 1, ENGINE_ENTRY_COMMAND, t1, strlen(t1)},
+	    {2, 1, ENGINE_ENTRY_COMMAND, t2, strlen(t2)},
+	};
+
+	ck_assert_int_eq(engine_apply(e, en, 2, NULL), 0);
+	assert_rev(e, "k", "first", 1);
+	assert_rev(e, "lost", "yes", 2);
+	engine_close(e);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
 	Suite *s = suite_create("engine");
@@ -937,6 +1056,8 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, test_engine_conditional_writes);
 	tcase_add_test(tc, test_engine_conditions_see_same_batch);
 	tcase_add_test(tc, test_engine_list_prefix_after_limit);
+	tcase_add_test(tc, test_engine_txn_success_and_failure);
+	tcase_add_test(tc, test_engine_txn_without_results_same_state);
 	suite_add_tcase(s, tc);
 	return s;
 }
