@@ -361,6 +361,46 @@ START_TEST(test_engine_txn_encode_compact)
 }
 END_TEST
 
+START_TEST(test_engine_txn_validate_random_mutations)
+{
+	/* Mutated bodies never crash and give only the documented codes. */
+	const char *ok =
+	    "{\"compare\":[{\"key\":\"a\",\"revision\":7}],\"success\":[{\"op\":\"put\","
+	    "\"key\":\"a\",\"value\":\"2\"},{\"op\":\"get\",\"key\":\"c\"}],"
+	    "\"failure\":[{\"op\":\"delete\",\"key\":\"a\"}]}";
+	static const char alphabet[] = "{}[]\",:0123456789-aekyopvlu \\";
+	uint64_t seed = 0x2545f4914f6cdd1dull;
+	size_t n = strlen(ok);
+	char buf[256];
+
+	for (int iter = 0; iter < 20000; iter++) {
+		char msg[KVD_ERRMSG_SIZE];
+		size_t len = n;
+		int rv;
+		memcpy(buf, ok, n);
+		for (int m = 0; m < 1 + iter % 4; m++) {
+			seed ^= seed << 13;
+			seed ^= seed >> 7;
+			seed ^= seed << 17;
+			if (len == 0) {
+				break;
+			}
+			if ((seed >> 40) % 5 == 0 && len > 1) {
+				len = (size_t)(seed >> 20) % len; /* truncate */
+			} else {
+				buf[(seed >> 8) % len] =
+				    (seed >> 32) % 3 == 0
+					? (char)(seed >> 48)
+					: alphabet[(seed >> 24) % (sizeof(alphabet) - 1)];
+			}
+		}
+		rv = engine_txn_validate(buf, len, 8, msg);
+		ck_assert_msg(rv == 0 || rv == KVD_EINVAL || rv == KVD_ETOOBIG, "rv %d", rv);
+		ck_assert(rv == 0 || msg[0] != '\0');
+	}
+}
+END_TEST
+
 START_TEST(test_engine_key_valid_rules)
 {
 	char big[ENGINE_KEY_MAX + 1];
@@ -418,6 +458,7 @@ static Suite *command_suite(void)
 	tcase_add_test(tc, test_engine_command_conditional_malformed);
 	tcase_add_test(tc, test_engine_txn_validate_messages);
 	tcase_add_test(tc, test_engine_txn_encode_compact);
+	tcase_add_test(tc, test_engine_txn_validate_random_mutations);
 	suite_add_tcase(s, tc);
 	return s;
 }

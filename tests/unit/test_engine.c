@@ -3,14 +3,22 @@
  * apply/get/delete, the applied index stored in the same batch as the data,
  * atomicity of a batch (including a process killed mid-stream), ordering
  * checks, CLEAR by generation and the background deleter (inspected with a
- * raw LevelDB iterator), views, iterators, swap and disk-full mapping.
+ * raw LevelDB iterator), views, iterators, swap and disk-full mapping;
+ * revisions (format 2, upgrade of a hand-written format-1 directory),
+ * conditional commands and transactions decided at apply (also within one
+ * batch and after a CLEAR), per-entry results and changes, mutated commands
+ * under the sanitizers, and range listing over one view (also while applies
+ * go on).
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <leveldb/c.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1027,6 +1035,107 @@ START_TEST(test_engine_txn_without_results_same_state)
 }
 END_TEST
 
+/* Mutated TXN and conditional texts applied in batches: never an error,
+ * every entry gets an outcome, and malformed ones are counted. */
+START_TEST(test_engine_apply_mutated_commands_fuzz)
+{
+	static const char *seeds[] = {
+	    "TXN "
+	    "{\"compare\":[{\"key\":\"a\",\"revision\":0}],\"success\":[{\"op\":\"put\",\"key\":"
+	    "\"a\",\"value\":\"1\"},{\"op\":\"get\",\"key\":\"a\"}],\"failure\":[{\"op\":"
+	    "\"delete\",\"key\":\"a\"}]}",
+	    "PUT-IF 3 a v",
+	    "DELETE-IF 12 a",
+	    "PUT-ABSENT b w",
+	};
+	struct engine *e = open_engine(NULL);
+	struct engine_entry en[8];
+	struct engine_result res[8];
+	char bufs[8][256];
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	uint64_t index = 0;
+	uint64_t malformed = 0;
+
+	for (int round = 0; round < 300; round++) {
+		for (int i = 0; i < 8; i++) {
+			const char *src = seeds[(round + i) % 4];
+			size_t len = strlen(src);
+			memcpy(bufs[i], src, len);
+			for (int m = 0; m < i % 3; m++) {
+				seed ^= seed << 13;
+				seed ^= seed >> 7;
+				seed ^= seed << 17;
+				bufs[i][(seed >> 8) % len] = "{}\":,0 1a"[(seed >> 20) % 9];
+			}
+			en[i] =
+			    (struct engine_entry){++index, 1, ENGINE_ENTRY_COMMAND, bufs[i], len};
+		}
+		ck_assert_int_eq(engine_apply_results(e, en, 8, res, NULL), 0);
+		for (int i = 0; i < 8; i++) {
+			ck_assert_uint_eq(res[i].index, en[i].index);
+			ck_assert(res[i].outcome != ENGINE_OUTCOME_NONE);
+			malformed += res[i].outcome == ENGINE_OUTCOME_MALFORMED;
+		}
+		engine_results_clear(res, 8);
+	}
+	ck_assert_uint_eq(engine_malformed_count(e), malformed);
+	engine_close(e);
+}
+END_TEST
+
+struct list_writer {
+	struct engine *e;
+	atomic_bool stop;
+};
+
+/* Applies batches writing keys p:a and p:b with the same value. */
+static void *list_writer_main(void *arg)
+{
+	struct list_writer *w = arg;
+	char ta[64], tb[64];
+
+	for (uint64_t i = 1; !atomic_load(&w->stop) && i < 100000; i++) {
+		struct engine_entry en[2];
+		snprintf(ta, sizeof(ta), "PUT p:a %llu", (unsigned long long)i);
+		snprintf(tb, sizeof(tb), "PUT p:b %llu", (unsigned long long)i);
+		en[0] = (struct engine_entry){2 * i, 1, ENGINE_ENTRY_COMMAND, ta, strlen(ta)};
+		en[1] = (struct engine_entry){2 * i + 1, 1, ENGINE_ENTRY_COMMAND, tb, strlen(tb)};
+		if (engine_apply(w->e, en, 2, NULL) != 0) {
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* A listing is one consistent view while applies go on: both keys of a
+ * batch, and a store revision that covers every item's. */
+START_TEST(test_engine_list_consistent_while_applying)
+{
+	struct list_writer w = {.e = open_engine(NULL)};
+	pthread_t th;
+
+	atomic_init(&w.stop, false);
+	ck_assert_int_eq(apply_cmd(w.e, 1, 1, "PUT p:0 first"), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, list_writer_main, &w), 0);
+	for (int i = 0; i < 2000; i++) {
+		struct engine_list_result l;
+		ck_assert_int_eq(engine_list(w.e, "p:", 2, "p:0", 3, 10, false, &l), 0);
+		ck_assert(!l.more);
+		if (l.n_items > 0) {
+			ck_assert_uint_eq(l.n_items, 2);
+			ck_assert_uint_eq(l.items[0].value_len, l.items[1].value_len);
+			ck_assert_mem_eq(l.items[0].value, l.items[1].value, l.items[0].value_len);
+			ck_assert_uint_eq(l.items[1].revision, l.items[0].revision + 1);
+			ck_assert_uint_eq(l.revision, l.items[1].revision);
+		}
+		engine_list_result_clear(&l);
+	}
+	atomic_store(&w.stop, true);
+	pthread_join(th, NULL);
+	engine_close(w.e);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
 	Suite *s = suite_create("engine");
@@ -1058,6 +1167,8 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, test_engine_list_prefix_after_limit);
 	tcase_add_test(tc, test_engine_txn_success_and_failure);
 	tcase_add_test(tc, test_engine_txn_without_results_same_state);
+	tcase_add_test(tc, test_engine_apply_mutated_commands_fuzz);
+	tcase_add_test(tc, test_engine_list_consistent_while_applying);
 	suite_add_tcase(s, tc);
 	return s;
 }
