@@ -1,7 +1,7 @@
 /*
  * kvdump: writes a stopped node's key-value state to a file or stdout
- * (API.md §8), as JSON Lines (`{"key": .., "value": ..}` per line, keys in
- * stored bytewise order) or as the compressed snapshot stream of
+ * (API.md §8), as JSON Lines (`{"key": .., "value": .., "revision": ..}` per
+ * line, keys in stored bytewise order) or as the compressed snapshot stream of
  * engine/snapshot.h (the format kvload and snapshot installs read).
  *
  * Locking: the Raft log store is opened first, which takes the exclusive
@@ -12,7 +12,8 @@
  *
  * What is dumped: what the node would serve after a restart. That is the
  * state machine (LevelDB at its applied index) plus the log entries after
- * the applied index, replayed in memory (an overlay of PUT/DELETE/CLEAR
+ * the applied index, replayed in memory (an overlay of PUT/DELETE/CLEAR, and
+ * of conditional commands and transactions decided as the applier does,
  * merged with LevelDB's records in key order), when they are known to be
  * committed: the configuration is a single voter, whose every durable entry
  * is committed. Replay stops before a CONFIG entry that makes the cluster
