@@ -10,6 +10,19 @@
  * after it. No sync is needed: losing the tail of LevelDB's own log only
  * moves the applied index back, and the Raft log replays it.
  *
+ * Revisions (API.md §10): each stored value starts with the 8-byte index of
+ * the entry that wrote it, put in the same WriteBatch as the value and
+ * "mapplied", so a key's revision and the data can never disagree. A format-1
+ * directory (bare values) is upgraded once at open (upgrade_v1()).
+ *
+ * Conditional commands and transactions are decided here, at apply, so that
+ * every node decides alike: the condition reads the state after every
+ * earlier entry, which for entries of the same call is not in LevelDB yet,
+ * so the call remembers its own writes (struct apply_ctx) and reads LevelDB
+ * only for keys it has not written. Per-entry outcomes and changes go back
+ * to the caller (engine_apply_results()) for 412s, ETags, transaction
+ * answers and the watcher hub.
+ *
  * User keys live under a generation: 'd' + gen (8 bytes, big-endian) + key.
  * CLEAR increments "mgen" and appends the old generation to "mpending" in the
  * same batch, so every key disappears at once; gc.c deletes the old ranges in

@@ -8,6 +8,9 @@
  * does afterwards. Views are how snapshots (snapshot.c) and the offline dump
  * see the state machine.
  *
+ * engine_list() is a bounded range read over one such view: it seeks to the
+ * greater of the prefix and the "after" bound, so a page costs its own keys.
+ *
  * The builder writes generation 1 and the meta keys of a fresh database. It
  * refuses an existing directory, so a restore can never write into a live
  * database; finish() syncs before closing, and abort() removes the directory.
