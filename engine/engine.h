@@ -8,6 +8,10 @@
  * mutations plus the new applied index and term, written without sync: the
  * Raft log is the write-ahead log, and replay starts after engine_applied().
  *
+ * Every stored value carries its key's revision (the index of the entry that
+ * wrote it); conditional commands and transactions are decided at apply and
+ * their outcomes reported per entry (engine_apply_results()).
+ *
  * CLEAR costs O(1) on the request path: user keys live under a generation
  * number, CLEAR bumps it, and a background thread deletes old generations.
  *
@@ -98,8 +102,9 @@ enum engine_change_type {
 };
 
 /* One change to the store. key and value borrow from the entry's data (valid
- * as long as the caller keeps the entries' bytes); value is NULL for DELETE
- * and CLEAR. */
+ * as long as the caller keeps the entries' bytes), except in a TXN's result,
+ * which owns copies (struct engine_result.owns_data); value is NULL for
+ * DELETE and CLEAR. */
 struct engine_change {
 	enum engine_change_type type;
 	const char *key;
