@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 	struct engine_entry *entries;
 	struct engine *e = NULL;
-	char (*texts)[128];
+	char(*texts)[128];
 	unsigned long long n, batch, gets;
 	unsigned long long seed = 88172645463325252ull;
 	double t0, t_apply, t_get;
