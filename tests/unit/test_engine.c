@@ -910,6 +910,20 @@ START_TEST(test_engine_list_prefix_after_limit)
 	ck_assert_uint_eq(l.n_items, 0);
 	ck_assert(!l.more);
 	engine_list_result_clear(&l);
+	/* after sorting before the prefix ("user" < "user:"), and after past it */
+	ck_assert_int_eq(engine_list(e, "user:", 5, "user", 4, 10, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 3);
+	ck_assert_mem_eq(l.items[0].key, "user:1", 6);
+	engine_list_result_clear(&l);
+	ck_assert_int_eq(engine_list(e, "user:", 5, "v", 1, 10, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 0);
+	ck_assert(!l.more);
+	engine_list_result_clear(&l);
+	/* limit exactly the number of matches: no more */
+	ck_assert_int_eq(engine_list(e, "user:", 5, NULL, 0, 3, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 3);
+	ck_assert(!l.more);
+	engine_list_result_clear(&l);
 	ck_assert_int_eq(engine_list(e, "bad key", 7, NULL, 0, 10, false, &l), KVD_EINVAL);
 	ck_assert_int_eq(engine_list(e, NULL, 0, NULL, 0, 0, false, &l), KVD_EINVAL);
 	engine_close(e);
