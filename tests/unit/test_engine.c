@@ -1150,6 +1150,44 @@ START_TEST(test_engine_list_consistent_while_applying)
 }
 END_TEST
 
+/* Pages of more than the initial item array, walked with after=<last key>. */
+START_TEST(test_engine_list_pages_through_many_keys)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry en[300];
+	char texts[300][32];
+	char after[32] = "";
+	size_t after_len = 0, seen = 0;
+	bool more = true;
+
+	for (int i = 0; i < 300; i++) {
+		snprintf(texts[i], sizeof(texts[i]), "PUT k%03d v%d", i, i);
+		en[i] = (struct engine_entry){(uint64_t)i + 1, 1, ENGINE_ENTRY_COMMAND, texts[i],
+					      strlen(texts[i])};
+	}
+	ck_assert_int_eq(engine_apply(e, en, 300, NULL), 0);
+	while (more) {
+		struct engine_list_result l;
+		ck_assert_int_eq(engine_list(e, "k", 1, after, after_len, 130, false, &l), 0);
+		for (size_t i = 0; i < l.n_items; i++) {
+			char want[8];
+			snprintf(want, sizeof(want), "k%03zu", seen + i);
+			ck_assert_uint_eq(l.items[i].key_len, 4);
+			ck_assert_mem_eq(l.items[i].key, want, 4);
+			ck_assert_uint_eq(l.items[i].revision, seen + i + 1);
+		}
+		seen += l.n_items;
+		more = l.more;
+		ck_assert(l.n_items > 0);
+		memcpy(after, l.items[l.n_items - 1].key, l.items[l.n_items - 1].key_len);
+		after_len = l.items[l.n_items - 1].key_len;
+		engine_list_result_clear(&l);
+	}
+	ck_assert_uint_eq(seen, 300);
+	engine_close(e);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
 	Suite *s = suite_create("engine");
@@ -1183,6 +1221,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, test_engine_txn_without_results_same_state);
 	tcase_add_test(tc, test_engine_apply_mutated_commands_fuzz);
 	tcase_add_test(tc, test_engine_list_consistent_while_applying);
+	tcase_add_test(tc, test_engine_list_pages_through_many_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }
