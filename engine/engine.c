@@ -10,6 +10,19 @@
  * after it. No sync is needed: losing the tail of LevelDB's own log only
  * moves the applied index back, and the Raft log replays it.
  *
+ * Revisions (API.md §10): each stored value starts with the 8-byte index of
+ * the entry that wrote it, put in the same WriteBatch as the value and
+ * "mapplied", so a key's revision and the data can never disagree. A format-1
+ * directory (bare values) is upgraded once at open (upgrade_v1()).
+ *
+ * Conditional commands and transactions are decided here, at apply, so that
+ * every node decides alike: the condition reads the state after every
+ * earlier entry, which for entries of the same call is not in LevelDB yet,
+ * so the call remembers its own writes (struct apply_ctx) and reads LevelDB
+ * only for keys it has not written. Per-entry outcomes and changes go back
+ * to the caller (engine_apply_results()) for 412s, ETags, transaction
+ * answers and the watcher hub.
+ *
  * User keys live under a generation: 'd' + gen (8 bytes, big-endian) + key.
  * CLEAR increments "mgen" and appends the old generation to "mpending" in the
  * same batch, so every key disappears at once; gc.c deletes the old ranges in
@@ -249,6 +262,146 @@ out:
 	return rv;
 }
 
+/* Adds key/value to batch and writes it once it holds about 1 MiB. */
+static int upgrade_put(struct engine *e, leveldb_writebatch_t *batch, size_t *bytes,
+		       const char *key, size_t klen, const char *val, size_t vlen, bool del,
+		       char *errmsg)
+{
+	char *err = NULL;
+
+	if (del) {
+		leveldb_writebatch_delete(batch, key, klen);
+	} else {
+		leveldb_writebatch_put(batch, key, klen, val, vlen);
+	}
+	*bytes += klen + vlen;
+	if (*bytes < MIB) {
+		return 0;
+	}
+	leveldb_write(e->db, e->wopts, batch, &err);
+	leveldb_writebatch_clear(batch);
+	*bytes = 0;
+	return err == NULL ? 0 : engine_leveldb_error(err, e->dir, errmsg);
+}
+
+/*
+ * Upgrades a format-1 database (bare values) to format 2 (revision header):
+ * copies generation gen into gen + 1 with revision max(index, 1), then one
+ * synced batch makes gen + 1 current, queues gen for the deleter and sets
+ * mversion 2. A crash before that batch leaves a format-1 database whose
+ * generation gen + 1 is garbage: the next open deletes it and starts again.
+ * On success *gen and *pending (realloc'd) describe the new state.
+ */
+static int upgrade_v1(struct engine *e, uint64_t index, uint64_t *gen, uint64_t **pending,
+		      size_t *n_pending, char *errmsg)
+{
+	unsigned char prefix[ENGINE_DATA_HDR];
+	unsigned char version[4] = {0, 0, 0, ENGINE_FORMAT_VERSION};
+	unsigned char genbuf[8];
+	uint64_t rev = index > 0 ? index : 1;
+	leveldb_writebatch_t *batch = leveldb_writebatch_create();
+	leveldb_writeoptions_t *sync_opts = leveldb_writeoptions_create();
+	leveldb_iterator_t *it = leveldb_create_iterator(e->db, e->ropts);
+	unsigned char *list = NULL;
+	uint64_t *np = NULL;
+	char *val = NULL;
+	size_t val_cap = 0, bytes = 0, n_copied = 0;
+	char *err = NULL;
+	int rv = 0;
+
+	if (batch == NULL || sync_opts == NULL || it == NULL) {
+		rv = KVD_ENOMEM;
+		goto out;
+	}
+	/* Pass 0 deletes leftovers of an interrupted upgrade in gen + 1;
+	 * pass 1 copies gen into gen + 1. */
+	for (int pass = 0; pass < 2 && rv == 0; pass++) {
+		uint64_t src = pass == 0 ? *gen + 1 : *gen;
+		engine_data_prefix(prefix, src);
+		for (leveldb_iter_seek(it, (const char *)prefix, sizeof(prefix));
+		     rv == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {
+			char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+			size_t klen, vlen;
+			const char *k = leveldb_iter_key(it, &klen);
+			const char *v;
+			if (klen <= ENGINE_DATA_HDR || klen > sizeof(dkey) ||
+			    memcmp(k, prefix, ENGINE_DATA_HDR) != 0) {
+				break;
+			}
+			if (pass == 0) {
+				rv = upgrade_put(e, batch, &bytes, k, klen, NULL, 0, true, errmsg);
+				continue;
+			}
+			v = leveldb_iter_value(it, &vlen);
+			if (val_cap < ENGINE_VALUE_HDR + vlen) {
+				char *p = realloc(val, ENGINE_VALUE_HDR + vlen);
+				if (p == NULL) {
+					rv = KVD_ENOMEM;
+					break;
+				}
+				val = p;
+				val_cap = ENGINE_VALUE_HDR + vlen;
+			}
+			engine_put_u64((unsigned char *)val, rev);
+			memcpy(val + ENGINE_VALUE_HDR, v, vlen);
+			engine_data_prefix((unsigned char *)dkey, *gen + 1);
+			memcpy(dkey + ENGINE_DATA_HDR, k + ENGINE_DATA_HDR, klen - ENGINE_DATA_HDR);
+			rv = upgrade_put(e, batch, &bytes, dkey, klen, val, ENGINE_VALUE_HDR + vlen,
+					 false, errmsg);
+			n_copied++;
+		}
+		leveldb_iter_get_error(it, &err);
+		if (err != NULL && rv == 0) {
+			rv = engine_leveldb_error(err, e->dir, errmsg);
+		}
+	}
+	if (rv != 0) {
+		goto out;
+	}
+	np = realloc(*pending, sizeof(*np) * (*n_pending + 1));
+	list = malloc(8 * (*n_pending + 1));
+	if (np == NULL || list == NULL) {
+		rv = KVD_ENOMEM;
+		goto out;
+	}
+	*pending = np;
+	np[(*n_pending)++] = *gen;
+	for (size_t i = 0; i < *n_pending; i++) {
+		engine_put_u64(list + 8 * i, np[i]);
+	}
+	*gen += 1;
+	engine_put_u64(genbuf, *gen);
+	leveldb_writebatch_put(batch, ENGINE_KEY_GEN, strlen(ENGINE_KEY_GEN), (const char *)genbuf,
+			       8);
+	leveldb_writebatch_put(batch, ENGINE_KEY_PENDING, strlen(ENGINE_KEY_PENDING),
+			       (const char *)list, 8 * *n_pending);
+	leveldb_writebatch_put(batch, ENGINE_KEY_VERSION, strlen(ENGINE_KEY_VERSION),
+			       (const char *)version, sizeof(version));
+	leveldb_writeoptions_set_sync(sync_opts, 1);
+	leveldb_write(e->db, sync_opts, batch, &err);
+	if (err != NULL) {
+		rv = engine_leveldb_error(err, e->dir, errmsg);
+		goto out;
+	}
+	engine_log(e,
+		   "level=info msg=\"engine format upgraded from 1 to 2\" dir=%s keys=%zu "
+		   "revision=%llu",
+		   e->dir, n_copied, (unsigned long long)rev);
+out:
+	free(list);
+	free(val);
+	if (it != NULL) {
+		leveldb_iter_destroy(it);
+	}
+	if (sync_opts != NULL) {
+		leveldb_writeoptions_destroy(sync_opts);
+	}
+	if (batch != NULL) {
+		leveldb_writebatch_destroy(batch);
+	}
+	return rv;
+}
+
 /* Loads (or, for an empty database, creates) the meta keys and publishes them
  * in the in-memory state under the locks that guard it. */
 static int db_load_meta(struct engine *e, char *errmsg)
@@ -258,6 +411,7 @@ static int db_load_meta(struct engine *e, char *errmsg)
 	size_t n_pending = 0;
 	char *v = NULL;
 	size_t n = 0;
+	bool v1 = false;
 	int rv;
 
 	rv = engine_meta_read(e->db, e->ropts, ENGINE_KEY_VERSION, &v, &n, errmsg);
@@ -270,7 +424,9 @@ static int db_load_meta(struct engine *e, char *errmsg)
 			return rv;
 		}
 	} else {
-		bool ok = n == 4 && memcmp(v, "\0\0\0\1", 4) == 0;
+		bool ok = n == 4 && memcmp(v, "\0\0\0", 3) == 0 &&
+			  (v[3] == 1 || v[3] == ENGINE_FORMAT_VERSION);
+		v1 = ok && v[3] == 1;
 		leveldb_free(v);
 		if (!ok) {
 			engine_errmsg(errmsg, "%s: unsupported engine format version", e->dir);
@@ -306,6 +462,13 @@ static int db_load_meta(struct engine *e, char *errmsg)
 	rv = load_pending(e, gen, &pending, &n_pending, errmsg);
 	if (rv != 0) {
 		return rv;
+	}
+	if (v1) {
+		rv = upgrade_v1(e, index, &gen, &pending, &n_pending, errmsg);
+		if (rv != 0) {
+			free(pending);
+			return rv;
+		}
 	}
 
 	pthread_mutex_lock(&e->state_lock);
@@ -436,6 +599,7 @@ static void engine_free(struct engine *e)
 	pthread_mutex_destroy(&e->state_lock);
 	pthread_rwlock_destroy(&e->db_lock);
 	free(e->pending);
+	free(e->scratch);
 	free(e->dir);
 	free(e);
 }
@@ -583,35 +747,362 @@ static int check_entries(struct engine *e, const struct engine_entry *entries, s
 	return 0;
 }
 
-/* Adds one COMMAND entry's mutation to batch; CLEAR bumps *gen and records the
- * old generation in cleared[]. */
-static void batch_add_command(struct engine *e, leveldb_writebatch_t *batch,
-			      const struct engine_entry *entry, uint64_t *gen, uint64_t *cleared,
-			      size_t *n_cleared)
+/* A write earlier in the current call, so that a condition sees it. key
+ * borrows from the entry's data. */
+struct apply_write {
+	uint64_t gen;
+	const char *key;
+	size_t key_len;
+	const char *value; /* borrowed from the entry or a live transaction */
+	size_t value_len;
+	uint64_t revision; /* 0: deleted */
+};
+
+/* State of one engine_apply_results() call while it builds the batch. */
+struct apply_ctx {
+	struct engine *e;
+	leveldb_writebatch_t *batch;
+	uint64_t db_gen; /* generation stored in the database before the call */
+	uint64_t gen;	 /* current generation, bumped by each CLEAR */
+	uint64_t *cleared;
+	size_t n_cleared;
+	size_t n_entries; /* of the call */
+	struct apply_write *writes;
+	size_t n_writes, cap_writes;
+	/* Parsed transactions, kept until the batch is written since writes[]
+	 * borrows their strings. */
+	struct engine_txn *txns;
+	size_t n_txns;
+};
+
+/* Reads the revision of key as of every earlier entry (0: absent); when
+ * value is not NULL, also a malloc'd copy of the value (NULL when absent). */
+static int apply_lookup(struct apply_ctx *c, const char *key, size_t key_len, uint64_t *rev,
+			char **value, size_t *value_len)
 {
-	char key[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+	char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+	const char *src = NULL;
+	char *err = NULL;
+	char *v = NULL;
+	size_t n = 0;
+	int rv = 0;
+
+	*rev = 0;
+	for (size_t i = c->n_writes; i > 0; i--) {
+		const struct apply_write *w = &c->writes[i - 1];
+		if (w->gen == c->gen && w->key_len == key_len &&
+		    memcmp(w->key, key, key_len) == 0) {
+			*rev = w->revision;
+			src = w->value;
+			n = w->value_len;
+			goto found;
+		}
+	}
+	if (c->gen == c->db_gen) {
+		/* (after a CLEAR earlier in this call the new generation is empty) */
+		v = leveldb_get(c->e->db, c->e->ropts, dkey, data_key(dkey, c->gen, key, key_len),
+				&n, &err);
+		if (err != NULL) {
+			return engine_leveldb_error(err, c->e->dir, NULL);
+		}
+		if (v != NULL && n < ENGINE_VALUE_HDR) {
+			leveldb_free(v);
+			return KVD_ECORRUPT;
+		}
+		if (v != NULL) {
+			*rev = engine_get_u64((const unsigned char *)v);
+			src = v + ENGINE_VALUE_HDR;
+			n -= ENGINE_VALUE_HDR;
+		}
+	}
+found:
+	if (value != NULL) {
+		*value = NULL;
+		*value_len = 0;
+		if (*rev != 0) {
+			*value = malloc(n > 0 ? n : 1);
+			if (*value == NULL) {
+				rv = KVD_ENOMEM;
+			} else {
+				if (n > 0) {
+					memcpy(*value, src, n);
+				}
+				*value_len = n;
+			}
+		}
+	}
+	if (v != NULL) {
+		leveldb_free(v);
+	}
+	return rv;
+}
+
+/* Adds a put (revision > 0) or delete of key to the batch and remembers it. */
+static int apply_write(struct apply_ctx *c, const char *key, size_t key_len, const char *value,
+		       size_t value_len, uint64_t revision)
+{
+	char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+	struct engine *e = c->e;
+	size_t klen = data_key(dkey, c->gen, key, key_len);
+
+	if (c->n_writes == c->cap_writes) {
+		size_t cap = c->cap_writes == 0 ? 16 : 2 * c->cap_writes;
+		struct apply_write *w = realloc(c->writes, cap * sizeof(*w));
+		if (w == NULL) {
+			return KVD_ENOMEM;
+		}
+		c->writes = w;
+		c->cap_writes = cap;
+	}
+	if (revision == 0) {
+		leveldb_writebatch_delete(c->batch, dkey, klen);
+	} else {
+		if (e->scratch_cap < ENGINE_VALUE_HDR + value_len) {
+			char *p = realloc(e->scratch, ENGINE_VALUE_HDR + value_len);
+			if (p == NULL) {
+				return KVD_ENOMEM;
+			}
+			e->scratch = p;
+			e->scratch_cap = ENGINE_VALUE_HDR + value_len;
+		}
+		engine_put_u64((unsigned char *)e->scratch, revision);
+		if (value_len > 0) {
+			memcpy(e->scratch + ENGINE_VALUE_HDR, value, value_len);
+		}
+		leveldb_writebatch_put(c->batch, dkey, klen, e->scratch,
+				       ENGINE_VALUE_HDR + value_len);
+	}
+	c->writes[c->n_writes++] =
+	    (struct apply_write){c->gen, key, key_len, value, value_len, revision};
+	return 0;
+}
+
+/* Records one change in res (may be NULL). */
+static int result_change(struct engine_result *res, enum engine_change_type type,
+			 const struct engine_command *cmd, uint64_t revision)
+{
+	struct engine_change *ch;
+
+	if (res == NULL) {
+		return 0;
+	}
+	ch = malloc(sizeof(*ch));
+	if (ch == NULL) {
+		return KVD_ENOMEM;
+	}
+	*ch = (struct engine_change){type, NULL, 0, NULL, 0, revision};
+	if (type != ENGINE_CHANGE_CLEAR) {
+		ch->key = cmd->key;
+		ch->key_len = cmd->key_len;
+	}
+	if (type == ENGINE_CHANGE_PUT) {
+		ch->value = cmd->value;
+		ch->value_len = cmd->value_len;
+	}
+	res->changes = ch;
+	res->n_changes = 1;
+	res->revision = revision;
+	return 0;
+}
+
+/* Copies n bytes into a fresh malloc'd buffer (NULL on failure). */
+static char *dup_bytes(const char *p, size_t n)
+{
+	char *d = malloc(n > 0 ? n : 1);
+
+	if (d != NULL && n > 0) {
+		memcpy(d, p, n);
+	}
+	return d;
+}
+
+/* Runs the operations of one branch of a TXN, filling res (may be NULL). */
+static int apply_txn_ops(struct apply_ctx *c, const struct engine_entry *entry,
+			 const struct engine_txn_op *ops, size_t n_ops, struct engine_result *res)
+{
+	size_t n_changes = 0;
+	int rv = 0;
+
+	if (res != NULL) {
+		res->ops = calloc(n_ops + 1, sizeof(*res->ops));
+		res->changes = calloc(n_ops + 1, sizeof(*res->changes));
+		if (res->ops == NULL || res->changes == NULL) {
+			return KVD_ENOMEM;
+		}
+		res->n_ops = n_ops;
+	}
+	for (size_t i = 0; i < n_ops && rv == 0; i++) {
+		const struct engine_txn_op *op = &ops[i];
+		struct engine_change *ch = res != NULL ? &res->changes[n_changes] : NULL;
+		if (op->op == ENGINE_TXN_GET) {
+			struct engine_txn_result *r = res != NULL ? &res->ops[i] : NULL;
+			uint64_t rev;
+			if (r == NULL) {
+				continue; /* nobody asked: a get changes nothing */
+			}
+			r->is_get = true;
+			rv = apply_lookup(c, op->key, op->key_len, &rev, &r->value, &r->value_len);
+			r->found = rv == 0 && rev != 0;
+			r->revision = rev;
+			continue;
+		}
+		rv = apply_write(c, op->key, op->key_len, op->value, op->value_len,
+				 op->op == ENGINE_TXN_PUT ? entry->index : 0);
+		if (rv != 0 || ch == NULL) {
+			continue;
+		}
+		ch->type = op->op == ENGINE_TXN_PUT ? ENGINE_CHANGE_PUT : ENGINE_CHANGE_DELETE;
+		ch->revision = entry->index;
+		ch->key = dup_bytes(op->key, op->key_len);
+		ch->key_len = op->key_len;
+		if (op->op == ENGINE_TXN_PUT) {
+			ch->value = dup_bytes(op->value, op->value_len);
+			ch->value_len = op->value_len;
+		}
+		n_changes++;
+		if (ch->key == NULL || (op->op == ENGINE_TXN_PUT && ch->value == NULL)) {
+			rv = KVD_ENOMEM;
+		}
+	}
+	if (res != NULL) {
+		res->n_changes = n_changes;
+	}
+	return rv;
+}
+
+/* Applies a TXN: comparisons against the state after every earlier entry,
+ * then the branch they select. A malformed transaction is skipped and
+ * counted like any malformed command. */
+static int apply_txn(struct apply_ctx *c, const struct engine_entry *entry,
+		     const struct engine_command *cmd, struct engine_result *res)
+{
+	char msg[KVD_ERRMSG_SIZE] = "";
+	struct engine_txn *txn;
+	bool held = true;
+	int rv;
+
+	if (c->txns == NULL) {
+		/* at most one per entry of the call; allocated on first use */
+		c->txns = calloc(c->n_entries, sizeof(*c->txns));
+		if (c->txns == NULL) {
+			return KVD_ENOMEM;
+		}
+	}
+	txn = &c->txns[c->n_txns];
+	rv = engine_txn_parse(cmd->value, cmd->value_len, 0, txn, msg);
+	if (rv == KVD_ENOMEM) {
+		return rv;
+	}
+	if (rv != 0) {
+		atomic_fetch_add(&c->e->malformed, 1);
+		engine_log(c->e,
+			   "level=warn msg=\"skipping malformed transaction\" index=%llu "
+			   "error=\"%s\"",
+			   (unsigned long long)entry->index, msg);
+		if (res != NULL) {
+			res->outcome = ENGINE_OUTCOME_MALFORMED;
+		}
+		return 0;
+	}
+	c->n_txns++;
+	for (size_t i = 0; i < txn->n_cmp && held; i++) {
+		uint64_t rev;
+		rv = apply_lookup(c, txn->cmp[i].key, txn->cmp[i].key_len, &rev, NULL, NULL);
+		if (rv != 0) {
+			return rv;
+		}
+		held = rev == txn->cmp[i].revision;
+	}
+	if (res != NULL) {
+		res->outcome = ENGINE_OUTCOME_APPLIED;
+		res->owns_data = true;
+		res->succeeded = held;
+		res->revision = entry->index;
+	}
+	return apply_txn_ops(c, entry, txn->ops[held ? 0 : 1], txn->n_ops[held ? 0 : 1], res);
+}
+
+/* Adds one COMMAND entry's mutation to the batch after checking its
+ * condition against every earlier entry; fills res (may be NULL). */
+static int apply_command(struct apply_ctx *c, const struct engine_entry *entry,
+			 struct engine_result *res)
+{
 	struct engine_command cmd;
-	size_t klen;
+	uint64_t rev = 0;
+	bool held = true;
+	int rv = 0;
 
 	if (engine_command_parse(entry->data, entry->len, &cmd) != 0) {
-		atomic_fetch_add(&e->malformed, 1);
-		engine_log(e, "level=warn msg=\"skipping malformed command\" index=%llu bytes=%zu",
+		atomic_fetch_add(&c->e->malformed, 1);
+		engine_log(c->e,
+			   "level=warn msg=\"skipping malformed command\" index=%llu bytes=%zu",
 			   (unsigned long long)entry->index, entry->len);
-		return;
+		if (res != NULL) {
+			res->outcome = ENGINE_OUTCOME_MALFORMED;
+		}
+		return 0;
+	}
+	if (cmd.type == ENGINE_COMMAND_TXN) {
+		return apply_txn(c, entry, &cmd, res);
+	}
+	if (cmd.type == ENGINE_COMMAND_PUT_IF || cmd.type == ENGINE_COMMAND_PUT_ABSENT ||
+	    cmd.type == ENGINE_COMMAND_DELETE_IF) {
+		rv = apply_lookup(c, cmd.key, cmd.key_len, &rev, NULL, NULL);
+		if (rv != 0) {
+			return rv;
+		}
+		held = cmd.type == ENGINE_COMMAND_PUT_ABSENT ? rev == 0
+							     : rev != 0 && rev == cmd.revision;
+	}
+	if (res != NULL) {
+		res->outcome = held ? ENGINE_OUTCOME_APPLIED : ENGINE_OUTCOME_FAILED;
+	}
+	if (!held) {
+		return 0;
 	}
 	switch (cmd.type) {
 	case ENGINE_COMMAND_PUT:
-		klen = data_key(key, *gen, cmd.key, cmd.key_len);
-		leveldb_writebatch_put(batch, key, klen, cmd.value, cmd.value_len);
+	case ENGINE_COMMAND_PUT_IF:
+	case ENGINE_COMMAND_PUT_ABSENT:
+		rv = apply_write(c, cmd.key, cmd.key_len, cmd.value, cmd.value_len, entry->index);
+		if (rv == 0) {
+			rv = result_change(res, ENGINE_CHANGE_PUT, &cmd, entry->index);
+		}
 		break;
 	case ENGINE_COMMAND_DELETE:
-		klen = data_key(key, *gen, cmd.key, cmd.key_len);
-		leveldb_writebatch_delete(batch, key, klen);
+	case ENGINE_COMMAND_DELETE_IF:
+		rv = apply_write(c, cmd.key, cmd.key_len, NULL, 0, 0);
+		if (rv == 0) {
+			rv = result_change(res, ENGINE_CHANGE_DELETE, &cmd, entry->index);
+		}
 		break;
 	case ENGINE_COMMAND_CLEAR:
-		cleared[(*n_cleared)++] = *gen;
-		*gen += 1;
+		c->cleared[c->n_cleared++] = c->gen;
+		c->gen += 1;
+		rv = result_change(res, ENGINE_CHANGE_CLEAR, &cmd, entry->index);
 		break;
+	case ENGINE_COMMAND_TXN: break; /* handled above */
+	}
+	return rv;
+}
+
+void engine_results_clear(struct engine_result *results, size_t n)
+{
+	if (results == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct engine_result *r = &results[i];
+		for (size_t j = 0; r->owns_data && r->changes != NULL && j < r->n_changes; j++) {
+			free((char *)r->changes[j].key);
+			free((char *)r->changes[j].value);
+		}
+		for (size_t j = 0; r->ops != NULL && j < r->n_ops; j++) {
+			free(r->ops[j].value);
+		}
+		free(r->ops);
+		free(r->changes);
+		*r = (struct engine_result){0};
 	}
 }
 
@@ -721,14 +1212,22 @@ static int db_recover(struct engine *e, char *errmsg)
 
 int engine_apply(struct engine *engine, const struct engine_entry *entries, size_t n, char *errmsg)
 {
+	return engine_apply_results(engine, entries, n, NULL, errmsg);
+}
+
+int engine_apply_results(struct engine *engine, const struct engine_entry *entries, size_t n,
+			 struct engine_result *results, char *errmsg)
+{
 	struct engine *e = engine;
-	leveldb_writebatch_t *batch;
+	struct apply_ctx c = {.e = engine, .n_entries = n};
 	unsigned char applied[16];
-	uint64_t *cleared = NULL;
-	size_t n_cleared = 0;
-	uint64_t gen;
 	int rv;
 
+	if (results != NULL) {
+		for (size_t i = 0; i < n; i++) {
+			results[i] = (struct engine_result){.index = entries[i].index};
+		}
+	}
 	if (n == 0) {
 		return 0;
 	}
@@ -742,32 +1241,38 @@ int engine_apply(struct engine *engine, const struct engine_entry *entries, size
 			return rv;
 		}
 	}
-	cleared = malloc(sizeof(*cleared) * n);
-	batch = leveldb_writebatch_create();
-	if (cleared == NULL || batch == NULL) {
+	c.cleared = malloc(sizeof(*c.cleared) * n);
+	c.batch = leveldb_writebatch_create();
+	if (c.cleared == NULL || c.batch == NULL) {
 		rv = KVD_ENOMEM;
 		goto out;
 	}
 	pthread_mutex_lock(&e->state_lock);
-	gen = e->gen;
+	c.gen = e->gen;
 	pthread_mutex_unlock(&e->state_lock);
-	for (size_t i = 0; i < n; i++) {
+	c.db_gen = c.gen;
+	for (size_t i = 0; i < n && rv == 0; i++) {
 		switch (entries[i].type) {
 		case ENGINE_ENTRY_COMMAND:
-			batch_add_command(e, batch, &entries[i], &gen, cleared, &n_cleared);
+			rv = apply_command(&c, &entries[i], results == NULL ? NULL : &results[i]);
 			break;
 		case ENGINE_ENTRY_CONFIG:
-			leveldb_writebatch_put(batch, ENGINE_KEY_CONFIG, strlen(ENGINE_KEY_CONFIG),
-					       entries[i].data, entries[i].len);
+			leveldb_writebatch_put(c.batch, ENGINE_KEY_CONFIG,
+					       strlen(ENGINE_KEY_CONFIG), entries[i].data,
+					       entries[i].len);
 			break;
 		case ENGINE_ENTRY_OTHER: break;
 		}
 	}
+	if (rv != 0) {
+		engine_errmsg(errmsg, "%s: apply: %s", e->dir, kvd_strerror(rv));
+		goto out;
+	}
 	engine_put_u64(applied, entries[n - 1].index);
 	engine_put_u64(applied + 8, entries[n - 1].term);
-	leveldb_writebatch_put(batch, ENGINE_KEY_APPLIED, strlen(ENGINE_KEY_APPLIED),
+	leveldb_writebatch_put(c.batch, ENGINE_KEY_APPLIED, strlen(ENGINE_KEY_APPLIED),
 			       (const char *)applied, sizeof(applied));
-	rv = batch_write(e, batch, gen, cleared, n_cleared, errmsg);
+	rv = batch_write(e, c.batch, c.gen, c.cleared, c.n_cleared, errmsg);
 	if (rv != 0) {
 		if (rv != KVD_ENOMEM) {
 			e->write_error = rv; /* reopen before the next attempt */
@@ -784,17 +1289,31 @@ int engine_apply(struct engine *engine, const struct engine_entry *entries, size
 	}
 	e->applied_index = entries[n - 1].index;
 	e->applied_term = entries[n - 1].term;
-	e->gen = gen;
+	e->gen = c.gen;
 	pthread_mutex_unlock(&e->state_lock);
 out:
-	if (batch != NULL) {
-		leveldb_writebatch_destroy(batch);
+	if (rv != 0) {
+		engine_results_clear(results, n);
 	}
-	free(cleared);
+	if (c.batch != NULL) {
+		leveldb_writebatch_destroy(c.batch);
+	}
+	for (size_t i = 0; i < c.n_txns; i++) {
+		engine_txn_free(&c.txns[i]);
+	}
+	free(c.txns);
+	free(c.writes);
+	free(c.cleared);
 	return rv;
 }
 
 int engine_get(struct engine *engine, const char *key, size_t key_len, void **value, size_t *len)
+{
+	return engine_get_rev(engine, key, key_len, value, len, NULL);
+}
+
+int engine_get_rev(struct engine *engine, const char *key, size_t key_len, void **value,
+		   size_t *len, uint64_t *revision)
 {
 	char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
 	char *err = NULL;
@@ -823,13 +1342,21 @@ int engine_get(struct engine *engine, const char *key, size_t key_len, void **va
 	if (v == NULL) {
 		return KVD_ENOTFOUND;
 	}
+	if (n < ENGINE_VALUE_HDR) {
+		leveldb_free(v);
+		return KVD_ECORRUPT;
+	}
 	/* Copied so the caller frees with plain free(), as the header says. */
+	n -= ENGINE_VALUE_HDR;
 	copy = malloc(n > 0 ? n : 1);
 	if (copy == NULL) {
 		leveldb_free(v);
 		return KVD_ENOMEM;
 	}
-	memcpy(copy, v, n);
+	memcpy(copy, v + ENGINE_VALUE_HDR, n);
+	if (revision != NULL) {
+		*revision = engine_get_u64((const unsigned char *)v);
+	}
 	leveldb_free(v);
 	*value = copy;
 	*len = n;

@@ -8,12 +8,16 @@
  * mutations plus the new applied index and term, written without sync: the
  * Raft log is the write-ahead log, and replay starts after engine_applied().
  *
+ * Every stored value carries its key's revision (the index of the entry that
+ * wrote it); conditional commands and transactions are decided at apply and
+ * their outcomes reported per entry (engine_apply_results()).
+ *
  * CLEAR costs O(1) on the request path: user keys live under a generation
  * number, CLEAR bumps it, and a background thread deletes old generations.
  *
  * Threads:
  *  - engine_apply() is called from one thread at a time (the apply worker).
- *  - engine_get(), engine_applied(), engine_config_get(),
+ *  - engine_get(), engine_get_rev(), engine_list(), engine_applied(), engine_config_get(),
  *    engine_snapshot_begin(), engine_iter_*() and the counters may be called
  *    from any thread concurrently with engine_apply(): LevelDB's DB object is
  *    thread-safe for concurrent reads and writes, and the engine's own
@@ -56,7 +60,7 @@ struct engine_options {
 };
 
 enum engine_entry_type {
-	ENGINE_ENTRY_COMMAND = 1, /* data: PUT/DELETE/CLEAR text (command.h) */
+	ENGINE_ENTRY_COMMAND = 1, /* data: command text (command.h) */
 	ENGINE_ENTRY_OTHER = 2,	  /* no-op: only advances the applied index */
 	ENGINE_ENTRY_CONFIG = 3,  /* data: opaque configuration blob to store */
 };
@@ -76,7 +80,72 @@ struct engine_record {
 	const char *key;
 	size_t key_len; /* bytes */
 	const char *value;
+	size_t value_len;  /* bytes */
+	uint64_t revision; /* index of the entry that last wrote the key */
+};
+
+/*
+ * Per-entry outcomes of engine_apply_results(), for the HTTP layer (412,
+ * ETag, transaction answers) and the watcher hub (changes in log order).
+ */
+enum engine_outcome {
+	ENGINE_OUTCOME_NONE = 0,      /* OTHER or CONFIG entry: nothing to report */
+	ENGINE_OUTCOME_APPLIED = 1,   /* command ran (its condition, if any, held) */
+	ENGINE_OUTCOME_FAILED = 2,    /* condition did not hold: nothing changed (412) */
+	ENGINE_OUTCOME_MALFORMED = 3, /* unparsable command: skipped and counted */
+};
+
+enum engine_change_type {
+	ENGINE_CHANGE_PUT = 1,
+	ENGINE_CHANGE_DELETE = 2, /* also emitted when the key was absent */
+	ENGINE_CHANGE_CLEAR = 3,  /* every key; key is NULL */
+};
+
+/* One change to the store. key and value borrow from the entry's data (valid
+ * as long as the caller keeps the entries' bytes), except in a TXN's result,
+ * which owns copies (struct engine_result.owns_data); value is NULL for
+ * DELETE and CLEAR. */
+struct engine_change {
+	enum engine_change_type type;
+	const char *key;
+	size_t key_len; /* bytes */
+	const char *value;
+	size_t value_len;  /* bytes */
+	uint64_t revision; /* the entry's index */
+};
+
+/* Result of one operation of the branch a TXN ran: {} for put and delete
+ * (is_get false), {"value", "revision"} or {"found": false} for get. value is
+ * malloc'd, owned by the result (NULL unless found). A get sees the earlier
+ * operations of its own transaction. */
+struct engine_txn_result {
+	bool is_get;
+	bool found;
+	char *value;
 	size_t value_len; /* bytes */
+	uint64_t revision;
+};
+
+/*
+ * Result of one applied entry. changes is a malloc'd array owned by the
+ * result (NULL when n_changes is 0); for a TXN (owns_data) the keys and
+ * values of its changes are malloc'd copies owned by the result too, else
+ * they borrow from the entry. Everything is released by
+ * engine_results_clear(). revision is the entry's index when the entry
+ * changed the store or was a TXN, else 0. For a TXN, succeeded says whether
+ * every comparison held (the success branch ran) and ops[0..n_ops) are the
+ * results of the branch that ran, in order.
+ */
+struct engine_result {
+	uint64_t index;
+	enum engine_outcome outcome;
+	uint64_t revision;
+	struct engine_change *changes;
+	size_t n_changes;
+	bool owns_data;
+	bool succeeded;
+	struct engine_txn_result *ops;
+	size_t n_ops;
 };
 
 /*
@@ -120,12 +189,69 @@ int engine_config_get(struct engine *engine, void **config, size_t *len);
 int engine_apply(struct engine *engine, const struct engine_entry *entries, size_t n, char *errmsg);
 
 /*
+ * Same as engine_apply(), and fills results[0..n) (caller-provided array of n
+ * elements, may be NULL: then this is engine_apply()) with each entry's
+ * outcome and changes in log order. A condition (PUT-IF, PUT-ABSENT,
+ * DELETE-IF) is checked against the state left by every earlier entry,
+ * including earlier entries of the same call, so every node decides alike. On
+ * success the caller owns the results and releases them with
+ * engine_results_clear(results, n); on failure they are already cleared
+ * (nothing was applied). Thread: the apply thread.
+ */
+int engine_apply_results(struct engine *engine, const struct engine_entry *entries, size_t n,
+			 struct engine_result *results, char *errmsg);
+
+/* Frees what results[0..n) own and zeroes them. NULL does nothing. Thread:
+ * the owner of the array. */
+void engine_results_clear(struct engine_result *results, size_t n);
+
+/*
  * Read key (key_len bytes, borrowed) in the current generation. On success
  * *value is a malloc'd copy (caller frees with free()) of *len bytes.
  * Returns 0, KVD_ENOTFOUND, KVD_EINVAL (invalid key), KVD_EIO, KVD_ENOMEM.
  * Thread: any.
  */
 int engine_get(struct engine *engine, const char *key, size_t key_len, void **value, size_t *len);
+
+/* Same as engine_get(), and *revision (may be NULL) gets the key's revision.
+ * Thread: any. */
+int engine_get_rev(struct engine *engine, const char *key, size_t key_len, void **value,
+		   size_t *len, uint64_t *revision);
+
+/* One item of a range listing; key and value are malloc'd, owned by the
+ * list result (value NULL when keys_only). */
+struct engine_list_item {
+	char *key;
+	size_t key_len; /* bytes */
+	char *value;
+	size_t value_len; /* bytes */
+	uint64_t revision;
+};
+
+/* A range listing: items in bytewise key order; revision is the store
+ * revision (applied index) of the view it was read from. Released with
+ * engine_list_result_clear(). */
+struct engine_list_result {
+	uint64_t revision;
+	struct engine_list_item *items;
+	size_t n_items;
+	bool more; /* keys beyond the last item remain */
+};
+
+/*
+ * List at most limit (>= 1) keys of the current generation that start with
+ * prefix (prefix_len bytes, may be 0/NULL: every key) and sort strictly after
+ * after (after_len bytes, may be 0/NULL), read from ONE LevelDB snapshot. A
+ * non-empty prefix or after must consist of key characters (at most
+ * ENGINE_KEY_MAX bytes), else KVD_EINVAL. On success *out is filled (release
+ * with engine_list_result_clear()). Returns 0, KVD_EINVAL, KVD_ECORRUPT,
+ * KVD_EIO, KVD_ENOMEM. Thread: any, concurrently with engine_apply().
+ */
+int engine_list(struct engine *engine, const char *prefix, size_t prefix_len, const char *after,
+		size_t after_len, size_t limit, bool keys_only, struct engine_list_result *out);
+
+/* Frees a list result and zeroes it. */
+void engine_list_result_clear(struct engine_list_result *out);
 
 /* Number of malformed COMMAND entries skipped since open. Thread: any. */
 uint64_t engine_malformed_count(struct engine *engine);
@@ -193,7 +319,8 @@ int engine_swap(struct engine *engine, const char *dbdir_new, char *errmsg);
 /*
  * Builder: creates a fresh database directory from records, for snapshot
  * restore and kvload. dir must not exist (KVD_EEXIST). Records go into
- * generation 1; put() validates keys (KVD_EINVAL). finish() writes the applied
+ * generation 1 with the given revision (>= 1); put() validates keys and
+ * revision (KVD_EINVAL). finish() writes the applied
  * index, term and configuration (config borrowed, may be NULL), syncs, closes
  * and frees the builder; abort() closes, removes dir and frees. After either
  * the builder pointer is invalid. Returns 0, KVD_EEXIST, KVD_EINVAL,
@@ -202,7 +329,7 @@ int engine_swap(struct engine *engine, const char *dbdir_new, char *errmsg);
 struct engine_builder;
 int engine_builder_create(const char *dir, struct engine_builder **builder, char *errmsg);
 int engine_builder_put(struct engine_builder *builder, const char *key, size_t key_len,
-		       const void *value, size_t value_len, char *errmsg);
+		       const void *value, size_t value_len, uint64_t revision, char *errmsg);
 int engine_builder_finish(struct engine_builder *builder, uint64_t index, uint64_t term,
 			  const void *config, size_t config_len, char *errmsg);
 void engine_builder_abort(struct engine_builder *builder);

@@ -3,7 +3,9 @@
  * outside engine/ (other modules include engine.h and snapshot.h only).
  *
  * LevelDB key layout (docs/formats-engine.md):
- *   'd' gen(8, big-endian) userkey   a user key in generation gen
+ *   'd' gen(8, big-endian) userkey   a user key in generation gen; its value
+ *                is u64 BE revision + user value (format 2; format 1 had the
+ *                bare user value and is upgraded by engine_open())
  *   "mversion"   u32 BE format version (ENGINE_FORMAT_VERSION)
  *   "mapplied"   u64 BE index, u64 BE term
  *   "mgen"       u64 BE current generation (>= 1)
@@ -22,7 +24,8 @@
 
 #include "engine/engine.h"
 
-#define ENGINE_FORMAT_VERSION 1
+#define ENGINE_FORMAT_VERSION 2
+#define ENGINE_VALUE_HDR      8 /* bytes: u64 BE revision before the user value */
 #define ENGINE_DATA_PREFIX    'd'
 #define ENGINE_DATA_HDR	      9 /* bytes: prefix + generation */
 #define ENGINE_KEY_VERSION    "mversion"
@@ -54,6 +57,11 @@ struct engine {
 	uint64_t applied_term;
 	uint64_t gen;
 	atomic_uint_fast64_t malformed;
+
+	/* Apply thread only: scratch buffer for a stored value (revision header
+	 * + user value), grown as needed. */
+	char *scratch;
+	size_t scratch_cap;
 
 	/* Guarded by gc_lock. engine_apply() holds it across the write of a
 	 * batch that changes "mpending", so the two writers of that key are

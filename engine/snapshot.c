@@ -6,9 +6,13 @@
  * the latest, when the frame ends. Inside the frame (all integers
  * big-endian):
  *
- *   header   "KVDSNAP\0" | u32 version (1) | u64 index | u64 term |
+ *   header   "KVDSNAP\0" | u32 version (2) | u64 index | u64 term |
  *            u32 config_len | config bytes        (config_len 0: none)
- *   record   'R' | u32 key_len | u32 value_len | key | value   (repeated)
+ *   record   'R' | u32 key_len | u32 value_len | u64 revision | key | value
+ *            (repeated; 1 <= revision <= index)
+ *
+ * Version 1 streams (no revision field in records) are still read: their
+ * records get revision max(index, 1), as an upgraded format-1 database does.
  *   trailer  'E' | u64 record count
  *
  * Records come in strictly increasing bytewise key order, because the writer
@@ -33,7 +37,8 @@
 #include <unistd.h>
 
 #define SNAP_MAGIC	"KVDSNAP" /* 8 bytes with the NUL */
-#define SNAP_VERSION	1
+#define SNAP_VERSION	2
+#define SNAP_VERSION_V1 1  /* records without a revision; read only */
 #define SNAP_HEADER_FIX 32 /* magic + version + index + term + config_len */
 #define SNAP_TAG_RECORD 'R'
 #define SNAP_TAG_END	'E'
@@ -166,7 +171,7 @@ static int wr_records(struct writer *w, const struct engine_view *view)
 {
 	struct engine_iter *it = NULL;
 	struct engine_record rec;
-	unsigned char hdr[9];
+	unsigned char hdr[17];
 	uint64_t count = 0;
 	bool end = false;
 	int rv;
@@ -189,6 +194,7 @@ static int wr_records(struct writer *w, const struct engine_view *view)
 		hdr[0] = SNAP_TAG_RECORD;
 		put_u32(hdr + 1, (uint32_t)rec.key_len);
 		put_u32(hdr + 5, (uint32_t)rec.value_len);
+		engine_put_u64(hdr + 9, rec.revision);
 		rv = wr_put(w, hdr, sizeof(hdr));
 		if (rv == 0) {
 			rv = wr_put(w, rec.key, rec.key_len);
@@ -205,7 +211,7 @@ static int wr_records(struct writer *w, const struct engine_view *view)
 	if (rv == 0) {
 		hdr[0] = SNAP_TAG_END;
 		engine_put_u64(hdr + 1, count);
-		rv = wr_put(w, hdr, sizeof(hdr));
+		rv = wr_put(w, hdr, 9);
 	}
 	return rv;
 }
@@ -348,6 +354,7 @@ struct engine_snapshot_reader {
 	size_t prev_len; /* 0: no record yet */
 	uint64_t count;
 	bool finished;
+	uint32_t version; /* SNAP_VERSION or SNAP_VERSION_V1 */
 	struct engine_snapshot_meta meta;
 };
 
@@ -532,7 +539,8 @@ static int rd_header(struct engine_snapshot_reader *r, char *errmsg)
 	if (memcmp(hdr, SNAP_MAGIC, 8) != 0) {
 		return rd_corrupt(r, errmsg, "not a kvd snapshot stream (bad magic)");
 	}
-	if (get_u32(hdr + 8) != SNAP_VERSION) {
+	r->version = get_u32(hdr + 8);
+	if (r->version != SNAP_VERSION && r->version != SNAP_VERSION_V1) {
 		return rd_corrupt(r, errmsg, "unsupported snapshot version");
 	}
 	r->meta.index = engine_get_u64(hdr + 12);
@@ -621,13 +629,14 @@ engine_snapshot_reader_meta(const struct engine_snapshot_reader *reader)
 
 static int rd_record(struct engine_snapshot_reader *r, struct engine_record *rec, char *errmsg)
 {
-	unsigned char hdr[8];
+	unsigned char hdr[16];
 	uint32_t klen, vlen;
+	uint64_t revision = r->meta.index > 0 ? r->meta.index : 1;
 	size_t cmp_len;
 	int cmp;
 	int rv;
 
-	rv = rd_bytes(r, hdr, sizeof(hdr), errmsg);
+	rv = rd_bytes(r, hdr, r->version == SNAP_VERSION_V1 ? 8 : 16, errmsg);
 	if (rv != 0) {
 		return rv;
 	}
@@ -635,6 +644,12 @@ static int rd_record(struct engine_snapshot_reader *r, struct engine_record *rec
 	vlen = get_u32(hdr + 4);
 	if (klen == 0 || klen > ENGINE_KEY_MAX || vlen > ENGINE_SNAPSHOT_VALUE_MAX) {
 		return rd_corrupt(r, errmsg, "record length out of range");
+	}
+	if (r->version != SNAP_VERSION_V1) {
+		revision = engine_get_u64(hdr + 8);
+		if (revision == 0 || (r->meta.index > 0 && revision > r->meta.index)) {
+			return rd_corrupt(r, errmsg, "record revision out of range");
+		}
 	}
 	if (r->rec_cap < (size_t)klen + vlen) {
 		char *p = realloc(r->rec, (size_t)klen + vlen);
@@ -663,6 +678,7 @@ static int rd_record(struct engine_snapshot_reader *r, struct engine_record *rec
 	rec->key_len = klen;
 	rec->value = r->rec + klen;
 	rec->value_len = vlen;
+	rec->revision = revision;
 	return 0;
 }
 
@@ -761,7 +777,8 @@ int engine_snapshot_restore(const char *path, const char *dbdir_new,
 		if (rv != 0 || end) {
 			break;
 		}
-		rv = engine_builder_put(b, rec.key, rec.key_len, rec.value, rec.value_len, errmsg);
+		rv = engine_builder_put(b, rec.key, rec.key_len, rec.value, rec.value_len,
+					rec.revision, errmsg);
 		if (rv != 0) {
 			break;
 		}

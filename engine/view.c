@@ -8,6 +8,9 @@
  * does afterwards. Views are how snapshots (snapshot.c) and the offline dump
  * see the state machine.
  *
+ * engine_list() is a bounded range read over one such view: it seeks to the
+ * greater of the prefix and the "after" bound, so a page costs its own keys.
+ *
  * The builder writes generation 1 and the meta keys of a fresh database. It
  * refuses an existing directory, so a restore can never write into a live
  * database; finish() syncs before closing, and abort() removes the directory.
@@ -35,6 +38,7 @@ struct engine_iter {
 	leveldb_iterator_t *it;
 	unsigned char prefix[ENGINE_DATA_HDR];
 	bool started;
+	bool positioned; /* seeked by engine_list(): next() reads without moving */
 };
 
 #define BUILDER_BATCH_BYTES ((size_t)1 << 20)
@@ -186,6 +190,8 @@ int engine_iter_next(struct engine_iter *iter, struct engine_record *rec, bool *
 	if (!iter->started) {
 		leveldb_iter_seek(iter->it, (const char *)iter->prefix, sizeof(iter->prefix));
 		iter->started = true;
+	} else if (iter->positioned) {
+		iter->positioned = false;
 	} else if (leveldb_iter_valid(iter->it)) {
 		leveldb_iter_next(iter->it);
 	}
@@ -205,6 +211,12 @@ int engine_iter_next(struct engine_iter *iter, struct engine_record *rec, bool *
 	rec->key = key + ENGINE_DATA_HDR;
 	rec->key_len = klen - ENGINE_DATA_HDR;
 	rec->value = leveldb_iter_value(iter->it, &rec->value_len);
+	if (rec->value_len < ENGINE_VALUE_HDR) {
+		return KVD_ECORRUPT;
+	}
+	rec->revision = engine_get_u64((const unsigned char *)rec->value);
+	rec->value += ENGINE_VALUE_HDR;
+	rec->value_len -= ENGINE_VALUE_HDR;
 	*end = false;
 	return 0;
 }
@@ -296,17 +308,32 @@ static int builder_flush(struct engine_builder *b, char *errmsg)
 }
 
 int engine_builder_put(struct engine_builder *builder, const char *key, size_t key_len,
-		       const void *value, size_t value_len, char *errmsg)
+		       const void *value, size_t value_len, uint64_t revision, char *errmsg)
 {
 	char dkey[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+	char *v;
 
 	if (!engine_key_valid(key, key_len)) {
 		engine_errmsg(errmsg, "invalid key of %zu bytes", key_len);
 		return KVD_EINVAL;
 	}
+	if (revision == 0) {
+		engine_errmsg(errmsg, "revision 0 for a present key");
+		return KVD_EINVAL;
+	}
+	v = malloc(ENGINE_VALUE_HDR + value_len);
+	if (v == NULL) {
+		return KVD_ENOMEM;
+	}
+	engine_put_u64((unsigned char *)v, revision);
+	if (value_len > 0) {
+		memcpy(v + ENGINE_VALUE_HDR, value, value_len);
+	}
 	engine_data_prefix((unsigned char *)dkey, 1);
 	memcpy(dkey + ENGINE_DATA_HDR, key, key_len);
-	leveldb_writebatch_put(builder->batch, dkey, ENGINE_DATA_HDR + key_len, value, value_len);
+	leveldb_writebatch_put(builder->batch, dkey, ENGINE_DATA_HDR + key_len, v,
+			       ENGINE_VALUE_HDR + value_len);
+	free(v);
 	builder->batch_bytes += ENGINE_DATA_HDR + key_len + value_len;
 	if (builder->batch_bytes >= BUILDER_BATCH_BYTES) {
 		return builder_flush(builder, errmsg);
@@ -368,4 +395,139 @@ void engine_builder_abort(struct engine_builder *builder)
 	}
 	engine_remove_tree(builder->dir, NULL);
 	builder_free(builder);
+}
+
+/* Bytewise comparison, shorter first on a common prefix. */
+static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	if (c != 0 || alen == blen) {
+		return c;
+	}
+	return alen < blen ? -1 : 1;
+}
+
+/* True when s[0..len) is empty or made of key characters, at most
+ * ENGINE_KEY_MAX bytes (a prefix or an "after" bound). */
+static bool bound_valid(const char *s, size_t len)
+{
+	return len == 0 || engine_key_valid(s, len);
+}
+
+void engine_list_result_clear(struct engine_list_result *out)
+{
+	if (out == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < out->n_items; i++) {
+		free(out->items[i].key);
+		free(out->items[i].value);
+	}
+	free(out->items);
+	*out = (struct engine_list_result){0};
+}
+
+/* Appends the iterator's record to out (copies). */
+static int list_add(struct engine_list_result *out, size_t limit, const struct engine_record *rec,
+		    bool keys_only)
+{
+	struct engine_list_item *item;
+
+	if (out->items == NULL) {
+		out->items = calloc(limit < 64 ? limit : 64, sizeof(*out->items));
+		if (out->items == NULL) {
+			return KVD_ENOMEM;
+		}
+	} else if (out->n_items >= 64 && (out->n_items & (out->n_items - 1)) == 0) {
+		/* grow at each power of two from 64 on */
+		struct engine_list_item *p =
+		    realloc(out->items, 2 * out->n_items * sizeof(*out->items));
+		if (p == NULL) {
+			return KVD_ENOMEM;
+		}
+		out->items = p;
+	}
+	item = &out->items[out->n_items];
+	*item = (struct engine_list_item){0};
+	item->key = malloc(rec->key_len);
+	if (item->key == NULL) {
+		return KVD_ENOMEM;
+	}
+	memcpy(item->key, rec->key, rec->key_len);
+	item->key_len = rec->key_len;
+	item->revision = rec->revision;
+	out->n_items++;
+	if (!keys_only) {
+		item->value = malloc(rec->value_len > 0 ? rec->value_len : 1);
+		if (item->value == NULL) {
+			return KVD_ENOMEM;
+		}
+		if (rec->value_len > 0) {
+			memcpy(item->value, rec->value, rec->value_len);
+		}
+		item->value_len = rec->value_len;
+	}
+	return 0;
+}
+
+int engine_list(struct engine *engine, const char *prefix, size_t prefix_len, const char *after,
+		size_t after_len, size_t limit, bool keys_only, struct engine_list_result *out)
+{
+	char seek[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
+	struct engine_list_result res = {0};
+	struct engine_iter *it = NULL;
+	struct engine_record rec;
+	bool end = false;
+	int rv;
+
+	if (limit == 0 || !bound_valid(prefix, prefix_len) || !bound_valid(after, after_len)) {
+		return KVD_EINVAL;
+	}
+	rv = engine_iter_open(engine, &it);
+	if (rv != 0) {
+		return rv;
+	}
+	res.revision = it->owned_view->index;
+	/* Start at the greater of prefix and after (the first key > after
+	 * is found by skipping after itself below). */
+	memcpy(seek, it->prefix, ENGINE_DATA_HDR);
+	if (after_len > 0 &&
+	    (prefix_len == 0 || key_cmp(after, after_len, prefix, prefix_len) >= 0)) {
+		memcpy(seek + ENGINE_DATA_HDR, after, after_len);
+		leveldb_iter_seek(it->it, seek, ENGINE_DATA_HDR + after_len);
+	} else {
+		if (prefix_len > 0) {
+			memcpy(seek + ENGINE_DATA_HDR, prefix, prefix_len);
+		}
+		leveldb_iter_seek(it->it, seek, ENGINE_DATA_HDR + prefix_len);
+	}
+	it->started = true;
+	it->positioned = true;
+	while (rv == 0) {
+		rv = engine_iter_next(it, &rec, &end);
+		if (rv != 0 || end) {
+			break;
+		}
+		if (after_len > 0 && rec.key_len == after_len &&
+		    memcmp(rec.key, after, after_len) == 0) {
+			continue; /* strictly after */
+		}
+		if (prefix_len > 0 &&
+		    (rec.key_len < prefix_len || memcmp(rec.key, prefix, prefix_len) != 0)) {
+			break; /* past the prefix range */
+		}
+		if (res.n_items == limit) {
+			res.more = true;
+			break;
+		}
+		rv = list_add(&res, limit, &rec, keys_only);
+	}
+	engine_iter_close(it);
+	if (rv != 0) {
+		engine_list_result_clear(&res);
+		return rv;
+	}
+	*out = res;
+	return 0;
 }

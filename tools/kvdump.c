@@ -1,7 +1,7 @@
 /*
  * kvdump: writes a stopped node's key-value state to a file or stdout
- * (API.md §8), as JSON Lines (`{"key": .., "value": ..}` per line, keys in
- * stored bytewise order) or as the compressed snapshot stream of
+ * (API.md §8), as JSON Lines (`{"key": .., "value": .., "revision": ..}` per
+ * line, keys in stored bytewise order) or as the compressed snapshot stream of
  * engine/snapshot.h (the format kvload and snapshot installs read).
  *
  * Locking: the Raft log store is opened first, which takes the exclusive
@@ -12,7 +12,8 @@
  *
  * What is dumped: what the node would serve after a restart. That is the
  * state machine (LevelDB at its applied index) plus the log entries after
- * the applied index, replayed in memory (an overlay of PUT/DELETE/CLEAR
+ * the applied index, replayed in memory (an overlay of PUT/DELETE/CLEAR, and
+ * of conditional commands and transactions decided as the applier does,
  * merged with LevelDB's records in key order), when they are known to be
  * committed: the configuration is a single voter, whose every durable entry
  * is committed. Replay stops before a CONFIG entry that makes the cluster
@@ -195,6 +196,7 @@ static int write_record_json(struct out *o, const struct engine_record *rec)
 	}
 	json_object_set_new(obj, "key", k);
 	json_object_set_new(obj, "value", v);
+	json_object_set_new(obj, "revision", json_integer((json_int_t)rec->revision));
 	line = json_dumps(obj, 0);
 	if (line == NULL) {
 		fail_line("out of memory");
@@ -267,7 +269,8 @@ static int overlay_add(struct overlay *ov, const struct engine_command *cmd, uin
 		return KVD_ENOMEM;
 	memcpy(r->key, cmd->key, cmd->key_len);
 	r->key_len = cmd->key_len;
-	if (cmd->type == ENGINE_COMMAND_PUT) {
+	if (cmd->type == ENGINE_COMMAND_PUT || cmd->type == ENGINE_COMMAND_PUT_IF ||
+	    cmd->type == ENGINE_COMMAND_PUT_ABSENT) {
 		r->value = malloc(cmd->value_len > 0 ? cmd->value_len : 1);
 		if (r->value == NULL) {
 			free(r->key);
@@ -279,6 +282,73 @@ static int overlay_add(struct overlay *ov, const struct engine_command *cmd, uin
 	r->seq = seq;
 	ov->n++;
 	return 0;
+}
+
+/* The revision of key (0: absent) after the replayed entries so far (the
+ * overlay, in log order, over the state machine unless a CLEAR was
+ * replayed), as engine_apply_results() sees it. */
+static int overlay_rev(struct engine *engine, const struct overlay *ov, const char *key,
+		       size_t key_len, uint64_t *rev)
+{
+	int rv = 0;
+
+	*rev = 0;
+	for (size_t i = ov->n; i > 0; i--) {
+		const struct overlay_rec *r = &ov->recs[i - 1];
+		if (r->key_len == key_len && memcmp(r->key, key, key_len) == 0) {
+			*rev = r->value != NULL ? r->seq : 0;
+			return 0;
+		}
+	}
+	if (!ov->cleared) {
+		void *v = NULL;
+		size_t n = 0;
+		rv = engine_get_rev(engine, key, key_len, &v, &n, rev);
+		free(v);
+		if (rv == KVD_ENOTFOUND) {
+			*rev = 0;
+			rv = 0;
+		}
+	}
+	return rv;
+}
+
+/* Replays one conditional command or transaction into the overlay. */
+static int overlay_conditional(struct engine *engine, struct overlay *ov,
+			       const struct engine_command *cmd, uint64_t index)
+{
+	struct engine_txn txn;
+	uint64_t rev = 0;
+	bool held = true;
+	int rv;
+
+	if (cmd->type != ENGINE_COMMAND_TXN) {
+		rv = overlay_rev(engine, ov, cmd->key, cmd->key_len, &rev);
+		held = cmd->type == ENGINE_COMMAND_PUT_ABSENT ? rev == 0
+							      : rev != 0 && rev == cmd->revision;
+		return rv == 0 && held ? overlay_add(ov, cmd, index) : rv;
+	}
+	if (engine_txn_parse(cmd->value, cmd->value_len, 0, &txn, NULL) != 0)
+		return 0; /* malformed: skipped, as the node does */
+	rv = 0;
+	for (size_t i = 0; i < txn.n_cmp && held && rv == 0; i++) {
+		rv = overlay_rev(engine, ov, txn.cmp[i].key, txn.cmp[i].key_len, &rev);
+		held = rev == txn.cmp[i].revision;
+	}
+	for (size_t i = 0; rv == 0 && i < txn.n_ops[held ? 0 : 1]; i++) {
+		const struct engine_txn_op *op = &txn.ops[held ? 0 : 1][i];
+		struct engine_command w = {
+		    .type = op->op == ENGINE_TXN_PUT ? ENGINE_COMMAND_PUT : ENGINE_COMMAND_DELETE,
+		    .key = op->key,
+		    .key_len = op->key_len,
+		    .value = op->value,
+		    .value_len = op->value_len,
+		};
+		if (op->op != ENGINE_TXN_GET)
+			rv = overlay_add(ov, &w, index);
+	}
+	engine_txn_free(&txn);
+	return rv;
 }
 
 static int key_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
@@ -391,7 +461,15 @@ static int overlay_replay(struct raft_log_store *store, struct engine *engine, u
 			} else if (e->type == RAFT_ENTRY_COMMAND &&
 				   engine_command_parse(e->data, e->len, &cmd) == 0) {
 				/* a malformed command is skipped, as the node does */
-				if (cmd.type == ENGINE_COMMAND_CLEAR) {
+				if (cmd.type == ENGINE_COMMAND_PUT_IF ||
+				    cmd.type == ENGINE_COMMAND_PUT_ABSENT ||
+				    cmd.type == ENGINE_COMMAND_DELETE_IF ||
+				    cmd.type == ENGINE_COMMAND_TXN) {
+					rv = overlay_conditional(engine, ov, &cmd, e->index);
+					if (rv != 0 && rv != KVD_ENOMEM)
+						fail_line("cannot read the state machine: %s",
+							  kvd_strerror(rv));
+				} else if (cmd.type == ENGINE_COMMAND_CLEAR) {
 					overlay_clear_recs(ov);
 					ov->cleared = true;
 				} else {
@@ -427,8 +505,8 @@ static int emit_json_cb(void *data, const struct engine_record *rec)
 static int emit_builder_cb(void *data, const struct engine_record *rec)
 {
 	char errmsg[KVD_ERRMSG_SIZE] = "";
-	int rv =
-	    engine_builder_put(data, rec->key, rec->key_len, rec->value, rec->value_len, errmsg);
+	int rv = engine_builder_put(data, rec->key, rec->key_len, rec->value, rec->value_len,
+				    rec->revision, errmsg);
 	if (rv != 0)
 		fail_line("cannot write the temporary database: %s", errmsg);
 	return rv;
@@ -465,6 +543,7 @@ static int merge_emit(struct engine *engine, const struct overlay *ov, emit_cb e
 			rec.key_len = r->key_len;
 			rec.value = r->value;
 			rec.value_len = r->value_len;
+			rec.revision = r->seq;
 			rv = emit(data, &rec);
 		}
 		if (rv != 0)

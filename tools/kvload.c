@@ -2,10 +2,11 @@
  * kvload: builds a fresh data directory from a dump (API.md §8), so that a
  * node started on it as a single-node cluster serves exactly that data.
  *
- * Input (-i FILE, or stdin) is either JSON Lines (one {"key": .., "value": ..}
- * object per line; blank lines are skipped; a key given twice keeps its last
- * value) or the LZ4 snapshot stream of kvdump --format snapshot, told apart by
- * the first four bytes (the LZ4 frame magic 04 22 4D 18).
+ * Input (-i FILE, or stdin) is either JSON Lines (one {"key": .., "value": ..,
+ * "revision": ..} object per line, "revision" optional (an integer >= 1;
+ * absent, as in dumps of earlier releases: 1); blank lines are skipped; a key
+ * given twice keeps its last value) or the LZ4 snapshot stream of kvdump --format snapshot, told
+ * apart by the first four bytes (the LZ4 frame magic 04 22 4D 18).
  *
  * What is written, as if the node had installed a snapshot (Raft §7):
  *  - D/kv: a LevelDB state machine built by engine_builder, applied at index
@@ -15,8 +16,8 @@
  *    loaded records are in no log entry);
  *  - D/raft: an empty log starting after I (raft_log_store_reset(I, T)) and
  *    the term/vote metadata at term T, no vote.
- * I, T are 1, 1 for JSON Lines; a snapshot stream keeps its own index and term
- * when its index is not 0, so dump -> load -> dump gives identical bytes.
+ * I, T are (the greatest revision, at least 1), 1 for JSON Lines; a snapshot stream keeps its own
+ * index and term when its index is not 0, so dump -> load -> dump gives identical bytes.
  *
  * The node's id: it is not known offline and a configuration names its
  * members, so kvload takes --id ID (alias --addr). Without it: the single
@@ -412,7 +413,7 @@ static int load_snapshot(struct load_state *s, int fd, const char *name, const c
 		if (end)
 			break;
 		rv = engine_builder_put(s->builder, rec.key, rec.key_len, rec.value, rec.value_len,
-					errmsg);
+					rec.revision, errmsg);
 		if (rv != 0) {
 			fail_line("cannot write the state machine: %s", errmsg);
 			break;
@@ -428,8 +429,9 @@ static int load_json_line(struct load_state *s, const char *line, size_t len, ui
 			  const char *name)
 {
 	json_error_t jerr;
-	json_t *obj, *k, *v;
+	json_t *obj, *k, *v, *r;
 	char errmsg[KVD_ERRMSG_SIZE] = "";
+	json_int_t revision = 1;
 	int rv = KVD_EINVAL;
 
 	obj = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
@@ -439,18 +441,32 @@ static int load_json_line(struct load_state *s, const char *line, size_t len, ui
 	}
 	k = json_object_get(obj, "key");
 	v = json_object_get(obj, "value");
+	r = json_object_get(obj, "revision");
 	if (!json_is_object(obj) || !json_is_string(k) || !json_is_string(v) ||
-	    json_object_size(obj) != 2) {
-		fail_line("%s line %" PRIu64 ": expected {\"key\": string, \"value\": string}",
-			  name, line_no);
+	    json_object_size(obj) != (r != NULL ? 3u : 2u)) {
+		fail_line(
+		    "%s line %" PRIu64
+		    ": expected {\"key\": string, \"value\": string[, \"revision\": integer]}",
+		    name, line_no);
 		goto out;
+	}
+	if (r != NULL) {
+		revision = json_is_integer(r) ? json_integer_value(r) : 0;
+		if (revision < 1) {
+			fail_line("%s line %" PRIu64 ": revision must be an integer >= 1", name,
+				  line_no);
+			goto out;
+		}
 	}
 	if (json_string_length(v) == 0) {
 		fail_line("%s line %" PRIu64 ": value cannot be empty", name, line_no);
 		goto out;
 	}
 	rv = engine_builder_put(s->builder, json_string_value(k), json_string_length(k),
-				json_string_value(v), json_string_length(v), errmsg);
+				json_string_value(v), json_string_length(v), (uint64_t)revision,
+				errmsg);
+	if (rv == 0 && (uint64_t)revision > s->index)
+		s->index = (uint64_t)revision; /* the store's revision covers every key's */
 	if (rv == KVD_EINVAL)
 		fail_line("%s line %" PRIu64 ": invalid key", name, line_no);
 	else if (rv != 0)

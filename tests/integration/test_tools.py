@@ -43,12 +43,18 @@ def run_tool(name, args, stdin=None, timeout=TOOL_TIMEOUT):
 
 def parse_jsonl(data):
     """List of (key, value) from JSON Lines bytes; every line must be an
-    object with exactly "key" and "value"."""
+    object with exactly "key", "value" and "revision" (an integer >= 1)."""
+    return [(k, v) for k, v, _ in parse_jsonl_revisions(data)]
+
+
+def parse_jsonl_revisions(data):
+    """List of (key, value, revision) from kvdump's JSON Lines."""
     out = []
     for line in data.decode("utf-8").splitlines():
         obj = json.loads(line)
-        assert set(obj) == {"key", "value"}, line
-        out.append((obj["key"], obj["value"]))
+        assert set(obj) == {"key", "value", "revision"}, line
+        assert isinstance(obj["revision"], int) and obj["revision"] >= 1, line
+        out.append((obj["key"], obj["value"], obj["revision"]))
     return out
 
 
@@ -130,6 +136,43 @@ class ToolsTest(KvdTestCase):
         # Its records are the data: load it and dump as JSON Lines.
         self.load(self.path("from-snap"), ["-i", self.path("d.snap")])
         self.assertEqual(self.dump_jsonl(self.path("from-snap")), out)
+
+    def test_dump_gives_each_key_the_index_of_its_last_write(self):
+        n = self.start_node()
+        self.assertPutOk(n, "a", "1")
+        self.assertPutOk(n, "b", "2")
+        self.assertPutOk(n, "a", "3")
+        log = json.loads(n.request("GET", "/log").body)
+        index = {}
+        for e in log["entries"]:
+            m = re.match(r"PUT (\S+) ", e["command"])
+            if m:
+                index[m.group(1)] = e["index"]  # the last write wins
+        self.assertEqual(n.stop(), 0)
+        got = parse_jsonl_revisions(self.dump_jsonl(n.data_dir))
+        self.assertEqual(got, [("a", "3", index["a"]), ("b", "2", index["b"])])
+        self.assertGreater(index["a"], index["b"])
+
+    def test_load_keeps_revisions_and_reads_dumps_without_them(self):
+        lines = (b'{"key": "x", "value": "1", "revision": 17}\n'
+                 b'{"key": "y", "value": "2", "revision": 5}\n')
+        self.load(self.path("with"), stdin=lines)
+        self.assertEqual(parse_jsonl_revisions(self.dump_jsonl(self.path("with"))),
+                         [("x", "1", 17), ("y", "2", 5)])
+        # A dump of an earlier release (no "revision"): every key gets 1.
+        self.load(self.path("without"), stdin=jsonl({"p": "q", "r": "s"}))
+        self.assertEqual(parse_jsonl_revisions(self.dump_jsonl(self.path("without"))),
+                         [("p", "q", 1), ("r", "s", 1)])
+        # The loaded store's revision covers its keys: a node started on it
+        # writes above 17.
+        port = free_port()
+        self.load(self.path("node"), ["--id", ":%d" % port], stdin=lines)
+        n = self.start_node(port=port, data_dir=self.path("node"))
+        self.assertPutOk(n, "z", "after")
+        self.assertEqual(n.stop(), 0)
+        got = dict((k, r) for k, _v, r in parse_jsonl_revisions(self.dump_jsonl(n.data_dir)))
+        self.assertGreater(got["z"], 17)
+        self.assertEqual(got["x"], 17)
 
     def test_dump_of_an_empty_node_is_empty(self):
         n = self.start_node()
@@ -290,6 +333,9 @@ class ToolsTest(KvdTestCase):
             (b'{"key": "bad key!", "value": "v"}\n', "invalid key"),
             (b'{"key": "k", "value": ""}\n', "empty"),
             (b'["k", "v"]\n', "line 1"),
+            (b'{"key": "k", "value": "v", "revision": 0}\n', "revision must be an integer >= 1"),
+            (b'{"key": "k", "value": "v", "revision": "3"}\n', "revision must be"),
+            (b'{"key": "k", "value": "v", "rev": 3}\n', "line 1"),
         ]
         for i, (data, pattern) in enumerate(cases):
             with self.subTest(data=data):

@@ -24,6 +24,8 @@
 #include "kvd/errors.h"
 
 #define DEFAULT_MAX_STATES 4000000u
+#define REV_BITS	   40 /* a state is value id << REV_BITS | revision */
+#define REV_LIMIT	   (1ull << REV_BITS)
 
 struct linearize_history {
 	struct linearize_op *ops;
@@ -52,8 +54,10 @@ size_t linearize_history_count(const struct linearize_history *h)
 int linearize_history_add(struct linearize_history *h, const struct linearize_op *op)
 {
 	if (op->return_time < op->invoke_time || op->kind < LINEARIZE_PUT ||
-	    op->kind > LINEARIZE_DELETE || op->outcome < LINEARIZE_OK ||
-	    op->outcome > LINEARIZE_UNKNOWN)
+	    op->kind > LINEARIZE_DELETE_IF || op->outcome < LINEARIZE_OK ||
+	    op->outcome > LINEARIZE_REFUSED ||
+	    (op->outcome == LINEARIZE_REFUSED && op->kind < LINEARIZE_PUT_IF) ||
+	    op->revision >= REV_LIMIT || op->if_revision >= REV_LIMIT)
 		return KVD_EINVAL;
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 64;
@@ -78,18 +82,59 @@ static int copy_token(char *dst, const char *src)
 	return 0;
 }
 
+/* Parses "name=N" (N a decimal >= 1 below REV_LIMIT) from tok. */
+static bool parse_rev_token(const char *tok, const char *name, uint64_t *out)
+{
+	size_t n = strlen(name);
+	char *end = NULL;
+	unsigned long long v;
+
+	if (strncmp(tok, name, n) != 0 || tok[n] != '=' || tok[n + 1] < '0' || tok[n + 1] > '9')
+		return false;
+	v = strtoull(tok + n + 1, &end, 10);
+	if (*end != '\0' || v == 0 || v >= REV_LIMIT)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Parses the optional " if=N" and " rev=N" after the outcome. */
+static int parse_extras(const char *p, struct linearize_op *op)
+{
+	char a[32] = "", b[32] = "", c[8] = "";
+	int n = sscanf(p, "%31s %31s %7s", a, b, c);
+	bool conditional = op->kind == LINEARIZE_PUT_IF || op->kind == LINEARIZE_DELETE_IF;
+	bool has_if = false;
+
+	if (n == 3)
+		return KVD_EINVAL;
+	for (int i = 0; i < n; i++) {
+		const char *tok = i == 0 ? a : b;
+		if (!has_if && i == 0 && parse_rev_token(tok, "if", &op->if_revision))
+			has_if = true;
+		else if (op->revision == 0 && op->kind != LINEARIZE_DELETE &&
+			 op->kind != LINEARIZE_DELETE_IF &&
+			 parse_rev_token(tok, "rev", &op->revision))
+			continue;
+		else
+			return KVD_EINVAL;
+	}
+	return has_if == conditional ? 0 : KVD_EINVAL;
+}
+
 int linearize_op_parse(const char *line, struct linearize_op *op)
 {
 	char kind[16], key[256], value[256], outcome[16];
 	unsigned long long client, inv, ret;
 	const char *p = line;
+	int used = 0;
 
 	while (*p == ' ' || *p == '\t')
 		p++;
 	if (*p == '\0' || *p == '\n' || *p == '#' || *p == '\r')
 		return KVD_ENOTFOUND;
-	if (sscanf(p, "%llu %15s %255s %255s %llu %llu %15s", &client, kind, key, value, &inv, &ret,
-		   outcome) != 7)
+	if (sscanf(p, "%llu %15s %255s %255s %llu %llu %15s%n", &client, kind, key, value, &inv,
+		   &ret, outcome, &used) != 7)
 		return KVD_EINVAL;
 	memset(op, 0, sizeof(*op));
 	op->client = client;
@@ -99,6 +144,12 @@ int linearize_op_parse(const char *line, struct linearize_op *op)
 		op->kind = LINEARIZE_GET;
 	else if (strcmp(kind, "delete") == 0)
 		op->kind = LINEARIZE_DELETE;
+	else if (strcmp(kind, "put-if") == 0)
+		op->kind = LINEARIZE_PUT_IF;
+	else if (strcmp(kind, "put-absent") == 0)
+		op->kind = LINEARIZE_PUT_ABSENT;
+	else if (strcmp(kind, "delete-if") == 0)
+		op->kind = LINEARIZE_DELETE_IF;
 	else
 		return KVD_EINVAL;
 	if (copy_token(op->key, key) != 0)
@@ -106,7 +157,9 @@ int linearize_op_parse(const char *line, struct linearize_op *op)
 	op->has_value = strcmp(value, "-") != 0;
 	if (op->has_value && copy_token(op->value, value) != 0)
 		return KVD_EINVAL;
-	if (op->kind == LINEARIZE_PUT && !op->has_value)
+	if ((op->kind == LINEARIZE_PUT || op->kind == LINEARIZE_PUT_IF ||
+	     op->kind == LINEARIZE_PUT_ABSENT) &&
+	    !op->has_value)
 		return KVD_EINVAL;
 	op->invoke_time = inv;
 	op->return_time = ret;
@@ -118,19 +171,27 @@ int linearize_op_parse(const char *line, struct linearize_op *op)
 		op->outcome = LINEARIZE_FAIL;
 	else if (strcmp(outcome, "unknown") == 0)
 		op->outcome = LINEARIZE_UNKNOWN;
+	else if (strcmp(outcome, "refused") == 0 && op->kind >= LINEARIZE_PUT_IF)
+		op->outcome = LINEARIZE_REFUSED;
 	else
 		return KVD_EINVAL;
-	return 0;
+	return parse_extras(p + used, op);
 }
 
 void linearize_op_print(const struct linearize_op *op, FILE *f)
 {
-	static const char *kinds[] = {"?", "put", "get", "delete"};
-	static const char *outcomes[] = {"?", "ok", "fail", "unknown"};
+	static const char *kinds[] = {"?",	"put",	      "get",	  "delete",
+				      "put-if", "put-absent", "delete-if"};
+	static const char *outcomes[] = {"?", "ok", "fail", "unknown", "refused"};
 
-	fprintf(f, "%llu %s %s %s %llu %llu %s\n", (unsigned long long)op->client, kinds[op->kind],
+	fprintf(f, "%llu %s %s %s %llu %llu %s", (unsigned long long)op->client, kinds[op->kind],
 		op->key, op->has_value ? op->value : "-", (unsigned long long)op->invoke_time,
 		(unsigned long long)op->return_time, outcomes[op->outcome]);
+	if (op->kind == LINEARIZE_PUT_IF || op->kind == LINEARIZE_DELETE_IF)
+		fprintf(f, " if=%llu", (unsigned long long)op->if_revision);
+	if (op->revision != 0)
+		fprintf(f, " rev=%llu", (unsigned long long)op->revision);
+	fputc('\n', f);
 }
 
 void linearize_history_dump(const struct linearize_history *h, FILE *f)
@@ -142,7 +203,10 @@ void linearize_history_dump(const struct linearize_history *h, FILE *f)
 /* One operation of a key's partition, in the search's terms. */
 struct sop {
 	enum linearize_kind kind;
-	uint32_t value; /* interned; 0 is "absent" */
+	enum linearize_outcome outcome; /* OK, UNKNOWN or REFUSED here */
+	uint32_t value;			/* interned; 0 is "absent" */
+	uint64_t rev;			/* given or seen; 0 unknown */
+	uint64_t if_rev;
 	uint64_t invoke;
 	uint64_t ret; /* UINT64_MAX: may take effect any time after invoke */
 	size_t orig;  /* index in the history, for messages */
@@ -238,20 +302,55 @@ static int event_cmp(const void *a, const void *b)
 	return x->op < y->op ? -1 : (x->op > y->op);
 }
 
-/* Applies op to state; returns whether legal and writes the next state. */
-static bool sop_apply(const struct sop *op, uint32_t state, uint32_t *next)
+/* Whether a condition (If-Match rev, or absence when absent is true) holds
+ * in state; with an unknown revision both answers are possible, so *maybe
+ * is set. */
+static bool cond_holds(const struct sop *op, uint64_t state, bool *maybe)
 {
+	uint64_t v = state >> REV_BITS, r = state & (REV_LIMIT - 1);
+
+	*maybe = false;
+	if (op->kind == LINEARIZE_PUT_ABSENT)
+		return v == 0;
+	if (v != 0 && r == 0) {
+		*maybe = true;
+		return true;
+	}
+	return v != 0 && r == op->if_rev;
+}
+
+/* Applies op to state; returns whether legal and writes the next state. */
+static bool sop_apply(const struct sop *op, uint64_t state, uint64_t *next)
+{
+	uint64_t written = (uint64_t)op->value << REV_BITS | op->rev;
+	bool maybe, holds;
+
+	*next = state;
 	switch (op->kind) {
-	case LINEARIZE_PUT: *next = op->value; return true;
+	case LINEARIZE_PUT: *next = written; return true;
 	case LINEARIZE_DELETE: *next = 0; return true;
-	case LINEARIZE_GET: *next = state; return state == op->value;
+	case LINEARIZE_GET:
+		if (state >> REV_BITS != op->value)
+			return false;
+		return op->value == 0 || op->rev == 0 || (state & (REV_LIMIT - 1)) == 0 ||
+		       (state & (REV_LIMIT - 1)) == op->rev;
+	case LINEARIZE_PUT_IF:
+	case LINEARIZE_PUT_ABSENT:
+	case LINEARIZE_DELETE_IF:
+		holds = cond_holds(op, state, &maybe);
+		if (op->outcome == LINEARIZE_REFUSED)
+			return !holds || maybe;
+		if (holds)
+			*next = op->kind == LINEARIZE_DELETE_IF ? 0 : written;
+		/* ok needs the condition; unknown takes effect iff it holds */
+		return holds || op->outcome == LINEARIZE_UNKNOWN;
 	}
 	return false;
 }
 
 struct frame {
 	uint32_t op;
-	uint32_t state; /* before op */
+	uint64_t state; /* before op */
 };
 
 /* Searches one key's operations. Returns 0 with *ok set, or a code. */
@@ -293,7 +392,7 @@ static int check_partition(struct sop *ops, uint32_t n, size_t max_states, bool 
 		}
 	}
 
-	uint32_t state = 0;
+	uint64_t state = 0;
 	size_t depth = 0;
 	int32_t e = ev[0].next;
 	while (ev[0].next != -1) {
@@ -305,7 +404,8 @@ static int check_partition(struct sop *ops, uint32_t n, size_t max_states, bool 
 			break;
 		}
 		if (!ev[e].is_return) {
-			uint32_t op = ev[e].op, next;
+			uint32_t op = ev[e].op;
+			uint64_t next;
 			if (sop_apply(&ops[op], state, &next)) {
 				bits[op / 64] |= 1ull << (op % 64);
 				int added = memo_add(&memo, bits, next);
@@ -402,23 +502,31 @@ static int check_key(const struct linearize_history *h, const size_t *idx, size_
 	struct sop *ops = malloc((m ? m : 1) * sizeof(*ops));
 	const char **names = malloc((m ? m : 1) * sizeof(*names));
 	uint32_t n = 0, n_names = 0;
+	bool conditional = false;
 	int rc = KVD_ENOMEM;
 
 	if (ops == NULL || names == NULL)
 		goto out;
+	for (size_t i = 0; i < m; i++)
+		conditional = conditional || h->ops[idx[i]].kind >= LINEARIZE_PUT_IF;
 	for (size_t i = 0; i < m; i++) {
 		const struct linearize_op *o = &h->ops[idx[i]];
 		if (o->outcome == LINEARIZE_FAIL)
 			continue;
 		if (o->outcome == LINEARIZE_UNKNOWN && o->kind == LINEARIZE_GET)
 			continue;
-		if (o->outcome == LINEARIZE_UNKNOWN && o->kind == LINEARIZE_PUT &&
+		/* (an unknown write changes later conditions' outcomes even
+		 * when nobody read its value) */
+		if (o->outcome == LINEARIZE_UNKNOWN && o->kind == LINEARIZE_PUT && !conditional &&
 		    !value_read(h, idx, m, o->value))
 			continue;
 		struct sop *s = &ops[n++];
 		s->kind = o->kind;
+		s->outcome = o->outcome;
+		s->rev = o->revision;
+		s->if_rev = o->if_revision;
 		s->value = 0;
-		if (o->kind != LINEARIZE_DELETE && o->has_value)
+		if (o->kind != LINEARIZE_DELETE && o->kind != LINEARIZE_DELETE_IF && o->has_value)
 			s->value = intern(names, &n_names, o->value);
 		s->invoke = o->invoke_time;
 		s->ret = o->outcome == LINEARIZE_UNKNOWN ? UINT64_MAX : o->return_time;

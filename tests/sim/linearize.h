@@ -15,6 +15,17 @@
  * return time is treated as infinite), unknown reads constrain nothing and
  * are dropped.
  *
+ * Revisions and conditional writes (API.md §10): a write may carry the
+ * revision it was given (its ETag) and a get the revision it saw; PUT-IF and
+ * DELETE-IF carry the If-Match revision, PUT-ABSENT is If-None-Match: *; a
+ * conditional write answered 412 has the outcome "refused" (it happened,
+ * found its condition false and changed nothing). A key's state is then
+ * (value, revision), revision 0 meaning unknown (a write whose revision was
+ * not recorded): a condition against an unknown revision may hold or not
+ * (permissive). An unknown-outcome conditional write takes effect exactly
+ * when its condition holds at the point it is linearized (taking "holds"
+ * for an unknown revision). Transactions span keys and are not modelled.
+ *
  * The search is Wing & Gong's, with Lowe's memoization of (linearized set,
  * state) pairs. Every key starts absent.
  *
@@ -34,12 +45,16 @@ enum linearize_kind {
 	LINEARIZE_PUT = 1,
 	LINEARIZE_GET = 2,
 	LINEARIZE_DELETE = 3,
+	LINEARIZE_PUT_IF = 4,	  /* If-Match: if_revision */
+	LINEARIZE_PUT_ABSENT = 5, /* If-None-Match: * */
+	LINEARIZE_DELETE_IF = 6,  /* If-Match: if_revision */
 };
 
 enum linearize_outcome {
 	LINEARIZE_OK = 1,
 	LINEARIZE_FAIL = 2,
 	LINEARIZE_UNKNOWN = 3,
+	LINEARIZE_REFUSED = 4, /* 412: a conditional write whose condition did not hold */
 };
 
 /* One operation. For a get, has_value false means "the key was absent";
@@ -53,6 +68,8 @@ struct linearize_op {
 	uint64_t invoke_time; /* any unit, same for all ops */
 	uint64_t return_time; /* same unit; >= invoke_time */
 	enum linearize_outcome outcome;
+	uint64_t revision;    /* put/put-if/put-absent: given; get: seen; 0 unknown */
+	uint64_t if_revision; /* put-if/delete-if only */
 };
 
 struct linearize_history;
@@ -72,7 +89,11 @@ size_t linearize_history_count(const struct linearize_history *h);
 
 /*
  * Parses one line of the text format into *op:
- *     <client> <put|get|delete> <key> <value|-> <invoke> <return> <ok|fail|unknown>
+ *     <client> <kind> <key> <value|-> <invoke> <return> <outcome> [if=N] [rev=N]
+ * kind: put, get, delete, put-if, put-absent, delete-if; outcome: ok, fail,
+ * unknown, refused (conditional kinds only). if=N is required for put-if and
+ * delete-if and refused elsewhere; rev=N (N >= 1) is allowed for put,
+ * put-if, put-absent and get.
  * Returns 0, KVD_ENOTFOUND for a blank or '#' comment line, KVD_EINVAL for a
  * malformed line (*op is then unspecified).
  */

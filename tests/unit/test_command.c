@@ -1,10 +1,13 @@
 /*
- * test_command.c: the PUT/DELETE/CLEAR text commands: encode/parse round
- * trips (values with spaces, tabs, newlines, NULs, emoji), key validation,
- * and rejection of malformed bytes without crashing.
+ * test_command.c: the text commands: encode/parse round trips (values with
+ * spaces, tabs, newlines, NULs, emoji), key validation, rejection of
+ * malformed bytes without crashing, the conditional forms (PUT-IF,
+ * PUT-ABSENT, DELETE-IF) and the transaction body checks (messages, limits,
+ * compact TXN text).
  */
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,6 +166,241 @@ START_TEST(test_engine_command_parse_random_bytes)
 }
 END_TEST
 
+START_TEST(test_engine_command_conditional_roundtrip)
+{
+	struct engine_command cmd;
+	void *buf = NULL;
+	size_t len = 0;
+
+	ck_assert_int_eq(engine_command_encode_put_if_alloc(42, "k", 1, "v w", 3, &buf, &len), 0);
+	ck_assert_uint_eq(len, 15);
+	ck_assert_mem_eq(buf, "PUT-IF 42 k v w", 15);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_PUT_IF);
+	ck_assert_uint_eq(cmd.revision, 42);
+	ck_assert_mem_eq(cmd.key, "k", 1);
+	ck_assert_uint_eq(cmd.value_len, 3);
+	ck_assert_mem_eq(cmd.value, "v w", 3);
+	free(buf);
+
+	ck_assert_int_eq(engine_command_encode_put_if_alloc(UINT64_MAX, "k", 1, "v", 1, &buf, &len),
+			 0);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_uint_eq(cmd.revision, UINT64_MAX);
+	free(buf);
+
+	ck_assert_int_eq(engine_command_encode_put_absent_alloc("a.b", 3, "x", 1, &buf, &len), 0);
+	ck_assert_mem_eq(buf, "PUT-ABSENT a.b x", 16);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_PUT_ABSENT);
+	ck_assert_uint_eq(cmd.revision, 0);
+	free(buf);
+
+	ck_assert_int_eq(engine_command_encode_delete_if_alloc(0, "k", 1, &buf, &len), 0);
+	ck_assert_mem_eq(buf, "DELETE-IF 0 k", 13);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_DELETE_IF);
+	ck_assert_uint_eq(cmd.revision, 0);
+	ck_assert_uint_eq(cmd.key_len, 1);
+	free(buf);
+
+	ck_assert_int_eq(engine_command_encode_put_if_alloc(1, "a b", 3, "v", 1, &buf, &len),
+			 KVD_EINVAL);
+	ck_assert_int_eq(engine_command_encode_delete_if_alloc(1, "", 0, &buf, &len), KVD_EINVAL);
+}
+END_TEST
+
+START_TEST(test_engine_command_conditional_malformed)
+{
+	static const char *bad[] = {
+	    "PUT-IF",
+	    "PUT-IF ",
+	    "PUT-IF 1",
+	    "PUT-IF 1 k",
+	    "PUT-IF x k v",
+	    "PUT-IF -1 k v",
+	    "PUT-IF +1 k v",
+	    "PUT-IF 01 k v",
+	    "PUT-IF 18446744073709551616 k v", /* 2^64 */
+	    "PUT-IF 99999999999999999999 k v",
+	    "PUT-IF  1 k v",
+	    "PUT-IF 1  v",
+	    "PUT-ABSENT",
+	    "PUT-ABSENT k",
+	    "PUT-ABSENT  v",
+	    "DELETE-IF 1",
+	    "DELETE-IF 1 ",
+	    "DELETE-IF 1 k ",
+	    "DELETE-IF k",
+	    "DELETE-IF 1 a/b",
+	    "TXN",
+	    "TXN ",
+	    "txn {}",
+	};
+	struct engine_command cmd = {0};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(engine_command_parse(bad[i], strlen(bad[i]), &cmd) == KVD_EINVAL,
+			      "accepted malformed command %zu: '%s'", i, bad[i]);
+	}
+	/* "PUT-IF 1 k v" with the value "1 k v"? No: PUT-IF wins over PUT. */
+	ck_assert_int_eq(engine_command_parse("PUT-IF 1 k v", 12, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_PUT_IF);
+	/* A PUT of key "x" whose value starts like a condition stays a PUT. */
+	ck_assert_int_eq(engine_command_parse("PUT x PUT-IF 1 k v", 18, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_PUT);
+}
+END_TEST
+
+/* Checks that body is rejected with code and a message containing want. */
+static void assert_txn_bad(const char *body, int code, const char *want)
+{
+	char msg[KVD_ERRMSG_SIZE] = "";
+	int rv = engine_txn_validate(body, strlen(body), 16, msg);
+
+	ck_assert_msg(rv == code, "body %s: got %d (%s), want %d", body, rv, msg, code);
+	ck_assert_msg(strstr(msg, want) != NULL, "body %s: message '%s' lacks '%s'", body, msg,
+		      want);
+}
+
+START_TEST(test_engine_txn_validate_messages)
+{
+	const char *ok =
+	    "{\"compare\": [{\"key\": \"a\", \"revision\": 7}, {\"key\": \"b\", "
+	    "\"revision\": 0}], \"success\": [{\"op\": \"put\", \"key\": \"a\", "
+	    "\"value\": \"2\"}, {\"op\": \"delete\", \"key\": \"b\"}, {\"op\": \"get\", "
+	    "\"key\": \"c\"}], \"failure\": [{\"op\": \"get\", \"key\": \"a\"}]}";
+	char msg[KVD_ERRMSG_SIZE] = "";
+	char *big;
+	size_t n;
+
+	ck_assert_int_eq(engine_txn_validate(ok, strlen(ok), 16, msg), 0);
+	ck_assert_int_eq(engine_txn_validate("{}", 2, 0, msg), 0);
+	assert_txn_bad("", KVD_EINVAL, "empty body");
+	assert_txn_bad("{", KVD_EINVAL, "invalid JSON");
+	assert_txn_bad("[]", KVD_EINVAL, "body must be a JSON object");
+	assert_txn_bad("{\"compare\": [], \"extra\": 1}", KVD_EINVAL, "unknown field \"extra\"");
+	assert_txn_bad("{\"compare\": {}}", KVD_EINVAL, "compare must be an array");
+	assert_txn_bad("{\"compare\": [{\"key\": \"a b\", \"revision\": 1}]}", KVD_EINVAL,
+		       "compare[0]: invalid key");
+	assert_txn_bad("{\"compare\": [{\"key\": \"a\", \"revision\": -1}]}", KVD_EINVAL,
+		       "compare[0]: revision must be an integer >= 0");
+	assert_txn_bad("{\"compare\": [{\"key\": \"a\", \"revision\": \"1\"}]}", KVD_EINVAL,
+		       "compare[0]: revision must be an integer");
+	assert_txn_bad("{\"compare\": [{\"key\": \"a\"}]}", KVD_EINVAL, "compare[0]: expected");
+	assert_txn_bad("{\"success\": [{\"op\": \"cas\", \"key\": \"a\"}]}", KVD_EINVAL,
+		       "success[0]: op must be put, delete or get");
+	assert_txn_bad("{\"success\": [{\"op\": \"get\", \"key\": \"\"}]}", KVD_EINVAL,
+		       "success[0]: key cannot be empty");
+	assert_txn_bad("{\"failure\": [{\"op\": \"get\", \"key\": \"ok\"}, {\"op\": \"put\", "
+		       "\"key\": \"a\"}]}",
+		       KVD_EINVAL, "failure[1]: value must be a string");
+	assert_txn_bad("{\"success\": [{\"op\": \"put\", \"key\": \"a\", \"value\": \"\"}]}",
+		       KVD_EINVAL, "success[0]: value cannot be empty");
+	assert_txn_bad("{\"success\": [{\"op\": \"put\", \"key\": \"a\", \"value\": "
+		       "\"0123456789abcdefg\"}]}",
+		       KVD_ETOOBIG, "success[0]: value too large");
+	assert_txn_bad("{\"success\": [{\"op\": \"delete\", \"key\": \"a\", \"value\": \"x\"}]}",
+		       KVD_EINVAL, "success[0]: unexpected field");
+	assert_txn_bad("{\"success\": [{\"op\": \"put\", \"key\": \"a\", \"value\": \"\\u0000\"}]}",
+		       KVD_EINVAL, "invalid JSON");
+	assert_txn_bad("{\"success\": [], \"success\": []}", KVD_EINVAL, "invalid JSON");
+
+	/* 128 operations in all pass, 129 do not. */
+	big = malloc(129 * 40 + 64);
+	n = (size_t)sprintf(big, "{\"success\": [");
+	for (int i = 0; i < 64; i++) {
+		n += (size_t)sprintf(big + n, "%s{\"op\": \"get\", \"key\": \"k\"}", i ? "," : "");
+	}
+	n += (size_t)sprintf(big + n, "], \"failure\": [");
+	for (int i = 0; i < 64; i++) {
+		n += (size_t)sprintf(big + n, "%s{\"op\": \"get\", \"key\": \"k\"}", i ? "," : "");
+	}
+	strcpy(big + n, "]}");
+	ck_assert_int_eq(engine_txn_validate(big, strlen(big), 0, msg), 0);
+	strcpy(big + n, ",{\"op\": \"get\", \"key\": \"k\"}]}");
+	assert_txn_bad(big, KVD_EINVAL, "too many operations (at most 128)");
+	free(big);
+
+	/* Over 4 MiB: 413 before any parsing. */
+	big = malloc(ENGINE_TXN_BODY_MAX + 2);
+	memset(big, ' ', ENGINE_TXN_BODY_MAX + 1);
+	big[0] = '{';
+	big[ENGINE_TXN_BODY_MAX] = '}';
+	ck_assert_int_eq(engine_txn_validate(big, ENGINE_TXN_BODY_MAX + 1, 0, msg), KVD_ETOOBIG);
+	ck_assert_int_eq(engine_txn_validate(big, ENGINE_TXN_BODY_MAX, 0, msg), KVD_EINVAL);
+	free(big);
+}
+END_TEST
+
+START_TEST(test_engine_txn_encode_compact)
+{
+	const char *body =
+	    "{ \"success\" : [ {\"op\": \"put\", \"key\": \"a\", \"value\": \"caf\xc3\xa9 "
+	    "x\"} ],\n \"compare\": [] }";
+	const char *want =
+	    "TXN {\"success\":[{\"op\":\"put\",\"key\":\"a\",\"value\":\"caf\xc3\xa9 "
+	    "x\"}],\"compare\":[]}";
+	struct engine_command cmd;
+	char msg[KVD_ERRMSG_SIZE] = "";
+	void *buf = NULL;
+	size_t len = 0;
+
+	ck_assert_int_eq(engine_command_encode_txn_alloc(body, strlen(body), 0, &buf, &len, msg),
+			 0);
+	ck_assert_uint_eq(len, strlen(want));
+	ck_assert_mem_eq(buf, want, len);
+	ck_assert_int_eq(engine_command_parse(buf, len, &cmd), 0);
+	ck_assert_int_eq(cmd.type, ENGINE_COMMAND_TXN);
+	ck_assert_uint_eq(cmd.value_len, len - 4);
+	free(buf);
+	buf = NULL;
+	ck_assert_int_eq(engine_command_encode_txn_alloc("{\"x\":1}", 7, 0, &buf, &len, msg),
+			 KVD_EINVAL);
+	ck_assert_ptr_null(buf);
+}
+END_TEST
+
+START_TEST(test_engine_txn_validate_random_mutations)
+{
+	/* Mutated bodies never crash and give only the documented codes. */
+	const char *ok =
+	    "{\"compare\":[{\"key\":\"a\",\"revision\":7}],\"success\":[{\"op\":\"put\","
+	    "\"key\":\"a\",\"value\":\"2\"},{\"op\":\"get\",\"key\":\"c\"}],"
+	    "\"failure\":[{\"op\":\"delete\",\"key\":\"a\"}]}";
+	static const char alphabet[] = "{}[]\",:0123456789-aekyopvlu \\";
+	uint64_t seed = 0x2545f4914f6cdd1dull;
+	size_t n = strlen(ok);
+	char buf[256];
+
+	for (int iter = 0; iter < 20000; iter++) {
+		char msg[KVD_ERRMSG_SIZE];
+		size_t len = n;
+		int rv;
+		memcpy(buf, ok, n);
+		for (int m = 0; m < 1 + iter % 4; m++) {
+			seed ^= seed << 13;
+			seed ^= seed >> 7;
+			seed ^= seed << 17;
+			if (len == 0) {
+				break;
+			}
+			if ((seed >> 40) % 5 == 0 && len > 1) {
+				len = (size_t)(seed >> 20) % len; /* truncate */
+			} else {
+				buf[(seed >> 8) % len] =
+				    (seed >> 32) % 3 == 0
+					? (char)(seed >> 48)
+					: alphabet[(seed >> 24) % (sizeof(alphabet) - 1)];
+			}
+		}
+		rv = engine_txn_validate(buf, len, 8, msg);
+		ck_assert_msg(rv == 0 || rv == KVD_EINVAL || rv == KVD_ETOOBIG, "rv %d", rv);
+		ck_assert(rv == 0 || msg[0] != '\0');
+	}
+}
+END_TEST
+
 START_TEST(test_engine_key_valid_rules)
 {
 	char big[ENGINE_KEY_MAX + 1];
@@ -216,6 +454,11 @@ static Suite *command_suite(void)
 	tcase_add_test(tc, test_engine_command_parse_random_bytes);
 	tcase_add_test(tc, test_engine_key_valid_rules);
 	tcase_add_test(tc, test_engine_command_encode_errors);
+	tcase_add_test(tc, test_engine_command_conditional_roundtrip);
+	tcase_add_test(tc, test_engine_command_conditional_malformed);
+	tcase_add_test(tc, test_engine_txn_validate_messages);
+	tcase_add_test(tc, test_engine_txn_encode_compact);
+	tcase_add_test(tc, test_engine_txn_validate_random_mutations);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,14 +3,22 @@
  * apply/get/delete, the applied index stored in the same batch as the data,
  * atomicity of a batch (including a process killed mid-stream), ordering
  * checks, CLEAR by generation and the background deleter (inspected with a
- * raw LevelDB iterator), views, iterators, swap and disk-full mapping.
+ * raw LevelDB iterator), views, iterators, swap and disk-full mapping;
+ * revisions (format 2, upgrade of a hand-written format-1 directory),
+ * conditional commands and transactions decided at apply (also within one
+ * batch and after a CLEAR), per-entry results and changes, mutated commands
+ * under the sanitizers, and range listing over one view (also while applies
+ * go on).
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <leveldb/c.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,8 +542,8 @@ START_TEST(test_engine_swap_replaces_database)
 	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT live 1"), 0);
 	snprintf(newdir, sizeof(newdir), "%s/db.new", tmpdir);
 	ck_assert_int_eq(engine_builder_create(newdir, &b, NULL), 0);
-	ck_assert_int_eq(engine_builder_put(b, "bad key", 7, "v", 1, NULL), KVD_EINVAL);
-	ck_assert_int_eq(engine_builder_put(b, "fresh", 5, "from snapshot", 13, NULL), 0);
+	ck_assert_int_eq(engine_builder_put(b, "bad key", 7, "v", 1, 1, NULL), KVD_EINVAL);
+	ck_assert_int_eq(engine_builder_put(b, "fresh", 5, "from snapshot", 13, 1, NULL), 0);
 	ck_assert_int_eq(engine_builder_finish(b, 500, 9, "cfg", 3, NULL), 0);
 	ck_assert_int_eq(engine_builder_create(newdir, &b, NULL), KVD_EEXIST);
 
@@ -677,6 +685,509 @@ START_TEST(test_engine_apply_disk_full_is_enospc)
 }
 END_TEST
 
+/* Writes a format-1 directory by hand (bare values, mversion 1), as an
+ * engine of the previous release left it. */
+static void write_v1_dir(const char *dir, uint64_t index)
+{
+	leveldb_options_t *o = leveldb_options_create();
+	leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	unsigned char version[4] = {0, 0, 0, 1};
+	unsigned char gen[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+	unsigned char applied[16] = {0};
+	char key[32];
+	char *err = NULL;
+	leveldb_t *db;
+
+	leveldb_options_set_create_if_missing(o, 1);
+	db = leveldb_open(o, dir, &err);
+	ck_assert_msg(err == NULL, "raw open: %s", err);
+	for (int i = 0; i < 8; i++) {
+		applied[i] = (unsigned char)(index >> (56 - 8 * i));
+		applied[8 + i] = i == 7 ? 1 : 0;
+	}
+	leveldb_writebatch_put(b, "mversion", 8, (const char *)version, 4);
+	leveldb_writebatch_put(b, "mgen", 4, (const char *)gen, 8);
+	leveldb_writebatch_put(b, "mapplied", 8, (const char *)applied, 16);
+	memcpy(key, "d\0\0\0\0\0\0\0\1alpha", 14);
+	leveldb_writebatch_put(b, key, 14, "one", 3);
+	memcpy(key, "d\0\0\0\0\0\0\0\1beta", 13);
+	leveldb_writebatch_put(b, key, 13, "two words", 9);
+	leveldb_write(db, wo, b, &err);
+	ck_assert_msg(err == NULL, "raw write: %s", err);
+	leveldb_writebatch_destroy(b);
+	leveldb_writeoptions_destroy(wo);
+	leveldb_close(db);
+	leveldb_options_destroy(o);
+}
+
+static void assert_rev(struct engine *e, const char *key, const char *want, uint64_t want_rev)
+{
+	void *v = NULL;
+	size_t n = 0;
+	uint64_t rev = 12345;
+	int rv = engine_get_rev(e, key, strlen(key), &v, &n, &rev);
+
+	ck_assert_msg(rv == 0, "key %s: get returned %d", key, rv);
+	ck_assert_uint_eq(n, strlen(want));
+	ck_assert_mem_eq(v, want, n);
+	ck_assert_uint_eq(rev, want_rev);
+	free(v);
+}
+
+START_TEST(test_engine_revision_is_index_of_last_write)
+{
+	struct engine *e = open_engine(NULL);
+
+	ck_assert_int_eq(apply_cmd(e, 3, 1, "PUT a 1"), 0);
+	ck_assert_int_eq(apply_cmd(e, 4, 1, "PUT b 2"), 0);
+	ck_assert_int_eq(apply_cmd(e, 5, 1, "PUT a 3"), 0);
+	assert_rev(e, "a", "3", 5);
+	assert_rev(e, "b", "2", 4);
+	assert_value(e, "a", "3"); /* the old call still returns the bare value */
+	engine_close(e);
+	e = open_engine(NULL);
+	assert_rev(e, "a", "3", 5);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_open_upgrades_v1_directory)
+{
+	struct engine *e;
+	struct engine_iter *it;
+	struct engine_record rec;
+	bool end = false;
+
+	write_v1_dir(dbdir, 40);
+	e = open_engine(NULL);
+	assert_rev(e, "alpha", "one", 40);
+	assert_rev(e, "beta", "two words", 40);
+	ck_assert_int_eq(engine_iter_open(e, &it), 0);
+	ck_assert_int_eq(engine_iter_next(it, &rec, &end), 0);
+	ck_assert(!end);
+	ck_assert_uint_eq(rec.value_len, 3);
+	ck_assert_mem_eq(rec.value, "one", 3);
+	ck_assert_uint_eq(rec.revision, 40);
+	engine_iter_close(it);
+	ck_assert_int_eq(apply_cmd(e, 41, 1, "PUT alpha new"), 0);
+	engine_close(e);
+	e = open_engine(NULL); /* now format 2: opened as is */
+	assert_rev(e, "alpha", "new", 41);
+	assert_rev(e, "beta", "two words", 40);
+	engine_close(e);
+}
+END_TEST
+
+/* Applies one command text and returns its result (caller clears it). */
+static int apply_res(struct engine *e, uint64_t index, const char *text, struct engine_result *res)
+{
+	struct engine_entry entry = {index, 1, ENGINE_ENTRY_COMMAND, text, strlen(text)};
+	return engine_apply_results(e, &entry, 1, res, NULL);
+}
+
+START_TEST(test_engine_conditional_writes)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_result r;
+
+	ck_assert_int_eq(apply_res(e, 2, "PUT-ABSENT k v1", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_uint_eq(r.revision, 2);
+	ck_assert_uint_eq(r.n_changes, 1);
+	ck_assert_int_eq(r.changes[0].type, ENGINE_CHANGE_PUT);
+	ck_assert_mem_eq(r.changes[0].key, "k", 1);
+	ck_assert_mem_eq(r.changes[0].value, "v1", 2);
+	ck_assert_uint_eq(r.changes[0].revision, 2);
+	engine_results_clear(&r, 1);
+
+	ck_assert_int_eq(apply_res(e, 3, "PUT-ABSENT k v2", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_FAILED);
+	ck_assert_uint_eq(r.n_changes, 0);
+	engine_results_clear(&r, 1);
+	assert_rev(e, "k", "v1", 2);
+
+	ck_assert_int_eq(apply_res(e, 4, "PUT-IF 3 k v3", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_FAILED);
+	engine_results_clear(&r, 1);
+	ck_assert_int_eq(apply_res(e, 5, "PUT-IF 2 k v with spaces", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_uint_eq(r.revision, 5);
+	engine_results_clear(&r, 1);
+	assert_rev(e, "k", "v with spaces", 5);
+
+	ck_assert_int_eq(apply_res(e, 6, "DELETE-IF 2 k", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_FAILED);
+	engine_results_clear(&r, 1);
+	ck_assert_int_eq(apply_res(e, 7, "PUT-IF 1 absent x", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_FAILED);
+	engine_results_clear(&r, 1);
+	ck_assert_int_eq(apply_res(e, 8, "DELETE-IF 5 k", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_uint_eq(r.n_changes, 1);
+	ck_assert_int_eq(r.changes[0].type, ENGINE_CHANGE_DELETE);
+	engine_results_clear(&r, 1);
+	assert_value(e, "k", NULL);
+
+	ck_assert_int_eq(apply_res(e, 9, "PUT-IF x k v", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_MALFORMED);
+	engine_results_clear(&r, 1);
+	ck_assert_uint_eq(engine_malformed_count(e), 1);
+	engine_close(e);
+}
+END_TEST
+
+/* Conditions see the earlier entries of the same batch, and a CLEAR in it. */
+START_TEST(test_engine_conditions_see_same_batch)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry en[6] = {
+	    {1, 1, ENGINE_ENTRY_COMMAND, "PUT a 1", 7},
+	    {2, 1, ENGINE_ENTRY_COMMAND, "PUT-IF 1 a 2", 12},
+	    {3, 1, ENGINE_ENTRY_COMMAND, "PUT-ABSENT a 3", 14},
+	    {4, 1, ENGINE_ENTRY_COMMAND, "CLEAR", 5},
+	    {5, 1, ENGINE_ENTRY_COMMAND, "PUT-ABSENT a 4", 14},
+	    {6, 1, ENGINE_ENTRY_OTHER, NULL, 0},
+	};
+	struct engine_result r[6];
+
+	ck_assert_int_eq(engine_apply_results(e, en, 6, r, NULL), 0);
+	ck_assert_int_eq(r[0].outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_int_eq(r[1].outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_int_eq(r[2].outcome, ENGINE_OUTCOME_FAILED);
+	ck_assert_int_eq(r[3].outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_uint_eq(r[3].n_changes, 1);
+	ck_assert_int_eq(r[3].changes[0].type, ENGINE_CHANGE_CLEAR);
+	ck_assert_uint_eq(r[3].changes[0].revision, 4);
+	ck_assert_int_eq(r[4].outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_int_eq(r[5].outcome, ENGINE_OUTCOME_NONE);
+	ck_assert_uint_eq(r[5].n_changes, 0);
+	engine_results_clear(r, 6);
+	assert_rev(e, "a", "4", 5);
+	engine_close(e);
+}
+END_TEST
+
+START_TEST(test_engine_list_prefix_after_limit)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_list_result l;
+
+	ck_assert_int_eq(apply_cmd(e, 1, 1, "PUT user:1 a"), 0);
+	ck_assert_int_eq(apply_cmd(e, 2, 1, "PUT user:2 b"), 0);
+	ck_assert_int_eq(apply_cmd(e, 3, 1, "PUT user:3 c"), 0);
+	ck_assert_int_eq(apply_cmd(e, 4, 1, "PUT zz d"), 0);
+	ck_assert_int_eq(apply_cmd(e, 5, 1, "PUT user 0"), 0);
+	ck_assert_int_eq(apply_cmd(e, 6, 1, "PUT user:1 a2"), 0);
+
+	ck_assert_int_eq(engine_list(e, "user:", 5, NULL, 0, 2, false, &l), 0);
+	ck_assert_uint_eq(l.revision, 6);
+	ck_assert_uint_eq(l.n_items, 2);
+	ck_assert(l.more);
+	ck_assert_mem_eq(l.items[0].key, "user:1", 6);
+	ck_assert_uint_eq(l.items[0].value_len, 2);
+	ck_assert_mem_eq(l.items[0].value, "a2", 2);
+	ck_assert_uint_eq(l.items[0].revision, 6);
+	ck_assert_mem_eq(l.items[1].key, "user:2", 6);
+	ck_assert_uint_eq(l.items[1].revision, 2);
+	engine_list_result_clear(&l);
+
+	ck_assert_int_eq(engine_list(e, "user:", 5, "user:2", 6, 2, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 1);
+	ck_assert(!l.more);
+	ck_assert_mem_eq(l.items[0].key, "user:3", 6);
+	ck_assert_ptr_null(l.items[0].value);
+	engine_list_result_clear(&l);
+
+	ck_assert_int_eq(engine_list(e, NULL, 0, NULL, 0, 10, false, &l), 0);
+	ck_assert_uint_eq(l.n_items, 5);
+	ck_assert(!l.more);
+	ck_assert_mem_eq(l.items[0].key, "user", 4);
+	ck_assert_mem_eq(l.items[4].key, "zz", 2);
+	engine_list_result_clear(&l);
+
+	ck_assert_int_eq(engine_list(e, NULL, 0, "zz", 2, 10, false, &l), 0);
+	ck_assert_uint_eq(l.n_items, 0);
+	ck_assert(!l.more);
+	engine_list_result_clear(&l);
+	/* after sorting before the prefix ("user" < "user:"), and after past it */
+	ck_assert_int_eq(engine_list(e, "user:", 5, "user", 4, 10, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 3);
+	ck_assert_mem_eq(l.items[0].key, "user:1", 6);
+	engine_list_result_clear(&l);
+	ck_assert_int_eq(engine_list(e, "user:", 5, "v", 1, 10, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 0);
+	ck_assert(!l.more);
+	engine_list_result_clear(&l);
+	/* limit exactly the number of matches: no more */
+	ck_assert_int_eq(engine_list(e, "user:", 5, NULL, 0, 3, true, &l), 0);
+	ck_assert_uint_eq(l.n_items, 3);
+	ck_assert(!l.more);
+	engine_list_result_clear(&l);
+	ck_assert_int_eq(engine_list(e, "bad key", 7, NULL, 0, 10, false, &l), KVD_EINVAL);
+	ck_assert_int_eq(engine_list(e, NULL, 0, NULL, 0, 0, false, &l), KVD_EINVAL);
+	engine_close(e);
+}
+END_TEST
+
+/* Proposes a transaction body as the HTTP layer would (encoded TXN text). */
+static int apply_txn_body(struct engine *e, uint64_t index, const char *body,
+			  struct engine_result *res)
+{
+	struct engine_entry entry = {index, 1, ENGINE_ENTRY_COMMAND, NULL, 0};
+	void *buf = NULL;
+	size_t len = 0;
+	int rv = engine_command_encode_txn_alloc(body, strlen(body), 0, &buf, &len, NULL);
+
+	ck_assert_int_eq(rv, 0);
+	entry.data = buf;
+	entry.len = len;
+	rv = engine_apply_results(e, &entry, 1, res, NULL);
+	free(buf);
+	return rv;
+}
+
+START_TEST(test_engine_txn_success_and_failure)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_result r;
+
+	ck_assert_int_eq(apply_cmd(e, 7, 1, "PUT a 1"), 0);
+	ck_assert_int_eq(apply_cmd(e, 8, 1, "PUT b x"), 0);
+	ck_assert_int_eq(apply_cmd(e, 9, 1, "PUT c 3"), 0);
+	/* a at 7, d absent: success runs; the get of a sees the txn's own put */
+	ck_assert_int_eq(
+	    apply_txn_body(
+		e, 10,
+		"{\"compare\": [{\"key\": \"a\", \"revision\": 7}, {\"key\": \"d\", "
+		"\"revision\": 0}], \"success\": [{\"op\": \"put\", \"key\": \"a\", "
+		"\"value\": \"2\"}, {\"op\": \"delete\", \"key\": \"b\"}, {\"op\": \"get\", "
+		"\"key\": \"c\"}, {\"op\": \"get\", \"key\": \"b\"}, {\"op\": \"get\", "
+		"\"key\": \"a\"}], \"failure\": [{\"op\": \"get\", \"key\": \"a\"}]}",
+		&r),
+	    0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert(r.succeeded);
+	ck_assert_uint_eq(r.revision, 10);
+	ck_assert_uint_eq(r.n_ops, 5);
+	ck_assert(!r.ops[0].is_get);
+	ck_assert(!r.ops[1].is_get);
+	ck_assert(r.ops[2].is_get && r.ops[2].found);
+	ck_assert_uint_eq(r.ops[2].value_len, 1);
+	ck_assert_mem_eq(r.ops[2].value, "3", 1);
+	ck_assert_uint_eq(r.ops[2].revision, 9);
+	ck_assert(r.ops[3].is_get && !r.ops[3].found);
+	ck_assert_ptr_null(r.ops[3].value);
+	ck_assert(r.ops[4].found);
+	ck_assert_mem_eq(r.ops[4].value, "2", 1);
+	ck_assert_uint_eq(r.ops[4].revision, 10);
+	ck_assert_uint_eq(r.n_changes, 2);
+	ck_assert_int_eq(r.changes[0].type, ENGINE_CHANGE_PUT);
+	ck_assert_mem_eq(r.changes[0].key, "a", 1);
+	ck_assert_mem_eq(r.changes[0].value, "2", 1);
+	ck_assert_uint_eq(r.changes[0].revision, 10);
+	ck_assert_int_eq(r.changes[1].type, ENGINE_CHANGE_DELETE);
+	ck_assert_mem_eq(r.changes[1].key, "b", 1);
+	ck_assert_uint_eq(r.changes[1].revision, 10);
+	engine_results_clear(&r, 1);
+	assert_rev(e, "a", "2", 10);
+	assert_value(e, "b", NULL);
+
+	/* stale compare: failure runs, nothing changes */
+	ck_assert_int_eq(
+	    apply_txn_body(
+		e, 11,
+		"{\"compare\": [{\"key\": \"a\", \"revision\": 7}], \"success\": [{\"op\": "
+		"\"delete\", \"key\": \"a\"}], \"failure\": [{\"op\": \"get\", \"key\": "
+		"\"a\"}]}",
+		&r),
+	    0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert(!r.succeeded);
+	ck_assert_uint_eq(r.n_changes, 0);
+	ck_assert_uint_eq(r.n_ops, 1);
+	ck_assert_mem_eq(r.ops[0].value, "2", 1);
+	ck_assert_uint_eq(r.ops[0].revision, 10);
+	engine_results_clear(&r, 1);
+	assert_rev(e, "a", "2", 10);
+
+	/* a malformed TXN entry (not from the encoder) is skipped and counted */
+	ck_assert_int_eq(apply_res(e, 12, "TXN {\"success\": [{\"op\": \"nope\"}]}", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_MALFORMED);
+	engine_results_clear(&r, 1);
+	ck_assert_int_eq(apply_res(e, 13, "TXN {not json", &r), 0);
+	ck_assert_int_eq(r.outcome, ENGINE_OUTCOME_MALFORMED);
+	engine_results_clear(&r, 1);
+	ck_assert_uint_eq(engine_malformed_count(e), 2);
+	engine_close(e);
+	e = open_engine(NULL);
+	assert_rev(e, "a", "2", 10);
+	assert_rev(e, "c", "3", 9);
+	engine_close(e);
+}
+END_TEST
+
+/* Without a results array the same decisions are taken (followers). */
+START_TEST(test_engine_txn_without_results_same_state)
+{
+	struct engine *e = open_engine(NULL);
+	const char *t1 = "TXN {\"compare\":[{\"key\":\"k\",\"revision\":0}],\"success\":[{\"op\":"
+			 "\"put\",\"key\":\"k\",\"value\":\"first\"}]}";
+	const char *t2 =
+	    "TXN {\"compare\":[{\"key\":\"k\",\"revision\":0}],\"success\":[{\"op\":"
+	    "\"put\",\"key\":\"k\",\"value\":\"second\"}],\"failure\":[{\"op\":"
+	    "\"put\",\"key\":\"lost\",\"value\":\"yes\"},{\"op\":\"get\",\"key\":\"k\"}]}";
+	struct engine_entry en[2] = {
+	    {1, 1, ENGINE_ENTRY_COMMAND, t1, strlen(t1)},
+	    {2, 1, ENGINE_ENTRY_COMMAND, t2, strlen(t2)},
+	};
+
+	ck_assert_int_eq(engine_apply(e, en, 2, NULL), 0);
+	assert_rev(e, "k", "first", 1);
+	assert_rev(e, "lost", "yes", 2);
+	engine_close(e);
+}
+END_TEST
+
+/* Mutated TXN and conditional texts applied in batches: never an error,
+ * every entry gets an outcome, and malformed ones are counted. */
+START_TEST(test_engine_apply_mutated_commands_fuzz)
+{
+	static const char *seeds[] = {
+	    "TXN "
+	    "{\"compare\":[{\"key\":\"a\",\"revision\":0}],\"success\":[{\"op\":\"put\",\"key\":"
+	    "\"a\",\"value\":\"1\"},{\"op\":\"get\",\"key\":\"a\"}],\"failure\":[{\"op\":"
+	    "\"delete\",\"key\":\"a\"}]}",
+	    "PUT-IF 3 a v",
+	    "DELETE-IF 12 a",
+	    "PUT-ABSENT b w",
+	};
+	struct engine *e = open_engine(NULL);
+	struct engine_entry en[8];
+	struct engine_result res[8];
+	char bufs[8][256];
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	uint64_t index = 0;
+	uint64_t malformed = 0;
+
+	for (int round = 0; round < 300; round++) {
+		for (int i = 0; i < 8; i++) {
+			const char *src = seeds[(round + i) % 4];
+			size_t len = strlen(src);
+			memcpy(bufs[i], src, len);
+			for (int m = 0; m < i % 3; m++) {
+				seed ^= seed << 13;
+				seed ^= seed >> 7;
+				seed ^= seed << 17;
+				bufs[i][(seed >> 8) % len] = "{}\":,0 1a"[(seed >> 20) % 9];
+			}
+			en[i] =
+			    (struct engine_entry){++index, 1, ENGINE_ENTRY_COMMAND, bufs[i], len};
+		}
+		ck_assert_int_eq(engine_apply_results(e, en, 8, res, NULL), 0);
+		for (int i = 0; i < 8; i++) {
+			ck_assert_uint_eq(res[i].index, en[i].index);
+			ck_assert(res[i].outcome != ENGINE_OUTCOME_NONE);
+			malformed += res[i].outcome == ENGINE_OUTCOME_MALFORMED;
+		}
+		engine_results_clear(res, 8);
+	}
+	ck_assert_uint_eq(engine_malformed_count(e), malformed);
+	engine_close(e);
+}
+END_TEST
+
+struct list_writer {
+	struct engine *e;
+	atomic_bool stop;
+};
+
+/* Applies batches writing keys p:a and p:b with the same value. */
+static void *list_writer_main(void *arg)
+{
+	struct list_writer *w = arg;
+	char ta[64], tb[64];
+
+	for (uint64_t i = 1; !atomic_load(&w->stop) && i < 100000; i++) {
+		struct engine_entry en[2];
+		snprintf(ta, sizeof(ta), "PUT p:a %llu", (unsigned long long)i);
+		snprintf(tb, sizeof(tb), "PUT p:b %llu", (unsigned long long)i);
+		en[0] = (struct engine_entry){2 * i, 1, ENGINE_ENTRY_COMMAND, ta, strlen(ta)};
+		en[1] = (struct engine_entry){2 * i + 1, 1, ENGINE_ENTRY_COMMAND, tb, strlen(tb)};
+		if (engine_apply(w->e, en, 2, NULL) != 0) {
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* A listing is one consistent view while applies go on: both keys of a
+ * batch, and a store revision that covers every item's. */
+START_TEST(test_engine_list_consistent_while_applying)
+{
+	struct list_writer w = {.e = open_engine(NULL)};
+	pthread_t th;
+
+	atomic_init(&w.stop, false);
+	ck_assert_int_eq(apply_cmd(w.e, 1, 1, "PUT p:0 first"), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, list_writer_main, &w), 0);
+	for (int i = 0; i < 2000; i++) {
+		struct engine_list_result l;
+		ck_assert_int_eq(engine_list(w.e, "p:", 2, "p:0", 3, 10, false, &l), 0);
+		ck_assert(!l.more);
+		if (l.n_items > 0) {
+			ck_assert_uint_eq(l.n_items, 2);
+			ck_assert_uint_eq(l.items[0].value_len, l.items[1].value_len);
+			ck_assert_mem_eq(l.items[0].value, l.items[1].value, l.items[0].value_len);
+			ck_assert_uint_eq(l.items[1].revision, l.items[0].revision + 1);
+			ck_assert_uint_eq(l.revision, l.items[1].revision);
+		}
+		engine_list_result_clear(&l);
+	}
+	atomic_store(&w.stop, true);
+	pthread_join(th, NULL);
+	engine_close(w.e);
+}
+END_TEST
+
+/* Pages of more than the initial item array, walked with after=<last key>. */
+START_TEST(test_engine_list_pages_through_many_keys)
+{
+	struct engine *e = open_engine(NULL);
+	struct engine_entry en[300];
+	char texts[300][32];
+	char after[32] = "";
+	size_t after_len = 0, seen = 0;
+	bool more = true;
+
+	for (int i = 0; i < 300; i++) {
+		snprintf(texts[i], sizeof(texts[i]), "PUT k%03d v%d", i, i);
+		en[i] = (struct engine_entry){(uint64_t)i + 1, 1, ENGINE_ENTRY_COMMAND, texts[i],
+					      strlen(texts[i])};
+	}
+	ck_assert_int_eq(engine_apply(e, en, 300, NULL), 0);
+	while (more) {
+		struct engine_list_result l;
+		ck_assert_int_eq(engine_list(e, "k", 1, after, after_len, 130, false, &l), 0);
+		for (size_t i = 0; i < l.n_items; i++) {
+			char want[8];
+			snprintf(want, sizeof(want), "k%03zu", seen + i);
+			ck_assert_uint_eq(l.items[i].key_len, 4);
+			ck_assert_mem_eq(l.items[i].key, want, 4);
+			ck_assert_uint_eq(l.items[i].revision, seen + i + 1);
+		}
+		seen += l.n_items;
+		more = l.more;
+		ck_assert(l.n_items > 0);
+		memcpy(after, l.items[l.n_items - 1].key, l.items[l.n_items - 1].key_len);
+		after_len = l.items[l.n_items - 1].key_len;
+		engine_list_result_clear(&l);
+	}
+	ck_assert_uint_eq(seen, 300);
+	engine_close(e);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
 	Suite *s = suite_create("engine");
@@ -701,6 +1212,16 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, test_engine_swap_replaces_database);
 	tcase_add_test(tc, test_engine_open_rolls_back_interrupted_swap);
 	tcase_add_test(tc, test_engine_apply_disk_full_is_enospc);
+	tcase_add_test(tc, test_engine_revision_is_index_of_last_write);
+	tcase_add_test(tc, test_engine_open_upgrades_v1_directory);
+	tcase_add_test(tc, test_engine_conditional_writes);
+	tcase_add_test(tc, test_engine_conditions_see_same_batch);
+	tcase_add_test(tc, test_engine_list_prefix_after_limit);
+	tcase_add_test(tc, test_engine_txn_success_and_failure);
+	tcase_add_test(tc, test_engine_txn_without_results_same_state);
+	tcase_add_test(tc, test_engine_apply_mutated_commands_fuzz);
+	tcase_add_test(tc, test_engine_list_consistent_while_applying);
+	tcase_add_test(tc, test_engine_list_pages_through_many_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }

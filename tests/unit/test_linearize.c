@@ -1,7 +1,8 @@
 /*
  * test_linearize.c: unit tests for the linearizability checker
  * (tests/sim/linearize.c) on small hand-made histories, both linearizable
- * and not, in the lincheck text format.
+ * and not, in the lincheck text format, including revisions and conditional
+ * writes (If-Match, If-None-Match and their 412 refusals).
  */
 #include <check.h>
 #include <stdlib.h>
@@ -240,6 +241,78 @@ START_TEST(test_linearize_op_parse_malformed)
 }
 END_TEST
 
+START_TEST(test_linearize_revisions_and_conditional_writes)
+{
+	/* rev=N: the revision a write was given (ETag) or a get saw; if=N: the
+	 * If-Match revision; "refused": 412, the condition did not hold. */
+	const char *seq[] = {
+	    "1 put a x 0 1 ok rev=3",	     "1 get a x 2 3 ok rev=3",
+	    "1 put-if a y 4 5 refused if=2", "1 put-if a y 6 7 ok if=3 rev=8",
+	    "1 get a y 8 9 ok rev=8",	     "1 put-absent a z 10 11 refused",
+	    "1 delete-if a - 12 13 ok if=8", "1 put-absent a z 14 15 ok rev=20",
+	    "1 get a z 16 17 ok rev=20",     NULL,
+	};
+	/* Two racing If-Match writes on the same revision: one wins. */
+	const char *race_ok[] = {
+	    "1 put a x 0 1 ok rev=3",
+	    "2 put-if a y 2 10 ok if=3 rev=5",
+	    "3 put-if a z 2 10 refused if=3",
+	    "1 get a y 11 12 ok rev=5",
+	    NULL,
+	};
+	const char *race_both[] = {
+	    "1 put a x 0 1 ok rev=3",
+	    "2 put-if a y 2 10 ok if=3 rev=5",
+	    "3 put-if a z 2 10 ok if=3 rev=6",
+	    NULL,
+	};
+	/* A get whose revision is not the one the value was written with. */
+	const char *wrong_rev[] = {"1 put a x 0 1 ok rev=3", "1 get a x 2 3 ok rev=4", NULL};
+	/* A 412 for a condition that held (nothing else wrote). */
+	const char *bad_refusal[] = {"1 put a x 0 1 ok rev=3", "1 put-if a y 2 3 refused if=3",
+				     NULL};
+	/* Two PUT-ABSENT both succeeding without a delete between. */
+	const char *absent_twice[] = {"1 put-absent a x 0 1 ok rev=2",
+				      "2 put-absent a y 2 3 ok rev=4", NULL};
+	/* An unknown PUT-ABSENT that nobody read still explains a later 412. */
+	const char *unknown_absent[] = {"1 put-absent a x 0 1 unknown",
+					"2 put-absent a y 5 6 refused", NULL};
+
+	ck_assert_int_eq(check_lines(seq), 1);
+	ck_assert_int_eq(check_lines(race_ok), 1);
+	ck_assert_int_eq(check_lines(race_both), 0);
+	ck_assert_int_eq(check_lines(wrong_rev), 0);
+	ck_assert_int_eq(check_lines(bad_refusal), 0);
+	ck_assert_int_eq(check_lines(absent_twice), 0);
+	ck_assert_int_eq(check_lines(unknown_absent), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_op_parse_revisions)
+{
+	struct linearize_op op;
+	char buf[256];
+	FILE *f;
+
+	ck_assert_int_eq(linearize_op_parse("4 put-if k v 1 2 ok if=7 rev=9", &op), 0);
+	ck_assert_int_eq(op.kind, LINEARIZE_PUT_IF);
+	ck_assert_uint_eq(op.if_revision, 7);
+	ck_assert_uint_eq(op.revision, 9);
+	ck_assert_int_eq(op.outcome, LINEARIZE_OK);
+	f = fmemopen(buf, sizeof(buf), "w");
+	linearize_op_print(&op, f);
+	fclose(f);
+	ck_assert_str_eq(buf, "4 put-if k v 1 2 ok if=7 rev=9\n");
+	ck_assert_int_eq(linearize_op_parse("4 delete-if k - 1 2 refused if=3", &op), 0);
+	ck_assert_int_eq(op.outcome, LINEARIZE_REFUSED);
+	ck_assert_int_eq(linearize_op_parse("4 put k v 1 2 ok rev=x", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("4 put k v 1 2 ok if=3", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("4 put-if k v 1 2 ok", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("4 get k v 1 2 refused", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("4 put k v 1 2 ok junk", &op), KVD_EINVAL);
+}
+END_TEST
+
 static Suite *linearize_suite(void)
 {
 	Suite *s = suite_create("linearize");
@@ -260,6 +333,8 @@ static Suite *linearize_suite(void)
 	tcase_add_test(tc, test_linearize_history_check_state_budget);
 	tcase_add_test(tc, test_linearize_op_parse_valid);
 	tcase_add_test(tc, test_linearize_op_parse_malformed);
+	tcase_add_test(tc, test_linearize_revisions_and_conditional_writes);
+	tcase_add_test(tc, test_linearize_op_parse_revisions);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,10 +3,12 @@
  * read its header, restore into a fresh directory with identical contents,
  * index, term and configuration; consistency of a view while applies go on;
  * rejection of bit flips, truncation and trailing bytes with the partial
- * directory removed.
+ * directory removed; revisions carried by stream version 2, and version-1
+ * streams still restored.
  */
 #include <check.h>
 #include <fcntl.h>
+#include <lz4frame.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +101,7 @@ static void assert_same_contents(struct engine *a, struct engine *b)
 		ck_assert_mem_eq(ra.key, rb.key, ra.key_len);
 		ck_assert_uint_eq(ra.value_len, rb.value_len);
 		ck_assert_mem_eq(ra.value, rb.value, ra.value_len);
+		ck_assert_uint_eq(ra.revision, rb.revision);
 	}
 	engine_iter_close(ia);
 	engine_iter_close(ib);
@@ -444,6 +447,114 @@ START_TEST(test_engine_view_write_fd_reader_open_fd)
 }
 END_TEST
 
+static void be32(unsigned char *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8) {
+		p[i] = (unsigned char)v;
+	}
+}
+
+static void be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8) {
+		p[i] = (unsigned char)v;
+	}
+}
+
+/* Writes a version-1 stream (records without revisions), as the previous
+ * release wrote it, at index 30 with records a=1 and b=22. */
+static void write_v1_stream(const char *path)
+{
+	unsigned char raw[256];
+	unsigned char out[1024];
+	LZ4F_preferences_t prefs;
+	size_t n = 0, z;
+	FILE *f;
+
+	memcpy(raw, "KVDSNAP", 8);
+	be32(raw + 8, 1);
+	be64(raw + 12, 30);
+	be64(raw + 20, 4);
+	be32(raw + 28, 0);
+	n = 32;
+	raw[n++] = 'R';
+	be32(raw + n, 1);
+	be32(raw + n + 4, 1);
+	memcpy(raw + n + 8, "a1", 2);
+	n += 10;
+	raw[n++] = 'R';
+	be32(raw + n, 1);
+	be32(raw + n + 4, 2);
+	memcpy(raw + n + 8, "b22", 3);
+	n += 11;
+	raw[n++] = 'E';
+	be64(raw + n, 2);
+	n += 8;
+	memset(&prefs, 0, sizeof(prefs));
+	prefs.frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled;
+	prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+	z = LZ4F_compressFrame(out, sizeof(out), raw, n, &prefs);
+	ck_assert(!LZ4F_isError(z));
+	f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(out, 1, z, f), z);
+	fclose(f);
+}
+
+START_TEST(test_engine_snapshot_v1_stream_still_restores)
+{
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct engine_snapshot_meta meta = {0};
+	struct engine *r;
+	void *v = NULL;
+	size_t n = 0;
+	uint64_t rev = 0;
+	int rv;
+
+	write_v1_stream(snap_path);
+	rv = engine_snapshot_restore(snap_path, restore_dir, &meta, errmsg);
+	ck_assert_msg(rv == 0, "restore: %d %s", rv, errmsg);
+	ck_assert_uint_eq(meta.index, 30);
+	engine_snapshot_meta_clear(&meta);
+	r = open_at(restore_dir);
+	ck_assert_int_eq(engine_get_rev(r, "b", 1, &v, &n, &rev), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_mem_eq(v, "22", 2);
+	ck_assert_uint_eq(rev, 30); /* v1 records: revision = the stream's index */
+	free(v);
+	engine_close(r);
+}
+END_TEST
+
+START_TEST(test_engine_snapshot_carries_revisions)
+{
+	struct engine *e = open_at(dbdir);
+	struct engine *r;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	void *v = NULL;
+	size_t n = 0;
+	uint64_t rev = 0;
+	int rv;
+
+	apply_text(e, 5, 1, "PUT old x");
+	apply_text(e, 9, 1, "PUT new y");
+	apply_text(e, 12, 1, "PUT-IF 5 old z");
+	write_snapshot(e, NULL);
+	rv = engine_snapshot_restore(snap_path, restore_dir, NULL, errmsg);
+	ck_assert_msg(rv == 0, "restore: %d %s", rv, errmsg);
+	r = open_at(restore_dir);
+	assert_same_contents(e, r);
+	ck_assert_int_eq(engine_get_rev(r, "old", 3, &v, &n, &rev), 0);
+	ck_assert_uint_eq(rev, 12);
+	free(v);
+	ck_assert_int_eq(engine_get_rev(r, "new", 3, &v, &n, &rev), 0);
+	ck_assert_uint_eq(rev, 9);
+	free(v);
+	engine_close(r);
+	engine_close(e);
+}
+END_TEST
+
 static Suite *snapshot_suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -460,6 +571,8 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_engine_snapshot_empty_and_large_values);
 	tcase_add_test(tc, test_engine_snapshot_restore_then_swap);
 	tcase_add_test(tc, test_engine_view_write_fd_reader_open_fd);
+	tcase_add_test(tc, test_engine_snapshot_v1_stream_still_restores);
+	tcase_add_test(tc, test_engine_snapshot_carries_revisions);
 	suite_add_tcase(s, tc);
 	return s;
 }
