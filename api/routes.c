@@ -19,6 +19,7 @@
 #include "api/writer.h"
 #include "api/membership.h"
 #include "api/metrics.h"
+#include "api/precondition.h"
 #include "api/rpc.h"
 #include "api/snapshots.h"
 #include "api/transport.h"
@@ -144,62 +145,15 @@ static bool kv_key(struct http_request *req, const char *raw, size_t raw_len, ch
 	return true;
 }
 
-/* A write's precondition (API.md §10). */
-enum precondition {
-	PRECOND_NONE = 0,
-	PRECOND_MATCH = 1,  /* If-Match: "<revision>" */
-	PRECOND_ABSENT = 2, /* If-None-Match: * */
-	PRECOND_BAD = 3,    /* malformed: 400 invalid precondition */
-};
-
-/* Strips optional whitespace (spaces, tabs) around a header value. */
-static const char *header_trim(const char *v, size_t *len)
-{
-	while (*len > 0 && (v[0] == ' ' || v[0] == '\t')) {
-		v++;
-		(*len)--;
-	}
-	while (*len > 0 && (v[*len - 1] == ' ' || v[*len - 1] == '\t'))
-		(*len)--;
-	return v;
-}
-
-/*
- * Reads If-Match / If-None-Match of a PUT (allow_absent) or DELETE. Accepted:
- * If-Match: "<decimal revision>" (one strong, quoted entity tag; a u64
- * without sign) and, on PUT, If-None-Match: *. Anything else is malformed:
- * weak tags (W/"7"), unquoted numbers, lists, "*" in If-Match, other
- * If-None-Match values, both headers at once.
- */
-static enum precondition precondition_parse(const struct http_request *req, bool allow_absent,
-					    uint64_t *revision)
+/* Reads If-Match / If-None-Match of a PUT (allow_absent) or DELETE. */
+static enum kvd_precondition precondition_of(const struct http_request *req, bool allow_absent,
+					     uint64_t *revision)
 {
 	size_t mlen = 0, nlen = 0;
 	const char *m = http_request_header(req, "If-Match", &mlen);
 	const char *none = http_request_header(req, "If-None-Match", &nlen);
-	enum precondition pc = PRECOND_NONE;
-	uint64_t x = 0;
 
-	if (m != NULL && none != NULL) {
-		pc = PRECOND_BAD;
-	} else if (none != NULL) {
-		none = header_trim(none, &nlen);
-		pc = allow_absent && nlen == 1 && none[0] == '*' ? PRECOND_ABSENT : PRECOND_BAD;
-	} else if (m != NULL) {
-		m = header_trim(m, &mlen);
-		pc = PRECOND_MATCH;
-		if (mlen < 3 || mlen > 22 || m[0] != '"' || m[mlen - 1] != '"')
-			pc = PRECOND_BAD;
-		for (size_t i = 1; pc == PRECOND_MATCH && i + 1 < mlen; i++) {
-			unsigned d = (unsigned)(m[i] - '0');
-			if (m[i] < '0' || m[i] > '9' || x > (UINT64_MAX - d) / 10)
-				pc = PRECOND_BAD;
-			else
-				x = x * 10 + d;
-		}
-		*revision = x;
-	}
-	return pc;
+	return kvd_precondition_parse(m, mlen, none, nlen, allow_absent, revision);
 }
 
 static bool is_leader(struct kvd_node *n)
@@ -224,7 +178,7 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 	size_t key_len;
 	void *cmd;
 	size_t cmd_len;
-	enum precondition pc;
+	enum kvd_precondition pc;
 	uint64_t rev = 0;
 	int rv;
 
@@ -261,8 +215,8 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 			kvd_reply_text(req, 400, "value must be UTF-8 text\n");
 			return;
 		}
-		pc = precondition_parse(req, true, &rev);
-		if (pc == PRECOND_BAD) {
+		pc = precondition_of(req, true, &rev);
+		if (pc == KVD_PRECOND_BAD) {
 			kvd_reply_text(req, 400, "invalid precondition\n");
 			return;
 		}
@@ -270,18 +224,18 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 			kvd_reply_not_leader(n, req);
 			return;
 		}
-		if (pc == PRECOND_MATCH)
+		if (pc == KVD_PRECOND_MATCH)
 			rv = engine_command_encode_put_if_alloc(rev, key, key_len, value, vlen,
 								&cmd, &cmd_len);
-		else if (pc == PRECOND_ABSENT)
+		else if (pc == KVD_PRECOND_ABSENT)
 			rv = engine_command_encode_put_absent_alloc(key, key_len, value, vlen, &cmd,
 								    &cmd_len);
 		else
 			rv = engine_command_encode_put_alloc(key, key_len, value, vlen, &cmd,
 							     &cmd_len);
 	} else {
-		pc = precondition_parse(req, false, &rev);
-		if (pc == PRECOND_BAD) {
+		pc = precondition_of(req, false, &rev);
+		if (pc == KVD_PRECOND_BAD) {
 			kvd_reply_text(req, 400, "invalid precondition\n");
 			return;
 		}
@@ -289,7 +243,7 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 			kvd_reply_not_leader(n, req);
 			return;
 		}
-		if (pc == PRECOND_MATCH)
+		if (pc == KVD_PRECOND_MATCH)
 			rv = engine_command_encode_delete_if_alloc(rev, key, key_len, &cmd,
 								   &cmd_len);
 		else
