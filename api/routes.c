@@ -263,7 +263,7 @@ static bool query_u64(struct http_request *req, const char *name, uint64_t *out)
 
 #define LIST_LIMIT_DEFAULT 1000
 #define LIST_LIMIT_MAX	   10000
-#define LIST_BYTES_MAX	   (4u * 1024 * 1024) /* a page stops early past this */
+#define LIST_BYTES_MAX	   (4u * 1024 * 1024) /* a page's keys and values stop here */
 
 /* The parameters of GET /kv?prefix=P&after=K&limit=N&keys-only=true. */
 struct list_query {
@@ -332,7 +332,7 @@ void kvd_routes_serve_list(struct kvd_node *n, struct http_request *req)
 	struct list_query lq;
 	struct engine_list_result res = {0};
 	json_t *o, *items;
-	size_t bytes = 0, i;
+	size_t i;
 	int rv;
 
 	if (!list_query_parse(req, &lq))
@@ -341,8 +341,8 @@ void kvd_routes_serve_list(struct kvd_node *n, struct http_request *req)
 		kvd_reply_text(req, 503, "installing a snapshot from the leader; retry\n");
 		return;
 	}
-	rv = engine_list(n->engine, lq.prefix, lq.prefix_len, lq.after, lq.after_len, lq.limit,
-			 lq.keys_only, &res);
+	rv = engine_list_bounded(n->engine, lq.prefix, lq.prefix_len, lq.after, lq.after_len,
+				 lq.limit, LIST_BYTES_MAX, lq.keys_only, &res);
 	if (rv != 0) {
 		kvd_reply_text(req, 500, "state machine read failed\n");
 		return;
@@ -351,11 +351,7 @@ void kvd_routes_serve_list(struct kvd_node *n, struct http_request *req)
 	items = json_array();
 	for (i = 0; i < res.n_items; i++) {
 		const struct engine_list_item *it = &res.items[i];
-		json_t *x;
-		if (i > 0 && bytes + it->key_len + it->value_len > LIST_BYTES_MAX)
-			break; /* bounded answer: the client asks for the rest */
-		bytes += it->key_len + it->value_len;
-		x = json_object();
+		json_t *x = json_object();
 		json_object_set_new(x, "key", json_stringn(it->key, it->key_len));
 		if (!lq.keys_only)
 			json_object_set_new(x, "value", json_stringn(it->value, it->value_len));
@@ -364,7 +360,7 @@ void kvd_routes_serve_list(struct kvd_node *n, struct http_request *req)
 	}
 	json_object_set_new(o, "revision", kvd_json_u64(res.revision));
 	json_object_set_new(o, "items", items);
-	json_object_set_new(o, "more", json_boolean(res.more || i < res.n_items));
+	json_object_set_new(o, "more", json_boolean(res.more));
 	engine_list_result_clear(&res);
 	reply_json(req, 200, o);
 }

@@ -272,6 +272,25 @@ class SingleNode(KvdTestCase):
         got = {i["key"]: i["value"] for i in out["items"]}
         self.assertEqual(got, values)
 
+    def test_list_page_bounded_in_bytes(self):
+        """A page stops once its keys and values would pass 4 MiB (more:
+        true), whatever the limit; the next page goes on from there."""
+        big = "x" * 1000000
+        with self.node.conn() as c:
+            for i in range(6):
+                self.assertEqual(c.request("PUT", "/kv/big%d" % i, big).status, 200)
+        out = self.list("?prefix=big&limit=10")
+        self.assertEqual([i["key"] for i in out["items"]], ["big0", "big1", "big2", "big3"])
+        self.assertTrue(out["more"])
+        self.assertTrue(all(i["value"] == big for i in out["items"]))
+        out = self.list("?prefix=big&limit=10&after=big3")
+        self.assertEqual([i["key"] for i in out["items"]], ["big4", "big5"])
+        self.assertFalse(out["more"])
+        # Keys only: values do not count, every key fits one page.
+        out = self.list("?prefix=big&limit=10&keys-only=true")
+        self.assertEqual(len(out["items"]), 6)
+        self.assertFalse(out["more"])
+
     def test_pagination_while_writing(self):
         """Every key present before paging starts is returned exactly once,
         in order, while other clients write new keys and overwrite old ones."""
