@@ -162,6 +162,10 @@ static void answer_applied_writes(struct kvd_applier *a, const struct apply_job 
 		a->writes = w->next;
 		if (a->writes == NULL)
 			a->writes_tail = NULL;
+		/* A job's entries are consecutive: the result sits at the offset. */
+		if (w->index >= j->entries[0].index && w->index - j->entries[0].index < j->n &&
+		    j->results[w->index - j->entries[0].index].index == w->index)
+			r = &j->results[w->index - j->entries[0].index];
 		for (unsigned i = 0; i < j->n && r == NULL; i++)
 			if (j->results[i].index == w->index)
 				r = &j->results[i];
