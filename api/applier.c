@@ -3,7 +3,9 @@
  * LevelDB on one thread, in commit order, one WriteBatch per job carrying the
  * applied index (ARCHITECTURE.md "The request path"); when a job is done the
  * core is told (RAFT_EVENT_APPLIED) and the client writes it carried get
- * their 200.
+ * their answer from the entry's outcome (engine_apply_results()): 200 (with
+ * the new revision as ETag for a PUT, the JSON answer for a transaction) or
+ * 412 when the write's condition did not hold at apply.
  *
  * Invariants: a waiting write is answered 200 only once its entry, with the
  * term it was proposed in, is applied (committed is set when the entry is
@@ -15,9 +17,12 @@
  */
 #include "api/applier.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "api/http/http_server.h"
 #include "api/log.h"
@@ -33,6 +38,7 @@ struct pending_write {
 	raft_term term;
 	uint64_t deadline; /* loop time, ms */
 	struct http_request *req;
+	enum kvd_write_kind kind;
 	bool committed; /* its entry was handed to the applier with its term */
 };
 
@@ -48,6 +54,7 @@ struct kvd_applier {
 struct apply_job {
 	struct kvd_applier_task task; /* first */
 	struct engine_entry *entries;
+	struct engine_result *results; /* n, filled by the applier thread */
 	unsigned n;
 	char *data;
 	raft_index last_index;
@@ -73,7 +80,7 @@ static int entries_run(struct kvd_node *n, struct kvd_applier_task *t)
 	int rv;
 
 	for (unsigned attempt = 0;; attempt++) {
-		rv = engine_apply(n->engine, j->entries, j->n, j->errmsg);
+		rv = engine_apply_results(n->engine, j->entries, j->n, j->results, j->errmsg);
 		if (rv == 0 || attempt == 600)
 			break;
 		if (attempt == 0)
@@ -84,14 +91,85 @@ static int entries_run(struct kvd_node *n, struct kvd_applier_task *t)
 	return rv;
 }
 
-static void answer_applied_writes(struct kvd_applier *a)
+/* The JSON answer of a transaction (API.md §12); NULL when out of memory. */
+static char *txn_answer(const struct engine_result *r)
+{
+	json_t *o = json_object();
+	json_t *results = json_array();
+	char *s = NULL;
+
+	if (o == NULL || results == NULL)
+		goto out;
+	for (size_t i = 0; i < r->n_ops; i++) {
+		const struct engine_txn_result *op = &r->ops[i];
+		json_t *x = json_object();
+		if (x == NULL)
+			goto out;
+		if (op->is_get && op->found) {
+			json_object_set_new(x, "value", json_stringn(op->value, op->value_len));
+			json_object_set_new(x, "revision", json_integer((json_int_t)op->revision));
+		} else if (op->is_get) {
+			json_object_set_new(x, "found", json_false());
+		}
+		json_array_append_new(results, x);
+	}
+	json_object_set_new(o, "succeeded", json_boolean(r->succeeded));
+	json_object_set_new(o, "revision", json_integer((json_int_t)r->revision));
+	json_object_set(o, "results", results);
+	s = json_dumps(o, JSON_COMPACT);
+out:
+	json_decref(results);
+	json_decref(o);
+	return s;
+}
+
+/* Answers one applied write from its entry's result (NULL: not in this job,
+ * which cannot happen as writes are answered by the job that applies them;
+ * the outcome is then unknown to us). */
+static void answer_write(struct pending_write *w, const struct engine_result *r)
+{
+	char hdr[64];
+	char *body;
+
+	if (r == NULL) {
+		kvd_reply_text(w->req, 503, "write applied but its outcome is unknown\n");
+	} else if (r->outcome == ENGINE_OUTCOME_FAILED) {
+		kvd_reply_text(w->req, 412, "precondition failed\n");
+	} else if (r->outcome != ENGINE_OUTCOME_APPLIED) {
+		kvd_reply_text(w->req, 500, "write rejected by the state machine\n");
+	} else if (w->kind == KVD_WRITE_PUT) {
+		snprintf(hdr, sizeof(hdr), "ETag: \"%" PRIu64 "\"\r\n", r->revision);
+		http_response_send(w->req, 200, "text/plain; charset=utf-8", hdr, NULL, 0);
+	} else if (w->kind == KVD_WRITE_TXN) {
+		body = txn_answer(r);
+		if (body == NULL) {
+			kvd_reply_text(w->req, 500, "out of memory: transaction applied\n");
+		} else {
+			http_response_send(w->req, 200, "application/json", NULL, body,
+					   strlen(body));
+			free(body);
+		}
+	} else {
+		http_response_send(w->req, 200, "text/plain; charset=utf-8", NULL, NULL, 0);
+	}
+}
+
+static void answer_applied_writes(struct kvd_applier *a, const struct apply_job *j)
 {
 	while (a->writes != NULL && a->writes->index <= a->applied_index && a->writes->committed) {
 		struct pending_write *w = a->writes;
+		const struct engine_result *r = NULL;
 		a->writes = w->next;
 		if (a->writes == NULL)
 			a->writes_tail = NULL;
-		http_response_send(w->req, 200, "text/plain; charset=utf-8", NULL, NULL, 0);
+		/* A job's entries are consecutive: the result sits at the offset. */
+		if (w->index >= j->entries[0].index && w->index - j->entries[0].index < j->n &&
+		    j->results[w->index - j->entries[0].index].index == w->index)
+			r = &j->results[w->index - j->entries[0].index];
+		for (unsigned i = 0; i < j->n && r == NULL; i++)
+			if (j->results[i].index == w->index)
+				r = &j->results[i];
+		answer_write(w, r);
 		free(w);
 	}
 }
@@ -114,7 +192,9 @@ static void entries_done(struct kvd_node *n, struct kvd_applier_task *t, int sta
 		e.u.applied.index = j->last_index;
 		kvd_node_step(n, &e);
 	}
-	answer_applied_writes(a);
+	answer_applied_writes(a, j);
+	engine_results_clear(j->results, j->n);
+	free(j->results);
 	free(j->entries);
 	free(j->data);
 	free(j);
@@ -166,7 +246,8 @@ void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update 
 		exit(1);
 	}
 	j->entries = calloc(u->n_apply, sizeof(*j->entries));
-	if (j->entries == NULL) {
+	j->results = calloc(u->n_apply, sizeof(*j->results));
+	if (j->entries == NULL || j->results == NULL) {
 		KVD_ERROR("out of memory applying entries", NULL);
 		exit(1);
 	}
@@ -198,7 +279,7 @@ void kvd_applier_submit_task(struct kvd_applier *a, struct kvd_applier_task *t)
 }
 
 int kvd_applier_wait_write(struct kvd_applier *a, struct http_request *req, raft_index index,
-			   raft_term term, uint64_t deadline)
+			   raft_term term, uint64_t deadline, enum kvd_write_kind kind)
 {
 	struct pending_write *w = calloc(1, sizeof(*w));
 
@@ -208,6 +289,7 @@ int kvd_applier_wait_write(struct kvd_applier *a, struct http_request *req, raft
 	w->term = term;
 	w->deadline = deadline;
 	w->req = req;
+	w->kind = kind;
 	if (a->writes_tail != NULL)
 		a->writes_tail->next = w;
 	else

@@ -65,11 +65,20 @@ void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update 
 /* Queues a task (ownership passes until done_cb). */
 void kvd_applier_submit_task(struct kvd_applier *a, struct kvd_applier_task *t);
 
-/* Records a client write proposed at (index, term) that gets its 200 once
- * applied, or 503 at deadline (loop time, ms). req: borrowed until
- * answered. Returns 0 or KVD_ENOMEM (nothing recorded). */
+/* How a waiting write is answered once its entry is applied (API.md §10,
+ * §12): a condition that did not hold gives 412 for PUT and DELETE. */
+enum kvd_write_kind {
+	KVD_WRITE_PLAIN = 0, /* DELETE, /clear: 200, empty body */
+	KVD_WRITE_PUT = 1,   /* PUT: 200 with ETag: "<new revision>" */
+	KVD_WRITE_TXN = 2,   /* POST /txn: 200 with the transaction's JSON answer */
+};
+
+/* Records a client write of kind proposed at (index, term) that gets its
+ * answer once applied (from the entry's engine_result), or 503 at deadline
+ * (loop time, ms). req: borrowed until answered. Returns 0 or KVD_ENOMEM
+ * (nothing recorded). */
 int kvd_applier_wait_write(struct kvd_applier *a, struct http_request *req, raft_index index,
-			   raft_term term, uint64_t deadline);
+			   raft_term term, uint64_t deadline, enum kvd_write_kind kind);
 
 /* Answers every waiting write not yet handed over for applying with status
  * and the text why (borrowed); those handed over are applied soon and kept. */

@@ -23,12 +23,25 @@
 #include "api/node_internal.h"
 #include "api/snapshots.h"
 
-enum route { R_KV, R_CLEAR, R_HEALTH, R_CLUSTER, R_LOG, R_RAFT, R_METRICS, R_OTHER, R_COUNT };
-static const char *const ROUTES[R_COUNT] = {"kv",  "clear", "health",  "cluster",
-					    "log", "raft",  "metrics", "other"};
+enum route {
+	R_KV,
+	R_KV_LIST,
+	R_TXN,
+	R_CLEAR,
+	R_HEALTH,
+	R_CLUSTER,
+	R_LOG,
+	R_RAFT,
+	R_METRICS,
+	R_OTHER,
+	R_COUNT
+};
+static const char *const ROUTES[R_COUNT] = {"kv",      "kv_list", "txn",  "clear",   "health",
+					    "cluster", "log",	  "raft", "metrics", "other"};
 enum method { M_GET, M_PUT, M_DELETE, M_POST, M_OTHER, M_COUNT };
 static const char *const METHODS[M_COUNT] = {"GET", "PUT", "DELETE", "POST", "OTHER"};
-static const int STATUSES[] = {200, 307, 400, 401, 404, 405, 408, 409, 413, 431, 500, 503, 507, 0};
+static const int STATUSES[] = {200, 307, 400, 401, 404, 405, 408, 409,
+			       412, 413, 431, 500, 503, 507, 0};
 #define S_COUNT (sizeof(STATUSES) / sizeof(STATUSES[0]))
 
 /* Latency bucket bounds, ms; the last bucket is +Inf. */
@@ -51,8 +64,10 @@ static enum route classify(const char *path, size_t len)
 		const char *prefix;
 		enum route r;
 	} table[] = {
-	    {"/kv", R_KV},   {"/clear", R_CLEAR}, {"/health", R_HEALTH},  {"/cluster/", R_CLUSTER},
-	    {"/log", R_LOG}, {"/raft/", R_RAFT},  {"/metrics", R_METRICS}};
+	    {"/kv", R_KV},   {"/clear", R_CLEAR}, {"/health", R_HEALTH},   {"/cluster/", R_CLUSTER},
+	    {"/log", R_LOG}, {"/raft/", R_RAFT},  {"/metrics", R_METRICS}, {"/txn", R_TXN}};
+	if (len == 3 && memcmp(path, "/kv", 3) == 0)
+		return R_KV_LIST; /* GET /kv?prefix=..: range listing */
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
 		size_t plen = strlen(table[i].prefix);
 		if (len >= plen && memcmp(path, table[i].prefix, plen) == 0)

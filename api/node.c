@@ -56,6 +56,7 @@ struct kvd_pending_read {
 	uint64_t token;
 	uint64_t deadline; /* loop time, ms */
 	struct http_request *req;
+	bool list; /* a range listing (GET /kv?..): no key */
 	size_t key_len;
 	char key[]; /* decoded key */
 };
@@ -65,6 +66,7 @@ struct kvd_batch_item {
 	struct http_request *req;
 	void *command; /* malloc'ed command text */
 	size_t len;
+	int kind; /* enum kvd_write_kind */
 };
 
 /* ---- node state ---------------------------------------------------------- */
@@ -270,13 +272,21 @@ static void tick_cb(uv_timer_t *t);
 /* Pending linearizable reads: the core that would confirm them is gone;
  * a sole voter serves them from its state, which holds every acknowledged
  * write; otherwise they get 503. */
+static void serve_read(struct kvd_node *n, struct kvd_pending_read *r)
+{
+	if (r->list)
+		kvd_routes_serve_list(n, r->req);
+	else
+		kvd_node_serve_get(n, r->req, r->key, r->key_len);
+}
+
 static void fail_pending_reads(struct kvd_node *n)
 {
 	while (n->reads != NULL) {
 		struct kvd_pending_read *r = n->reads;
 		n->reads = r->next;
 		if (kvd_node_sole_voter(n))
-			kvd_node_serve_get(n, r->req, r->key, r->key_len);
+			serve_read(n, r);
 		else
 			kvd_reply_text(r->req, 503,
 				       "read not confirmed: node restarting its raft core\n");
@@ -307,7 +317,7 @@ static void serve_reads(struct kvd_node *n, const struct raft_update *u)
 		struct kvd_pending_read *r = *pp;
 		*pp = r->next;
 		if (ok)
-			kvd_node_serve_get(n, r->req, r->key, r->key_len);
+			serve_read(n, r);
 		else
 			kvd_reply_not_leader(n, r->req);
 		free(r);
@@ -463,7 +473,8 @@ static void tick_cb(uv_timer_t *t)
 
 /* ---- proposals and reads ----------------------------------------------- */
 
-void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *command, size_t len)
+void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *command, size_t len,
+		      int kind)
 {
 	if (n->batch_n == n->batch_cap) {
 		unsigned cap = n->batch_cap ? n->batch_cap * 2 : 64;
@@ -476,7 +487,7 @@ void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *comman
 		n->batch = b;
 		n->batch_cap = cap;
 	}
-	n->batch[n->batch_n++] = (struct kvd_batch_item){req, command, len};
+	n->batch[n->batch_n++] = (struct kvd_batch_item){req, command, len, kind};
 }
 
 static void batch_check_cb(uv_check_t *c)
@@ -529,7 +540,8 @@ static void batch_check_cb(uv_check_t *c)
 			continue;
 		}
 		if (kvd_applier_wait_write(n->applier, req, u.proposed_index + i, u.proposed_term,
-					   e.now + KVD_WRITE_TIMEOUT_MS) != 0)
+					   e.now + KVD_WRITE_TIMEOUT_MS,
+					   (enum kvd_write_kind)n->batch[i].kind) != 0)
 			kvd_reply_text(req, 503, "out of memory: write outcome unknown\n");
 	}
 	free(es);
@@ -548,8 +560,10 @@ void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key
 	}
 	r->token = kvd_node_token(n);
 	r->req = req;
+	r->list = key == NULL;
 	r->key_len = len;
-	memcpy(r->key, key, len);
+	if (len > 0)
+		memcpy(r->key, key, len);
 	r->deadline = kvd_node_now(n) + KVD_WRITE_TIMEOUT_MS;
 	r->next = n->reads;
 	n->reads = r;
@@ -571,19 +585,22 @@ void kvd_node_serve_get(struct kvd_node *n, struct http_request *req, const char
 {
 	void *value;
 	size_t vlen;
+	uint64_t rev = 0;
+	char etag[64];
 	int rv;
 
 	if (kvd_snapshot_installing(n)) {
 		kvd_reply_text(req, 503, "installing a snapshot from the leader; retry\n");
 		return;
 	}
-	rv = engine_get(n->engine, key, len, &value, &vlen);
+	rv = engine_get_rev(n->engine, key, len, &value, &vlen, &rev);
 	if (rv == KVD_ENOTFOUND) {
 		kvd_reply_text(req, 404, "key not found\n");
 	} else if (rv != 0) {
 		kvd_reply_text(req, 500, "state machine read failed\n");
 	} else {
-		http_response_send(req, 200, "text/plain; charset=utf-8", NULL, value, vlen);
+		snprintf(etag, sizeof(etag), "ETag: \"%" PRIu64 "\"\r\n", rev);
+		http_response_send(req, 200, "text/plain; charset=utf-8", etag, value, vlen);
 		free(value);
 	}
 }

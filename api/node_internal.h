@@ -157,11 +157,17 @@ void kvd_reply_text(struct http_request *req, int status, const char *body);
 /* Answers "not leader": 307 to the known leader, else 503 no leader. */
 void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req);
 
-/* Queues a write command (malloc'ed, ownership passes) for the next batch. */
-void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *command, size_t len);
+/* Queues a write command (malloc'ed, ownership passes) for the next batch;
+ * kind (enum kvd_write_kind, applier.h) says how it is answered. */
+void kvd_node_propose(struct kvd_node *n, struct http_request *req, void *command, size_t len,
+		      int kind);
 
-/* Starts a linearizable read of key for req. */
+/* Starts a linearizable read of key for req; key NULL (len 0): a range
+ * listing, served by kvd_routes_serve_list() once confirmed. */
 void kvd_node_read(struct kvd_node *n, struct http_request *req, const char *key, size_t len);
+
+/* Serves GET /kv?prefix.. (API.md §11) from the local state machine. */
+void kvd_routes_serve_list(struct kvd_node *n, struct http_request *req);
 
 /* A lone node joins another cluster (cluster_id.c): once the parts are
  * idle, the core is dropped, the node's state discarded and a core started

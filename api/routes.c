@@ -19,6 +19,7 @@
 #include "api/writer.h"
 #include "api/membership.h"
 #include "api/metrics.h"
+#include "api/precondition.h"
 #include "api/rpc.h"
 #include "api/snapshots.h"
 #include "api/transport.h"
@@ -94,6 +95,8 @@ bool kvd_routes_ordered(const struct http_request *req, void *user)
 	return m != HTTP_GET && m != HTTP_HEAD && m != HTTP_OPTIONS;
 }
 
+static bool path_is(const char *path, size_t len, const char *what);
+
 size_t kvd_routes_body_limit(const struct http_request *req, void *user)
 {
 	struct kvd_node *n = user;
@@ -110,6 +113,8 @@ size_t kvd_routes_body_limit(const struct http_request *req, void *user)
 	}
 	if (len >= 4 && strncmp(path, "/kv/", 4) == 0)
 		return n->cfg.max_value_bytes;
+	if (path_is(path, len, "/txn"))
+		return ENGINE_TXN_BODY_MAX;
 	return 1024 * 1024;
 }
 
@@ -140,6 +145,17 @@ static bool kv_key(struct http_request *req, const char *raw, size_t raw_len, ch
 	return true;
 }
 
+/* Reads If-Match / If-None-Match of a PUT (allow_absent) or DELETE. */
+static enum kvd_precondition precondition_of(const struct http_request *req, bool allow_absent,
+					     uint64_t *revision)
+{
+	size_t mlen = 0, nlen = 0;
+	const char *m = http_request_header(req, "If-Match", &mlen);
+	const char *none = http_request_header(req, "If-None-Match", &nlen);
+
+	return kvd_precondition_parse(m, mlen, none, nlen, allow_absent, revision);
+}
+
 static bool is_leader(struct kvd_node *n)
 {
 	return raft_role(n->raft) == RAFT_LEADER;
@@ -162,6 +178,8 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 	size_t key_len;
 	void *cmd;
 	size_t cmd_len;
+	enum kvd_precondition pc;
+	uint64_t rev = 0;
 	int rv;
 
 	if (method != HTTP_GET && method != HTTP_PUT && method != HTTP_DELETE) {
@@ -197,23 +215,205 @@ static void route_kv(struct kvd_node *n, struct http_request *req, int method, c
 			kvd_reply_text(req, 400, "value must be UTF-8 text\n");
 			return;
 		}
+		pc = precondition_of(req, true, &rev);
+		if (pc == KVD_PRECOND_BAD) {
+			kvd_reply_text(req, 400, "invalid precondition\n");
+			return;
+		}
 		if (!is_leader(n)) {
 			kvd_reply_not_leader(n, req);
 			return;
 		}
-		rv = engine_command_encode_put_alloc(key, key_len, value, vlen, &cmd, &cmd_len);
+		if (pc == KVD_PRECOND_MATCH)
+			rv = engine_command_encode_put_if_alloc(rev, key, key_len, value, vlen,
+								&cmd, &cmd_len);
+		else if (pc == KVD_PRECOND_ABSENT)
+			rv = engine_command_encode_put_absent_alloc(key, key_len, value, vlen, &cmd,
+								    &cmd_len);
+		else
+			rv = engine_command_encode_put_alloc(key, key_len, value, vlen, &cmd,
+							     &cmd_len);
 	} else {
+		pc = precondition_of(req, false, &rev);
+		if (pc == KVD_PRECOND_BAD) {
+			kvd_reply_text(req, 400, "invalid precondition\n");
+			return;
+		}
 		if (!is_leader(n)) {
 			kvd_reply_not_leader(n, req);
 			return;
 		}
-		rv = engine_command_encode_delete_alloc(key, key_len, &cmd, &cmd_len);
+		if (pc == KVD_PRECOND_MATCH)
+			rv = engine_command_encode_delete_if_alloc(rev, key, key_len, &cmd,
+								   &cmd_len);
+		else
+			rv = engine_command_encode_delete_alloc(key, key_len, &cmd, &cmd_len);
 	}
 	if (rv != 0) {
 		kvd_reply_text(req, 503, "out of memory\n");
 		return;
 	}
-	kvd_node_propose(n, req, cmd, cmd_len);
+	kvd_node_propose(n, req, cmd, cmd_len,
+			 method == HTTP_PUT ? KVD_WRITE_PUT : KVD_WRITE_PLAIN);
+}
+
+static bool query_u64(struct http_request *req, const char *name, uint64_t *out);
+
+/* ---- range listing (API.md §11) ------------------------------------------ */
+
+#define LIST_LIMIT_DEFAULT 1000
+#define LIST_LIMIT_MAX	   10000
+#define LIST_BYTES_MAX	   (4u * 1024 * 1024) /* a page's keys and values stop here */
+
+/* The parameters of GET /kv?prefix=P&after=K&limit=N&keys-only=true. */
+struct list_query {
+	char prefix[ENGINE_KEY_MAX];
+	size_t prefix_len;
+	char after[ENGINE_KEY_MAX];
+	size_t after_len;
+	size_t limit;
+	bool keys_only;
+};
+
+/* Decodes an optional key-like parameter (prefix, after): absent or empty is
+ * none; otherwise 1..ENGINE_KEY_MAX key characters after percent-decoding. */
+static bool list_bound(const char *q, size_t qlen, const char *name, char *out, size_t *out_len)
+{
+	const char *v;
+	size_t vlen;
+	char buf[3 * ENGINE_KEY_MAX];
+	long len;
+	bool ok = true;
+
+	*out_len = 0;
+	if (kvd_query_get(q, qlen, name, &v, &vlen) && vlen > 0) {
+		ok = vlen <= sizeof(buf);
+		len = ok ? kvd_percent_decode(v, vlen, buf) : -1;
+		ok = len > 0 && engine_key_valid(buf, (size_t)len);
+		if (ok) {
+			memcpy(out, buf, (size_t)len);
+			*out_len = (size_t)len;
+		}
+	}
+	return ok;
+}
+
+/* Parses the listing's query; on a bad parameter answers 400 itself and
+ * returns false. */
+static bool list_query_parse(struct http_request *req, struct list_query *lq)
+{
+	size_t qlen, vlen;
+	const char *q = http_request_query(req, &qlen);
+	const char *v;
+	uint64_t limit = LIST_LIMIT_DEFAULT;
+	const char *bad = NULL;
+
+	if (!list_bound(q, qlen, "prefix", lq->prefix, &lq->prefix_len))
+		bad = "invalid prefix\n";
+	else if (!list_bound(q, qlen, "after", lq->after, &lq->after_len))
+		bad = "invalid after\n";
+	else if (!query_u64(req, "limit", &limit) || limit == 0 || limit > LIST_LIMIT_MAX)
+		bad = "invalid limit\n";
+	lq->limit = (size_t)limit;
+	lq->keys_only = false;
+	if (bad == NULL && kvd_query_get(q, qlen, "keys-only", &v, &vlen)) {
+		if (vlen == 4 && memcmp(v, "true", 4) == 0)
+			lq->keys_only = true;
+		else if (!(vlen == 5 && memcmp(v, "false", 5) == 0))
+			bad = "invalid keys-only\n";
+	}
+	if (bad != NULL)
+		kvd_reply_text(req, 400, bad);
+	return bad == NULL;
+}
+
+void kvd_routes_serve_list(struct kvd_node *n, struct http_request *req)
+{
+	struct list_query lq;
+	struct engine_list_result res = {0};
+	json_t *o, *items;
+	size_t i;
+	int rv;
+
+	if (!list_query_parse(req, &lq))
+		return;
+	if (kvd_snapshot_installing(n)) {
+		kvd_reply_text(req, 503, "installing a snapshot from the leader; retry\n");
+		return;
+	}
+	rv = engine_list_bounded(n->engine, lq.prefix, lq.prefix_len, lq.after, lq.after_len,
+				 lq.limit, LIST_BYTES_MAX, lq.keys_only, &res);
+	if (rv != 0) {
+		kvd_reply_text(req, 500, "state machine read failed\n");
+		return;
+	}
+	o = json_object();
+	items = json_array();
+	for (i = 0; i < res.n_items; i++) {
+		const struct engine_list_item *it = &res.items[i];
+		json_t *x = json_object();
+		json_object_set_new(x, "key", json_stringn(it->key, it->key_len));
+		if (!lq.keys_only)
+			json_object_set_new(x, "value", json_stringn(it->value, it->value_len));
+		json_object_set_new(x, "revision", kvd_json_u64(it->revision));
+		json_array_append_new(items, x);
+	}
+	json_object_set_new(o, "revision", kvd_json_u64(res.revision));
+	json_object_set_new(o, "items", items);
+	json_object_set_new(o, "more", json_boolean(res.more));
+	engine_list_result_clear(&res);
+	reply_json(req, 200, o);
+}
+
+/* GET /kv?..: validated here (400 from any node), then served like a GET of
+ * one key: stale from this node, else through the leader's read index. */
+static void route_list(struct kvd_node *n, struct http_request *req)
+{
+	struct list_query lq;
+
+	if (!list_query_parse(req, &lq))
+		return;
+	if (stale_read(req) || (kvd_node_disk_full(n) && kvd_node_sole_voter(n)))
+		kvd_routes_serve_list(n, req);
+	else if (!is_leader(n))
+		kvd_reply_not_leader(n, req);
+	else
+		kvd_node_read(n, req, NULL, 0);
+}
+
+/* POST /txn (API.md §12): validated and re-encoded compactly, proposed as
+ * one TXN entry; the applier answers with the branch's results. */
+static void route_txn(struct kvd_node *n, struct http_request *req, int method)
+{
+	char msg[KVD_ERRMSG_SIZE];
+	char body[KVD_ERRMSG_SIZE + 2];
+	size_t blen, cmd_len;
+	const char *b;
+	void *cmd = NULL;
+	int rv;
+
+	if (method != HTTP_POST) {
+		method_not_allowed(req, "POST");
+		return;
+	}
+	b = http_request_body(req, &blen);
+	msg[0] = '\0';
+	rv = engine_command_encode_txn_alloc(b, blen, n->cfg.max_value_bytes, &cmd, &cmd_len, msg);
+	/* Too many operations or comparisons is a size limit (413), like a
+	 * body over 4 MiB; the engine reports it as invalid with this text. */
+	if (rv == KVD_EINVAL && strncmp(msg, "too many ", 9) == 0)
+		rv = KVD_ETOOBIG;
+	if (rv == KVD_EINVAL || rv == KVD_ETOOBIG) {
+		snprintf(body, sizeof(body), "%s\n", msg[0] != '\0' ? msg : "invalid transaction");
+		kvd_reply_text(req, rv == KVD_EINVAL ? 400 : 413, body);
+	} else if (rv != 0) {
+		kvd_reply_text(req, 503, "out of memory\n");
+	} else if (!is_leader(n)) {
+		free(cmd);
+		kvd_reply_not_leader(n, req);
+	} else {
+		kvd_node_propose(n, req, cmd, cmd_len, KVD_WRITE_TXN);
+	}
 }
 
 static void route_clear(struct kvd_node *n, struct http_request *req, int method)
@@ -233,7 +433,7 @@ static void route_clear(struct kvd_node *n, struct http_request *req, int method
 		kvd_reply_text(req, 503, "out of memory\n");
 		return;
 	}
-	kvd_node_propose(n, req, cmd, cmd_len);
+	kvd_node_propose(n, req, cmd, cmd_len, KVD_WRITE_PLAIN);
 }
 
 static json_t *id_or_null(const char *id)
@@ -512,10 +712,14 @@ void kvd_routes_handle(struct http_request *req, void *user)
 	} else if (path_is(path, len, "/kv")) {
 		if (method != HTTP_GET && method != HTTP_PUT && method != HTTP_DELETE)
 			method_not_allowed(req, "GET, PUT, DELETE");
+		else if (method == HTTP_GET)
+			route_list(n, req);
 		else
 			kvd_reply_text(req, 400, "key cannot be empty\n");
 	} else if (path_is(path, len, "/clear")) {
 		route_clear(n, req, method);
+	} else if (path_is(path, len, "/txn")) {
+		route_txn(n, req, method);
 	} else if (path_is(path, len, "/health")) {
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");

@@ -250,6 +250,14 @@ struct engine_list_result {
 int engine_list(struct engine *engine, const char *prefix, size_t prefix_len, const char *after,
 		size_t after_len, size_t limit, bool keys_only, struct engine_list_result *out);
 
+/* Same as engine_list(), and the page also stops (more = true) before the
+ * item that would take its keys' and values' bytes past max_bytes (0: no
+ * bound; the first item is always taken), so that a page's memory is
+ * bounded whatever the limit and the value sizes. */
+int engine_list_bounded(struct engine *engine, const char *prefix, size_t prefix_len,
+			const char *after, size_t after_len, size_t limit, size_t max_bytes,
+			bool keys_only, struct engine_list_result *out);
+
 /* Frees a list result and zeroes it. */
 void engine_list_result_clear(struct engine_list_result *out);
 

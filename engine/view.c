@@ -474,6 +474,15 @@ static int list_add(struct engine_list_result *out, size_t limit, const struct e
 int engine_list(struct engine *engine, const char *prefix, size_t prefix_len, const char *after,
 		size_t after_len, size_t limit, bool keys_only, struct engine_list_result *out)
 {
+	return engine_list_bounded(engine, prefix, prefix_len, after, after_len, limit, 0,
+				   keys_only, out);
+}
+
+int engine_list_bounded(struct engine *engine, const char *prefix, size_t prefix_len,
+			const char *after, size_t after_len, size_t limit, size_t max_bytes,
+			bool keys_only, struct engine_list_result *out)
+{
+	size_t bytes = 0;
 	char seek[ENGINE_DATA_HDR + ENGINE_KEY_MAX];
 	struct engine_list_result res = {0};
 	struct engine_iter *it = NULL;
@@ -517,10 +526,13 @@ int engine_list(struct engine *engine, const char *prefix, size_t prefix_len, co
 		    (rec.key_len < prefix_len || memcmp(rec.key, prefix, prefix_len) != 0)) {
 			break; /* past the prefix range */
 		}
-		if (res.n_items == limit) {
+		if (res.n_items == limit ||
+		    (max_bytes > 0 && res.n_items > 0 &&
+		     bytes + rec.key_len + (keys_only ? 0 : rec.value_len) > max_bytes)) {
 			res.more = true;
 			break;
 		}
+		bytes += rec.key_len + (keys_only ? 0 : rec.value_len);
 		rv = list_add(&res, limit, &rec, keys_only);
 	}
 	engine_iter_close(it);
