@@ -39,22 +39,6 @@ static int fail(char *errmsg, const char *fmt, ...)
 	return KVD_EINVAL;
 }
 
-/* Parses a whole decimal number in [min, max]. */
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return KVD_EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return KVD_EINVAL;
-	*out = v;
-	return 0;
-}
-
 int kvd_config_split_id(const char *id, char *host, size_t host_size, uint16_t *port)
 {
 	return kvd_id_split(id, host, host_size, port);
@@ -205,29 +189,29 @@ static int parse_numbers(const struct flag_values *f, struct kvd_config *c, char
 				    f->election);
 		memcpy(a, f->election, alen);
 		a[alen] = '\0';
-		if (parse_u64(a, 1, 600000, &c->election_timeout_min) != 0 ||
-		    parse_u64(dash + 1, 1, 600000, &c->election_timeout_max) != 0 ||
+		if (kvd_parse_u64(a, 1, 600000, &c->election_timeout_min) != 0 ||
+		    kvd_parse_u64(dash + 1, 1, 600000, &c->election_timeout_max) != 0 ||
 		    c->election_timeout_min > c->election_timeout_max)
 			return fail(errmsg,
 				    "--election-timeout-ms: '%s' is not A-B with 0 < A <= B",
 				    f->election);
 	}
-	if (f->heartbeat != NULL && parse_u64(f->heartbeat, 1, 600000, &c->heartbeat_ms) != 0)
+	if (f->heartbeat != NULL && kvd_parse_u64(f->heartbeat, 1, 600000, &c->heartbeat_ms) != 0)
 		return fail(errmsg, "--heartbeat-ms: '%s' is not a positive number", f->heartbeat);
 	if (c->heartbeat_ms >= c->election_timeout_min)
 		return fail(errmsg, "--heartbeat-ms %llu must be below the election timeout %llu",
 			    (unsigned long long)c->heartbeat_ms,
 			    (unsigned long long)c->election_timeout_min);
 	if (f->max_value != NULL &&
-	    parse_u64(f->max_value, 1, MAX_VALUE_LIMIT, &c->max_value_bytes) != 0)
+	    kvd_parse_u64(f->max_value, 1, MAX_VALUE_LIMIT, &c->max_value_bytes) != 0)
 		return fail(errmsg, "--max-value-bytes: '%s' is not a number in 1..%u",
 			    f->max_value, MAX_VALUE_LIMIT);
 	if (f->snapshot_threshold != NULL &&
-	    parse_u64(f->snapshot_threshold, 1, UINT32_MAX, &c->snapshot_threshold) != 0)
+	    kvd_parse_u64(f->snapshot_threshold, 1, UINT32_MAX, &c->snapshot_threshold) != 0)
 		return fail(errmsg, "--snapshot-threshold: '%s' is not a positive number",
 			    f->snapshot_threshold);
 	if (f->max_connections != NULL &&
-	    parse_u64(f->max_connections, 1, 1000000, &c->max_connections) != 0)
+	    kvd_parse_u64(f->max_connections, 1, 1000000, &c->max_connections) != 0)
 		return fail(errmsg, "--max-connections: '%s' is not a number in 1..1000000",
 			    f->max_connections);
 	if (f->log_level != NULL) {
@@ -287,7 +271,7 @@ int kvd_config_parse(int argc, char **argv, struct kvd_config *out, char *errmsg
 
 	c->port = DEFAULT_PORT;
 	if (f.port != NULL) {
-		if (parse_u64(f.port, 1, 65535, &p) != 0) {
+		if (kvd_parse_u64(f.port, 1, 65535, &p) != 0) {
 			rv = fail(errmsg, "--port: '%s' is not a port number (1-65535)", f.port);
 			goto out;
 		}

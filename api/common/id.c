@@ -16,8 +16,7 @@
 
 #include "kvd/errors.h"
 
-/* Parses a whole decimal number in [min, max]. */
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+int kvd_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -83,7 +82,7 @@ int kvd_id_split(const char *id, char *host, size_t host_size, uint16_t *port)
 	}
 	if (memchr(h, ' ', hlen) != NULL || memchr(h, ',', hlen) != NULL)
 		return KVD_EINVAL;
-	if (parse_u64(colon + 1, 1, 65535, &p) != 0)
+	if (kvd_parse_u64(colon + 1, 1, 65535, &p) != 0)
 		return KVD_EINVAL;
 	if (host != NULL) {
 		if (hlen == 0) {

@@ -29,4 +29,9 @@ bool kvd_id_valid(const char *id, size_t len);
  */
 int kvd_id_split(const char *id, char *host, size_t host_size, uint16_t *port);
 
+/* Parses s (borrowed), a whole decimal number (digits only, no sign or
+ * space) in [min, max], as ports and flag values are read. Returns 0 with
+ * *out, or KVD_EINVAL. */
+int kvd_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
 #endif
