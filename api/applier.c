@@ -46,7 +46,6 @@ struct kvd_applier {
 	struct kvd_workq q;			    /* first: the thread and its jobs */
 	struct kvd_node *node;			    /* borrowed */
 	raft_index applied_index;		    /* as last reported by the thread */
-	raft_index apply_submitted;		    /* last index handed to the thread */
 	struct pending_write *writes, *writes_tail; /* by index */
 };
 
@@ -269,7 +268,6 @@ void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update 
 	j->last_index = u->apply[u->n_apply - 1].index;
 	j->task.run_cb = entries_run;
 	j->task.done_cb = entries_done;
-	a->apply_submitted = j->last_index;
 	kvd_workq_submit(&a->q, &j->task.base);
 }
 
@@ -343,7 +341,6 @@ raft_index kvd_applier_applied(const struct kvd_applier *a)
 void kvd_applier_reset(struct kvd_applier *a, raft_index index)
 {
 	a->applied_index = index;
-	a->apply_submitted = index;
 }
 
 int kvd_applier_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_applier **out)
