@@ -93,6 +93,15 @@ count_unittest() {
 	passed=$((passed + ran - ifail - iskip))
 	failed=$((failed + ifail))
 	skipped=$((skipped + iskip))
+	[ "$ifail" = 0 ] || show_failures "$log"
+}
+
+# Prints each failed test's name and the end of its traceback, so that a CI
+# log that keeps only part of the output still says what failed and why.
+show_failures() {
+	awk '/^(FAIL|ERROR): /{name=$0; n=0; grab=1; print; next}
+		grab && /^(=+|Ran [0-9]+ test)/{grab=0}
+		grab && n < 40 {print "   " $0; n++}' "$1"
 }
 
 echo "== integration tests (real kvd processes, Release)"
