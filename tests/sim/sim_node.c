@@ -436,6 +436,7 @@ static void batch_write(struct sim *s, struct sim_node *n)
 			r->failed = true; /* not run after a failure */
 		}
 	}
+	sim_late_written(s, n, n->batch);
 	raft_time t = s->now > n->stall_until ? s->now : n->stall_until;
 	raft_time sync_at = t + sim_rand_range(s, 1, 4);
 	sim_ev_push(s, sync_at, SIM_EV_DISK, n->num, n->inc, NULL, 0);
@@ -449,8 +450,8 @@ static void batch_write(struct sim *s, struct sim_node *n)
 /* What a completed append job reports: only what no later job truncates
  * (api/write_rules.c), or with the completion-match plant the last entry of the
  * job whenever the core's log holds that (index, term). */
-static bool batch_persisted(struct sim *s, struct sim_node *n, const struct sim_req *r,
-			    struct raft_event *e)
+bool sim_node_persisted_event(struct sim *s, struct sim_node *n, const struct sim_req *r,
+			      struct raft_event *e)
 {
 	struct raft_entry *ents = NULL;
 	bool report;
@@ -516,7 +517,9 @@ static void batch_end(struct sim *s, struct sim_node *n)
 		 * the same batch). */
 		held_release(s, n);
 		evs[n_evs].now = s->now;
-		if (batch_persisted(s, n, r, &evs[n_evs]))
+		if (sim_late_on(s) && r->kind == SIM_REQ_LOG)
+			sim_late_push(s, n, r); /* sim_complete.c */
+		else if (sim_node_persisted_event(s, n, r, &evs[n_evs]))
 			n_evs++;
 	}
 	while (batch != NULL) {
@@ -547,6 +550,10 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 	int rv = 0;
 	bool post;
 
+	/* Completions come in job order: the late ones first (sim_complete.c). */
+	sim_late_flush(s, n);
+	if (s->failed || !n->up)
+		return;
 	n->q_head = r->next;
 	if (n->q_head == NULL)
 		n->q_tail = NULL;
@@ -894,6 +901,7 @@ void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
 	if (n->store != NULL)
 		sim_nd_close(s, n, power_loss);
 	kvd_writer_track_clear(&n->track);
+	sim_late_clear(n);
 	while (n->held_head != NULL) {
 		struct sim_msg *m = n->held_head;
 		n->held_head = m->next;
