@@ -211,6 +211,10 @@ struct sim_plants {
 	bool strict_recovery;  /* recovery refuses a bad record inside the last batch */
 	bool completion_match; /* completions matched on (index, term) only */
 	bool fsync_ignored;    /* a failed fsync is taken for a success */
+	/* sim_snapfiles.c: a failed chunk write not reported, the file placed
+	 * before it is checked, recovery unchecked and deleting older files */
+	bool chunk_fail_ignored;
+	bool install_unordered; /* no fsync of the snapshot directory after the rename */
 };
 
 struct sim_params {
@@ -424,6 +428,32 @@ void sim_late_written(struct sim *s, struct sim_node *n, const struct sim_req *b
 /* sim_node.c: the PERSISTED event job r reports now, if any. */
 bool sim_node_persisted_event(struct sim *s, struct sim_node *n, const struct sim_req *r,
 			      struct raft_event *e);
+
+/* sim_snapfiles.c: the node's snapshot files on its disk, by the daemon's
+ * file steps (api/snapshot_files.c); the install's crash points. */
+enum sim_sf_step {
+	SIM_SF_NONE = 0,
+	SIM_SF_AFTER_CHUNK,    /* the last chunk written (and fsynced) */
+	SIM_SF_AFTER_CHECK,    /* the incoming file checked */
+	SIM_SF_IN_RENAME,      /* power fails at the rename */
+	SIM_SF_BEFORE_DIRSYNC, /* renamed; power fails at the directory fsync */
+	SIM_SF_AFTER_PLACE,    /* the name durable, before the log reset */
+	SIM_SF_AFTER_RESET,    /* the log reset, before the report */
+	SIM_SF_STEPS,
+};
+void sim_sf_boot(struct sim_node *n); /* makes the directory */
+/* Each returns 0 or a kvd_error (the disk's; KVD_ECORRUPT from a check). */
+int sim_sf_chunk(struct sim *s, struct sim_node *n, const struct raft_snapshot *c);
+int sim_sf_check(struct sim *s, struct sim_node *n, raft_index index, raft_term term);
+int sim_sf_check_placed(struct sim *s, struct sim_node *n, raft_index index, raft_term term);
+int sim_sf_place(struct sim *s, struct sim_node *n, raft_index index, raft_term term);
+int sim_sf_take(struct sim *s, struct sim_node *n, const struct sim_snap *snap);
+void sim_sf_prune(struct sim *s, struct sim_node *n, raft_index keep);
+/* At restart, before the log is fitted: the snapshot recovery chooses; false
+ * (and the run fails) when it is older than the durable one. */
+bool sim_sf_recover(struct sim *s, struct sim_node *n);
+/* Where a crash falls in the install starting now (SIM_SF_NONE: none). */
+enum sim_sf_step sim_sf_crash_step(struct sim *s);
 
 /* sim_client.c */
 void sim_client_start(struct sim *s);
