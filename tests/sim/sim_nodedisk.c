@@ -269,6 +269,7 @@ int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, boo
 
 void sim_nd_free(struct sim_node *n)
 {
+	sim_late_clear(n); /* completions still queued when the run ends */
 	raft_log_store_close(n->store);
 	n->store = NULL;
 	sim_disk_destroy(n->disk);
