@@ -190,8 +190,10 @@ int sim_sf_take(struct sim *s, struct sim_node *n, const struct sim_snap *snap)
 	int fd, rv = 0;
 
 	/* As engine_view_write: a temporary file, fsync, rename, then the
-	 * directory's fsync (a local snapshot's write is not fault-injected:
-	 * the state machine is the simulation's). */
+	 * directory's fsync. Any failure here (an injected error or an armed
+	 * power failure) is turned into a power failure by the caller: the
+	 * simulation has no failed-local-snapshot path (the daemon logs it and
+	 * keeps the older snapshot, which a restart does as well). */
 	snprintf(tmp, sizeof(tmp), SF_DIR "/local.tmp");
 	kvd_snapfile_path(SF_DIR, snap->meta.index, snap->meta.term, path);
 	fd = io->openat(io->ctx, AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
