@@ -34,11 +34,13 @@
 #include "api/common/fileutil.h"
 #include "api/log.h"
 #include "api/node_internal.h"
+#include "api/snapshot_files.h"
 #include "api/snapshots.h"
 #include "api/transport.h"
 #include "api/writer.h"
 #include "engine/snapshot.h"
 #include "kvd/errors.h"
+#include "raft/log_io.h"
 
 /*
  * What the node does with snapshots; one at a time, so that LevelDB is never
@@ -109,110 +111,38 @@ void kvd_snapshot_path(const struct kvd_node *n, uint64_t index, uint64_t term, 
 }
 
 /* Removes snapshot files other than the one at keep_index, and stale
- * temporary files. */
+ * temporary files (snapshot_files.c). */
 void kvd_snapshot_prune(struct kvd_node *n, uint64_t keep_index)
 {
-	DIR *d = opendir(n->snap_dir);
-	struct dirent *de;
-
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		uint64_t index, term;
-		char path[PATH_MAX];
-		/* Temporary files of a running local snapshot or of a snapshot
-		 * being received are in use. */
-		bool tmp = strstr(de->d_name, ".tmp") != NULL && !taking(n) &&
-			   strcmp(de->d_name, "incoming.tmp") != 0;
-
-		if (!tmp && (!kvd_snapfile_parse(de->d_name, &index, &term) || index == keep_index))
-			continue;
-		snprintf(path, sizeof(path), "%.3900s/%.255s", n->snap_dir, de->d_name);
-		unlink(path);
-	}
-	closedir(d);
+	kvd_snapfiles_prune(&raft_log_io_posix, n->snap_dir, keep_index, taking(n));
 }
 
-struct snapshot_name {
-	uint64_t index, term;
+/* kvd_snapshot_choose's check: the engine reads the file back whole; the
+ * meta of the last file read is kept for the caller. */
+struct choose_ctx {
+	struct engine_snapshot_meta *meta;
 };
 
-static int cmp_newest_first(const void *a, const void *b)
+static int choose_check(void *ctx, const char *path)
 {
-	const struct snapshot_name *x = a, *y = b;
+	struct choose_ctx *c = ctx;
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	int rv;
 
-	return x->index < y->index ? 1 : (x->index > y->index ? -1 : 0);
-}
-
-/* The snapshot files in dir, newest first, in a malloc'ed array. */
-static int list_snapshots(const char *dir, struct snapshot_name **out, size_t *n_out)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	struct snapshot_name *names = NULL;
-	size_t n = 0, cap = 0;
-	int rv = 0;
-
-	if (d == NULL)
-		return KVD_ENOTFOUND;
-	while ((de = readdir(d)) != NULL) {
-		struct snapshot_name sn;
-		if (!kvd_snapfile_parse(de->d_name, &sn.index, &sn.term))
-			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			struct snapshot_name *p = realloc(names, ncap * sizeof(*p));
-			if (p == NULL) {
-				rv = KVD_ENOMEM;
-				break;
-			}
-			names = p;
-			cap = ncap;
-		}
-		names[n++] = sn;
-	}
-	closedir(d);
-	if (rv != 0) {
-		free(names);
-		return rv;
-	}
-	if (n > 0)
-		qsort(names, n, sizeof(*names), cmp_newest_first);
-	*out = names;
-	*n_out = n;
-	return 0;
+	engine_snapshot_meta_clear(c->meta);
+	rv = engine_snapshot_check(path, c->meta, errmsg);
+	if (rv == KVD_ECORRUPT)
+		KVD_WARN("snapshot file is damaged; using an older one",
+			 "file=%s detail=\"%s\" moved_to=%s.corrupt", path, errmsg, path);
+	return rv;
 }
 
 int kvd_snapshot_choose(const char *dir, struct engine_snapshot_meta *meta, char *path)
 {
-	struct snapshot_name *names = NULL;
-	size_t n = 0;
-	int rv;
+	struct choose_ctx c = {meta};
+	uint64_t index, term;
 
-	rv = list_snapshots(dir, &names, &n);
-	if (rv != 0)
-		return rv;
-	rv = KVD_ENOTFOUND;
-	for (size_t i = 0; i < n; i++) {
-		char errmsg[KVD_ERRMSG_SIZE] = "";
-		char aside[PATH_MAX + 16];
-
-		kvd_snapfile_path(dir, names[i].index, names[i].term, path);
-		rv = engine_snapshot_check(path, meta, errmsg);
-		if (rv != KVD_ECORRUPT)
-			break;
-		/* Kept for inspection under a name no scan picks up again. */
-		snprintf(aside, sizeof(aside), "%s.corrupt", path);
-		KVD_WARN("snapshot file is damaged; using an older one",
-			 "file=%s detail=\"%s\" moved_to=%s", path, errmsg, aside);
-		if (rename(path, aside) != 0) {
-			rv = KVD_EIO;
-			break;
-		}
-		rv = KVD_ENOTFOUND;
-	}
-	free(names);
-	return rv;
+	return kvd_snapfiles_choose(&raft_log_io_posix, dir, choose_check, &c, &index, &term, path);
 }
 
 static void take_work(uv_work_t *w)
@@ -529,16 +459,11 @@ static int install_check_file(struct kvd_node *n, struct install_task *j, const 
 	}
 	j->size = meta.size;
 	engine_snapshot_meta_clear(&meta);
-	if (rv == 0 && rename(incoming, j->path) != 0) {
-		snprintf(j->errmsg, sizeof(j->errmsg), "cannot rename %.2000s: %s", incoming,
-			 strerror(errno));
-		rv = KVD_EIO;
-	}
-	if (rv == 0 && kvd_fsync_dir(n->snap_dir) != 0) {
-		snprintf(j->errmsg, sizeof(j->errmsg), "cannot fsync %.3000s: %s", n->snap_dir,
-			 strerror(errno));
-		rv = KVD_EIO;
-	}
+	/* Renamed and the directory fsynced: durable under its name before
+	 * the log reset relies on it (snapshot_files.c). */
+	if (rv == 0)
+		rv = kvd_snapfiles_place(&raft_log_io_posix, n->snap_dir, j->index, j->term,
+					 j->errmsg);
 	if (rv != 0) {
 		kvd_remove_tree(fresh);
 		if (rv == KVD_ECORRUPT)

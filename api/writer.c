@@ -28,9 +28,11 @@
 #include "api/log.h"
 #include "api/metrics.h"
 #include "api/node_internal.h"
+#include "api/snapshot_files.h"
 #include "api/transport.h"
 #include "api/workq.h"
 #include "kvd/errors.h"
+#include "raft/log_io.h"
 #include "raft/meta.h"
 
 /* Bytes of entry data one GET /log answer carries at most (always at least
@@ -137,27 +139,10 @@ static void read_log(struct kvd_node *n, struct writer_job *j)
 
 /* Worker thread: writes a received snapshot chunk into the incoming file;
  * the last chunk is fsynced. */
-static int write_chunk(struct writer_job *j)
+static int write_chunk(struct kvd_node *n, struct writer_job *j)
 {
-	int fd, rv = 0;
-	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (j->chunk.offset == 0 ? O_TRUNC : 0);
-
-	fd = open(j->path, flags, 0644);
-	if (fd < 0) {
-		snprintf(j->errmsg, sizeof(j->errmsg), "cannot open %s: %s", j->path,
-			 strerror(errno));
-		return errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
-	}
-	if (j->chunk.len > 0 &&
-	    pwrite(fd, j->data, j->chunk.len, (off_t)j->chunk.offset) != (ssize_t)j->chunk.len)
-		rv = errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
-	else if (j->chunk.done && fsync(fd) != 0)
-		rv = errno == ENOSPC ? KVD_ENOSPC : KVD_EIO;
-	if (rv != 0)
-		snprintf(j->errmsg, sizeof(j->errmsg), "cannot write %s at offset %" PRIu64 ": %s",
-			 j->path, j->chunk.offset, strerror(errno));
-	close(fd);
-	return rv;
+	return kvd_snapfiles_write_chunk(&raft_log_io_posix, n->snap_dir, j->chunk.offset, j->data,
+					 j->chunk.len, j->chunk.done, j->errmsg);
 }
 
 /* Worker thread: one job of a batch; *need_sync is set by appends. Returns
@@ -185,7 +170,7 @@ static int run_job(struct kvd_node *n, struct writer_job *j, bool *need_sync)
 		rv = raft_log_store_remove_head(n->store, j->remove_up_to, j->errmsg);
 		break;
 	case WRITER_READ_LOG: read_log(n, j); break;
-	case WRITER_SNAPSHOT_CHUNK: rv = write_chunk(j); break;
+	case WRITER_SNAPSHOT_CHUNK: rv = write_chunk(n, j); break;
 	case WRITER_RESET:
 		rv = raft_log_store_reset(n->store, j->remove_up_to, j->reset_term, j->errmsg);
 		break;

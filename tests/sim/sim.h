@@ -151,6 +151,9 @@ struct sim_node {
 	raft_index ack_index;
 	raft_term ack_term;
 	uint64_t ack_seq;
+	/* sim_complete.c: completions waiting for delivery (late seeds). */
+	struct sim_late_item *late_head, *late_tail;
+	raft_time late_hold_until; /* leader hop: completions held until then */
 };
 
 enum sim_ev_kind {
@@ -167,6 +170,7 @@ enum sim_ev_kind {
 	SIM_EV_STRIKE,	  /* isolate (a = 0) or crash (a = 1) one node */
 	SIM_EV_PROMOTE,	  /* sim_converge.c: ask the leader again to add node as a voter */
 	SIM_EV_INSTALLED, /* sim_converge.c: a slow install completes */
+	SIM_EV_COMPLETE,  /* sim_complete.c: late completions are due */
 };
 
 struct sim_ev {
@@ -207,6 +211,10 @@ struct sim_plants {
 	bool strict_recovery;  /* recovery refuses a bad record inside the last batch */
 	bool completion_match; /* completions matched on (index, term) only */
 	bool fsync_ignored;    /* a failed fsync is taken for a success */
+	/* sim_snapfiles.c: a failed chunk write not reported, the file placed
+	 * before it is checked, recovery unchecked and deleting older files */
+	bool chunk_fail_ignored;
+	bool install_unordered; /* no fsync of the snapshot directory after the rename */
 };
 
 struct sim_params {
@@ -285,6 +293,15 @@ struct sim {
 		raft_term install_term[SIM_MAX_NODES];
 		unsigned long learner_faults, slow_installs, heal_losses;
 	} conv;
+
+	/* sim_complete.c: late writer completions (own generator). */
+	struct {
+		uint64_t rng;
+		bool on;
+		unsigned long holds, releases;
+		int hop_f, hop_l; /* late hop: held follower, first leader (-1: none) */
+		raft_time hop_until, hop_l_until;
+	} late;
 
 	uint64_t digest; /* of every event run, to check that a seed replays */
 	/* Disk model of this run (sim_nodedisk.c). */
@@ -390,6 +407,53 @@ void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_up
 			 const struct raft_config *cfg_before);
 /* After the cluster is live: true once converged; fails past the bound. */
 bool sim_converge_done(struct sim *s);
+
+/* sim_complete.c: late writer completions and the persisted-report check. */
+struct sim_late_item;
+void sim_late_init(struct sim *s);
+bool sim_late_on(const struct sim *s);
+/* Queues the completion of append job r (synced). */
+void sim_late_push(struct sim *s, struct sim_node *n, const struct sim_req *r);
+void sim_late_deliver(struct sim *s, struct sim_node *n); /* a SIM_EV_COMPLETE */
+void sim_late_clear(struct sim_node *n);		  /* the core stops */
+void sim_late_heal(struct sim *s);			  /* ends every hold */
+/* Delivers every queued completion now (before a snapshot job's own). */
+void sim_late_flush(struct sim *s, struct sim_node *n);
+/* Leader hop on n until `until`: true if n holds its completions instead of
+ * stalling its disk. */
+bool sim_late_hop(struct sim *s, struct sim_node *n, raft_time until, int leader);
+void sim_late_links(struct sim *s); /* re-applies a late hop's cut */
+/* A batch was written (not synced yet). */
+void sim_late_written(struct sim *s, struct sim_node *n, const struct sim_req *batch);
+/* sim_node.c: the PERSISTED event job r reports now, if any. */
+bool sim_node_persisted_event(struct sim *s, struct sim_node *n, const struct sim_req *r,
+			      struct raft_event *e);
+
+/* sim_snapfiles.c: the node's snapshot files on its disk, by the daemon's
+ * file steps (api/snapshot_files.c); the install's crash points. */
+enum sim_sf_step {
+	SIM_SF_NONE = 0,
+	SIM_SF_AFTER_CHUNK,    /* the last chunk written (and fsynced) */
+	SIM_SF_AFTER_CHECK,    /* the incoming file checked */
+	SIM_SF_IN_RENAME,      /* power fails at the rename */
+	SIM_SF_BEFORE_DIRSYNC, /* renamed; power fails at the directory fsync */
+	SIM_SF_AFTER_PLACE,    /* the name durable, before the log reset */
+	SIM_SF_AFTER_RESET,    /* the log reset, before the report */
+	SIM_SF_STEPS,
+};
+void sim_sf_boot(struct sim_node *n); /* makes the directory */
+/* Each returns 0 or a kvd_error (the disk's; KVD_ECORRUPT from a check). */
+int sim_sf_chunk(struct sim *s, struct sim_node *n, const struct raft_snapshot *c);
+int sim_sf_check(struct sim *s, struct sim_node *n, raft_index index, raft_term term);
+int sim_sf_check_placed(struct sim *s, struct sim_node *n, raft_index index, raft_term term);
+int sim_sf_place(struct sim *s, struct sim_node *n, raft_index index, raft_term term);
+int sim_sf_take(struct sim *s, struct sim_node *n, const struct sim_snap *snap);
+void sim_sf_prune(struct sim *s, struct sim_node *n, raft_index keep);
+/* At restart, before the log is fitted: the snapshot recovery chooses; false
+ * (and the run fails) when it is older than the durable one. */
+bool sim_sf_recover(struct sim *s, struct sim_node *n);
+/* Where a crash falls in the install starting now (SIM_SF_NONE: none). */
+enum sim_sf_step sim_sf_crash_step(struct sim *s);
 
 /* sim_client.c */
 void sim_client_start(struct sim *s);

@@ -94,6 +94,7 @@ void sim_converge_init(struct sim *s)
 	s->conv.install_ms = conv_range(s, 0, 1) ? conv_range(s, 300, 2000) : 0;
 	s->conv.heal_loss_pct = conv_range(s, 0, 1) ? 100 : 0;
 	s->opts.snapshot_timeout = conv_range(s, 0, 1) ? 5000 : 1000;
+	sim_late_init(s);
 	if (s->p.verbose)
 		printf("seed %llu: slow installs %llu ms, chunks lost at heal %s, "
 		       "snapshot_timeout %llu ms\n",
@@ -163,6 +164,7 @@ void sim_converge_links(struct sim *s)
 		isolate(s, s->conv.isolated);
 	else
 		s->conv.isolated = -1;
+	sim_late_links(s);
 }
 
 static void ask_add(struct sim *s, int node)
@@ -209,6 +211,7 @@ void sim_converge_promote(struct sim *s, int node)
 
 void sim_converge_heal(struct sim *s)
 {
+	sim_late_heal(s); /* no held completions after the heal */
 	s->conv.isolated = -1;
 	/* A disk stall ends at the heal, but a disk event already scheduled
 	 * past it still waits for its time: convergence counts from then. */

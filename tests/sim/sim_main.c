@@ -46,7 +46,8 @@ static void usage(void)
 		"       sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]\n"
 		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
-		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored "
+		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
+		"chunk-fail-ignored|install-unordered "
 		"(repeatable), --model-disk\n");
 }
 
@@ -66,6 +67,10 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->strict_recovery = true;
 	} else if (strcmp(name, "completion-match") == 0) {
 		p->completion_match = true;
+	} else if (strcmp(name, "chunk-fail-ignored") == 0) {
+		p->chunk_fail_ignored = true;
+	} else if (strcmp(name, "install-unordered") == 0) {
+		p->install_unordered = true;
 	} else if (strcmp(name, "fsync-ignored") == 0) {
 		p->fsync_ignored = true;
 	} else {

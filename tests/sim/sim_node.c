@@ -436,6 +436,7 @@ static void batch_write(struct sim *s, struct sim_node *n)
 			r->failed = true; /* not run after a failure */
 		}
 	}
+	sim_late_written(s, n, n->batch);
 	raft_time t = s->now > n->stall_until ? s->now : n->stall_until;
 	raft_time sync_at = t + sim_rand_range(s, 1, 4);
 	sim_ev_push(s, sync_at, SIM_EV_DISK, n->num, n->inc, NULL, 0);
@@ -449,8 +450,8 @@ static void batch_write(struct sim *s, struct sim_node *n)
 /* What a completed append job reports: only what no later job truncates
  * (api/write_rules.c), or with the completion-match plant the last entry of the
  * job whenever the core's log holds that (index, term). */
-static bool batch_persisted(struct sim *s, struct sim_node *n, const struct sim_req *r,
-			    struct raft_event *e)
+bool sim_node_persisted_event(struct sim *s, struct sim_node *n, const struct sim_req *r,
+			      struct raft_event *e)
 {
 	struct raft_entry *ents = NULL;
 	bool report;
@@ -516,7 +517,9 @@ static void batch_end(struct sim *s, struct sim_node *n)
 		 * the same batch). */
 		held_release(s, n);
 		evs[n_evs].now = s->now;
-		if (batch_persisted(s, n, r, &evs[n_evs]))
+		if (sim_late_on(s) && r->kind == SIM_REQ_LOG)
+			sim_late_push(s, n, r); /* sim_complete.c */
+		else if (sim_node_persisted_event(s, n, r, &evs[n_evs]))
 			n_evs++;
 	}
 	while (batch != NULL) {
@@ -537,6 +540,91 @@ static void batch_end(struct sim *s, struct sim_node *n)
 	free(evs);
 }
 
+/* A crash between two steps of a snapshot request (r already taken off
+ * the queue): a power failure, the node restarts later. */
+static void snap_crash(struct sim *s, struct sim_node *n, struct sim_req *r, const char *where)
+{
+	if (s->p.trace)
+		printf("%8llu %s power fails %s\n", (unsigned long long)s->now, n->id, where);
+	sim_req_free(r);
+	sim_node_crash(s, n);
+	sim_ev_push(s, s->now + sim_rand_range(s, 50, 2000), SIM_EV_RESTART, n->num, 0, NULL, 0);
+}
+
+/* A received chunk, or the install it completes, failed: like the daemon
+ * (api/snapshots.c), its held result is dropped and the core forgets the
+ * stream (the leader restarts it), so no chunk lands after a hole. */
+static void snap_refuse(struct sim *s, struct sim_node *n, struct sim_req *r)
+{
+	struct raft_event e = {.now = s->now, .type = RAFT_EVENT_SNAPSHOT_FAILED};
+
+	while (n->held_head != NULL) {
+		struct sim_msg *m = n->held_head;
+		n->held_head = m->next;
+		sim_msg_free(m);
+	}
+	n->held_tail = NULL;
+	n->done_seq = r->seq;
+	if (r->chunk.done) {
+		raft_index unused_index;
+		raft_term unused_term;
+		(void)kvd_writer_track_done(&n->track, r->seq, NULL, 0, &unused_index,
+					    &unused_term);
+	}
+	sim_req_free(r);
+	disk_start(s, n);
+	sim_node_step(s, n, &e, NULL, NULL);
+}
+
+/* The file steps of a received chunk on the real disk (sim_snapfiles.c,
+ * api/snapshot_files.c): write (failure reported), and for the last chunk
+ * check, rename + fsync of the directory, each step a possible crash point.
+ * Returns true when r was consumed (failure or crash). */
+static bool snap_chunk_files(struct sim *s, struct sim_node *n, struct sim_req *r,
+			     enum sim_sf_step crash)
+{
+	int rv = sim_sf_chunk(s, n, &r->chunk);
+
+	if (rv != 0 && sim_disk_dead(n->disk)) {
+		snap_crash(s, n, r, "inside a snapshot chunk write");
+		return true;
+	}
+	if (rv != 0) {
+		snap_refuse(s, n, r);
+		return true;
+	}
+	if (!r->chunk.done)
+		return false;
+	if (crash == SIM_SF_AFTER_CHUNK) {
+		snap_crash(s, n, r, "after the last snapshot chunk is written");
+		return true;
+	}
+	if (!s->p.plants.chunk_fail_ignored) {
+		rv = sim_sf_check(s, n, r->chunk.last_index, r->chunk.last_term);
+		if (rv == 0 && crash == SIM_SF_AFTER_CHECK) {
+			snap_crash(s, n, r, "after the snapshot file is checked");
+			return true;
+		}
+	}
+	if (rv == 0) {
+		if (crash == SIM_SF_IN_RENAME || crash == SIM_SF_BEFORE_DIRSYNC)
+			sim_disk_fail_after(n->disk, crash == SIM_SF_IN_RENAME ? 1 : 2);
+		rv = sim_sf_place(s, n, r->chunk.last_index, r->chunk.last_term);
+	}
+	if (rv != 0 && sim_disk_dead(n->disk)) {
+		snap_crash(s, n, r, "inside the snapshot's rename and directory fsync");
+		return true;
+	}
+	/* Planted chunk-fail-ignored: checked only once in place. */
+	if (rv == 0 && s->p.plants.chunk_fail_ignored)
+		rv = sim_sf_check_placed(s, n, r->chunk.last_index, r->chunk.last_term);
+	if (rv != 0) {
+		snap_refuse(s, n, r);
+		return true;
+	}
+	return false;
+}
+
 /* A snapshot request, alone: like the model, plus the store's part (reset
  * after an install, head removal after a snapshot is taken). */
 static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
@@ -547,18 +635,42 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 	int rv = 0;
 	bool post;
 
+	/* Completions come in job order: the late ones first (sim_complete.c). */
+	sim_late_flush(s, n);
+	if (s->failed || !n->up)
+		return;
 	n->q_head = r->next;
 	if (n->q_head == NULL)
 		n->q_tail = NULL;
 	n->disk_busy = false;
+	/* Where a crash falls in this install, if anywhere (sim_snapfiles.c). */
+	enum sim_sf_step crash =
+	    r->kind == SIM_REQ_SNAP_CHUNK && r->chunk.done ? sim_sf_crash_step(s) : SIM_SF_NONE;
+	if (r->kind == SIM_REQ_SNAP_CHUNK && snap_chunk_files(s, n, r, crash))
+		return;
+	if (r->kind == SIM_REQ_SNAP_TAKE && r->snap.meta.index > n->dsnap.meta.index &&
+	    sim_sf_take(s, n, &r->snap) != 0) {
+		snap_crash(s, n, r, "inside a local snapshot's file steps");
+		return;
+	}
 	/* The snapshot is durable before the log is reset (a failed reset
 	 * then leaves a log the restart fits to the snapshot). */
 	bool installed = req_apply(s, n, r, UINT32_MAX);
+	if (installed && crash == SIM_SF_AFTER_PLACE) {
+		snap_crash(s, n, r, "after the snapshot is placed, before the log reset");
+		return;
+	}
 	if (installed) /* the reset is a truncation after the snapshot */
 		sim_check_truncation(s, n, r->seq, n->dsnap.meta.index + 1);
 	if (installed)
 		rv =
 		    raft_log_store_reset(n->store, n->dsnap.meta.index, n->dsnap.meta.term, errmsg);
+	if (installed && rv == 0 && crash == SIM_SF_AFTER_RESET) {
+		snap_crash(s, n, r, "after the log reset, before the report");
+		return;
+	}
+	if ((installed || (r->kind == SIM_REQ_SNAP_TAKE && r->snap.buf == NULL)) && rv == 0)
+		sim_sf_prune(s, n, n->dsnap.meta.index);
 	n->done_seq = r->seq;
 	post = req_event(s, n, r, installed, &e);
 	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0)
@@ -894,6 +1006,7 @@ void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
 	if (n->store != NULL)
 		sim_nd_close(s, n, power_loss);
 	kvd_writer_track_clear(&n->track);
+	sim_late_clear(n);
 	while (n->held_head != NULL) {
 		struct sim_msg *m = n->held_head;
 		n->held_head = m->next;
@@ -923,6 +1036,7 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 		if (s->failed || !sim_nd_open(s, n))
 			return;
 	}
+	snap = n->dsnap.meta.index; /* recovery may adopt a newer one */
 	n->core = raft_create(n->id, &s->opts, sim_rand(s));
 	if (n->core == NULL)
 		abort();

@@ -64,6 +64,9 @@ void sim_nd_boot(struct sim *s, struct sim_node *n)
 		abort();
 	}
 	sim_disk_plant_fsync_ignored(n->disk, s->p.plants.fsync_ignored);
+	sim_sf_boot(n);
+	if (n->dsnap.meta.index > 0 && sim_sf_take(s, n, &n->dsnap) != 0)
+		sim_fail(s, "node %s: writing the initial snapshot file", n->id);
 	o = nd_options(s, n);
 	rv = raft_log_store_open(ND_DIR, &o, &n->store, errmsg);
 	for (size_t i = 0; rv == 0 && i < n->dlog.n; i++) {
@@ -208,7 +211,7 @@ bool sim_nd_open(struct sim *s, struct sim_node *n)
 	}
 	n->d_term = m.term;
 	snprintf(n->d_vote, sizeof(n->d_vote), "%s", m.voted_for);
-	if (!nd_load_log(s, n) || !nd_fit_snapshot(s, n)) {
+	if (!sim_sf_recover(s, n) || !nd_load_log(s, n) || !nd_fit_snapshot(s, n)) {
 		return false;
 	}
 	sim_disk_faults_enable(n->disk, !s->healing);
@@ -266,6 +269,7 @@ int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, boo
 
 void sim_nd_free(struct sim_node *n)
 {
+	sim_late_clear(n); /* completions still queued when the run ends */
 	raft_log_store_close(n->store);
 	n->store = NULL;
 	sim_disk_destroy(n->disk);

@@ -232,9 +232,12 @@ static void fault_inject(struct sim *s)
 		 * and the overwrite's undoing (A-B-A at one index: the case
 		 * of the writer's completion tracking, issue 7 item 8). */
 		unsigned f = victim != (unsigned)leader ? victim : (victim + 1) % s->n_nodes;
-		s->nodes[f].stall_until = s->now + sim_rand_range(s, 1500, 3000);
+		raft_time until = s->now + sim_rand_range(s, 1500, 3000);
+		/* Late seeds: the follower's loop lags instead (sim_complete.c). */
+		if (!sim_late_hop(s, &s->nodes[f], until, leader))
+			s->nodes[f].stall_until = until;
 		s->hop_node = (int)f;
-		s->hop_until = s->nodes[f].stall_until;
+		s->hop_until = until;
 		sim_isolate_except(s, &s->nodes[leader], (int)f);
 		s->stats.stalls++;
 	} else if (r >= 95 && r < 99) {
@@ -326,6 +329,10 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		break;
 	case SIM_EV_PROMOTE: sim_converge_promote(s, ev->node); break;
 	case SIM_EV_INSTALLED: sim_converge_installed(s, n, ev->inc); break;
+	case SIM_EV_COMPLETE:
+		if (n->up && n->inc == ev->inc)
+			sim_late_deliver(s, n);
+		break;
 	case SIM_EV_STRIKE:
 		if (s->healing || !n->up || n->inc != ev->inc)
 			break;
