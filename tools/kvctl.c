@@ -403,6 +403,12 @@ int kvctl_call(struct kvctl *k, const struct kvctl_call *call, struct kvctl_http
 		}
 		kvctl_sleep_ms(backoff < left ? backoff : left);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+		if (kvctl_now_ms() >= k->deadline_ms) {
+			/* no attempt at the deadline: it could only time out and
+			 * hide the reason of the last one */
+			rv = kvctl_fail(KVCTL_EXIT_UNAVAILABLE, "cluster unavailable: %s", err);
+			goto out;
+		}
 	}
 out:
 	free(headers);

@@ -355,11 +355,11 @@ static int find_leader(struct kvctl *k, json_t **out)
 		json_decref(info);
 		k->cur = (k->cur + 1) % k->n_endpoints;
 		left = k->deadline_ms - kvctl_now_ms();
-		if (left <= 0)
-			return kvctl_fail(KVCTL_EXIT_UNAVAILABLE,
-					  "cluster unavailable: no leader within the timeout");
 		kvctl_sleep_ms(backoff < left ? backoff : left);
 		backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+		if (kvctl_now_ms() >= k->deadline_ms)
+			return kvctl_fail(KVCTL_EXIT_UNAVAILABLE,
+					  "cluster unavailable: no leader within the timeout");
 	}
 }
 

@@ -60,18 +60,19 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
 
 	for (;;) {
 		int wait = -1;
+		int64_t left = 1;
 
 		if (deadline_ms >= 0) {
-			int64_t left = deadline_ms - kvctl_now_ms();
-			if (left <= 0)
-				return KVD_ETIMEDOUT;
-			wait = left > 1000000 ? 1000000 : (int)left;
+			left = deadline_ms - kvctl_now_ms();
+			wait = left <= 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
 		}
-		rv = poll(&p, 1, wait);
+		rv = poll(&p, 1, wait); /* polled once even past the deadline */
 		if (rv > 0)
 			return 0;
 		if (rv < 0 && errno != EINTR)
 			return KVD_EIO;
+		if (left <= 0)
+			return KVD_ETIMEDOUT;
 		/* timeout of this slice or EINTR: the deadline decides */
 	}
 }
