@@ -28,7 +28,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
        libuv1 libleveldb1d liblz4-1 libjansson4 libhttp-parser2.9 iptables iproute2 \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY --from=build /opt/kvd/bin/ /usr/local/bin/
 COPY --from=build /opt/kvd/share/man/man1/ /usr/local/share/man/man1/
 COPY --from=build /opt/kvd/share/bash-completion/ /usr/share/bash-completion/

@@ -363,13 +363,8 @@ static int find_leader(struct kvctl *k, json_t **out)
 	}
 }
 
-static int print_leader(struct kvctl *k)
+static void print_leader_info(const struct kvctl *k, json_t *info)
 {
-	json_t *info = NULL;
-	int rv = find_leader(k, &info);
-
-	if (rv != 0)
-		return rv;
 	if (k->json) {
 		json_t *o = json_object();
 		json_object_set(o, "leader", json_object_get(info, "leader"));
@@ -378,26 +373,71 @@ static int print_leader(struct kvctl *k)
 	} else {
 		puts(json_string_value(json_object_get(info, "leader")));
 	}
+}
+
+static int print_leader(struct kvctl *k)
+{
+	json_t *info = NULL;
+	int rv = find_leader(k, &info);
+
+	if (rv == 0)
+		print_leader_info(k, info);
 	json_decref(info);
-	return 0;
+	return rv;
+}
+
+/*
+ * The node that answered the transfer knows the new leader; the endpoint
+ * asked next may still name the old one for a heartbeat or so. So the
+ * leader is asked for until it is the target (or, without one, not the old
+ * leader), until the deadline; then whatever is known is printed.
+ */
+static int print_new_leader(struct kvctl *k, const char *old, const char *target)
+{
+	json_t *info = NULL;
+	int rv;
+
+	for (;;) {
+		const char *now;
+
+		rv = find_leader(k, &info);
+		if (rv != 0)
+			break;
+		now = json_string_value(json_object_get(info, "leader"));
+		if ((target != NULL && strcmp(now, target) == 0) ||
+		    (target == NULL && strcmp(now, old) != 0) || kvctl_now_ms() >= k->deadline_ms) {
+			print_leader_info(k, info);
+			break;
+		}
+		json_decref(info);
+		info = NULL;
+		kvctl_sleep_ms(50);
+	}
+	json_decref(info);
+	return rv;
 }
 
 int kvctl_cmd_transfer(struct kvctl *k)
 {
-	json_t *body = json_object();
+	const char *target = k->n_args == 1 ? k->args[0] : NULL;
+	json_t *body, *before = NULL;
+	char old[KVD_ID_SIZE];
 	int rv;
 
-	if (k->n_args == 1) {
-		if (!kvd_id_valid(k->args[0], strlen(k->args[0]))) {
-			json_decref(body);
-			return kvctl_fail(KVCTL_EXIT_USAGE, "transfer: invalid id '%s' (host:port)",
-					  k->args[0]);
-		}
-		json_object_set_new(body, "to", json_string(k->args[0]));
-	}
+	if (target != NULL && !kvd_id_valid(target, strlen(target)))
+		return kvctl_fail(KVCTL_EXIT_USAGE, "transfer: invalid id '%s' (host:port)",
+				  target);
+	rv = find_leader(k, &before);
+	if (rv != 0)
+		return rv;
+	snprintf(old, sizeof(old), "%s", json_string_value(json_object_get(before, "leader")));
+	json_decref(before);
+	body = json_object();
+	if (target != NULL)
+		json_object_set_new(body, "to", json_string(target));
 	rv = post_json(k, "/cluster/transfer-leadership", body, KVCTL_FOLLOW, "transfer");
 	if (rv == 0)
-		rv = print_leader(k);
+		rv = print_new_leader(k, old, target);
 	return rv;
 }
 
