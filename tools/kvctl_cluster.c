@@ -54,6 +54,9 @@ static void add_id(struct roster *r, const char *id)
 
 	if (id == NULL || kvd_id_split(id, a.host, sizeof(a.host), &a.port) != 0)
 		return;
+	for (int i = 0; i < r->n; i++)
+		if (strcmp(r->m[i].id, id) == 0)
+			return; /* known, maybe reached at another address */
 	m = find_addr(r, &a);
 	if (m != NULL) {
 		snprintf(m->id, sizeof(m->id), "%s", id); /* the cluster's name wins */
@@ -132,8 +135,14 @@ static void gather(struct kvctl *k, struct roster *r)
 			m->asked = true;
 			progress = true;
 			m->info = ask_info(k, &m->addr);
-			if (m->info != NULL)
-				add_named(r, m->info); /* may add members (r->m never moves) */
+			if (m->info == NULL)
+				continue;
+			/* The member answering at this address is the one it names,
+			 * even when the address is not its id (a port mapping). */
+			if (json_is_string(json_object_get(m->info, "id")))
+				snprintf(m->id, sizeof(m->id), "%s",
+					 json_string_value(json_object_get(m->info, "id")));
+			add_named(r, m->info); /* may add members (r->m never moves) */
 		}
 	}
 }

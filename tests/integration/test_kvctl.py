@@ -11,6 +11,7 @@ and output are written to FILE."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -282,6 +283,55 @@ class TestClusterCommands(KvctlCase):
         self.assertEqual(rc, 0, err)
         row = [l.split() for l in out.splitlines() if l.split()[0] == dead.id][0]
         self.assertEqual(row[1:], ["-"] * 6 + ["no"])
+
+    def test_status_through_a_forwarded_port(self):
+        """A member reached at an address that is not its id (a container's
+        port mapping, NAT) is one row, named by its id, not two."""
+        c = self.make_cluster(1)
+        node = c.nodes[0]
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        fport = lsock.getsockname()[1]
+        stop = threading.Event()
+
+        def pipe(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def forward():
+            lsock.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    a, _ = lsock.accept()
+                except socket.timeout:
+                    continue
+                b = socket.create_connection(("127.0.0.1", node.port))
+                for x, y in ((a, b), (b, a)):
+                    threading.Thread(target=pipe, args=(x, y), daemon=True).start()
+
+        t = threading.Thread(target=forward, daemon=True)
+        t.start()
+        try:
+            doc = json.loads(self.ok(["--endpoints", "127.0.0.1:%d" % fport, "--json", "status"]))
+        finally:
+            stop.set()
+            t.join(5)
+            lsock.close()
+        self.assertEqual([(m["id"], m["role"], m["reachable"]) for m in doc["members"]],
+                         [(node.id, "leader", True)])
 
     def test_endpoint_rotation_and_unavailable(self):
         c, leader, followers = self.cluster3()
