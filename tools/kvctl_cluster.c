@@ -25,6 +25,7 @@ struct member {
 	char id[KVD_ID_SIZE]; /* as the cluster names it, or the endpoint's address */
 	struct kvctl_endpoint addr;
 	bool asked;
+	bool dup;     /* another row is this member: not printed */
 	json_t *info; /* its /cluster/info, NULL when it did not answer */
 };
 
@@ -113,6 +114,24 @@ static void add_named(struct roster *r, json_t *info)
 	}
 }
 
+/* Row i answered as member id: it takes that name, and a row added for the
+ * same id from another member's answer (an address this host may not
+ * reach) is dropped; if that row already answered, row i is the duplicate. */
+static void rename_row(struct roster *r, int i, const char *id)
+{
+	snprintf(r->m[i].id, sizeof(r->m[i].id), "%s", id);
+	for (int j = 0; j < r->n; j++) {
+		if (j == i || r->m[j].dup || strcmp(r->m[j].id, id) != 0)
+			continue;
+		if (r->m[j].info != NULL) {
+			r->m[i].dup = true;
+		} else {
+			r->m[j].asked = true;
+			r->m[j].dup = true;
+		}
+	}
+}
+
 static void gather(struct kvctl *k, struct roster *r)
 {
 	bool progress = true;
@@ -140,8 +159,7 @@ static void gather(struct kvctl *k, struct roster *r)
 			/* The member answering at this address is the one it names,
 			 * even when the address is not its id (a port mapping). */
 			if (json_is_string(json_object_get(m->info, "id")))
-				snprintf(m->id, sizeof(m->id), "%s",
-					 json_string_value(json_object_get(m->info, "id")));
+				rename_row(r, i, json_string_value(json_object_get(m->info, "id")));
 			add_named(r, m->info); /* may add members (r->m never moves) */
 		}
 	}
@@ -200,9 +218,13 @@ int kvctl_cmd_status(struct kvctl *k)
 		if (r.m[j].info != NULL && geti(r.m[j].info, "commit-index") > ref)
 			ref = geti(r.m[j].info, "commit-index");
 	for (int j = 0; j < r.n; j++) {
-		json_t *info = r.m[j].info, *o = json_object();
+		json_t *info = r.m[j].info, *o;
 		const char *role = json_string_value(json_object_get(info, "role"));
 		json_t *leader = json_object_get(info, "leader");
+
+		if (r.m[j].dup)
+			continue;
+		o = json_object();
 
 		json_object_set_new(o, "id", json_string(r.m[j].id));
 		if (info != NULL) {

@@ -39,6 +39,59 @@ def eps(nodes):
     return ",".join("127.0.0.1:%d" % n.port for n in nodes)
 
 
+class Forwarder:
+    """A TCP port forwarder to 127.0.0.1:target (threads), standing in for a
+    port mapping: the node is reached at an address that is not its id."""
+
+    def __init__(self, target):
+        self.target = target
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                a, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                a.close()
+                continue
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.lsock.close()
+
+
 class KvctlCase(ClusterCase):
     def setUp(self):
         super().setUp()
@@ -284,54 +337,23 @@ class TestClusterCommands(KvctlCase):
         row = [l.split() for l in out.splitlines() if l.split()[0] == dead.id][0]
         self.assertEqual(row[1:], ["-"] * 6 + ["no"])
 
-    def test_status_through_a_forwarded_port(self):
-        """A member reached at an address that is not its id (a container's
-        port mapping, NAT) is one row, named by its id, not two."""
-        c = self.make_cluster(1)
-        node = c.nodes[0]
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(16)
-        fport = lsock.getsockname()[1]
-        stop = threading.Event()
-
-        def pipe(a, b):
-            try:
-                while True:
-                    d = a.recv(65536)
-                    if not d:
-                        break
-                    b.sendall(d)
-            except OSError:
-                pass
-            finally:
-                for s in (a, b):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        def forward():
-            lsock.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    a, _ = lsock.accept()
-                except socket.timeout:
-                    continue
-                b = socket.create_connection(("127.0.0.1", node.port))
-                for x, y in ((a, b), (b, a)):
-                    threading.Thread(target=pipe, args=(x, y), daemon=True).start()
-
-        t = threading.Thread(target=forward, daemon=True)
-        t.start()
+    def test_status_through_forwarded_ports(self):
+        """Members reached at addresses that are not their ids (a
+        container's port mapping, NAT) are one row each, named by id."""
+        c = self.make_cluster(3)
+        c.wait_leader(timeout=15)
+        fwd = [Forwarder(n.port) for n in c.nodes]
         try:
-            doc = json.loads(self.ok(["--endpoints", "127.0.0.1:%d" % fport, "--json", "status"]))
+            doc = json.loads(self.ok(["--endpoints", ",".join("127.0.0.1:%d" % f.port for f in fwd), "--json",
+                                      "status"]))
+            one = json.loads(self.ok(["--endpoints", "127.0.0.1:%d" % fwd[0].port, "--json", "status"]))
         finally:
-            stop.set()
-            t.join(5)
-            lsock.close()
-        self.assertEqual([(m["id"], m["role"], m["reachable"]) for m in doc["members"]],
-                         [(node.id, "leader", True)])
+            for f in fwd:
+                f.close()
+        self.assertEqual(sorted((m["id"], m["reachable"]) for m in doc["members"]),
+                         sorted((n.id, True) for n in c.nodes))
+        self.assertEqual([m["role"] for m in doc["members"]].count("leader"), 1)
+        self.assertEqual(sorted(m["id"] for m in one["members"]), sorted(c.ids))
 
     def test_endpoint_rotation_and_unavailable(self):
         c, leader, followers = self.cluster3()
