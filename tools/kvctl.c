@@ -433,16 +433,17 @@ int kvctl_status_exit(const struct kvctl_http_response *resp, const char *what)
 			  st, len, body);
 }
 
-/* "10s", "500ms", "2m", or whole seconds. */
+/* "10s", "500ms", "2m", or seconds ("1.5" too), at most a day. */
 static int parse_duration(const char *s, int64_t *ms)
 {
 	char *end;
-	unsigned long long v;
-	int64_t mult;
+	double v;
+	double mult;
 
-	if (s[0] < '0' || s[0] > '9')
-		return KVD_EINVAL;
-	v = strtoull(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || strspn(s, "0123456789.") != strcspn(s, "ms") ||
+	    strchr(s, '.') != strrchr(s, '.'))
+		return KVD_EINVAL; /* digits and one '.', then the unit: no 1e3, inf, 0x */
+	v = strtod(s, &end);
 	if (*end == '\0' || strcmp(end, "s") == 0)
 		mult = 1000;
 	else if (strcmp(end, "ms") == 0)
@@ -451,9 +452,10 @@ static int parse_duration(const char *s, int64_t *ms)
 		mult = 60000;
 	else
 		return KVD_EINVAL;
-	if (v == 0 || v > 86400000ULL / (unsigned long long)mult)
+	v *= mult;
+	if (!(v >= 1 && v <= 86400000.0))
 		return KVD_EINVAL;
-	*ms = (int64_t)v * mult;
+	*ms = (int64_t)v;
 	return 0;
 }
 
@@ -539,6 +541,7 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 	};
 	const char *endpoints = getenv("KVCTL_ENDPOINTS");
 	const char *timeout = NULL;
+	static char if_match[24];
 	unsigned seen = 0;
 	bool help = false;
 	int c, rv;
@@ -598,6 +601,14 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 	if (k->n_args < (*cmd)->min_args || ((*cmd)->max_args >= 0 && k->n_args > (*cmd)->max_args))
 		return kvctl_fail(KVCTL_EXIT_USAGE, "wrong number of arguments: %.*s",
 				  (int)strcspn((*cmd)->usage, "\n"), (*cmd)->usage);
+	if (k->if_match != NULL && k->if_match[0] == '"') { /* an ETag as the node sends it */
+		size_t len = strlen(k->if_match);
+		if (len >= 3 && k->if_match[len - 1] == '"' && len - 2 < sizeof(if_match)) {
+			memcpy(if_match, k->if_match + 1, len - 2);
+			if_match[len - 2] = '\0';
+			k->if_match = if_match;
+		}
+	}
 	if (k->if_match != NULL && !digits(k->if_match))
 		return kvctl_fail(KVCTL_EXIT_USAGE,
 				  "--if-match needs a revision (digits), not '%s'", k->if_match);

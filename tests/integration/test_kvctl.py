@@ -160,6 +160,9 @@ class TestUsage(KvctlCase):
             ["--frob", "status"],
             ["--timeout", "soon", "status"],
             ["--timeout", "0", "status"],
+            ["--timeout", "1e3", "status"],
+            ["--timeout", "inf", "status"],
+            ["--timeout", "1.2.3s", "status"],
             ["--endpoints", "nohostport", "status"],
             ["--endpoints", "https://127.0.0.1:1", "status"],
             ["--endpoints", "127.0.0.1:1,,", "status"],
@@ -174,6 +177,10 @@ class TestUsage(KvctlCase):
                 self.assertTrue(err.startswith("kvctl: "), err)
         rc, out, err = run(e + ["txn"], stdin="[1, 2]")
         self.assertEqual((rc, out), (2, ""), err)
+        # Well-formed: a decimal timeout, an ETag with its quotes (closed port: 3).
+        for args in (["--timeout", "0.5", "get", "a"], ["--timeout", "300ms", "put", "a", "b", "--if-match", '"7"']):
+            rc, out, err = run(["--endpoints", "127.0.0.1:%d" % port] + args)
+            self.assertEqual(rc, 3, (args, err))
 
     def test_help(self):
         rc, out, err = run(["--help"])
