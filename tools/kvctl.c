@@ -550,7 +550,11 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'e': endpoints = optarg; break;
+		case 'e':
+			endpoints = optarg;
+			if (*optarg == '\0')
+				return kvctl_fail(KVCTL_EXIT_USAGE, "--endpoints is empty");
+			break;
 		case 'T': k->token = optarg; break;
 		case 'j': k->json = true; break;
 		case 't': timeout = optarg; break;

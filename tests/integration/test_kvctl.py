@@ -166,6 +166,7 @@ class TestUsage(KvctlCase):
             ["--endpoints", "nohostport", "status"],
             ["--endpoints", "https://127.0.0.1:1", "status"],
             ["--endpoints", "127.0.0.1:1,,", "status"],
+            ["--endpoints", "", "status"],
             ["--token", "", "status"],
         ]
         for args in cases:
