@@ -43,8 +43,10 @@ class Forwarder:
     """A TCP port forwarder to 127.0.0.1:target (threads), standing in for a
     port mapping: the node is reached at an address that is not its id."""
 
-    def __init__(self, target):
+    def __init__(self, target, drop_answers=False):
         self.target = target
+        self.drop_answers = drop_answers  # the node's answer never reaches the client
+        self.accepted = 0
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(16)
@@ -78,13 +80,30 @@ class Forwarder:
                 continue
             except OSError:
                 break
+            self.accepted += 1
             try:
                 b = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
                 a.close()
                 continue
-            for x, y in ((a, b), (b, a)):
-                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            if self.drop_answers:
+                threading.Thread(target=self._drop, args=(b, a), daemon=True).start()
+            else:
+                threading.Thread(target=self._pipe, args=(b, a), daemon=True).start()
+
+    def _drop(self, b, a):
+        """Waits for the node's answer, then closes both sides unanswered."""
+        try:
+            b.recv(1)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
 
     def close(self):
         self.stop.set()
@@ -379,6 +398,30 @@ class TestClusterCommands(KvctlCase):
         self.assertGreaterEqual(time.monotonic() - t0, 0.9)
         self.assertIn("refused", err)
         self.fails(["--endpoints", "127.0.0.1:%d" % closed, "--timeout", "1s", "status"], 3)
+
+    def test_lost_answer_retried_only_when_safe(self):
+        """The node acts on the request but its answer is lost. A conditional
+        write is not sent again (exit 3, "may or may not have taken
+        effect"); an unconditional one and a read are retried."""
+        c = self.make_cluster(1)
+        node = c.nodes[0]
+        f = Forwarder(node.port, drop_answers=True)
+        try:
+            e = ["--endpoints", "127.0.0.1:%d" % f.port, "--timeout", "1s"]
+            out, err = self.fails(e + ["put", "cas", "1", "--if-absent"], 3, err_has="may or may not have taken effect")
+            self.assertEqual(f.accepted, 1)
+            # It did take effect: sending it again would have answered 412.
+            self.assertEqual(http_request("127.0.0.1", node.port, "GET", "/kv/cas").body, b"1")
+            for args in (["put", "plain", "2"], ["get", "cas"]):
+                before = f.accepted
+                out, err = self.fails(e + args, 3, err_has="cluster unavailable")
+                self.assertGreater(f.accepted - before, 1, args)
+            txn = {"compare": [], "success": [{"op": "put", "key": "t", "value": "1"}], "failure": []}
+            before = f.accepted
+            self.fails(e + ["txn"], 3, stdin=json.dumps(txn), err_has="may or may not have taken effect")
+            self.assertEqual(f.accepted - before, 1)
+        finally:
+            f.close()
 
     def test_no_leader_retried_until_timeout(self):
         c, leader, followers = self.cluster3()
