@@ -38,10 +38,16 @@
 
 #define PARTITION_FILE "partition.json"
 
+/* A peer's connections: [0] for votes and AppendEntries, then the snapshot
+ * chunks' (transport_rules.h: a parked last chunk must hold neither the
+ * heartbeats nor the chunk the leader resends meanwhile). */
+#define PEER_CONNS (1 + KVD_TRULES_SNAPSHOT_CONNS)
+
 struct peer {
 	struct peer *next;
 	char id[RAFT_ID_SIZE];
-	struct http_client *client;
+	struct http_client *client[PEER_CONNS]; /* created on first use */
+	unsigned inflight[PEER_CONNS];		/* requests sent, not completed */
 	bool failing; /* last request failed (for logging state changes only) */
 };
 
@@ -146,27 +152,53 @@ static int load_partition(struct kvd_transport *t, char *errmsg)
 
 /* ---- peers -------------------------------------------------------------- */
 
-static struct peer *peer_get(struct kvd_transport *t, const char *id)
+static struct peer *peer_find(struct kvd_transport *t, const char *id)
 {
 	struct peer *p;
-	char errmsg[KVD_ERRMSG_SIZE];
+	for (p = t->peers; p != NULL && strcmp(p->id, id) != 0; p = p->next)
+		;
+	return p;
+}
 
-	for (p = t->peers; p != NULL; p = p->next)
-		if (strcmp(p->id, id) == 0)
-			return p;
+static struct peer *peer_get(struct kvd_transport *t, const char *id)
+{
+	struct peer *p = peer_find(t, id);
+
+	if (p != NULL)
+		return p;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL)
 		return NULL;
 	snprintf(p->id, sizeof(p->id), "%s", id);
-	/* The client takes ids as they are: host:port, [v6]:port, :port. */
-	if (http_client_create(t->node->loop, id, NULL, &p->client, errmsg) != 0) {
-		KVD_WARN("cannot create peer client", "peer=%s error=\"%s\"", id, errmsg);
-		free(p);
-		return NULL;
-	}
 	p->next = t->peers;
 	t->peers = p;
 	return p;
+}
+
+/* The connection a request goes on (transport_rules.h): [0] for the raft
+ * channel; a chunk on the first snapshot connection with nothing in
+ * flight, else the first. Creates its client on first use; NULL on error. */
+static struct http_client *peer_conn(struct kvd_transport *t, struct peer *p,
+				     enum kvd_trules_channel channel, unsigned *conn)
+{
+	char errmsg[KVD_ERRMSG_SIZE];
+	unsigned i = 0;
+
+	if (channel == KVD_TRULES_CHANNEL_SNAPSHOT) {
+		for (i = 1; i < PEER_CONNS && p->inflight[i] > 0; i++)
+			;
+		if (i == PEER_CONNS)
+			i = 1;
+	}
+	/* The client takes ids as they are: host:port, [v6]:port, :port. */
+	if (p->client[i] == NULL &&
+	    http_client_create(t->node->loop, p->id, NULL, &p->client[i], errmsg) != 0) {
+		KVD_WARN("cannot create peer client", "peer=%s error=\"%s\"", p->id, errmsg);
+		p->client[i] = NULL;
+		return NULL;
+	}
+	*conn = i;
+	return p->client[i];
 }
 
 static void peer_health(void *ctx, const char *id, bool ok, int status)
@@ -254,6 +286,7 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 {
 	struct kvd_trules_call *c = user;
 	struct kvd_transport *t;
+	struct peer *p;
 	struct raft_message result;
 	bool decoded = false;
 	char errmsg[KVD_ERRMSG_SIZE];
@@ -263,6 +296,9 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		return;
 	}
 	t = c->binding;
+	p = peer_find(t, c->req.to);
+	if (p != NULL && p->inflight[c->conn] > 0)
+		p->inflight[c->conn]--;
 	if (t->closing) {
 		kvd_trules_call_free(c);
 		return;
@@ -280,11 +316,12 @@ static int request(void *ctx, struct kvd_trules_call *c, void *payload)
 	struct kvd_transport *t = ctx;
 	struct payload *pl = payload;
 	struct peer *p = peer_get(t, c->req.to);
+	struct http_client *client = p != NULL ? peer_conn(t, p, c->channel, &c->conn) : NULL;
 	char path[700];
 	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 32];
 	int rv;
 
-	if (p == NULL) {
+	if (client == NULL) {
 		payload_free(t, pl);
 		return KVD_ENOMEM;
 	}
@@ -295,9 +332,11 @@ static int request(void *ctx, struct kvd_trules_call *c, void *payload)
 	if (kvd_cluster_id(t->node)[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
 			 KVD_CLUSTER_HEADER ": %s\r\n", kvd_cluster_id(t->node));
-	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, pl->body,
+	rv = http_client_request(client, "POST", path, headers[0] ? headers : NULL, pl->body,
 				 pl->len, c->timeout_ms, result_cb, c);
 	payload_free(t, pl);
+	if (rv == 0)
+		p->inflight[c->conn]++;
 	return rv;
 }
 
@@ -473,7 +512,9 @@ void kvd_transport_destroy(struct kvd_transport *t)
 	while (t->peers != NULL) {
 		struct peer *p = t->peers;
 		t->peers = p->next;
-		http_client_close(p->client);
+		for (unsigned i = 0; i < PEER_CONNS; i++)
+			if (p->client[i] != NULL)
+				http_client_close(p->client[i]);
 		free(p);
 	}
 	free(t);

@@ -182,6 +182,10 @@ static void send_request(struct kvd_trules *r, const struct raft_message *head, 
 		call->req.u.snapshot.data = NULL;
 	call->len = len;
 	call->timeout_ms = kvd_trules_timeout_ms(head->type, len);
+	call->channel =
+	    head->type == RAFT_MSG_SNAPSHOT && !KVD_TRULES_PLANTED(KVD_TRULES_PLANT_ONE_CONNECTION)
+		? KVD_TRULES_CHANNEL_SNAPSHOT
+		: KVD_TRULES_CHANNEL_RAFT;
 	r->stats.requests++;
 	if (r->ops.request(r->ops.ctx, call, payload) != 0)
 		free(call);

@@ -41,15 +41,33 @@
 
 struct kvd_trules;
 
+/* Connections to a peer. The last chunk of a snapshot stays unanswered until
+ * the install ends, and an HTTP server serves one request of a connection at
+ * a time (api/http/http_server.c). Behind a parked chunk, AppendEntries would
+ * wait until they time out (the follower's "busy" answers never come back),
+ * and so would the chunk the leader resends meanwhile (refused at once with
+ * the offset expected, which keeps the leader from restarting the stream
+ * after snapshot_timeout). So chunks have connections of their own,
+ * KVD_TRULES_SNAPSHOT_CONNS of them, and the binding sends each chunk on the
+ * first one with no request in flight (the first if all are busy): the
+ * core keeps one chunk outstanding, plus its resends. */
+enum kvd_trules_channel {
+	KVD_TRULES_CHANNEL_RAFT = 0,	 /* votes, AppendEntries, TimeoutNow */
+	KVD_TRULES_CHANNEL_SNAPSHOT = 1, /* InstallSnapshot chunks */
+};
+#define KVD_TRULES_SNAPSHOT_CONNS 2
+
 /* One outgoing request, from kvd_trules_send() to its answer. Allocated by
  * the rules, handed to ops->request(); the binding gives it back exactly once,
  * through kvd_trules_result() or (the rules are gone) kvd_trules_call_free(). */
 struct kvd_trules_call {
 	struct kvd_trules *rules;
-	struct raft_message req; /* the request's small fields (no pointers) */
-	size_t len;		 /* bytes of the encoded payload */
-	uint64_t timeout_ms;	 /* kvd_trules_timeout_ms() of the request */
-	void *binding;		 /* the binding's own (ops->request sets it) */
+	struct raft_message req;	 /* the request's small fields (no pointers) */
+	size_t len;			 /* bytes of the encoded payload */
+	uint64_t timeout_ms;		 /* kvd_trules_timeout_ms() of the request */
+	enum kvd_trules_channel channel; /* the peer connection it must go on */
+	void *binding;			 /* the binding's own (ops->request sets it) */
+	unsigned conn;			 /* the binding's: which connection carries it */
 };
 
 /* What the rules ask of the outside. ctx is passed back to every call. */
@@ -60,9 +78,10 @@ struct kvd_trules_ops {
 	 * Returns 0, or an error (the message is dropped). */
 	int (*encode)(void *ctx, const struct raft_message *m, void **payload, size_t *len);
 	void (*payload_free)(void *ctx, void *payload);
-	/* Sends call->req's request to call->req.to with payload (taken in
-	 * every case). Returns 0: kvd_trules_result() or kvd_trules_call_free()
-	 * follows later, never from inside; or an error: the rules free call. */
+	/* Sends call->req's request to call->req.to on the connection of
+	 * call->channel with payload (taken in every case). Returns 0: kvd_trules_result() or
+	 * kvd_trules_call_free() follows later, never from inside; or an error: the rules free
+	 * call. */
 	int (*request)(void *ctx, struct kvd_trules_call *call, void *payload);
 	/* Answers the incoming request handle with 200 and payload (taken). */
 	void (*answer)(void *ctx, void *handle, void *payload);
@@ -147,6 +166,7 @@ void kvd_trules_stats_get(const struct kvd_trules *r, struct kvd_trules_stats *o
  */
 #define KVD_TRULES_PLANT_PARKED_ANSWERED 1u /* the parked last chunk is refused at once */
 #define KVD_TRULES_PLANT_HELD_EARLY	 2u /* held messages leave one sequence early */
+#define KVD_TRULES_PLANT_ONE_CONNECTION	 4u /* chunks share the AppendEntries connection */
 #ifdef KVD_TRULES_PLANTS
 extern unsigned kvd_trules_plants;
 #define KVD_TRULES_PLANTED(bit) ((kvd_trules_plants & (bit)) != 0)
