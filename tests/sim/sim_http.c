@@ -576,8 +576,9 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m)
 		return;
 	}
 	if (sim_converge_deliver(s, &s->nodes[dst], m)) {
+		int from = m->conn_from, to = m->conn_to, ch = m->conn_ch;
 		sim_msg_free(m); /* lost at the heal: the connection breaks */
-		conn_reset(s, m->conn_from, m->conn_to, m->conn_ch, 0);
+		conn_reset(s, from, to, ch, 0);
 		return;
 	}
 	x->resp = m;

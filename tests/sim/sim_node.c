@@ -328,6 +328,10 @@ static void disk_error(struct sim *s, struct sim_node *n, int rv)
 	s->disk_errors++;
 	if (n->tr != NULL) /* as kvd_node_disk_error: held messages dropped */
 		kvd_trules_drop_held(n->tr);
+	/* The daemon restarts its core after a full disk (drop_core() in
+	 * api/node.c): the parked last chunk is refused first (offset 0). */
+	if (n->tr != NULL && rv == KVD_ENOSPC)
+		kvd_trules_refuse_parked(n->tr);
 	if (rv != KVD_ENOSPC) {
 		struct raft_event e = {.now = s->now, .type = RAFT_EVENT_IO_FAILED};
 		sim_node_step(s, n, &e, NULL, NULL);
