@@ -376,6 +376,8 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m);    /* takes m */
 void sim_http_timeout(struct sim *s, int a, int b, uint64_t call_id);
 /* gen_ch: the generation, and the channel in bits 32 and up. */
 void sim_http_reset(struct sim *s, int a, int b, uint64_t gen_ch);
+/* Operator partitions: mirrors s->cut into the nodes' transport rules. */
+void sim_http_sync(struct sim *s);
 /* True when a follower's append job fails to be submitted (out of memory). */
 bool sim_http_append_fails(struct sim *s);
 

@@ -18,6 +18,10 @@
  *    request not answered by then fails with KVD_ETIMEDOUT and resets the
  *    connection, failing every other request on it with KVD_EIO (as
  *    http_client.c does); answers to a reset connection are discarded;
+ *  - in a third of the seeds (operator partitions), the nemesis's
+ *    partitions are set in the transport rules instead of cutting links,
+ *    as an operator's /cluster/partition does: a node refuses requests from
+ *    the peers it stops hearing (503) and sends them nothing;
  *  - faults from the seed: connection resets (a per-seed per mille of
  *    requests resets its connection within 20 ms), refusals (a per-seed per
  *    mille of requests is answered 503 before the core sees it), a lost
@@ -84,6 +88,12 @@ struct sim_http {
 	unsigned reset_pm;  /* per mille of requests whose connection resets */
 	unsigned refuse_pm; /* per mille of requests answered 503 */
 	unsigned oom_pm;    /* per mille of follower appends that fail (sim_node.c) */
+	/* Operator partitions (a third of the seeds): the partitions of the
+	 * nemesis are set in the transport rules, as /cluster/partition does,
+	 * instead of cutting links; synced from s->cut. */
+	bool operator_cuts;
+	bool synced;
+	bool cut[SIM_MAX_NODES][SIM_MAX_NODES];
 };
 
 static struct sim_node *node_of(struct sim_http_node *h)
@@ -456,9 +466,38 @@ void sim_http_init(struct sim *s)
 	s->http->reset_pm = resets[sim_rand_range(s, 0, 2)];
 	s->http->refuse_pm = refusals[sim_rand_range(s, 0, 2)];
 	s->http->oom_pm = ooms[sim_rand_range(s, 0, 3)];
+	/* Not from the run's generator: the other seeds run as before. */
+	s->http->operator_cuts = (s->p.seed * 0x9e3779b97f4a7c15ull) >> 62 == 0 ||
+				 ((s->p.seed * 0x9e3779b97f4a7c15ull) >> 60) == 4;
 	kvd_trules_plants = (s->p.plants.parked_answered ? KVD_TRULES_PLANT_PARKED_ANSWERED : 0) |
 			    (s->p.plants.held_early ? KVD_TRULES_PLANT_HELD_EARLY : 0) |
 			    (s->p.plants.one_connection ? KVD_TRULES_PLANT_ONE_CONNECTION : 0);
+}
+
+void sim_http_sync(struct sim *s)
+{
+	struct sim_http *h = s->http;
+	if (!h->operator_cuts || (h->synced && memcmp(h->cut, s->cut, sizeof(h->cut)) == 0))
+		return;
+	memcpy(h->cut, s->cut, sizeof(h->cut));
+	h->synced = true;
+	for (unsigned i = 0; i < s->n_nodes; i++) {
+		struct sim_node *n = &s->nodes[i];
+		const char *allowed[SIM_MAX_NODES];
+		unsigned k = 0;
+		bool partitioned = false;
+		if (n->tr == NULL)
+			continue;
+		/* n stops hearing j: it refuses j's requests (503) and sends
+		 * nothing to j. */
+		for (unsigned j = 0; j < s->n_nodes; j++) {
+			if (j != i && s->cut[j][i])
+				partitioned = true;
+			else
+				allowed[k++] = s->nodes[j].id;
+		}
+		kvd_trules_set_partition(n->tr, partitioned, allowed, k);
+	}
 }
 
 bool sim_http_append_fails(struct sim *s)
@@ -482,6 +521,8 @@ void sim_http_node_up(struct sim *s, struct sim_node *n)
 	};
 	if (kvd_trules_create(&ops, &n->tr) != 0)
 		abort();
+	s->http->synced = false; /* the partition is reloaded, as from partition.json */
+	sim_http_sync(s);
 }
 
 /* Frees the requests of a->b without completing them (a is gone). */
@@ -543,7 +584,7 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m)
 		sim_msg_free(m);
 		return;
 	}
-	if (s->cut[src][dst]) { /* retransmitted until the link heals */
+	if (!s->http->operator_cuts && s->cut[src][dst]) { /* retransmitted until the link heals */
 		raft_time *last = is_req ? &c->req_last : &c->resp_last;
 		raft_time t = s->now + sim_rand_range(s, 200, 400);
 		if (t < *last)

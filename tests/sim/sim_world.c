@@ -481,6 +481,7 @@ int sim_run(const struct sim_params *p, struct sim *s)
 		s->now = ev.t;
 		if (!s->healing)
 			s->step++;
+		sim_http_sync(s); /* links cut by the last event, in operator seeds */
 		dispatch(s, &ev);
 		s->digest = (s->digest ^ (ev.t * 1000003u + (uint64_t)ev.kind * 131u +
 					  (uint64_t)(ev.node + 1))) *
