@@ -164,14 +164,11 @@ static struct peer *peer_get(struct kvd_transport *t, const char *id)
 {
 	struct peer *p = peer_find(t, id);
 
-	if (p != NULL)
-		return p;
-	p = calloc(1, sizeof(*p));
-	if (p == NULL)
-		return NULL;
-	snprintf(p->id, sizeof(p->id), "%s", id);
-	p->next = t->peers;
-	t->peers = p;
+	if (p == NULL && (p = calloc(1, sizeof(*p))) != NULL) {
+		snprintf(p->id, sizeof(p->id), "%s", id);
+		p->next = t->peers;
+		t->peers = p;
+	}
 	return p;
 }
 
@@ -195,7 +192,6 @@ static struct http_client *peer_conn(struct kvd_transport *t, struct peer *p,
 	    http_client_create(t->node->loop, p->id, NULL, &p->client[i], errmsg) != 0) {
 		KVD_WARN("cannot create peer client", "peer=%s error=\"%s\"", p->id, errmsg);
 		p->client[i] = NULL;
-		return NULL;
 	}
 	*conn = i;
 	return p->client[i];
@@ -261,25 +257,28 @@ static int encode(void *ctx, const struct raft_message *m, void **out, size_t *l
 {
 	struct kvd_transport *t = ctx;
 	struct payload *p = calloc(1, sizeof(*p));
+	int rv = 0;
 
-	if (p == NULL)
-		return KVD_ENOMEM;
-	if (m->type == RAFT_MSG_SNAPSHOT) {
+	if (p == NULL) {
+		rv = KVD_ENOMEM;
+	} else if (m->type == RAFT_MSG_SNAPSHOT) {
 		if (kvd_rpc_encode(m, &p->body, &p->len, p->query, sizeof(p->query)) != 0 ||
 		    read_chunk(t, m, &p->body, &p->len) != 0) {
 			KVD_WARN("cannot read snapshot chunk", "peer=%s index=%" PRIu64, m->to,
 				 m->u.snapshot.last_index);
-			free(p);
-			return KVD_EIO;
+			rv = KVD_EIO;
 		}
 	} else if (kvd_rpc_encode(m, &p->body, &p->len, NULL, 0) != 0) {
 		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
-		free(p);
-		return KVD_EINVAL;
+		rv = KVD_EINVAL;
 	}
-	*out = p;
-	*len = p->len;
-	return 0;
+	if (rv == 0) {
+		*out = p;
+		*len = p->len;
+	} else {
+		free(p);
+	}
+	return rv;
 }
 
 static void result_cb(int status, const char *body, size_t len, void *user)
@@ -293,7 +292,7 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 
 	if (status == KVD_ESHUTDOWN) { /* the transport may be gone already */
 		kvd_trules_call_free(c);
-		return;
+		goto done;
 	}
 	t = c->binding;
 	p = peer_find(t, c->req.to);
@@ -301,7 +300,7 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		p->inflight[c->conn]--;
 	if (t->closing) {
 		kvd_trules_call_free(c);
-		return;
+		goto done;
 	}
 	memset(&result, 0, sizeof(result));
 	if (status == 200 && c->req.type != RAFT_MSG_TIMEOUT_NOW &&
@@ -309,6 +308,8 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		decoded = kvd_rpc_decode_result(c->req.type, body, len, c->req.to, t->node->cfg.id,
 						&result, errmsg) == 0;
 	kvd_trules_result(c, status, decoded ? &result : NULL);
+done:
+	return;
 }
 
 static int request(void *ctx, struct kvd_trules_call *c, void *payload)

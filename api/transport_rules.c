@@ -60,12 +60,12 @@ struct kvd_trules {
 
 bool kvd_trules_blocked(const struct kvd_trules *r, const char *peer)
 {
-	if (!r->partitioned)
-		return false;
-	for (unsigned i = 0; i < r->n_allowed; i++)
+	bool blocked = r->partitioned;
+
+	for (unsigned i = 0; blocked && i < r->n_allowed; i++)
 		if (strcmp(r->allowed[i], peer) == 0)
-			return false;
-	return true;
+			blocked = false;
+	return blocked;
 }
 
 void kvd_trules_set_partition(struct kvd_trules *r, bool partitioned, const char *const *allowed,
@@ -86,9 +86,8 @@ void kvd_trules_set_partition(struct kvd_trules *r, bool partitioned, const char
 
 uint64_t kvd_trules_timeout_ms(enum raft_msg_type type, size_t len)
 {
-	if (type == RAFT_MSG_SNAPSHOT)
-		return KVD_TRULES_SNAPSHOT_TIMEOUT_MS;
-	return KVD_TRULES_RPC_TIMEOUT_MS + (uint64_t)(len >> 13);
+	return type == RAFT_MSG_SNAPSHOT ? KVD_TRULES_SNAPSHOT_TIMEOUT_MS
+					 : KVD_TRULES_RPC_TIMEOUT_MS + (uint64_t)(len >> 13);
 }
 
 static void health(struct kvd_trules *r, const char *peer, bool ok, int status)
@@ -102,35 +101,17 @@ void kvd_trules_call_free(struct kvd_trules_call *call)
 	free(call);
 }
 
-void kvd_trules_result(struct kvd_trules_call *call, int status, const struct raft_message *result)
+/* A 200 answer with a decoded result: fills what a peer may leave out and
+ * steps the core with it. */
+static void result_ok(struct kvd_trules *r, const struct kvd_trules_call *call,
+		      const struct raft_message *result)
 {
-	struct kvd_trules *r = call->rules;
 	const struct raft_message *q = &call->req;
 	struct raft_event e;
 
-	if (r->closing || kvd_trules_blocked(r, q->to)) {
-		free(call);
-		return;
-	}
 	memset(&e, 0, sizeof(e));
-	if (q->type == RAFT_MSG_TIMEOUT_NOW) { /* no result for the core */
-		health(r, q->to, status == 200, status);
-		free(call);
-		return;
-	}
-	if (status != 200 || result == NULL) {
-		r->stats.failures++;
-		health(r, q->to, false, status);
-		if (q->type == RAFT_MSG_APPEND || q->type == RAFT_MSG_SNAPSHOT) {
-			e.type = RAFT_EVENT_UNREACHABLE;
-			e.u.unreachable.id = q->to;
-			r->ops.step(r->ops.ctx, &e);
-		}
-		free(call);
-		return;
-	}
 	r->stats.results++;
-	health(r, q->to, true, status);
+	health(r, q->to, true, 200);
 	e.u.receive = *result;
 	/* Fill what a peer of another implementation may leave out. */
 	switch (q->type) {
@@ -157,22 +138,43 @@ void kvd_trules_result(struct kvd_trules_call *call, int status, const struct ra
 	}
 	e.type = RAFT_EVENT_RECEIVE;
 	r->ops.step(r->ops.ctx, &e);
+}
+
+void kvd_trules_result(struct kvd_trules_call *call, int status, const struct raft_message *result)
+{
+	struct kvd_trules *r = call->rules;
+	const struct raft_message *q = &call->req;
+	struct raft_event e;
+
+	memset(&e, 0, sizeof(e));
+	if (r->closing || kvd_trules_blocked(r, q->to)) {
+		/* dropped: the transport closes, or the peer is partitioned */
+	} else if (q->type == RAFT_MSG_TIMEOUT_NOW) { /* no result for the core */
+		health(r, q->to, status == 200, status);
+	} else if (status != 200 || result == NULL) {
+		r->stats.failures++;
+		health(r, q->to, false, status);
+		if (q->type == RAFT_MSG_APPEND || q->type == RAFT_MSG_SNAPSHOT) {
+			e.type = RAFT_EVENT_UNREACHABLE;
+			e.u.unreachable.id = q->to;
+			r->ops.step(r->ops.ctx, &e);
+		}
+	} else {
+		result_ok(r, call, result);
+	}
 	free(call);
 }
 
 static void send_request(struct kvd_trules *r, const struct raft_message *head, void *payload,
 			 size_t len)
 {
-	struct kvd_trules_call *call;
+	struct kvd_trules_call *call = NULL;
 
-	if (kvd_trules_blocked(r, head->to) || r->closing) {
+	if (!kvd_trules_blocked(r, head->to) && !r->closing)
+		call = calloc(1, sizeof(*call));
+	if (call == NULL) { /* blocked, closing, or out of memory: dropped */
 		r->ops.payload_free(r->ops.ctx, payload);
-		return;
-	}
-	call = calloc(1, sizeof(*call));
-	if (call == NULL) {
-		r->ops.payload_free(r->ops.ctx, payload);
-		return;
+		goto done;
 	}
 	call->rules = r;
 	call->req = *head;
@@ -189,6 +191,8 @@ static void send_request(struct kvd_trules *r, const struct raft_message *head, 
 	r->stats.requests++;
 	if (r->ops.request(r->ops.ctx, call, payload) != 0)
 		free(call);
+done:
+	return;
 }
 
 /* ---- incoming requests -------------------------------------------------- */
@@ -215,12 +219,12 @@ static void answer(struct kvd_trules *r, uint64_t token, void *payload)
 {
 	struct incoming *in = *find_incoming(r, token);
 
-	if (in == NULL) {
+	if (in == NULL) { /* answered already (refused), or the request is gone */
 		r->ops.payload_free(r->ops.ctx, payload);
-		return;
+	} else {
+		r->stats.answered++;
+		r->ops.answer(r->ops.ctx, take(r, in), payload);
 	}
-	r->stats.answered++;
-	r->ops.answer(r->ops.ctx, take(r, in), payload);
 }
 
 static void refuse(struct kvd_trules *r, struct incoming *in)
@@ -275,9 +279,12 @@ int kvd_trules_receive(struct kvd_trules *r, void *handle, const struct raft_mes
 	struct raft_core *core;
 	struct incoming *in = calloc(1, sizeof(*in));
 	uint64_t token;
+	int rv = 0;
 
-	if (in == NULL)
-		return KVD_ENOMEM;
+	if (in == NULL) {
+		rv = KVD_ENOMEM;
+		goto done;
+	}
 	token = ++r->next_token;
 	in->token = token;
 	in->handle = handle;
@@ -298,7 +305,8 @@ int kvd_trules_receive(struct kvd_trules *r, void *handle, const struct raft_mes
 		in->parked = true;
 	else if (in != NULL && !in->held)
 		refuse(r, in);
-	return 0;
+done:
+	return rv;
 }
 
 /* ---- sending and holding ------------------------------------------------ */
@@ -322,18 +330,18 @@ void kvd_trules_send(struct kvd_trules *r, const struct raft_message *m, uint64_
 {
 	void *payload = NULL;
 	size_t len = 0;
-	struct held *h;
+	struct held *h = NULL;
 
 	if (r->ops.encode(r->ops.ctx, m, &payload, &len) != 0)
-		return;
+		goto done; /* the binding logged why; the core resends */
 	if (sync_seq == 0) {
 		dispatch(r, m, payload, len);
-		return;
+		goto done;
 	}
 	h = calloc(1, sizeof(*h));
 	if (h == NULL) {
 		r->ops.payload_free(r->ops.ctx, payload);
-		return;
+		goto done;
 	}
 	h->seq = sync_seq;
 	h->head = *m;
@@ -354,6 +362,8 @@ void kvd_trules_send(struct kvd_trules *r, const struct raft_message *m, uint64_
 		r->held = h;
 	r->held_tail = h;
 	r->stats.held++;
+done:
+	return;
 }
 
 void kvd_trules_drop_held(struct kvd_trules *r)
@@ -394,18 +404,20 @@ void kvd_trules_flush(struct kvd_trules *r, uint64_t completed_seq)
 int kvd_trules_create(const struct kvd_trules_ops *ops, struct kvd_trules **out)
 {
 	struct kvd_trules *r = calloc(1, sizeof(*r));
+	int rv = KVD_ENOMEM;
 
-	if (r == NULL)
-		return KVD_ENOMEM;
-	r->ops = *ops;
-	*out = r;
-	return 0;
+	if (r != NULL) {
+		r->ops = *ops;
+		*out = r;
+		rv = 0;
+	}
+	return rv;
 }
 
 void kvd_trules_destroy(struct kvd_trules *r)
 {
 	if (r == NULL)
-		return;
+		goto done;
 	r->closing = true;
 	while (r->held != NULL) {
 		struct held *h = r->held;
@@ -422,6 +434,8 @@ void kvd_trules_destroy(struct kvd_trules *r)
 		free(in);
 	}
 	free(r);
+done:
+	return;
 }
 
 void kvd_trules_stats_get(const struct kvd_trules *r, struct kvd_trules_stats *out)
