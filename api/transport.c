@@ -1,16 +1,17 @@
 /*
- * transport.c: Raft RPCs over HTTP between nodes, and partitions.
+ * transport.c: Raft RPCs over HTTP between nodes, and partitions: the HTTP
+ * binding of api/transport_rules.c, which owns the pairing of messages with
+ * requests and answers (held messages, orphans, the parked last chunk) so
+ * that the simulation runs the same rules over its simulated HTTP.
+ *
+ * Here: the JSON codec (api/rpc.c), snapshot chunks read from the snapshot
+ * file, one keep-alive http_client per peer, the cluster-id and auth
+ * headers, the exact bodies of refusals, and the partition file.
  *
  * Invariants:
- *  - A message the core flagged needs_sync leaves only after the writer has
- *    completed the sequence recorded with it (persist before send, raft.h).
- *    Held messages leave in the order they were produced.
- *  - Every incoming /raft request gets exactly one HTTP answer: the core's
- *    result for its token, or, when the core produced none, a refusal in the
- *    current term.
- *  - While partitioned, nothing is sent to or accepted from a blocked peer,
- *    and results that arrive from one are dropped. The partition is on disk
- *    (fsynced) before /cluster/partition answers.
+ *  - Every incoming /raft request gets exactly one HTTP answer (the rules'
+ *    answer, refusal or failure; or here 400, 409 or 503 before the core).
+ *  - The partition is on disk (fsynced) before /cluster/partition answers.
  */
 #include "api/transport.h"
 
@@ -32,53 +33,35 @@
 #include "api/metrics.h"
 #include "api/node_internal.h"
 #include "api/rpc.h"
+#include "api/transport_rules.h"
 #include "kvd/errors.h"
 
-#define RPC_TIMEOUT_MS		2000 /* per request, plus 1 ms per 8 KiB of body (large entries) */
-#define SNAPSHOT_RPC_TIMEOUT_MS 10000
-#define PARTITION_FILE		"partition.json"
+#define PARTITION_FILE "partition.json"
+
+/* A peer's connections: [0] for votes and AppendEntries, then the snapshot
+ * chunks' (transport_rules.h: a parked last chunk must hold neither the
+ * heartbeats nor the chunk the leader resends meanwhile). */
+#define PEER_CONNS (1 + KVD_TRULES_SNAPSHOT_CONNS)
 
 struct peer {
 	struct peer *next;
 	char id[RAFT_ID_SIZE];
-	struct http_client *client;
+	struct http_client *client[PEER_CONNS]; /* created on first use */
+	unsigned inflight[PEER_CONNS];		/* requests sent, not completed */
 	bool failing; /* last request failed (for logging state changes only) */
 };
 
-struct incoming {
-	struct incoming *next;
-	uint64_t token;
-	struct http_request *req;
-	enum raft_msg_type type;
-	bool held;   /* its result waits for the writer */
-	bool parked; /* the last snapshot chunk: answered after the install */
-};
-
-/* A serialized message waiting for the writer. */
-struct held {
-	struct held *next;
-	uint64_t seq;
-	struct raft_message head; /* type, ids, term, token, and small fields */
+/* An encoded message: the body and the query string (snapshot chunks). */
+struct payload {
 	char *body;
 	size_t len;
 	char query[512];
 };
 
-struct out_ctx {
-	struct kvd_transport *t;
-	struct raft_message req; /* the request's small fields (no pointers) */
-	size_t chunk_len;	 /* bytes of a snapshot chunk */
-};
-
 struct kvd_transport {
 	struct kvd_node *node;
+	struct kvd_trules *rules;
 	struct peer *peers;
-	struct incoming *incoming;
-	struct held *held, *held_tail;
-	uint64_t next_token;
-	bool partitioned;
-	unsigned n_allowed;
-	char allowed[RAFT_MAX_SERVERS * 2][RAFT_ID_SIZE];
 	char auth_header[300]; /* "Authorization: Bearer ...\r\n" or "" */
 	bool closing;
 };
@@ -87,12 +70,7 @@ struct kvd_transport {
 
 bool kvd_transport_blocked(const struct kvd_transport *t, const char *peer)
 {
-	if (!t->partitioned)
-		return false;
-	for (unsigned i = 0; i < t->n_allowed; i++)
-		if (strcmp(t->allowed[i], peer) == 0)
-			return false;
-	return true;
+	return kvd_trules_blocked(t->rules, peer);
 }
 
 static void partition_path(const struct kvd_transport *t, char *path, size_t size)
@@ -128,10 +106,7 @@ int kvd_transport_partition(struct kvd_transport *t, const char *const *allowed,
 	free(text);
 	if (rv != 0)
 		return rv;
-	t->partitioned = !heal;
-	t->n_allowed = heal ? 0 : n;
-	for (unsigned i = 0; i < t->n_allowed; i++)
-		snprintf(t->allowed[i], RAFT_ID_SIZE, "%s", allowed[i]);
+	kvd_trules_set_partition(t->rules, !heal, allowed, heal ? 0 : n);
 	if (heal)
 		KVD_INFO("partition healed", NULL);
 	else
@@ -146,6 +121,9 @@ static int load_partition(struct kvd_transport *t, char *errmsg)
 	json_t *o, *a;
 	size_t i;
 	json_t *v;
+	const char *allowed[RAFT_MAX_SERVERS * 2];
+	unsigned n_allowed = 0;
+	bool partitioned;
 
 	partition_path(t, path, sizeof(path));
 	if (access(path, F_OK) != 0)
@@ -158,47 +136,70 @@ static int load_partition(struct kvd_transport *t, char *errmsg)
 			 jerr.text);
 		return KVD_ECORRUPT;
 	}
-	t->partitioned = json_is_true(json_object_get(o, "partitioned"));
-	t->n_allowed = 0;
+	partitioned = json_is_true(json_object_get(o, "partitioned"));
 	json_array_foreach(a, i, v)
 	{
 		const char *id = json_string_value(v);
 		if (id != NULL && strlen(id) < RAFT_ID_SIZE)
-			snprintf(t->allowed[t->n_allowed++], RAFT_ID_SIZE, "%s", id);
+			allowed[n_allowed++] = id;
 	}
+	kvd_trules_set_partition(t->rules, partitioned, allowed, n_allowed);
 	json_decref(o);
-	if (t->partitioned)
-		KVD_INFO("partition restored from disk", "allowed_peers=%u", t->n_allowed);
+	if (partitioned)
+		KVD_INFO("partition restored from disk", "allowed_peers=%u", n_allowed);
 	return 0;
 }
 
 /* ---- peers -------------------------------------------------------------- */
 
-static struct peer *peer_get(struct kvd_transport *t, const char *id)
+static struct peer *peer_find(struct kvd_transport *t, const char *id)
 {
 	struct peer *p;
-	char errmsg[KVD_ERRMSG_SIZE];
-
-	for (p = t->peers; p != NULL; p = p->next)
-		if (strcmp(p->id, id) == 0)
-			return p;
-	p = calloc(1, sizeof(*p));
-	if (p == NULL)
-		return NULL;
-	snprintf(p->id, sizeof(p->id), "%s", id);
-	/* The client takes ids as they are: host:port, [v6]:port, :port. */
-	if (http_client_create(t->node->loop, id, NULL, &p->client, errmsg) != 0) {
-		KVD_WARN("cannot create peer client", "peer=%s error=\"%s\"", id, errmsg);
-		free(p);
-		return NULL;
-	}
-	p->next = t->peers;
-	t->peers = p;
+	for (p = t->peers; p != NULL && strcmp(p->id, id) != 0; p = p->next)
+		;
 	return p;
 }
 
-static void peer_health(struct kvd_transport *t, const char *id, bool ok, int status)
+static struct peer *peer_get(struct kvd_transport *t, const char *id)
 {
+	struct peer *p = peer_find(t, id);
+
+	if (p == NULL && (p = calloc(1, sizeof(*p))) != NULL) {
+		snprintf(p->id, sizeof(p->id), "%s", id);
+		p->next = t->peers;
+		t->peers = p;
+	}
+	return p;
+}
+
+/* The connection a request goes on (transport_rules.h): [0] for the raft
+ * channel; a chunk on the first snapshot connection with nothing in
+ * flight, else the first. Creates its client on first use; NULL on error. */
+static struct http_client *peer_conn(struct kvd_transport *t, struct peer *p,
+				     enum kvd_trules_channel channel, unsigned *conn)
+{
+	char errmsg[KVD_ERRMSG_SIZE];
+	unsigned i = 0;
+
+	if (channel == KVD_TRULES_CHANNEL_SNAPSHOT) {
+		for (i = 1; i < PEER_CONNS && p->inflight[i] > 0; i++)
+			;
+		if (i == PEER_CONNS)
+			i = 1;
+	}
+	/* The client takes ids as they are: host:port, [v6]:port, :port. */
+	if (p->client[i] == NULL &&
+	    http_client_create(t->node->loop, p->id, NULL, &p->client[i], errmsg) != 0) {
+		KVD_WARN("cannot create peer client", "peer=%s error=\"%s\"", p->id, errmsg);
+		p->client[i] = NULL;
+	}
+	*conn = i;
+	return p->client[i];
+}
+
+static void peer_health(void *ctx, const char *id, bool ok, int status)
+{
+	struct kvd_transport *t = ctx;
 	struct peer *p;
 	for (p = t->peers; p != NULL; p = p->next)
 		if (strcmp(p->id, id) == 0)
@@ -213,74 +214,15 @@ static void peer_health(struct kvd_transport *t, const char *id, bool ok, int st
 			 status < 0 ? kvd_strerror(status) : "bad status");
 }
 
-/* ---- outgoing requests -------------------------------------------------- */
+/* ---- the rules' operations over HTTP ------------------------------------- */
 
-static void result_cb(int status, const char *body, size_t len, void *user)
+static void payload_free(void *ctx, void *payload)
 {
-	struct out_ctx *c = user;
-	struct kvd_transport *t;
-	struct kvd_node *n;
-	struct raft_event e;
-	char errmsg[KVD_ERRMSG_SIZE];
-
-	if (status == KVD_ESHUTDOWN) { /* the transport may be gone already */
-		free(c);
-		return;
-	}
-	t = c->t;
-	n = t->node;
-	if (t->closing) {
-		free(c);
-		return;
-	}
-	if (kvd_transport_blocked(t, c->req.to)) {
-		free(c);
-		return;
-	}
-	memset(&e, 0, sizeof(e));
-	if (c->req.type == RAFT_MSG_TIMEOUT_NOW) { /* no result for the core */
-		peer_health(t, c->req.to, status == 200, status);
-		free(c);
-		return;
-	}
-	if (status != 200 || kvd_rpc_decode_result(c->req.type, body, len, c->req.to, n->cfg.id,
-						   &e.u.receive, errmsg) != 0) {
-		peer_health(t, c->req.to, false, status);
-		if (c->req.type == RAFT_MSG_APPEND || c->req.type == RAFT_MSG_SNAPSHOT) {
-			e.type = RAFT_EVENT_UNREACHABLE;
-			e.u.unreachable.id = c->req.to;
-			kvd_node_step(n, &e);
-		}
-		free(c);
-		return;
-	}
-	peer_health(t, c->req.to, true, status);
-	/* Fill what a peer of another implementation may leave out. */
-	switch (c->req.type) {
-	case RAFT_MSG_REQUEST_VOTE:
-		e.u.receive.u.request_vote_result.pre_vote = c->req.u.request_vote.pre_vote;
-		break;
-	case RAFT_MSG_APPEND: {
-		struct raft_append_result *r = &e.u.receive.u.append_result;
-		if (!r->success && r->reject_index == 0)
-			r->reject_index = c->req.u.append.prev_log_index;
-		if (r->seq == 0)
-			r->seq = c->req.u.append.seq;
-		break;
-	}
-	case RAFT_MSG_SNAPSHOT: {
-		struct raft_snapshot_result *r = &e.u.receive.u.snapshot_result;
-		if (r->last_index == 0)
-			r->last_index = c->req.u.snapshot.last_index;
-		if (r->success && r->offset == 0)
-			r->offset = c->req.u.snapshot.offset + c->chunk_len;
-		break;
-	}
-	default: break;
-	}
-	e.type = RAFT_EVENT_RECEIVE;
-	kvd_node_step(n, &e);
-	free(c);
+	struct payload *p = payload;
+	(void)ctx;
+	if (p != NULL)
+		free(p->body);
+	free(p);
 }
 
 /* Reads a snapshot chunk for m into a malloc'ed buffer. */
@@ -311,128 +253,169 @@ static int read_chunk(struct kvd_transport *t, const struct raft_message *m, cha
 	return 0;
 }
 
-static void send_request(struct kvd_transport *t, const struct raft_message *head, char *body,
-			 size_t len, const char *query)
+static int encode(void *ctx, const struct raft_message *m, void **out, size_t *len)
 {
+	struct kvd_transport *t = ctx;
+	struct payload *p = calloc(1, sizeof(*p));
+	int rv = 0;
+
+	if (p == NULL) {
+		rv = KVD_ENOMEM;
+	} else if (m->type == RAFT_MSG_SNAPSHOT) {
+		if (kvd_rpc_encode(m, &p->body, &p->len, p->query, sizeof(p->query)) != 0 ||
+		    read_chunk(t, m, &p->body, &p->len) != 0) {
+			KVD_WARN("cannot read snapshot chunk", "peer=%s index=%" PRIu64, m->to,
+				 m->u.snapshot.last_index);
+			rv = KVD_EIO;
+		}
+	} else if (kvd_rpc_encode(m, &p->body, &p->len, NULL, 0) != 0) {
+		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
+		rv = KVD_EINVAL;
+	}
+	if (rv == 0) {
+		*out = p;
+		*len = p->len;
+	} else {
+		free(p);
+	}
+	return rv;
+}
+
+static void result_cb(int status, const char *body, size_t len, void *user)
+{
+	struct kvd_trules_call *c = user;
+	struct kvd_transport *t;
 	struct peer *p;
-	struct out_ctx *c;
+	struct raft_message result;
+	bool decoded = false;
+	char errmsg[KVD_ERRMSG_SIZE];
+
+	if (status == KVD_ESHUTDOWN) { /* the transport may be gone already */
+		kvd_trules_call_free(c);
+		goto done;
+	}
+	t = c->binding;
+	p = peer_find(t, c->req.to);
+	if (p != NULL && p->inflight[c->conn] > 0)
+		p->inflight[c->conn]--;
+	if (t->closing) {
+		kvd_trules_call_free(c);
+		goto done;
+	}
+	memset(&result, 0, sizeof(result));
+	if (status == 200 && c->req.type != RAFT_MSG_TIMEOUT_NOW &&
+	    !kvd_transport_blocked(t, c->req.to))
+		decoded = kvd_rpc_decode_result(c->req.type, body, len, c->req.to, t->node->cfg.id,
+						&result, errmsg) == 0;
+	kvd_trules_result(c, status, decoded ? &result : NULL);
+done:
+	return;
+}
+
+static int request(void *ctx, struct kvd_trules_call *c, void *payload)
+{
+	struct kvd_transport *t = ctx;
+	struct payload *pl = payload;
+	struct peer *p = peer_get(t, c->req.to);
+	struct http_client *client = p != NULL ? peer_conn(t, p, c->channel, &c->conn) : NULL;
 	char path[700];
 	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 32];
 	int rv;
 
-	if (kvd_transport_blocked(t, head->to) || t->closing) {
-		free(body);
-		return;
+	if (client == NULL) {
+		payload_free(t, pl);
+		return KVD_ENOMEM;
 	}
-	p = peer_get(t, head->to);
-	c = calloc(1, sizeof(*c));
-	if (p == NULL || c == NULL) {
-		free(body);
-		free(c);
-		return;
-	}
-	c->t = t;
-	c->req = *head;
-	c->req.u.append.entries = NULL;
-	c->chunk_len = head->type == RAFT_MSG_SNAPSHOT ? len : 0;
-	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(head->type), query[0] ? "?" : "",
-		 query);
+	c->binding = t;
+	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(c->req.type), pl->query[0] ? "?" : "",
+		 pl->query);
 	snprintf(headers, sizeof(headers), "%s", t->auth_header);
 	if (kvd_cluster_id(t->node)[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
 			 KVD_CLUSTER_HEADER ": %s\r\n", kvd_cluster_id(t->node));
-	rv = http_client_request(p->client, "POST", path, headers[0] ? headers : NULL, body, len,
-				 head->type == RAFT_MSG_SNAPSHOT
-				     ? SNAPSHOT_RPC_TIMEOUT_MS
-				     : RPC_TIMEOUT_MS + (unsigned)(len >> 13),
-				 result_cb, c);
-	free(body);
-	if (rv != 0) {
-		free(c);
-	}
+	rv = http_client_request(client, "POST", path, headers[0] ? headers : NULL, pl->body,
+				 pl->len, c->timeout_ms, result_cb, c);
+	payload_free(t, pl);
+	if (rv == 0)
+		p->inflight[c->conn]++;
+	return rv;
 }
 
-/* ---- incoming requests -------------------------------------------------- */
-
-static struct incoming **find_incoming(struct kvd_transport *t, uint64_t token)
+static void answer(void *ctx, void *handle, void *payload)
 {
-	struct incoming **pp = &t->incoming;
-	while (*pp != NULL && (*pp)->token != token)
-		pp = &(*pp)->next;
-	return pp;
+	struct payload *p = payload;
+	(void)ctx;
+	http_response_send(handle, 200, "application/json", NULL, p->body, p->len);
+	payload_free(ctx, p);
 }
 
-static void answer(struct kvd_transport *t, uint64_t token, const char *body, size_t len)
-{
-	struct incoming **pp = find_incoming(t, token);
-	struct incoming *in = *pp;
-
-	if (in == NULL)
-		return;
-	*pp = in->next;
-	http_response_send(in->req, 200, "application/json", NULL, body, len);
-	free(in);
-}
-
-static void refuse(struct kvd_transport *t, struct incoming *in)
+static void refuse(void *ctx, void *handle, const struct raft_message *m)
 {
 	char body[128];
-	raft_term term = raft_current_term(t->node->raft);
+	(void)ctx;
 
-	switch (in->type) {
-	case RAFT_MSG_REQUEST_VOTE:
-		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 ",\"vote-granted\":false}", term);
+	switch (m->type) {
+	case RAFT_MSG_REQUEST_VOTE_RESULT:
+		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 ",\"vote-granted\":false}",
+			 m->term);
 		break;
-	case RAFT_MSG_APPEND:
+	case RAFT_MSG_APPEND_RESULT:
 		snprintf(body, sizeof(body),
 			 "{\"term\":%" PRIu64 ",\"success\":false,\"last-log-index\":%" PRIu64 "}",
-			 term, raft_last_index(t->node->raft));
+			 m->term, m->u.append_result.last_log_index);
 		break;
 	case RAFT_MSG_TIMEOUT_NOW:
-		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 "}", term);
+		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 "}", m->term);
 		break;
-	case RAFT_MSG_SNAPSHOT:
+	case RAFT_MSG_SNAPSHOT_RESULT:
 		/* Offset 0: the stream restarts from the beginning. */
 		snprintf(body, sizeof(body),
 			 "{\"term\":%" PRIu64 ",\"success\":false,\"last-included-index\":0,"
 			 "\"offset\":0}",
-			 term);
+			 m->term);
 		break;
 	default:
-		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 ",\"success\":false}", term);
+		snprintf(body, sizeof(body), "{\"term\":%" PRIu64 ",\"success\":false}", m->term);
 		break;
 	}
-	answer(t, in->token, body, strlen(body));
+	http_response_send(handle, 200, "application/json", NULL, body, strlen(body));
 }
+
+static void fail(void *ctx, void *handle, int status, const char *text)
+{
+	(void)ctx;
+	kvd_reply_text(handle, status, text);
+}
+
+static void step(void *ctx, struct raft_event *e)
+{
+	struct kvd_transport *t = ctx;
+	kvd_node_step(t->node, e);
+}
+
+static struct raft_core *core(void *ctx)
+{
+	struct kvd_transport *t = ctx;
+	return t->node->raft;
+}
+
+/* ---- the driver's calls ------------------------------------------------- */
 
 void kvd_transport_answer_orphans(struct kvd_transport *t)
 {
-	struct incoming *in = t->incoming;
-	while (in != NULL) {
-		struct incoming *next = in->next;
-		if (!in->held && !in->parked)
-			refuse(t, in);
-		in = next;
-	}
+	kvd_trules_answer_orphans(t->rules);
 }
 
 void kvd_transport_refuse_parked(struct kvd_transport *t)
 {
-	struct incoming *in = t->incoming;
-	while (in != NULL) {
-		struct incoming *next = in->next;
-		if (in->parked)
-			refuse(t, in);
-		in = next;
-	}
+	kvd_trules_refuse_parked(t->rules);
 }
 
 void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 {
 	struct kvd_node *n = t->node;
-	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
+	struct raft_message m;
 	struct kvd_rpc_decoded d;
-	struct incoming *in;
 	const char *path, *query, *body;
 	size_t plen, qlen, blen;
 	char errmsg[KVD_ERRMSG_SIZE];
@@ -441,13 +424,12 @@ void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 	path = http_request_path(req, &plen);
 	query = http_request_query(req, &qlen);
 	body = http_request_body(req, &blen);
-	if (kvd_rpc_decode_request(path, query, qlen, body, blen, n->cfg.id, &e.u.receive, &d,
-				   errmsg) != 0) {
+	if (kvd_rpc_decode_request(path, query, qlen, body, blen, n->cfg.id, &m, &d, errmsg) != 0) {
 		snprintf(body_msg, sizeof(body_msg), "%s\n", errmsg);
 		kvd_reply_text(req, 400, body_msg);
 		return;
 	}
-	if (kvd_transport_blocked(t, e.u.receive.from)) {
+	if (kvd_transport_blocked(t, m.from)) {
 		kvd_rpc_decoded_free(&d);
 		kvd_reply_text(req, 503, "partitioned\n");
 		return;
@@ -465,120 +447,24 @@ void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 			return;
 		}
 	}
-	in = calloc(1, sizeof(*in));
-	if (in == NULL) {
-		kvd_rpc_decoded_free(&d);
+	if (kvd_trules_receive(t->rules, req, &m) != 0)
 		kvd_reply_text(req, 503, "out of memory\n");
-		return;
-	}
-	in->token = ++t->next_token;
-	in->req = req;
-	in->type = e.u.receive.type;
-	in->next = t->incoming;
-	t->incoming = in;
-	e.u.receive.token = in->token;
-	kvd_node_step(n, &e);
 	kvd_rpc_decoded_free(&d);
-	in = *find_incoming(t, e.u.receive.token);
-	/* The core answers the last chunk of a snapshot only once it is
-	 * installed: refusing it now would restart the leader's stream and
-	 * the real answer would find no request. */
-	if (in != NULL && n->raft != NULL && raft_snapshot_install_token(n->raft) == in->token)
-		in->parked = true;
-	else if (in != NULL && !in->held)
-		refuse(t, in);
-}
-
-/* ---- sending and holding ------------------------------------------------ */
-
-static bool is_result(enum raft_msg_type type)
-{
-	return type == RAFT_MSG_REQUEST_VOTE_RESULT || type == RAFT_MSG_APPEND_RESULT ||
-	       type == RAFT_MSG_SNAPSHOT_RESULT;
-}
-
-static void dispatch(struct kvd_transport *t, const struct raft_message *head, char *body,
-		     size_t len, const char *query)
-{
-	if (is_result(head->type)) {
-		answer(t, head->token, body, len);
-		free(body);
-	} else {
-		send_request(t, head, body, len, query);
-	}
 }
 
 void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, uint64_t sync_seq)
 {
-	char *body = NULL;
-	size_t len = 0;
-	char query[512] = "";
-
-	if (m->type == RAFT_MSG_SNAPSHOT) {
-		if (kvd_rpc_encode(m, &body, &len, query, sizeof(query)) != 0 ||
-		    read_chunk(t, m, &body, &len) != 0) {
-			KVD_WARN("cannot read snapshot chunk", "peer=%s index=%" PRIu64, m->to,
-				 m->u.snapshot.last_index);
-			return;
-		}
-	} else if (kvd_rpc_encode(m, &body, &len, NULL, 0) != 0) {
-		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
-		return;
-	}
-	if (sync_seq == 0) {
-		dispatch(t, m, body, len, query);
-		return;
-	}
-	struct held *h = calloc(1, sizeof(*h));
-	if (h == NULL) {
-		free(body);
-		return;
-	}
-	h->seq = sync_seq;
-	h->head = *m;
-	h->head.u.append.entries = NULL;
-	h->body = body;
-	h->len = len;
-	snprintf(h->query, sizeof(h->query), "%s", query);
-	if (is_result(m->type)) {
-		struct incoming *in = *find_incoming(t, m->token);
-		if (in != NULL)
-			in->held = true;
-	}
-	if (t->held_tail != NULL)
-		t->held_tail->next = h;
-	else
-		t->held = h;
-	t->held_tail = h;
+	kvd_trules_send(t->rules, m, sync_seq);
 }
 
 void kvd_transport_drop_held(struct kvd_transport *t)
 {
-	while (t->held != NULL) {
-		struct held *h = t->held;
-		t->held = h->next;
-		if (is_result(h->head.type)) {
-			struct incoming *in = *find_incoming(t, h->head.token);
-			if (in != NULL)
-				in->held = false;
-		}
-		free(h->body);
-		free(h);
-	}
-	t->held_tail = NULL;
-	kvd_transport_answer_orphans(t);
+	kvd_trules_drop_held(t->rules);
 }
 
 void kvd_transport_flush(struct kvd_transport *t, uint64_t completed_seq)
 {
-	while (t->held != NULL && t->held->seq <= completed_seq) {
-		struct held *h = t->held;
-		t->held = h->next;
-		if (t->held == NULL)
-			t->held_tail = NULL;
-		dispatch(t, &h->head, h->body, h->len, h->query);
-		free(h);
-	}
+	kvd_trules_flush(t->rules, completed_seq);
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -586,14 +472,30 @@ void kvd_transport_flush(struct kvd_transport *t, uint64_t completed_seq)
 int kvd_transport_create(struct kvd_node *n, struct kvd_transport **out, char *errmsg)
 {
 	struct kvd_transport *t = calloc(1, sizeof(*t));
+	struct kvd_trules_ops ops = {
+	    .encode = encode,
+	    .payload_free = payload_free,
+	    .request = request,
+	    .answer = answer,
+	    .refuse = refuse,
+	    .fail = fail,
+	    .step = step,
+	    .core = core,
+	    .health = peer_health,
+	};
 	int rv;
 
 	if (t == NULL)
 		return KVD_ENOMEM;
 	t->node = n;
-	kvd_config_auth_header(&n->cfg, t->auth_header, sizeof(t->auth_header));
-	rv = load_partition(t, errmsg);
+	ops.ctx = t;
+	rv = kvd_trules_create(&ops, &t->rules);
+	if (rv == 0) {
+		kvd_config_auth_header(&n->cfg, t->auth_header, sizeof(t->auth_header));
+		rv = load_partition(t, errmsg);
+	}
 	if (rv != 0) {
+		kvd_trules_destroy(t->rules);
 		free(t);
 		return rv;
 	}
@@ -606,23 +508,14 @@ void kvd_transport_destroy(struct kvd_transport *t)
 	if (t == NULL)
 		return;
 	t->closing = true;
-	while (t->held != NULL) {
-		struct held *h = t->held;
-		t->held = h->next;
-		free(h->body);
-		free(h);
-	}
-	kvd_transport_answer_orphans(t);
-	while (t->incoming != NULL) {
-		struct incoming *in = t->incoming;
-		t->incoming = in->next;
-		kvd_reply_text(in->req, 503, "shutting down\n");
-		free(in);
-	}
+	kvd_trules_destroy(t->rules);
+	t->rules = NULL;
 	while (t->peers != NULL) {
 		struct peer *p = t->peers;
 		t->peers = p->next;
-		http_client_close(p->client);
+		for (unsigned i = 0; i < PEER_CONNS; i++)
+			if (p->client[i] != NULL)
+				http_client_close(p->client[i]);
 		free(p);
 	}
 	free(t);

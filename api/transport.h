@@ -7,7 +7,9 @@
  * the core. Incoming requests are decoded, given to the core with a token,
  * and answered with the result message the core addresses to that token.
  * A message flagged needs_sync is held until the disk writer has completed
- * every job submitted before it (raft.h).
+ * every job submitted before it (raft.h). That pairing logic is
+ * api/transport_rules.c's (shared with the simulation); this file binds it
+ * to HTTP and the JSON codec.
  *
  * Thread: loop thread only.
  */

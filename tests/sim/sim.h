@@ -32,6 +32,9 @@
 #include "tests/sim/sim_disk.h"
 #include "tests/sim/linearize.h"
 
+struct kvd_trules; /* api/transport_rules.h */
+struct sim_http;   /* sim_http.c */
+
 #define SIM_MAX_NODES	7
 #define SIM_KEYS	3
 #define SIM_CLIENTS	3
@@ -95,6 +98,14 @@ struct sim_msg {
 	uint64_t barrier;      /* held until the node's done_seq reaches it */
 	raft_term expect_term; /* APPEND_RESULT success: term at last_log_index */
 	bool lost;	       /* sim_converge.c: lost in flight (the heal's last casualty) */
+	/* sim_http.c: a segment of a simulated HTTP connection (0: none). */
+	int http;      /* SIM_HTTP_REQ or SIM_HTTP_RESP */
+	int status;    /* SIM_HTTP_RESP: the HTTP status */
+	int conn_from; /* the connection conn_from -> conn_to (client -> server) */
+	int conn_to;
+	int conn_ch;	   /* the connection's channel (enum kvd_trules_channel) */
+	uint32_t conn_gen; /* the connection's generation when sent */
+	uint64_t call_id;  /* the request it is or answers */
 	struct sim_msg *next;
 };
 
@@ -122,7 +133,6 @@ struct sim_node {
 	uint64_t issued_seq, done_seq;
 	bool disk_busy;
 	raft_time stall_until;
-	struct sim_msg *held_head, *held_tail;
 	raft_time tick_at;
 	bool snap_taking;
 	unsigned char *incoming;
@@ -146,6 +156,7 @@ struct sim_node {
 	struct sim_req *batch;	       /* written, waiting for the batch's sync */
 	int batch_failed;	       /* first error of a job of the batch */
 	bool batch_appended;
+	struct kvd_trules *tr; /* the transport rules (sim_http.c), while up */
 	/* Last append acknowledged (index, message term) and the requests
 	 * issued when it was sent (sim_check_truncation). Per incarnation. */
 	raft_index ack_index;
@@ -167,10 +178,13 @@ enum sim_ev_kind {
 	SIM_EV_FAULT,
 	SIM_EV_HEAL_LINKS,
 	SIM_EV_PROBE,
-	SIM_EV_STRIKE,	  /* isolate (a = 0) or crash (a = 1) one node */
-	SIM_EV_PROMOTE,	  /* sim_converge.c: ask the leader again to add node as a voter */
-	SIM_EV_INSTALLED, /* sim_converge.c: a slow install completes */
-	SIM_EV_COMPLETE,  /* sim_complete.c: late completions are due */
+	SIM_EV_STRIKE,	     /* isolate (a = 0) or crash (a = 1) one node */
+	SIM_EV_PROMOTE,	     /* sim_converge.c: ask the leader again to add node as a voter */
+	SIM_EV_INSTALLED,    /* sim_converge.c: a slow install completes */
+	SIM_EV_COMPLETE,     /* sim_complete.c: late completions are due */
+	SIM_EV_HTTP_TIMEOUT, /* sim_http.c: request a (node -> inc) deadline */
+	SIM_EV_HTTP_RESET,   /* sim_http.c: connection node -> inc of generation a resets */
+	SIM_EV_IO_FAILED,    /* sim_node.c: an append could not be submitted (out of memory) */
 };
 
 struct sim_ev {
@@ -215,6 +229,11 @@ struct sim_plants {
 	 * before it is checked, recovery unchecked and deleting older files */
 	bool chunk_fail_ignored;
 	bool install_unordered; /* no fsync of the snapshot directory after the rename */
+	/* Transport (sim_http.c, api/transport_rules.c). */
+	bool parked_answered;	 /* the parked last chunk is refused at once */
+	bool held_early;	 /* held messages leave one writer sequence early */
+	bool append_oom_success; /* a failed (out of memory) append still acknowledges */
+	bool one_connection;	 /* snapshot chunks share the AppendEntries connection */
 };
 
 struct sim_params {
@@ -303,7 +322,8 @@ struct sim {
 		raft_time hop_until, hop_l_until;
 	} late;
 
-	uint64_t digest; /* of every event run, to check that a seed replays */
+	struct sim_http *http; /* sim_http.c: connections and transport faults */
+	uint64_t digest;       /* of every event run, to check that a seed replays */
 	/* Disk model of this run (sim_nodedisk.c). */
 	bool real_disk;
 	int disk_mode; /* enum sim_disk_crash_mode */
@@ -317,6 +337,8 @@ struct sim {
 	struct {
 		unsigned long leaders, crashes, partitions, stalls, changes, transfers, snaps_taken,
 		    snaps_installed, commits, ops_ok, ops_fail, ops_unknown, msgs, drops;
+		unsigned long http_requests, http_responses, http_timeouts, http_resets,
+		    http_refusals, http_retransmits, append_ooms;
 	} stats;
 };
 
@@ -353,6 +375,28 @@ void sim_msg_free(struct sim_msg *m);
 void sim_req_free(struct sim_req *r);
 /* Completes the request at the head of n's disk queue (a SIM_EV_DISK). */
 void sim_disk_complete(struct sim *s, struct sim_node *n);
+
+/* sim_node.c: copies an outgoing message out of the core's update (NULL:
+ * a snapshot chunk of a snapshot no longer held). */
+struct sim_msg *sim_msg_copy(struct sim *s, struct sim_node *n, const struct raft_message *src);
+/* A disk or submission error (rv) on n: what the daemon does (api/node.c). */
+void sim_node_disk_error(struct sim *s, struct sim_node *n, int rv);
+
+/* sim_http.c: the transport rules over simulated HTTP connections. */
+#define SIM_HTTP_REQ  1
+#define SIM_HTTP_RESP 2
+void sim_http_init(struct sim *s);
+void sim_http_free(struct sim *s);
+void sim_http_node_up(struct sim *s, struct sim_node *n);   /* creates n->tr */
+void sim_http_node_down(struct sim *s, struct sim_node *n); /* before the core goes */
+void sim_http_deliver(struct sim *s, struct sim_msg *m);    /* takes m */
+void sim_http_timeout(struct sim *s, int a, int b, uint64_t call_id);
+/* gen_ch: the generation, and the channel in bits 32 and up. */
+void sim_http_reset(struct sim *s, int a, int b, uint64_t gen_ch);
+/* Operator partitions: mirrors s->cut into the nodes' transport rules. */
+void sim_http_sync(struct sim *s);
+/* True when a follower's append job fails to be submitted (out of memory). */
+bool sim_http_append_fails(struct sim *s);
 
 /* sim_world.c */
 bool sim_chance(struct sim *s, unsigned pct); /* true with pct % probability */

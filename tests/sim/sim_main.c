@@ -47,8 +47,9 @@ static void usage(void)
 		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
-		"chunk-fail-ignored|install-unordered "
-		"(repeatable), --model-disk\n");
+		"chunk-fail-ignored|install-unordered|"
+		"parked-answered|held-early|append-oom-success|one-connection (repeatable), "
+		"--model-disk\n");
 }
 
 static double wall_seconds(void)
@@ -73,6 +74,14 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->install_unordered = true;
 	} else if (strcmp(name, "fsync-ignored") == 0) {
 		p->fsync_ignored = true;
+	} else if (strcmp(name, "parked-answered") == 0) {
+		p->parked_answered = true;
+	} else if (strcmp(name, "held-early") == 0) {
+		p->held_early = true;
+	} else if (strcmp(name, "append-oom-success") == 0) {
+		p->append_oom_success = true;
+	} else if (strcmp(name, "one-connection") == 0) {
+		p->one_connection = true;
 	} else {
 		ok = false;
 	}
@@ -111,6 +120,11 @@ static void print_stats(const struct sim *s)
 	       s->stats.crashes, s->stats.partitions, s->stats.stalls, s->stats.changes,
 	       s->stats.transfers, s->stats.snaps_taken, s->stats.snaps_installed, s->stats.msgs,
 	       s->stats.drops, s->stats.ops_ok, s->stats.ops_fail, s->stats.ops_unknown);
+	printf("  transport: %lu requests, %lu responses, %lu timeouts, %lu connection resets, "
+	       "%lu refusals, %lu retransmits; %lu appends failed (out of memory)\n",
+	       s->stats.http_requests, s->stats.http_responses, s->stats.http_timeouts,
+	       s->stats.http_resets, s->stats.http_refusals, s->stats.http_retransmits,
+	       s->stats.append_ooms);
 	if (s->real_disk) {
 		unsigned long faults = 0, kept = 0, lost = 0, syncs = 0;
 		for (unsigned i = 0; i < s->n_nodes; i++) {

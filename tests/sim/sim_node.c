@@ -13,7 +13,8 @@
  *    timeout);
  *  - a message with needs_sync is held until every request issued before it
  *    is durable (its barrier is the last issued sequence number); others go
- *    at once;
+ *    at once; both through the daemon's transport rules
+ *    (api/transport_rules.c) over simulated HTTP connections (sim_http.c);
  *  - everything an update points to is copied before the next raft_step.
  *
  * A crash is a power failure of the node's simulated disk (sim_disk.c
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/transport_rules.h"
 #include "tests/sim/sim.h"
 
 /* ------------------------------------------------------------- messages */
@@ -46,75 +48,10 @@ void sim_msg_free(struct sim_msg *m)
 	free(m);
 }
 
-static struct sim_msg *msg_clone(const struct sim_msg *src)
-{
-	struct sim_msg *m = malloc(sizeof(*m));
-	if (m == NULL)
-		abort();
-	*m = *src;
-	m->next = NULL;
-	m->ents = NULL;
-	m->refs = NULL;
-	m->snap_data = NULL;
-	if (src->m.type == RAFT_MSG_APPEND && src->m.u.append.n_entries > 0) {
-		unsigned k = src->m.u.append.n_entries;
-		m->ents = malloc(k * sizeof(*m->ents));
-		m->refs = malloc(k * sizeof(*m->refs));
-		if (m->ents == NULL || m->refs == NULL)
-			abort();
-		memcpy(m->ents, src->ents, k * sizeof(*m->ents));
-		for (unsigned i = 0; i < k; i++) {
-			m->refs[i] = src->refs[i];
-			m->refs[i]->refs++;
-		}
-		m->m.u.append.entries = m->ents;
-	}
-	if (src->m.type == RAFT_MSG_SNAPSHOT && src->snap_data != NULL) {
-		m->snap_data = malloc(src->m.u.snapshot.len ? src->m.u.snapshot.len : 1);
-		if (m->snap_data == NULL)
-			abort();
-		memcpy(m->snap_data, src->snap_data, src->m.u.snapshot.len);
-		m->m.u.snapshot.data = m->snap_data;
-	}
-	return m;
-}
-
-static int node_by_id(struct sim *s, const char *id)
-{
-	for (unsigned i = 0; i < s->n_nodes; i++)
-		if (strcmp(s->nodes[i].id, id) == 0)
-			return (int)i;
-	return -1;
-}
-
-/* Hands m to the network (checks persist-before-send first). */
-static void net_send(struct sim *s, struct sim_node *n, struct sim_msg *m)
-{
-	int to = node_by_id(s, m->m.to);
-	if (to < 0) {
-		sim_fail(s, "node %s sent a message to unknown node \"%s\"", n->id, m->m.to);
-		sim_msg_free(m);
-		return;
-	}
-	sim_check_send(s, n, m);
-	s->stats.msgs++;
-	if (s->cut[n->num][to] || sim_chance(s, s->drop_pct)) {
-		s->stats.drops++;
-		sim_msg_free(m);
-		return;
-	}
-	int copies = sim_chance(s, s->dup_pct) ? 2 : 1;
-	for (int c = 0; c < copies; c++) {
-		struct sim_msg *x = c == 0 ? m : msg_clone(m);
-		raft_time d = sim_chance(s, s->long_delay_pct) ? sim_rand_range(s, 30, 300)
-							       : sim_rand_range(s, 1, 10);
-		sim_ev_push(s, s->now + d, SIM_EV_DELIVER, to, 0, x, 0);
-	}
-}
-
-/* Copies an outgoing message out of the core's update. Returns NULL if the
- * message cannot be sent (a snapshot chunk of a snapshot no longer held). */
-static struct sim_msg *msg_copy(struct sim *s, struct sim_node *n, const struct raft_message *src)
+/* Copies an outgoing message out of the core's update (the transport's
+ * encoding, sim_http.c). Returns NULL if the message cannot be sent (a
+ * snapshot chunk of a snapshot no longer held). */
+struct sim_msg *sim_msg_copy(struct sim *s, struct sim_node *n, const struct raft_message *src)
 {
 	struct sim_msg *m = calloc(1, sizeof(*m));
 	if (m == NULL)
@@ -311,16 +248,13 @@ static bool req_apply(struct sim *s, struct sim_node *n, struct sim_req *r, unsi
 	return false;
 }
 
+/* Held messages whose writer sequence is complete leave (the transport
+ * rules, api/transport_rules.c, as the daemon's writer flushes them). */
 static void held_release(struct sim *s, struct sim_node *n)
 {
-	while (n->held_head != NULL && n->held_head->barrier <= n->done_seq) {
-		struct sim_msg *m = n->held_head;
-		n->held_head = m->next;
-		if (n->held_head == NULL)
-			n->held_tail = NULL;
-		m->next = NULL;
-		net_send(s, n, m);
-	}
+	(void)s;
+	if (n->tr != NULL)
+		kvd_trules_flush(n->tr, n->done_seq);
 }
 
 /* What a completed request reports to the core. */
@@ -392,12 +326,12 @@ static void disk_error(struct sim *s, struct sim_node *n, int rv)
 		return;
 	}
 	s->disk_errors++;
-	while (n->held_head != NULL) {
-		struct sim_msg *m = n->held_head;
-		n->held_head = m->next;
-		sim_msg_free(m);
-	}
-	n->held_tail = NULL;
+	if (n->tr != NULL) /* as kvd_node_disk_error: held messages dropped */
+		kvd_trules_drop_held(n->tr);
+	/* The daemon restarts its core after a full disk (drop_core() in
+	 * api/node.c): the parked last chunk is refused first (offset 0). */
+	if (n->tr != NULL && rv == KVD_ENOSPC)
+		kvd_trules_refuse_parked(n->tr);
 	if (rv != KVD_ENOSPC) {
 		struct raft_event e = {.now = s->now, .type = RAFT_EVENT_IO_FAILED};
 		sim_node_step(s, n, &e, NULL, NULL);
@@ -405,6 +339,12 @@ static void disk_error(struct sim *s, struct sim_node *n, int rv)
 	sim_node_stop(s, n, false);
 	sim_ev_push(s, s->now + (rv == KVD_ENOSPC ? 1000 : sim_rand_range(s, 50, 2000)),
 		    SIM_EV_RESTART, n->num, 0, NULL, 0);
+}
+
+void sim_node_disk_error(struct sim *s, struct sim_node *n, int rv)
+{
+	if (n->up)
+		disk_error(s, n, rv);
 }
 
 /* Phase 1 of a group commit: every META and LOG request at the head of the
@@ -558,12 +498,8 @@ static void snap_refuse(struct sim *s, struct sim_node *n, struct sim_req *r)
 {
 	struct raft_event e = {.now = s->now, .type = RAFT_EVENT_SNAPSHOT_FAILED};
 
-	while (n->held_head != NULL) {
-		struct sim_msg *m = n->held_head;
-		n->held_head = m->next;
-		sim_msg_free(m);
-	}
-	n->held_tail = NULL;
+	if (n->tr != NULL)
+		kvd_trules_drop_held(n->tr);
 	n->done_seq = r->seq;
 	if (r->chunk.done) {
 		raft_index unused_index;
@@ -821,6 +757,17 @@ static void update_log(struct sim *s, struct sim_node *n, const struct raft_upda
 		}
 		r->ents[r->n_ents++] = e; /* the request takes the creation ref */
 	}
+	/* A follower's append job that cannot be submitted (out of memory, as
+	 * kvd_writer_submit_append fails): the core counts on it, so nothing
+	 * that needs a sync may go out, and the node fails its I/O. */
+	if (n->store != NULL && u->role != RAFT_LEADER && u->n_entries > 0 && !s->failed &&
+	    sim_http_append_fails(s)) {
+		sim_req_free(r);
+		kvd_writer_track_lost(&n->track);
+		s->stats.append_ooms++;
+		sim_ev_push(s, s->now, SIM_EV_IO_FAILED, n->num, n->inc, NULL, 0);
+		return;
+	}
 	disk_enqueue(s, n, r);
 	if (n->store != NULL && kvd_writer_track_append(&n->track, r->seq, r->truncate_from) != 0)
 		abort();
@@ -836,6 +783,36 @@ static raft_time to_virtual(const struct sim_node *n, raft_time local)
 	while (n->clock_offset + t * n->rate_ppm / 1000000u < local)
 		t++;
 	return t;
+}
+
+/* The update's messages go to the transport rules as api/node.c hands them
+ * over: a needs_sync message waits for the last submitted job, or is dropped
+ * when a job it depends on was never submitted (kvd_writer_track_sync_seq);
+ * then held messages are dropped too and the requests left without an
+ * answer refused. The append-oom-success plant sends it anyway. */
+static void send_messages(struct sim *s, struct sim_node *n, const struct raft_update *u)
+{
+	bool dropped = false;
+	for (unsigned i = 0; i < u->n_messages && !s->failed && n->tr != NULL; i++) {
+		const struct raft_message *m = &u->messages[i];
+		uint64_t seq = 0;
+		if (m->needs_sync) {
+			seq = n->issued_seq;
+			if (n->store != NULL &&
+			    !kvd_writer_track_sync_seq(&n->track, n->issued_seq, &seq) &&
+			    !s->p.plants.append_oom_success) {
+				dropped = true;
+				continue;
+			}
+			if (seq <= n->done_seq)
+				seq = 0;
+		}
+		kvd_trules_send(n->tr, m, seq);
+	}
+	if (dropped && n->tr != NULL) {
+		kvd_trules_drop_held(n->tr);
+		kvd_trules_answer_orphans(n->tr);
+	}
 }
 
 static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
@@ -897,21 +874,7 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	n->term = u->current_term;
 	if (u->commit_index > n->commit)
 		n->commit = u->commit_index;
-	for (unsigned i = 0; i < u->n_messages && !s->failed; i++) {
-		struct sim_msg *m = msg_copy(s, n, &u->messages[i]);
-		if (m == NULL)
-			continue;
-		if (m->m.needs_sync && n->done_seq < n->issued_seq) {
-			m->barrier = n->issued_seq;
-			if (n->held_tail != NULL)
-				n->held_tail->next = m;
-			else
-				n->held_head = m;
-			n->held_tail = m;
-		} else {
-			net_send(s, n, m);
-		}
-	}
+	send_messages(s, n, u);
 	for (unsigned i = 0; i < u->n_apply && !s->failed; i++)
 		apply_entry(s, n, &u->apply[i]);
 	if (u->n_apply > 0 && !s->failed)
@@ -1007,12 +970,7 @@ void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
 		sim_nd_close(s, n, power_loss);
 	kvd_writer_track_clear(&n->track);
 	sim_late_clear(n);
-	while (n->held_head != NULL) {
-		struct sim_msg *m = n->held_head;
-		n->held_head = m->next;
-		sim_msg_free(m);
-	}
-	n->held_tail = NULL;
+	sim_http_node_down(s, n); /* its connections reset, its held messages go */
 	raft_destroy(n->core);
 	n->core = NULL;
 	sim_log_free(&n->mlog);
@@ -1041,6 +999,7 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 	if (n->core == NULL)
 		abort();
 	n->up = true;
+	sim_http_node_up(s, n);
 	n->issued_seq = n->done_seq = 0;
 	n->ack_index = n->ack_seq = 0;
 	n->ack_term = 0;

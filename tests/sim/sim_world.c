@@ -285,6 +285,10 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 	switch (ev->kind) {
 	case SIM_EV_DELIVER: {
 		struct sim_msg *m = ev->p;
+		if (m->http != 0) { /* a segment of a connection (sim_http.c) */
+			sim_http_deliver(s, m);
+			break;
+		}
 		if (n->up && !sim_converge_deliver(s, n, m)) {
 			e.type = RAFT_EVENT_RECEIVE;
 			e.u.receive = m->m;
@@ -349,6 +353,12 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 				    0, NULL, 0);
 		}
 		break;
+	case SIM_EV_HTTP_TIMEOUT: sim_http_timeout(s, ev->node, (int)ev->inc, ev->a); break;
+	case SIM_EV_HTTP_RESET: sim_http_reset(s, ev->node, (int)ev->inc, ev->a); break;
+	case SIM_EV_IO_FAILED:
+		if (n->up && n->inc == ev->inc)
+			sim_node_disk_error(s, n, KVD_ENOMEM);
+		break;
 	case SIM_EV_PROBE:
 		sim_probe_tick(s);
 		if (!s->live)
@@ -381,6 +391,7 @@ static void sim_init(struct sim *s, const struct sim_params *p)
 	s->opts.snapshot_timeout = 1000;
 	s->opts.snapshot_trailing = sim_rand_range(s, 0, 16);
 	sim_converge_init(s);
+	sim_http_init(s);
 	s->history = linearize_history_create();
 	if (s->history == NULL)
 		abort();
@@ -477,6 +488,7 @@ int sim_run(const struct sim_params *p, struct sim *s)
 		s->now = ev.t;
 		if (!s->healing)
 			s->step++;
+		sim_http_sync(s); /* links cut by the last event, in operator seeds */
 		dispatch(s, &ev);
 		s->digest = (s->digest ^ (ev.t * 1000003u + (uint64_t)ev.kind * 131u +
 					  (uint64_t)(ev.node + 1))) *
@@ -495,6 +507,7 @@ void sim_free(struct sim *s)
 			sim_msg_free(ev.p);
 	}
 	free(s->heap);
+	sim_http_free(s);
 	for (unsigned i = 0; i < s->n_nodes; i++) {
 		struct sim_node *n = &s->nodes[i];
 		struct sim_req *r = n->q_head;
@@ -502,11 +515,6 @@ void sim_free(struct sim *s)
 			struct sim_req *next = r->next;
 			sim_req_free(r);
 			r = next;
-		}
-		while (n->held_head != NULL) {
-			struct sim_msg *m = n->held_head;
-			n->held_head = m->next;
-			sim_msg_free(m);
 		}
 		while (n->batch != NULL) {
 			struct sim_req *next = n->batch->next;
