@@ -24,7 +24,18 @@
  * not recorded): a condition against an unknown revision may hold or not
  * (permissive). An unknown-outcome conditional write takes effect exactly
  * when its condition holds at the point it is linearized (taking "holds"
- * for an unknown revision). Transactions span keys and are not modelled.
+ * for an unknown revision).
+ *
+ * Transactions (API.md §12): comparisons on key revisions (0: absent), then
+ * the success or the failure branch of puts, deletes and gets, applied
+ * atomically at one revision (the txn's: its puts write it). An "ok" txn
+ * records which branch ran and its gets' results; an "unknown" txn takes
+ * effect entirely or not at all, at any time after its invocation, running
+ * the branch its comparisons select there (success when a comparison is
+ * against an unknown revision). Keys joined by a transaction are searched
+ * together (the partition is the connected component of keys), with a state
+ * of one (value, revision) per key. A get that sees a revision fixes an
+ * unknown one in the state (each write has one revision).
  *
  * The search is Wing & Gong's, with Lowe's memoization of (linearized set,
  * state) pairs. Every key starts absent.
@@ -48,6 +59,38 @@ enum linearize_kind {
 	LINEARIZE_PUT_IF = 4,	  /* If-Match: if_revision */
 	LINEARIZE_PUT_ABSENT = 5, /* If-None-Match: * */
 	LINEARIZE_DELETE_IF = 6,  /* If-Match: if_revision */
+	LINEARIZE_TXN = 7,	  /* POST /txn: the op's txn */
+};
+
+#define LINEARIZE_TXN_MAX 8 /* comparisons, and operations per branch */
+
+/* One comparison of a txn: key's revision equals revision (0: absent). */
+struct linearize_compare {
+	char key[LINEARIZE_STR_SIZE];
+	uint64_t revision;
+};
+
+/* One operation of a txn branch: kind LINEARIZE_PUT, LINEARIZE_DELETE or
+ * LINEARIZE_GET. For a get of the branch that ran, has_result says whether
+ * its result was recorded: has_value false is {"found": false}, else value
+ * and revision (0: not recorded). */
+struct linearize_txn_op {
+	enum linearize_kind kind;
+	char key[LINEARIZE_STR_SIZE];
+	char value[LINEARIZE_STR_SIZE];
+	bool has_value;
+	bool has_result;
+	uint64_t revision;
+};
+
+/* A txn: comparisons, branches (ops[0] success, ops[1] failure) and, when
+ * its outcome is ok, which branch ran. Its revision is the op's. */
+struct linearize_txn {
+	size_t n_cmp;
+	struct linearize_compare cmp[LINEARIZE_TXN_MAX];
+	size_t n_ops[2];
+	struct linearize_txn_op ops[2][LINEARIZE_TXN_MAX];
+	bool succeeded;
 };
 
 enum linearize_outcome {
@@ -70,6 +113,9 @@ struct linearize_op {
 	enum linearize_outcome outcome;
 	uint64_t revision;    /* put/put-if/put-absent: given; get: seen; 0 unknown */
 	uint64_t if_revision; /* put-if/delete-if only */
+	/* txn only (key and value unused); borrowed: linearize_history_add()
+	 * copies it */
+	const struct linearize_txn *txn;
 };
 
 struct linearize_history;
@@ -80,8 +126,10 @@ struct linearize_history *linearize_history_create(void);
 /* Frees h and its operations; h may be NULL. */
 void linearize_history_destroy(struct linearize_history *h);
 
-/* Appends a copy of *op. Returns 0, KVD_EINVAL if return_time < invoke_time
- * or a field is out of range, KVD_ENOMEM. */
+/* Appends a copy of *op (and of its txn). Returns 0, KVD_EINVAL if
+ * return_time < invoke_time or a field is out of range (a txn without its
+ * txn, a txn get result on an unknown txn, more than LINEARIZE_TXN_MAX
+ * parts), KVD_ENOMEM. */
 int linearize_history_add(struct linearize_history *h, const struct linearize_op *op);
 
 /* Number of operations added so far. */
@@ -94,6 +142,16 @@ size_t linearize_history_count(const struct linearize_history *h);
  * unknown, refused (conditional kinds only). if=N is required for put-if and
  * delete-if and refused elsewhere; rev=N (N >= 1) is allowed for put,
  * put-if, put-absent and get.
+ * A txn is
+ *     <client> txn <compare> <success>/<failure> <invoke> <return> <outcome>
+ *         [branch=success|failure] [rev=N]
+ * compare: "-" or key=rev,... (0: absent); a branch: "-" or a comma list of
+ * put:key:value, delete:key, get:key (no result), get:key=value[@rev] and
+ * get:key=- (absent). branch= is required with ok and refused elsewhere;
+ * outcome ok, fail or unknown; results only with ok. Keys and values of a
+ * txn may not contain , : = @ / or whitespace.
+ * For a txn, op->txn points at storage of the calling thread that the next
+ * parse overwrites (add the op before parsing again).
  * Returns 0, KVD_ENOTFOUND for a blank or '#' comment line, KVD_EINVAL for a
  * malformed line (*op is then unspecified).
  */

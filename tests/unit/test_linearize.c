@@ -313,6 +313,203 @@ START_TEST(test_linearize_op_parse_revisions)
 }
 END_TEST
 
+/*
+ * Transactions (API.md §12), one line each:
+ *     <client> txn <compare> <success>/<failure> <invoke> <return> <outcome>
+ *         [branch=success|failure] [rev=N]
+ * compare: "-" or "key=rev,..." (0: absent); a branch: "-" or a comma list
+ * of put:key:value, delete:key, get:key (no result), get:key=value[@rev] or
+ * get:key=- (absent).
+ */
+START_TEST(test_linearize_txn_sequential)
+{
+	const char *lines[] = {
+	    "1 put a x 0 1 ok rev=2",
+	    "1 txn a=2,b=0 put:b:y,get:a=x@2/get:a 2 3 ok branch=success rev=4",
+	    "1 get b y 4 5 ok rev=4",
+	    "1 txn a=2,b=0 put:c:z/get:b=y@4,delete:a,get:a=- 6 7 ok branch=failure rev=6",
+	    "1 get a - 8 9 ok",
+	    "1 get c - 8 9 ok",
+	    NULL,
+	};
+	ck_assert_int_eq(check_lines(lines), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_txn_wrong_branch)
+{
+	/* b=0 holds (b absent) and a=2 holds: the failure branch is wrong. */
+	const char *wrong[] = {"1 put a x 0 1 ok rev=2",
+			       "1 txn a=2,b=0 put:b:y/- 2 3 ok branch=failure rev=4", NULL};
+	/* a's revision is 2, not 3: success is wrong. */
+	const char *wrong2[] = {"1 put a x 0 1 ok rev=2",
+				"1 txn a=3 put:b:y/- 2 3 ok branch=success rev=4", NULL};
+	/* A successful txn's put then read at another revision. */
+	const char *wrong_rev[] = {"1 txn - put:b:y/- 2 3 ok branch=success rev=4",
+				   "1 get b y 4 5 ok rev=5", NULL};
+	ck_assert_int_eq(check_lines(wrong), 0);
+	ck_assert_int_eq(check_lines(wrong2), 0);
+	ck_assert_int_eq(check_lines(wrong_rev), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_txn_atomic)
+{
+	/* A txn writing a and b, and reads during it: seeing the new a and
+	 * then (later) the old b could only come from a torn application. */
+	const char *torn[] = {"1 txn - put:a:x,put:b:y/- 0 10 ok branch=success rev=5",
+			      "2 get a x 1 2 ok rev=5", "2 get b - 3 4 ok", NULL};
+	const char *whole[] = {"1 txn - put:a:x,put:b:y/- 0 10 ok branch=success rev=5",
+			       "2 get b - 1 2 ok", "2 get a x 3 4 ok rev=5",
+			       "2 get b y 5 6 ok rev=5", NULL};
+	/* A txn reading both keys while another writes both. */
+	const char *torn_txn_read[] = {"1 txn - put:a:x,put:b:y/- 0 10 ok branch=success rev=5",
+				       "2 txn - get:a=x@5,get:b=-/- 1 9 ok branch=success rev=6",
+				       NULL};
+	const char *whole_txn_read[] = {"1 txn - put:a:x,put:b:y/- 0 10 ok branch=success rev=5",
+					"2 txn - get:a=x@5,get:b=y@5/- 1 9 ok branch=success rev=6",
+					NULL};
+	ck_assert_int_eq(check_lines(torn), 0);
+	ck_assert_int_eq(check_lines(whole), 1);
+	ck_assert_int_eq(check_lines(torn_txn_read), 0);
+	ck_assert_int_eq(check_lines(whole_txn_read), 1);
+}
+END_TEST
+
+START_TEST(test_linearize_txn_compare_atomic)
+{
+	/* Two CAS-like txns on the same revision of a: both cannot succeed. */
+	const char *both[] = {"1 put a x 0 1 ok rev=2",
+			      "2 txn a=2 put:a:y/- 2 10 ok branch=success rev=4",
+			      "3 txn a=2 put:a:z/- 2 10 ok branch=success rev=5", NULL};
+	const char *one[] = {"1 put a x 0 1 ok rev=2",
+			     "2 txn a=2 put:a:y/get:a 2 10 ok branch=success rev=4",
+			     "3 txn a=2 put:a:z/get:a=y@4 2 10 ok branch=failure rev=5",
+			     "1 get a y 11 12 ok rev=4", NULL};
+	/* The compare on b sees a's txn's write of b only if after it. */
+	const char *cross[] = {"1 txn - put:a:x,put:b:y/- 0 1 ok branch=success rev=3",
+			       "2 txn b=0 put:c:z/- 2 3 ok branch=success rev=4", NULL};
+	ck_assert_int_eq(check_lines(both), 0);
+	ck_assert_int_eq(check_lines(one), 1);
+	ck_assert_int_eq(check_lines(cross), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_txn_unknown)
+{
+	/* An unknown txn happened entirely or not at all. */
+	const char *half[] = {"1 txn - put:a:x,put:b:y/- 0 1 unknown", "2 get a x 2 3 ok",
+			      "2 get b - 4 5 ok", NULL};
+	const char *all[] = {"1 txn - put:a:x,put:b:y/- 0 1 unknown", "2 get a x 2 3 ok",
+			     "2 get b y 4 5 ok", NULL};
+	const char *none[] = {"1 txn - put:a:x,put:b:y/- 0 1 unknown", "2 get a - 2 3 ok",
+			      "2 get b - 4 5 ok", NULL};
+	/* Late: the unknown txn may take effect after its client gave up. */
+	const char *late[] = {"1 txn - put:a:x,put:b:y/- 0 1 unknown", "2 get a - 2 3 ok",
+			      "2 get b y 4 5 ok", "2 get a x 6 7 ok", NULL};
+	/* It runs the branch its comparisons select where it lands: a=0 holds
+	 * before the put of a (success writes b), not after (failure writes c). */
+	const char *branch_bad[] = {"1 txn a=0 put:b:y/put:c:z 0 1 unknown",
+				    "2 put a w 2 3 ok rev=9", "2 get b y 4 5 ok",
+				    "2 get c z 6 7 ok", NULL};
+	const char *branch_ok[] = {"1 txn a=0 put:b:y/put:c:z 0 1 unknown",
+				   "2 put a w 2 3 ok rev=9", "2 get c z 6 7 ok", NULL};
+	/* A failed txn did nothing. */
+	const char *failed[] = {"1 txn - put:a:x/- 0 1 fail", "2 get a x 2 3 ok", NULL};
+	ck_assert_int_eq(check_lines(half), 0);
+	ck_assert_int_eq(check_lines(all), 1);
+	ck_assert_int_eq(check_lines(none), 1);
+	ck_assert_int_eq(check_lines(late), 1);
+	ck_assert_int_eq(check_lines(branch_bad), 0);
+	ck_assert_int_eq(check_lines(branch_ok), 1);
+	ck_assert_int_eq(check_lines(failed), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_txn_many_keys_fast)
+{
+	/* 200 rounds of 3 clients over 3 keys, txns joining all keys into one
+	 * partition: must finish well within the default state budget. */
+	struct linearize_history *h = linearize_history_create();
+	struct linearize_op op;
+	bool ok = false;
+	char line[256];
+	unsigned long long rev = 1;
+
+	for (int i = 0; i < 200; i++) {
+		unsigned long long t = (unsigned long long)i * 10;
+		snprintf(line, sizeof(line), "1 put k%d v%d %llu %llu ok rev=%llu", i % 3, i, t,
+			 t + 5, rev);
+		ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+		snprintf(line, sizeof(line),
+			 "2 txn k%d=%llu put:k%d:w%d/- %llu %llu ok branch=success rev=%llu", i % 3,
+			 rev, (i + 1) % 3, i, t + 6, t + 8, rev + 1);
+		ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+		snprintf(line, sizeof(line), "3 txn - put:k%d:u%d,delete:k%d/- %llu %llu unknown",
+			 (i + 2) % 3, i, (i + 2) % 3, t + 1, t + 2);
+		ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+		ck_assert_int_eq(linearize_history_add(h, &op), 0);
+		rev += 3;
+	}
+	ck_assert_int_eq(linearize_history_check(h, 0, &ok, NULL, 0), 0);
+	ck_assert(ok);
+	linearize_history_destroy(h);
+}
+END_TEST
+
+START_TEST(test_linearize_op_parse_txn)
+{
+	struct linearize_op op;
+	char buf[512];
+	FILE *f;
+	const char *line = "3 txn a=7,b=0 put:a:x,delete:b,get:c=v@3,get:d=-/get:a 1 2 ok "
+			   "branch=success rev=9\n";
+
+	ck_assert_int_eq(linearize_op_parse(line, &op), 0);
+	ck_assert_int_eq(op.kind, LINEARIZE_TXN);
+	ck_assert_ptr_nonnull(op.txn);
+	ck_assert_uint_eq(op.txn->n_cmp, 2);
+	ck_assert_str_eq(op.txn->cmp[1].key, "b");
+	ck_assert_uint_eq(op.txn->cmp[0].revision, 7);
+	ck_assert_uint_eq(op.txn->n_ops[0], 4);
+	ck_assert_uint_eq(op.txn->n_ops[1], 1);
+	ck_assert_int_eq(op.txn->ops[0][2].kind, LINEARIZE_GET);
+	ck_assert(op.txn->ops[0][2].has_result && op.txn->ops[0][2].has_value);
+	ck_assert_str_eq(op.txn->ops[0][2].value, "v");
+	ck_assert_uint_eq(op.txn->ops[0][2].revision, 3);
+	ck_assert(op.txn->ops[0][3].has_result && !op.txn->ops[0][3].has_value);
+	ck_assert(op.txn->succeeded);
+	ck_assert_uint_eq(op.revision, 9);
+	f = fmemopen(buf, sizeof(buf), "w");
+	linearize_op_print(&op, f);
+	fclose(f);
+	ck_assert_str_eq(buf, line);
+	ck_assert_int_eq(linearize_op_parse("3 txn - -/- 1 2 unknown", &op), 0);
+	ck_assert_uint_eq(op.txn->n_cmp, 0);
+	/* ok needs its branch; unknown has none and no results; no refusals */
+	ck_assert_int_eq(linearize_op_parse("3 txn - put:a:x/- 1 2 ok", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - get:a=x/- 1 2 unknown", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - put:a:x/- 1 2 unknown branch=success", &op),
+			 KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - put:a:x/- 1 2 refused", &op), KVD_EINVAL);
+	/* malformed parts */
+	ck_assert_int_eq(linearize_op_parse("3 txn a put:a:x/- 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn a=x put:a:x/- 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - put:a/- 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - put:a:x 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - cas:a:x/- 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - delete:a:x/- 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - put:a:x,,get:b/- 1 2 fail", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - get:a=x@0/- 1 2 ok branch=success", &op),
+			 KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - -/- 1 2 ok branch=maybe", &op), KVD_EINVAL);
+	ck_assert_int_eq(linearize_op_parse("3 txn - -/- 1 2 ok branch=success if=3", &op),
+			 KVD_EINVAL);
+}
+END_TEST
+
 static Suite *linearize_suite(void)
 {
 	Suite *s = suite_create("linearize");
@@ -335,6 +532,13 @@ static Suite *linearize_suite(void)
 	tcase_add_test(tc, test_linearize_op_parse_malformed);
 	tcase_add_test(tc, test_linearize_revisions_and_conditional_writes);
 	tcase_add_test(tc, test_linearize_op_parse_revisions);
+	tcase_add_test(tc, test_linearize_txn_sequential);
+	tcase_add_test(tc, test_linearize_txn_wrong_branch);
+	tcase_add_test(tc, test_linearize_txn_atomic);
+	tcase_add_test(tc, test_linearize_txn_compare_atomic);
+	tcase_add_test(tc, test_linearize_txn_unknown);
+	tcase_add_test(tc, test_linearize_txn_many_keys_fast);
+	tcase_add_test(tc, test_linearize_op_parse_txn);
 	suite_add_tcase(s, tc);
 	return s;
 }
