@@ -3,7 +3,8 @@
  *
  * Usage: lincheck [FILE]   (standard input when FILE is absent or "-")
  *
- * One operation per line (see linearize.h):
+ * One operation per line (see linearize.h for conditional writes,
+ * revisions and transactions):
  *     <client> <put|get|delete> <key> <value|-> <invoke> <return> <ok|fail|unknown>
  * Exit status: 0 linearizable, 1 not linearizable, 2 bad input or a search
  * that exceeded its state budget.
@@ -18,7 +19,7 @@ int main(int argc, char **argv)
 {
 	FILE *f = stdin;
 	struct linearize_history *h = NULL;
-	char line[1024], why[256] = "";
+	char line[4096], why[256] = "";
 	unsigned long lineno = 0;
 	int status = 2;
 	bool ok = false;
