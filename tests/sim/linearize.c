@@ -159,9 +159,7 @@ static int parse_extras(const char *p, struct linearize_op *op)
 		const char *tok = i == 0 ? a : b;
 		if (!has_if && i == 0 && parse_rev_token(tok, "if", &op->if_revision))
 			has_if = true;
-		else if (op->revision == 0 && op->kind != LINEARIZE_DELETE &&
-			 op->kind != LINEARIZE_DELETE_IF &&
-			 parse_rev_token(tok, "rev", &op->revision))
+		else if (op->revision == 0 && parse_rev_token(tok, "rev", &op->revision))
 			continue;
 		else
 			return KVD_EINVAL;
@@ -465,6 +463,9 @@ struct sop {
 	uint64_t invoke;
 	uint64_t ret; /* UINT64_MAX: may take effect any time after invoke */
 	size_t orig;  /* index in the history, for messages */
+	/* The log index of a write that records it (put, put-if and
+	 * put-absent not refused, txn), else 0; see check_group(). */
+	uint64_t order;
 	/* txn: comparisons and the operations of both branches in the
 	 * partition's arrays */
 	bool succeeded;
@@ -472,10 +473,13 @@ struct sop {
 	uint32_t ops_at[2], n_ops[2];
 };
 
-/* A partition: its operations, txn parts and number of keys (state words). */
+/* A partition: its operations, txn parts and number of keys. The state is
+ * one word per key, then the highest write index linearized so far. */
 struct part {
 	struct sop *ops;
 	uint32_t n;
+	uint32_t *unknown; /* unknown writes with an index, by index */
+	uint32_t n_unknown;
 	struct scmp *cmps;
 	struct stop *tops;
 	uint32_t keys;
@@ -648,8 +652,8 @@ static bool txn_apply(const struct part *p, const struct sop *op, uint64_t *next
 	return true;
 }
 
-/* Applies op to state (p->keys words); returns whether legal and writes
- * the next state. */
+/* Applies op to state (p->keys + 1 words); returns whether legal and
+ * writes the next state. */
 static bool sop_apply(const struct part *p, const struct sop *op, const uint64_t *state,
 		      uint64_t *next)
 {
@@ -657,7 +661,13 @@ static bool sop_apply(const struct part *p, const struct sop *op, const uint64_t
 	uint64_t *st = &next[op->slot];
 	bool maybe, holds;
 
-	memcpy(next, state, p->keys * sizeof(uint64_t));
+	memcpy(next, state, (p->keys + 1) * sizeof(uint64_t));
+	if (op->order != 0) {
+		/* writes take effect in the order of their log indexes */
+		if (op->order <= state[p->keys])
+			return false;
+		next[p->keys] = op->order;
+	}
 	switch (op->kind) {
 	case LINEARIZE_PUT: *st = written; return true;
 	case LINEARIZE_DELETE: *st = 0; return true;
@@ -677,15 +687,68 @@ static bool sop_apply(const struct part *p, const struct sop *op, const uint64_t
 	return false;
 }
 
-/* Searches one partition. Returns 0 with *ok set, or a code. */
+/* Lifts op's invoke and return events out of the list. */
+static void lift(struct event *ev, const int32_t *call_of, const int32_t *ret_of, uint32_t op)
+{
+	int32_t c = call_of[op], r = ret_of[op];
+	ev[ev[c].prev].next = ev[c].next;
+	if (ev[c].next != -1)
+		ev[ev[c].next].prev = ev[c].prev;
+	ev[ev[r].prev].next = ev[r].next;
+	if (ev[r].next != -1)
+		ev[ev[r].next].prev = ev[r].prev;
+}
+
+/* Puts op's events back (the reverse of lift(), in reverse order). */
+static void unlift(struct event *ev, const int32_t *call_of, const int32_t *ret_of, uint32_t op)
+{
+	int32_t c = call_of[op], r = ret_of[op];
+	ev[ev[r].prev].next = r;
+	if (ev[r].next != -1)
+		ev[ev[r].next].prev = r;
+	ev[ev[c].prev].next = c;
+	if (ev[c].next != -1)
+		ev[ev[c].next].prev = c;
+}
+
+/* First position in p->unknown of an index above rev. */
+static uint32_t unknown_after(const struct part *p, uint64_t rev)
+{
+	uint32_t lo = 0, hi = p->n_unknown;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (p->ops[p->unknown[mid]].order <= rev)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* A linearized operation and how many unknown writes it retired. */
+struct frame {
+	uint32_t op;
+	uint32_t retired; /* entries it pushed on the retired stack */
+};
+
+/*
+ * Searches one partition. Returns 0 with *ok set, or a code.
+ *
+ * Writes with an index take effect in index order (state word p->keys is
+ * the highest linearized). When it rises past an unknown write that was
+ * not linearized, that write can no longer happen: it is retired (lifted
+ * as linearized with no effect) at once, so the memo sees one
+ * configuration instead of one per subset of dead unknown writes.
+ */
 static int check_partition(const struct part *p, size_t max_states, bool *ok)
 {
-	uint32_t n = p->n, sw = p->keys;
+	uint32_t n = p->n, sw = p->keys + 1;
 	const struct sop *ops = p->ops;
 	struct event *ev = NULL;
 	int32_t *call_of = NULL, *ret_of = NULL;
 	uint64_t *key = NULL, *next = NULL, *saved = NULL;
-	uint32_t *stack = NULL;
+	struct frame *stack = NULL;
+	uint32_t *retired = NULL, n_retired = 0;
 	struct memo memo = {0};
 	int rc = KVD_ENOMEM;
 
@@ -701,9 +764,10 @@ static int check_partition(const struct part *p, size_t max_states, bool *ok)
 	key = calloc(memo.words + sw, sizeof(uint64_t));
 	next = calloc(sw, sizeof(uint64_t));
 	stack = malloc(n * sizeof(*stack));
+	retired = malloc(n * sizeof(*retired));
 	saved = malloc((size_t)n * sw * sizeof(*saved)); /* state before each */
 	if (ev == NULL || call_of == NULL || ret_of == NULL || key == NULL || next == NULL ||
-	    stack == NULL || saved == NULL)
+	    stack == NULL || retired == NULL || saved == NULL)
 		goto out;
 	uint64_t *bits = key, *state = key + memo.words;
 	/* ev[0] is the head sentinel; events follow sorted. */
@@ -736,53 +800,61 @@ static int check_partition(const struct part *p, size_t max_states, bool *ok)
 		}
 		if (!ev[e].is_return) {
 			uint32_t op = ev[e].op;
-			if (sop_apply(p, &ops[op], state, next)) {
-				memcpy(saved + depth * sw, state, sw * sizeof(uint64_t));
-				memcpy(state, next, sw * sizeof(uint64_t));
-				bits[op / 64] |= 1ull << (op % 64);
-				int added = memo_add(&memo, key);
-				if (added < 0) {
-					rc = added;
-					goto out;
-				}
-				if (added == 1) {
-					if (memo.count > max_states) {
-						rc = KVD_ETOOBIG;
-						goto out;
-					}
-					stack[depth++] = op;
-					/* Lift the invoke and return events. */
-					int32_t c = call_of[op], r = ret_of[op];
-					ev[ev[c].prev].next = ev[c].next;
-					if (ev[c].next != -1)
-						ev[ev[c].next].prev = ev[c].prev;
-					ev[ev[r].prev].next = ev[r].next;
-					if (ev[r].next != -1)
-						ev[ev[r].next].prev = ev[r].prev;
-					e = ev[0].next;
+			if (!sop_apply(p, &ops[op], state, next)) {
+				e = ev[e].next;
+				continue;
+			}
+			memcpy(saved + depth * sw, state, sw * sizeof(uint64_t));
+			bits[op / 64] |= 1ull << (op % 64);
+			uint32_t first = n_retired;
+			for (uint32_t u = unknown_after(p, state[p->keys]);
+			     u < p->n_unknown && ops[p->unknown[u]].order <= next[p->keys]; u++) {
+				uint32_t w = p->unknown[u];
+				if (bits[w / 64] & (1ull << (w % 64)))
 					continue;
+				bits[w / 64] |= 1ull << (w % 64);
+				retired[n_retired++] = w;
+			}
+			memcpy(state, next, sw * sizeof(uint64_t));
+			int added = memo_add(&memo, key);
+			if (added < 0) {
+				rc = added;
+				goto out;
+			}
+			if (added == 0) {
+				while (n_retired > first) {
+					uint32_t w = retired[--n_retired];
+					bits[w / 64] &= ~(1ull << (w % 64));
 				}
 				bits[op / 64] &= ~(1ull << (op % 64));
 				memcpy(state, saved + depth * sw, sw * sizeof(uint64_t));
+				e = ev[e].next;
+				continue;
 			}
-			e = ev[e].next;
+			if (memo.count > max_states) {
+				rc = KVD_ETOOBIG;
+				goto out;
+			}
+			stack[depth++] = (struct frame){op, n_retired - first};
+			lift(ev, call_of, ret_of, op);
+			for (uint32_t i = first; i < n_retired; i++)
+				lift(ev, call_of, ret_of, retired[i]);
+			e = ev[0].next;
 		} else {
 			if (depth == 0) {
 				*ok = false;
 				break;
 			}
-			uint32_t op = stack[--depth];
+			struct frame f = stack[--depth];
 			memcpy(state, saved + depth * sw, sw * sizeof(uint64_t));
-			bits[op / 64] &= ~(1ull << (op % 64));
-			/* Unlift in reverse order: return, then invoke. */
-			int32_t c = call_of[op], r = ret_of[op];
-			ev[ev[r].prev].next = r;
-			if (ev[r].next != -1)
-				ev[ev[r].next].prev = r;
-			ev[ev[c].prev].next = c;
-			if (ev[c].next != -1)
-				ev[ev[c].next].prev = c;
-			e = ev[c].next;
+			for (uint32_t i = 0; i < f.retired; i++) {
+				uint32_t w = retired[--n_retired];
+				bits[w / 64] &= ~(1ull << (w % 64));
+				unlift(ev, call_of, ret_of, w);
+			}
+			bits[f.op / 64] &= ~(1ull << (f.op % 64));
+			unlift(ev, call_of, ret_of, f.op);
+			e = ev[call_of[f.op]].next;
 		}
 	}
 	rc = 0;
@@ -793,6 +865,7 @@ out:
 	free(key);
 	free(next);
 	free(stack);
+	free(retired);
 	free(saved);
 	free(memo.keys);
 	free(memo.used);
@@ -887,6 +960,72 @@ static const char *op_key(const struct linearize_op *o, size_t i)
 	return t->ops[1][i - t->n_ops[0]].key;
 }
 
+static int unknown_cmp(const void *a, const void *b, void *ops)
+{
+	const struct sop *x = (const struct sop *)ops + *(const uint32_t *)a;
+	const struct sop *y = (const struct sop *)ops + *(const uint32_t *)b;
+	return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+static int order_cmp(const void *a, const void *b)
+{
+	const struct sop *x = *(const struct sop *const *)a, *y = *(const struct sop *const *)b;
+	return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+/*
+ * Writes take effect in log order, and a write's revision is its log index:
+ * an unknown write W recorded with its index (it was proposed at that index)
+ * either happened before every write of a higher index, so before the
+ * earliest return among the ok ones, or never happened. So W's return time
+ * becomes that earliest return; if it did not happen, it is retired (as
+ * linearized with no effect) when a higher index is linearized
+ * (check_partition()). This bounds how long unknown writes stay pending,
+ * which keeps histories with many of them tractable. Also lists the
+ * unknown writes with an index in p->unknown, by index.
+ */
+static int set_deadlines(struct part *p)
+{
+	struct sop **known = malloc((p->n ? p->n : 1) * sizeof(*known));
+	uint64_t *min_ret = malloc((p->n ? p->n : 1) * sizeof(*min_ret));
+	size_t k = 0;
+	int rc = KVD_ENOMEM;
+
+	if (known == NULL || min_ret == NULL)
+		goto out;
+	for (uint32_t i = 0; i < p->n; i++)
+		if (p->ops[i].order != 0 && p->ops[i].outcome != LINEARIZE_UNKNOWN)
+			known[k++] = &p->ops[i];
+	qsort(known, k, sizeof(*known), order_cmp);
+	/* min_ret[j]: the earliest return among known[j..k) */
+	for (size_t j = k; j > 0; j--)
+		min_ret[j - 1] =
+		    j == k || known[j - 1]->ret < min_ret[j] ? known[j - 1]->ret : min_ret[j];
+	p->n_unknown = 0;
+	for (uint32_t i = 0; i < p->n; i++) {
+		struct sop *w = &p->ops[i];
+		size_t lo = 0, hi = k;
+		if (w->order == 0 || w->outcome != LINEARIZE_UNKNOWN)
+			continue;
+		p->unknown[p->n_unknown++] = i;
+		while (lo < hi) { /* first known write of a higher index */
+			size_t mid = (lo + hi) / 2;
+			if (known[mid]->order <= w->order)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < k && min_ret[lo] >= w->invoke)
+			w->ret = min_ret[lo];
+	}
+	qsort_r(p->unknown, p->n_unknown, sizeof(*p->unknown), unknown_cmp, p->ops);
+	rc = 0;
+out:
+	free(known);
+	free(min_ret);
+	return rc;
+}
+
 /* Builds and searches the partition of the m operations idx (whose keys
  * have ids kid via keys; slot_of is scratch of one entry per key id, all
  * UINT32_MAX). */
@@ -911,7 +1050,9 @@ static int check_group(const struct linearize_history *h, const size_t *idx, siz
 	p.ops = malloc((m ? m : 1) * sizeof(*p.ops));
 	p.cmps = malloc((n_cmp ? n_cmp : 1) * sizeof(*p.cmps));
 	p.tops = malloc((n_tops ? n_tops : 1) * sizeof(*p.tops));
-	if (p.ops == NULL || p.cmps == NULL || p.tops == NULL || names_init(&values, n_refs) != 0)
+	p.unknown = malloc((m ? m : 1) * sizeof(*p.unknown));
+	if (p.ops == NULL || p.cmps == NULL || p.tops == NULL || p.unknown == NULL ||
+	    names_init(&values, n_refs) != 0)
 		goto out;
 	n_cmp = n_tops = 0;
 	for (size_t i = 0; i < m; i++) {
@@ -934,6 +1075,8 @@ static int check_group(const struct linearize_history *h, const size_t *idx, siz
 		s->invoke = o->invoke_time;
 		s->ret = o->outcome == LINEARIZE_UNKNOWN ? UINT64_MAX : o->return_time;
 		s->orig = idx[i];
+		if (o->kind != LINEARIZE_GET && o->outcome != LINEARIZE_REFUSED)
+			s->order = o->revision;
 		for (size_t k = 0; k < op_keys(o); k++) {
 			uint32_t id = intern(keys, op_key(o, k)) - 1;
 			if (slot_of[id] == UINT32_MAX)
@@ -969,11 +1112,14 @@ static int check_group(const struct linearize_history *h, const size_t *idx, siz
 	}
 	if (p.keys == 0)
 		p.keys = 1;
-	rc = check_partition(&p, max_states, ok);
+	rc = set_deadlines(&p);
+	if (rc == 0)
+		rc = check_partition(&p, max_states, ok);
 out:
 	free(p.ops);
 	free(p.cmps);
 	free(p.tops);
+	free(p.unknown);
 	names_free(&values);
 	return rc;
 }

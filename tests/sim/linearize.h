@@ -111,7 +111,10 @@ struct linearize_op {
 	uint64_t invoke_time; /* any unit, same for all ops */
 	uint64_t return_time; /* same unit; >= invoke_time */
 	enum linearize_outcome outcome;
-	uint64_t revision;    /* put/put-if/put-absent: given; get: seen; 0 unknown */
+	/* put, put-if, put-absent, txn: given (the write's log index);
+	 * delete, delete-if: the log index of the delete; get: seen; 0
+	 * unknown. Writes with a revision are linearized in its order. */
+	uint64_t revision;
 	uint64_t if_revision; /* put-if/delete-if only */
 	/* txn only (key and value unused); borrowed: linearize_history_add()
 	 * copies it */
@@ -140,8 +143,8 @@ size_t linearize_history_count(const struct linearize_history *h);
  *     <client> <kind> <key> <value|-> <invoke> <return> <outcome> [if=N] [rev=N]
  * kind: put, get, delete, put-if, put-absent, delete-if; outcome: ok, fail,
  * unknown, refused (conditional kinds only). if=N is required for put-if and
- * delete-if and refused elsewhere; rev=N (N >= 1) is allowed for put,
- * put-if, put-absent and get.
+ * delete-if and refused elsewhere; rev=N (N >= 1) is allowed for every
+ * kind (a refused write's is ignored).
  * A txn is
  *     <client> txn <compare> <success>/<failure> <invoke> <return> <outcome>
  *         [branch=success|failure] [rev=N]

@@ -46,8 +46,8 @@ static void usage(void)
 		"       sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]\n"
 		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
-		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored "
-		"(repeatable), --model-disk\n");
+		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored"
+		"|txn-torn (repeatable), --model-disk\n");
 }
 
 static double wall_seconds(void)
@@ -68,6 +68,8 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->completion_match = true;
 	} else if (strcmp(name, "fsync-ignored") == 0) {
 		p->fsync_ignored = true;
+	} else if (strcmp(name, "txn-torn") == 0) {
+		p->txn_torn = true;
 	} else {
 		ok = false;
 	}
