@@ -1,0 +1,368 @@
+"""linkv.py: the linearizability run of cluster.py (clients, nemesis,
+lincheck) with the second-level key-value API (API.md §10, §12): clients
+also issue If-Match compare-and-set PUTs, If-None-Match: * creates,
+If-Match DELETEs and POST /txn, and record revisions (ETag, a txn's
+"revision", its gets' results), so that lincheck checks revisions,
+conditions and the atomicity of transactions, not only values.
+
+Outcomes, as in cluster.py: 200 is ok (with its revision), 412
+`precondition failed` is "refused" (the condition was checked at apply time
+and did not hold: nothing changed), a request that certainly did not reach a
+leader (connection refused, a last hop still 307, `503 no leader`) failed,
+any other answer or error of a write is unknown (its revision unknown too).
+A GET answered 200 or 404 `key not found` is ok with the ETag it carried;
+any other GET failed. A client's conditions use the revisions it last saw
+for each key (possibly stale, so some are refused)."""
+
+import http.client
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+from cluster import (Nemesis, http_heal_all, http_request, lincheck_bin, now_us, split_location)
+
+KEYS = ["x", "y", "z"]
+CLIENTS = 5
+
+
+class History:
+    """The recorded operations, as lincheck text lines; thread-safe."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lines = []
+        self.counts = {}
+
+    def add(self, line, kind, outcome):
+        with self.lock:
+            self.lines.append(line)
+            k = (kind, outcome)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+
+def etag(r):
+    """The revision in an ETag header ("N"), or 0."""
+    v = r.headers.get("etag", "")
+    if len(v) >= 3 and v[0] == '"' and v[-1] == '"' and v[1:-1].isdigit():
+        return int(v[1:-1])
+    return 0
+
+
+def txn_text(body, result):
+    """The compare and branches columns of a txn line; result is the 200
+    answer's JSON (None when the outcome is not ok)."""
+    cmp = ",".join("%s=%d" % (c["key"], c["revision"]) for c in body["compare"]) or "-"
+    ran = None if result is None else (0 if result["succeeded"] else 1)
+    branches = []
+    for b, name in enumerate(("success", "failure")):
+        parts = []
+        for i, op in enumerate(body[name]):
+            if op["op"] == "put":
+                parts.append("put:%s:%s" % (op["key"], op["value"]))
+            elif op["op"] == "delete":
+                parts.append("delete:%s" % op["key"])
+            elif ran != b:
+                parts.append("get:%s" % op["key"])
+            else:
+                res = result["results"][i]
+                if res.get("found", True) is False:
+                    parts.append("get:%s=-" % op["key"])
+                else:
+                    parts.append("get:%s=%s@%d" % (op["key"], res["value"], res["revision"]))
+        branches.append(",".join(parts) or "-")
+    return cmp, "/".join(branches)
+
+
+class KvClient(threading.Thread):
+    """One client: GET, PUT, DELETE, PUT If-Match, PUT If-None-Match: *,
+    DELETE If-Match and POST /txn on KEYS with unique values, following up
+    to 3 redirects; a new client id after an unknown outcome."""
+
+    def __init__(self, num, cluster, history, stop_ev, seed):
+        super().__init__(daemon=True)
+        self.num = num
+        self.cluster = cluster
+        self.history = history
+        self.stop_ev = stop_ev
+        self.rng = random.Random(seed)
+        self.gen = 0
+        self.seq = 0
+        self.seen = {k: 0 for k in KEYS}  # last revision seen per key (0: absent)
+        self.errors = []
+
+    def client_id(self):
+        return self.num * 1000 + self.gen
+
+    def value(self):
+        self.seq += 1
+        return "c%d-%d" % (self.num, self.seq)
+
+    def seen_rev(self, key):
+        # Mostly the last revision seen; sometimes an older guess, so that
+        # refusals are common.
+        r = self.seen[key]
+        if r > 0 and self.rng.random() < 0.15:
+            r = max(1, r - self.rng.randint(1, 3))
+        return r
+
+    def make_txn(self):
+        rng = self.rng
+        body = {"compare": [], "success": [], "failure": []}
+        for key in rng.sample(KEYS, rng.randint(0, 2)):
+            body["compare"].append({"key": key, "revision": self.seen_rev(key)})
+        for name, lo, hi in (("success", 1, 3), ("failure", 0, 2)):
+            for _ in range(rng.randint(lo, hi)):
+                key = rng.choice(KEYS)
+                p = rng.random()
+                if p < 0.5:
+                    body[name].append({"op": "put", "key": key, "value": self.value()})
+                elif p < 0.7:
+                    body[name].append({"op": "delete", "key": key})
+                else:
+                    body[name].append({"op": "get", "key": key})
+        return body
+
+    def pick(self):
+        """The next operation: dict kind, method, path, body, headers, key
+        (a txn: its body as a dict in txn), if_rev."""
+        key = self.rng.choice(KEYS)
+        p = self.rng.random()
+        op = {"key": key, "path": "/kv/" + key, "body": None, "headers": {}, "if_rev": 0}
+        if p < 0.30:
+            op.update(kind="get", method="GET")
+        elif p < 0.45:
+            op.update(kind="put", method="PUT", body=self.value())
+        elif p < 0.50:
+            op.update(kind="delete", method="DELETE")
+        elif p < 0.65:
+            op.update(kind="put-if", method="PUT", body=self.value())
+        elif p < 0.72:
+            op.update(kind="put-absent", method="PUT", body=self.value(),
+                      headers={"If-None-Match": "*"})
+        elif p < 0.78:
+            op.update(kind="delete-if", method="DELETE")
+        else:
+            txn = self.make_txn()
+            op.update(kind="txn", method="POST", path="/txn", body=json.dumps(txn), txn=txn)
+        if op["kind"] in ("put-if", "delete-if"):
+            op["if_rev"] = max(1, self.seen_rev(key))
+            op["headers"] = {"If-Match": '"%d"' % op["if_rev"]}
+        return op
+
+    def request(self, target, op):
+        """Sends op following up to 3 redirects. Returns (response or None,
+        error: None, "refused", "other" or "redirect")."""
+        host, port, path = target.host, target.port, op["path"]
+        r = None
+        for _hops in range(4):
+            conn = self.conns.get((host, port))
+            if conn is None:
+                conn = http.client.HTTPConnection(host, port, timeout=4.0)
+                self.conns[(host, port)] = conn
+            try:
+                r = http_request(host, port, op["method"], path, op["body"], 4.0,
+                                 headers=op["headers"], conn=conn)
+            except ConnectionRefusedError:
+                self.conns.pop((host, port), None)
+                return None, "refused"
+            except (OSError, http.client.HTTPException):
+                self.conns.pop((host, port), None)
+                return None, "other"
+            if r.headers.get("connection", "").lower() == "close":
+                conn.close()
+                self.conns.pop((host, port), None)
+            if r.status != 307:
+                return r, None
+            host, port, path = split_location(r.headers.get("location", ""))
+        return r, "redirect"
+
+    def close(self):
+        for conn in self.conns.values():
+            conn.close()
+        self.conns = {}
+
+    def run(self):
+        self.conns = {}
+        target = self.rng.choice(self.cluster.nodes)
+        while not self.stop_ev.is_set():
+            op = self.pick()
+            inv = now_us()
+            r, err = self.request(target, op)
+            ret = now_us()
+            outcome, rev, value, result = self.classify(op["kind"], r, err)
+            if err is not None or r.status in (503, 307):
+                target = self.rng.choice(self.cluster.nodes)
+            self.record(op, value, result, inv, ret, outcome, rev)
+            if outcome == "unknown":
+                self.gen += 1
+                self.close()
+            if outcome not in ("ok", "refused"):
+                time.sleep(0.05)
+        self.close()
+
+    def classify(self, kind, r, err):
+        """(outcome, revision, value read, txn result JSON)."""
+        if err == "refused" or err == "redirect":
+            return "fail", 0, None, None
+        if err is not None:
+            return ("fail" if kind == "get" else "unknown"), 0, None, None
+        if kind == "get":
+            if r.status == 200:
+                return "ok", etag(r), r.body.decode(), None
+            if r.status == 404 and r.body == b"key not found\n":
+                return "ok", 0, None, None
+            return "fail", 0, None, None
+        if r.status == 200:
+            if kind == "txn":
+                try:
+                    result = json.loads(r.body)
+                    return "ok", int(result["revision"]), None, result
+                except (ValueError, KeyError, TypeError):
+                    self.errors.append((kind, r))
+                    return "unknown", 0, None, None
+            if kind in ("put", "put-if", "put-absent"):
+                if etag(r) == 0:
+                    self.errors.append((kind, "no ETag", r))
+                return "ok", etag(r), None, None
+            return "ok", 0, None, None
+        if r.status == 412 and kind in ("put-if", "put-absent", "delete-if"):
+            if r.body != b"precondition failed\n":
+                self.errors.append((kind, r))
+            return "refused", 0, None, None
+        if r.status == 503 and r.body == b"no leader\n":
+            return "fail", 0, None, None
+        if r.status != 503:
+            self.errors.append((kind, r))
+        return "unknown", 0, None, None
+
+    def record(self, op, value, result, inv, ret, outcome, rev):
+        """Adds op's line to the history and notes the revisions it saw."""
+        cid, kind, key = self.client_id(), op["kind"], op["key"]
+        if kind == "txn":
+            txn = op["txn"]
+            cmp, branches = txn_text(txn, result)
+            line = "%d txn %s %s %d %d %s" % (cid, cmp, branches, inv, ret, outcome)
+            if outcome == "ok":
+                branch = "success" if result["succeeded"] else "failure"
+                line += " branch=" + branch
+                for i, o in enumerate(txn[branch]):
+                    if o["op"] == "put":
+                        self.seen[o["key"]] = rev
+                    elif o["op"] == "delete":
+                        self.seen[o["key"]] = 0
+                    else:
+                        self.seen[o["key"]] = result["results"][i].get("revision", 0)
+        else:
+            v = value if kind == "get" else op["body"]
+            line = "%d %s %s %s %d %d %s" % (cid, kind, key, v or "-", inv, ret, outcome)
+            if kind in ("put-if", "delete-if"):
+                line += " if=%d" % op["if_rev"]
+            if outcome == "ok":
+                self.seen[key] = 0 if kind.startswith("delete") else rev
+        if rev:
+            line += " rev=%d" % rev
+        self.history.add(line, kind, outcome)
+
+
+def run_clients(case, c, duration, partition_fn=None, heal_fn=None, extra=None, seed=None,
+                on_running=None):
+    """Runs CLIENTS KvClients against c for duration seconds under the
+    Nemesis, then recovers the cluster. Returns (history, nemesis, seed)."""
+    c.wait_leader(timeout=10)
+    if seed is None:
+        seed = int(os.environ.get("KVD_LIN_SEED", str(random.randrange(1 << 30))))
+    history = History()
+    stop_clients = threading.Event()
+    stop_nemesis = threading.Event()
+    clients = [KvClient(i + 1, c, history, stop_clients, seed + i) for i in range(CLIENTS)]
+    nemesis = Nemesis(c, stop_nemesis, seed, partition_fn, heal_fn, extra)
+    nemesis.duration = duration
+    for t in clients:
+        t.start()
+    nemesis.start()
+    if on_running is not None:
+        on_running()
+    time.sleep(duration)
+    stop_nemesis.set()
+    nemesis.join(30)
+    case.assertEqual(nemesis.errors, [], "nemesis: %r" % nemesis.actions)
+    c.assert_no_crash()
+    for n in c.nodes:
+        if not n.alive():
+            n.start()
+            n.wait_ready()
+    (heal_fn or http_heal_all(c))()
+    c.wait_leader(timeout=10, what="a leader after the nemesis stopped")
+    time.sleep(2.0)
+    stop_clients.set()
+    for t in clients:
+        t.join(30)
+    case.assertFalse(any(t.is_alive() for t in clients), "clients hung")
+    for t in clients:
+        case.assertEqual(t.errors, [], "unexpected answers; seed %d" % seed)
+    return history, nemesis, seed
+
+
+def check_history(case, history, nemesis, seed):
+    """Writes the history to the case's tmpdir and asserts with lincheck
+    that it is linearizable. Returns lincheck's output line."""
+    lincheck = lincheck_bin()
+    if not os.path.exists(lincheck):
+        case.fail("lincheck not found at %s (build it: cmake --build build --target lincheck)" % lincheck)
+    path = os.path.join(case.tmpdir, "history.txt")
+    with open(path, "w") as f:
+        f.write("# seed %d\n# nemesis: %s\n" % (seed, "; ".join(nemesis.actions)))
+        f.write("\n".join(history.lines) + "\n")
+    counts = sorted("%s %s: %d" % (k[0], k[1], v) for k, v in history.counts.items())
+    msg = "seed %d, counts %s, nemesis %r" % (seed, ", ".join(counts), nemesis.actions)
+    if os.environ.get("KVD_LIN_VERBOSE"):
+        sys.stderr.write("\n%s\n" % msg)
+    for kind in ("put", "get", "txn", "put-if"):
+        case.assertGreaterEqual(history.counts.get((kind, "ok"), 0), 10,
+                                "too little progress (%s); %s" % (kind, msg))
+    t0 = time.monotonic()
+    p = subprocess.run([lincheck, path], capture_output=True, text=True, timeout=240)
+    took = time.monotonic() - t0
+    if p.returncode != 0:
+        keep = "/tmp/kvd-lincheck-kv-history-%d-%d.txt" % (os.getpid(), seed)
+        shutil.copy(path, keep)
+        case.fail("lincheck exit %d: %s %s (history kept in %s); %s"
+                  % (p.returncode, p.stdout.strip(), p.stderr.strip(), keep, msg))
+    case.assertIn("linearizable", p.stdout)
+    check_tampered(case, lincheck, history, path)
+    if os.environ.get("KVD_LIN_VERBOSE"):
+        sys.stderr.write("lincheck: %s (%.2f s)\n" % (p.stdout.strip(), took))
+    return p.stdout.strip()
+
+
+def check_tampered(case, lincheck, history, path):
+    """The recorded history must have teeth: the first ok GET that saw the
+    value of an ok PUT at revision R is changed to have seen it at R + 1 (a
+    write has one revision), and lincheck must reject that history."""
+    put_rev = {}
+    for line in history.lines:
+        f = line.split()
+        if f[1] == "put" and f[6] == "ok":
+            put_rev[f[3]] = f[-1]
+    lines = list(history.lines)
+    # (the first such GET: a failing search explores every linearization of
+    # what came before, so an early one keeps it short)
+    for i in range(len(lines)):
+        f = lines[i].split()
+        if f[1] == "get" and f[6] == "ok" and put_rev.get(f[3]) == f[-1]:
+            rev = int(f[-1][len("rev="):])
+            lines[i] = " ".join(f[:-1] + ["rev=%d" % (rev + 1)])
+            break
+    else:
+        case.fail("no GET saw an acknowledged PUT's value: nothing to tamper with")
+    bad = path + ".tampered"
+    with open(bad, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    p = subprocess.run([lincheck, bad], capture_output=True, text=True, timeout=240)
+    case.assertEqual(p.returncode, 1, "lincheck accepted a tampered history: %s %s"
+                     % (p.stdout.strip(), p.stderr.strip()))
