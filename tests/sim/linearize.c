@@ -1256,3 +1256,117 @@ out:
 		*ok = all;
 	return rc;
 }
+
+/* ------------------------------------------------------------ watch streams */
+
+int linearize_change_parse(const char *line, struct linearize_change *c)
+{
+	char kind[16], key[256] = "", value[256] = "", extra[8] = "";
+	unsigned long long rev;
+	const char *p = line;
+	int n;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0' || *p == '\n' || *p == '#' || *p == '\r')
+		return KVD_ENOTFOUND;
+	memset(c, 0, sizeof(*c));
+	if (*p < '0' || *p > '9')
+		return KVD_EINVAL;
+	n = sscanf(p, "%llu %15s %255s %255s %7s", &rev, kind, key, value, extra);
+	if (n < 2 || rev == 0 || rev >= REV_LIMIT)
+		return KVD_EINVAL;
+	c->revision = rev;
+	if (strcmp(kind, "put") == 0 && n == 4)
+		c->kind = LINEARIZE_CHANGE_PUT;
+	else if (strcmp(kind, "delete") == 0 && n == 3)
+		c->kind = LINEARIZE_CHANGE_DELETE;
+	else if (strcmp(kind, "clear") == 0 && n == 2)
+		c->kind = LINEARIZE_CHANGE_CLEAR;
+	else
+		return KVD_EINVAL;
+	if (copy_token(c->key, key) != 0 || copy_token(c->value, value) != 0)
+		return KVD_EINVAL;
+	return 0;
+}
+
+static bool change_matches(const struct linearize_change *c, const struct linearize_watch *w)
+{
+	if (c->revision < w->from)
+		return false;
+	if (c->kind == LINEARIZE_CHANGE_CLEAR)
+		return true;
+	if (w->key != NULL)
+		return strcmp(c->key, w->key) == 0;
+	return w->prefix == NULL || strncmp(c->key, w->prefix, strlen(w->prefix)) == 0;
+}
+
+static bool change_equal(const struct linearize_change *a, const struct linearize_change *b)
+{
+	return a->revision == b->revision && a->kind == b->kind &&
+	       (a->kind == LINEARIZE_CHANGE_CLEAR || strcmp(a->key, b->key) == 0) &&
+	       (a->kind != LINEARIZE_CHANGE_PUT || strcmp(a->value, b->value) == 0);
+}
+
+/* Writes "put k=v at R" (or delete, clear) into buf. */
+static void change_describe(const struct linearize_change *c, char *buf, size_t size)
+{
+	if (c == NULL)
+		snprintf(buf, size, "nothing");
+	else if (c->kind == LINEARIZE_CHANGE_PUT)
+		snprintf(buf, size, "put %s=%s at %llu", c->key, c->value,
+			 (unsigned long long)c->revision);
+	else if (c->kind == LINEARIZE_CHANGE_DELETE)
+		snprintf(buf, size, "delete %s at %llu", c->key, (unsigned long long)c->revision);
+	else
+		snprintf(buf, size, "clear at %llu", (unsigned long long)c->revision);
+}
+
+int linearize_watch_check(const struct linearize_change *applied, size_t n_applied,
+			  const struct linearize_change *events, size_t n_events,
+			  const struct linearize_watch *w, bool *ok, char *why, size_t why_size)
+{
+	char want[2 * LINEARIZE_STR_SIZE + 48], got[2 * LINEARIZE_STR_SIZE + 48];
+	size_t a = 0, e = 0;
+
+	for (size_t i = 1; i < n_applied; i++)
+		if (applied[i].revision < applied[i - 1].revision)
+			return KVD_EINVAL;
+	*ok = true;
+	for (;; e++) {
+		while (a < n_applied && !change_matches(&applied[a], w))
+			a++;
+		if (e == n_events) {
+			if (w->complete && a < n_applied) {
+				*ok = false;
+				change_describe(&applied[a], want, sizeof(want));
+				if (why != NULL && why_size > 0)
+					snprintf(why, why_size,
+						 "stream ends after %zu events; missing %s",
+						 n_events, want);
+			}
+			break;
+		}
+		const struct linearize_change *x = a < n_applied ? &applied[a] : NULL;
+		if (x == NULL || !change_equal(x, &events[e])) {
+			const char *what = "differs";
+			if (x == NULL)
+				what = "is not in the applied sequence (repeated or invented)";
+			else if (e > 0 && events[e].revision < events[e - 1].revision)
+				what = "goes back in revision order";
+			else if (e > 0 && change_equal(&events[e], &events[e - 1]))
+				what = "repeats the previous event";
+			else if (events[e].revision > x->revision)
+				what = "skips a change";
+			*ok = false;
+			change_describe(x, want, sizeof(want));
+			change_describe(&events[e], got, sizeof(got));
+			if (why != NULL && why_size > 0)
+				snprintf(why, why_size, "event %zu %s: expected %s, got %s", e,
+					 what, want, got);
+			break;
+		}
+		a++;
+	}
+	return 0;
+}

@@ -176,4 +176,53 @@ void linearize_history_dump(const struct linearize_history *h, FILE *f);
 int linearize_history_check(const struct linearize_history *h, size_t max_states, bool *ok,
 			    char *why, size_t why_size);
 
+/*
+ * Watch streams (API.md §13). A change is one event of the applied log: a
+ * put (key, value), a delete (key) or a clear, at the revision of its entry
+ * (a txn's changes share it). Text format, one per line:
+ *     <revision> put <key> <value> | <revision> delete <key> | <revision> clear
+ */
+enum linearize_change_kind {
+	LINEARIZE_CHANGE_PUT = 1,
+	LINEARIZE_CHANGE_DELETE = 2,
+	LINEARIZE_CHANGE_CLEAR = 3,
+};
+
+struct linearize_change {
+	uint64_t revision;
+	enum linearize_change_kind kind;
+	char key[LINEARIZE_STR_SIZE];	/* put, delete */
+	char value[LINEARIZE_STR_SIZE]; /* put */
+};
+
+/* What a watcher asked for: changes of keys starting with prefix (NULL or
+ * "": all), or of exactly key when key is not NULL; clears always match.
+ * from: the first revision it asked for (GET /watch?from=R, or Last-Event-ID
+ * + 1). complete: the stream must hold every matching change up to the end
+ * of applied (the watcher was caught up), else a prefix of them suffices (a
+ * stream cut short). */
+struct linearize_watch {
+	const char *prefix;
+	const char *key;
+	uint64_t from;
+	bool complete;
+};
+
+/* Parses one change line. Returns 0, KVD_ENOTFOUND for a blank or '#'
+ * line, KVD_EINVAL for a malformed one. */
+int linearize_change_parse(const char *line, struct linearize_change *c);
+
+/*
+ * Checks a watcher's events against the applied sequence of changes
+ * (applied, in log order, revisions non-decreasing): the events must be
+ * exactly the matching changes with revision >= from, in the same order,
+ * none skipped, none repeated, none invented, a txn's changes at their
+ * shared revision (all of the stream when w->complete, else a prefix).
+ * Returns 0 with *ok set (on false, why describes the first difference),
+ * or KVD_EINVAL when applied is not in revision order.
+ */
+int linearize_watch_check(const struct linearize_change *applied, size_t n_applied,
+			  const struct linearize_change *events, size_t n_events,
+			  const struct linearize_watch *w, bool *ok, char *why, size_t why_size);
+
 #endif

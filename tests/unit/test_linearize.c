@@ -568,6 +568,96 @@ START_TEST(test_linearize_unknown_writes_with_index_fast)
 }
 END_TEST
 
+/* Parses lines into changes (at most 16); returns how many. */
+static size_t parse_changes(const char *const *lines, struct linearize_change *out)
+{
+	size_t n = 0;
+	for (size_t i = 0; lines[i] != NULL; i++) {
+		ck_assert_uint_lt(n, 16);
+		ck_assert_int_eq(linearize_change_parse(lines[i], &out[n]), 0);
+		n++;
+	}
+	return n;
+}
+
+/* 1 matches, 0 differs (why logged), -1 error. */
+static int watch_lines(const char *const *events, const char *prefix, const char *key,
+		       uint64_t from, bool complete)
+{
+	static const char *const applied_lines[] = {
+	    "10 put a 1", "11 put b 2",	 "12 put a 3",	"12 delete b", /* a txn at 12 */
+	    "13 clear",	  "14 put ab 5", "15 delete a", "16 put b 6",  NULL};
+	struct linearize_change applied[16], ev[16];
+	struct linearize_watch w = {prefix, key, from, complete};
+	size_t na = parse_changes(applied_lines, applied), ne = parse_changes(events, ev);
+	char why[256] = "";
+	bool ok = false;
+	if (linearize_watch_check(applied, na, ev, ne, &w, &ok, why, sizeof(why)) != 0)
+		return -1;
+	if (!ok)
+		ck_assert(why[0] != '\0');
+	return ok ? 1 : 0;
+}
+
+START_TEST(test_linearize_watch_check)
+{
+	const char *exact[] = {"12 put a 3", "13 clear", "14 put ab 5", "15 delete a", NULL};
+	const char *cut[] = {"12 put a 3", "13 clear", NULL};
+	const char *skipped[] = {"13 clear", "14 put ab 5", "15 delete a", NULL};
+	const char *repeated[] = {"12 put a 3", "12 put a 3", "13 clear", NULL};
+	const char *reordered[] = {"13 clear", "12 put a 3", NULL};
+	const char *invented[] = {"12 put a 3",	 "13 clear",   "14 put ab 5",
+				  "15 delete a", "17 put a 9", NULL};
+	const char *wrong_value[] = {"12 put a 4", NULL};
+	const char *wrong_rev[] = {"12 put a 3", "13 clear", "14 put ab 5", "16 delete a", NULL};
+	/* All keys from 12: the txn at 12 is two changes; half of it is a
+	 * lost event. */
+	const char *whole_txn[] = {"12 put a 3", "12 delete b", "13 clear", NULL};
+	const char *half_txn[] = {"12 put a 3", "13 clear", NULL};
+	const char *txn_split[] = {"12 put a 3", "13 delete b", "13 clear", NULL};
+	/* Exactly key a: not ab. */
+	const char *key_a[] = {"10 put a 1", "12 put a 3", "13 clear", "15 delete a", NULL};
+	const char *key_a_with_ab[] = {"10 put a 1", "12 put a 3", "13 clear", "14 put ab 5", NULL};
+	const char *none[] = {NULL};
+
+	ck_assert_int_eq(watch_lines(exact, "a", NULL, 11, true), 1);
+	ck_assert_int_eq(watch_lines(cut, "a", NULL, 11, false), 1);
+	ck_assert_int_eq(watch_lines(cut, "a", NULL, 11, true), 0);
+	ck_assert_int_eq(watch_lines(skipped, "a", NULL, 11, false), 0);
+	ck_assert_int_eq(watch_lines(repeated, "a", NULL, 11, false), 0);
+	ck_assert_int_eq(watch_lines(reordered, "a", NULL, 11, false), 0);
+	ck_assert_int_eq(watch_lines(invented, "a", NULL, 11, false), 0);
+	ck_assert_int_eq(watch_lines(wrong_value, "a", NULL, 11, false), 0);
+	ck_assert_int_eq(watch_lines(wrong_rev, "a", NULL, 11, false), 0);
+	ck_assert_int_eq(watch_lines(whole_txn, "", NULL, 12, false), 1);
+	ck_assert_int_eq(watch_lines(half_txn, "", NULL, 12, false), 0);
+	ck_assert_int_eq(watch_lines(txn_split, NULL, NULL, 12, false), 0);
+	ck_assert_int_eq(watch_lines(key_a, NULL, "a", 0, true), 1);
+	ck_assert_int_eq(watch_lines(key_a_with_ab, NULL, "a", 0, false), 0);
+	ck_assert_int_eq(watch_lines(none, "a", NULL, 16, true), 1); /* nothing matches */
+	ck_assert_int_eq(watch_lines(none, "a", NULL, 11, true), 0);
+}
+END_TEST
+
+START_TEST(test_linearize_watch_check_bad_input)
+{
+	struct linearize_change c[2];
+	struct linearize_watch w = {NULL, NULL, 0, false};
+	bool ok;
+	ck_assert_int_eq(linearize_change_parse("# comment", &c[0]), KVD_ENOTFOUND);
+	ck_assert_int_eq(linearize_change_parse("0 put a 1", &c[0]), KVD_EINVAL);
+	ck_assert_int_eq(linearize_change_parse("x put a 1", &c[0]), KVD_EINVAL);
+	ck_assert_int_eq(linearize_change_parse("3 put a", &c[0]), KVD_EINVAL);
+	ck_assert_int_eq(linearize_change_parse("3 delete a 1", &c[0]), KVD_EINVAL);
+	ck_assert_int_eq(linearize_change_parse("3 clear a", &c[0]), KVD_EINVAL);
+	ck_assert_int_eq(linearize_change_parse("3 move a", &c[0]), KVD_EINVAL);
+	ck_assert_int_eq(linearize_change_parse("3 put a 1", &c[0]), 0);
+	ck_assert_int_eq(linearize_change_parse("2 delete a", &c[1]), 0);
+	/* the applied sequence itself out of revision order */
+	ck_assert_int_eq(linearize_watch_check(c, 2, c, 0, &w, &ok, NULL, 0), KVD_EINVAL);
+}
+END_TEST
+
 static Suite *linearize_suite(void)
 {
 	Suite *s = suite_create("linearize");
@@ -599,6 +689,8 @@ static Suite *linearize_suite(void)
 	tcase_add_test(tc, test_linearize_op_parse_txn);
 	tcase_add_test(tc, test_linearize_write_index_order);
 	tcase_add_test(tc, test_linearize_unknown_writes_with_index_fast);
+	tcase_add_test(tc, test_linearize_watch_check);
+	tcase_add_test(tc, test_linearize_watch_check_bad_input);
 	suite_add_tcase(s, tc);
 	return s;
 }
