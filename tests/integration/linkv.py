@@ -366,3 +366,194 @@ def check_tampered(case, lincheck, history, path):
     p = subprocess.run([lincheck, bad], capture_output=True, text=True, timeout=240)
     case.assertEqual(p.returncode, 1, "lincheck accepted a tampered history: %s %s"
                      % (p.stdout.strip(), p.stderr.strip()))
+
+
+# ---- watch streams (API.md §13) --------------------------------------------
+#
+# The applied sequence of changes is rebuilt from GET /log (the cluster runs
+# with a snapshot threshold too high to compact) by replaying the commands
+# through a copy of the state machine's rules (engine/engine.c): PUT, DELETE
+# (a change even when the key is absent, as engine_apply_results() reports
+# it), PUT-IF / PUT-ABSENT / DELETE-IF when their condition holds, TXN's
+# selected branch (its puts and deletes at the entry's revision), CLEAR.
+# linearize_watch_check() (lincheck --watch) then compares each watcher's
+# stream with it.
+
+
+def read_log(node):
+    """Every committed entry of node's log: [(index, command)], from 1."""
+    out, frm, commit = [], 1, None
+    while True:
+        r = node.get("/log?from=%d&limit=1000" % frm, timeout=10.0)
+        if r.status != 200:
+            raise AssertionError("GET /log: %r" % r)
+        j = r.json()
+        if commit is None:
+            commit = j["commit-index"]
+            if j["first-index"] > 1:
+                raise AssertionError("log compacted (first index %d): raise the snapshot threshold"
+                                     % j["first-index"])
+        ents = [e for e in j["entries"] if e["index"] <= commit]
+        out += [(e["index"], e["command"]) for e in ents]
+        if not j["entries"] or j["entries"][-1]["index"] >= commit:
+            return out
+        frm = j["entries"][-1]["index"] + 1
+
+
+def applied_changes(entries):
+    """Replays [(index, command)]; returns (changes as change-format lines,
+    final state {key: (value, revision)})."""
+    state, changes = {}, []
+
+    def rev_of(k):
+        return state[k][1] if k in state else 0
+
+    for index, cmd in entries:
+        verb, _, rest = cmd.partition(" ")
+        if verb == "PUT":
+            k, _, v = rest.partition(" ")
+            state[k] = (v, index)
+            changes.append("%d put %s %s" % (index, k, v))
+        elif verb == "DELETE":
+            state.pop(rest, None)
+            changes.append("%d delete %s" % (index, rest))
+        elif verb == "PUT-IF" or verb == "DELETE-IF":
+            rev, _, kv = rest.partition(" ")
+            k, _, v = kv.partition(" ")
+            if k in state and state[k][1] == int(rev):
+                if verb == "PUT-IF":
+                    state[k] = (v, index)
+                    changes.append("%d put %s %s" % (index, k, v))
+                else:
+                    del state[k]
+                    changes.append("%d delete %s" % (index, k))
+        elif verb == "PUT-ABSENT":
+            k, _, v = rest.partition(" ")
+            if k not in state:
+                state[k] = (v, index)
+                changes.append("%d put %s %s" % (index, k, v))
+        elif verb == "TXN":
+            t = json.loads(rest)
+            held = all(rev_of(c["key"]) == c["revision"] for c in t.get("compare", []))
+            for op in t.get("success" if held else "failure", []):
+                if op["op"] == "put":
+                    state[op["key"]] = (op["value"], index)
+                    changes.append("%d put %s %s" % (index, op["key"], op["value"]))
+                elif op["op"] == "delete":
+                    state.pop(op["key"], None)
+                    changes.append("%d delete %s" % (index, op["key"]))
+        elif verb == "CLEAR":
+            state = {}
+            changes.append("%d clear" % index)
+    return changes, state
+
+
+class Watcher(threading.Thread):
+    """One logical watcher: GET /watch?<query>&from=R on a node, reading
+    Server-Sent Events; when the connection ends (node killed, cut off) it
+    reconnects to another node from the revision of its last event, after
+    dropping that revision's events (so a txn cut in the middle is read
+    again whole). events: change-format lines."""
+
+    def __init__(self, cluster, query, start, seed, stop_ev):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.query = query  # "prefix=" or "key=x"
+        self.start_rev = start
+        self.rng = random.Random(seed)
+        self.stop_ev = stop_ev
+        self.events = []
+        self.reconnects = 0
+        self.errors = []
+
+    def last_rev(self):
+        return int(self.events[-1].split()[0]) if self.events else 0
+
+    def run(self):
+        frm = self.start_rev
+        while not self.stop_ev.is_set():
+            node = self.rng.choice(self.cluster.nodes)
+            try:
+                self.stream(node, frm)
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            if self.events:
+                last = self.last_rev()
+                while self.events and self.last_rev() == last:
+                    self.events.pop()
+                frm = last
+            self.reconnects += 1
+            self.stop_ev.wait(0.2)
+
+    def stream(self, node, frm):
+        conn = http.client.HTTPConnection(node.host, node.port, timeout=2.0)
+        try:
+            conn.request("GET", "/watch?%s&from=%d" % (self.query, frm))
+            r = conn.getresponse()
+            if r.status != 200:
+                if r.status not in (503, 307):
+                    self.errors.append("GET /watch on %s: %d %r" % (node.id, r.status, r.read()[:200]))
+                return
+            kind, data = None, None
+            while not self.stop_ev.is_set():
+                try:
+                    line = r.fp.readline()
+                except OSError:  # (socket timeout: keep-alives come every 10 s)
+                    continue
+                if not line:
+                    return
+                line = line.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line[5:].strip())
+                elif line == "" and kind is not None and data is not None:
+                    if kind == "clear":
+                        self.events.append("%d clear" % data["revision"])
+                    elif kind == "delete":
+                        self.events.append("%d delete %s" % (data["revision"], data["key"]))
+                    else:
+                        self.events.append("%d put %s %s" % (data["revision"], data["key"], data["value"]))
+                    kind, data = None, None
+        finally:
+            conn.close()
+
+
+def watch_available(node):
+    """False when GET /watch answers 404 (watch not in this build)."""
+    conn = http.client.HTTPConnection(node.host, node.port, timeout=5.0)
+    try:
+        conn.request("GET", "/watch?prefix=&from=1")
+        return conn.getresponse().status != 404
+    finally:
+        conn.close()
+
+
+def last_matching(applied, query):
+    """The revision of the last change in applied that a watcher of query
+    ("prefix=P" or "key=K") sees (clears match all), or 0."""
+    name, _, arg = query.partition("=")
+    for line in reversed(applied):
+        f = line.split()
+        if f[1] == "clear" or (f[2] == arg if name == "key" else f[2].startswith(arg)):
+            return int(f[0])
+    return 0
+
+
+def check_watchers(case, applied, watchers):
+    """Each watcher's stream against the applied changes (lincheck --watch,
+    complete: the cluster is healed and every node applied everything)."""
+    lincheck = lincheck_bin()
+    path = os.path.join(case.tmpdir, "applied.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(applied) + "\n")
+    for i, w in enumerate(watchers):
+        ev = os.path.join(case.tmpdir, "watch-%d.txt" % i)
+        with open(ev, "w") as f:
+            f.write("\n".join(w.events) + "\n")
+        args = [lincheck, "--watch", path, ev, "--from", str(w.start_rev), "--complete"]
+        q = w.query.split("=", 1)
+        args += ["--key", q[1]] if q[0] == "key" else ["--prefix", q[1]]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        case.assertEqual(p.returncode, 0, "watcher %d (%s from %d, %d reconnects): %s %s"
+                         % (i, w.query, w.start_rev, w.reconnects, p.stdout.strip(), p.stderr.strip()))
