@@ -1159,13 +1159,13 @@ static int comp_cmp(const void *a, const void *b)
 }
 
 /* Writes the keys of the component holding key id comp into why. */
-static void describe(const struct linearize_history *h, const struct comp_idx *g, size_t m,
-		     struct names *keys, uint32_t *parent, char *why, size_t why_size)
+static void describe(const struct comp_idx *g, size_t m, struct names *keys, uint32_t *parent,
+		     char *why, size_t why_size)
 {
 	const char *first = NULL;
 	size_t count = 0;
 
-	/* keys of the component, by first appearance */
+	/* the component's keys; the smallest by name is named */
 	for (size_t i = 0; i < keys->cap; i++)
 		if (keys->s[i] != NULL && uf_find(parent, keys->id[i] - 1) == g[0].comp) {
 			count++;
@@ -1180,7 +1180,6 @@ static void describe(const struct linearize_history *h, const struct comp_idx *g
 			 "keys \"%s\" and %zu more (joined by transactions): no linearization of "
 			 "their %zu operations",
 			 first, count - 1, m);
-	(void)h;
 }
 
 int linearize_history_check(const struct linearize_history *h, size_t max_states, bool *ok,
@@ -1241,8 +1240,7 @@ int linearize_history_check(const struct linearize_history *h, size_t max_states
 		if (!key_ok) {
 			all = false;
 			if (why != NULL && why_size > 0)
-				describe(h, order + start, end - start, &keys, parent, why,
-					 why_size);
+				describe(order + start, end - start, &keys, parent, why, why_size);
 		}
 		start = end;
 	}
