@@ -208,6 +208,7 @@ struct sim_client {
 	raft_term term;
 	uint64_t token;
 	int hint; /* node the client believes leads (-1: none), like a real client */
+	struct linearize_txn txn; /* op.txn of a txn operation */
 };
 
 /* Per-index global records (committed entries and applied state hashes). */
@@ -234,6 +235,7 @@ struct sim_plants {
 	bool held_early;	 /* held messages leave one writer sequence early */
 	bool append_oom_success; /* a failed (out of memory) append still acknowledges */
 	bool one_connection;	 /* snapshot chunks share the AppendEntries connection */
+	bool txn_torn;	       /* the state machine applies half of a txn's branch */
 };
 
 struct sim_params {
@@ -350,7 +352,24 @@ struct sim_lm {
 	bool used;
 };
 
-/* sim_log.c: entries, logs (first .. last), snapshot streams. */
+/* The outcome of one command applied by the state machine (sim_log.c). */
+struct sim_sm_result {
+	bool applied;			 /* a conditional write's condition held */
+	bool succeeded;			 /* a txn's comparisons held */
+	uint64_t get[LINEARIZE_TXN_MAX]; /* a txn's gets: the register (0 absent) */
+};
+
+/* A register of the state machine: value << 32 | revision (the index of the
+ * entry that wrote it), 0 absent. */
+#define SIM_KV_VALUE(kv) ((kv) >> 32)
+#define SIM_KV_REV(kv)	 ((kv)&0xffffffffu)
+
+/* sim_log.c: entries, logs (first .. last), snapshot streams, the state
+ * machine. */
+/* Applies COMMAND entry e to n's registers (like engine/: conditions at
+ * apply time, revision = index, a txn atomically) and fills *res. */
+void sim_sm_apply(struct sim *s, struct sim_node *n, const struct sim_entry *e,
+		  struct sim_sm_result *res);
 struct sim_entry *sim_entry_new(raft_index index, raft_term term, enum raft_entry_type type,
 				const void *data, size_t len); /* refs = 1 */
 void sim_entry_unref(struct sim_entry *e);		       /* NULL ok */
@@ -503,7 +522,8 @@ enum sim_sf_step sim_sf_crash_step(struct sim *s);
 void sim_client_start(struct sim *s);
 void sim_client_act(struct sim *s, int client);
 void sim_client_timeout(struct sim *s, int client, uint64_t op_seq);
-void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e);
+void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e,
+			const struct sim_sm_result *res);
 void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, bool ok,
 			  raft_index index);
 void sim_client_node_crashed(struct sim *s, struct sim_node *n);
@@ -530,11 +550,17 @@ void sim_nd_free(struct sim_node *n);
 int sim_storecheck_run(uint64_t seed, unsigned steps, const struct sim_plants *plants, bool verbose,
 		       char *why, size_t why_len);
 
-/* Command encoding shared by clients and the state machine. */
+/* Command encoding shared by clients and the state machine (sim_log.c):
+ * op, key, client, value (8 at 8), token (8 at 16); conditional writes add
+ * the If-Match revision (8 at 24), a txn its parts after 32 (sim_log.c). */
 enum sim_cmd_op {
 	SIM_CMD_PUT = 1,
 	SIM_CMD_DELETE = 2,
 	SIM_CMD_PROBE = 3,
+	SIM_CMD_PUT_IF = 4,
+	SIM_CMD_PUT_ABSENT = 5,
+	SIM_CMD_DELETE_IF = 6,
+	SIM_CMD_TXN = 7,
 };
 #define SIM_CMD_SIZE 24
 

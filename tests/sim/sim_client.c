@@ -4,13 +4,19 @@
  *
  * SIM_CLIENTS clients each keep at most one operation outstanding on a
  * key-value register map of SIM_KEYS keys. Writes (put with a fresh unique
- * value, delete) are proposed to the node the client believes is leader and
- * complete when that node applies the entry at the proposed (index, term);
- * a refused proposal is a certain failure; a crash, a timeout or a different
- * entry at that index leaves the outcome unknown. Reads use the read index:
- * the value is taken from the serving node's state machine when the core
- * reports the read ready. The history is checked for linearizability at the
- * end of the run (linearize.h).
+ * value, delete, the conditional PUT-IF / PUT-ABSENT / DELETE-IF, and
+ * transactions over the same keys) are proposed to the node the client
+ * believes is leader and complete when that node applies the entry at the
+ * proposed (index, term), with the state machine's outcome (sim_log.c:
+ * applied or refused, a txn's branch and its gets' results); the revision
+ * of a write is that index. A refused proposal is a certain failure; a
+ * crash, a timeout or a different entry at that index leaves the outcome
+ * unknown (if it ever happens, it is at the proposed index, so its revision
+ * is still known). Conditions use the revision the serving node holds when
+ * the client acts (a follower's may be stale: refusals happen). Reads use
+ * the read index: the value and revision are taken from the serving node's
+ * state machine when the core reports the read ready. The history is
+ * checked for linearizability at the end of the run (linearize.h).
  *
  * The liveness probe runs after all faults are healed: it proposes a no-op
  * command to the leader until one is applied there.
@@ -31,7 +37,9 @@ static void client_next(struct sim *s, struct sim_client *c)
 static void client_done(struct sim *s, struct sim_client *c, enum linearize_outcome outcome)
 {
 	c->busy = false;
-	if (outcome == LINEARIZE_OK)
+	if (outcome == LINEARIZE_UNKNOWN && c->op.revision == 0 && c->op.kind != LINEARIZE_GET)
+		c->op.revision = c->index; /* (0 when never proposed: unknown) */
+	if (outcome == LINEARIZE_OK || outcome == LINEARIZE_REFUSED)
 		c->hint = c->node;
 	else if (outcome == LINEARIZE_UNKNOWN)
 		c->hint = -1;
@@ -43,6 +51,8 @@ static void client_done(struct sim *s, struct sim_client *c, enum linearize_outc
 		s->stats.ops_ok++;
 	else if (outcome == LINEARIZE_FAIL)
 		s->stats.ops_fail++;
+	else if (outcome == LINEARIZE_REFUSED)
+		s->stats.ops_ok++;
 	else
 		s->stats.ops_unknown++;
 	client_next(s, c);
@@ -68,6 +78,91 @@ static void encode(unsigned char *cmd, enum sim_cmd_op op, unsigned key, int cli
 	memcpy(cmd + 16, &token, 8);
 }
 
+/* A fresh unique value: its number, and its name in the history. */
+static uint64_t fresh_value(struct sim *s, char *name)
+{
+	uint64_t v = ++s->next_value;
+	snprintf(name, LINEARIZE_STR_SIZE, "v%llu", (unsigned long long)v);
+	return v;
+}
+
+/* Draws a txn over the keys into c->txn and encodes it after the header
+ * (layout in sim_log.c); returns the command's length. Comparisons use the
+ * serving node's revisions (0 when absent) or 0. */
+static size_t write_txn(struct sim *s, struct sim_client *c, const struct sim_node *n,
+			unsigned char *cmd)
+{
+	struct linearize_txn *t = &c->txn;
+	unsigned char *p = cmd + 32;
+
+	memset(t, 0, sizeof(*t));
+	t->n_cmp = (size_t)sim_rand_range(s, 0, 2);
+	t->n_ops[0] = (size_t)sim_rand_range(s, 1, 3);
+	t->n_ops[1] = (size_t)sim_rand_range(s, 0, 2);
+	for (size_t i = 0; i < t->n_cmp; i++, p += 16) {
+		unsigned k = (unsigned)sim_rand_range(s, 0, SIM_KEYS - 1);
+		uint64_t rev = sim_chance(s, 80) ? SIM_KV_REV(n->kv[k]) : 0;
+		snprintf(t->cmp[i].key, sizeof(t->cmp[i].key), "k%u", k);
+		t->cmp[i].revision = rev;
+		p[0] = (unsigned char)k;
+		memcpy(p + 8, &rev, 8);
+	}
+	for (int b = 0; b < 2; b++)
+		for (size_t i = 0; i < t->n_ops[b]; i++, p += 16) {
+			struct linearize_txn_op *o = &t->ops[b][i];
+			unsigned k = (unsigned)sim_rand_range(s, 0, SIM_KEYS - 1);
+			unsigned r = (unsigned)sim_rand_range(s, 0, 9);
+			uint64_t value = 0;
+			o->kind = r < 5 ? LINEARIZE_PUT : r < 7 ? LINEARIZE_DELETE : LINEARIZE_GET;
+			snprintf(o->key, sizeof(o->key), "k%u", k);
+			if (o->kind == LINEARIZE_PUT) {
+				value = fresh_value(s, o->value);
+				o->has_value = true;
+			}
+			p[0] = (unsigned char)o->kind;
+			p[1] = (unsigned char)k;
+			memcpy(p + 8, &value, 8);
+		}
+	cmd[24] = (unsigned char)t->n_cmp;
+	cmd[25] = (unsigned char)t->n_ops[0];
+	cmd[26] = (unsigned char)t->n_ops[1];
+	c->op.txn = t;
+	return (size_t)(p - cmd);
+}
+
+/* Encodes c's write (kind already drawn) on key; returns its length. */
+static size_t write_command(struct sim *s, struct sim_client *c, const struct sim_node *n,
+			    unsigned key, unsigned char *cmd)
+{
+	static const enum sim_cmd_op ops[] = {
+	    [LINEARIZE_PUT] = SIM_CMD_PUT,
+	    [LINEARIZE_DELETE] = SIM_CMD_DELETE,
+	    [LINEARIZE_PUT_IF] = SIM_CMD_PUT_IF,
+	    [LINEARIZE_PUT_ABSENT] = SIM_CMD_PUT_ABSENT,
+	    [LINEARIZE_DELETE_IF] = SIM_CMD_DELETE_IF,
+	    [LINEARIZE_TXN] = SIM_CMD_TXN,
+	};
+	enum linearize_kind kind = c->op.kind;
+	uint64_t value = 0;
+	size_t len = SIM_CMD_SIZE;
+
+	if (kind == LINEARIZE_PUT || kind == LINEARIZE_PUT_IF || kind == LINEARIZE_PUT_ABSENT) {
+		value = fresh_value(s, c->op.value);
+		c->op.has_value = true;
+	}
+	encode(cmd, ops[kind], key, c->id, value, c->token);
+	if (kind == LINEARIZE_PUT_IF || kind == LINEARIZE_DELETE_IF) {
+		/* the serving node's revision of the key (1 when absent: refused) */
+		uint64_t rev = SIM_KV_REV(n->kv[key]);
+		c->op.if_revision = rev != 0 ? rev : 1;
+		memcpy(cmd + SIM_CMD_SIZE, &c->op.if_revision, 8);
+		len += 8;
+	} else if (kind == LINEARIZE_TXN) {
+		len = write_txn(s, c, n, cmd);
+	}
+	return len;
+}
+
 void sim_client_act(struct sim *s, int id)
 {
 	struct sim_client *c = &s->clients[id];
@@ -89,7 +184,13 @@ void sim_client_act(struct sim *s, int id)
 	unsigned key = (unsigned)sim_rand_range(s, 0, SIM_KEYS - 1);
 	memset(&c->op, 0, sizeof(c->op));
 	c->op.client = (uint64_t)id;
-	c->op.kind = r < 45 ? LINEARIZE_GET : r < 85 ? LINEARIZE_PUT : LINEARIZE_DELETE;
+	c->op.kind = r < 35   ? LINEARIZE_GET
+		     : r < 55 ? LINEARIZE_PUT
+		     : r < 63 ? LINEARIZE_DELETE
+		     : r < 73 ? LINEARIZE_PUT_IF
+		     : r < 79 ? LINEARIZE_PUT_ABSENT
+		     : r < 85 ? LINEARIZE_DELETE_IF
+			      : LINEARIZE_TXN;
 	/* Convergence phase (sim_converge.c): reads only, so the log stops
 	 * growing and a follower installing a snapshot is not overtaken by
 	 * the leader's next one (a newer snapshot restarts the stream). */
@@ -113,18 +214,9 @@ void sim_client_act(struct sim *s, int id)
 		e.u.read.token = c->token;
 		sim_node_step(s, n, &e, &rc, &u);
 	} else {
-		unsigned char cmd[SIM_CMD_SIZE];
-		uint64_t value = 0;
-		if (c->op.kind == LINEARIZE_PUT) {
-			value = ++s->next_value;
-			snprintf(c->op.value, sizeof(c->op.value), "v%llu",
-				 (unsigned long long)value);
-			c->op.has_value = true;
-		}
-		encode(cmd, c->op.kind == LINEARIZE_PUT ? SIM_CMD_PUT : SIM_CMD_DELETE, key, id,
-		       value, c->token);
-		struct raft_entry ent = {
-		    .type = RAFT_ENTRY_COMMAND, .data = cmd, .len = sizeof(cmd)};
+		unsigned char cmd[32 + 16 * 3 * LINEARIZE_TXN_MAX];
+		size_t len = write_command(s, c, n, key, cmd);
+		struct raft_entry ent = {.type = RAFT_ENTRY_COMMAND, .data = cmd, .len = len};
 		e.type = RAFT_EVENT_PROPOSE;
 		e.u.propose.entries = &ent;
 		e.u.propose.n = 1;
@@ -154,10 +246,38 @@ void sim_client_timeout(struct sim *s, int id, uint64_t op_seq)
 		client_done(s, c, LINEARIZE_UNKNOWN);
 }
 
-void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e)
+/* Records the state machine's outcome of c's write, applied as entry e. */
+static void write_outcome(struct sim_client *c, const struct sim_entry *e,
+			  const struct sim_sm_result *res)
+{
+	enum linearize_kind kind = c->op.kind;
+
+	if (kind == LINEARIZE_PUT || kind == LINEARIZE_DELETE || kind == LINEARIZE_TXN ||
+	    res->applied)
+		c->op.revision = e->index; /* (a refused write records none) */
+	if (kind == LINEARIZE_TXN) {
+		struct linearize_txn *t = &c->txn;
+		int b = res->succeeded ? 0 : 1;
+		t->succeeded = res->succeeded;
+		for (size_t i = 0; i < t->n_ops[b]; i++) {
+			struct linearize_txn_op *o = &t->ops[b][i];
+			if (o->kind != LINEARIZE_GET)
+				continue;
+			o->has_result = true;
+			o->has_value = res->get[i] != 0;
+			o->revision = SIM_KV_REV(res->get[i]);
+			if (o->has_value)
+				snprintf(o->value, sizeof(o->value), "v%llu",
+					 (unsigned long long)SIM_KV_VALUE(res->get[i]));
+		}
+	}
+}
+
+void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entry *e,
+			const struct sim_sm_result *res)
 {
 	uint64_t token = 0;
-	if (e->type == RAFT_ENTRY_COMMAND && e->len == SIM_CMD_SIZE)
+	if (e->type == RAFT_ENTRY_COMMAND && e->len >= SIM_CMD_SIZE)
 		memcpy(&token, e->data + 16, 8);
 	for (int i = 0; i < SIM_CLIENTS; i++) {
 		struct sim_client *c = &s->clients[i];
@@ -165,7 +285,13 @@ void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entr
 		    c->inc != n->inc || c->index != e->index || c->index == 0)
 			continue;
 		bool mine = e->term == c->term && token == c->token;
-		client_done(s, c, mine ? LINEARIZE_OK : LINEARIZE_UNKNOWN);
+		enum linearize_outcome outcome = mine ? LINEARIZE_OK : LINEARIZE_UNKNOWN;
+		if (mine)
+			write_outcome(c, e, res);
+		if (mine && c->op.kind >= LINEARIZE_PUT_IF && c->op.kind <= LINEARIZE_DELETE_IF &&
+		    !res->applied)
+			outcome = LINEARIZE_REFUSED;
+		client_done(s, c, outcome);
 	}
 	if (s->probe_token != 0 && s->probe_node == n->num && s->probe_inc == n->inc &&
 	    s->probe_index == e->index) {
@@ -187,9 +313,10 @@ void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, boo
 		if (ok) {
 			unsigned key = (unsigned)(c->op.key[1] - '0');
 			c->op.has_value = n->kv[key] != 0;
+			c->op.revision = SIM_KV_REV(n->kv[key]);
 			if (c->op.has_value)
 				snprintf(c->op.value, sizeof(c->op.value), "v%llu",
-					 (unsigned long long)n->kv[key]);
+					 (unsigned long long)SIM_KV_VALUE(n->kv[key]));
 		}
 		client_done(s, c, ok ? LINEARIZE_OK : LINEARIZE_FAIL);
 	}

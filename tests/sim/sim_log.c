@@ -7,6 +7,22 @@
  * bytes, the key-value registers, filler (so streams span several chunks),
  * and an FNV-1a checksum of everything before it. A stream that fails to
  * parse after InstallSnapshot means the core mangled offsets or chunks.
+ *
+ * The state machine (sim_sm_apply) follows engine/engine.c's
+ * apply_command() and apply_txn(): a register holds (value, revision), the
+ * revision being the index of the entry that wrote it; PUT-IF and DELETE-IF
+ * hold when the key exists at exactly their revision, PUT-ABSENT when it is
+ * absent, all checked at apply time; a txn compares each key's revision (0:
+ * absent) against the state after every earlier entry, then runs the
+ * selected branch in order (a get sees the branch's earlier writes), every
+ * put writing the entry's index. Each node applies the same log, so every
+ * node computes the same outcome.
+ *
+ * Txn command layout after the 24-byte header: counts at 24 (comparisons),
+ * 25 (success ops), 26 (failure ops); from 32, 16-byte records: a
+ * comparison is key (byte 0) and revision (8 at 8); an operation is kind
+ * (byte 0, enum linearize_kind: PUT, DELETE, GET), key (byte 1) and value
+ * (8 at 8).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,4 +219,92 @@ bool sim_snap_parse(const unsigned char *buf, size_t len, struct raft_snapshot_m
 		kv[k] = get_u64(&p);
 	meta->size = len;
 	return true;
+}
+
+/* ------------------------------------------------------------ state machine */
+
+static uint64_t cmd_u64(const struct sim_entry *e, size_t at)
+{
+	uint64_t v;
+	memcpy(&v, e->data + at, 8);
+	return v;
+}
+
+/* Runs a txn entry against n->kv. */
+static void sm_txn(struct sim *s, struct sim_node *n, const struct sim_entry *e,
+		   struct sim_sm_result *res)
+{
+	unsigned n_cmp = e->data[24], n_ops[2] = {e->data[25], e->data[26]};
+	bool held = true;
+
+	if (n_cmp > LINEARIZE_TXN_MAX || n_ops[0] > LINEARIZE_TXN_MAX ||
+	    n_ops[1] > LINEARIZE_TXN_MAX || e->len != 32 + 16 * (n_cmp + n_ops[0] + n_ops[1])) {
+		sim_fail(s, "HARNESS BUG: txn entry %llu malformed", (unsigned long long)e->index);
+		return;
+	}
+	for (unsigned i = 0; i < n_cmp; i++) {
+		const unsigned char *c = e->data + 32 + 16 * i;
+		held = held && SIM_KV_REV(n->kv[c[0] % SIM_KEYS]) == cmd_u64(e, 32 + 16 * i + 8);
+	}
+	res->succeeded = held;
+	int b = held ? 0 : 1;
+	size_t at = 32 + 16 * (n_cmp + (b == 1 ? n_ops[0] : 0));
+	/* Planted bug txn-torn: only the first half (rounded up) runs. */
+	unsigned run = s->p.plants.txn_torn ? (n_ops[b] + 1) / 2 : n_ops[b];
+	for (unsigned i = 0; i < run; i++) {
+		const unsigned char *o = e->data + at + 16 * i;
+		uint64_t *kv = &n->kv[o[1] % SIM_KEYS];
+		if (o[0] == LINEARIZE_PUT)
+			*kv = cmd_u64(e, at + 16 * i + 8) << 32 | e->index;
+		else if (o[0] == LINEARIZE_DELETE)
+			*kv = 0;
+		else
+			res->get[i] = *kv;
+	}
+}
+
+void sim_sm_apply(struct sim *s, struct sim_node *n, const struct sim_entry *e,
+		  struct sim_sm_result *res)
+{
+	if (e->len < SIM_CMD_SIZE)
+		return;
+	uint64_t *kv = &n->kv[e->data[1] % SIM_KEYS];
+	uint64_t value = cmd_u64(e, 8), if_rev = 0;
+	if (value >> 32 != 0 || e->index >> 32 != 0) {
+		sim_fail(s, "HARNESS BUG: value %llu or index %llu past 32 bits",
+			 (unsigned long long)value, (unsigned long long)e->index);
+		return;
+	}
+	if (e->data[0] == SIM_CMD_PUT_IF || e->data[0] == SIM_CMD_DELETE_IF) {
+		if (e->len != SIM_CMD_SIZE + 8) {
+			sim_fail(s, "HARNESS BUG: conditional entry %llu malformed (%zu bytes)",
+				 (unsigned long long)e->index, e->len);
+			return;
+		}
+		if_rev = cmd_u64(e, SIM_CMD_SIZE);
+	}
+	switch (e->data[0]) {
+	case SIM_CMD_PUT: *kv = value << 32 | e->index; break;
+	case SIM_CMD_DELETE: *kv = 0; break;
+	case SIM_CMD_PUT_IF:
+		res->applied = *kv != 0 && SIM_KV_REV(*kv) == if_rev;
+		if (res->applied)
+			*kv = value << 32 | e->index;
+		break;
+	case SIM_CMD_PUT_ABSENT:
+		res->applied = *kv == 0;
+		if (res->applied)
+			*kv = value << 32 | e->index;
+		break;
+	case SIM_CMD_DELETE_IF:
+		res->applied = *kv != 0 && SIM_KV_REV(*kv) == if_rev;
+		if (res->applied)
+			*kv = 0;
+		break;
+	case SIM_CMD_TXN:
+		if (e->len >= 32)
+			sm_txn(s, n, e, res);
+		break;
+	default: break; /* probe */
+	}
 }

@@ -48,7 +48,7 @@ static void usage(void)
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
 		"chunk-fail-ignored|install-unordered|"
-		"parked-answered|held-early|append-oom-success|one-connection (repeatable), "
+		"parked-answered|held-early|append-oom-success|one-connection|txn-torn (repeatable), "
 		"--model-disk\n");
 }
 
@@ -82,6 +82,8 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->append_oom_success = true;
 	} else if (strcmp(name, "one-connection") == 0) {
 		p->one_connection = true;
+	} else if (strcmp(name, "txn-torn") == 0) {
+		p->txn_torn = true;
 	} else {
 		ok = false;
 	}

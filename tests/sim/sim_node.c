@@ -672,14 +672,9 @@ static void apply_entry(struct sim *s, struct sim_node *n, const struct raft_ent
 			 (unsigned long long)re->index, (unsigned long long)re->term);
 		return;
 	}
-	if (e->type == RAFT_ENTRY_COMMAND && e->len == SIM_CMD_SIZE) {
-		uint64_t value;
-		memcpy(&value, e->data + 8, 8);
-		unsigned key = e->data[1] % SIM_KEYS;
-		if (e->data[0] == SIM_CMD_PUT)
-			n->kv[key] = value;
-		else if (e->data[0] == SIM_CMD_DELETE)
-			n->kv[key] = 0;
+	struct sim_sm_result res = {0};
+	if (e->type == RAFT_ENTRY_COMMAND) {
+		sim_sm_apply(s, n, e, &res);
 	} else if (e->type == RAFT_ENTRY_CONFIG) {
 		if (raft_config_decode(e->data, e->len, &n->applied_config) != 0)
 			sim_fail(s, "node %s: config entry %llu does not decode", n->id,
@@ -687,7 +682,7 @@ static void apply_entry(struct sim *s, struct sim_node *n, const struct raft_ent
 	}
 	n->applied = re->index;
 	sim_check_applied(s, n, e);
-	sim_client_applied(s, n, e);
+	sim_client_applied(s, n, e, &res);
 }
 
 /* Applies an update's log mutation to the node's requested log and queues
