@@ -157,6 +157,7 @@ void kvd_trules_result(struct kvd_trules_call *call, int status, const struct ra
 		if (q->type == RAFT_MSG_APPEND || q->type == RAFT_MSG_SNAPSHOT) {
 			e.type = RAFT_EVENT_UNREACHABLE;
 			e.u.unreachable.id = q->to;
+			e.u.unreachable.snapshot = q->type == RAFT_MSG_SNAPSHOT;
 			r->ops.step(r->ops.ctx, &e);
 		}
 	} else {

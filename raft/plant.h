@@ -40,6 +40,9 @@
 /* snapshot.c: a follower already holding the snapshot answers UINT64_MAX,
  * which the JSON wire cannot carry (the offset RAFT_SNAPSHOT_COVERED fixed). */
 #define RAFT_PLANT_covered_offset 9
+/* raft.c: any lost request to a peer (a heartbeat's 503) restarts the
+ * snapshot stream running to it from offset 0. */
+#define RAFT_PLANT_unreachable_restart 10
 
 /* True in the build that plants bug `name`; a constant in every build. */
 #define RAFT_PLANTED(name) (KVD_PLANT == RAFT_PLANT_##name)

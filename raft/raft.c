@@ -17,6 +17,7 @@
  * from a splitmix64 generator seeded at create.
  */
 #include "raft/core.h"
+#include "raft/plant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,7 +403,9 @@ static int dispatch(struct raft_core *r, const struct raft_event *e)
 	case RAFT_EVENT_UNREACHABLE:
 		if (r->role == RAFT_LEADER && e->u.unreachable.id != NULL) {
 			struct raft_progress *p = raft_progress_find(r, e->u.unreachable.id);
-			if (p != NULL && p->state != RAFT_PROGRESS_PROBE)
+			if (p != NULL && p->state != RAFT_PROGRESS_PROBE &&
+			    (p->state != RAFT_PROGRESS_SNAPSHOT || e->u.unreachable.snapshot ||
+			     RAFT_PLANTED(unreachable_restart)))
 				raft_progress_become_probe(p);
 		}
 		return 0;

@@ -275,6 +275,11 @@ struct raft_event {
 		} transfer;
 		struct {
 			const char *id;
+			/* The lost request was a snapshot chunk. Any other
+			 * loss (a heartbeat's 503, a reset connection) leaves
+			 * a snapshot stream to that peer running: its chunk's
+			 * own answer, a resend or snapshot_timeout decides. */
+			bool snapshot;
 		} unreachable;
 	} u;
 };

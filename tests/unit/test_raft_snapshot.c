@@ -419,6 +419,48 @@ END_TEST
 /* Issue 7: a follower busy with a snapshot answers AppendEntries with a
  * refusal that claims prev (no conflict hint); the leader keeps next where
  * it is instead of walking it back one index per round trip. */
+/* A lost AppendEntries (a heartbeat answered 503, a reset connection) does
+ * not restart the snapshot stream running to that peer: only a lost chunk
+ * does (sim seed 9898: a heartbeat's 503 during a follower's install made
+ * the leader stream the same snapshot again; plant unreachable_restart). */
+START_TEST(test_raft_snapshot_stream_survives_lost_append)
+{
+	struct raft_event e = {.type = RAFT_EVENT_UNREACHABLE};
+	struct raft_progress *p;
+	bool queued = false;
+
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	for (unsigned k = 0; k < 100000 && !queued; k++) {
+		for (unsigned i = 0; i < f.n_q && !queued; i++)
+			queued = f.q[i].m.type == RAFT_MSG_SNAPSHOT &&
+				 strcmp(f.q[i].m.to, "n3") == 0 &&
+				 f.q[i].m.u.snapshot.offset == 100;
+		if (!queued && !fx_deliver_one(&f)) {
+			f.now += 10;
+			fx_tick(&f, 0);
+		}
+	}
+	ck_assert(queued);
+	p = raft_progress_find(f.n[0].r, "n3");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(p->state, RAFT_PROGRESS_SNAPSHOT);
+	e.now = f.now;
+	e.u.unreachable.id = "n3";
+	e.u.unreachable.snapshot = false;
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	ck_assert_int_eq(p->state, RAFT_PROGRESS_SNAPSHOT);
+	ck_assert_uint_eq(p->snap_offset, 100);
+	e.u.unreachable.snapshot = true;
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	ck_assert_int_eq(p->state, RAFT_PROGRESS_PROBE);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(test_raft_snapshot_busy_refusal_keeps_next)
 {
 	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
@@ -473,6 +515,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_leader_waits_for_install);
 	tcase_add_test(tc, test_raft_snapshot_failed_write_restarts_stream);
 	tcase_add_test(tc, test_raft_snapshot_busy_refusal_keeps_next);
+	tcase_add_test(tc, test_raft_snapshot_stream_survives_lost_append);
 	suite_add_tcase(s, tc);
 	return s;
 }
