@@ -126,6 +126,8 @@ struct http_server {
 	uv_loop_t *loop;
 	struct http_server_opts opts;
 	struct kvd_tls_ctx *tls; /* NULL: plain HTTP (borrowed) */
+	uint64_t tls_log_ms;	 /* loop time of the last TLS refusal logged */
+	unsigned tls_unlogged;	 /* refusals not logged since (at most one line a second) */
 	http_handler_cb handler_cb;
 	void *user;
 	http_parser_settings settings;
@@ -483,14 +485,23 @@ static const char *conn_peer(struct http_conn *c, char *buf, size_t size)
 }
 
 /* A TLS refusal or failure: the alert OpenSSL queued (if any) goes out with
- * a non-blocking write, one log line says why, and the connection closes. */
+ * a non-blocking write, one log line says why (at most one a second; the
+ * next line counts those left out), and the connection closes. */
 static void conn_tls_fail(struct http_conn *c, const char *why)
 {
+	struct http_server *srv = c->server;
+	uint64_t now = uv_now(srv->loop);
 	char peer[96];
 
 	kvd_tls_send(c->tls, (uv_stream_t *)&c->tcp);
-	kvd_tls_log(2, "tls connection refused", "peer=%s reason=\"%s\"",
-		    conn_peer(c, peer, sizeof(peer)), why);
+	if (srv->tls_log_ms == 0 || now - srv->tls_log_ms >= 1000) {
+		kvd_tls_log(2, "tls connection refused", "peer=%s reason=\"%s\" unlogged=%u",
+			    conn_peer(c, peer, sizeof(peer)), why, srv->tls_unlogged);
+		srv->tls_log_ms = now;
+		srv->tls_unlogged = 0;
+	} else {
+		srv->tls_unlogged++;
+	}
 	conn_close(c);
 }
 
