@@ -75,8 +75,8 @@ void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
 		kvd_reply_text(req, 503, "no leader\n");
 		return;
 	}
-	snprintf(hdr, sizeof(hdr), "Location: http://%s%s%s:%u%.*s%s%.*s\r\n",
-		 strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
+	snprintf(hdr, sizeof(hdr), "Location: %s://%s%s%s:%u%.*s%s%.*s\r\n",
+		 n->cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
 		 (unsigned)port, (int)plen, path, qlen > 0 ? "?" : "", (int)qlen, query);
 	http_response_send(req, 307, TEXT, hdr, NULL, 0);
 }

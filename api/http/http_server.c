@@ -127,7 +127,8 @@ struct http_server {
 	struct http_server_opts opts;
 	struct kvd_tls_ctx *tls; /* NULL: plain HTTP (borrowed) */
 	uint64_t tls_log_ms;	 /* loop time of the last TLS refusal logged */
-	unsigned tls_unlogged;	 /* refusals not logged since (at most one line a second) */
+	unsigned tls_unlogged;	 /* refusals not logged since (see conn_tls_fail) */
+	char tls_last[64];	 /* the reason last logged */
 	http_handler_cb handler_cb;
 	void *user;
 	http_parser_settings settings;
@@ -485,8 +486,9 @@ static const char *conn_peer(struct http_conn *c, char *buf, size_t size)
 }
 
 /* A TLS refusal or failure: the alert OpenSSL queued (if any) goes out with
- * a non-blocking write, one log line says why (at most one a second; the
- * next line counts those left out), and the connection closes. */
+ * a non-blocking write, one log line says why (the same reason at most once
+ * a second: a refused peer retries every few hundred ms; the next line
+ * counts those left out), and the connection closes. */
 static void conn_tls_fail(struct http_conn *c, const char *why)
 {
 	struct http_server *srv = c->server;
@@ -494,11 +496,13 @@ static void conn_tls_fail(struct http_conn *c, const char *why)
 	char peer[96];
 
 	kvd_tls_send(c->tls, (uv_stream_t *)&c->tcp);
-	if (srv->tls_log_ms == 0 || now - srv->tls_log_ms >= 1000) {
+	if (srv->tls_log_ms == 0 || now - srv->tls_log_ms >= 1000 ||
+	    strncmp(srv->tls_last, why, sizeof(srv->tls_last) - 1) != 0) {
 		kvd_tls_log(2, "tls connection refused", "peer=%s reason=\"%s\" unlogged=%u",
 			    conn_peer(c, peer, sizeof(peer)), why, srv->tls_unlogged);
 		srv->tls_log_ms = now;
 		srv->tls_unlogged = 0;
+		snprintf(srv->tls_last, sizeof(srv->tls_last), "%s", why);
 	} else {
 		srv->tls_unlogged++;
 	}

@@ -154,7 +154,10 @@ static int ctx_build(const struct kvd_tls_ctx *c, SSL_CTX **out, char *errmsg)
 		goto out;
 	}
 	if (c->key && SSL_CTX_use_PrivateKey_file(s, c->key, SSL_FILETYPE_PEM) != 1) {
-		rc = ctx_fail(errmsg, "key", c->key);
+		if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+			rc = ctx_fail(errmsg, "key (it does not match the certificate)", c->key);
+		else
+			rc = ctx_fail(errmsg, "key", c->key);
 		goto out;
 	}
 	if (c->cert && c->key && SSL_CTX_check_private_key(s) != 1) {
