@@ -61,13 +61,17 @@ start() {
 	local scheme=http curl_tls=()
 	[ "$mode" = tls ] && scheme=https curl_tls=(--cacert "$c/ca.crt" --cert "$c/client.crt" --key "$c/client.key")
 	leader_port=""
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 300); do
 		leader_port=$(curl -s "${curl_tls[@]}" "$scheme://127.0.0.1:${ports[0]}/cluster/info" |
 			python3 -c 'import json,sys; l=json.load(sys.stdin)["leader"]; print(l.rsplit(":",1)[1] if l else "")' 2>/dev/null || true)
 		[ -n "$leader_port" ] && break
 		sleep 0.1
 	done
-	[ -n "$leader_port" ] || { echo "no leader ($mode, $nodes nodes)"; exit 1; }
+	[ -n "$leader_port" ] || {
+		echo "no leader ($mode, $nodes nodes)"
+		tail -n 5 "$root/$mode-$nodes-"*.log
+		exit 1
+	}
 }
 
 printf '%-5s %-6s %-4s %-6s %10s %9s %9s %6s\n' round nodes op mode 'req/s' 'p50 ms' 'p99 ms' load1

@@ -397,6 +397,48 @@ class TestClientToken(NodeCase):
             return False
 
 
+def vm_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class TestTLSHostile(NodeCase):
+    def test_pipelined_gets_without_reading_are_bounded_over_tls(self):
+        """The 8 MiB cap on a connection's unsent output holds over TLS: a
+        client pipelining GETs of a 1 MiB value without reading stops being
+        read (its send blocks), the node's memory stays bounded, and other
+        clients are served meanwhile."""
+        n = self.start(node_args())
+        big = b"v" * (1 << 20)
+        self.assertEqual(https(n.port, "PUT", "/kv/big", big)[0], 200)
+        req = b"GET /kv/big?consistency=stale HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 4000 + b"\r\n\r\n"
+        raw = socket.create_connection(("127.0.0.1", n.port))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s = client_ctx().wrap_socket(raw, server_hostname="127.0.0.1")
+        s.settimeout(3.0)
+        sent, blocked = 0, False
+        try:
+            while sent < 4000 and vm_kb(n.proc.pid, "VmRSS") < 700 * 1024:
+                try:
+                    s.sendall(req)
+                except (socket.timeout, TimeoutError):
+                    blocked = True
+                    break
+                sent += 1
+            self.assertEqual(https(n.port, "GET", "/health")[0], 200)
+            peak = vm_kb(n.proc.pid, "VmHWM")
+        finally:
+            s.close()
+        print("\n  TLS pipelining without reading: %d requests sent, blocked %s, peak RSS %.1f MB"
+              % (sent, blocked, peak / 1024.0))
+        self.assertTrue(blocked, "the client's send never blocked: the node kept reading")
+        self.assertLess(peak, 100 * 1024)
+        self.assertEqual(https(n.port, "GET", "/kv/big")[:2], (200, big))
+
+
 class TestReloadAndSessions(NodeCase):
     def test_alpn_and_session_resumption(self):
         n = self.start(node_args())
