@@ -231,7 +231,10 @@ class NodeCase(unittest.TestCase):
     def _cleanup(self):
         for n in self.nodes:
             n.kill()
+        reports = [r for r in (cluster.sanitizer_report(n.log_path) for n in self.nodes) if r]
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer report from a node:\n" + "\n".join(reports))
 
     def start(self, args, token=None):
         port = free_ports(1)[0]
@@ -435,7 +438,8 @@ class TestTLSHostile(NodeCase):
         print("\n  TLS pipelining without reading: %d requests sent, blocked %s, peak RSS %.1f MB"
               % (sent, blocked, peak / 1024.0))
         self.assertTrue(blocked, "the client's send never blocked: the node kept reading")
-        self.assertLess(peak, 100 * 1024)
+        # 705 MiB of answers were asked for; release build ~26 MB, ASan ~100 MB
+        self.assertLess(peak, 256 * 1024)
         self.assertEqual(https(n.port, "GET", "/kv/big")[:2], (200, big))
 
 
