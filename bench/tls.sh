@@ -5,6 +5,9 @@
 # started). kvbench (64 keep-alive connections, 100-byte values, 10,000 keys)
 # against the leader; with TLS it presents a client certificate (--tls-ca:
 # mutual TLS, as between the nodes). Certificates are made with openssl.
+# Besides req/s (which the machine's load moves a lot), each line gives the
+# CPU time all nodes spent per request (utime + stime from /proc, in µs): the
+# steadier measure of what TLS costs.
 # Usage: bench/tls.sh [ROUNDS] [KVD_BIN] [KVBENCH_BIN]; SECONDS_PER_RUN (5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,16 +49,18 @@ s=[socket.socket() for _ in range(int(sys.argv[1]))]
 print(" ".join(str(x.getsockname()[1]) for x in s))' "$1"
 }
 
+starts=0
 # start NODES MODE: starts a cluster, sets $leader_port
 start() {
 	local nodes=$1 mode=$2 peers="" i
+	starts=$((starts + 1)) # a fresh data directory every time
 	read -r -a ports <<<"$(free_ports "$nodes")"
 	for i in "${ports[@]}"; do peers+="${peers:+,}127.0.0.1:$i"; done
 	for i in "${!ports[@]}"; do
-		local args=(--port "${ports[$i]}" --working-dir "$root/$mode-$nodes-$i" --log-level warn)
+		local args=(--port "${ports[$i]}" --working-dir "$root/s$starts-$mode-$nodes-$i" --log-level warn)
 		[ "$nodes" -gt 1 ] && args+=(--peers "$peers")
 		[ "$mode" = tls ] && args+=("${tls_args[@]}")
-		"$bin" "${args[@]}" 2>"$root/$mode-$nodes-$i.log" &
+		"$bin" "${args[@]}" 2>"$root/s$starts-$mode-$nodes-$i.log" &
 		pids+=($!)
 	done
 	local scheme=http curl_tls=()
@@ -69,12 +74,22 @@ start() {
 	done
 	[ -n "$leader_port" ] || {
 		echo "no leader ($mode, $nodes nodes)"
-		tail -n 5 "$root/$mode-$nodes-"*.log
+		tail -n 5 "$root/s$starts-$mode-$nodes-"*.log
 		exit 1
 	}
 }
 
-printf '%-5s %-6s %-4s %-6s %10s %9s %9s %6s\n' round nodes op mode 'req/s' 'p50 ms' 'p99 ms' load1
+# CPU ticks (utime + stime) of every node process
+cpu_ticks() {
+	local t=0 p
+	for p in "${pids[@]}"; do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
+printf '%-5s %-6s %-4s %-6s %10s %9s %9s %10s %6s\n' round nodes op mode 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req' load1
 for r in $(seq 1 "$rounds"); do
 	for nodes in 1 3; do
 		# alternate which mode goes first from round to round
@@ -86,13 +101,16 @@ for r in $(seq 1 "$rounds"); do
 			[ "$mode" = tls ] && scheme=https extra=("${client_tls[@]}")
 			for op in put get; do
 				load=$(cut -d' ' -f1 /proc/loadavg)
+				t0=$(cpu_ticks)
 				out=$("$kvbench" --url "$scheme://127.0.0.1:$leader_port" --op "$op" --connections 64 \
 					--duration "${secs}s" --keys 10000 --value-bytes 100 "${extra[@]}")
 				rps=$(sed -n 's/^requests\/s: //p' <<<"$out")
 				p50=$(sed -n 's/^latency ms: p50 \([0-9.]*\).*/\1/p' <<<"$out")
 				p99=$(sed -n 's/.* p99 \([0-9.]*\) .*/\1/p' <<<"$out")
 				bad=$(sed -n 's/^transport errors: //p' <<<"$out")
-				printf '%-5s %-6s %-4s %-6s %10s %9s %9s %6s%s\n' "$r" "$nodes" "$op" "$mode" "$rps" "$p50" "$p99" "$load" \
+				n=$(sed -n 's/^requests: \([0-9]*\) .*/\1/p' <<<"$out")
+				cpu=$(python3 -c "print('%.1f' % (($(cpu_ticks) - $t0) * 1e6 / $hz / max($n, 1)))")
+				printf '%-5s %-6s %-4s %-6s %10s %9s %9s %10s %6s%s\n' "$r" "$nodes" "$op" "$mode" "$rps" "$p50" "$p99" "$cpu" "$load" \
 					"$([ "$bad" != 0 ] && echo " transport errors: $bad")"
 			done
 			stop_nodes
