@@ -84,9 +84,10 @@ static int tls_setup(const struct kvd_config *cfg, char *errmsg)
 
 	if (cfg->tls_cert[0] == '\0')
 		goto out;
-	rc = kvd_tls_ctx_new(true, cfg->tls_cert, cfg->tls_key, ca, &tls_server, errmsg);
+	rc = kvd_tls_ctx_create(true, cfg->tls_cert, cfg->tls_key, ca, &tls_server, errmsg);
 	if (rc == 0)
-		rc = kvd_tls_ctx_new(false, cfg->tls_cert, cfg->tls_key, ca, &tls_client, errmsg);
+		rc =
+		    kvd_tls_ctx_create(false, cfg->tls_cert, cfg->tls_key, ca, &tls_client, errmsg);
 	if (rc == 0)
 		kvd_tls_set_process(tls_server, tls_client, tls_log);
 out:
@@ -157,8 +158,8 @@ int main(int argc, char **argv)
 	uv_run(loop, UV_RUN_DEFAULT);
 	kvd_node_destroy(node);
 	kvd_tls_set_process(NULL, NULL, NULL);
-	kvd_tls_ctx_free(tls_server);
-	kvd_tls_ctx_free(tls_client);
+	kvd_tls_ctx_destroy(tls_server);
+	kvd_tls_ctx_destroy(tls_client);
 	kvd_log(KVD_LOG_INFO, "stopped", NULL);
 	return 0;
 }

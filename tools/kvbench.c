@@ -495,7 +495,7 @@ static int tls_probe(const struct bench_args *a)
 		fail_line("cannot connect to %s", a->address);
 		goto out;
 	}
-	if (kvd_tls_client_new(&a->tls_opts, &tc, errmsg) != 0 ||
+	if (kvd_tls_client_create(&a->tls_opts, &tc, errmsg) != 0 ||
 	    kvd_tls_client_connect(tc, fd, host, &ts, errmsg) != 0) {
 		fail_line("%s", errmsg);
 		goto out;
@@ -509,7 +509,7 @@ static int tls_probe(const struct bench_args *a)
 	rc = 0;
 out:
 	kvd_tls_stream_close(ts);
-	kvd_tls_client_free(tc);
+	kvd_tls_client_destroy(tc);
 	if (fd >= 0)
 		close(fd);
 	if (ai)
@@ -542,8 +542,9 @@ int main(int argc, char **argv)
 			free(b);
 			return 1;
 		}
-		rv = kvd_tls_ctx_new(false, o->cert[0] ? o->cert : NULL, o->key[0] ? o->key : NULL,
-				     o->cacert[0] ? o->cacert : NULL, &tls, errmsg);
+		rv = kvd_tls_ctx_create(false, o->cert[0] ? o->cert : NULL,
+					o->key[0] ? o->key : NULL, o->cacert[0] ? o->cacert : NULL,
+					&tls, errmsg);
 		if (rv != 0) {
 			fail_line("%s", errmsg);
 			free(b);
@@ -599,7 +600,7 @@ int main(int argc, char **argv)
 out:
 	uv_loop_close(b->loop);
 	kvd_tls_set_process(NULL, NULL, NULL);
-	kvd_tls_ctx_free(tls);
+	kvd_tls_ctx_destroy(tls);
 	free(b->latencies);
 	free(b->conns);
 	free(b->value);

@@ -110,8 +110,8 @@ static const char *ssl_reason(char *buf, size_t size)
 	return buf;
 }
 
-int kvd_tls_client_new(const struct kvd_tls_client_opts *o, struct kvd_tls_client **out,
-		       char *errmsg)
+int kvd_tls_client_create(const struct kvd_tls_client_opts *o, struct kvd_tls_client **out,
+			  char *errmsg)
 {
 	struct kvd_tls_client *c = calloc(1, sizeof(*c));
 	char reason[256];
@@ -143,14 +143,14 @@ int kvd_tls_client_new(const struct kvd_tls_client_opts *o, struct kvd_tls_clien
 	}
 out:
 	if (rc != 0) {
-		kvd_tls_client_free(c);
+		kvd_tls_client_destroy(c);
 		c = NULL;
 	}
 	*out = c;
 	return rc;
 }
 
-void kvd_tls_client_free(struct kvd_tls_client *c)
+void kvd_tls_client_destroy(struct kvd_tls_client *c)
 {
 	if (c == NULL)
 		return;

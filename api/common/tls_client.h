@@ -46,9 +46,9 @@ struct kvd_tls_stream;
 
 /* A client from checked options. Returns 0 (*out), KVD_EINVAL (a file is
  * unusable; errmsg says which and why) or KVD_ENOMEM. */
-int kvd_tls_client_new(const struct kvd_tls_client_opts *o, struct kvd_tls_client **out,
-		       char *errmsg);
-void kvd_tls_client_free(struct kvd_tls_client *c);
+int kvd_tls_client_create(const struct kvd_tls_client_opts *o, struct kvd_tls_client **out,
+			  char *errmsg);
+void kvd_tls_client_destroy(struct kvd_tls_client *c);
 
 /*
  * Runs the handshake on fd (connected, blocking; not owned) with host the

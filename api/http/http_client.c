@@ -211,7 +211,7 @@ static void on_conn_closed(uv_handle_t *h)
 	struct http_client *c = k->client;
 
 	free(k->tls_out);
-	kvd_tls_conn_free(k->tls);
+	kvd_tls_conn_destroy(k->tls);
 	free(k);
 	c->handles_open--;
 	client_maybe_free(c);
@@ -549,7 +549,7 @@ static void on_connect(uv_connect_t *req, int status)
 		return;
 	}
 	if (c->tls) { /* still connecting until the handshake is done */
-		k->tls = kvd_tls_conn_new(c->tls, c->host);
+		k->tls = kvd_tls_conn_create(c->tls, c->host);
 		if (k->tls == NULL || kvd_tls_handshake(k->tls, NULL) < 0 ||
 		    kvd_tls_send(k->tls, (uv_stream_t *)&k->tcp) != 0) {
 			conn_reset(c, KVD_EIO);

@@ -362,7 +362,7 @@ static void on_conn_closed(uv_handle_t *h)
 
 	free(c->rest);
 	free(c->tls_out);
-	kvd_tls_conn_free(c->tls);
+	kvd_tls_conn_destroy(c->tls);
 	free(c);
 	srv->stats.connections--;
 	server_check_closed(srv);
@@ -1172,7 +1172,7 @@ static void conn_open(struct http_server *srv, int fd)
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
-	if (srv->tls && (c->tls = kvd_tls_conn_new(srv->tls, NULL)) == NULL) {
+	if (srv->tls && (c->tls = kvd_tls_conn_create(srv->tls, NULL)) == NULL) {
 		conn_close(c);
 		return;
 	}

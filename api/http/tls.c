@@ -208,8 +208,8 @@ static char *dup_or_null(const char *s, bool *oom)
 	return d;
 }
 
-int kvd_tls_ctx_new(bool server, const char *cert, const char *key, const char *ca,
-		    struct kvd_tls_ctx **out, char *errmsg)
+int kvd_tls_ctx_create(bool server, const char *cert, const char *key, const char *ca,
+		       struct kvd_tls_ctx **out, char *errmsg)
 {
 	struct kvd_tls_ctx *c = calloc(1, sizeof(*c));
 	bool oom = false;
@@ -223,7 +223,7 @@ int kvd_tls_ctx_new(bool server, const char *cert, const char *key, const char *
 	c->ca = dup_or_null(ca, &oom);
 	rc = oom ? KVD_ENOMEM : ctx_build(c, &c->ssl, errmsg);
 	if (rc != 0) {
-		kvd_tls_ctx_free(c);
+		kvd_tls_ctx_destroy(c);
 		c = NULL;
 	}
 	*out = c;
@@ -245,7 +245,7 @@ int kvd_tls_ctx_reload(struct kvd_tls_ctx *ctx, char *errmsg)
 	return 0;
 }
 
-void kvd_tls_ctx_free(struct kvd_tls_ctx *ctx)
+void kvd_tls_ctx_destroy(struct kvd_tls_ctx *ctx)
 {
 	if (!ctx)
 		return;
@@ -258,7 +258,7 @@ void kvd_tls_ctx_free(struct kvd_tls_ctx *ctx)
 
 /* ---- connections ---- */
 
-struct kvd_tls_conn *kvd_tls_conn_new(struct kvd_tls_ctx *ctx, const char *host)
+struct kvd_tls_conn *kvd_tls_conn_create(struct kvd_tls_ctx *ctx, const char *host)
 {
 	struct kvd_tls_conn *t = calloc(1, sizeof(*t));
 	unsigned char ip[16];
@@ -296,7 +296,7 @@ struct kvd_tls_conn *kvd_tls_conn_new(struct kvd_tls_ctx *ctx, const char *host)
 	return t;
 }
 
-void kvd_tls_conn_free(struct kvd_tls_conn *t)
+void kvd_tls_conn_destroy(struct kvd_tls_conn *t)
 {
 	if (!t)
 		return;

@@ -39,19 +39,19 @@ typedef void (*kvd_tls_log_cb)(int level, const char *msg, const char *detail);
  * Creates a context from PEM files. server: accepting side, else connecting.
  * cert/key: may be NULL for a client without a certificate. ca: NULL or a
  * PEM bundle (server: require client certificates signed by it; client:
- * trust only it). Returns 0 (*out set; free with kvd_tls_ctx_free),
+ * trust only it). Returns 0 (*out set; free with kvd_tls_ctx_destroy),
  * KVD_EINVAL (a file is missing, unreadable or does not match; errmsg says
  * which and why) or KVD_ENOMEM. errmsg: NULL or KVD_ERRMSG_SIZE bytes.
  */
-int kvd_tls_ctx_new(bool server, const char *cert, const char *key, const char *ca,
-		    struct kvd_tls_ctx **out, char *errmsg);
+int kvd_tls_ctx_create(bool server, const char *cert, const char *key, const char *ca,
+		       struct kvd_tls_ctx **out, char *errmsg);
 
 /* Reads the context's files again and uses them for new connections. On
  * error (KVD_EINVAL, errmsg says why) the old ones stay in use. */
 int kvd_tls_ctx_reload(struct kvd_tls_ctx *ctx, char *errmsg);
 
 /* Frees ctx (connections made from it stay valid). NULL is fine. */
-void kvd_tls_ctx_free(struct kvd_tls_ctx *ctx);
+void kvd_tls_ctx_destroy(struct kvd_tls_ctx *ctx);
 
 /*
  * The process's contexts: set once by main before the server starts (and
@@ -72,8 +72,8 @@ void kvd_tls_log(int level, const char *msg, const char *fmt, ...)
  * verify (and to send as SNI when it is a name); ignored for a server.
  * Returns NULL when out of memory.
  */
-struct kvd_tls_conn *kvd_tls_conn_new(struct kvd_tls_ctx *ctx, const char *host);
-void kvd_tls_conn_free(struct kvd_tls_conn *t);
+struct kvd_tls_conn *kvd_tls_conn_create(struct kvd_tls_ctx *ctx, const char *host);
+void kvd_tls_conn_destroy(struct kvd_tls_conn *t);
 
 /*
  * Ciphertext from the socket. A server connection whose first byte is not a

@@ -97,8 +97,8 @@ static void make_cert(const char *dir, char *crt, char *key, size_t size)
 static void teardown(void)
 {
 	kvd_tls_set_process(NULL, NULL, NULL);
-	kvd_tls_ctx_free(srv_ctx);
-	kvd_tls_ctx_free(cli_ctx);
+	kvd_tls_ctx_destroy(srv_ctx);
+	kvd_tls_ctx_destroy(cli_ctx);
 }
 
 static void setup(void)
@@ -107,8 +107,8 @@ static void setup(void)
 	char crt[PATH_MAX], key[PATH_MAX], errmsg[512];
 
 	make_cert(fz_scratch(), crt, key, sizeof(crt));
-	if (kvd_tls_ctx_new(true, crt, key, NULL, &srv_ctx, errmsg) != 0 ||
-	    kvd_tls_ctx_new(false, NULL, NULL, crt, &cli_ctx, errmsg) != 0) {
+	if (kvd_tls_ctx_create(true, crt, key, NULL, &srv_ctx, errmsg) != 0 ||
+	    kvd_tls_ctx_create(false, NULL, NULL, crt, &cli_ctx, errmsg) != 0) {
 		fprintf(stderr, "fuzz_tls: %s\n", errmsg);
 		abort();
 	}
@@ -194,7 +194,7 @@ static void socket_mode(const uint8_t *data, size_t size, bool handshake)
 		return;
 	}
 	if (handshake) {
-		c = kvd_tls_conn_new(cli_ctx, NULL);
+		c = kvd_tls_conn_create(cli_ctx, NULL);
 		if (c == NULL)
 			abort();
 		char err[512] = "";
@@ -228,7 +228,7 @@ static void socket_mode(const uint8_t *data, size_t size, bool handshake)
 	close(sv[1]);
 	for (int turns = 0; open_connections() > 0 && turns < 100; turns++)
 		uv_run(&loop, UV_RUN_NOWAIT);
-	kvd_tls_conn_free(c);
+	kvd_tls_conn_destroy(c);
 	if (open_connections() != 0)
 		abort();
 }
@@ -249,8 +249,8 @@ static void pass(struct kvd_tls_conn *from, struct kvd_tls_conn *to, size_t flip
 
 static void memory_mode(const uint8_t *data, size_t size)
 {
-	struct kvd_tls_conn *c = kvd_tls_conn_new(cli_ctx, NULL);
-	struct kvd_tls_conn *s = kvd_tls_conn_new(srv_ctx, NULL);
+	struct kvd_tls_conn *c = kvd_tls_conn_create(cli_ctx, NULL);
+	struct kvd_tls_conn *s = kvd_tls_conn_create(srv_ctx, NULL);
 	char *plain = malloc(size + 1);
 	char *junk = NULL;
 	size_t got = 0;
@@ -275,10 +275,10 @@ static void memory_mode(const uint8_t *data, size_t size)
 		got += (size_t)r;
 	if (!corrupt && (got != size || memcmp(plain, data, size) != 0))
 		abort(); /* the record layer changed the bytes */
-	kvd_tls_conn_free(c);
-	kvd_tls_conn_free(s);
+	kvd_tls_conn_destroy(c);
+	kvd_tls_conn_destroy(s);
 	/* the payload as a client's first flight to a fresh server */
-	s = kvd_tls_conn_new(srv_ctx, NULL);
+	s = kvd_tls_conn_create(srv_ctx, NULL);
 	if (s == NULL)
 		abort();
 	if (kvd_tls_feed(s, data, size, NULL) == 0)
@@ -287,7 +287,7 @@ static void memory_mode(const uint8_t *data, size_t size)
 	kvd_tls_take(s, &junk);
 	free(junk);
 	free(plain);
-	kvd_tls_conn_free(s);
+	kvd_tls_conn_destroy(s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
