@@ -212,15 +212,15 @@ int kvd_tls_ctx_create(bool server, const char *cert, const char *key, const cha
 		       struct kvd_tls_ctx **out, char *errmsg)
 {
 	struct kvd_tls_ctx *c = calloc(1, sizeof(*c));
-	bool oom = false;
+	bool oom = c == NULL;
 	int rc;
 
-	if (!c)
-		return KVD_ENOMEM;
-	c->server = server;
-	c->cert = dup_or_null(cert, &oom);
-	c->key = dup_or_null(key, &oom);
-	c->ca = dup_or_null(ca, &oom);
+	if (c) {
+		c->server = server;
+		c->cert = dup_or_null(cert, &oom);
+		c->key = dup_or_null(key, &oom);
+		c->ca = dup_or_null(ca, &oom);
+	}
 	rc = oom ? KVD_ENOMEM : ctx_build(c, &c->ssl, errmsg);
 	if (rc != 0) {
 		kvd_tls_ctx_destroy(c);
@@ -236,13 +236,14 @@ int kvd_tls_ctx_reload(struct kvd_tls_ctx *ctx, char *errmsg)
 	SSL_CTX *s;
 	int rc = ctx_build(ctx, &s, errmsg);
 
-	if (rc != 0)
-		return rc;
-	if (ctx->server && SSL_CTX_get_tlsext_ticket_keys(ctx->ssl, keys, sizeof(keys)) == 1)
-		SSL_CTX_set_tlsext_ticket_keys(s, keys, sizeof(keys));
-	SSL_CTX_free(ctx->ssl); /* open connections keep their reference */
-	ctx->ssl = s;
-	return 0;
+	if (rc == 0) {
+		if (ctx->server &&
+		    SSL_CTX_get_tlsext_ticket_keys(ctx->ssl, keys, sizeof(keys)) == 1)
+			SSL_CTX_set_tlsext_ticket_keys(s, keys, sizeof(keys));
+		SSL_CTX_free(ctx->ssl); /* open connections keep their reference */
+		ctx->ssl = s;
+	}
+	return rc;
 }
 
 void kvd_tls_ctx_destroy(struct kvd_tls_ctx *ctx)
@@ -264,7 +265,7 @@ struct kvd_tls_conn *kvd_tls_conn_create(struct kvd_tls_ctx *ctx, const char *ho
 	unsigned char ip[16];
 
 	if (!t)
-		return NULL;
+		goto out;
 	t->server = ctx->server;
 	t->ssl = SSL_new(ctx->ssl);
 	t->rbio = BIO_new(BIO_s_mem());
@@ -274,7 +275,8 @@ struct kvd_tls_conn *kvd_tls_conn_create(struct kvd_tls_ctx *ctx, const char *ho
 		BIO_free(t->wbio);
 		SSL_free(t->ssl);
 		free(t);
-		return NULL;
+		t = NULL;
+		goto out;
 	}
 	BIO_set_mem_eof_return(t->rbio, -1); /* empty: "retry", not EOF */
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
@@ -293,6 +295,7 @@ struct kvd_tls_conn *kvd_tls_conn_create(struct kvd_tls_ctx *ctx, const char *ho
 			}
 		}
 	}
+out:
 	return t;
 }
 
@@ -306,21 +309,21 @@ void kvd_tls_conn_destroy(struct kvd_tls_conn *t)
 
 int kvd_tls_feed(struct kvd_tls_conn *t, const void *data, size_t len, char *errmsg)
 {
+	const unsigned char *p = data;
 	int rc = 0;
 
-	if (t->server && !t->seen_input && len > 0 &&
-	    ((const unsigned char *)data)[0] != TLS_RECORD_HANDSHAKE) {
-		const unsigned char *p = data;
+	if (t->server && !t->seen_input && len > 0 && p[0] != TLS_RECORD_HANDSHAKE) {
 		bool http = len >= 3 && p[0] >= 'A' && p[0] <= 'Z' && p[1] >= 'A' && p[1] <= 'Z';
 		if (errmsg)
 			snprintf(errmsg, KVD_ERRMSG_SIZE, "%s",
 				 http ? "plain HTTP on a TLS port"
 				      : "first bytes are not a TLS handshake");
-		return KVD_EINVAL;
+		rc = KVD_EINVAL;
+	} else {
+		t->seen_input = true;
+		if (len > 0 && BIO_write(t->rbio, data, (int)len) != (int)len)
+			rc = KVD_ENOMEM;
 	}
-	t->seen_input = true;
-	if (len > 0 && BIO_write(t->rbio, data, (int)len) != (int)len)
-		rc = KVD_ENOMEM;
 	return rc;
 }
 
@@ -333,32 +336,31 @@ static void describe_failure(struct kvd_tls_conn *t, int ret, char *errmsg)
 
 	err_reason(e == SSL_ERROR_SYSCALL ? "unexpected end of stream" : "protocol error", reason,
 		   sizeof(reason));
-	if (!errmsg)
-		return;
-	if (v != X509_V_OK && !t->established)
+	if (errmsg && v != X509_V_OK && !t->established)
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "%s: %s", reason,
 			 X509_verify_cert_error_string(v));
-	else
+	else if (errmsg)
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "%s", reason);
 }
 
 int kvd_tls_handshake(struct kvd_tls_conn *t, char *errmsg)
 {
-	int ret, e;
+	int ret, e, rc = 1;
 
-	if (t->established)
-		return 1;
-	ERR_clear_error();
-	ret = SSL_do_handshake(t->ssl);
-	if (ret == 1) {
-		t->established = true;
-		return 1;
+	if (!t->established) {
+		ERR_clear_error();
+		ret = SSL_do_handshake(t->ssl);
+		e = SSL_get_error(t->ssl, ret);
+		if (ret == 1) {
+			t->established = true;
+		} else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			rc = 0;
+		} else {
+			describe_failure(t, ret, errmsg);
+			rc = KVD_EIO;
+		}
 	}
-	e = SSL_get_error(t->ssl, ret);
-	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-		return 0;
-	describe_failure(t, ret, errmsg);
-	return KVD_EIO;
+	return rc;
 }
 
 bool kvd_tls_established(const struct kvd_tls_conn *t)
@@ -368,42 +370,45 @@ bool kvd_tls_established(const struct kvd_tls_conn *t)
 
 ssize_t kvd_tls_read(struct kvd_tls_conn *t, char *buf, size_t cap, char *errmsg)
 {
+	ssize_t rc = kvd_tls_handshake(t, errmsg);
 	int ret, e;
 
-	if (!t->established) {
-		ret = kvd_tls_handshake(t, errmsg);
-		if (ret <= 0)
-			return ret;
+	if (rc == 1) {
+		ERR_clear_error();
+		ret = SSL_read(t->ssl, buf, cap > 0x40000000 ? 0x40000000 : (int)cap);
+		e = SSL_get_error(t->ssl, ret);
+		if (ret > 0) {
+			rc = ret;
+		} else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			rc = 0;
+		} else if (e == SSL_ERROR_ZERO_RETURN) {
+			rc = KVD_ESHUTDOWN;
+		} else {
+			describe_failure(t, ret, errmsg);
+			rc = KVD_EIO;
+		}
 	}
-	ERR_clear_error();
-	ret = SSL_read(t->ssl, buf, cap > 0x40000000 ? 0x40000000 : (int)cap);
-	if (ret > 0)
-		return ret;
-	e = SSL_get_error(t->ssl, ret);
-	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-		return 0;
-	if (e == SSL_ERROR_ZERO_RETURN)
-		return KVD_ESHUTDOWN;
-	describe_failure(t, ret, errmsg);
-	return KVD_EIO;
+	return rc;
 }
 
 int kvd_tls_write(struct kvd_tls_conn *t, const void *data, size_t len)
 {
 	const char *p = data;
+	int rc = 0;
 
 	ERR_clear_error();
-	while (len > 0) {
+	while (len > 0 && rc == 0) {
 		int chunk = len > 0x40000000 ? 0x40000000 : (int)len;
 		int ret = SSL_write(t->ssl, p, chunk);
 		if (ret <= 0) {
 			ERR_clear_error();
-			return KVD_EIO;
+			rc = KVD_EIO;
+		} else {
+			p += ret;
+			len -= (size_t)ret;
 		}
-		p += ret;
-		len -= (size_t)ret;
 	}
-	return 0;
+	return rc;
 }
 
 void kvd_tls_close_notify(struct kvd_tls_conn *t)
@@ -422,20 +427,14 @@ size_t kvd_tls_pending(const struct kvd_tls_conn *t)
 size_t kvd_tls_take(struct kvd_tls_conn *t, char **out)
 {
 	size_t n = BIO_ctrl_pending(t->wbio);
-	char *b;
+	char *b = n > 0 ? malloc(n) : NULL;
 
-	*out = NULL;
-	if (n == 0)
-		return 0;
-	b = malloc(n);
-	if (!b)
-		return 0;
-	if (BIO_read(t->wbio, b, (int)n) != (int)n) {
+	if (b != NULL && BIO_read(t->wbio, b, (int)n) != (int)n) {
 		free(b);
-		return 0;
+		b = NULL;
 	}
 	*out = b;
-	return n;
+	return b != NULL ? n : 0;
 }
 
 static void on_tls_write(uv_write_t *w, int status)
@@ -447,18 +446,20 @@ static void on_tls_write(uv_write_t *w, int status)
 int kvd_tls_send(struct kvd_tls_conn *t, uv_stream_t *s)
 {
 	size_t n = BIO_ctrl_pending(t->wbio);
-	struct tls_wreq *r;
+	struct tls_wreq *r = NULL;
 	uv_buf_t b;
-	int w;
+	int w, rc = 0;
 
 	if (n == 0)
-		return 0;
+		goto out;
 	r = malloc(sizeof(*r) + n);
-	if (!r)
-		return KVD_ENOMEM;
+	if (!r) {
+		rc = KVD_ENOMEM;
+		goto out;
+	}
 	if (BIO_read(t->wbio, r->data, (int)n) != (int)n) {
-		free(r);
-		return KVD_EIO;
+		rc = KVD_EIO;
+		goto out_free;
 	}
 	r->len = n;
 	b = uv_buf_init(r->data, (unsigned)n);
@@ -466,20 +467,22 @@ int kvd_tls_send(struct kvd_tls_conn *t, uv_stream_t *s)
 	if (w == UV_EAGAIN || w == UV_ENOSYS)
 		w = 0;
 	if (w < 0) {
-		free(r);
-		return KVD_EIO;
+		rc = KVD_EIO;
+		goto out_free;
 	}
-	if ((size_t)w == n) {
-		free(r);
-		return 0;
-	}
+	if ((size_t)w == n)
+		goto out_free; /* all of it went out now */
 	b.base += w;
 	b.len -= (size_t)w;
 	if (uv_write(&r->w, s, &b, 1, on_tls_write) != 0) {
-		free(r);
-		return KVD_EIO;
+		rc = KVD_EIO;
+		goto out_free;
 	}
-	return 0;
+	goto out; /* on_tls_write frees r */
+out_free:
+	free(r);
+out:
+	return rc;
 }
 
 bool kvd_tls_resumed(const struct kvd_tls_conn *t)
