@@ -74,14 +74,16 @@ struct cconn {
 	unsigned wn;
 	struct kvd_tls_conn *tls; /* NULL: plain HTTP */
 	char *tls_out;		  /* ciphertext held by the uv_write in flight */
+	bool tls_failed;	  /* a TLS error ended it: its session is not reused */
 	bool writing, closing, no_keep, failed;
 };
 
 struct http_client {
 	uv_loop_t *loop;
 	struct http_client_opts opts;
-	struct kvd_tls_ctx *tls; /* NULL: plain HTTP (borrowed) */
-	char tls_err[128];	 /* last handshake failure logged, "" after a success */
+	struct kvd_tls_ctx *tls;	 /* NULL: plain HTTP (borrowed) */
+	char tls_err[128];		 /* last handshake failure logged, "" after a success */
+	struct kvd_tls_session *session; /* offered on the next connection (owned) */
 	char host[256];
 	char hostport[300]; /* Host header */
 	char port[8];
@@ -189,6 +191,7 @@ static void on_idle(uv_idle_t *h)
 static void client_maybe_free(struct http_client *c)
 {
 	if (c->closing && c->handles_open == 0 && !c->resolving) {
+		kvd_tls_session_destroy(c->session);
 		free(c->rbuf);
 		free(c->body);
 		free(c);
@@ -227,6 +230,17 @@ static void conn_reset(struct http_client *c, int status)
 	c->conn = NULL;
 	c->state = C_IDLE;
 	k->closing = true;
+	if (k->tls && kvd_tls_established(k->tls) && !k->tls_failed) {
+		/* its ticket resumes the next connection; the close_notify keeps
+		 * OpenSSL from marking the session unresumable when it is freed */
+		struct kvd_tls_session *s;
+		kvd_tls_close_notify(k->tls);
+		s = kvd_tls_session_take(k->tls);
+		if (s != NULL) {
+			kvd_tls_session_destroy(c->session);
+			c->session = s;
+		}
+	}
 	uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 	list_fail(c, &c->inflight, status, true);
 }
@@ -462,6 +476,8 @@ static void conn_tls_connected(struct cconn *k, const char *err)
 		return;
 	}
 	c->stats.connects++;
+	if (kvd_tls_resumed(k->tls))
+		c->stats.tls_resumed++;
 	c->backoff_ms = c->opts.backoff_min_ms;
 	c->state = C_CONNECTED;
 	conn_write(c);
@@ -492,6 +508,7 @@ static void conn_tls_input(struct cconn *k, const char *data, size_t len)
 				return;
 		}
 		if (n < 0) {
+			k->tls_failed = n != KVD_ESHUTDOWN;
 			if (n != KVD_ESHUTDOWN && err[0])
 				tls_err_log(c, err); /* e.g. our certificate refused (TLS 1.3) */
 			conn_reset(c, KVD_EIO);
@@ -550,6 +567,8 @@ static void on_connect(uv_connect_t *req, int status)
 	}
 	if (c->tls) { /* still connecting until the handshake is done */
 		k->tls = kvd_tls_conn_create(c->tls, c->host);
+		if (k->tls != NULL)
+			kvd_tls_session_offer(k->tls, c->session);
 		if (k->tls == NULL || kvd_tls_handshake(k->tls, NULL) < 0 ||
 		    kvd_tls_send(k->tls, (uv_stream_t *)&k->tcp) != 0) {
 			conn_reset(c, KVD_EIO);

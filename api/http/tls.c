@@ -485,6 +485,28 @@ out:
 	return rc;
 }
 
+struct kvd_tls_session *kvd_tls_session_take(struct kvd_tls_conn *t)
+{
+	SSL_SESSION *s = t->established ? SSL_get1_session(t->ssl) : NULL;
+
+	if (s != NULL && SSL_SESSION_is_resumable(s) != 1) {
+		SSL_SESSION_free(s);
+		s = NULL;
+	}
+	return (struct kvd_tls_session *)s;
+}
+
+void kvd_tls_session_offer(struct kvd_tls_conn *t, struct kvd_tls_session *s)
+{
+	if (s != NULL)
+		SSL_set_session(t->ssl, (SSL_SESSION *)s);
+}
+
+void kvd_tls_session_destroy(struct kvd_tls_session *s)
+{
+	SSL_SESSION_free((SSL_SESSION *)s);
+}
+
 bool kvd_tls_resumed(const struct kvd_tls_conn *t)
 {
 	return SSL_session_reused(t->ssl) == 1;

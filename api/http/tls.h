@@ -114,6 +114,18 @@ size_t kvd_tls_take(struct kvd_tls_conn *t, char **out);
  * KVD_ENOMEM. */
 int kvd_tls_send(struct kvd_tls_conn *t, uv_stream_t *s);
 
+/*
+ * Client session resumption: kvd_tls_session_take returns the session of an
+ * established client connection (with TLS 1.3 the ticket arrives after the
+ * handshake, so take it when the connection ends), or NULL; the caller owns
+ * it and frees it with kvd_tls_session_destroy (NULL is fine).
+ * kvd_tls_session_offer offers s (borrowed) in t's coming handshake.
+ */
+struct kvd_tls_session;
+struct kvd_tls_session *kvd_tls_session_take(struct kvd_tls_conn *t);
+void kvd_tls_session_offer(struct kvd_tls_conn *t, struct kvd_tls_session *s);
+void kvd_tls_session_destroy(struct kvd_tls_session *s);
+
 /* Whether the session was resumed (a ticket), and the ALPN protocol chosen
  * ("" if none). */
 bool kvd_tls_resumed(const struct kvd_tls_conn *t);

@@ -327,6 +327,48 @@ START_TEST(test_http_client_request_fails_without_client_certificate)
 }
 END_TEST
 
+START_TEST(test_http_client_reconnect_resumes_the_session)
+{
+	struct kvd_tls_ctx *sc, *cc;
+	struct http_server *srv;
+	struct http_client *cl;
+	struct http_client_stats st;
+	struct result r1 = {0}, r2 = {0};
+	char addr[64];
+	uv_loop_t loop;
+
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_int_eq(kvd_tls_ctx_create(true, a_crt, a_key, b_crt, &sc, NULL), 0);
+	ck_assert_int_eq(kvd_tls_ctx_create(false, b_crt, b_key, a_crt, &cc, NULL), 0);
+	kvd_tls_set_process(sc, cc, NULL);
+	ck_assert_int_eq(http_server_start(&loop, "127.0.0.1", 0, NULL, echo, NULL, &srv, NULL), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", http_server_port(srv));
+	ck_assert_int_eq(http_client_create(&loop, addr, NULL, &cl, NULL), 0);
+	/* the server ends the first connection after its answer */
+	ck_assert_int_eq(http_client_request(cl, "POST", "/x", "Connection: close\r\n", "one", 3,
+					     5000, on_response, &r1),
+			 0);
+	run_until(&loop, &r1, 1);
+	ck_assert_int_eq(r1.status, 200);
+	ck_assert_int_eq(
+	    http_client_request(cl, "POST", "/x", NULL, "two", 3, 5000, on_response, &r2), 0);
+	run_until(&loop, &r2, 1);
+	ck_assert_int_eq(r2.status, 200);
+	ck_assert_str_eq(r2.body, "two");
+	http_client_stats_get(cl, &st);
+	ck_assert_uint_eq(st.connects, 2);
+	ck_assert_uint_eq(st.tls_resumed, 1);
+	http_client_close(cl);
+	http_server_close(srv, 100, server_closed, NULL);
+	while (uv_run(&loop, UV_RUN_DEFAULT) != 0)
+		;
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+	kvd_tls_set_process(NULL, NULL, NULL);
+	kvd_tls_ctx_destroy(sc);
+	kvd_tls_ctx_destroy(cc);
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
 	Suite *s = suite_create("tls");
@@ -342,6 +384,7 @@ static Suite *tls_suite(void)
 	tcase_add_test(tc, test_http_client_request_over_mutual_tls);
 	tcase_add_test(tc, test_http_client_request_fails_when_server_not_trusted);
 	tcase_add_test(tc, test_http_client_request_fails_without_client_certificate);
+	tcase_add_test(tc, test_http_client_reconnect_resumes_the_session);
 	suite_add_tcase(s, tc);
 	return s;
 }
