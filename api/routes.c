@@ -76,7 +76,8 @@ void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
 		return;
 	}
 	snprintf(hdr, sizeof(hdr), "Location: %s://%s%s%s:%u%.*s%s%.*s\r\n",
-		 n->cfg.tls_cert[0] != '\0' ? "https" : "http", strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
+		 n->cfg.tls_cert[0] != '\0' ? "https" : "http",
+		 strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
 		 (unsigned)port, (int)plen, path, qlen > 0 ? "?" : "", (int)qlen, query);
 	http_response_send(req, 307, TEXT, hdr, NULL, 0);
 }
