@@ -328,6 +328,27 @@ class TestRefusals(NodeCase):
         wait_until(refused, 10, what="client refusing the expired node certificate")
         self.assertEqual(https(n.port, "GET", "/health")[0], 200)
 
+    def test_old_protocol_and_weak_suites_refused(self):
+        """TLS 1.1, and TLS 1.2 without forward secrecy or AEAD, are refused
+        at the handshake (openssl s_client offers them)."""
+        n = self.start(node_args())
+        for args, logged in [(["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"], "unsupported protocol"),
+                             (["-tls1_2", "-cipher", "AES128-SHA256"], "no shared cipher"),
+                             (["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA"],
+                              "no shared cipher")]:
+            r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % n.port,
+                                "-cert", cert("client.crt"), "-key", cert("client.key")] + args,
+                               input="", capture_output=True, text=True, timeout=20)
+            self.assertIn("alert", r.stdout + r.stderr, args)
+            self.assertNotIn("BEGIN CERTIFICATE", r.stdout, args)  # no handshake got far
+            time.sleep(1.1)  # the same reason is logged at most once a second
+            self.wait_log(n, logged)
+        # and a modern TLS 1.2 suite works
+        r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % n.port, "-tls1_2",
+                            "-CAfile", cert("ca.crt"), "-cert", cert("client.crt"), "-key", cert("client.key")],
+                           input="", capture_output=True, text=True, timeout=20)
+        self.assertIn("Cipher is ECDHE-ECDSA-AES", r.stdout)
+
     def test_stalled_handshake_closed_at_header_deadline(self):
         n = self.start(node_args())
         s = socket.create_connection(("127.0.0.1", n.port), timeout=20)
