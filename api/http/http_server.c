@@ -74,6 +74,11 @@
 #define EVICT_SCAN	64	    /* connections looked at for an idle one */
 #define EVICT_IDLE_MS	250	    /* quiet time before a connection counts as idle */
 #define FD_HEADROOM_MIN 64	    /* descriptors never given to connections */
+/* TLS handshakes in progress at once; more connections are closed at accept.
+ * A stalled handshake holds ~46 kB (OpenSSL's state), so 20,000 of them
+ * would be ~920 MB: the cap keeps them near 94 MB, and the header deadline
+ * (10 s) frees their places. */
+#define TLS_HANDSHAKES_MAX 2048
 
 enum conn_list_id { LIST_NONE, LIST_ACTIVE, LIST_LINGER };
 
@@ -114,6 +119,7 @@ struct http_conn {
 	uint8_t list;		  /* enum conn_list_id */
 	struct kvd_tls_conn *tls; /* NULL: plain HTTP */
 	char *tls_out;		  /* ciphertext held by the uv_write in flight */
+	bool tls_handshaking;	  /* counted in server->tls_handshakes */
 	bool reading, writing, in_read, bp_paused, no_more_input;
 	bool close_when_drained, ending, lingering, closing;
 };
@@ -129,6 +135,7 @@ struct http_server {
 	uint64_t tls_log_ms;	 /* loop time of the last TLS refusal logged */
 	unsigned tls_unlogged;	 /* refusals not logged since (see conn_tls_fail) */
 	char tls_last[64];	 /* the reason last logged */
+	unsigned tls_handshakes; /* connections in a TLS handshake now */
 	http_handler_cb handler_cb;
 	void *user;
 	http_parser_settings settings;
@@ -377,6 +384,10 @@ static void conn_close(struct http_conn *c)
 		return;
 	c->closing = true;
 	srv->live--;
+	if (c->tls_handshaking) {
+		c->tls_handshaking = false;
+		srv->tls_handshakes--;
+	}
 	out_sub(c, c->out_pending);
 	list_remove(srv, c);
 	if (c->cur)
@@ -524,6 +535,10 @@ static void conn_tls_pump(struct http_conn *c)
 
 	while (!c->closing && !c->bp_paused && !c->no_more_input) {
 		n = kvd_tls_read(c->tls, srv->rbuf, sizeof(srv->rbuf), err);
+		if (c->tls_handshaking && kvd_tls_established(c->tls)) {
+			c->tls_handshaking = false;
+			srv->tls_handshakes--;
+		}
 		if (n == KVD_ESHUTDOWN) { /* close_notify: the client is done */
 			conn_close(c);
 			break;
@@ -545,6 +560,25 @@ static void conn_tls_pump(struct http_conn *c)
 		if (n == 0)
 			break;
 		conn_parse(c, srv->rbuf, (size_t)n);
+	}
+}
+
+/* A connection closed at accept because TLS_HANDSHAKES_MAX handshakes are
+ * in progress: logged like the other refusals (same rate limit). */
+static void tls_refused_at_accept(struct http_server *srv)
+{
+	static const char why[] = "too many TLS handshakes in progress";
+	uint64_t now = uv_now(srv->loop);
+
+	if (srv->tls_log_ms == 0 || now - srv->tls_log_ms >= 1000 ||
+	    strncmp(srv->tls_last, why, sizeof(srv->tls_last) - 1) != 0) {
+		kvd_tls_log(2, "tls connection refused", "reason=\"%s\" limit=%u unlogged=%u", why,
+			    TLS_HANDSHAKES_MAX, srv->tls_unlogged);
+		srv->tls_log_ms = now;
+		srv->tls_unlogged = 0;
+		snprintf(srv->tls_last, sizeof(srv->tls_last), "%s", why);
+	} else {
+		srv->tls_unlogged++;
 	}
 }
 
@@ -1176,6 +1210,10 @@ static void conn_open(struct http_server *srv, int fd)
 		conn_close(c);
 		return;
 	}
+	if (c->tls) {
+		c->tls_handshaking = true;
+		srv->tls_handshakes++;
+	}
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	list_append(srv, c, LIST_ACTIVE);
@@ -1217,6 +1255,12 @@ static void accept_one(struct http_server *srv, int fd)
 	if (srv->live >= srv->max_conns && (!fd_bound || !evict_idle(srv))) {
 		srv->stats.refused++;
 		close(fd);
+		return;
+	}
+	if (srv->tls && srv->tls_handshakes >= TLS_HANDSHAKES_MAX) {
+		srv->stats.refused++;
+		close(fd);
+		tls_refused_at_accept(srv);
 		return;
 	}
 	conn_open(srv, fd);

@@ -464,6 +464,53 @@ class TestTLSHostile(NodeCase):
         self.assertEqual(https(n.port, "GET", "/kv/big")[:2], (200, big))
 
 
+class TestTLSHandshakeFlood(NodeCase):
+    def test_stalled_handshakes_are_capped(self):
+        """A client opening thousands of connections that send a ClientHello
+        and then stall: a stalled handshake holds ~46 kB in OpenSSL, so past
+        2,048 of them new connections are closed at accept (and logged)
+        instead of growing the node toward 20,000 x 46 kB; once they go, a
+        proper client is served."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < 3000:
+            self.skipTest("needs 3,000 descriptors")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        with open(os.path.join(os.path.dirname(__file__), "..", "fuzz", "corpus", "fuzz_tls",
+                               "clienthello13"), "rb") as f:
+            hello = f.read()[1:]  # a real TLS 1.3 ClientHello (the seed's first byte is the mode)
+        n = self.start(node_args())
+        socks, closed = [], 0
+        try:
+            for i in range(2600):
+                s = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+                s.sendall(hello)
+                socks.append(s)
+            time.sleep(1.0)
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    while True:
+                        d = s.recv(65536)
+                        if d == b"":
+                            closed += 1
+                            break
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+            rss = vm_kb(n.proc.pid, "VmRSS")
+            print("\n  2600 stalled handshakes: %d closed at once, node RSS %.1f MB" % (closed, rss / 1024.0))
+            self.assertGreaterEqual(closed, 2600 - 2048)
+            self.wait_log(n, "too many TLS handshakes in progress")
+        finally:
+            for s in socks:
+                s.close()
+        wait_until(lambda: self._ready(n), 10, what="node serving again after the flood")
+        self.assertEqual(https(n.port, "PUT", "/kv/after", b"1")[0], 200)
+
+
 class TestReloadAndSessions(NodeCase):
     def test_alpn_and_session_resumption(self):
         n = self.start(node_args())
