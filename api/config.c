@@ -90,7 +90,8 @@ static int parse_list(struct kvd_config *c, const char *what, const char *list, 
 
 struct flag_values {
 	const char *port, *working_dir, *peers, *addr, *join, *listen, *election, *heartbeat,
-	    *max_value, *snapshot_threshold, *token, *log_level, *max_connections;
+	    *max_value, *snapshot_threshold, *token, *log_level, *max_connections, *tls_cert,
+	    *tls_key, *tls_ca, *client_token;
 };
 
 static const struct {
@@ -110,6 +111,10 @@ static const struct {
     {"cluster-token", offsetof(struct flag_values, token)},
     {"log-level", offsetof(struct flag_values, log_level)},
     {"max-connections", offsetof(struct flag_values, max_connections)},
+    {"tls-cert", offsetof(struct flag_values, tls_cert)},
+    {"tls-key", offsetof(struct flag_values, tls_key)},
+    {"tls-ca", offsetof(struct flag_values, tls_ca)},
+    {"client-token", offsetof(struct flag_values, client_token)},
 };
 
 static int read_flags(int argc, char **argv, struct flag_values *f, char *errmsg)
@@ -228,11 +233,55 @@ static int parse_numbers(const struct flag_values *f, struct kvd_config *c, char
 	return 0;
 }
 
+/*
+ * A bearer token from flag (named flag) or environment variable env: an
+ * empty token would silently turn authentication off; a byte outside visible
+ * ASCII would end up in an Authorization header. dst has size bytes.
+ */
+static int parse_token(const char *flag, const char *flag_value, const char *env, char *dst,
+		       size_t size, char *errmsg)
+{
+	const char *token = pick(flag_value, env);
+	const char *name = flag_value != NULL ? flag : env;
+	int rv = 0;
+
+	if (token == NULL)
+		goto out;
+	if (*token == '\0') {
+		rv = fail(errmsg, "%s is empty (leave it unset for no authentication)", name);
+		goto out;
+	}
+	for (const char *t = token; *t != '\0'; t++) {
+		if (*t < 0x21 || *t > 0x7e) {
+			rv = fail(errmsg, "%s must be visible ASCII without spaces", name);
+			goto out;
+		}
+	}
+	if (strlen(token) >= size) {
+		rv = fail(errmsg, "%s is too long (at most %zu bytes)", name, size - 1);
+		goto out;
+	}
+	snprintf(dst, size, "%s", token);
+out:
+	return rv;
+}
+
+/* A TLS file flag: a non-empty path that fits. */
+static int parse_path(const char *flag, const char *value, char *dst, size_t size, char *errmsg)
+{
+	if (value == NULL)
+		return 0;
+	if (*value == '\0' || strlen(value) >= size)
+		return fail(errmsg, "%s: '%s' is not a file path", flag, value);
+	snprintf(dst, size, "%s", value);
+	return 0;
+}
+
 int kvd_config_parse(int argc, char **argv, struct kvd_config *out, char *errmsg)
 {
 	struct flag_values f = {0};
 	struct kvd_config *c;
-	const char *addr, *others, *dir, *token;
+	const char *addr, *others, *dir;
 	char host[256];
 	uint16_t port;
 	uint64_t p;
@@ -337,28 +386,28 @@ int kvd_config_parse(int argc, char **argv, struct kvd_config *out, char *errmsg
 	}
 	snprintf(c->data_dir, sizeof(c->data_dir), "%s", dir);
 
-	/* An empty token would silently turn authentication off; a byte outside
-	 * visible ASCII would end up in the Authorization header we send. */
-	token = pick(f.token, "CLUSTER_TOKEN");
-	if (token != NULL) {
-		if (*token == '\0') {
-			rv = fail(errmsg, "%s is empty (leave it unset for no authentication)",
-				  f.token != NULL ? "--cluster-token" : "CLUSTER_TOKEN");
-			goto out;
-		}
-		for (const char *t = token; *t != '\0'; t++) {
-			if (*t < 0x21 || *t > 0x7e) {
-				rv = fail(errmsg,
-					  "cluster token must be visible ASCII without spaces");
-				goto out;
-			}
-		}
-		if (strlen(token) >= sizeof(c->cluster_token)) {
-			rv = fail(errmsg, "cluster token is too long (at most %zu bytes)",
-				  sizeof(c->cluster_token) - 1);
-			goto out;
-		}
-		snprintf(c->cluster_token, sizeof(c->cluster_token), "%s", token);
+	rv = parse_token("--cluster-token", f.token, "CLUSTER_TOKEN", c->cluster_token,
+			 sizeof(c->cluster_token), errmsg);
+	if (rv != 0)
+		goto out;
+	rv = parse_token("--client-token", f.client_token, "KVD_CLIENT_TOKEN", c->client_token,
+			 sizeof(c->client_token), errmsg);
+	if (rv != 0)
+		goto out;
+
+	if (parse_path("--tls-cert", f.tls_cert, c->tls_cert, sizeof(c->tls_cert), errmsg) != 0 ||
+	    parse_path("--tls-key", f.tls_key, c->tls_key, sizeof(c->tls_key), errmsg) != 0 ||
+	    parse_path("--tls-ca", f.tls_ca, c->tls_ca, sizeof(c->tls_ca), errmsg) != 0) {
+		rv = KVD_EINVAL;
+		goto out;
+	}
+	if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0')) {
+		rv = fail(errmsg, "--tls-cert and --tls-key go together (one is missing)");
+		goto out;
+	}
+	if (c->tls_ca[0] != '\0' && c->tls_cert[0] == '\0') {
+		rv = fail(errmsg, "--tls-ca needs --tls-cert and --tls-key");
+		goto out;
 	}
 
 	*out = *c;

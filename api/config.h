@@ -37,7 +37,11 @@ struct kvd_config {
 	uint64_t max_value_bytes;      /* bytes */
 	uint64_t snapshot_threshold;   /* log entries since the last snapshot */
 	char cluster_token[256];       /* "" if none; else visible ASCII */
-	uint64_t max_connections;      /* HTTP connections open at once */
+	char client_token[256];	       /* --client-token / KVD_CLIENT_TOKEN; "" if none */
+	char tls_cert[1024];	       /* PEM paths; "" if not given (plain HTTP) */
+	char tls_key[1024];
+	char tls_ca[1024];	  /* "" if none; else mutual TLS against this CA */
+	uint64_t max_connections; /* HTTP connections open at once */
 	enum kvd_log_level log_level;
 };
 

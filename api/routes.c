@@ -75,7 +75,8 @@ void kvd_reply_not_leader(struct kvd_node *n, struct http_request *req)
 		kvd_reply_text(req, 503, "no leader\n");
 		return;
 	}
-	snprintf(hdr, sizeof(hdr), "Location: http://%s%s%s:%u%.*s%s%.*s\r\n",
+	snprintf(hdr, sizeof(hdr), "Location: %s://%s%s%s:%u%.*s%s%.*s\r\n",
+		 n->cfg.tls_cert[0] != '\0' ? "https" : "http",
 		 strchr(host, ':') != NULL ? "[" : "", host, strchr(host, ':') != NULL ? "]" : "",
 		 (unsigned)port, (int)plen, path, qlen > 0 ? "?" : "", (int)qlen, query);
 	http_response_send(req, 307, TEXT, hdr, NULL, 0);
@@ -606,9 +607,8 @@ static bool path_is(const char *path, size_t len, const char *what)
  * the same time whatever the bytes (it depends on the lengths only), so
  * timing tells an attacker nothing about how much of a guess was right.
  */
-static bool token_ok(const struct kvd_node *n, const struct http_request *req)
+static bool token_match(const char *tok, const struct http_request *req)
 {
-	const char *tok = n->cfg.cluster_token;
 	size_t len, tlen = strlen(tok);
 	const char *h = http_request_header(req, "Authorization", &len);
 	unsigned char diff = 0;
@@ -620,6 +620,48 @@ static bool token_ok(const struct kvd_node *n, const struct http_request *req)
 	for (size_t i = 0; i < tlen; i++)
 		diff |= (unsigned char)(tok[i] ^ (i < len ? h[i] : 0));
 	return diff == 0 && len == tlen;
+}
+
+static bool token_ok(const struct kvd_node *n, const struct http_request *req)
+{
+	return token_match(n->cfg.cluster_token, req);
+}
+
+/* Whether path is prefix itself or lies under it ("/kv", "/kv/a"). */
+static bool path_under(const char *path, size_t len, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+
+	return len >= plen && memcmp(path, prefix, plen) == 0 && (len == plen || path[plen] == '/');
+}
+
+/*
+ * Requests that need the client token (API.md §7): the key-value API (/kv,
+ * /clear), /txn, /watch and /ui, by prefix so that routes added under them
+ * are covered the day they land, and reading the log (GET /log holds every
+ * value). Open: /health, /metrics, reads under /cluster; everything under
+ * /raft and mutations under /cluster and /log are the cluster token's.
+ */
+static bool needs_client_token(const struct http_request *req)
+{
+	size_t len;
+	const char *path = http_request_path(req, &len);
+	int m = http_request_method(req);
+
+	return path_under(path, len, "/kv") || path_under(path, len, "/clear") ||
+	       path_under(path, len, "/txn") || path_under(path, len, "/watch") ||
+	       path_under(path, len, "/ui") ||
+	       ((m == HTTP_GET || m == HTTP_HEAD) && path_under(path, len, "/log"));
+}
+
+/* The client token, or the cluster token (the stronger credential) when both
+ * are set. Both comparisons always run: the time does not tell which failed. */
+static bool client_token_ok(const struct kvd_node *n, const struct http_request *req)
+{
+	bool client = token_match(n->cfg.client_token, req);
+	bool cluster = n->cfg.cluster_token[0] != '\0' && token_ok(n, req);
+
+	return client || cluster;
 }
 
 /* Requests that need the cluster token: everything under /raft/ and every
@@ -640,11 +682,16 @@ static bool needs_token(const struct http_request *req)
 int kvd_routes_admit(const struct http_request *req, void *user, const char **body)
 {
 	const struct kvd_node *n = user;
+	int status = 0;
 
-	if (n->cfg.cluster_token[0] == '\0' || !needs_token(req) || token_ok(n, req))
-		return 0;
-	*body = "unauthorized\n";
-	return 401;
+	if (n->cfg.cluster_token[0] != '\0' && needs_token(req) && !token_ok(n, req))
+		status = 401;
+	else if (n->cfg.client_token[0] != '\0' && needs_client_token(req) &&
+		 !client_token_ok(n, req))
+		status = 401;
+	if (status != 0)
+		*body = "unauthorized\n";
+	return status;
 }
 
 /* With a cluster token, protected requests need "Authorization: Bearer T".

@@ -4,7 +4,7 @@
 # names what is missing and fails.
 kvd_ensure_deps() {
 	local pkgs=(build-essential cmake pkg-config libuv1-dev libleveldb-dev liblz4-dev
-		check libhttp-parser-dev libjansson-dev python3)
+		check libhttp-parser-dev libjansson-dev libssl-dev python3)
 	if [ "${1:-}" = "test" ]; then
 		# clang + libclang-rt-dev (libFuzzer and the sanitizer runtimes):
 		# the fuzzing stage of test.sh.

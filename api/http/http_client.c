@@ -4,7 +4,8 @@
  * State of the client (c->state):
  *   IDLE        no connection; the next request starts an attempt
  *   RESOLVING   uv_getaddrinfo in flight (names only)
- *   CONNECTING  uv_tcp_connect in flight, bounded by connect_timeout_ms
+ *   CONNECTING  uv_tcp_connect (and with TLS the handshake) in flight, bounded
+ *               by connect_timeout_ms
  *   CONNECTED   requests are written as they come, pipelined
  *   BACKOFF     the last attempt failed; the next waits for backoff_timer
  *
@@ -22,6 +23,12 @@
  *   code re-checks c->closing and the connection before going on.
  * - The client is freed only when every handle (timers, idle, connections)
  *   has been closed and no getaddrinfo is outstanding.
+ *
+ * TLS (when the process has a client context, see tls.h): the handshake is
+ * part of connecting (a failed one is a failed attempt: pending requests fail
+ * and the client backs off; its reason is logged once per change); requests
+ * are encrypted into one ciphertext buffer per write, responses decrypted
+ * before the parser sees them. The peer's certificate must name its host.
  */
 #include "api/http/http_client.h"
 
@@ -32,6 +39,7 @@
 
 #include <http_parser.h>
 
+#include "api/http/tls.h"
 #include "kvd/errors.h"
 
 #define READ_BUF_BYTES (64 * 1024)
@@ -64,12 +72,18 @@ struct cconn {
 	struct http_client *client;
 	struct creq *wbatch[WRITE_MAX_BUFS];
 	unsigned wn;
+	struct kvd_tls_conn *tls; /* NULL: plain HTTP */
+	char *tls_out;		  /* ciphertext held by the uv_write in flight */
+	bool tls_failed;	  /* a TLS error ended it: its session is not reused */
 	bool writing, closing, no_keep, failed;
 };
 
 struct http_client {
 	uv_loop_t *loop;
 	struct http_client_opts opts;
+	struct kvd_tls_ctx *tls;	 /* NULL: plain HTTP (borrowed) */
+	char tls_err[128];		 /* last handshake failure logged, "" after a success */
+	struct kvd_tls_session *session; /* offered on the next connection (owned) */
 	char host[256];
 	char hostport[300]; /* Host header */
 	char port[8];
@@ -177,6 +191,7 @@ static void on_idle(uv_idle_t *h)
 static void client_maybe_free(struct http_client *c)
 {
 	if (c->closing && c->handles_open == 0 && !c->resolving) {
+		kvd_tls_session_destroy(c->session);
 		free(c->rbuf);
 		free(c->body);
 		free(c);
@@ -198,6 +213,8 @@ static void on_conn_closed(uv_handle_t *h)
 	struct cconn *k = (struct cconn *)h;
 	struct http_client *c = k->client;
 
+	free(k->tls_out);
+	kvd_tls_conn_destroy(k->tls);
 	free(k);
 	c->handles_open--;
 	client_maybe_free(c);
@@ -213,6 +230,17 @@ static void conn_reset(struct http_client *c, int status)
 	c->conn = NULL;
 	c->state = C_IDLE;
 	k->closing = true;
+	if (k->tls && kvd_tls_established(k->tls) && !k->tls_failed) {
+		/* its ticket resumes the next connection; the close_notify keeps
+		 * OpenSSL from marking the session unresumable when it is freed */
+		struct kvd_tls_session *s;
+		kvd_tls_close_notify(k->tls);
+		s = kvd_tls_session_take(k->tls);
+		if (s != NULL) {
+			kvd_tls_session_destroy(c->session);
+			c->session = s;
+		}
+	}
 	uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 	list_fail(c, &c->inflight, status, true);
 }
@@ -251,6 +279,8 @@ static void on_write(uv_write_t *w, int status)
 	}
 	k->wn = 0;
 	k->writing = false;
+	free(k->tls_out);
+	k->tls_out = NULL;
 	if (k->closing)
 		return;
 	if (status < 0) {
@@ -259,6 +289,26 @@ static void on_write(uv_write_t *w, int status)
 		return;
 	}
 	client_kick(c);
+}
+
+/* Encrypts the k->wn request buffers into one ciphertext buffer
+ * (k->tls_out), which replaces bufs[0]. Returns 0 or a negative code. */
+static int conn_tls_seal(struct cconn *k, uv_buf_t *bufs)
+{
+	unsigned i;
+	size_t len;
+	int rc = 0;
+
+	for (i = 0; i < k->wn && rc == 0; i++)
+		rc = kvd_tls_write(k->tls, bufs[i].base, bufs[i].len);
+	if (rc == 0) {
+		len = kvd_tls_take(k->tls, &k->tls_out);
+		if (k->tls_out == NULL)
+			rc = KVD_ENOMEM;
+		else
+			bufs[0] = uv_buf_init(k->tls_out, (unsigned)len);
+	}
+	return rc;
 }
 
 static void conn_write(struct http_client *c)
@@ -279,8 +329,12 @@ static void conn_write(struct http_client *c)
 	}
 	k->writing = true;
 	k->write_req.data = k;
-	if (uv_write(&k->write_req, (uv_stream_t *)&k->tcp, bufs, k->wn, on_write) != 0) {
+	if ((k->tls && conn_tls_seal(k, bufs) != 0) ||
+	    uv_write(&k->write_req, (uv_stream_t *)&k->tcp, bufs, k->tls ? 1 : k->wn, on_write) !=
+		0) {
 		unsigned i;
+		free(k->tls_out);
+		k->tls_out = NULL;
 		for (i = 0; i < k->wn; i++)
 			k->wbatch[i]->in_write = false;
 		k->wn = 0;
@@ -367,32 +421,23 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 	buf->len = READ_BUF_BYTES;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void connect_failed(struct http_client *c);
+
+/* Parses len response bytes. Returns false once the connection is gone. */
+static bool conn_input(struct cconn *k, const char *data, size_t len)
 {
-	struct cconn *k = (struct cconn *)s;
 	struct http_client *c = k->client;
 	enum http_errno e;
 
-	if (k->closing || nread == 0)
-		return;
-	if (nread < 0) {
-		/* a body delimited by EOF ends here */
-		if (nread == UV_EOF && c->inflight.head)
-			http_parser_execute(&k->parser, &c->settings, NULL, 0);
-		if (k->closing)
-			return;
-		conn_reset(c, KVD_EIO);
-		client_kick(c);
-		return;
-	}
-	http_parser_execute(&k->parser, &c->settings, buf->base, (size_t)nread);
+	http_parser_execute(&k->parser, &c->settings, data, len);
 	if (k->closing)
-		return;
+		return false;
 	e = HTTP_PARSER_ERRNO(&k->parser);
 	if (e == HPE_PAUSED || k->no_keep) {
 		/* the server ends the connection after that response */
 		conn_reset(c, KVD_EIO);
 		client_kick(c);
+		return false;
 	} else if (e != HPE_OK) {
 		struct creq *r = list_pop(&c->inflight);
 		if (r) {
@@ -403,7 +448,103 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			conn_reset(c, KVD_EIO);
 			client_kick(c);
 		}
+		return false;
 	}
+	return true;
+}
+
+/* Logs a TLS failure with the peer, once until the reason changes or a
+ * handshake succeeds (a refused peer is retried every few hundred ms). */
+static void tls_err_log(struct http_client *c, const char *err)
+{
+	if (strncmp(c->tls_err, err, sizeof(c->tls_err) - 1) != 0) {
+		snprintf(c->tls_err, sizeof(c->tls_err), "%s", err);
+		kvd_tls_log(2, "tls connect failed", "peer=%s reason=\"%s\"", c->hostport, err);
+	}
+}
+
+/* The TLS handshake finished or failed: the attempt's outcome. */
+static void conn_tls_connected(struct cconn *k, const char *err)
+{
+	struct http_client *c = k->client;
+
+	if (err != NULL) {
+		tls_err_log(c, err);
+		kvd_tls_send(k->tls, (uv_stream_t *)&k->tcp); /* the alert, if any */
+		conn_reset(c, KVD_EIO);
+		connect_failed(c);
+		return;
+	}
+	c->stats.connects++;
+	if (kvd_tls_resumed(k->tls))
+		c->stats.tls_resumed++;
+	c->backoff_ms = c->opts.backoff_min_ms;
+	c->state = C_CONNECTED;
+	conn_write(c);
+}
+
+/* Ciphertext from the peer: handshake, then decrypted responses. */
+static void conn_tls_input(struct cconn *k, const char *data, size_t len)
+{
+	struct http_client *c = k->client;
+	char err[KVD_ERRMSG_SIZE] = "";
+	bool was = kvd_tls_established(k->tls);
+	ssize_t n;
+
+	if (kvd_tls_feed(k->tls, data, len, err) != 0) {
+		conn_reset(c, KVD_EIO);
+		client_kick(c);
+		return;
+	}
+	for (;;) {
+		n = kvd_tls_read(k->tls, c->rbuf, READ_BUF_BYTES, err);
+		if (kvd_tls_pending(k->tls) > 0 && n >= 0 &&
+		    kvd_tls_send(k->tls, (uv_stream_t *)&k->tcp) != 0)
+			n = KVD_EIO;
+		if (!was && (n < 0 || kvd_tls_established(k->tls))) {
+			was = true;
+			conn_tls_connected(k, n < 0 ? (err[0] ? err : "handshake failed") : NULL);
+			if (n < 0 || k->closing || c->conn != k)
+				return;
+		}
+		if (n < 0) {
+			k->tls_failed = n != KVD_ESHUTDOWN;
+			if (n != KVD_ESHUTDOWN && err[0])
+				tls_err_log(c, err); /* e.g. our certificate refused (TLS 1.3) */
+			conn_reset(c, KVD_EIO);
+			client_kick(c);
+			return;
+		}
+		if (n == 0 || !conn_input(k, c->rbuf, (size_t)n))
+			return;
+	}
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct cconn *k = (struct cconn *)s;
+	struct http_client *c = k->client;
+
+	if (k->closing || nread == 0)
+		return;
+	if (nread < 0) {
+		/* a body delimited by EOF ends here */
+		if (nread == UV_EOF && c->inflight.head)
+			http_parser_execute(&k->parser, &c->settings, NULL, 0);
+		if (k->closing)
+			return;
+		if (k->tls && !kvd_tls_established(k->tls)) {
+			conn_tls_connected(k, "connection closed during the handshake");
+			return;
+		}
+		conn_reset(c, KVD_EIO);
+		client_kick(c);
+		return;
+	}
+	if (k->tls)
+		conn_tls_input(k, buf->base, (size_t)nread);
+	else
+		conn_input(k, buf->base, (size_t)nread);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -418,15 +559,26 @@ static void on_connect(uv_connect_t *req, int status)
 		connect_failed(c);
 		return;
 	}
-	c->stats.connects++;
-	c->backoff_ms = c->opts.backoff_min_ms;
-	c->state = C_CONNECTED;
 	uv_tcp_nodelay(&k->tcp, 1);
 	if (uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read) != 0) {
 		conn_reset(c, KVD_EIO);
 		connect_failed(c);
 		return;
 	}
+	if (c->tls) { /* still connecting until the handshake is done */
+		k->tls = kvd_tls_conn_create(c->tls, c->host);
+		if (k->tls != NULL)
+			kvd_tls_session_offer(k->tls, c->session);
+		if (k->tls == NULL || kvd_tls_handshake(k->tls, NULL) < 0 ||
+		    kvd_tls_send(k->tls, (uv_stream_t *)&k->tcp) != 0) {
+			conn_reset(c, KVD_EIO);
+			connect_failed(c);
+		}
+		return;
+	}
+	c->stats.connects++;
+	c->backoff_ms = c->opts.backoff_min_ms;
+	c->state = C_CONNECTED;
 	conn_write(c);
 }
 
@@ -643,6 +795,7 @@ int http_client_create(uv_loop_t *loop, const char *address, const struct http_c
 	if (!c->opts.max_response_bytes)
 		c->opts.max_response_bytes = 64 * 1024 * 1024;
 	c->backoff_ms = c->opts.backoff_min_ms;
+	c->tls = kvd_tls_process_client();
 	rc = parse_address(c, address, errmsg);
 	if (rc != 0)
 		goto out_free;

@@ -19,7 +19,11 @@
  *   a request is sent at most once.
  * - One connection carries everything, in order: a slow request (a large
  *   snapshot chunk, a long-polling call) delays those behind it. Use a
- *   separate client for traffic that must not wait behind another.
+ * separate client for traffic that must not wait behind another.
+ * - TLS: with a process client context (api/http/tls.h) every connection
+ *   speaks TLS; the handshake is part of connecting (a refused one is a
+ *   failed attempt), the peer's certificate must name its host, and a
+ *   reconnection offers the last connection's session (resumption).
  */
 #ifndef KVD_API_HTTP_CLIENT_H
 #define KVD_API_HTTP_CLIENT_H
@@ -55,6 +59,7 @@ struct http_client_stats {
 	uint64_t connects;	   /* attempts that succeeded */
 	uint64_t responses;	   /* responses delivered */
 	uint64_t failures;	   /* requests completed with a negative status */
+	uint64_t tls_resumed;	   /* TLS connections that resumed a session */
 };
 
 /*

@@ -64,6 +64,7 @@
 #include <http_parser.h>
 
 #include "api/http/http_server_internal.h"
+#include "api/http/tls.h"
 #include "kvd/errors.h"
 
 #define READ_BUF_BYTES	(64 * 1024) /* shared read buffer */
@@ -73,6 +74,11 @@
 #define EVICT_SCAN	64	    /* connections looked at for an idle one */
 #define EVICT_IDLE_MS	250	    /* quiet time before a connection counts as idle */
 #define FD_HEADROOM_MIN 64	    /* descriptors never given to connections */
+/* TLS handshakes in progress at once; more connections are closed at accept.
+ * A stalled handshake holds ~46 kB (OpenSSL's state), so 20,000 of them
+ * would be ~920 MB: the cap keeps them near 94 MB, and the header deadline
+ * (10 s) frees their places. */
+#define TLS_HANDSHAKES_MAX 2048
 
 enum conn_list_id { LIST_NONE, LIST_ACTIVE, LIST_LINGER };
 
@@ -110,7 +116,10 @@ struct http_conn {
 		uv_write_t w;
 		uv_shutdown_t s;
 	} ureq;
-	uint8_t list; /* enum conn_list_id */
+	uint8_t list;		  /* enum conn_list_id */
+	struct kvd_tls_conn *tls; /* NULL: plain HTTP */
+	char *tls_out;		  /* ciphertext held by the uv_write in flight */
+	bool tls_handshaking;	  /* counted in server->tls_handshakes */
 	bool reading, writing, in_read, bp_paused, no_more_input;
 	bool close_when_drained, ending, lingering, closing;
 };
@@ -122,6 +131,11 @@ struct conn_list {
 struct http_server {
 	uv_loop_t *loop;
 	struct http_server_opts opts;
+	struct kvd_tls_ctx *tls; /* NULL: plain HTTP (borrowed) */
+	uint64_t tls_log_ms;	 /* loop time of the last TLS refusal logged */
+	unsigned tls_unlogged;	 /* refusals not logged since (see conn_tls_fail) */
+	char tls_last[64];	 /* the reason last logged */
+	unsigned tls_handshakes; /* connections in a TLS handshake now */
 	http_handler_cb handler_cb;
 	void *user;
 	http_parser_settings settings;
@@ -354,6 +368,8 @@ static void on_conn_closed(uv_handle_t *h)
 	struct http_server *srv = c->server;
 
 	free(c->rest);
+	free(c->tls_out);
+	kvd_tls_conn_destroy(c->tls);
 	free(c);
 	srv->stats.connections--;
 	server_check_closed(srv);
@@ -368,6 +384,10 @@ static void conn_close(struct http_conn *c)
 		return;
 	c->closing = true;
 	srv->live--;
+	if (c->tls_handshaking) {
+		c->tls_handshaking = false;
+		srv->tls_handshakes--;
+	}
 	out_sub(c, c->out_pending);
 	list_remove(srv, c);
 	if (c->cur)
@@ -453,6 +473,157 @@ static void conn_end(struct http_conn *c)
 		conn_close(c);
 }
 
+/* ---- TLS hook points (see tls.h) ---- */
+
+/* "ip:port" of c's peer, for log lines. */
+static const char *conn_peer(struct http_conn *c, char *buf, size_t size)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	char ip[64] = "?";
+	unsigned port = 0;
+
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		} else {
+			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		}
+	}
+	snprintf(buf, size, "%s:%u", ip, port);
+	return buf;
+}
+
+/* A TLS refusal or failure: the alert OpenSSL queued (if any) goes out with
+ * a non-blocking write, one log line says why (the same reason at most once
+ * a second: a refused peer retries every few hundred ms; the next line
+ * counts those left out), and the connection closes. */
+static void conn_tls_fail(struct http_conn *c, const char *why)
+{
+	struct http_server *srv = c->server;
+	uint64_t now = uv_now(srv->loop);
+	char peer[96];
+
+	kvd_tls_send(c->tls, (uv_stream_t *)&c->tcp);
+	if (srv->tls_log_ms == 0 || now - srv->tls_log_ms >= 1000 ||
+	    strncmp(srv->tls_last, why, sizeof(srv->tls_last) - 1) != 0) {
+		kvd_tls_log(2, "tls connection refused", "peer=%s reason=\"%s\" unlogged=%u",
+			    conn_peer(c, peer, sizeof(peer)), why, srv->tls_unlogged);
+		srv->tls_log_ms = now;
+		srv->tls_unlogged = 0;
+		snprintf(srv->tls_last, sizeof(srv->tls_last), "%s", why);
+	} else {
+		srv->tls_unlogged++;
+	}
+	conn_close(c);
+}
+
+/*
+ * Decrypts what the TLS buffers hold and parses it, until they are empty or
+ * the connection pauses (backpressure: the rest stays inside the TLS buffers
+ * and conn_resume pumps again). Handshake output goes out at once. The
+ * plaintext lands in the shared read buffer: the ciphertext was copied into
+ * the TLS read buffer before.
+ */
+static void conn_tls_pump(struct http_conn *c)
+{
+	struct http_server *srv = c->server;
+	char err[KVD_ERRMSG_SIZE] = "";
+	ssize_t n;
+
+	while (!c->closing && !c->bp_paused && !c->no_more_input) {
+		n = kvd_tls_read(c->tls, srv->rbuf, sizeof(srv->rbuf), err);
+		if (c->tls_handshaking && kvd_tls_established(c->tls)) {
+			c->tls_handshaking = false;
+			srv->tls_handshakes--;
+		}
+		if (n == KVD_ESHUTDOWN) { /* close_notify: the client is done */
+			conn_close(c);
+			break;
+		}
+		if (n < 0) {
+			conn_tls_fail(c, err);
+			break;
+		}
+		if (kvd_tls_pending(c->tls) > 0) {
+			if (kvd_tls_send(c->tls, (uv_stream_t *)&c->tcp) != 0) {
+				conn_close(c);
+				break;
+			}
+			if (c->tcp.write_queue_size > srv->opts.max_output_bytes) {
+				conn_tls_fail(c, "client does not read its TLS records");
+				break;
+			}
+		}
+		if (n == 0)
+			break;
+		conn_parse(c, srv->rbuf, (size_t)n);
+	}
+}
+
+/* A connection closed at accept because TLS_HANDSHAKES_MAX handshakes are
+ * in progress: logged like the other refusals (same rate limit). */
+static void tls_refused_at_accept(struct http_server *srv)
+{
+	static const char why[] = "too many TLS handshakes in progress";
+	uint64_t now = uv_now(srv->loop);
+
+	if (srv->tls_log_ms == 0 || now - srv->tls_log_ms >= 1000 ||
+	    strncmp(srv->tls_last, why, sizeof(srv->tls_last) - 1) != 0) {
+		kvd_tls_log(2, "tls connection refused", "reason=\"%s\" limit=%u unlogged=%u", why,
+			    TLS_HANDSHAKES_MAX, srv->tls_unlogged);
+		srv->tls_log_ms = now;
+		srv->tls_unlogged = 0;
+		snprintf(srv->tls_last, sizeof(srv->tls_last), "%s", why);
+	} else {
+		srv->tls_unlogged++;
+	}
+}
+
+/* Ciphertext read from the socket. */
+static void conn_tls_input(struct http_conn *c, const char *data, size_t len)
+{
+	char err[KVD_ERRMSG_SIZE] = "";
+
+	if (kvd_tls_feed(c->tls, data, len, err) != 0) {
+		conn_tls_fail(c, err);
+		return;
+	}
+	conn_tls_pump(c);
+}
+
+/*
+ * Encrypts the n plaintext buffers of a write into one ciphertext buffer
+ * (c->tls_out, freed when the write completes) that replaces them in bufs.
+ * The plaintext responses stay in the write batch until then, so the
+ * connection's out_pending (the 8 MiB cap) keeps counting them. final: a
+ * close_notify follows the last response. Returns 0 or a negative code (no
+ * handshake yet: nothing may go out in clear, the connection just closes).
+ */
+static int conn_tls_seal(struct http_conn *c, uv_buf_t *bufs, unsigned *n, bool final)
+{
+	size_t len;
+	unsigned i;
+	int rc = kvd_tls_established(c->tls) ? 0 : KVD_EIO;
+
+	for (i = 0; i < *n && rc == 0; i++)
+		rc = kvd_tls_write(c->tls, bufs[i].base, bufs[i].len);
+	if (rc == 0 && final)
+		kvd_tls_close_notify(c->tls);
+	if (rc == 0) {
+		len = kvd_tls_take(c->tls, &c->tls_out);
+		if (c->tls_out == NULL) {
+			rc = KVD_ENOMEM;
+		} else {
+			bufs[0] = uv_buf_init(c->tls_out, (unsigned)len);
+			*n = 1;
+		}
+	}
+	return rc;
+}
+
 /* ---- writing ---- */
 
 /* Frees sent (or dropped) responses and uncounts their bytes. */
@@ -488,6 +659,8 @@ static void on_write(uv_write_t *w, int status)
 
 	batch_release(c, c->wbatch);
 	c->wbatch = NULL;
+	free(c->tls_out);
+	c->tls_out = NULL;
 	c->writing = false;
 	if (c->closing)
 		return;
@@ -542,6 +715,11 @@ again:
 			conn_end(c);
 		return;
 	}
+	if (c->tls && conn_tls_seal(c, bufs, &n, final) != 0) {
+		batch_release(c, batch);
+		conn_close(c);
+		return;
+	}
 	w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
 	if (w == UV_EAGAIN || w == UV_ENOSYS)
 		w = 0;
@@ -554,6 +732,8 @@ again:
 		w -= (int)bufs[i].len;
 	if (i == n) {
 		batch_release(c, batch);
+		free(c->tls_out);
+		c->tls_out = NULL;
 		conn_touch(c);
 		if (final) {
 			c->qhead = c->qtail = NULL; /* nothing after a final response */
@@ -572,6 +752,8 @@ again:
 	if (uv_write(&c->ureq.w, (uv_stream_t *)&c->tcp, bufs + i, n - i, on_write) != 0) {
 		c->writing = false;
 		c->wbatch = NULL;
+		free(c->tls_out);
+		c->tls_out = NULL;
 		batch_release(c, batch);
 		conn_close(c);
 	}
@@ -918,6 +1100,8 @@ static void conn_resume(struct http_conn *c)
 		conn_parse(c, rest, len);
 		free(rest);
 	}
+	if (c->tls)
+		conn_tls_pump(c); /* plaintext still inside the TLS buffers */
 	if (!c->bp_paused && !c->no_more_input && !c->closing)
 		conn_read_start(c);
 }
@@ -989,7 +1173,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	conn_touch(c);
 	c->rx_ms = c->last_ms;
-	conn_parse(c, buf->base, (size_t)nread);
+	if (c->tls)
+		conn_tls_input(c, buf->base, (size_t)nread);
+	else
+		conn_parse(c, buf->base, (size_t)nread);
 }
 
 /* ---- accepting ---- */
@@ -1019,10 +1206,19 @@ static void conn_open(struct http_server *srv, int fd)
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
+	if (srv->tls && (c->tls = kvd_tls_conn_create(srv->tls, NULL)) == NULL) {
+		conn_close(c);
+		return;
+	}
+	if (c->tls) {
+		c->tls_handshaking = true;
+		srv->tls_handshakes++;
+	}
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	list_append(srv, c, LIST_ACTIVE);
 	c->rx_ms = c->last_ms;
+	c->begin_ms = c->last_ms; /* a TLS handshake's deadline runs from here */
 	conn_read_start(c);
 }
 
@@ -1059,6 +1255,12 @@ static void accept_one(struct http_server *srv, int fd)
 	if (srv->live >= srv->max_conns && (!fd_bound || !evict_idle(srv))) {
 		srv->stats.refused++;
 		close(fd);
+		return;
+	}
+	if (srv->tls && srv->tls_handshakes >= TLS_HANDSHAKES_MAX) {
+		srv->stats.refused++;
+		close(fd);
+		tls_refused_at_accept(srv);
 		return;
 	}
 	conn_open(srv, fd);
@@ -1137,6 +1339,9 @@ static void on_sweep(uv_timer_t *t)
 		next = c->next;
 		if (c->cur && !c->cur->headers_done && now - c->begin_ms >= o->header_timeout_ms)
 			conn_timeout(c);
+		else if (c->tls && !kvd_tls_established(c->tls) &&
+			 now - c->begin_ms >= o->header_timeout_ms)
+			conn_tls_fail(c, "handshake not finished within the header deadline");
 		else if (c->cur && c->cur->headers_done && now - c->rx_ms >= o->body_timeout_ms)
 			conn_timeout(c);
 		else if (now - c->last_ms < o->idle_timeout_ms)
@@ -1302,6 +1507,7 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 	if (!srv->opts.max_connections)
 		srv->opts.max_connections = 20000;
 	srv->max_conns = fd_budget(srv->opts.max_connections);
+	srv->tls = kvd_tls_process_server();
 	srv->loop = loop;
 	srv->handler_cb = handler_cb;
 	srv->user = user;

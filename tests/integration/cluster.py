@@ -121,13 +121,40 @@ class Response:
         return "<%d %r %r>" % (self.status, self.headers.get("location"), self.body[:200])
 
 
+# TLS mode (test_tls.py): when set_tls() was called, every node started by
+# this module gets TLS_ARGS (--tls-cert/--tls-key/--tls-ca...) and every
+# request goes over HTTPS with TLS_CONTEXT (an ssl.SSLContext holding the
+# test CA and a client certificate). Off by default.
+TLS_ARGS = []
+TLS_CONTEXT = None
+TLS_HEADERS = {}
+
+
+def set_tls(args=(), context=None, headers=None):
+    """Turns TLS mode on (args, an ssl.SSLContext, extra request headers
+    such as a client token) or off (no arguments)."""
+    global TLS_ARGS, TLS_CONTEXT, TLS_HEADERS
+    TLS_ARGS = list(args)
+    TLS_CONTEXT = context
+    TLS_HEADERS = dict(headers or {})
+
+
+def new_connection(host, port, timeout):
+    """An http.client connection to host:port: HTTPS in TLS mode."""
+    if TLS_CONTEXT is not None:
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=TLS_CONTEXT)
+    return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
 def http_request(host, port, method, path, body=None, timeout=5.0, headers=None, conn=None):
     """One HTTP/1.1 request; returns a Response. Raises OSError (including
     socket.timeout) or http.client.HTTPException on transport failure. With
     conn given (an http.client.HTTPConnection), reuses it (keep-alive)."""
     own = conn is None
     if own:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = new_connection(host, port, timeout)
+    if TLS_HEADERS:
+        headers = dict(TLS_HEADERS, **(headers or {}))
     try:
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -145,9 +172,10 @@ def http_request(host, port, method, path, body=None, timeout=5.0, headers=None,
 
 
 def split_location(loc):
-    """'http://h:p/path?q' -> (h, p, '/path?q')."""
-    assert loc.startswith("http://"), loc
-    rest = loc[len("http://"):]
+    """'http://h:p/path?q' -> (h, p, '/path?q') (also https:// in TLS mode)."""
+    scheme = "https://" if TLS_CONTEXT is not None else "http://"
+    assert loc.startswith(scheme), loc
+    rest = loc[len(scheme):]
     slash = rest.find("/")
     hostport, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
     host, _, port = hostport.rpartition(":")
@@ -165,7 +193,7 @@ class Client:
     def _conn(self, host, port):
         c = self.conns.get((host, port))
         if c is None:
-            c = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            c = new_connection(host, port, self.timeout)
             self.conns[(host, port)] = c
         return c
 
@@ -223,7 +251,7 @@ class Node:
             env.update(self.env)
         try:
             self.proc = subprocess.Popen(
-                self.prefix + [KVD_BIN] + self.args + list(extra_args),
+                self.prefix + [KVD_BIN] + self.args + TLS_ARGS + list(extra_args),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
