@@ -42,7 +42,8 @@ struct peer {
 	struct peer *next;
 	char id[RAFT_ID_SIZE];
 	struct http_client *client;
-	bool failing; /* last request failed (for logging state changes only) */
+	bool failing;	/* last request failed (for logging state changes only) */
+	bool json_only; /* refused a binary AppendEntries: send it JSON */
 };
 
 struct incoming {
@@ -68,6 +69,7 @@ struct out_ctx {
 	struct kvd_transport *t;
 	struct raft_message req; /* the request's small fields (no pointers) */
 	size_t chunk_len;	 /* bytes of a snapshot chunk */
+	bool binary;		 /* an AppendEntries in the binary form */
 };
 
 struct kvd_transport {
@@ -81,6 +83,7 @@ struct kvd_transport {
 	char allowed[RAFT_MAX_SERVERS * 2][RAFT_ID_SIZE];
 	char auth_header[300]; /* "Authorization: Bearer ...\r\n" or "" */
 	bool closing;
+	struct kvd_rpc_cache append_cache; /* entry records shared by the followers */
 };
 
 /* ---- partitions ------------------------------------------------------- */
@@ -197,6 +200,14 @@ static struct peer *peer_get(struct kvd_transport *t, const char *id)
 	return p;
 }
 
+static bool peer_json_only(const struct kvd_transport *t, const char *id)
+{
+	for (const struct peer *p = t->peers; p != NULL; p = p->next)
+		if (strcmp(p->id, id) == 0)
+			return p->json_only;
+	return false;
+}
+
 static void peer_health(struct kvd_transport *t, const char *id, bool ok, int status)
 {
 	struct peer *p;
@@ -242,6 +253,14 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		peer_health(t, c->req.to, status == 200, status);
 		free(c);
 		return;
+	}
+	if (c->binary && (status == 400 || status == 415)) {
+		struct peer *p = peer_get(t, c->req.to);
+		if (p != NULL && !p->json_only) {
+			p->json_only = true;
+			KVD_WARN("peer refused binary append-entries; sending it JSON", "peer=%s",
+				 c->req.to);
+		}
 	}
 	if (status != 200 || kvd_rpc_decode_result(c->req.type, body, len, c->req.to, n->cfg.id,
 						   &e.u.receive, errmsg) != 0) {
@@ -317,7 +336,7 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	struct peer *p;
 	struct out_ctx *c;
 	char path[700];
-	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 32];
+	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 80];
 	int rv;
 
 	if (kvd_transport_blocked(t, head->to) || t->closing) {
@@ -335,9 +354,11 @@ static void send_request(struct kvd_transport *t, const struct raft_message *hea
 	c->req = *head;
 	c->req.u.append.entries = NULL;
 	c->chunk_len = head->type == RAFT_MSG_SNAPSHOT ? len : 0;
+	c->binary = head->type == RAFT_MSG_APPEND && kvd_rpc_body_binary(body, len);
 	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(head->type), query[0] ? "?" : "",
 		 query);
-	snprintf(headers, sizeof(headers), "%s", t->auth_header);
+	snprintf(headers, sizeof(headers), "%s%s", t->auth_header,
+		 c->binary ? "Content-Type: " KVD_RPC_BINARY_TYPE "\r\n" : "");
 	if (kvd_cluster_id(t->node)[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
 			 KVD_CLUSTER_HEADER ": %s\r\n", kvd_cluster_id(t->node));
@@ -437,12 +458,24 @@ void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 	size_t plen, qlen, blen;
 	char errmsg[KVD_ERRMSG_SIZE];
 	char body_msg[KVD_ERRMSG_SIZE + 2];
+	int drv;
 
 	path = http_request_path(req, &plen);
 	query = http_request_query(req, &qlen);
 	body = http_request_body(req, &blen);
-	if (kvd_rpc_decode_request(path, query, qlen, body, blen, n->cfg.id, &e.u.receive, &d,
-				   errmsg) != 0) {
+	{
+		size_t ctlen = 0;
+		const char *ct = http_request_header(req, "Content-Type", &ctlen);
+		if (kvd_rpc_content_binary(ct, ct != NULL ? ctlen : 0) &&
+		    strlen(kvd_rpc_path(RAFT_MSG_APPEND)) == plen &&
+		    memcmp(path, kvd_rpc_path(RAFT_MSG_APPEND), plen) == 0)
+			drv = kvd_rpc_decode_append_binary(body, blen, n->cfg.id, &e.u.receive, &d,
+							   errmsg);
+		else
+			drv = kvd_rpc_decode_request(path, query, qlen, body, blen, n->cfg.id,
+						     &e.u.receive, &d, errmsg);
+	}
+	if (drv != 0) {
 		snprintf(body_msg, sizeof(body_msg), "%s\n", errmsg);
 		kvd_reply_text(req, 400, body_msg);
 		return;
@@ -521,6 +554,9 @@ void kvd_transport_send(struct kvd_transport *t, const struct raft_message *m, u
 				 m->u.snapshot.last_index);
 			return;
 		}
+	} else if (m->type == RAFT_MSG_APPEND && !peer_json_only(t, m->to) &&
+		   kvd_rpc_encode_append_binary(m, &t->append_cache, &body, &len) == 0) {
+		/* binary; an entry the binary form refuses is refused by JSON too */
 	} else if (kvd_rpc_encode(m, &body, &len, NULL, 0) != 0) {
 		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
 		return;
@@ -625,5 +661,6 @@ void kvd_transport_destroy(struct kvd_transport *t)
 		http_client_close(p->client);
 		free(p);
 	}
+	kvd_rpc_cache_free(&t->append_cache);
 	free(t);
 }
