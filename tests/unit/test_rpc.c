@@ -831,6 +831,108 @@ START_TEST(test_kvd_rpc_content_binary)
 }
 END_TEST
 
+/* The hand-written append-entries result is the bytes jansson wrote. */
+START_TEST(test_kvd_rpc_append_result_bytes_match_jansson)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND_RESULT);
+	struct raft_append_result *r = &m.u.append_result;
+	char *body, *ref;
+	size_t len;
+	json_t *o;
+
+	for (int k = 0; k < 2; k++) {
+		m.term = k == 0 ? 7 : (uint64_t)INT64_MAX;
+		r->success = k == 0;
+		r->last_log_index = k == 0 ? 0 : (uint64_t)INT64_MAX;
+		r->reject_index = 12;
+		r->conflict_term = k == 0 ? 0 : 3;
+		r->conflict_index = 9;
+		r->seq = k == 0 ? 1 : (uint64_t)INT64_MAX;
+		ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), 0);
+		o = json_object();
+		json_object_set_new(o, "term", json_integer((json_int_t)m.term));
+		json_object_set_new(o, "success", json_boolean(r->success));
+		json_object_set_new(o, "last-log-index",
+				    json_integer((json_int_t)r->last_log_index));
+		json_object_set_new(o, "reject-index", json_integer(12));
+		json_object_set_new(o, "conflict-term", json_integer((json_int_t)r->conflict_term));
+		json_object_set_new(o, "conflict-index", json_integer(9));
+		json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
+		ref = json_dumps(o, JSON_COMPACT);
+		ck_assert_str_eq(body, ref);
+		ck_assert_uint_eq(len, strlen(ref));
+		free(ref);
+		json_decref(o);
+		free(body);
+	}
+}
+END_TEST
+
+/* The decoder's fast path for that form accepts exactly what jansson does:
+ * other spacing, key order or extra keys decode the same; a number jansson
+ * refuses or that is out of range is refused. */
+START_TEST(test_kvd_rpc_append_result_fast_path_agrees_with_jansson)
+{
+	static const struct {
+		const char *body;
+		int rv;
+		uint64_t term, last, seq;
+		bool success;
+	} cases[] = {
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     0, 7, 5, 3, true},
+	    {"{\"term\":9223372036854775807,\"success\":false,\"last-log-index\":"
+	     "9223372036854775807,\"reject-index\":0,\"conflict-term\":0,\"conflict-index\":0,"
+	     "\"seq\":9223372036854775807}",
+	     0, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX, false},
+	    {"{ \"term\": 7, \"success\": true, \"last-log-index\": 5, \"seq\": 3 }", 0, 7, 5, 3,
+	     true},
+	    {"{\"success\":true,\"term\":7,\"last-log-index\":5,\"seq\":3,\"x\":1}", 0, 7, 5, 3,
+	     true},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}\n",
+	     0, 7, 5, 3, true},
+	    {"{\"term\":9223372036854775808,\"success\":true,\"last-log-index\":5,"
+	     "\"reject-index\":0,\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":99999999999999999999}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":07,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":-1,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":1,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3",
+	     KVD_EINVAL, 0, 0, 0, false},
+	};
+
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct raft_message d;
+		int rv = kvd_rpc_decode_result(RAFT_MSG_APPEND, cases[i].body,
+					       strlen(cases[i].body), ":8002", ":8001", &d, NULL);
+		ck_assert_msg(rv == cases[i].rv, "case %u: %d", i, rv);
+		if (rv != 0)
+			continue;
+		ck_assert_int_eq(d.type, RAFT_MSG_APPEND_RESULT);
+		ck_assert_str_eq(d.from, ":8002");
+		ck_assert_uint_eq(d.term, cases[i].term);
+		ck_assert_uint_eq(d.u.append_result.last_log_index, cases[i].last);
+		ck_assert_uint_eq(d.u.append_result.seq, cases[i].seq);
+		ck_assert(d.u.append_result.success == cases[i].success);
+	}
+}
+END_TEST
+
 static Suite *rpc_suite(void)
 {
 	Suite *s = suite_create("rpc");
@@ -856,6 +958,8 @@ static Suite *rpc_suite(void)
 	tcase_add_test(tc, test_kvd_rpc_binary_append_refuses_truncated_and_trailing);
 	tcase_add_test(tc, test_kvd_rpc_binary_append_refuses_every_bad_field);
 	tcase_add_test(tc, test_kvd_rpc_content_binary);
+	tcase_add_test(tc, test_kvd_rpc_append_result_bytes_match_jansson);
+	tcase_add_test(tc, test_kvd_rpc_append_result_fast_path_agrees_with_jansson);
 	suite_add_tcase(s, tc);
 	return s;
 }
