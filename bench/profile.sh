@@ -90,7 +90,7 @@ if [[ $PERF == 1 ]]; then
 		for mode in no-children children; do
 			echo "== $(basename "$f" .data): top 10, sorted by ${mode/no-children/self}"
 			perf report -i "$f" --$mode --stdio --no-demangle -g none --percent-limit 0.5 \
-				--sort dso,sym 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +$//" | head -10
+				--sort dso,sym 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +$//" | head -10 || true
 		done
 	done | tee "$OUT/top10.txt"
 fi
