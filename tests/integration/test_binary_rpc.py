@@ -6,17 +6,25 @@ indexes below 2^63, a valid leader id, entries contiguous after
 prev-log-index, plus its framing's: magic, version, record checksums, exact
 length. Anything else is 400 with a one-line reason and leaves the node's
 state untouched; a well-formed body in a stale term is answered 200 like its
-JSON twin; JSON stays accepted on the same path.
+JSON twin; JSON stays accepted on the same path. A peer that does not know
+the binary form (another implementation: it answers 415) is sent JSON from
+then on, and writes still commit through it.
 
 Nodes use ports 24000-24999 (shared with test_hostile_rpc.py, whose helpers
 this file reuses). Standard library only; real kvd processes.
 """
 
+import http.server
 import json
 import struct
+import threading
 import unittest
 
-from test_hostile_rpc import HostileRpcCase, append_body
+import os
+
+import cluster
+from cluster import wait_until
+from test_hostile_rpc import HostileRpcCase, append_body, my_ports
 
 CT = {"Content-Type": "application/x-kvd-raft"}
 
@@ -128,6 +136,82 @@ class TestBinaryAppendEntries(HostileRpcCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(json.loads(r.body)["success"], False)
         self.assertHealthy(c, node, term, {"before": b"kept"})
+
+
+class JsonOnlyPeer(http.server.BaseHTTPRequestHandler):
+    """A Raft peer of another implementation: grants every vote, refuses
+    binary append-entries with 415 and follows the leader's log over JSON
+    (it only counts entries)."""
+    protocol_version = "HTTP/1.1"
+    state = None  # {"last": int, "binary": int, "json": int, "lock": Lock}
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, obj):
+        body = (json.dumps(obj) if obj is not None else "unsupported\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(n)
+        st = self.state
+        if self.path.startswith("/raft/append-entries"):
+            if "x-kvd-raft" in (self.headers.get("Content-Type") or ""):
+                with st["lock"]:
+                    st["binary"] += 1
+                return self.reply(415, None)
+            req = json.loads(raw)
+            with st["lock"]:
+                st["json"] += 1
+                prev = req["prev-log-index"]
+                if prev > st["last"]:
+                    res = {"term": req["term"], "success": False, "last-log-index": st["last"]}
+                else:
+                    st["last"] = prev + len(req.get("entries", []))
+                    res = {"term": req["term"], "success": True, "last-log-index": st["last"]}
+                res["seq"] = req.get("seq", 0)
+            return self.reply(200, res)
+        if self.path.startswith("/raft/request-vote"):
+            req = json.loads(raw)
+            return self.reply(200, {"term": req["term"], "vote-granted": True,
+                                    "pre-vote": req.get("pre-vote", False)})
+        req = json.loads(raw) if raw[:1] == b"{" else {"term": 0}
+        return self.reply(200, {"term": req.get("term", 0)})
+
+
+class TestJsonFallback(HostileRpcCase):
+    def test_peer_refusing_binary_is_sent_json_and_writes_commit(self):
+        kport, fport = my_ports(2)
+        state = {"last": 0, "binary": 0, "json": 0, "lock": threading.Lock()}
+        handler = type("Peer", (JsonOnlyPeer,), {"state": state})
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", fport), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        node = cluster.Node(":%d" % kport, "127.0.0.1", kport, os.path.join(self.tmpdir, "k"),
+                            os.path.join(self.tmpdir, "k.log"),
+                            args=["--port", str(kport), "--working-dir",
+                                  os.path.join(self.tmpdir, "k"),
+                                  "--peers", ":%d,:%d" % (kport, fport)])
+        self.addCleanup(node.kill)
+        node.start()
+        wait_until(lambda: (node.try_info() or {}).get("role") == "leader", 15,
+                   what="kvd leader with the JSON-only peer's vote")
+        for i in range(20):
+            r = node.request("PUT", "/kv/k%d" % i, "v%d" % i, timeout=10)
+            self.assertEqual(r.status, 200, r)  # committed: the peer acknowledged it
+        self.assertGreaterEqual(state["binary"], 1)  # tried binary first
+        self.assertGreater(state["json"], 0)
+        # After the switch only JSON goes to this peer: no new binary request.
+        before = state["binary"]
+        for i in range(5):
+            self.assertEqual(node.request("PUT", "/kv/z%d" % i, "v", timeout=10).status, 200)
+        self.assertEqual(state["binary"], before)
+        self.assertEqual(node.get("/kv/k7").body, b"v7")
 
 
 if __name__ == "__main__":
