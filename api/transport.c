@@ -254,7 +254,11 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		free(c);
 		return;
 	}
-	if (c->binary && (status == 400 || status == 415)) {
+	/* A peer that cannot read the binary form (another implementation, an
+	 * older kvd) answers 400, 415, 422 or fails with 500/501: send it JSON
+	 * from then on. Costs only CPU if the status meant something else. */
+	if (c->binary &&
+	    (status == 400 || status == 415 || status == 422 || status == 500 || status == 501)) {
 		struct peer *p = peer_get(t, c->req.to);
 		if (p != NULL && !p->json_only) {
 			p->json_only = true;

@@ -143,7 +143,7 @@ class JsonOnlyPeer(http.server.BaseHTTPRequestHandler):
     binary append-entries with 415 and follows the leader's log over JSON
     (it only counts entries)."""
     protocol_version = "HTTP/1.1"
-    state = None  # {"last": int, "binary": int, "json": int, "lock": Lock}
+    state = None  # {"last": int, "binary": int, "json": int, "lock": Lock, "refuse": int}
 
     def log_message(self, *args):
         pass
@@ -163,7 +163,7 @@ class JsonOnlyPeer(http.server.BaseHTTPRequestHandler):
             if "x-kvd-raft" in (self.headers.get("Content-Type") or ""):
                 with st["lock"]:
                     st["binary"] += 1
-                return self.reply(415, None)
+                return self.reply(st["refuse"], None)
             req = json.loads(raw)
             with st["lock"]:
                 st["json"] += 1
@@ -185,8 +185,14 @@ class JsonOnlyPeer(http.server.BaseHTTPRequestHandler):
 
 class TestJsonFallback(HostileRpcCase):
     def test_peer_refusing_binary_is_sent_json_and_writes_commit(self):
+        self._fallback(415)
+
+    def test_peer_failing_on_binary_with_500_is_sent_json(self):
+        self._fallback(500)
+
+    def _fallback(self, refuse):
         kport, fport = my_ports(2)
-        state = {"last": 0, "binary": 0, "json": 0, "lock": threading.Lock()}
+        state = {"last": 0, "binary": 0, "json": 0, "lock": threading.Lock(), "refuse": refuse}
         handler = type("Peer", (JsonOnlyPeer,), {"state": state})
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", fport), handler)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
