@@ -11,7 +11,13 @@
  * ("PUT k v", "DELETE k", "CLEAR"), no-ops as "NOOP", configurations as
  * "CONFIG <json>". The same rendering serves GET /log.
  *
- * Thread: any; functions keep no state.
+ * AppendEntries has a second, binary form (Content-Type KVD_RPC_BINARY_TYPE,
+ * docs/formats.md): a fixed header and the entries in the log segment's own
+ * record framing, so values travel without JSON escaping and the entry
+ * records of a batch are encoded once for every follower (struct
+ * kvd_rpc_cache). kvd sends it between kvd nodes; JSON stays accepted.
+ *
+ * Thread: any; functions keep no state but what the caller passes in.
  */
 #ifndef KVD_API_RPC_H
 #define KVD_API_RPC_H
@@ -93,5 +99,55 @@ int kvd_rpc_decode_request(const char *path, const char *query, size_t query_len
  */
 int kvd_rpc_decode_result(enum raft_msg_type request_type, const void *body, size_t len,
 			  const char *peer, const char *self, struct raft_message *m, char *errmsg);
+
+/* Content-Type of the binary AppendEntries body. */
+#define KVD_RPC_BINARY_TYPE "application/x-kvd-raft"
+
+/* True when body[0..len) starts like a binary AppendEntries (its magic);
+ * a JSON body starts with '{'. */
+bool kvd_rpc_body_binary(const void *body, size_t len);
+
+/* True when a Content-Type header value (ctype[0..len), may be NULL) names
+ * the binary form; parameters after ';' are ignored, case-insensitive. */
+bool kvd_rpc_content_binary(const char *ctype, size_t len);
+
+/*
+ * The entry records of the last binary AppendEntries encoded with it, so the
+ * next message carrying the same entries (another follower, same batch)
+ * copies them instead of encoding them again. Entries are identified by
+ * (first index, last index, last term): by the Log Matching property an
+ * entry's index and term fix its content and everything before it.
+ * Zero-initialize; owned by one caller (thread); free with
+ * kvd_rpc_cache_free().
+ */
+struct kvd_rpc_cache {
+	raft_index first, last;
+	raft_term last_term;
+	unsigned char *rec; /* records of entries first..last */
+	size_t len, cap;
+	uint64_t hits, misses; /* encodings served from / put into the cache */
+};
+
+void kvd_rpc_cache_free(struct kvd_rpc_cache *c);
+
+/*
+ * Encodes an AppendEntries request (m->type RAFT_MSG_APPEND) in the binary
+ * form into a malloc'ed body (*body, *len; free with free()). cache: NULL or
+ * the caller's cache. Returns 0, KVD_ENOMEM or KVD_EINVAL (not an append, an
+ * entry above 256 MiB, or an entry that JSON could not carry either).
+ */
+int kvd_rpc_encode_append_binary(const struct raft_message *m, struct kvd_rpc_cache *cache,
+				 char **body, size_t *len);
+
+/*
+ * Decodes a binary AppendEntries body with the same checks as the JSON
+ * decoder (API.md §7) plus the framing's: magic, version, exact length
+ * (truncated or trailing bytes are refused), record checksums. Entry data
+ * points into body (configurations included), which must outlive the use
+ * of *m; *d holds the entry array. Returns 0, KVD_ENOMEM, or KVD_EINVAL with
+ * a one-line message.
+ */
+int kvd_rpc_decode_append_binary(const void *body, size_t len, const char *self,
+				 struct raft_message *m, struct kvd_rpc_decoded *d, char *errmsg);
 
 #endif

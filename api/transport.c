@@ -48,7 +48,8 @@ struct peer {
 	char id[RAFT_ID_SIZE];
 	struct http_client *client[PEER_CONNS]; /* created on first use */
 	unsigned inflight[PEER_CONNS];		/* requests sent, not completed */
-	bool failing; /* last request failed (for logging state changes only) */
+	bool failing;	/* last request failed (for logging state changes only) */
+	bool json_only; /* refused a binary AppendEntries: send it JSON */
 };
 
 /* An encoded message: the body and the query string (snapshot chunks). */
@@ -56,6 +57,7 @@ struct payload {
 	char *body;
 	size_t len;
 	char query[512];
+	bool binary; /* an AppendEntries in the binary form (api/rpc.h) */
 };
 
 struct kvd_transport {
@@ -64,6 +66,7 @@ struct kvd_transport {
 	struct peer *peers;
 	char auth_header[300]; /* "Authorization: Bearer ...\r\n" or "" */
 	bool closing;
+	struct kvd_rpc_cache append_cache; /* entry records shared by the followers */
 };
 
 /* ---- partitions ------------------------------------------------------- */
@@ -172,6 +175,14 @@ static struct peer *peer_get(struct kvd_transport *t, const char *id)
 	return p;
 }
 
+static bool peer_json_only(const struct kvd_transport *t, const char *id)
+{
+	for (const struct peer *p = t->peers; p != NULL; p = p->next)
+		if (strcmp(p->id, id) == 0)
+			return p->json_only;
+	return false;
+}
+
 /* The connection a request goes on (transport_rules.h): [0] for the raft
  * channel; a chunk on the first snapshot connection with nothing in
  * flight, else the first. Creates its client on first use; NULL on error. */
@@ -268,6 +279,10 @@ static int encode(void *ctx, const struct raft_message *m, void **out, size_t *l
 				 m->u.snapshot.last_index);
 			rv = KVD_EIO;
 		}
+	} else if (m->type == RAFT_MSG_APPEND && !peer_json_only(t, m->to) &&
+		   kvd_rpc_encode_append_binary(m, &t->append_cache, &p->body, &p->len) == 0) {
+		/* binary; an entry the binary form refuses is refused by JSON too */
+		p->binary = true;
 	} else if (kvd_rpc_encode(m, &p->body, &p->len, NULL, 0) != 0) {
 		KVD_ERROR("cannot encode raft message", "type=%d", (int)m->type);
 		rv = KVD_EINVAL;
@@ -302,6 +317,15 @@ static void result_cb(int status, const char *body, size_t len, void *user)
 		kvd_trules_call_free(c);
 		goto done;
 	}
+	/* A peer that cannot read the binary form (another implementation, an
+	 * older kvd) answers 400, 415, 422 or fails with 500/501: send it JSON
+	 * from then on. Costs only CPU if the status meant something else. */
+	if (c->binary && p != NULL && !p->json_only &&
+	    (status == 400 || status == 415 || status == 422 || status == 500 || status == 501)) {
+		p->json_only = true;
+		KVD_WARN("peer refused binary append-entries; sending it JSON", "peer=%s",
+			 c->req.to);
+	}
 	memset(&result, 0, sizeof(result));
 	if (status == 200 && c->req.type != RAFT_MSG_TIMEOUT_NOW &&
 	    !kvd_transport_blocked(t, c->req.to))
@@ -319,7 +343,7 @@ static int request(void *ctx, struct kvd_trules_call *c, void *payload)
 	struct peer *p = peer_get(t, c->req.to);
 	struct http_client *client = p != NULL ? peer_conn(t, p, c->channel, &c->conn) : NULL;
 	char path[700];
-	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 32];
+	char headers[sizeof(t->auth_header) + KVD_CLUSTER_ID_SIZE + 80];
 	int rv;
 
 	if (client == NULL) {
@@ -327,9 +351,11 @@ static int request(void *ctx, struct kvd_trules_call *c, void *payload)
 		return KVD_ENOMEM;
 	}
 	c->binding = t;
+	c->binary = pl->binary;
 	snprintf(path, sizeof(path), "%s%s%s", kvd_rpc_path(c->req.type), pl->query[0] ? "?" : "",
 		 pl->query);
-	snprintf(headers, sizeof(headers), "%s", t->auth_header);
+	snprintf(headers, sizeof(headers), "%s%s", t->auth_header,
+		 pl->binary ? "Content-Type: " KVD_RPC_BINARY_TYPE "\r\n" : "");
 	if (kvd_cluster_id(t->node)[0] != '\0')
 		snprintf(headers + strlen(headers), sizeof(headers) - strlen(headers),
 			 KVD_CLUSTER_HEADER ": %s\r\n", kvd_cluster_id(t->node));
@@ -420,11 +446,22 @@ void kvd_transport_receive(struct kvd_transport *t, struct http_request *req)
 	size_t plen, qlen, blen;
 	char errmsg[KVD_ERRMSG_SIZE];
 	char body_msg[KVD_ERRMSG_SIZE + 2];
+	const char *ct;
+	size_t ctlen = 0;
+	int drv;
 
 	path = http_request_path(req, &plen);
 	query = http_request_query(req, &qlen);
 	body = http_request_body(req, &blen);
-	if (kvd_rpc_decode_request(path, query, qlen, body, blen, n->cfg.id, &m, &d, errmsg) != 0) {
+	ct = http_request_header(req, "Content-Type", &ctlen);
+	if (kvd_rpc_content_binary(ct, ct != NULL ? ctlen : 0) &&
+	    strlen(kvd_rpc_path(RAFT_MSG_APPEND)) == plen &&
+	    memcmp(path, kvd_rpc_path(RAFT_MSG_APPEND), plen) == 0)
+		drv = kvd_rpc_decode_append_binary(body, blen, n->cfg.id, &m, &d, errmsg);
+	else
+		drv = kvd_rpc_decode_request(path, query, qlen, body, blen, n->cfg.id, &m, &d,
+					     errmsg);
+	if (drv != 0) {
 		snprintf(body_msg, sizeof(body_msg), "%s\n", errmsg);
 		kvd_reply_text(req, 400, body_msg);
 		return;
@@ -518,5 +555,6 @@ void kvd_transport_destroy(struct kvd_transport *t)
 				http_client_close(p->client[i]);
 		free(p);
 	}
+	kvd_rpc_cache_free(&t->append_cache);
 	free(t);
 }

@@ -68,6 +68,7 @@ struct kvd_trules_call {
 	enum kvd_trules_channel channel; /* the peer connection it must go on */
 	void *binding;			 /* the binding's own (ops->request sets it) */
 	unsigned conn;			 /* the binding's: which connection carries it */
+	bool binary;			 /* the binding's: the body is in the binary form */
 };
 
 /* What the rules ask of the outside. ctx is passed back to every call. */

@@ -118,11 +118,19 @@ static void rpc_seeds(void)
 		die("encode", "append-entries");
 	seed_sel("fuzz_rpc", "append-entries", 1, body, len, NULL, 0);
 	free(body);
+	if (kvd_rpc_encode_append_binary(&m, NULL, &body, &len) != 0)
+		die("encode", "binary append-entries");
+	seed_sel("fuzz_rpc", "append-entries-binary", 7, body, len, NULL, 0);
+	free(body);
 	free(conf);
 	m.u.append.n_entries = 0;
 	if (kvd_rpc_encode(&m, &body, &len, NULL, 0) != 0)
 		die("encode", "heartbeat");
 	seed_sel("fuzz_rpc", "heartbeat", 1, body, len, NULL, 0);
+	free(body);
+	if (kvd_rpc_encode_append_binary(&m, NULL, &body, &len) != 0)
+		die("encode", "binary heartbeat");
+	seed_sel("fuzz_rpc", "heartbeat-binary", 7, body, len, NULL, 0);
 	free(body);
 
 	m = msg(RAFT_MSG_SNAPSHOT);

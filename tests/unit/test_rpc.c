@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "api/rpc.h"
+#include "raft/crc32c.h"
 #include "kvd/errors.h"
 
 static struct raft_message message(enum raft_msg_type type)
@@ -501,6 +502,437 @@ START_TEST(test_kvd_rpc_append_entries_bytes_match_jansson)
 }
 END_TEST
 
+/* ---- binary AppendEntries (docs/formats.md) ---------------------------- */
+
+#define BIN_HDR 56 /* bytes of the fixed header */
+
+static void *bin_conf;
+static size_t bin_conf_len;
+static struct raft_entry bin_es[3];
+static const char bin_put[] = "PUT k v\n\"quoted\" \\ \x01\x1f and \xf0\x9f\x98\x80";
+
+/* A binary append-entries from :8001 with prev 4/6, commit 3, seq 99 and
+ * the entries 5 (no-op), 6 (command), 7 (configuration), all term 7. */
+static struct raft_message bin_message(void)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND);
+	struct raft_config c;
+
+	memset(&c, 0, sizeof(c));
+	raft_config_add(&c, ":8001", RAFT_VOTER);
+	raft_config_add(&c, ":8004", RAFT_LEARNER);
+	free(bin_conf);
+	ck_assert_int_eq(raft_config_encode(&c, &bin_conf, &bin_conf_len), 0);
+	bin_es[0] = (struct raft_entry){5, 7, RAFT_ENTRY_NOOP, NULL, 0};
+	bin_es[1] = (struct raft_entry){6, 7, RAFT_ENTRY_COMMAND, bin_put, strlen(bin_put)};
+	bin_es[2] = (struct raft_entry){7, 7, RAFT_ENTRY_CONFIG, bin_conf, bin_conf_len};
+	m.u.append.prev_log_index = 4;
+	m.u.append.prev_log_term = 6;
+	m.u.append.leader_commit = 3;
+	m.u.append.seq = 99;
+	m.u.append.entries = bin_es;
+	m.u.append.n_entries = 3;
+	return m;
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Offset of record i in a body made by bin_message() (leader id ":8001"). */
+static size_t rec_off(const unsigned char *b, unsigned i)
+{
+	size_t off = BIN_HDR + 5;
+	for (unsigned k = 0; k < i; k++)
+		off += 32 + (size_t)(b[off] | b[off + 1] << 8 | b[off + 2] << 16 |
+				     (uint32_t)b[off + 3] << 24);
+	return off;
+}
+
+/* Recomputes the checksum of the record at off (after a test changed it). */
+static void rec_recrc(unsigned char *b, size_t off)
+{
+	uint32_t len =
+	    (uint32_t)(b[off] | b[off + 1] << 8 | b[off + 2] << 16 | (uint32_t)b[off + 3] << 24);
+	uint32_t crc = raft_crc32c(0, b + off, 4);
+	put32(b + off + 4, raft_crc32c(crc, b + off + 8, 24 + (size_t)len));
+}
+
+static int bin_decode(const void *body, size_t len, char *errmsg)
+{
+	struct raft_message d;
+	struct kvd_rpc_decoded dec;
+	int rv = kvd_rpc_decode_append_binary(body, len, ":8002", &d, &dec, errmsg);
+	if (rv == 0)
+		kvd_rpc_decoded_free(&dec);
+	return rv;
+}
+
+START_TEST(test_kvd_rpc_binary_append_round_trip)
+{
+	struct raft_message m = bin_message(), d;
+	struct kvd_rpc_decoded dec;
+	char *body;
+	size_t len;
+	const unsigned char *b;
+
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &body, &len), 0);
+	b = (const unsigned char *)body;
+	ck_assert(kvd_rpc_body_binary(body, len));
+	ck_assert(memcmp(body, "KVDA", 4) == 0);
+	ck_assert_uint_eq(len, BIN_HDR + 5 + 3 * 32 + strlen(bin_put) + bin_conf_len);
+	/* the command's bytes travel as they are, no escaping */
+	ck_assert(memmem(body, len, bin_put, strlen(bin_put)) != NULL);
+	/* records in the log's framing: length, crc, index, term, type, tag */
+	ck_assert_uint_eq(b[rec_off(b, 1)], strlen(bin_put));
+	ck_assert_uint_eq(b[rec_off(b, 1) + 8], 6);
+	ck_assert_uint_eq(b[rec_off(b, 1) + 16], 7);
+	ck_assert_uint_eq(b[rec_off(b, 1) + 24], RAFT_ENTRY_COMMAND);
+	ck_assert_int_eq(kvd_rpc_decode_append_binary(body, len, ":8002", &d, &dec, NULL), 0);
+	ck_assert_int_eq(d.type, RAFT_MSG_APPEND);
+	ck_assert_str_eq(d.from, ":8001");
+	ck_assert_str_eq(d.to, ":8002");
+	ck_assert_int_eq(d.term, 7);
+	ck_assert_int_eq(d.u.append.prev_log_index, 4);
+	ck_assert_int_eq(d.u.append.prev_log_term, 6);
+	ck_assert_int_eq(d.u.append.leader_commit, 3);
+	ck_assert_int_eq(d.u.append.seq, 99);
+	ck_assert_uint_eq(d.u.append.n_entries, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		ck_assert_int_eq(d.u.append.entries[i].index, bin_es[i].index);
+		ck_assert_int_eq(d.u.append.entries[i].term, bin_es[i].term);
+		ck_assert_int_eq(d.u.append.entries[i].type, bin_es[i].type);
+		ck_assert_uint_eq(d.u.append.entries[i].len, bin_es[i].len);
+		ck_assert(bin_es[i].len == 0 ||
+			  memcmp(d.u.append.entries[i].data, bin_es[i].data, bin_es[i].len) == 0);
+	}
+	kvd_rpc_decoded_free(&dec);
+	free(body);
+
+	/* a heartbeat: no entries */
+	m.u.append.n_entries = 0;
+	m.u.append.prev_log_index = (uint64_t)INT64_MAX;
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &body, &len), 0);
+	ck_assert_uint_eq(len, BIN_HDR + 5);
+	ck_assert_int_eq(kvd_rpc_decode_append_binary(body, len, ":8002", &d, &dec, NULL), 0);
+	ck_assert_uint_eq(d.u.append.n_entries, 0);
+	ck_assert_uint_eq(d.u.append.prev_log_index, (uint64_t)INT64_MAX);
+	kvd_rpc_decoded_free(&dec);
+	free(body);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_binary_append_cache_shares_records)
+{
+	struct raft_message m = bin_message();
+	struct kvd_rpc_cache cache = {0};
+	char *a, *b, *c;
+	size_t alen, blen, clen;
+
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, &cache, &a, &alen), 0);
+	/* another follower, same batch: other header, records from the cache */
+	m.u.append.seq = 100;
+	m.u.append.leader_commit = 4;
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, &cache, &b, &blen), 0);
+	ck_assert_uint_eq(cache.misses, 1);
+	ck_assert_uint_eq(cache.hits, 1);
+	ck_assert_uint_eq(alen, blen);
+	ck_assert(memcmp(a + BIN_HDR, b + BIN_HDR, alen - BIN_HDR) == 0);
+	ck_assert(memcmp(a, b, BIN_HDR) != 0);
+	/* other entries (a new leader's term at the same indexes): re-encoded */
+	bin_es[2].term = 8;
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, &cache, &c, &clen), 0);
+	ck_assert_uint_eq(cache.misses, 2);
+	ck_assert_int_eq(bin_decode(c, clen, NULL), 0);
+	{
+		struct raft_message d;
+		struct kvd_rpc_decoded dec;
+		ck_assert_int_eq(kvd_rpc_decode_append_binary(c, clen, ":8002", &d, &dec, NULL), 0);
+		ck_assert_int_eq(d.u.append.entries[2].term, 8);
+		kvd_rpc_decoded_free(&dec);
+	}
+	kvd_rpc_cache_free(&cache);
+	free(a);
+	free(b);
+	free(c);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_binary_append_encode_refuses_what_json_cannot_carry)
+{
+	struct raft_message m = bin_message();
+	char *body = NULL;
+	size_t len;
+
+	bin_es[1].data = "PUT k \xff";
+	bin_es[1].len = 7;
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &body, &len), KVD_EINVAL);
+	ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), KVD_EINVAL);
+	m = bin_message();
+	m.type = RAFT_MSG_REQUEST_VOTE;
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &body, &len), KVD_EINVAL);
+}
+END_TEST
+
+/* Every prefix is refused as truncated, a byte more as trailing. */
+START_TEST(test_kvd_rpc_binary_append_refuses_truncated_and_trailing)
+{
+	struct raft_message m = bin_message();
+	char errmsg[KVD_ERRMSG_SIZE];
+	char *body, *longer;
+	size_t len;
+
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &body, &len), 0);
+	for (size_t n = 0; n < len; n++) {
+		char *copy = malloc(n + 1); /* exact size: ASan sees any over-read */
+		memcpy(copy, body, n);
+		errmsg[0] = '\0';
+		ck_assert_msg(bin_decode(copy, n, errmsg) == KVD_EINVAL, "prefix %zu accepted", n);
+		ck_assert(errmsg[0] != '\0' && strchr(errmsg, '\n') == NULL);
+		free(copy);
+	}
+	longer = malloc(len + 1);
+	memcpy(longer, body, len);
+	longer[len] = 0;
+	ck_assert_int_eq(bin_decode(longer, len + 1, errmsg), KVD_EINVAL);
+	ck_assert_ptr_nonnull(strstr(errmsg, "trailing"));
+	/* one entry fewer announced than carried: trailing; one more: truncated */
+	put32((unsigned char *)longer + 48, 2);
+	ck_assert_int_eq(bin_decode(longer, len, errmsg), KVD_EINVAL);
+	ck_assert_ptr_nonnull(strstr(errmsg, "trailing"));
+	put32((unsigned char *)longer + 48, 4);
+	ck_assert_int_eq(bin_decode(longer, len, errmsg), KVD_EINVAL);
+	ck_assert_ptr_nonnull(strstr(errmsg, "truncated"));
+	put32((unsigned char *)longer + 48, UINT32_MAX);
+	ck_assert_int_eq(bin_decode(longer, len, errmsg), KVD_EINVAL);
+	free(longer);
+	free(body);
+}
+END_TEST
+
+/* Each malformed field of header and records, one at a time. */
+START_TEST(test_kvd_rpc_binary_append_refuses_every_bad_field)
+{
+	struct raft_message m = bin_message();
+	char errmsg[KVD_ERRMSG_SIZE];
+	char *body;
+	unsigned char *b;
+	size_t len;
+	enum { N_CASES = 24 };
+
+	ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &body, &len), 0);
+	b = malloc(len);
+	for (int k = 0; k < N_CASES; k++) {
+		size_t r0, r1, r2;
+		memcpy(b, body, len);
+		r0 = rec_off(b, 0);
+		r1 = rec_off(b, 1);
+		r2 = rec_off(b, 2);
+		switch (k) {
+		case 0: b[0] = 'X'; break;			 /* magic */
+		case 1: put32(b + 4, 2); break;			 /* version */
+		case 2: put64(b + 8, (uint64_t)1 << 63); break;	 /* term */
+		case 3: put64(b + 16, (uint64_t)1 << 63); break; /* prev-log-index */
+		case 4: put64(b + 24, UINT64_MAX); break;	 /* prev-log-term */
+		case 5: put64(b + 32, (uint64_t)1 << 63); break; /* leader-commit */
+		case 6: put64(b + 40, (uint64_t)1 << 63); break; /* seq */
+		case 7: put32(b + 52, 0); break;		 /* empty leader id */
+		case 8: put32(b + 52, 128); break;		 /* id too long */
+		case 9: put32(b + 52, UINT32_MAX); break;	 /* id past the end */
+		case 10: b[BIN_HDR + 1] = '\n'; break;		 /* id with a newline */
+		case 11: b[BIN_HDR] = ' '; break;		 /* id with a space */
+		case 12: b[r1 + 40] ^= 1; break;		 /* payload bit: crc */
+		case 13: b[r1 + 4] ^= 1; break;			 /* the crc itself */
+		case 14:
+			put64(b + r1 + 8, 7);
+			rec_recrc(b, r1);
+			break; /* gap */
+		case 15:
+			put64(b + r0 + 8, 4);
+			rec_recrc(b, r0);
+			break; /* overlap */
+		case 16:
+			put64(b + r1 + 16, (uint64_t)1 << 63);
+			rec_recrc(b, r1);
+			break;
+		case 17:
+			put32(b + r1 + 24, 0);
+			rec_recrc(b, r1);
+			break; /* type 0 */
+		case 18:
+			put32(b + r1 + 24, 0x100);
+			rec_recrc(b, r1);
+			break; /* seal */
+		case 19:
+			put32(b + r1 + 28, 5);
+			rec_recrc(b, r1);
+			break; /* batch tag */
+		case 20:
+			b[r1 + 32 + 5] = (unsigned char)0xff;
+			rec_recrc(b, r1);
+			break; /* UTF-8 */
+		case 21:
+			b[r2 + 32] ^= 0x7f;
+			rec_recrc(b, r2);
+			break; /* config version */
+		case 22:       /* a configuration whose id holds a newline */
+			for (size_t i = r2 + 32; i < len; i++)
+				if (b[i] == '8') {
+					b[i] = '\n';
+					break;
+				}
+			rec_recrc(b, r2);
+			break;
+		case 23:
+			put32(b + r1, UINT32_MAX); /* length; checked before the crc */
+			break;
+		}
+		errmsg[0] = '\0';
+		ck_assert_msg(bin_decode(b, len, errmsg) == KVD_EINVAL, "case %d accepted", k);
+		ck_assert_msg(errmsg[0] != '\0' && strchr(errmsg, '\n') == NULL,
+			      "case %d: no one-line reason", k);
+	}
+	/* a no-op with data */
+	{
+		struct raft_entry es[1] = {{5, 7, RAFT_ENTRY_COMMAND, "NOOP", 4}};
+		char *nb;
+		size_t nlen;
+		m.u.append.entries = es;
+		m.u.append.n_entries = 1;
+		ck_assert_int_eq(kvd_rpc_encode_append_binary(&m, NULL, &nb, &nlen), 0);
+		put32((unsigned char *)nb + BIN_HDR + 5 + 24, RAFT_ENTRY_NOOP);
+		rec_recrc((unsigned char *)nb, BIN_HDR + 5);
+		ck_assert_int_eq(bin_decode(nb, nlen, errmsg), KVD_EINVAL);
+		free(nb);
+	}
+	free(b);
+	free(body);
+}
+END_TEST
+
+START_TEST(test_kvd_rpc_content_binary)
+{
+	ck_assert(kvd_rpc_content_binary("application/x-kvd-raft", 22));
+	ck_assert(kvd_rpc_content_binary("Application/X-KVD-Raft; v=1", 27));
+	ck_assert(kvd_rpc_content_binary("application/x-kvd-raft  ", 24));
+	ck_assert(!kvd_rpc_content_binary("application/x-kvd-raftx", 23));
+	ck_assert(!kvd_rpc_content_binary("application/json", 16));
+	ck_assert(!kvd_rpc_content_binary("application/x-kvd", 17));
+	ck_assert(!kvd_rpc_content_binary(NULL, 0));
+	ck_assert(!kvd_rpc_body_binary("{\"term\":1}", 10));
+}
+END_TEST
+
+/* The hand-written append-entries result is the bytes jansson wrote. */
+START_TEST(test_kvd_rpc_append_result_bytes_match_jansson)
+{
+	struct raft_message m = message(RAFT_MSG_APPEND_RESULT);
+	struct raft_append_result *r = &m.u.append_result;
+	char *body, *ref;
+	size_t len;
+	json_t *o;
+
+	for (int k = 0; k < 2; k++) {
+		m.term = k == 0 ? 7 : (uint64_t)INT64_MAX;
+		r->success = k == 0;
+		r->last_log_index = k == 0 ? 0 : (uint64_t)INT64_MAX;
+		r->reject_index = 12;
+		r->conflict_term = k == 0 ? 0 : 3;
+		r->conflict_index = 9;
+		r->seq = k == 0 ? 1 : (uint64_t)INT64_MAX;
+		ck_assert_int_eq(kvd_rpc_encode(&m, &body, &len, NULL, 0), 0);
+		o = json_object();
+		json_object_set_new(o, "term", json_integer((json_int_t)m.term));
+		json_object_set_new(o, "success", json_boolean(r->success));
+		json_object_set_new(o, "last-log-index",
+				    json_integer((json_int_t)r->last_log_index));
+		json_object_set_new(o, "reject-index", json_integer(12));
+		json_object_set_new(o, "conflict-term", json_integer((json_int_t)r->conflict_term));
+		json_object_set_new(o, "conflict-index", json_integer(9));
+		json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
+		ref = json_dumps(o, JSON_COMPACT);
+		ck_assert_str_eq(body, ref);
+		ck_assert_uint_eq(len, strlen(ref));
+		free(ref);
+		json_decref(o);
+		free(body);
+	}
+}
+END_TEST
+
+/* The decoder's fast path for that form accepts exactly what jansson does:
+ * other spacing, key order or extra keys decode the same; a number jansson
+ * refuses or that is out of range is refused. */
+START_TEST(test_kvd_rpc_append_result_fast_path_agrees_with_jansson)
+{
+	static const struct {
+		const char *body;
+		int rv;
+		uint64_t term, last, seq;
+		bool success;
+	} cases[] = {
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     0, 7, 5, 3, true},
+	    {"{\"term\":9223372036854775807,\"success\":false,\"last-log-index\":"
+	     "9223372036854775807,\"reject-index\":0,\"conflict-term\":0,\"conflict-index\":0,"
+	     "\"seq\":9223372036854775807}",
+	     0, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX, false},
+	    {"{ \"term\": 7, \"success\": true, \"last-log-index\": 5, \"seq\": 3 }", 0, 7, 5, 3,
+	     true},
+	    {"{\"success\":true,\"term\":7,\"last-log-index\":5,\"seq\":3,\"x\":1}", 0, 7, 5, 3,
+	     true},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}\n",
+	     0, 7, 5, 3, true},
+	    {"{\"term\":9223372036854775808,\"success\":true,\"last-log-index\":5,"
+	     "\"reject-index\":0,\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":99999999999999999999}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":07,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":-1,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":1,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3}}",
+	     KVD_EINVAL, 0, 0, 0, false},
+	    {"{\"term\":7,\"success\":true,\"last-log-index\":5,\"reject-index\":0,"
+	     "\"conflict-term\":0,\"conflict-index\":0,\"seq\":3",
+	     KVD_EINVAL, 0, 0, 0, false},
+	};
+
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct raft_message d;
+		int rv = kvd_rpc_decode_result(RAFT_MSG_APPEND, cases[i].body,
+					       strlen(cases[i].body), ":8002", ":8001", &d, NULL);
+		ck_assert_msg(rv == cases[i].rv, "case %u: %d", i, rv);
+		if (rv != 0)
+			continue;
+		ck_assert_int_eq(d.type, RAFT_MSG_APPEND_RESULT);
+		ck_assert_str_eq(d.from, ":8002");
+		ck_assert_uint_eq(d.term, cases[i].term);
+		ck_assert_uint_eq(d.u.append_result.last_log_index, cases[i].last);
+		ck_assert_uint_eq(d.u.append_result.seq, cases[i].seq);
+		ck_assert(d.u.append_result.success == cases[i].success);
+	}
+}
+END_TEST
+
 static Suite *rpc_suite(void)
 {
 	Suite *s = suite_create("rpc");
@@ -520,6 +952,14 @@ static Suite *rpc_suite(void)
 	tcase_add_test(tc, test_kvd_rpc_json_numbers_are_below_2_63);
 	tcase_add_test(tc, test_kvd_rpc_writes_numbers_unsigned);
 	tcase_add_test(tc, test_kvd_rpc_append_entries_bytes_match_jansson);
+	tcase_add_test(tc, test_kvd_rpc_binary_append_round_trip);
+	tcase_add_test(tc, test_kvd_rpc_binary_append_cache_shares_records);
+	tcase_add_test(tc, test_kvd_rpc_binary_append_encode_refuses_what_json_cannot_carry);
+	tcase_add_test(tc, test_kvd_rpc_binary_append_refuses_truncated_and_trailing);
+	tcase_add_test(tc, test_kvd_rpc_binary_append_refuses_every_bad_field);
+	tcase_add_test(tc, test_kvd_rpc_content_binary);
+	tcase_add_test(tc, test_kvd_rpc_append_result_bytes_match_jansson);
+	tcase_add_test(tc, test_kvd_rpc_append_result_fast_path_agrees_with_jansson);
 	suite_add_tcase(s, tc);
 	return s;
 }
