@@ -94,7 +94,6 @@ struct kvd_watch_hub {
 	size_t ring_cap, ring_head, ring_n, ring_bytes;
 	uint64_t base; /* every event after base is in the ring */
 	uint64_t last; /* the ring is complete up to here */
-	bool reset_once;
 	uint64_t keepalive_ms, last_keepalive;
 };
 
@@ -723,13 +722,12 @@ void kvd_watch_hub_destroy(struct kvd_watch_hub *h)
 
 void kvd_watch_hub_reset(struct kvd_watch_hub *h, uint64_t applied)
 {
+	/* The store jumped without the hub seeing the changes in between: no
+	 * watch can go on exactly. Each ends; its client resumes with
+	 * Last-Event-ID and gets 410 when it was behind the jump. */
+	kvd_watch_hub_end_all(h);
 	ring_clear(h);
 	h->base = h->last = applied;
-	h->reset_once = true;
-	/* Watchers keep their start: they get the changes that follow. */
-	for (struct watcher *w = h->all; w != NULL; w = w->next)
-		if (w->start <= applied)
-			w->start = applied + 1;
 }
 
 void kvd_watch_hub_tick(struct kvd_watch_hub *h, uint64_t now)

@@ -49,9 +49,9 @@ int kvd_watch_hub_save(struct kvd_watch_hub *h, const char *path);
 void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t applied);
 
 /* The store now holds exactly revision applied, reached without the hub
- * seeing its changes (snapshot install, reinit): the ring is emptied and
- * earlier revisions answer 410 from now on; watches stay (they see the
- * changes that follow). */
+ * seeing its changes (start, snapshot install, reinit): every watch ends
+ * (it could not go on exactly; its client resumes with Last-Event-ID), the
+ * ring is emptied and earlier revisions answer 410 from now on. */
 void kvd_watch_hub_reset(struct kvd_watch_hub *h, uint64_t applied);
 
 /* Entries up to last_index were applied with results[0..n) (borrowed for

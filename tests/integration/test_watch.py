@@ -456,6 +456,40 @@ class ThreeNodes(cluster.ClusterCase):
         want = matching([x for x in log_changes(new_leader.port) if x[0] >= start], "l")
         self.assertEqual(as_changes(got), want)
 
+    def test_snapshot_install_ends_the_watch(self):
+        """A follower that catches up by a snapshot jumps over revisions it
+        never applied one by one: its watches end (they cannot go on
+        exactly) and a resume from before the jump answers 410."""
+        c = self.make_cluster(n=3, args=["--snapshot-threshold", "50"])
+        leader, _ = c.wait_leader()
+        f = [n for n in c.nodes if n is not leader][0]
+        rest = [n for n in c.nodes if n is not f]
+        start = self.put(leader, "s0", "x")
+        c.wait_applied()
+        w = Watch(f.port, "?prefix=s&from=%d" % start).read_head()
+        self.addCleanup(w.close)
+        self.assertEqual(w.events(1)[0][0], start)
+        c.partition(rest, [f])
+
+        def writer(t):
+            cl = cluster.Client()
+            for i in range(250):
+                r = cl.request(leader.host, leader.port, "PUT", "/kv/s%d-%d" % (t, i), "v")
+                assert r.status == 200, r
+            cl.close()
+
+        ts = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        c.heal()
+        c.wait_applied(timeout=60)
+        self.assertIn("installed", f.log_tail(400))  # it did catch up by a snapshot
+        self.assertIsNone(w.next_event(timeout=20))  # the stream ended, skipping nothing
+        r = f.request("GET", "/watch?prefix=s", headers={"Last-Event-ID": str(start)})
+        self.assertEqual(r.status, 410, r)
+
 
 if __name__ == "__main__":
     unittest.main()
