@@ -784,6 +784,16 @@ int kvd_watch_hub_save(struct kvd_watch_hub *h, const char *path)
 	return rv;
 }
 
+/* Whether a loaded text looks like what event_format() wrote for ev. */
+static bool text_is_event(struct ring_ev *ev)
+{
+	char id[32];
+	int n = snprintf(id, sizeof(id), "id: %" PRIu64 "\nevent: ", ev->rev);
+
+	return ev->text_len > (size_t)n + 2 && memcmp(ev->text, id, (size_t)n) == 0 &&
+	       memcmp(ev->text + ev->text_len - 2, "\n\n", 2) == 0;
+}
+
 void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t applied)
 {
 	char magic[sizeof(SAVE_MAGIC)];
@@ -807,7 +817,7 @@ void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t appl
 		if (ok)
 			ok = (ev.text = malloc(ev.text_len + 1)) != NULL &&
 			     fread(ev.text, 1, ev.text_len, f) == ev.text_len &&
-			     ring_push(h, &ev) == 0;
+			     text_is_event(&ev) && ring_push(h, &ev) == 0;
 		if (!ok)
 			free(ev.text);
 		prev = ev.rev;
