@@ -372,10 +372,13 @@ int kvd_applier_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_ap
 	struct kvd_applier *a = calloc(1, sizeof(*a));
 	int rv = KVD_ENOMEM;
 
+	/* Hidden knobs for tests (docs/api.md "Watch"). */
 	const char *ka = getenv("KVD_WATCH_KEEPALIVE_MS");
+	const char *re = getenv("KVD_WATCH_RING_EVENTS");
 	uint64_t keepalive_ms = ka != NULL ? strtoull(ka, NULL, 10) : 0;
+	size_t ring_events = re != NULL ? (size_t)strtoull(re, NULL, 10) : 0;
 
-	if (a != NULL && kvd_watch_hub_create(keepalive_ms, &a->watch) == 0) {
+	if (a != NULL && kvd_watch_hub_create(keepalive_ms, ring_events, &a->watch) == 0) {
 		a->node = n;
 		rv = kvd_workq_start(&a->q, loop, apply_run, apply_done, n);
 	}

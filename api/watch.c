@@ -95,6 +95,7 @@ struct kvd_watch_hub {
 	uint64_t base; /* every event after base is in the ring */
 	uint64_t last; /* the ring is complete up to here */
 	uint64_t keepalive_ms, last_keepalive;
+	size_t ring_events; /* bound on ring_n */
 };
 
 /* ---- hashing and groups ---- */
@@ -420,7 +421,7 @@ static struct ring_ev *ring_at(struct kvd_watch_hub *hub, size_t i)
 static void ring_trim(struct kvd_watch_hub *hub)
 {
 	while (hub->ring_n > 0 &&
-	       (hub->ring_n > KVD_WATCH_RING_EVENTS || hub->ring_bytes > KVD_WATCH_RING_BYTES)) {
+	       (hub->ring_n > hub->ring_events || hub->ring_bytes > KVD_WATCH_RING_BYTES)) {
 		uint64_t rev = ring_at(hub, 0)->rev;
 		while (hub->ring_n > 0 && ring_at(hub, 0)->rev == rev) {
 			struct ring_ev *ev = ring_at(hub, 0);
@@ -692,13 +693,14 @@ void kvd_watch_serve(struct kvd_watch_hub *h, struct http_request *req, uint64_t
 
 /* ---- lifecycle ---- */
 
-int kvd_watch_hub_create(uint64_t keepalive_ms, struct kvd_watch_hub **out)
+int kvd_watch_hub_create(uint64_t keepalive_ms, size_t ring_events, struct kvd_watch_hub **out)
 {
 	struct kvd_watch_hub *h = calloc(1, sizeof(*h));
 
 	if (h == NULL)
 		return KVD_ENOMEM;
 	h->keepalive_ms = keepalive_ms ? keepalive_ms : KVD_WATCH_KEEPALIVE_MS;
+	h->ring_events = ring_events ? ring_events : KVD_WATCH_RING_EVENTS;
 	*out = h;
 	return 0;
 }

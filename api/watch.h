@@ -23,9 +23,10 @@ struct http_request;
 #define KVD_WATCH_RING_BYTES   ((size_t)64 << 20) /* their keys and values, at most */
 
 /* Creates the hub, holding no revision yet (kvd_watch_hub_reset() says
- * which the store holds). keepalive_ms: 0 takes KVD_WATCH_KEEPALIVE_MS.
- * Returns 0 with *out (free with kvd_watch_hub_destroy()) or KVD_ENOMEM. */
-int kvd_watch_hub_create(uint64_t keepalive_ms, struct kvd_watch_hub **out);
+ * which the store holds). keepalive_ms: 0 takes KVD_WATCH_KEEPALIVE_MS;
+ * ring_events: 0 takes KVD_WATCH_RING_EVENTS. Returns 0 with *out (free
+ * with kvd_watch_hub_destroy()) or KVD_ENOMEM. */
+int kvd_watch_hub_create(uint64_t keepalive_ms, size_t ring_events, struct kvd_watch_hub **out);
 
 /* Ends every watch: each connection closes once its queued events are sent
  * (node shutdown). Watches started later are served as usual. */

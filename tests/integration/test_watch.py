@@ -129,6 +129,12 @@ def log_changes(node_port, upto=None):
                 out.append((e["index"], "delete", cmd[7:], None))
             elif cmd == "CLEAR":
                 out.append((e["index"], "clear", None, None))
+            elif cmd.startswith("TXN "):  # written here without comparisons
+                t = json.loads(cmd[4:])
+                assert not t.get("compare"), t
+                for op in t.get("success", []):
+                    if op["op"] in ("put", "delete"):
+                        out.append((e["index"], op["op"], op["key"], op.get("value")))
         if not o["entries"]:
             break
         frm = o["entries"][-1]["index"] + 1
@@ -362,6 +368,41 @@ class SingleNode(KvdTestCase):
         self.assertEqual(w.status, 200)
         r3 = self.put("c", "3")
         self.assertEqual(w.events(1)[0][0], r3)
+
+
+class SmallRing(KvdTestCase):
+    def test_410_below_the_ring_and_replay_from_its_oldest(self):
+        """A ring of 20 events: older starts answer 410 naming the oldest
+        revision it still holds in full (a transaction's events leave the
+        ring together), and a watch from there replays exactly the log."""
+        node = self.start_node(env={"KVD_WATCH_RING_EVENTS": "20"})
+        first = int(node.put("a0", "x").header("ETag").strip('"'))
+        for i in range(1, 25):
+            if i % 6 == 0:
+                r = node.request("POST", "/txn", json.dumps(
+                    {"success": [{"op": "put", "key": "t%d-%d" % (i, j), "value": "v"}
+                                 for j in range(3)]}))
+            else:
+                r = node.put("a%d" % i, "v%d" % i)
+            self.assertEqual(r.status, 200, r)
+        changes = log_changes(node.port)
+        # What the ring must hold: the newest 20 events, whole revisions.
+        kept = list(changes)
+        base = 0
+        while len(kept) > 20:
+            rev = kept[0][0]
+            while kept and kept[0][0] == rev:
+                kept.pop(0)
+            base = rev
+        r = node.request("GET", "/watch?from=%d" % first)
+        self.assertEqual((r.status, r.body), (410, b"revision compacted\n"))
+        self.assertEqual(int(r.header("X-Kvd-Compacted-Revision")), base + 1)
+        self.assertEqual(node.request("GET", "/watch?from=%d" % base).status, 410)
+        w = Watch(node.port, "?from=%d" % (base + 1)).read_head()
+        self.addCleanup(w.close)
+        self.assertEqual(w.status, 200)
+        self.assertEqual(as_changes(w.events(len(kept))), kept)
+        self.assertTrue(any(c[2].startswith("t") for c in kept))  # a txn is in it
 
 
 class Compaction(KvdTestCase):
