@@ -45,8 +45,7 @@
 #include "api/textutil.h"
 #include "kvd/errors.h"
 
-#define SERVER_OUTPUT_BUDGET ((size_t)64 << 20) /* the HTTP server's default node-wide cap */
-#define SAVE_MAGIC	     "kvd-watch-ring 1\n"
+#define SAVE_MAGIC "kvd-watch-ring 1\n"
 
 enum group_kind { GROUP_PREFIX = 0, GROUP_KEY = 1 };
 
@@ -257,7 +256,8 @@ static void watcher_end(struct watcher *w)
  * (or over an eighth of it while the node's total is over budget). */
 static void watcher_send(struct watcher *w, const char *p, size_t len)
 {
-	size_t unsent, total;
+	size_t unsent;
+	bool over;
 
 	if (w->stream == NULL)
 		return;
@@ -268,9 +268,8 @@ static void watcher_send(struct watcher *w, const char *p, size_t len)
 	}
 	if (w->stream == NULL)
 		return; /* closed by the write */
-	unsent = http_stream_unsent(w->stream, &total);
-	if (unsent > KVD_WATCH_MAX_UNSENT ||
-	    (total > SERVER_OUTPUT_BUDGET && unsent > KVD_WATCH_MAX_UNSENT / 8))
+	unsent = http_stream_unsent(w->stream, &over);
+	if (unsent > KVD_WATCH_MAX_UNSENT || (over && unsent > KVD_WATCH_MAX_UNSENT / 8))
 		watcher_end(w);
 }
 

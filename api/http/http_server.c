@@ -1586,12 +1586,13 @@ out:
 	return rc;
 }
 
-size_t http_stream_unsent(const struct http_stream *s, size_t *server_total)
+size_t http_stream_unsent(const struct http_stream *s, bool *server_over)
 {
 	const struct http_conn *c = s->conn;
 
-	if (server_total != NULL)
-		*server_total = c != NULL ? c->server->out_total : 0;
+	if (server_over != NULL)
+		*server_over =
+		    c != NULL && c->server->out_total >= c->server->opts.max_total_output_bytes;
 	return c != NULL ? c->out_pending : 0;
 }
 

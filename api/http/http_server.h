@@ -248,9 +248,10 @@ int http_stream_start(struct http_request *req, int status, const char *content_
  * connection (write error): close_cb then runs before it returns. */
 int http_stream_write(struct http_stream *s, const void *data, size_t len);
 
-/* Bytes queued on s's connection and not yet taken by the kernel; with
- * server_total (may be NULL) the same over every connection. */
-size_t http_stream_unsent(const struct http_stream *s, size_t *server_total);
+/* Bytes queued on s's connection and not yet taken by the kernel;
+ * *server_over (may be NULL): whether the unsent bytes of every connection
+ * together are at or over max_total_output_bytes. */
+size_t http_stream_unsent(const struct http_stream *s, bool *server_over);
 
 /* Ends the stream: the connection closes once its queued bytes are sent.
  * s is freed; close_cb is not called. */
