@@ -81,8 +81,9 @@ class Watch:
 
     def next_event(self, timeout=10.0):
         """(id, event, data dict) of the next event, skipping comments; None at EOF."""
+        deadline = time.monotonic() + timeout
         while True:
-            block = self.next_block(timeout)
+            block = self.next_block(max(0.001, deadline - time.monotonic()))
             if block is None:
                 return None
             fields = {}
@@ -339,6 +340,27 @@ class SingleNode(KvdTestCase):
         # It resumes with Last-Event-ID from where it was cut.
         w2 = self.watch("?prefix=big", {"Last-Event-ID": str(ids[-1])}).read_head()
         self.assertEqual([w2.next_event()[0] for _ in range(n - len(ids))], revs[len(ids):])
+
+    def test_slow_watchers_cut_at_the_node_budget(self):
+        """24 watchers that never read, 7 MiB of events each: none passes
+        8 MiB, but together they pass the node's 64 MiB output budget, so
+        they are cut past 1 MiB each (and the node keeps serving)."""
+        ws = [self.watch("?prefix=nb", rcvbuf=4096).read_head() for _ in range(24)]
+        value = "v" * 65536
+        n = 112
+        revs = [self.put("nb%d" % i, value) for i in range(n)]
+        self.assertEqual(self.node.request("GET", "/health").status, 200)
+        for w in ws:
+            w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            ids = []
+            while True:
+                e = w.next_event(timeout=5)
+                if e is None:
+                    break
+                ids.append(e[0])
+            self.assertTrue(w.eof)
+            self.assertLess(len(ids), n)
+            self.assertEqual(ids, revs[:len(ids)])
 
     def test_shutdown_ends_stream_and_ring_survives_clean_restart(self):
         r1 = self.put("a", "1")
