@@ -44,8 +44,9 @@ int kvd_applier_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_ap
 /* Lets the thread finish its queue and joins it. */
 void kvd_applier_stop(struct kvd_applier *a);
 
-/* Frees the part and any write still waiting (unanswered); NULL does
- * nothing. */
+/* Saves the watch ring when every job is applied (a clean stop), then
+ * frees the part, its watcher hub and any write still waiting
+ * (unanswered); NULL does nothing. */
 void kvd_applier_destroy(struct kvd_applier *a);
 
 /* True when every submitted job has completed. */
@@ -54,8 +55,15 @@ bool kvd_applier_idle(const struct kvd_applier *a);
 /* The index the applier last reported applied. */
 raft_index kvd_applier_applied(const struct kvd_applier *a);
 
-/* The state machine now holds exactly index (start, install, reinit). */
+/* The state machine now holds exactly index (start, install, reinit); the
+ * watch hub starts there too (at the start: with the ring a clean stop
+ * saved, when it ends at index). */
 void kvd_applier_reset(struct kvd_applier *a, raft_index index);
+
+/* The watcher hub (api/watch.h) the applier feeds with every applied job's
+ * changes; owned by the applier. Its ring is saved at destroy (a clean
+ * stop) in <data>/watch-ring and loaded at the start's reset. */
+struct kvd_watch_hub *kvd_applier_watch(struct kvd_applier *a);
 
 /* Queues the update's committed entries (copied) and marks the waiting
  * writes they carry; a waiting write whose index got another term's entry

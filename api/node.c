@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "api/applier.h"
+#include "api/watch.h"
 #include "api/cluster_id.h"
 #include "api/common/datadir.h"
 #include "api/common/fileutil.h"
@@ -852,6 +853,7 @@ void kvd_node_shutdown(struct kvd_node *n, void (*done_cb)(struct kvd_node *node
 	kvd_node_set_state(n, KVD_NODE_STOPPING);
 	n->shutdown_cb = done_cb;
 	KVD_INFO("shutting down", "id=%s", n->cfg.id);
+	kvd_watch_hub_end_all(kvd_applier_watch(n->applier)); /* streams end cleanly */
 	http_server_close(n->http, KVD_SHUTDOWN_GRACE_MS, http_closed, n);
 }
 

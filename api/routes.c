@@ -23,6 +23,7 @@
 #include "api/rpc.h"
 #include "api/snapshots.h"
 #include "api/transport.h"
+#include "api/watch.h"
 #include "api/textutil.h"
 #include "engine/command.h"
 #include "kvd/errors.h"
@@ -747,6 +748,20 @@ static void route_partition(struct kvd_node *n, struct http_request *req, bool h
 	reply_json(req, 200, json_object());
 }
 
+/* GET /watch (API.md §13): served by any node from its own applied state.
+ * Revisions are in the log down to the trailing entries kept behind the
+ * last snapshot; older ones answer 410. */
+static void route_watch(struct kvd_node *n, struct http_request *req, int method)
+{
+	raft_index snap = kvd_snapshot_last(n).index;
+
+	if (method != HTTP_GET)
+		method_not_allowed(req, "GET");
+	else
+		kvd_watch_serve(kvd_applier_watch(n->applier), req,
+				snap > KVD_SNAPSHOT_TRAILING ? snap - KVD_SNAPSHOT_TRAILING : 0);
+}
+
 void kvd_routes_handle(struct http_request *req, void *user)
 {
 	struct kvd_node *n = user;
@@ -767,6 +782,8 @@ void kvd_routes_handle(struct http_request *req, void *user)
 		route_clear(n, req, method);
 	} else if (path_is(path, len, "/txn")) {
 		route_txn(n, req, method);
+	} else if (path_is(path, len, "/watch")) {
+		route_watch(n, req, method);
 	} else if (path_is(path, len, "/health")) {
 		if (method != HTTP_GET)
 			method_not_allowed(req, "GET");

@@ -116,10 +116,11 @@ struct http_conn {
 		uv_write_t w;
 		uv_shutdown_t s;
 	} ureq;
-	uint8_t list;		  /* enum conn_list_id */
-	struct kvd_tls_conn *tls; /* NULL: plain HTTP */
-	char *tls_out;		  /* ciphertext held by the uv_write in flight */
-	bool tls_handshaking;	  /* counted in server->tls_handshakes */
+	struct http_stream *stream; /* a streaming response owns the connection */
+	uint8_t list;		    /* enum conn_list_id */
+	struct kvd_tls_conn *tls;   /* NULL: plain HTTP */
+	char *tls_out;		    /* ciphertext held by the uv_write in flight */
+	bool tls_handshaking;	    /* counted in server->tls_handshakes */
 	bool reading, writing, in_read, bp_paused, no_more_input;
 	bool close_when_drained, ending, lingering, closing;
 };
@@ -362,6 +363,15 @@ static void conn_fail(struct http_conn *c, int status)
 		out_add(c, r->out_len);
 }
 
+/* A streaming response (http_stream_start): what the connection and its
+ * writer share. Freed by http_stream_close() or when the connection closes
+ * (after close_cb). */
+struct http_stream {
+	struct http_conn *conn; /* NULL once closed */
+	http_stream_close_cb close_cb;
+	void *user;
+};
+
 static void on_conn_closed(uv_handle_t *h)
 {
 	struct http_conn *c = (struct http_conn *)h;
@@ -389,6 +399,13 @@ static void conn_close(struct http_conn *c)
 		srv->tls_handshakes--;
 	}
 	out_sub(c, c->out_pending);
+	if (c->stream != NULL) { /* the stream's owner learns it, then it is freed */
+		struct http_stream *s = c->stream;
+		c->stream = NULL;
+		s->conn = NULL;
+		s->close_cb(s, s->user);
+		free(s);
+	}
 	list_remove(srv, c);
 	if (c->cur)
 		body_uncount(srv, c->cur);
@@ -1083,6 +1100,8 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 	conn_flush(c);
 	if (c->bp_paused && conn_may_read(c))
 		conn_queue_resume(c);
+	if (c->stream != NULL && !c->closing)
+		conn_read_start(c); /* to learn when the client goes (EOF) */
 }
 
 /* Resumes parsing after backpressure, once answers have drained. */
@@ -1151,6 +1170,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (c->closing)
 		return;
+	if (c->stream != NULL) { /* input after a streaming request is dropped */
+		if (nread < 0)
+			conn_close(c);
+		return;
+	}
 	if (c->lingering) {
 		if (nread < 0)
 			conn_close(c);
@@ -1233,7 +1257,7 @@ static bool evict_idle(struct http_server *srv)
 	unsigned i;
 
 	for (i = 0; c && i < EVICT_SCAN; i++, c = c->next) {
-		if (!c->qhead && !c->writing && !c->ending && c->rest_len == 0 &&
+		if (!c->qhead && !c->writing && !c->ending && c->rest_len == 0 && !c->stream &&
 		    now - c->last_ms >= EVICT_IDLE_MS) {
 			srv->stats.evicted++;
 			conn_close(c);
@@ -1346,6 +1370,8 @@ static void on_sweep(uv_timer_t *t)
 			conn_timeout(c);
 		else if (now - c->last_ms < o->idle_timeout_ms)
 			continue;
+		else if (c->stream != NULL && !c->writing)
+			continue; /* a stream is quiet, not idle */
 		else if (!c->qhead && !c->writing && !c->ending)
 			conn_close(c); /* idle */
 		else if (c->writing)
@@ -1655,4 +1681,140 @@ int http_response_send(struct http_request *req, int status, const char *content
 	if ((c->deferred != NULL && c->nunanswered == 1) || (c->bp_paused && conn_may_read(c)))
 		conn_queue_resume(c);
 	return 0;
+}
+
+/* ---- streaming responses ---- */
+
+/* Appends n bytes to r->out, growing it. Returns 0 or KVD_ENOMEM. */
+static int out_append(struct http_request *r, const void *p, size_t n)
+{
+	if (r->out_len + n > r->out_cap) {
+		size_t cap = r->out_cap ? r->out_cap : 4096;
+		char *nb;
+		while (cap < r->out_len + n)
+			cap *= 2;
+		nb = realloc(r->out, cap);
+		if (!nb)
+			return KVD_ENOMEM;
+		r->out = nb;
+		r->out_cap = cap;
+	}
+	memcpy(r->out + r->out_len, p, n);
+	r->out_len += n;
+	return 0;
+}
+
+int http_stream_start(struct http_request *req, int status, const char *content_type,
+		      const char *extra_headers, http_stream_close_cb close_cb, void *user,
+		      struct http_stream **out)
+{
+	struct http_server *srv = req->server;
+	struct http_conn *c = req->conn;
+	struct http_stream *s;
+	char line[128];
+	int rc = 0;
+
+	assert(req->state == HTTP_REQUEST_HANDLING);
+	srv->stats.outstanding--;
+	if (srv->opts.observe_cb)
+		srv->opts.observe_cb(req, status, srv->opts.observe_user);
+	if (!c) {
+		req_put(req);
+		server_maybe_free(srv);
+		return KVD_ESHUTDOWN;
+	}
+	c->nunanswered--;
+	if (req->ordered)
+		c->nunsafe--;
+	req->state = HTTP_REQUEST_DONE;
+	req->out_len = 0;
+	s = calloc(1, sizeof(*s));
+	snprintf(line, sizeof(line), "HTTP/1.1 %d OK\r\nDate: %s\r\n", status,
+		 http_date_now(&srv->date));
+	if (s == NULL || out_append(req, line, strlen(line)) != 0 ||
+	    (content_type != NULL && (out_append(req, "Content-Type: ", 14) != 0 ||
+				      out_append(req, content_type, strlen(content_type)) != 0 ||
+				      out_append(req, "\r\n", 2) != 0)) ||
+	    out_append(req, "Cache-Control: no-cache\r\nConnection: close\r\n", 44) != 0 ||
+	    (extra_headers != NULL && out_append(req, extra_headers, strlen(extra_headers)) != 0) ||
+	    out_append(req, "\r\n", 2) != 0) {
+		free(s);
+		conn_close(c);
+		rc = KVD_ENOMEM;
+		goto out;
+	}
+	s->conn = c;
+	s->close_cb = close_cb;
+	s->user = user;
+	c->stream = s;
+	c->no_more_input = true; /* nothing after it is a request */
+	out_add(c, req->out_len);
+	if (!c->in_read) {
+		conn_flush(c);
+		conn_read_start(c);
+	}
+	*out = s;
+out:
+	return rc;
+}
+
+int http_stream_write(struct http_stream *s, const void *data, size_t len)
+{
+	struct http_conn *c = s->conn;
+	struct http_request *r;
+	int rc = 0;
+
+	if (c == NULL || c->closing || c->ending) {
+		rc = KVD_ESHUTDOWN;
+		goto out;
+	}
+	/* Everything queued after the stream's head is its own output: the
+	 * tail, if any, is a finished buffer not yet handed to the kernel. */
+	r = c->qtail;
+	if (r == NULL) {
+		r = req_get(c->server);
+		if (r == NULL) {
+			rc = KVD_ENOMEM;
+			goto out;
+		}
+		r->conn = c;
+		r->state = HTTP_REQUEST_DONE;
+		queue_append(c, r);
+	}
+	if (out_append(r, data, len) != 0) {
+		rc = KVD_ENOMEM;
+		goto out;
+	}
+	out_add(c, len);
+	if (!c->in_read)
+		conn_flush(c);
+out:
+	return rc;
+}
+
+size_t http_stream_unsent(const struct http_stream *s, bool *server_over)
+{
+	const struct http_conn *c = s->conn;
+
+	if (server_over != NULL)
+		*server_over =
+		    c != NULL && c->server->out_total >= c->server->opts.max_total_output_bytes;
+	return c != NULL ? c->out_pending : 0;
+}
+
+void http_stream_close(struct http_stream *s)
+{
+	struct http_conn *c = s->conn;
+
+	free(s);
+	if (c == NULL || c->closing)
+		return;
+	c->stream = NULL;
+	c->close_when_drained = true; /* ends once the queued output is sent */
+	if (c->ending)
+		return;
+	if (!c->writing && c->qhead == NULL)
+		conn_end(c);
+	else
+		conn_flush(c);
 }

@@ -214,4 +214,47 @@ bool http_request_is_connected(const struct http_request *req);
 int http_response_send(struct http_request *req, int status, const char *content_type,
 		       const char *extra_headers, const void *body, size_t len);
 
+/*
+ * Streaming responses (Server-Sent Events, API.md §13): a response with
+ * headers and no length whose body is written piece by piece, ending when
+ * the connection closes. It is the connection's last response: requests
+ * pipelined after it are not read (input is read only to learn of EOF), and
+ * the connection is exempt from the idle timeout and from eviction; a write
+ * still pending after idle_timeout_ms closes it as for any response. Its
+ * bytes count in max_output_bytes and max_total_output_bytes like any
+ * response's; the writer bounds them (http_stream_unsent()).
+ */
+struct http_stream;
+
+/* Called once when the connection of s closes by itself (client gone,
+ * write error, server deadline); s is freed after the call. Not called
+ * after http_stream_close(). */
+typedef void (*http_stream_close_cb)(struct http_stream *s, void *user);
+
+/*
+ * Answers req (HANDLING; invalid after the call) with status and the
+ * headers only: Content-Type (content_type, borrowed; may be NULL),
+ * Cache-Control: no-cache, Connection: close, extra_headers (complete lines,
+ * copied; may be NULL); no Content-Length. Returns 0 with *out (owned by the
+ * caller until http_stream_close() or close_cb), KVD_ESHUTDOWN (client gone)
+ * or KVD_ENOMEM (the connection is closed; close_cb is not called).
+ */
+int http_stream_start(struct http_request *req, int status, const char *content_type,
+		      const char *extra_headers, http_stream_close_cb close_cb, void *user,
+		      struct http_stream **out);
+
+/* Queues len bytes (copied) of s's body and writes what the socket takes.
+ * Returns 0, KVD_ESHUTDOWN (closing) or KVD_ENOMEM. It may close the
+ * connection (write error): close_cb then runs before it returns. */
+int http_stream_write(struct http_stream *s, const void *data, size_t len);
+
+/* Bytes queued on s's connection and not yet taken by the kernel;
+ * *server_over (may be NULL): whether the unsent bytes of every connection
+ * together are at or over max_total_output_bytes. */
+size_t http_stream_unsent(const struct http_stream *s, bool *server_over);
+
+/* Ends the stream: the connection closes once its queued bytes are sent.
+ * s is freed; close_cb is not called. */
+void http_stream_close(struct http_stream *s);
+
 #endif

@@ -50,9 +50,11 @@ struct fixture {
 	bool closed;	      /* the close callback ran */
 	struct http_server_stats stats;
 	uint64_t close_timeout_ms;
-	int marks;    /* /mark requests handled (atomic) */
-	int handled;  /* requests handled (atomic) */
-	int observed; /* responses seen by observe_cb (atomic) */
+	int marks;		    /* /mark requests handled (atomic) */
+	int handled;		    /* requests handled (atomic) */
+	int observed;		    /* responses seen by observe_cb (atomic) */
+	struct http_stream *stream; /* /stream's, until /end or its close_cb */
+	int stream_closed;	    /* close_cb calls (loop thread) */
 };
 
 #define CHECKT(f, cond)                                                                            \
@@ -99,9 +101,19 @@ static void answer_held_reverse(struct fixture *f)
 	}
 }
 
+static void on_stream_closed(struct http_stream *st, void *user)
+{
+	struct fixture *f = user;
+
+	if (f->stream == st)
+		f->stream = NULL;
+	f->stream_closed++;
+}
+
 /*
- * Routes: /hello; /echo (body back, method in X-Method); /hold/N (answered
- * by /release, in reverse order); /delay/N (answered N ms later).
+ * Routes: /stream (a streaming response: "hello\n" at once), /push (writes
+ * "x\n" to it), /end (closes it), /closed (close_cb calls so far); /hello; /echo (body back, method
+ * in X-Method); /hold/N (answered by /release, in reverse order); /delay/N (answered N ms later).
  */
 static void handler(struct http_request *req, void *user)
 {
@@ -112,7 +124,22 @@ static void handler(struct http_request *req, void *user)
 	char extra[128];
 
 	__atomic_add_fetch(&f->handled, 1, __ATOMIC_SEQ_CST);
-	if (strcmp(path, "/mark") == 0) {
+	if (strcmp(path, "/stream") == 0) {
+		if (http_stream_start(req, 200, "text/event-stream", "X-S: 1\r\n", on_stream_closed,
+				      f, &f->stream) == 0)
+			http_stream_write(f->stream, "hello\n", 6);
+	} else if (strcmp(path, "/push") == 0 || strcmp(path, "/end") == 0 ||
+		   strcmp(path, "/closed") == 0) {
+		char out[16];
+		int n = snprintf(out, sizeof(out), "%d", f->stream_closed);
+		if (f->stream != NULL && path[1] == 'p')
+			http_stream_write(f->stream, "x\n", 2);
+		if (f->stream != NULL && path[1] == 'e') {
+			http_stream_close(f->stream);
+			f->stream = NULL;
+		}
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
+	} else if (strcmp(path, "/mark") == 0) {
 		__atomic_add_fetch(&f->marks, 1, __ATOMIC_SEQ_CST);
 		http_response_send(req, 200, "text/plain", NULL, "marked", 6);
 	} else if (strncmp(path, "/big/", 5) == 0) {
@@ -807,6 +834,78 @@ static void client_idle(struct fixture *f)
 	close(fd);
 	free(s);
 }
+
+/* Reads from fd until buf holds want (NUL-terminated); false on EOF/timeout. */
+static bool recv_until(int fd, char *buf, size_t cap, size_t *len, const char *want)
+{
+	while (strstr(buf, want) == NULL) {
+		ssize_t n = *len + 1 < cap ? recv(fd, buf + *len, cap - 1 - *len, 0) : -1;
+		if (n <= 0)
+			return false;
+		*len += (size_t)n;
+		buf[*len] = '\0';
+	}
+	return true;
+}
+
+static void client_stream(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char buf[4096] = "";
+	size_t len = 0;
+	int fd = tcp_connect(f->port), fd2, fd3;
+
+	CHECKT(f, fd >= 0);
+	/* Headers without a length, then the body as it is written. */
+	CHECKT(f, send_str(fd, "GET /stream HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, recv_until(fd, buf, sizeof(buf), &len, "\r\n\r\nhello\n"));
+	CHECKT(f, strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+	CHECKT(f, strstr(buf, "Content-Type: text/event-stream\r\n") != NULL);
+	CHECKT(f, strstr(buf, "X-S: 1\r\n") != NULL);
+	CHECKT(f, strstr(buf, "Connection: close\r\n") != NULL);
+	CHECKT(f, strstr(buf, "Content-Length") == NULL);
+	/* Quiet past the idle timeout: a stream is not idle. */
+	usleep(600000);
+	fd2 = tcp_connect(f->port);
+	reader_init(&rd, fd2);
+	CHECKT(f, send_str(fd2, "GET /push HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, recv_until(fd, buf, sizeof(buf), &len, "hello\nx\n"));
+	/* The pipelined GET /hello after it was never answered; /end closes. */
+	close(fd2);
+	fd2 = tcp_connect(f->port);
+	reader_init(&rd, fd2);
+	CHECKT(f, send_str(fd2, "GET /end HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, wait_eof(fd));
+	CHECKT(f, strstr(buf + 1, "HTTP/1.1") == NULL); /* one response only */
+	close(fd);
+	/* A client that goes away: close_cb runs (and /end no longer has it). */
+	fd3 = tcp_connect(f->port);
+	len = 0;
+	buf[0] = '\0';
+	CHECKT(f, send_str(fd3, "GET /stream HTTP/1.1\r\n\r\n"));
+	CHECKT(f, recv_until(fd3, buf, sizeof(buf), &len, "hello\n"));
+	close(fd3);
+	usleep(100000);
+	CHECKT(f, send_str(fd2, "GET /closed HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, strcmp(s->body, "1") == 0);
+	close(fd2);
+	free(s);
+}
+
+START_TEST(test_http_server_streaming_response)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.idle_timeout_ms = 200};
+
+	run_with(f, &opts, client_stream);
+	ck_assert_int_eq(f->stream_closed, 1);
+	free(f);
+}
+END_TEST
 
 START_TEST(test_http_server_idle_timeout_closes)
 {
@@ -1710,6 +1809,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_trailers_are_not_headers);
 	tcase_add_test(tc, test_http_server_admit_cb_before_body);
 	tcase_add_test(tc, test_http_server_max_connections);
+	tcase_add_test(tc, test_http_server_streaming_response);
 	suite_add_tcase(s, tc);
 	return s;
 }
