@@ -187,10 +187,11 @@ function draw(canvas, points, unit) {
 	if (points.length < 2)
 		return;
 	ctx.strokeStyle = "#2456c7";
-	ctx.lineWidth = 1.5;
+	ctx.lineWidth = 2;
 	ctx.beginPath();
+	/* The newest point at the right edge, one per second, a minute wide. */
 	points.forEach((p, i) => {
-		const x = (i / 59) * w, y = h - 2 - (p / max) * (h - 16);
+		const x = w - 1 - (points.length - 1 - i) * ((w - 2) / 59), y = h - 2 - (p / max) * (h - 16);
 		i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y);
 	});
 	ctx.stroke();

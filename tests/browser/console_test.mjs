@@ -91,6 +91,15 @@ async function leaderOf(page) {
 	return rows.length === 3 && l.length === 1 ? l[0].id : null;
 }
 
+/* Clicks a button of the editor and waits for the status line it sets
+ * (cleared first, so an earlier step's status is not taken for this one). */
+async function clickAndStatus(page, button, what, pred) {
+	await page.$eval("#ed-status", (e) => { e.textContent = ""; });
+	await page.click(button);
+	return waitFor(what, () => page.$eval("#ed-status", (e) => e.textContent).then(
+		(t) => (t !== "" && pred(t) ? t : null)));
+}
+
 async function http(url, opts) {
 	const res = await fetch(url, opts);
 	return { status: res.status, body: await res.text(), etag: res.headers.get("etag") };
@@ -137,8 +146,7 @@ async function main() {
 			await page.click("#new-btn");
 			await page.type("#ed-key", key);
 			await page.type("#ed-value", "first value");
-			await page.click("#save-btn");
-			await waitFor("Saved", () => page.$eval("#ed-status", (e) => e.textContent.startsWith("Saved")));
+			await clickAndStatus(page, "#save-btn", "Saved", (t) => t.startsWith("Saved at"));
 			const r = await http(leaderUrl + "/kv/" + key);
 			if (r.status !== 200 || r.body !== "first value")
 				throw new Error("GET after create: " + r.status + " " + r.body);
@@ -148,8 +156,7 @@ async function main() {
 		await step("edit, and a conflicting edit shows the 412", async () => {
 			await page.$eval("#ed-value", (e) => { e.value = ""; });
 			await page.type("#ed-value", "second value");
-			await page.click("#save-btn");
-			await waitFor("Saved", () => page.$eval("#ed-status", (e) => e.textContent.startsWith("Saved at")));
+			await clickAndStatus(page, "#save-btn", "Saved", (t) => t.startsWith("Saved at"));
 			let r = await http(leaderUrl + "/kv/" + key);
 			if (r.body !== "second value")
 				throw new Error("GET after edit: " + r.body);
@@ -159,9 +166,7 @@ async function main() {
 			if (r.status !== 200)
 				throw new Error("outside PUT: " + r.status);
 			expectedNetworkErrors++;
-			await page.click("#save-btn");
-			const status = await waitFor("the 412", () => page.$eval("#ed-status",
-				(e) => e.textContent.includes("412") ? e.textContent : null));
+			const status = await clickAndStatus(page, "#save-btn", "the 412", (t) => t.includes("412"));
 			r = await http(leaderUrl + "/kv/" + key);
 			if (r.body !== "written by another client")
 				throw new Error("the conflicting save overwrote the key: " + r.body);
@@ -169,10 +174,8 @@ async function main() {
 		});
 
 		await step("delete through the page", async () => {
-			await page.click("#reload-btn");
-			await waitFor("reloaded", () => page.$eval("#ed-status", (e) => e.textContent.startsWith("Reloaded")));
-			await page.click("#delete-btn");
-			await waitFor("Deleted", () => page.$eval("#ed-status", (e) => e.textContent.startsWith("Deleted")));
+			await clickAndStatus(page, "#reload-btn", "Reloaded", (t) => t.startsWith("Reloaded"));
+			await clickAndStatus(page, "#delete-btn", "Deleted", (t) => t.startsWith("Deleted"));
 			const r = await http(leaderUrl + "/kv/" + key);
 			if (r.status !== 404)
 				throw new Error("GET after delete: " + r.status);
