@@ -24,6 +24,7 @@
 #include "api/snapshots.h"
 #include "api/transport.h"
 #include "api/watch.h"
+#include "api/ui.h"
 #include "api/textutil.h"
 #include "engine/command.h"
 #include "kvd/errors.h"
@@ -37,7 +38,8 @@ void kvd_reply_text(struct http_request *req, int status, const char *body)
 	http_response_send(req, status, TEXT, NULL, body, strlen(body));
 }
 
-static void reply_json(struct http_request *req, int status, json_t *o)
+/* Answers o (consumed) as JSON with extra header lines (NULL: none). */
+static void reply_json_headers(struct http_request *req, int status, json_t *o, const char *headers)
 {
 	char *s = kvd_json_dumps(o);
 	json_decref(o);
@@ -45,8 +47,13 @@ static void reply_json(struct http_request *req, int status, json_t *o)
 		kvd_reply_text(req, 500, "out of memory\n");
 		return;
 	}
-	http_response_send(req, status, JSON, NULL, s, strlen(s));
+	http_response_send(req, status, JSON, headers, s, strlen(s));
 	free(s);
+}
+
+static void reply_json(struct http_request *req, int status, json_t *o)
+{
+	reply_json_headers(req, status, o, NULL);
 }
 
 static void method_not_allowed(struct http_request *req, const char *allow)
@@ -477,7 +484,8 @@ static void route_cluster_info(struct kvd_node *n, struct http_request *req)
 	json_object_set_new(o, "learners", learners);
 	json_object_set_new(o, "commit-index", kvd_json_u64(raft_commit_index(n->raft)));
 	json_object_set_new(o, "last-applied", kvd_json_u64(kvd_applier_applied(n->applier)));
-	reply_json(req, 200, o);
+	/* Public and read-only: the console of another member reads it (ui.c). */
+	reply_json_headers(req, 200, o, "Access-Control-Allow-Origin: *\r\n");
 }
 
 /* Parses a non-negative decimal query parameter; *out keeps its value when
@@ -830,6 +838,8 @@ void kvd_routes_handle(struct http_request *req, void *user)
 			method_not_allowed(req, "GET");
 		else
 			kvd_metrics_respond(n, req);
+	} else if (path_is(path, len, "/ui") || (len >= 4 && memcmp(path, "/ui/", 4) == 0)) {
+		kvd_ui_serve(req, path, len);
 	} else if (path_is(path, len, "/log")) {
 		route_log(n, req, method);
 	} else if (path_is(path, len, "/log/snapshot")) {

@@ -9,6 +9,11 @@ kvd_ensure_deps() {
 		# clang + libclang-rt-dev (libFuzzer and the sanitizer runtimes):
 		# the fuzzing stage of test.sh.
 		pkgs+=(wrk iptables iproute2 libnetfilter-queue-dev clang-format clang libclang-rt-dev)
+		# chromium: the web console's browser test (tests/browser); node and
+		# npm from Debian only where the machine has none of its own.
+		pkgs+=(chromium)
+		command -v node >/dev/null || pkgs+=(nodejs)
+		command -v npm >/dev/null || pkgs+=(npm)
 	fi
 	local missing=()
 	local p
