@@ -39,6 +39,7 @@
 
 #include <uv.h>
 
+#include "api/common/id.h"
 #include "api/common/tls_client.h"
 #include "api/http/http_client.h"
 #include "api/http/tls.h"
@@ -121,30 +122,6 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	if (*end != '\0' || v < min || v > max)
 		return KVD_EINVAL;
 	*out = v;
-	return 0;
-}
-
-/* "10s", "500ms", "2m", or seconds as a plain number. */
-static int parse_duration(const char *s, uint64_t *ms)
-{
-	char *end;
-	unsigned long long v;
-	uint64_t mult;
-
-	if (s[0] < '0' || s[0] > '9')
-		return KVD_EINVAL;
-	v = strtoull(s, &end, 10);
-	if (*end == '\0' || strcmp(end, "s") == 0)
-		mult = 1000;
-	else if (strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "m") == 0)
-		mult = 60000;
-	else
-		return KVD_EINVAL;
-	if (v == 0 || v > 86400000ULL / mult)
-		return KVD_EINVAL;
-	*ms = v * mult;
 	return 0;
 }
 
@@ -231,7 +208,7 @@ static int parse_args(int argc, char **argv, struct bench_args *a)
 			a->connections = (unsigned)v;
 			break;
 		case 'd':
-			if (parse_duration(val, &a->duration_ms) != 0) {
+			if (kvd_parse_duration_ms(val, &a->duration_ms) != 0) {
 				fail_line("bad --duration '%.100s' (e.g. 10s, 500ms, 2m)", val);
 				return 2;
 			}

@@ -433,30 +433,15 @@ int kvctl_status_exit(const struct kvctl_http_response *resp, const char *what)
 			  st, len, body);
 }
 
-/* "10s", "500ms", "2m", or seconds ("1.5" too), at most a day. */
-static int parse_duration(const char *s, int64_t *ms)
+/* --timeout: kvd_parse_duration_ms() into the signed field kvctl keeps. */
+static int parse_timeout(const char *s, int64_t *ms)
 {
-	char *end;
-	double v;
-	double mult;
+	uint64_t v;
+	int rv = kvd_parse_duration_ms(s, &v);
 
-	if (s[0] < '0' || s[0] > '9' || strspn(s, "0123456789.") != strcspn(s, "ms") ||
-	    strchr(s, '.') != strrchr(s, '.'))
-		return KVD_EINVAL; /* digits and one '.', then the unit: no 1e3, inf, 0x */
-	v = strtod(s, &end);
-	if (*end == '\0' || strcmp(end, "s") == 0)
-		mult = 1000;
-	else if (strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "m") == 0)
-		mult = 60000;
-	else
-		return KVD_EINVAL;
-	v *= mult;
-	if (!(v >= 1 && v <= 86400000.0))
-		return KVD_EINVAL;
-	*ms = (int64_t)v;
-	return 0;
+	if (rv == 0)
+		*ms = (int64_t)v;
+	return rv;
 }
 
 static int parse_endpoints(struct kvctl *k, const char *list)
@@ -625,7 +610,7 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 	if (k->token != NULL && (k->token[0] == '\0' || strpbrk(k->token, " \t\r\n") != NULL))
 		return kvctl_fail(KVCTL_EXIT_USAGE, "--token must be non-empty, without spaces");
 	k->timeout_ms = DEFAULT_TIMEOUT_MS;
-	if (timeout != NULL && parse_duration(timeout, &k->timeout_ms) != 0)
+	if (timeout != NULL && parse_timeout(timeout, &k->timeout_ms) != 0)
 		return kvctl_fail(KVCTL_EXIT_USAGE,
 				  "invalid --timeout '%s' (10s, 500ms, 2m or seconds)", timeout);
 	rv = parse_endpoints(k, endpoints && *endpoints ? endpoints : DEFAULT_ENDPOINT);

@@ -97,3 +97,27 @@ int kvd_id_split(const char *id, char *host, size_t host_size, uint16_t *port)
 	*port = (uint16_t)p;
 	return 0;
 }
+
+int kvd_parse_duration_ms(const char *s, uint64_t *ms)
+{
+	char *end;
+	double v, mult;
+
+	if (s[0] < '0' || s[0] > '9' || strspn(s, "0123456789.") != strcspn(s, "ms") ||
+	    strchr(s, '.') != strrchr(s, '.'))
+		return KVD_EINVAL;
+	v = strtod(s, &end);
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0)
+		mult = 60000;
+	else
+		return KVD_EINVAL;
+	v *= mult;
+	if (!(v >= 1 && v <= 86400000.0))
+		return KVD_EINVAL;
+	*ms = (uint64_t)v;
+	return 0;
+}

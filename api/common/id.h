@@ -34,4 +34,9 @@ int kvd_id_split(const char *id, char *host, size_t host_size, uint16_t *port);
  * *out, or KVD_EINVAL. */
 int kvd_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* Parses a duration of the tools' flags: "10s", "500ms", "2m", or seconds
+ * ("1.5" too); digits and at most one '.', then the unit (no sign, exponent,
+ * "inf" or hex); from 1 ms to one day. Returns 0 with *ms, or KVD_EINVAL. */
+int kvd_parse_duration_ms(const char *s, uint64_t *ms);
+
 #endif

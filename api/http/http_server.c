@@ -1648,12 +1648,15 @@ bool http_request_is_connected(const struct http_request *req)
 	return req->conn != NULL && !req->conn->closing;
 }
 
-int http_response_send(struct http_request *req, int status, const char *content_type,
-		       const char *extra_headers, const void *body, size_t len)
+/*
+ * What answering req does before its bytes are formatted (a response or a
+ * stream's head): counts and observes it, and marks it done. Returns 0, or
+ * KVD_ESHUTDOWN when its client is gone (req is released).
+ */
+static int answer_begin(struct http_request *req, int status)
 {
 	struct http_server *srv = req->server;
 	struct http_conn *c = req->conn;
-	int rc;
 
 	assert(req->state == HTTP_REQUEST_HANDLING);
 	assert(status >= 100 && status <= 999);
@@ -1669,6 +1672,18 @@ int http_response_send(struct http_request *req, int status, const char *content
 	if (req->ordered)
 		c->nunsafe--;
 	req->state = HTTP_REQUEST_DONE;
+	return 0;
+}
+
+int http_response_send(struct http_request *req, int status, const char *content_type,
+		       const char *extra_headers, const void *body, size_t len)
+{
+	struct http_server *srv = req->server;
+	struct http_conn *c = req->conn;
+	int rc = answer_begin(req, status);
+
+	if (rc != 0)
+		return rc;
 	rc = resp_format(req, status, content_type, extra_headers, body, len,
 			 srv->closing && req->next == NULL && !c->cur && c->rest_len == 0);
 	if (rc != 0) {
@@ -1712,21 +1727,10 @@ int http_stream_start(struct http_request *req, int status, const char *content_
 	struct http_conn *c = req->conn;
 	struct http_stream *s;
 	char line[128];
-	int rc = 0;
+	int rc = answer_begin(req, status);
 
-	assert(req->state == HTTP_REQUEST_HANDLING);
-	srv->stats.outstanding--;
-	if (srv->opts.observe_cb)
-		srv->opts.observe_cb(req, status, srv->opts.observe_user);
-	if (!c) {
-		req_put(req);
-		server_maybe_free(srv);
-		return KVD_ESHUTDOWN;
-	}
-	c->nunanswered--;
-	if (req->ordered)
-		c->nunsafe--;
-	req->state = HTTP_REQUEST_DONE;
+	if (rc != 0)
+		return rc;
 	req->out_len = 0;
 	s = calloc(1, sizeof(*s));
 	snprintf(line, sizeof(line), "HTTP/1.1 %d OK\r\nDate: %s\r\n", status,
