@@ -235,7 +235,7 @@ struct sim_plants {
 	bool held_early;	 /* held messages leave one writer sequence early */
 	bool append_oom_success; /* a failed (out of memory) append still acknowledges */
 	bool one_connection;	 /* snapshot chunks share the AppendEntries connection */
-	bool txn_torn;	       /* the state machine applies half of a txn's branch */
+	bool txn_torn;		 /* the state machine applies half of a txn's branch */
 };
 
 struct sim_params {
