@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "api/common/id.h"
+#include "tools/kvctl_tls.h"
 #include "kvd/errors.h"
 
 #define MAX_HOPS	   5
@@ -36,7 +37,8 @@
 #define DEFAULT_ENDPOINT   "127.0.0.1:8080"
 
 static const char USAGE[] =
-    "usage: kvctl [--endpoints A,B,..] [--token T] [--json] [--timeout 10s] COMMAND [ARGS]\n"
+    "usage: kvctl [--endpoints A,B,..] [--token T] [--cacert F] [--cert F --key F] [--json]\n"
+    "             [--timeout 10s] COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  get KEY                              print a key's value\n"
@@ -53,9 +55,11 @@ static const char USAGE[] =
     "  leader                               print the leader's id\n"
     "\n"
     "global flags:\n"
-    "  --endpoints A,B,..  nodes to ask, host:port or http://host:port\n"
+    "  --endpoints A,B,..  nodes to ask, host:port, http://host:port or https://host:port\n"
     "                      (default $KVCTL_ENDPOINTS, else " DEFAULT_ENDPOINT ")\n"
     "  --token T           send Authorization: Bearer T (default $KVCTL_TOKEN)\n"
+    "  --cacert F          TLS: verify the nodes against this CA (PEM; else the system's)\n"
+    "  --cert F, --key F   TLS: present this client certificate and key (mutual TLS)\n"
     "  --json              print JSON instead of text\n"
     "  --timeout D         give up after D (10s, 500ms, 2m or seconds; default 10s)\n"
     "  -h, --help          this text; kvctl COMMAND --help for one command\n"
@@ -204,16 +208,20 @@ bool kvctl_key_valid(const char *s, bool allow_empty)
 	return true;
 }
 
-/* "http://host:port/..." -> host, port, path (points into loc). */
+/* "http(s)://host:port/..." -> host, port, path (points into loc). The
+ * scheme is the cluster's: every node speaks TLS or none does. */
 static int parse_location(const char *loc, struct kvctl_endpoint *ep, const char **path)
 {
 	char id[KVD_ID_SIZE];
 	const char *p, *slash;
 	size_t len;
 
-	if (loc == NULL || strncmp(loc, "http://", 7) != 0)
+	if (loc != NULL && strncmp(loc, "http://", 7) == 0)
+		p = loc + 7;
+	else if (loc != NULL && strncmp(loc, "https://", 8) == 0)
+		p = loc + 8;
+	else
 		return KVD_EINVAL;
-	p = loc + 7;
 	slash = strchr(p, '/');
 	len = slash ? (size_t)(slash - p) : strlen(p);
 	if (len == 0 || len >= sizeof(id))
@@ -454,11 +462,17 @@ static int parse_endpoints(struct kvctl *k, const char *list)
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
 		char id[KVD_ID_SIZE];
 
-		if (len >= 8 && strncmp(p, "https://", 8) == 0)
+		if (len >= 8 && strncmp(p, "https://", 8) == 0) {
+			if (k->n_endpoints > 0 && !k->https)
+				return kvctl_fail(KVCTL_EXIT_USAGE,
+						  "--endpoints mixes http and https: '%s'", list);
+			k->https = true;
+			p += 8;
+			len -= 8;
+		} else if (k->https) {
 			return kvctl_fail(KVCTL_EXIT_USAGE,
-					  "endpoint '%.*s': https is not supported yet", (int)len,
-					  p);
-		if (len >= 7 && strncmp(p, "http://", 7) == 0) {
+					  "--endpoints mixes http and https: '%s'", list);
+		} else if (len >= 7 && strncmp(p, "http://", 7) == 0) {
 			p += 7;
 			len -= 7;
 		}
@@ -515,6 +529,9 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 	static const struct option opts[] = {
 	    {"endpoints", required_argument, NULL, 'e'},
 	    {"token", required_argument, NULL, 'T'},
+	    {"cacert", required_argument, NULL, 'a'},
+	    {"cert", required_argument, NULL, 'c'},
+	    {"key", required_argument, NULL, 'k'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"timeout", required_argument, NULL, 't'},
 	    {"if-match", required_argument, NULL, 'M'},
@@ -541,6 +558,15 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 				return kvctl_fail(KVCTL_EXIT_USAGE, "--endpoints is empty");
 			break;
 		case 'T': k->token = optarg; break;
+		case 'a':
+		case 'c':
+		case 'k': {
+			char err[KVD_ERRMSG_SIZE];
+			const char *name = c == 'a' ? "cacert" : c == 'c' ? "cert" : "key";
+			if (kvd_tls_client_flag(&k->tls, name, optarg, err) < 0)
+				return kvctl_fail(KVCTL_EXIT_USAGE, "%s", err);
+			break;
+		}
 		case 'j': k->json = true; break;
 		case 't': timeout = optarg; break;
 		case 'M':
@@ -614,7 +640,17 @@ static int parse_args(int argc, char **argv, struct kvctl *k, const struct comma
 		return kvctl_fail(KVCTL_EXIT_USAGE,
 				  "invalid --timeout '%s' (10s, 500ms, 2m or seconds)", timeout);
 	rv = parse_endpoints(k, endpoints && *endpoints ? endpoints : DEFAULT_ENDPOINT);
-	return rv == 0 ? -1 : rv;
+	if (rv != 0)
+		return rv;
+	/* TLS with https:// endpoints, or when any TLS flag is given. */
+	if (k->tls.cacert[0] != '\0' || k->tls.cert[0] != '\0' || k->tls.key[0] != '\0')
+		k->https = true;
+	if (k->https) {
+		char err[KVD_ERRMSG_SIZE];
+		if (kvd_tls_client_check(&k->tls, err) != 0)
+			return kvctl_fail(KVCTL_EXIT_USAGE, "%s", err);
+	}
+	return -1;
 }
 
 int main(int argc, char **argv)
@@ -627,6 +663,11 @@ int main(int argc, char **argv)
 		return rv;
 	signal(SIGPIPE, SIG_IGN);
 	k.transport = kvctl_transport_tcp();
+	if (k.https) {
+		char err[KVD_ERRMSG_SIZE];
+		if (kvctl_transport_tls(&k.tls, &k.transport, err) != 0)
+			return kvctl_fail(KVCTL_EXIT_USAGE, "%s", err);
+	}
 	k.deadline_ms = kvctl_now_ms() + k.timeout_ms;
 	rv = cmd->run(&k);
 	if (fflush(stdout) != 0 && rv == KVCTL_EXIT_OK)

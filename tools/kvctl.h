@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "api/common/tls_client.h"
 #include "tools/kvctl_http.h"
 
 enum {
@@ -51,6 +52,8 @@ struct kvctl {
 	char **args;	  /* the command's positional arguments */
 	int n_args;
 	const struct kvctl_transport *transport;
+	struct kvd_tls_client_opts tls; /* --cacert, --cert, --key */
+	bool https;			/* endpoints given as https:// */
 };
 
 /* Request flags. */

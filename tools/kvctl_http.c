@@ -175,7 +175,16 @@ static void tcp_close(void *state)
 	close((int)(intptr_t)state);
 }
 
-static const struct kvctl_transport TCP = {tcp_connect, tcp_read, tcp_write, tcp_close};
+static const struct kvctl_transport TCP = {tcp_connect, tcp_read, tcp_write, tcp_close, NULL};
+
+/* ": <the transport's reason>" for an error message, or "". */
+static const char *why(const struct kvctl_http_conn *c, char *buf, size_t size)
+{
+	const char *w = c->t->why != NULL ? c->t->why(c->state) : NULL;
+
+	snprintf(buf, size, "%s%s", w != NULL ? ": " : "", w != NULL ? w : "");
+	return buf;
+}
 
 const struct kvctl_transport *kvctl_transport_tcp(void)
 {
@@ -310,9 +319,12 @@ static int read_head(struct kvctl_http_conn *c, struct kvctl_http_head *head, in
 	if (head->status == 204 || head->status == 304)
 		c->done = 1;
 	return 0;
-fail:
-	snprintf(errmsg, errmsg_size, "%s reading the response",
-		 rv == KVD_ECORRUPT ? "not an HTTP response" : kvd_strerror(rv));
+fail : {
+	char w[200];
+	snprintf(errmsg, errmsg_size, "%s reading the response%s",
+		 rv == KVD_ECORRUPT ? "not an HTTP response" : kvd_strerror(rv),
+		 why(c, w, sizeof(w)));
+}
 	return rv;
 }
 
@@ -375,8 +387,9 @@ int kvctl_http_open(const struct kvctl_transport *t, const struct kvctl_http_req
 	if (rv == 0 && req->body != NULL)
 		rv = write_all(c, req->body, req->body_len, deadline_ms);
 	if (rv != 0) {
-		snprintf(errmsg, errmsg_size, "%s:%u: %s sending the request", req->host,
-			 (unsigned)req->port, kvd_strerror(rv));
+		char w[200];
+		snprintf(errmsg, errmsg_size, "%s:%u: %s sending the request%s", req->host,
+			 (unsigned)req->port, kvd_strerror(rv), why(c, w, sizeof(w)));
 		goto out_close;
 	}
 	rv = read_head(c, head, deadline_ms, errmsg, errmsg_size);

@@ -27,6 +27,9 @@ struct kvctl_transport {
 	long (*read)(void *state, char *buf, size_t len, int64_t deadline_ms);
 	long (*write)(void *state, const char *buf, size_t len, int64_t deadline_ms);
 	void (*close)(void *state);
+	/* Why the last read or write failed, when the transport knows more
+	 * than the error code (TLS alerts), else NULL. May be NULL itself. */
+	const char *(*why)(void *state);
 };
 
 /* Plain TCP (getaddrinfo, non-blocking connect, poll). Static, never freed. */

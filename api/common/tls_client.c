@@ -31,7 +31,19 @@ struct kvd_tls_client {
 struct kvd_tls_stream {
 	struct kvd_tls_client *client;
 	SSL *ssl;
+	char why[160]; /* the last read or write failure's reason, or "" */
 };
+
+/* Keeps the reason of the failed call (the queued OpenSSL error, e.g. the
+ * peer's "tlsv13 alert certificate required"), then clears the queue. */
+static void note_failure(struct kvd_tls_stream *s)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	snprintf(s->why, sizeof(s->why), "%s", r != NULL ? r : "");
+	ERR_clear_error();
+}
 
 static int fail(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -216,7 +228,7 @@ int kvd_tls_stream_write(struct kvd_tls_stream *s, const void *data, size_t len)
 	while (done < len) {
 		size_t n = 0;
 		if (SSL_write_ex(s->ssl, (const char *)data + done, len - done, &n) != 1) {
-			ERR_clear_error();
+			note_failure(s);
 			return KVD_EIO;
 		}
 		done += n;
@@ -232,8 +244,13 @@ ssize_t kvd_tls_stream_read(struct kvd_tls_stream *s, void *buf, size_t cap)
 	if (SSL_read_ex(s->ssl, buf, cap, &n) == 1)
 		return (ssize_t)n;
 	e = SSL_get_error(s->ssl, 0);
-	ERR_clear_error();
+	note_failure(s);
 	return e == SSL_ERROR_ZERO_RETURN ? 0 : KVD_EIO;
+}
+
+const char *kvd_tls_stream_why(const struct kvd_tls_stream *s)
+{
+	return s->why[0] != '\0' ? s->why : NULL;
 }
 
 void kvd_tls_stream_close(struct kvd_tls_stream *s)

@@ -64,6 +64,10 @@ bool kvd_tls_stream_resumed(const struct kvd_tls_stream *s);
 int kvd_tls_stream_write(struct kvd_tls_stream *s, const void *data, size_t len);
 /* Blocking read: bytes read (> 0), 0 at the end of the stream, KVD_EIO. */
 ssize_t kvd_tls_stream_read(struct kvd_tls_stream *s, void *buf, size_t cap);
+/* Why the last read or write failed, as OpenSSL says (e.g. "tlsv13 alert
+ * certificate required": the node refused the client's certificate), or
+ * NULL when it did not say. Borrowed from s. */
+const char *kvd_tls_stream_why(const struct kvd_tls_stream *s);
 /* Sends close_notify, keeps the session for the next connect, frees s (the
  * descriptor stays open: the caller closes it). */
 void kvd_tls_stream_close(struct kvd_tls_stream *s);

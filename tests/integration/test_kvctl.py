@@ -183,7 +183,7 @@ class TestUsage(KvctlCase):
             ["--timeout", "inf", "status"],
             ["--timeout", "1.2.3s", "status"],
             ["--endpoints", "nohostport", "status"],
-            ["--endpoints", "https://127.0.0.1:1", "status"],
+            ["--endpoints", "http://127.0.0.1:1,https://127.0.0.1:2", "status"],
             ["--endpoints", "127.0.0.1:1,,", "status"],
             ["--endpoints", "", "status"],
             ["--token", "", "status"],

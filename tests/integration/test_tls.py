@@ -175,6 +175,43 @@ class TestTLSCluster(TLSMode, ClusterCase):
         self.assertEqual(r.status, 307)
         self.assertEqual(r.headers.get("location"), "https://127.0.0.1:%d/kv/a?x=1" % leader.port)
 
+    def test_kvctl_over_mutual_tls(self):
+        """kvctl with --cacert/--cert/--key and https:// endpoints: writes
+        through a follower (its 307 to https:// followed), reads, status;
+        no client certificate or the wrong CA: exit 3 and one line saying
+        why the handshake failed."""
+        kvctl = os.path.join(os.path.dirname(os.path.abspath(cluster.KVD_BIN)), "tools", "kvctl")
+        c = self.make_cluster(3)
+        leader, _ = c.wait_leader(timeout=10)
+        follower = [n for n in c.nodes if n is not leader][0]
+        order = [follower] + [n for n in c.nodes if n is not follower]
+        eps = ",".join("https://127.0.0.1:%d" % n.port for n in order)
+        creds = ["--cacert", cert("ca.crt"), "--cert", cert("client.crt"), "--key", cert("client.key")]
+
+        def run(*args):
+            p = subprocess.run([kvctl, "--endpoints", eps, "--timeout", "5s"] + list(args),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+        self.assertEqual(run(*creds, "put", "tls-key", "over tls")[0], 0)
+        rc, out, err = run(*creds, "get", "tls-key")
+        self.assertEqual((rc, out.strip()), (0, "over tls"), err)
+        rc, out, err = run(*creds, "--json", "status")
+        self.assertEqual(rc, 0, err)
+        members = json.loads(out)["members"]
+        self.assertEqual(sorted(m["role"] for m in members), ["follower", "follower", "leader"], out)
+        self.assertTrue(all(m["reachable"] for m in members), out)
+        rc, out, err = run("--cacert", cert("ca.crt"), "get", "tls-key")
+        self.assertEqual(rc, 3, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("certificate required", err)
+        rc, out, err = run("--cacert", cert("otherca.crt"), "--cert", cert("client.crt"), "--key",
+                           cert("client.key"), "get", "tls-key")
+        self.assertEqual(rc, 3, (out, err))
+        self.assertIn("certificate verify failed", err)
+        rc, out, err = run("--cert", cert("client.crt"), "get", "tls-key")
+        self.assertEqual(rc, 2, (out, err))
+
     def test_node_with_foreign_certificate_is_refused_by_its_peers(self):
         """A 3-node cluster where one node's certificate comes from another
         CA: the two others elect a leader and commit; the foreign node gets
