@@ -1461,13 +1461,14 @@ static int outcome_read(struct engine *e, uint64_t index, bool *held)
 
 	outcome_key(key, index);
 	pthread_rwlock_rdlock(&e->db_lock);
+	v = e->db == NULL ? NULL : leveldb_get(e->db, e->ropts, key, sizeof(key), &n, &err);
 	if (e->db == NULL) {
-		pthread_rwlock_unlock(&e->db_lock);
-		return KVD_EIO;
+		rv = KVD_EIO; /* a failed reopen: reads fail until the next one */
 	}
-	v = leveldb_get(e->db, e->ropts, key, sizeof(key), &n, &err);
 	pthread_rwlock_unlock(&e->db_lock);
-	if (err != NULL) {
+	if (rv != 0) {
+		/* nothing read */
+	} else if (err != NULL) {
 		rv = engine_leveldb_error(err, e->dir, NULL);
 	} else if (v == NULL) {
 		rv = KVD_ENOTFOUND;

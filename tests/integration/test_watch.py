@@ -7,8 +7,9 @@ a slow watcher cut at 8 MiB, keep-alive,
 2,000 watchers on one node, and the stream's end at shutdown.
 
 The expected stream of a watcher is computed from the log: every COMMAND
-entry of GET /log is a PUT, DELETE or CLEAR here (these tests write no
-conditional command), so it is one change of its key at its index.
+entry of GET /log is a PUT, DELETE or CLEAR here (only the Crash test writes
+conditional commands, and it compares with what a live watcher saw instead),
+so it is one change of its key at its index.
 """
 import json
 import os
