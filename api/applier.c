@@ -52,6 +52,8 @@ struct kvd_applier {
 	bool reset_once;			    /* the start's reset happened */
 };
 
+static struct engine_entry engine_entry_of(const struct raft_entry *r);
+
 /* Committed entries to apply. */
 struct apply_job {
 	struct kvd_applier_task task; /* first */
@@ -255,16 +257,7 @@ void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update 
 		exit(1);
 	}
 	for (unsigned i = 0; i < u->n_apply; i++) {
-		struct engine_entry *ee = &j->entries[i];
-		ee->index = copy[i].index;
-		ee->term = copy[i].term;
-		ee->data = copy[i].data;
-		ee->len = copy[i].len;
-		switch (copy[i].type) {
-		case RAFT_ENTRY_COMMAND: ee->type = ENGINE_ENTRY_COMMAND; break;
-		case RAFT_ENTRY_CONFIG: ee->type = ENGINE_ENTRY_CONFIG; break;
-		default: ee->type = ENGINE_ENTRY_OTHER; break;
-		}
+		j->entries[i] = engine_entry_of(&copy[i]);
 		match_pending(a, &u->apply[i]);
 	}
 	free(copy);
@@ -351,15 +344,115 @@ static void watch_ring_path(const struct kvd_applier *a, char *path, size_t size
 
 void kvd_applier_reset(struct kvd_applier *a, raft_index index)
 {
-	char path[4096 + 16];
+	kvd_applier_start(a, index, index, NULL, 0);
+}
 
-	a->applied_index = index;
-	kvd_watch_hub_reset(a->watch, index);
+/* The engine's view of a Raft entry (data borrowed). */
+static struct engine_entry engine_entry_of(const struct raft_entry *r)
+{
+	struct engine_entry ee = {r->index, r->term, ENGINE_ENTRY_OTHER, r->data, r->len};
+
+	switch (r->type) {
+	case RAFT_ENTRY_COMMAND: ee.type = ENGINE_ENTRY_COMMAND; break;
+	case RAFT_ENTRY_CONFIG: ee.type = ENGINE_ENTRY_CONFIG; break;
+	default: break;
+	}
+	return ee;
+}
+
+/* Refills the watch ring with the changes of the applied entries in
+ * (prev_index, applied], fed as the applier feeds them live. Returns 0, or
+ * the first entry's error (the caller then starts the ring empty). */
+static int watch_rebuild(struct kvd_applier *a, raft_index applied, raft_index prev_index,
+			 const struct raft_entry *entries, size_t n)
+{
+	raft_index next = prev_index + 1;
+	int rv = 0;
+
+	kvd_watch_hub_reset(a->watch, prev_index);
+	for (size_t i = 0; i < n && rv == 0 && next <= applied; i++) {
+		struct engine_entry ee = engine_entry_of(&entries[i]);
+		struct engine_result r;
+		if (entries[i].index != next) {
+			rv = KVD_ECORRUPT; /* not the log after prev_index */
+			break;
+		}
+		rv = engine_entry_changes(a->node->engine, &ee, &r);
+		if (rv == 0) {
+			kvd_watch_hub_applied(a->watch, &r, 1, next);
+			engine_results_clear(&r, 1);
+			next++;
+		}
+	}
+	if (rv == 0 && next != applied + 1)
+		rv = KVD_ENOTFOUND; /* the log ends before applied */
+	if (rv != 0) {
+		KVD_WARN("watch ring not rebuilt from the log; it starts empty",
+			 "index=%" PRIu64 " applied_index=%" PRIu64 " error=\"%s\"", next, applied,
+			 kvd_strerror(rv));
+	} else if (applied > prev_index) {
+		KVD_INFO("watch ring rebuilt from the log",
+			 "first_index=%" PRIu64 " applied_index=%" PRIu64, prev_index + 1, applied);
+	}
+	return rv;
+}
+
+void kvd_applier_start(struct kvd_applier *a, raft_index applied, raft_index prev_index,
+		       const struct raft_entry *entries, size_t n)
+{
+	char path[4096 + 16];
+	bool loaded = false;
+
+	a->applied_index = applied;
+	kvd_watch_hub_reset(a->watch, applied);
 	if (!a->reset_once) { /* the start: the ring a clean stop saved */
 		a->reset_once = true;
 		watch_ring_path(a, path, sizeof(path));
-		kvd_watch_hub_load(a->watch, path, index);
+		loaded = kvd_watch_hub_load(a->watch, path, applied);
 	}
+	if (!loaded && prev_index < applied &&
+	    watch_rebuild(a, applied, prev_index, entries, n) != 0)
+		kvd_watch_hub_reset(a->watch, applied);
+}
+
+/* Deletes recorded outcomes on the applier thread. */
+struct prune_task {
+	struct kvd_applier_task task; /* first */
+	raft_index below;
+	char errmsg[KVD_ERRMSG_SIZE];
+};
+
+static int prune_run(struct kvd_node *n, struct kvd_applier_task *t)
+{
+	struct prune_task *p = (struct prune_task *)t;
+
+	return engine_outcomes_prune(n->engine, p->below, p->errmsg);
+}
+
+static void prune_done(struct kvd_node *n, struct kvd_applier_task *t, int status)
+{
+	struct prune_task *p = (struct prune_task *)t;
+
+	(void)n;
+	if (status != 0)
+		KVD_WARN("cannot prune recorded outcomes; the next snapshot retries",
+			 "below=%" PRIu64 " error=\"%s\" detail=\"%s\"", p->below,
+			 kvd_strerror(status), p->errmsg);
+	free(p);
+}
+
+void kvd_applier_prune_outcomes(struct kvd_applier *a, raft_index below)
+{
+	struct prune_task *p = calloc(1, sizeof(*p));
+
+	if (p == NULL) {
+		KVD_WARN("cannot prune recorded outcomes: out of memory", "below=%" PRIu64, below);
+		return;
+	}
+	p->below = below;
+	p->task.run_cb = prune_run;
+	p->task.done_cb = prune_done;
+	kvd_workq_submit(&a->q, &p->task.base);
 }
 
 struct kvd_watch_hub *kvd_applier_watch(struct kvd_applier *a)

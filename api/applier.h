@@ -15,6 +15,7 @@
 #define KVD_API_APPLIER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "api/workq.h"
@@ -59,6 +60,22 @@ raft_index kvd_applier_applied(const struct kvd_applier *a);
  * watch hub starts there too (at the start: with the ring a clean stop
  * saved, when it ends at index). */
 void kvd_applier_reset(struct kvd_applier *a, raft_index index);
+
+/* The start's reset (kvd_recovery_start_core()): the state machine holds
+ * exactly applied; entries[0..n) (borrowed for the call) are the log after
+ * prev_index (the latest snapshot's index, or where the log starts), in
+ * order. When no ring saved by a clean stop ends at applied (a crash, or a
+ * core restart), the watch ring is refilled with the changes of the entries
+ * in (prev_index, applied], rebuilt from the log and the engine's recorded
+ * outcomes (engine_entry_changes()), within the ring's bounds; if one
+ * cannot be rebuilt the ring starts empty at applied, as a reset does. */
+void kvd_applier_start(struct kvd_applier *a, raft_index applied, raft_index prev_index,
+		       const struct raft_entry *entries, size_t n);
+
+/* Queues the deletion of the engine's recorded outcomes below index below
+ * (engine_outcomes_prune(), on the applier thread): called once a snapshot
+ * covers them. A failure is logged and left for the next snapshot. */
+void kvd_applier_prune_outcomes(struct kvd_applier *a, raft_index below);
 
 /* The watcher hub (api/watch.h) the applier feeds with every applied job's
  * changes; owned by the applier. Its ring is saved at destroy (a clean

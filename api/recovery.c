@@ -252,7 +252,8 @@ int kvd_recovery_start_core(struct kvd_node *n, raft_index *ready_index, char *e
 	}
 	e.u.start.entries = entries;
 	e.u.start.n_entries = (unsigned)n_entries;
-	kvd_applier_reset(n->applier, applied);
+	/* After a crash the watch ring is rebuilt from these entries. */
+	kvd_applier_start(n->applier, applied, first > 0 ? first - 1 : 0, entries, n_entries);
 	*ready_index = last;
 	KVD_INFO("recovered",
 		 "term=%" PRIu64 " first_index=%" PRIu64 " last_index=%" PRIu64

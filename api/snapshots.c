@@ -183,6 +183,7 @@ static void take_done(uv_work_t *w, int status)
 			n->snaps->size = t->size;
 			kvd_node_step(n, &e);
 			kvd_snapshot_prune(n, t->index);
+			kvd_applier_prune_outcomes(n->applier, t->index + 1);
 			if (t->index > n->snaps->trailing)
 				kvd_writer_remove_head(n->writer, t->index - n->snaps->trailing);
 			KVD_INFO("snapshot taken",

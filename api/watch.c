@@ -20,7 +20,10 @@
  *   floor) answers 410 with the oldest available revision. A clean stop
  *   saves the ring next to the data and the next start loads it when it ends
  *   exactly at the applied index (then removes the file), so a watch resumes
- *   across a restart; after a crash it starts empty (410 for older starts).
+ *   across a restart. After a crash there is no such file: the start refills
+ *   the ring from the log after the latest snapshot, each entry's changes
+ *   rebuilt by engine_entry_changes() (api/applier.c), so 410 is only for
+ *   revisions no longer in the log.
  * - A watcher whose unsent output passes KVD_WATCH_MAX_UNSENT, or holds more
  *   than an eighth of it while the node's unsent total is over the server's
  *   budget, is cut: its stream ends after what is queued (whole events), and
@@ -795,7 +798,7 @@ static bool text_is_event(struct ring_ev *ev)
 	       memcmp(ev->text + ev->text_len - 2, "\n\n", 2) == 0;
 }
 
-void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t applied)
+bool kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t applied)
 {
 	char magic[sizeof(SAVE_MAGIC)];
 	uint64_t base, last, prev = 0;
@@ -804,7 +807,7 @@ void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t appl
 	bool ok;
 
 	if (f == NULL)
-		return;
+		return false;
 	ok = fread(magic, 1, sizeof(SAVE_MAGIC) - 1, f) == sizeof(SAVE_MAGIC) - 1 &&
 	     memcmp(magic, SAVE_MAGIC, sizeof(SAVE_MAGIC) - 1) == 0 &&
 	     fscanf(f, "%" SCNu64 " %" SCNu64 " %zu", &base, &last, &n) == 3 && fgetc(f) == '\n' &&
@@ -832,4 +835,5 @@ void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t appl
 		ring_clear(h);
 		h->base = applied;
 	}
+	return ok;
 }

@@ -9,6 +9,7 @@
 #ifndef KVD_API_WATCH_H
 #define KVD_API_WATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,8 +47,9 @@ int kvd_watch_hub_save(struct kvd_watch_hub *h, const char *path);
 
 /* Loads the ring saved at path if it ends exactly at applied (else ignores
  * it), then removes the file: a later crash must not find it stale.
- * Called right after the first kvd_watch_hub_reset(). */
-void kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t applied);
+ * Called right after the first kvd_watch_hub_reset(). Returns whether a
+ * ring was loaded. */
+bool kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t applied);
 
 /* The store now holds exactly revision applied, reached without the hub
  * seeing its changes (start, snapshot install, reinit): every watch ends

@@ -717,6 +717,13 @@ static size_t data_key(char *buf, uint64_t gen, const char *key, size_t key_len)
 	return ENGINE_DATA_HDR + key_len;
 }
 
+/* Builds "moutcome" + index (ENGINE_OUTCOME_KEY_LEN bytes) into buf. */
+static void outcome_key(char *buf, uint64_t index)
+{
+	memcpy(buf, ENGINE_KEY_OUTCOME, 8);
+	engine_put_u64((unsigned char *)buf + 8, index);
+}
+
 static int check_entries(struct engine *e, const struct engine_entry *entries, size_t n,
 			 char *errmsg)
 {
@@ -877,6 +884,18 @@ static int apply_write(struct apply_ctx *c, const char *key, size_t key_len, con
 	return 0;
 }
 
+/* Records in the batch whether the condition of the conditional or TXN
+ * entry at index held, so that its changes can be rebuilt later
+ * (engine_entry_changes()). */
+static void put_outcome(struct apply_ctx *c, uint64_t index, bool held)
+{
+	char key[ENGINE_OUTCOME_KEY_LEN];
+	char v = held ? 1 : 0;
+
+	outcome_key(key, index);
+	leveldb_writebatch_put(c->batch, key, sizeof(key), &v, 1);
+}
+
 /* Records one change in res (may be NULL). */
 static int result_change(struct engine_result *res, enum engine_change_type type,
 			 const struct engine_command *cmd, uint64_t revision)
@@ -1013,6 +1032,7 @@ static int apply_txn(struct apply_ctx *c, const struct engine_entry *entry,
 		}
 		held = rev == txn->cmp[i].revision;
 	}
+	put_outcome(c, entry->index, held);
 	if (res != NULL) {
 		res->outcome = ENGINE_OUTCOME_APPLIED;
 		res->owns_data = true;
@@ -1053,6 +1073,7 @@ static int apply_command(struct apply_ctx *c, const struct engine_entry *entry,
 		}
 		held = cmd.type == ENGINE_COMMAND_PUT_ABSENT ? rev == 0
 							     : rev != 0 && rev == cmd.revision;
+		put_outcome(c, entry->index, held);
 	}
 	if (res != NULL) {
 		res->outcome = held ? ENGINE_OUTCOME_APPLIED : ENGINE_OUTCOME_FAILED;
@@ -1424,5 +1445,193 @@ int engine_swap(struct engine *engine, const char *dbdir_new, char *errmsg)
 	if (rv == 0) {
 		e->write_error = 0;
 	}
+	return rv;
+}
+
+/* Reads the outcome recorded for the conditional or TXN entry at index:
+ * *held. Returns 0, KVD_ENOTFOUND (none recorded: pruned, or applied by an
+ * engine that did not record it), KVD_ECORRUPT, KVD_EIO. */
+static int outcome_read(struct engine *e, uint64_t index, bool *held)
+{
+	char key[ENGINE_OUTCOME_KEY_LEN];
+	char *err = NULL;
+	char *v;
+	size_t n = 0;
+	int rv = 0;
+
+	outcome_key(key, index);
+	pthread_rwlock_rdlock(&e->db_lock);
+	v = e->db == NULL ? NULL : leveldb_get(e->db, e->ropts, key, sizeof(key), &n, &err);
+	if (e->db == NULL) {
+		rv = KVD_EIO; /* a failed reopen: reads fail until the next one */
+	}
+	pthread_rwlock_unlock(&e->db_lock);
+	if (rv != 0) {
+		/* nothing read */
+	} else if (err != NULL) {
+		rv = engine_leveldb_error(err, e->dir, NULL);
+	} else if (v == NULL) {
+		rv = KVD_ENOTFOUND;
+	} else if (n != 1 || (v[0] != 0 && v[0] != 1)) {
+		rv = KVD_ECORRUPT;
+	} else {
+		*held = v[0] == 1;
+	}
+	if (v != NULL) {
+		leveldb_free(v);
+	}
+	return rv;
+}
+
+/* The changes of the branch a TXN ran, as apply_txn_ops() reports them
+ * (copies owned by out). */
+static int rebuild_txn(struct engine *e, const struct engine_entry *entry,
+		       const struct engine_command *cmd, struct engine_result *out)
+{
+	struct engine_txn txn;
+	const struct engine_txn_op *ops = NULL;
+	size_t n_ops = 0;
+	bool held = false;
+	int rv = engine_txn_parse(cmd->value, cmd->value_len, 0, &txn, NULL);
+
+	if (rv == KVD_ENOMEM) {
+		return rv;
+	}
+	if (rv != 0) {
+		out->outcome = ENGINE_OUTCOME_MALFORMED;
+		return 0;
+	}
+	rv = outcome_read(e, entry->index, &held);
+	if (rv == 0) {
+		out->outcome = ENGINE_OUTCOME_APPLIED;
+		out->owns_data = true;
+		out->succeeded = held;
+		out->revision = entry->index;
+		ops = txn.ops[held ? 0 : 1];
+		n_ops = txn.n_ops[held ? 0 : 1];
+		out->changes = calloc(n_ops + 1, sizeof(*out->changes));
+		if (out->changes == NULL) {
+			rv = KVD_ENOMEM;
+		}
+	}
+	for (size_t i = 0; rv == 0 && i < n_ops; i++) {
+		struct engine_change *ch = &out->changes[out->n_changes];
+		if (ops[i].op == ENGINE_TXN_GET) {
+			continue;
+		}
+		ch->type = ops[i].op == ENGINE_TXN_PUT ? ENGINE_CHANGE_PUT : ENGINE_CHANGE_DELETE;
+		ch->revision = entry->index;
+		ch->key = dup_bytes(ops[i].key, ops[i].key_len);
+		ch->key_len = ops[i].key_len;
+		if (ops[i].op == ENGINE_TXN_PUT) {
+			ch->value = dup_bytes(ops[i].value, ops[i].value_len);
+			ch->value_len = ops[i].value_len;
+		}
+		out->n_changes++;
+		if (ch->key == NULL || (ops[i].op == ENGINE_TXN_PUT && ch->value == NULL)) {
+			rv = KVD_ENOMEM;
+		}
+	}
+	engine_txn_free(&txn);
+	return rv;
+}
+
+int engine_entry_changes(struct engine *engine, const struct engine_entry *entry,
+			 struct engine_result *out)
+{
+	struct engine_command cmd;
+	bool held = true;
+	int rv = 0;
+
+	*out = (struct engine_result){.index = entry->index};
+	if (entry->type != ENGINE_ENTRY_COMMAND) {
+		return 0;
+	}
+	if (engine_command_parse(entry->data, entry->len, &cmd) != 0) {
+		out->outcome = ENGINE_OUTCOME_MALFORMED;
+		return 0;
+	}
+	if (cmd.type == ENGINE_COMMAND_TXN) {
+		rv = rebuild_txn(engine, entry, &cmd, out);
+		goto out;
+	}
+	if (cmd.type == ENGINE_COMMAND_PUT_IF || cmd.type == ENGINE_COMMAND_PUT_ABSENT ||
+	    cmd.type == ENGINE_COMMAND_DELETE_IF) {
+		rv = outcome_read(engine, entry->index, &held);
+		if (rv != 0) {
+			goto out;
+		}
+	}
+	out->outcome = held ? ENGINE_OUTCOME_APPLIED : ENGINE_OUTCOME_FAILED;
+	if (!held) {
+		goto out;
+	}
+	switch (cmd.type) {
+	case ENGINE_COMMAND_PUT:
+	case ENGINE_COMMAND_PUT_IF:
+	case ENGINE_COMMAND_PUT_ABSENT:
+		rv = result_change(out, ENGINE_CHANGE_PUT, &cmd, entry->index);
+		break;
+	case ENGINE_COMMAND_DELETE:
+	case ENGINE_COMMAND_DELETE_IF:
+		rv = result_change(out, ENGINE_CHANGE_DELETE, &cmd, entry->index);
+		break;
+	case ENGINE_COMMAND_CLEAR:
+		rv = result_change(out, ENGINE_CHANGE_CLEAR, &cmd, entry->index);
+		break;
+	case ENGINE_COMMAND_TXN: break; /* handled above */
+	}
+out:
+	if (rv != 0) {
+		engine_results_clear(out, 1);
+	}
+	return rv;
+}
+
+int engine_outcomes_prune(struct engine *engine, uint64_t below, char *errmsg)
+{
+	struct engine *e = engine;
+	char lo[ENGINE_OUTCOME_KEY_LEN];
+	leveldb_writebatch_t *batch = leveldb_writebatch_create();
+	leveldb_iterator_t *it;
+	size_t n = 0;
+	char *err = NULL;
+	int rv = 0;
+
+	if (batch == NULL) {
+		return KVD_ENOMEM;
+	}
+	outcome_key(lo, 0);
+	pthread_rwlock_rdlock(&e->db_lock);
+	if (e->db == NULL) {
+		rv = KVD_EIO;
+		goto out;
+	}
+	it = leveldb_create_iterator(e->db, e->ropts);
+	for (leveldb_iter_seek(it, lo, sizeof(lo)); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+		size_t klen;
+		const char *k = leveldb_iter_key(it, &klen);
+		if (klen != sizeof(lo) || memcmp(k, ENGINE_KEY_OUTCOME, 8) != 0 ||
+		    engine_get_u64((const unsigned char *)k + 8) >= below) {
+			break;
+		}
+		leveldb_writebatch_delete(batch, k, klen);
+		n++;
+	}
+	leveldb_iter_get_error(it, &err);
+	leveldb_iter_destroy(it);
+	if (err != NULL) {
+		rv = engine_leveldb_error(err, e->dir, errmsg);
+		goto out;
+	}
+	if (n > 0) {
+		leveldb_write(e->db, e->wopts, batch, &err);
+		if (err != NULL) {
+			rv = engine_leveldb_error(err, e->dir, errmsg);
+		}
+	}
+out:
+	pthread_rwlock_unlock(&e->db_lock);
+	leveldb_writebatch_destroy(batch);
 	return rv;
 }

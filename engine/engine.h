@@ -201,6 +201,25 @@ int engine_apply(struct engine *engine, const struct engine_entry *entries, size
 int engine_apply_results(struct engine *engine, const struct engine_entry *entries, size_t n,
 			 struct engine_result *results, char *errmsg);
 
+/*
+ * Rebuilds the result of the entry (borrowed; index <= the applied index and
+ * above the latest snapshot's) without changing the store: outcome,
+ * revision, succeeded and changes exactly as engine_apply_results() gave
+ * them, from the command and, for PUT-IF, PUT-ABSENT, DELETE-IF and TXN, the
+ * outcome recorded at apply ("moutcome" keys, docs/formats-engine.md). A
+ * TXN's ops (its gets' answers) are not rebuilt: n_ops is 0. On success
+ * *out is released with engine_results_clear(out, 1). Returns 0,
+ * KVD_ENOTFOUND (no outcome recorded for that index: pruned, or applied by
+ * an older kvd), KVD_ECORRUPT, KVD_EIO, KVD_ENOMEM. Thread: any.
+ */
+int engine_entry_changes(struct engine *engine, const struct engine_entry *entry,
+			 struct engine_result *out);
+
+/* Deletes the outcomes recorded for entries below index below (those a
+ * snapshot covers: no replay needs them). Returns 0, KVD_EIO, KVD_ENOSPC,
+ * KVD_ENOMEM. Thread: the apply thread. */
+int engine_outcomes_prune(struct engine *engine, uint64_t below, char *errmsg);
+
 /* Frees what results[0..n) own and zeroes them. NULL does nothing. Thread:
  * the owner of the array. */
 void engine_results_clear(struct engine_result *results, size_t n);

@@ -11,6 +11,10 @@
  *   "mgen"       u64 BE current generation (>= 1)
  *   "mpending"   n * u64 BE generations awaiting background deletion
  *   "mconfig"    opaque configuration blob of the last CONFIG entry
+ *   "moutcome" index(8, big-endian)   one byte: 1 when the conditional
+ *                command at index held (a TXN: its success branch ran), 0
+ *                when not; written only for PUT-IF, PUT-ABSENT, DELETE-IF
+ *                and TXN entries, pruned below the latest snapshot
  */
 #ifndef KVD_ENGINE_INTERNAL_H
 #define KVD_ENGINE_INTERNAL_H
@@ -24,15 +28,17 @@
 
 #include "engine/engine.h"
 
-#define ENGINE_FORMAT_VERSION 2
-#define ENGINE_VALUE_HDR      8 /* bytes: u64 BE revision before the user value */
-#define ENGINE_DATA_PREFIX    'd'
-#define ENGINE_DATA_HDR	      9 /* bytes: prefix + generation */
-#define ENGINE_KEY_VERSION    "mversion"
-#define ENGINE_KEY_APPLIED    "mapplied"
-#define ENGINE_KEY_GEN	      "mgen"
-#define ENGINE_KEY_PENDING    "mpending"
-#define ENGINE_KEY_CONFIG     "mconfig"
+#define ENGINE_FORMAT_VERSION  2
+#define ENGINE_VALUE_HDR       8 /* bytes: u64 BE revision before the user value */
+#define ENGINE_DATA_PREFIX     'd'
+#define ENGINE_DATA_HDR	       9 /* bytes: prefix + generation */
+#define ENGINE_KEY_VERSION     "mversion"
+#define ENGINE_KEY_APPLIED     "mapplied"
+#define ENGINE_KEY_GEN	       "mgen"
+#define ENGINE_KEY_PENDING     "mpending"
+#define ENGINE_KEY_CONFIG      "mconfig"
+#define ENGINE_KEY_OUTCOME     "moutcome"
+#define ENGINE_OUTCOME_KEY_LEN 16 /* bytes: "moutcome" + u64 BE index */
 
 struct engine {
 	char *dir;

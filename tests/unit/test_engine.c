@@ -1188,6 +1188,112 @@ START_TEST(test_engine_list_pages_through_many_keys)
 }
 END_TEST
 
+/* Field-by-field equality of a rebuilt result with the live one (a TXN's
+ * ops are not rebuilt). */
+static void assert_same_result(const struct engine_result *live, const struct engine_result *re)
+{
+	ck_assert_uint_eq(re->index, live->index);
+	ck_assert_int_eq(re->outcome, live->outcome);
+	ck_assert_uint_eq(re->revision, live->revision);
+	ck_assert_int_eq(re->succeeded, live->succeeded);
+	ck_assert_int_eq(re->owns_data, live->owns_data);
+	ck_assert_uint_eq(re->n_changes, live->n_changes);
+	for (size_t j = 0; j < live->n_changes; j++) {
+		const struct engine_change *a = &live->changes[j], *b = &re->changes[j];
+		ck_assert_int_eq(b->type, a->type);
+		ck_assert_uint_eq(b->revision, a->revision);
+		ck_assert_uint_eq(b->key_len, a->key_len);
+		ck_assert_uint_eq(b->value_len, a->value_len);
+		ck_assert_int_eq(b->key == NULL, a->key == NULL);
+		ck_assert_int_eq(b->value == NULL, a->value == NULL);
+		if (a->key_len > 0)
+			ck_assert_mem_eq(b->key, a->key, a->key_len);
+		if (a->value_len > 0)
+			ck_assert_mem_eq(b->value, a->value, a->value_len);
+	}
+}
+
+/* The changes of applied entries are rebuilt, after a reopen, exactly as
+ * engine_apply_results() gave them live, conditional outcomes and TXN
+ * branches included; the recorded outcomes never show in listings and are
+ * pruned below a snapshot's index. */
+START_TEST(test_engine_entry_changes_rebuilds_live_results)
+{
+	static const char *texts[] = {
+	    "PUT a 1",
+	    "PUT b two words",
+	    "PUT-IF 1 a 3",   /* held: a at 1 */
+	    "PUT-IF 1 a 4",   /* failed: a at 3 */
+	    "PUT-ABSENT b x", /* failed */
+	    "PUT-ABSENT c y", /* held */
+	    "TXN {\"compare\":[{\"key\":\"a\",\"revision\":3}],\"success\":[{\"op\":\"put\","
+	    "\"key\":\"t1\",\"value\":\"s\"},{\"op\":\"get\",\"key\":\"a\"},{\"op\":\"delete\","
+	    "\"key\":\"b\"}],\"failure\":[{\"op\":\"put\",\"key\":\"f\",\"value\":\"n\"}]}",
+	    "TXN {\"compare\":[{\"key\":\"a\",\"revision\":1}],\"success\":[{\"op\":\"put\","
+	    "\"key\":\"t1\",\"value\":\"s\"}],\"failure\":[{\"op\":\"get\",\"key\":\"a\"},{\"op\":"
+	    "\"put\",\"key\":\"f\",\"value\":\"n\"},{\"op\":\"delete\",\"key\":\"zz\"}]}",
+	    "DELETE-IF 9 a", /* failed */
+	    "DELETE-IF 3 a", /* held */
+	    "DELETE nothere",
+	    "CLEAR",
+	    "PUT-ABSENT a again", /* held: after the CLEAR */
+	    "TXN {not json",
+	    "BOGUS",
+	};
+	enum { N = sizeof(texts) / sizeof(texts[0]) + 1 };
+	struct engine_entry en[N];
+	struct engine_result live[N], re;
+	struct engine_list_result lst;
+	struct engine *e = open_engine(NULL);
+
+	for (size_t i = 0; i + 1 < N; i++)
+		en[i] = (struct engine_entry){i + 1, 1, ENGINE_ENTRY_COMMAND, texts[i],
+					      strlen(texts[i])};
+	en[N - 1] = (struct engine_entry){N, 1, ENGINE_ENTRY_OTHER, NULL, 0};
+	/* two batches: the conditions see earlier batches and their own */
+	ck_assert_int_eq(engine_apply_results(e, en, 5, live, NULL), 0);
+	ck_assert_int_eq(engine_apply_results(e, en + 5, N - 5, live + 5, NULL), 0);
+	ck_assert_int_eq(live[2].outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_int_eq(live[3].outcome, ENGINE_OUTCOME_FAILED);
+	ck_assert(live[6].succeeded);
+	ck_assert(!live[7].succeeded);
+	ck_assert_uint_eq(live[7].n_changes, 2);
+	ck_assert_int_eq(live[8].outcome, ENGINE_OUTCOME_FAILED);
+	ck_assert_int_eq(live[9].outcome, ENGINE_OUTCOME_APPLIED);
+	ck_assert_int_eq(live[13].outcome, ENGINE_OUTCOME_MALFORMED);
+	engine_close(e);
+
+	e = open_engine(NULL);
+	for (size_t i = 0; i < N; i++) {
+		ck_assert_int_eq(engine_entry_changes(e, &en[i], &re), 0);
+		assert_same_result(&live[i], &re);
+		engine_results_clear(&re, 1);
+	}
+	/* the store is unchanged, and no outcome key is listed */
+	ck_assert_int_eq(engine_list(e, NULL, 0, NULL, 0, 100, false, &lst), 0);
+	ck_assert_uint_eq(lst.n_items, 1);
+	ck_assert_mem_eq(lst.items[0].key, "a", 1);
+	ck_assert_uint_eq(lst.items[0].revision, 13);
+	engine_list_result_clear(&lst);
+
+	/* pruned below 8: the conditional entries before are gone, plain
+	 * ones still rebuild, later ones are kept */
+	ck_assert_int_eq(engine_outcomes_prune(e, 8, NULL), 0);
+	ck_assert_int_eq(engine_entry_changes(e, &en[2], &re), KVD_ENOTFOUND);
+	ck_assert_int_eq(engine_entry_changes(e, &en[6], &re), KVD_ENOTFOUND);
+	ck_assert_int_eq(engine_entry_changes(e, &en[0], &re), 0);
+	assert_same_result(&live[0], &re);
+	engine_results_clear(&re, 1);
+	for (size_t i = 7; i < N; i++) {
+		ck_assert_int_eq(engine_entry_changes(e, &en[i], &re), 0);
+		assert_same_result(&live[i], &re);
+		engine_results_clear(&re, 1);
+	}
+	engine_results_clear(live, N);
+	engine_close(e);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
 	Suite *s = suite_create("engine");
@@ -1222,6 +1328,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, test_engine_apply_mutated_commands_fuzz);
 	tcase_add_test(tc, test_engine_list_consistent_while_applying);
 	tcase_add_test(tc, test_engine_list_pages_through_many_keys);
+	tcase_add_test(tc, test_engine_entry_changes_rebuilds_live_results);
 	suite_add_tcase(s, tc);
 	return s;
 }
