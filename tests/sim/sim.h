@@ -152,6 +152,12 @@ struct sim_node {
 	 * its files survive crashes; the store is open while the node is up. */
 	struct sim_disk *disk;
 	struct raft_log_store *store;
+	/* The disk bound (sim_nd_check_bound): the previous head removal of
+	 * this store (valid while bound_have): its point, the store's last
+	 * index then (UINT64_MAX once a truncation may have reopened a segment
+	 * it kept) and the store's first index after it. */
+	bool bound_have;
+	raft_index bound_up_to, bound_last, bound_first;
 	struct kvd_writer_track track; /* append jobs in flight (api/write_rules.h) */
 	struct sim_req *batch;	       /* written, waiting for the batch's sync */
 	int batch_failed;	       /* first error of a job of the batch */
@@ -236,6 +242,7 @@ struct sim_plants {
 	bool append_oom_success; /* a failed (out of memory) append still acknowledges */
 	bool one_connection;	 /* snapshot chunks share the AppendEntries connection */
 	bool txn_torn;		 /* the state machine applies half of a txn's branch */
+	bool no_seal; /* a head removal leaves the open segment open (raft/log_store.c) */
 };
 
 struct sim_params {
@@ -544,6 +551,10 @@ void sim_nd_close(struct sim *s, struct sim_node *n, bool power_loss);
 /* Writes one META or LOG request into the store (no sync); sets *appended. */
 int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, bool *appended);
 void sim_nd_free(struct sim_node *n);
+/* After a successful raft_log_store_remove_head(up_to): the bytes of n's
+ * segment files on its disk must stay within the bound of docs/operations.md
+ * "Disk use" (docs/simulation.md, "Disk bound"); fails the seed otherwise. */
+void sim_nd_check_bound(struct sim *s, struct sim_node *n, raft_index up_to);
 
 /* sim_storecheck.c: the log store and meta files alone over sim_disk; 0 or
  * 1 with why filled. */

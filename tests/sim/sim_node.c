@@ -609,8 +609,19 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 		sim_sf_prune(s, n, n->dsnap.meta.index);
 	n->done_seq = r->seq;
 	post = req_event(s, n, r, installed, &e);
-	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0)
+	if (installed && rv == 0)
+		n->bound_have = false; /* a new log: no removal behind it */
+	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0) {
+		unsigned long faults = sim_disk_stats(n->disk)->faults;
 		rv = raft_log_store_remove_head(n->store, n->dsnap.meta.index, errmsg);
+		/* A seal refused by an injected fault leaves the segment open
+		 * (raft_log_store_remove_head returns 0): no bound until the
+		 * next removal seals it. */
+		if (rv == 0 && sim_disk_stats(n->disk)->faults != faults)
+			n->bound_have = false;
+		else if (rv == 0)
+			sim_nd_check_bound(s, n, n->dsnap.meta.index);
+	}
 	if (installed) {
 		raft_index unused_index;
 		raft_term unused_term;
