@@ -48,8 +48,8 @@ static void usage(void)
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
 		"chunk-fail-ignored|install-unordered|"
-		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal "
-		"(repeatable), "
+		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal|"
+		"install-busy-fails (repeatable), "
 		"--model-disk\n");
 }
 
@@ -87,6 +87,8 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->txn_torn = true;
 	} else if (strcmp(name, "no-seal") == 0) {
 		p->no_seal = true;
+	} else if (strcmp(name, "install-busy-fails") == 0) {
+		p->install_busy_fails = true;
 	} else {
 		ok = false;
 	}

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/snapshot_files.h"
 #include "raft/log_store_internal.h"
 #include "raft/meta.h"
 #include "tests/sim/sim.h"
@@ -33,6 +34,8 @@ void sim_nd_params(struct sim *s)
 	struct sim tmp = {.rng = rng};
 
 	s->real_disk = !s->p.model_disk;
+	s->snap_rng = s->p.seed * 0xd1b54a32d192ed03ull + 0x10ca2;
+	kvd_snapfiles_plant_install_busy_fails = s->p.plants.install_busy_fails;
 	s->disk_mode = sim_chance(&tmp, 50) ? SIM_DISK_CRASH_PAGES : SIM_DISK_CRASH_LOSE;
 	s->disk_page = sim_chance(&tmp, 50) ? 512 : 4096;
 	s->segment_size = sizes[sim_rand_range(&tmp, 0, 2)];
