@@ -525,6 +525,8 @@ void sim_free(struct sim *s)
 			sim_req_free(n->batch);
 			n->batch = next;
 		}
+		if (n->snap_worker != NULL)
+			sim_req_free(n->snap_worker);
 		sim_nd_free(n);
 		raft_destroy(n->core);
 		sim_log_free(&n->mlog);
