@@ -209,3 +209,20 @@ int kvd_snapfiles_choose(const struct raft_log_io *io, const char *dir,
 	free(l.names);
 	return rv;
 }
+
+#ifdef KVD_SNAPFILES_PLANTS
+bool kvd_snapfiles_plant_install_busy_fails;
+#endif
+
+enum kvd_snapfiles_install kvd_snapfiles_install_rule(bool local_running)
+{
+	enum kvd_snapfiles_install a = KVD_SNAPFILES_INSTALL_START;
+	if (local_running) {
+		a = KVD_SNAPFILES_INSTALL_WAIT;
+#ifdef KVD_SNAPFILES_PLANTS
+		if (kvd_snapfiles_plant_install_busy_fails)
+			a = KVD_SNAPFILES_INSTALL_FAIL;
+#endif
+	}
+	return a;
+}

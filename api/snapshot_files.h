@@ -74,4 +74,27 @@ int kvd_snapfiles_choose(const struct raft_log_io *io, const char *dir,
 			 kvd_snapfiles_check_cb check, void *ctx, uint64_t *index, uint64_t *term,
 			 char *path);
 
+/*
+ * The install's start (item 5 of issue 7), shared by api/snapshots.c and the
+ * simulation: the last chunk of a leader's snapshot is durable; local_running
+ * says a local snapshot (or POST /log/snapshot) is running, holding a view of
+ * LevelDB that cannot be swapped under it. The answer: START the ordered
+ * install now, or WAIT until the local snapshot ends (then start it; never
+ * interrupt the local one). FAIL is only ever answered by the planted bug
+ * install-busy-fails (the simulator's copy, KVD_SNAPFILES_PLANTS): the old
+ * daemon tried the install anyway, engine_swap() returned busy and the node
+ * exited.
+ */
+enum kvd_snapfiles_install {
+	KVD_SNAPFILES_INSTALL_START = 1,
+	KVD_SNAPFILES_INSTALL_WAIT,
+	KVD_SNAPFILES_INSTALL_FAIL,
+};
+enum kvd_snapfiles_install kvd_snapfiles_install_rule(bool local_running);
+
+#ifdef KVD_SNAPFILES_PLANTS
+/* Planted bug install-busy-fails (docs/simulation.md): WAIT becomes FAIL. */
+extern bool kvd_snapfiles_plant_install_busy_fails;
+#endif
+
 #endif

@@ -224,6 +224,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
 	s->verify_all = opts != NULL && opts->verify_all;
 	s->strict_recovery = opts != NULL && opts->strict_recovery;
+	s->no_seal = opts != NULL && opts->no_seal;
 	s->io = opts != NULL && opts->io != NULL ? *opts->io : raft_log_io_posix;
 	s->dir = strdup(dir);
 	if (s->dir == NULL) {
@@ -946,8 +947,8 @@ int raft_log_store_remove_head(struct raft_log_store *store, raft_index up_to, c
 	/* The last segment holds entries the caller no longer needs: seal it,
 	 * so that a later removal past its end can unlink it instead of
 	 * waiting for it to fill up to the rollover size. */
-	if (rv == 0 && store->fd >= 0 && last != NULL && last->last_index >= last->first_index &&
-	    last->first_index <= up_to) {
+	if (rv == 0 && !store->no_seal && store->fd >= 0 && last != NULL &&
+	    last->last_index >= last->first_index && last->first_index <= up_to) {
 		rv = rollover(store, errmsg);
 	}
 	return rv;

@@ -45,6 +45,11 @@ struct raft_log_store_options {
 	 * "strict-recovery"): recovery refuses a bad record followed by valid
 	 * records of the last batch instead of cutting the unsynced batch. */
 	bool strict_recovery;
+	/* Planted bug, for the simulation only (docs/simulation.md, "no-seal"):
+	 * raft_log_store_remove_head() leaves the last segment open even when it
+	 * holds entries <= up_to, so up to a whole segment of entries a snapshot
+	 * covers stays on disk (the disk-bound defect of issue 7). */
+	bool no_seal;
 	/* File operations (borrowed; must outlive the store). NULL selects
 	 * raft_log_io_posix. */
 	const struct raft_log_io *io;

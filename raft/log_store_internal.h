@@ -22,6 +22,7 @@ struct raft_log_store {
 	uint64_t segment_size; /* bytes */
 	bool verify_all;       /* open reads every record of closed segments too */
 	bool strict_recovery;  /* planted bug (options): see raft_log_store_options */
+	bool no_seal;	       /* planted bug (options): see raft_log_store_options */
 	struct raft_log_io io; /* file operations (copied from the options) */
 	struct raft_segment *segs;
 	size_t n_segs;

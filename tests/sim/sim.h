@@ -135,6 +135,14 @@ struct sim_node {
 	raft_time stall_until;
 	raft_time tick_at;
 	bool snap_taking;
+	/* The local snapshot's worker (api/snapshots.c TAKING), beside the disk
+	 * queue: its request enters the queue when the worker ends, at
+	 * snap_worker_end (SIM_EV_SNAP_WORKER); NULL when none runs. */
+	struct sim_req *snap_worker;
+	raft_time snap_worker_end;
+	/* The process exited on its own (plant install-busy-fails: what the
+	 * daemon did): never restarted, not even by the heal. */
+	bool exited;
 	unsigned char *incoming;
 	size_t incoming_len;
 	uint64_t kv[SIM_KEYS];
@@ -152,6 +160,12 @@ struct sim_node {
 	 * its files survive crashes; the store is open while the node is up. */
 	struct sim_disk *disk;
 	struct raft_log_store *store;
+	/* The disk bound (sim_nd_check_bound): the previous head removal of
+	 * this store (valid while bound_have): its point, the store's last
+	 * index then (UINT64_MAX once a truncation may have reopened a segment
+	 * it kept) and the store's first index after it. */
+	bool bound_have;
+	raft_index bound_up_to, bound_last, bound_first;
 	struct kvd_writer_track track; /* append jobs in flight (api/write_rules.h) */
 	struct sim_req *batch;	       /* written, waiting for the batch's sync */
 	int batch_failed;	       /* first error of a job of the batch */
@@ -185,6 +199,7 @@ enum sim_ev_kind {
 	SIM_EV_HTTP_TIMEOUT, /* sim_http.c: request a (node -> inc) deadline */
 	SIM_EV_HTTP_RESET,   /* sim_http.c: connection node -> inc of generation a resets */
 	SIM_EV_IO_FAILED,    /* sim_node.c: an append could not be submitted (out of memory) */
+	SIM_EV_SNAP_WORKER,  /* sim_node.c: a local snapshot's worker ends */
 };
 
 struct sim_ev {
@@ -236,6 +251,10 @@ struct sim_plants {
 	bool append_oom_success; /* a failed (out of memory) append still acknowledges */
 	bool one_connection;	 /* snapshot chunks share the AppendEntries connection */
 	bool txn_torn;		 /* the state machine applies half of a txn's branch */
+	bool no_seal; /* a head removal leaves the open segment open (raft/log_store.c) */
+	/* A leader's snapshot meeting a running local snapshot fails the
+	 * install rule (api/snapshot_files.c) and the node exits (item 5). */
+	bool install_busy_fails;
 };
 
 struct sim_params {
@@ -331,6 +350,7 @@ struct sim {
 	int disk_mode; /* enum sim_disk_crash_mode */
 	unsigned disk_page;
 	uint64_t segment_size;
+	uint64_t snap_rng; /* the local snapshots' durations (own generator) */
 	struct sim_disk_faults disk_faults;
 	unsigned long disk_errors, recoveries;
 
@@ -341,6 +361,7 @@ struct sim {
 		    snaps_installed, commits, ops_ok, ops_fail, ops_unknown, msgs, drops;
 		unsigned long http_requests, http_responses, http_timeouts, http_resets,
 		    http_refusals, http_retransmits, append_ooms;
+		unsigned long install_waits; /* installs that waited for a local snapshot */
 	} stats;
 };
 
@@ -390,6 +411,8 @@ void sim_node_crash(struct sim *s, struct sim_node *n); /* power failure */
 /* The process stops (power_loss: and the machine loses power). */
 void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss);
 void sim_node_restart(struct sim *s, struct sim_node *n);
+/* A SIM_EV_SNAP_WORKER: the local snapshot's request enters the disk queue. */
+void sim_node_snap_worker_done(struct sim *s, struct sim_node *n);
 void sim_msg_free(struct sim_msg *m);
 void sim_req_free(struct sim_req *r);
 /* Completes the request at the head of n's disk queue (a SIM_EV_DISK). */
@@ -544,6 +567,10 @@ void sim_nd_close(struct sim *s, struct sim_node *n, bool power_loss);
 /* Writes one META or LOG request into the store (no sync); sets *appended. */
 int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, bool *appended);
 void sim_nd_free(struct sim_node *n);
+/* After a successful raft_log_store_remove_head(up_to): the bytes of n's
+ * segment files on its disk must stay within the bound of docs/operations.md
+ * "Disk use" (docs/simulation.md, "Disk bound"); fails the seed otherwise. */
+void sim_nd_check_bound(struct sim *s, struct sim_node *n, raft_index up_to);
 
 /* sim_storecheck.c: the log store and meta files alone over sim_disk; 0 or
  * 1 with why filled. */

@@ -41,16 +41,16 @@ static void on_crash(int sig)
 
 static void usage(void)
 {
-	fprintf(
-	    stderr,
-	    "usage: sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]\n"
-	    "       sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]\n"
-	    "       sim --seeds-from-env VAR [--first F] [--steps S]\n"
-	    "       sim --store-seeds COUNT [--first F] [--steps S]\n"
-	    "options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
-	    "chunk-fail-ignored|install-unordered|"
-	    "parked-answered|held-early|append-oom-success|one-connection|txn-torn (repeatable), "
-	    "--model-disk\n");
+	fprintf(stderr,
+		"usage: sim --seed N [--steps S] [--nodes K] [-v] [--history FILE]\n"
+		"       sim --seeds COUNT [--first F] [--steps S] [--nodes K] [--replay-check]\n"
+		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
+		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
+		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
+		"chunk-fail-ignored|install-unordered|"
+		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal|"
+		"install-busy-fails (repeatable), "
+		"--model-disk\n");
 }
 
 static double wall_seconds(void)
@@ -85,6 +85,10 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->one_connection = true;
 	} else if (strcmp(name, "txn-torn") == 0) {
 		p->txn_torn = true;
+	} else if (strcmp(name, "no-seal") == 0) {
+		p->no_seal = true;
+	} else if (strcmp(name, "install-busy-fails") == 0) {
+		p->install_busy_fails = true;
 	} else {
 		ok = false;
 	}

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/snapshot_files.h"
 #include "api/transport_rules.h"
 #include "tests/sim/sim.h"
 
@@ -563,6 +564,8 @@ static bool snap_chunk_files(struct sim *s, struct sim_node *n, struct sim_req *
 
 /* A snapshot request, alone: like the model, plus the store's part (reset
  * after an install, head removal after a snapshot is taken). */
+static bool install_may_start(struct sim *s, struct sim_node *n);
+
 static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 {
 	char errmsg[KVD_ERRMSG_SIZE] = "";
@@ -571,6 +574,8 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 	int rv = 0;
 	bool post;
 
+	if (r->kind == SIM_REQ_SNAP_CHUNK && r->chunk.done && !install_may_start(s, n))
+		return;
 	/* Completions come in job order: the late ones first (sim_complete.c). */
 	sim_late_flush(s, n);
 	if (s->failed || !n->up)
@@ -609,8 +614,19 @@ static void disk_complete_snapshot(struct sim *s, struct sim_node *n)
 		sim_sf_prune(s, n, n->dsnap.meta.index);
 	n->done_seq = r->seq;
 	post = req_event(s, n, r, installed, &e);
-	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0)
+	if (installed && rv == 0)
+		n->bound_have = false; /* a new log: no removal behind it */
+	if (r->kind == SIM_REQ_SNAP_TAKE && post && !s->failed && rv == 0) {
+		unsigned long faults = sim_disk_stats(n->disk)->faults;
 		rv = raft_log_store_remove_head(n->store, n->dsnap.meta.index, errmsg);
+		/* A seal refused by an injected fault leaves the segment open
+		 * (raft_log_store_remove_head returns 0): no bound until the
+		 * next removal seals it. */
+		if (rv == 0 && sim_disk_stats(n->disk)->faults != faults)
+			n->bound_have = false;
+		else if (rv == 0)
+			sim_nd_check_bound(s, n, n->dsnap.meta.index);
+	}
 	if (installed) {
 		raft_index unused_index;
 		raft_term unused_term;
@@ -656,7 +672,58 @@ static void maybe_snapshot(struct sim *s, struct sim_node *n)
 	r->kind = SIM_REQ_SNAP_TAKE;
 	sim_snap_build(n, term, &r->snap);
 	n->snap_taking = true;
-	disk_enqueue(s, n, r);
+	if (n->store == NULL) { /* --model-disk: as before, in the queue at once */
+		disk_enqueue(s, n, r);
+		return;
+	}
+	/* The worker reads its view and writes the file beside the disk queue
+	 * for 5-200 ms (api/snapshots.c TAKING); from its own generator, so
+	 * the other draws of a seed stay as they were. */
+	uint64_t z = (s->snap_rng += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	n->snap_worker = r;
+	n->snap_worker_end = s->now + 5 + (raft_time)(z % 196);
+	sim_ev_push(s, n->snap_worker_end, SIM_EV_SNAP_WORKER, n->num, n->inc, NULL, 0);
+}
+
+void sim_node_snap_worker_done(struct sim *s, struct sim_node *n)
+{
+	struct sim_req *r = n->snap_worker;
+	n->snap_worker = NULL;
+	if (r != NULL)
+		disk_enqueue(s, n, r);
+}
+
+/* The last chunk of a leader's snapshot is at the head of the disk queue:
+ * the daemon's own rule (api/snapshots.c start_install) says whether the
+ * install starts. WAIT: it starts when the local snapshot's worker ends
+ * (the queue waits with it, at most 200 ms; the daemon's writer goes on).
+ * FAIL (plant install-busy-fails): the process exits, as the daemon did. */
+static bool install_may_start(struct sim *s, struct sim_node *n)
+{
+	bool start = false;
+	switch (kvd_snapfiles_install_rule(n->snap_worker != NULL)) {
+	case KVD_SNAPFILES_INSTALL_START: start = true; break;
+	case KVD_SNAPFILES_INSTALL_WAIT:
+		s->stats.install_waits++;
+		if (s->p.trace)
+			printf("%8llu %s install waits for the local snapshot (until %llu)\n",
+			       (unsigned long long)s->now, n->id,
+			       (unsigned long long)n->snap_worker_end);
+		sim_ev_push(s, n->snap_worker_end, SIM_EV_DISK, n->num, n->inc, NULL, 0);
+		break;
+	default:
+		if (s->p.trace)
+			printf(
+			    "%8llu %s exits: snapshot from leader met a running local snapshot\n",
+			    (unsigned long long)s->now, n->id);
+		sim_node_stop(s, n, false);
+		n->exited = true;
+		break;
+	}
+	return start;
 }
 
 static void apply_entry(struct sim *s, struct sim_node *n, const struct raft_entry *re)
@@ -955,6 +1022,10 @@ void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
 		r = next;
 	}
 	n->q_head = n->q_tail = NULL;
+	if (n->snap_worker != NULL) {
+		sim_req_free(n->snap_worker);
+		n->snap_worker = NULL;
+	}
 	batch_forget(n, n->batch);
 	while (n->batch != NULL) { /* written, not synced: the disk decides */
 		struct sim_req *next = n->batch->next;

@@ -12,11 +12,14 @@
  * The writer's batch rule is api/write_rules.c's own kvd_writer_batch_end(),
  * called by sim_node.c; this file does the per-request writes.
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/snapshot_files.h"
+#include "raft/log_store_internal.h"
 #include "raft/meta.h"
 #include "tests/sim/sim.h"
 
@@ -31,6 +34,8 @@ void sim_nd_params(struct sim *s)
 	struct sim tmp = {.rng = rng};
 
 	s->real_disk = !s->p.model_disk;
+	s->snap_rng = s->p.seed * 0xd1b54a32d192ed03ull + 0x10ca2;
+	kvd_snapfiles_plant_install_busy_fails = s->p.plants.install_busy_fails;
 	s->disk_mode = sim_chance(&tmp, 50) ? SIM_DISK_CRASH_PAGES : SIM_DISK_CRASH_LOSE;
 	s->disk_page = sim_chance(&tmp, 50) ? 512 : 4096;
 	s->segment_size = sizes[sim_rand_range(&tmp, 0, 2)];
@@ -47,6 +52,7 @@ static struct raft_log_store_options nd_options(struct sim *s, struct sim_node *
 {
 	struct raft_log_store_options o = {.segment_size = s->segment_size,
 					   .strict_recovery = s->p.plants.strict_recovery,
+					   .no_seal = s->p.plants.no_seal,
 					   .io = sim_disk_io(n->disk)};
 	return o;
 }
@@ -214,6 +220,7 @@ bool sim_nd_open(struct sim *s, struct sim_node *n)
 	if (!sim_sf_recover(s, n) || !nd_load_log(s, n) || !nd_fit_snapshot(s, n)) {
 		return false;
 	}
+	n->bound_have = false; /* what the old store removed is not this one's */
 	sim_disk_faults_enable(n->disk, !s->healing);
 	return true;
 }
@@ -244,6 +251,9 @@ int sim_nd_write(struct sim *s, struct sim_node *n, const struct sim_req *r, boo
 		if (r->truncate_from != 0 &&
 		    r->truncate_from <= raft_log_store_last_index(n->store)) {
 			rv = raft_log_store_truncate(n->store, r->truncate_from, errmsg);
+			/* The segment cut becomes the open one again, even one the
+			 * last head removal kept for its later entries. */
+			n->bound_last = UINT64_MAX;
 		}
 		if (rv == 0 && r->n_ents > 0) {
 			ents = malloc(r->n_ents * sizeof(*ents));
@@ -275,4 +285,96 @@ void sim_nd_free(struct sim_node *n)
 	sim_disk_destroy(n->disk);
 	n->disk = NULL;
 	kvd_writer_track_free(&n->track);
+}
+
+/* ------------------------------------------------------------ disk bound */
+
+struct nd_bytes {
+	struct sim_disk *disk;
+	int dir_fd;
+	uint64_t bytes;
+	unsigned files;
+};
+
+static int nd_bytes_add(void *arg, const char *name)
+{
+	struct nd_bytes *b = arg;
+	const struct raft_log_io *io = sim_disk_io(b->disk);
+	uint64_t seq, size = 0;
+	int fd;
+	if (!raft_segment_name_parse(name, &seq))
+		return 0;
+	fd = io->openat(io->ctx, b->dir_fd, name, O_RDONLY, 0);
+	if (fd >= 0 && io->fsize(io->ctx, fd, &size) == 0) {
+		b->bytes += size;
+		b->files++;
+	}
+	if (fd >= 0)
+		io->close(io->ctx, fd);
+	return 0;
+}
+
+/* Bytes of g's records of entries >= floor (the whole record area when the
+ * segment's entry index is not in memory: a looser bound, never a false
+ * alarm). */
+static uint64_t nd_records_from(const struct raft_segment *g, raft_index floor)
+{
+	uint64_t end = g->size - (g->sealed ? RAFT_SEGMENT_SEAL_SIZE : 0);
+	if (g->last_index < g->first_index || g->last_index < floor)
+		return 0;
+	if (g->first_index >= floor || g->offsets == NULL)
+		return end - RAFT_SEGMENT_HEADER_SIZE;
+	return end - g->offsets[floor - g->first_index];
+}
+
+/*
+ * The bound (docs/operations.md "Disk use", with the sim's threshold T and a
+ * trailing window of 0: the sim removes the log up to its snapshot index u).
+ * A removal at u seals the open segment if it holds an entry <= u, so every
+ * entry appended after it goes to a segment starting above u. At the next
+ * removal u' the store may therefore keep, besides the entries after u'
+ * (the log the node still needs), only entries above u (one segment's
+ * entries since the previous removal: about T plus the writes that arrived
+ * while the snapshot was taken), or, when the previous removal's last index
+ * L is above u' (a segment it kept still holds needed entries), nothing
+ * older than what that removal kept. In bytes: the segment files hold at
+ * most a header and a seal per segment plus the records of the entries from
+ * that floor on. Without the seal (plant no-seal) the open segment keeps
+ * every entry since its size rollover, up to the sim's segment size.
+ */
+void sim_nd_check_bound(struct sim *s, struct sim_node *n, raft_index up_to)
+{
+	struct raft_log_store *st = n->store;
+	struct nd_bytes b = {.disk = n->disk, .dir_fd = st->dir_fd};
+	const struct raft_log_io *io = sim_disk_io(n->disk);
+	raft_index first = raft_log_store_first_index(st);
+	raft_index floor = first;
+	uint64_t bound = 0;
+
+	if (n->bound_have) {
+		floor = n->bound_last > up_to ? n->bound_first : n->bound_up_to + 1;
+	}
+	/* The store never removes its last segment: alone, it is kept whole. */
+	if (st->n_segs == 1 && st->segs[0].last_index <= up_to) {
+		floor = first;
+	}
+	for (size_t i = 0; i < st->n_segs; i++) {
+		bound += RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_SEAL_SIZE +
+			 nd_records_from(&st->segs[i], floor);
+	}
+	(void)io->list(io->ctx, st->dir_fd, nd_bytes_add, &b);
+	if (b.bytes > bound) {
+		sim_fail(s,
+			 "disk bound: node %s keeps %" PRIu64 " bytes in %u segment files after "
+			 "removing the log up to %" PRIu64 ", bound %" PRIu64 " (entries %" PRIu64
+			 "..%" PRIu64 ", none below %" PRIu64 " needed; segment size %" PRIu64
+			 ", threshold %" PRIu64 ")",
+			 n->id, b.bytes, b.files, up_to, bound, first,
+			 raft_log_store_last_index(st), floor, s->segment_size,
+			 (uint64_t)s->snap_threshold);
+	}
+	n->bound_have = true;
+	n->bound_up_to = up_to;
+	n->bound_last = raft_log_store_last_index(st);
+	n->bound_first = first;
 }

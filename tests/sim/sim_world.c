@@ -267,7 +267,7 @@ static void heal_all(struct sim *s)
 			sim_disk_faults_enable(s->nodes[i].disk, false);
 			sim_disk_fail_after(s->nodes[i].disk, 0); /* no armed power failure */
 		}
-		if (!s->nodes[i].up && !s->failed)
+		if (!s->nodes[i].up && !s->nodes[i].exited && !s->failed)
 			sim_node_restart(s, &s->nodes[i]);
 	}
 	sim_ev_push(s, s->now + 1, SIM_EV_PROBE, -1, 0, NULL, 0);
@@ -315,7 +315,7 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		}
 		break;
 	case SIM_EV_RESTART:
-		if (!n->up)
+		if (!n->up && !n->exited)
 			sim_node_restart(s, n);
 		break;
 	case SIM_EV_CLIENT: sim_client_act(s, (int)ev->a); break;
@@ -355,6 +355,10 @@ static void dispatch(struct sim *s, const struct sim_ev *ev)
 		break;
 	case SIM_EV_HTTP_TIMEOUT: sim_http_timeout(s, ev->node, (int)ev->inc, ev->a); break;
 	case SIM_EV_HTTP_RESET: sim_http_reset(s, ev->node, (int)ev->inc, ev->a); break;
+	case SIM_EV_SNAP_WORKER:
+		if (n->up && n->inc == ev->inc)
+			sim_node_snap_worker_done(s, n);
+		break;
 	case SIM_EV_IO_FAILED:
 		if (n->up && n->inc == ev->inc)
 			sim_node_disk_error(s, n, KVD_ENOMEM);
@@ -521,6 +525,8 @@ void sim_free(struct sim *s)
 			sim_req_free(n->batch);
 			n->batch = next;
 		}
+		if (n->snap_worker != NULL)
+			sim_req_free(n->snap_worker);
 		sim_nd_free(n);
 		raft_destroy(n->core);
 		sim_log_free(&n->mlog);

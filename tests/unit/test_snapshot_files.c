@@ -256,6 +256,16 @@ START_TEST(test_prune)
 }
 END_TEST
 
+/* Item 5 of issue 7: a leader's snapshot that meets a running local snapshot
+ * waits for it (the daemon once tried the install, engine_swap() answered
+ * busy and it exited); with none running it starts at once. */
+START_TEST(test_install_rule_waits_for_local_snapshot)
+{
+	ck_assert_int_eq(kvd_snapfiles_install_rule(true), KVD_SNAPFILES_INSTALL_WAIT);
+	ck_assert_int_eq(kvd_snapfiles_install_rule(false), KVD_SNAPFILES_INSTALL_START);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("snapshot_files");
@@ -268,6 +278,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_choose_newest_good_keeps_older);
 	tcase_add_test(tc, test_choose_none);
 	tcase_add_test(tc, test_prune);
+	tcase_add_test(tc, test_install_rule_waits_for_local_snapshot);
 	suite_add_tcase(s, tc);
 	return s;
 }
