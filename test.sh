@@ -5,7 +5,7 @@
 # start real kvd processes. Ends with one line "N passed, N failed".
 #
 # Last, the libFuzzer targets of tests/fuzz (clang build in build-fuzz), each
-# for KVD_FUZZ_SECONDS (25; 120 with KVD_SOAK=1), each one pass or fail.
+# for KVD_FUZZ_SECONDS (20; 120 with KVD_SOAK=1), each one pass or fail.
 #
 # Environment: KVD_TEST_FILTER=pattern runs only matching integration tests;
 # KVD_SOAK=1 adds the long opt-in runs (simulation seeds, soak tests).
@@ -139,7 +139,7 @@ modules="$(cd tests/integration && ls test_*.py |
 	python3 -m unittest $modules -v ${KVD_TEST_FILTER:+-k "$KVD_TEST_FILTER"}) 2>&1 | tee build-asan/integration.log | grep -E "^(Ran |OK|FAILED)|\.\.\. (FAIL|ERROR)" || true
 count_unittest build-asan/integration.log
 
-echo "== fuzzing (clang, libFuzzer + ASan + UBSan, ${KVD_FUZZ_SECONDS:-$([ "${KVD_SOAK:-0}" = 1 ] && echo 120 || echo 25)} s per target)"
+echo "== fuzzing (clang, libFuzzer + ASan + UBSan, ${KVD_FUZZ_SECONDS:-$([ "${KVD_SOAK:-0}" = 1 ] && echo 120 || echo 20)} s per target)"
 mkdir -p build-fuzz
 if ! command -v clang >/dev/null; then
 	echo "clang not found: fuzz targets not built"

@@ -32,7 +32,7 @@ struct kvd_pending_read;
 #define KVD_WRITE_TIMEOUT_MS	5000		  /* a write not applied by then gets 503 */
 #define KVD_SHUTDOWN_GRACE_MS	5000		  /* in-flight requests finish within this */
 #define KVD_SNAPSHOT_TRAILING	1024		  /* log entries kept behind a snapshot */
-#define KVD_ENGINE_WRITE_BUFFER ((size_t)1 << 20) /* bytes: LevelDB memtable, and so its log */
+#define KVD_ENGINE_WRITE_BUFFER ((size_t)1 << 19) /* bytes: LevelDB memtable, and so its log */
 #define KVD_TRANSFER_WAIT_MS	2000 /* shutdown: time allowed to hand leadership over */
 
 struct kvd_writer;

@@ -5,7 +5,7 @@
 #
 #   tests/fuzz/run.sh [BUILD_DIR [TARGET...]]     (BUILD_DIR default build-fuzz)
 #
-# Environment: KVD_FUZZ_SECONDS per target (default 25; 120 with KVD_SOAK=1).
+# Environment: KVD_FUZZ_SECONDS per target (default 20; 120 with KVD_SOAK=1).
 # Per target it prints executions/s, final corpus size and edge coverage
 # (libFuzzer's "cov:"), then one line "FUZZ <target> PASS|FAIL" that test.sh
 # counts. A failing input is kept as BUILD_DIR/fuzz/artifacts/<target>-*;
@@ -20,7 +20,7 @@ if [ -n "${KVD_FUZZ_SECONDS:-}" ]; then
 elif [ "${KVD_SOAK:-0}" = 1 ]; then
 	secs=120
 else
-	secs=25
+	secs=20
 fi
 if [ $# -gt 0 ]; then
 	targets=("$@")
