@@ -1042,6 +1042,36 @@ class Nemesis(threading.Thread):
                 self.errors.append(repr(e))
 
 
+def run_under_nemesis(case, c, clients, nemesis, stop_clients, stop_nemesis, duration, heal_fn=None,
+                      on_running=None):
+    """Starts the client threads and the nemesis, lets them run for
+    duration seconds (on_running() is called once they run), stops the
+    nemesis, then recovers the cluster (every node up, healed, a leader)
+    while the clients go on for 2 s, and stops and joins the clients."""
+    nemesis.duration = duration
+    for t in clients:
+        t.start()
+    nemesis.start()
+    if on_running is not None:
+        on_running()
+    time.sleep(duration)
+    stop_nemesis.set()
+    nemesis.join(30)
+    case.assertEqual(nemesis.errors, [], "nemesis: %r" % nemesis.actions)
+    c.assert_no_crash()
+    for n in c.nodes:
+        if not n.alive():
+            n.start()
+            n.wait_ready()
+    (heal_fn or http_heal_all(c))()
+    c.wait_leader(timeout=10, what="a leader after the nemesis stopped")
+    time.sleep(2.0)
+    stop_clients.set()
+    for t in clients:
+        t.join(30)
+    case.assertFalse(any(t.is_alive() for t in clients), "clients hung")
+
+
 def check_linearizable(case, c, partition_fn=None, heal_fn=None, extra=None, duration=None):
     """Runs CLIENTS random clients against cluster c for `duration` seconds
     (default KVD_LIN_SECONDS or 20) while a Nemesis kills, restarts,
@@ -1059,27 +1089,7 @@ def check_linearizable(case, c, partition_fn=None, heal_fn=None, extra=None, dur
     stop_nemesis = threading.Event()
     clients = [LinClient(i + 1, c, history, stop_clients, seed + i) for i in range(CLIENTS)]
     nemesis = Nemesis(c, stop_nemesis, seed, partition_fn, heal_fn, extra)
-    nemesis.duration = duration
-    for t in clients:
-        t.start()
-    nemesis.start()
-    time.sleep(duration)
-    stop_nemesis.set()
-    nemesis.join(30)
-    case.assertEqual(nemesis.errors, [], "nemesis: %r" % nemesis.actions)
-    c.assert_no_crash()
-    # Recovery: everything up and healed; clients keep going a little.
-    for n in c.nodes:
-        if not n.alive():
-            n.start()
-            n.wait_ready()
-    (heal_fn or http_heal_all(c))()
-    c.wait_leader(timeout=10, what="a leader after the nemesis stopped")
-    time.sleep(2.0)
-    stop_clients.set()
-    for t in clients:
-        t.join(30)
-    case.assertFalse(any(t.is_alive() for t in clients), "clients hung")
+    run_under_nemesis(case, c, clients, nemesis, stop_clients, stop_nemesis, duration, heal_fn)
     path = os.path.join(case.tmpdir, "history.txt")
     with open(path, "w") as f:
         f.write("# seed %d\n# nemesis: %s\n" % (seed, "; ".join(nemesis.actions)))

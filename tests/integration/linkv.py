@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 
-from cluster import (Nemesis, http_heal_all, http_request, lincheck_bin, now_us, split_location)
+from cluster import (Nemesis, http_request, lincheck_bin, now_us, run_under_nemesis,
+                     split_location)
 
 KEYS = ["x", "y", "z"]
 CLIENTS = 5
@@ -328,28 +329,8 @@ def run_clients(case, c, duration, partition_fn=None, heal_fn=None, extra=None, 
     stop_nemesis = threading.Event()
     clients = [KvClient(i + 1, c, history, stop_clients, seed + i, pause) for i in range(CLIENTS)]
     nemesis = nemesis_class(c, stop_nemesis, seed, partition_fn, heal_fn, extra)
-    nemesis.duration = duration
-    for t in clients:
-        t.start()
-    nemesis.start()
-    if on_running is not None:
-        on_running()
-    time.sleep(duration)
-    stop_nemesis.set()
-    nemesis.join(30)
-    case.assertEqual(nemesis.errors, [], "nemesis: %r" % nemesis.actions)
-    c.assert_no_crash()
-    for n in c.nodes:
-        if not n.alive():
-            n.start()
-            n.wait_ready()
-    (heal_fn or http_heal_all(c))()
-    c.wait_leader(timeout=10, what="a leader after the nemesis stopped")
-    time.sleep(2.0)
-    stop_clients.set()
-    for t in clients:
-        t.join(30)
-    case.assertFalse(any(t.is_alive() for t in clients), "clients hung")
+    run_under_nemesis(case, c, clients, nemesis, stop_clients, stop_nemesis, duration, heal_fn,
+                      on_running)
     for t in clients:
         case.assertEqual(t.errors, [], "unexpected answers; seed %d" % seed)
     return history, nemesis, seed
