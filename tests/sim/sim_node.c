@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/drive_rules.h"
 #include "api/snapshot_files.h"
 #include "api/transport_rules.h"
 #include "tests/sim/sim.h"
@@ -847,101 +848,151 @@ static raft_time to_virtual(const struct sim_node *n, raft_time local)
 	return t;
 }
 
-/* The update's messages go to the transport rules as api/node.c hands them
- * over: a needs_sync message waits for the last submitted job, or is dropped
- * when a job it depends on was never submitted (kvd_writer_track_sync_seq);
- * then held messages are dropped too and the requests left without an
- * answer refused. The append-oom-success plant sends it anyway. */
-static void send_messages(struct sim *s, struct sim_node *n, const struct raft_update *u)
+/* ------------------------------------------- the driver's dispatch (ops) */
+
+/* One update being carried out by api/drive_rules.c with the sim's ops: the
+ * node, and what it was before the step (for the checks). */
+struct drive_ctx {
+	struct sim *s;
+	struct sim_node *n;
+	enum raft_role prev_role;
+	raft_term prev_term;
+	raft_index prev_commit;
+	const struct raft_config *cfg_before;
+};
+
+static void op_submit_meta(void *ctx, raft_term term, const char *voted_for)
 {
-	bool dropped = false;
-	for (unsigned i = 0; i < u->n_messages && !s->failed && n->tr != NULL; i++) {
-		const struct raft_message *m = &u->messages[i];
-		uint64_t seq = 0;
-		if (m->needs_sync) {
-			seq = n->issued_seq;
-			if (n->store != NULL &&
-			    !kvd_writer_track_sync_seq(&n->track, n->issued_seq, &seq) &&
-			    !s->p.plants.append_oom_success) {
-				dropped = true;
-				continue;
-			}
-			if (seq <= n->done_seq)
-				seq = 0;
-		}
-		kvd_trules_send(n->tr, m, seq);
-	}
-	if (dropped && n->tr != NULL) {
-		kvd_trules_drop_held(n->tr);
-		kvd_trules_answer_orphans(n->tr);
-	}
+	struct drive_ctx *d = ctx;
+	struct sim_req *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->kind = SIM_REQ_META;
+	r->term = term;
+	snprintf(r->vote, sizeof(r->vote), "%s", voted_for);
+	disk_enqueue(d->s, d->n, r);
 }
 
-static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
-			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
-			   const struct raft_config *cfg_before)
+static void op_submit_append(void *ctx, const struct raft_update *u)
 {
-	if (u->meta_changed) {
-		struct sim_req *r = calloc(1, sizeof(*r));
-		if (r == NULL)
-			abort();
-		r->kind = SIM_REQ_META;
-		r->term = u->term;
-		snprintf(r->vote, sizeof(r->vote), "%s", u->voted_for);
-		disk_enqueue(s, n, r);
-	}
-	if (u->truncate_from != 0 || u->n_entries > 0)
-		update_log(s, n, u);
-	if (u->snapshot_write != NULL) {
-		struct sim_req *r = calloc(1, sizeof(*r));
-		if (r == NULL)
-			abort();
-		r->kind = SIM_REQ_SNAP_CHUNK;
-		r->chunk = *u->snapshot_write;
-		void *data = malloc(r->chunk.len ? r->chunk.len : 1);
-		if (data == NULL)
-			abort();
-		if (r->chunk.len > 0)
-			memcpy(data, u->snapshot_write->data, r->chunk.len);
-		r->chunk.data = data;
-		disk_enqueue(s, n, r);
-		/* An install resets the log: a truncation for the completions
-		 * (as api/node.c's start_install counts it). */
-		if (n->store != NULL && r->chunk.done &&
-		    kvd_writer_track_append(&n->track, r->seq, r->chunk.last_index + 1) != 0)
-			abort();
-	}
-	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
+	struct drive_ctx *d = ctx;
+	update_log(d->s, d->n, u);
+}
+
+static void op_submit_chunk(void *ctx, const struct raft_snapshot *chunk)
+{
+	struct drive_ctx *d = ctx;
+	struct sim_node *n = d->n;
+	struct sim_req *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->kind = SIM_REQ_SNAP_CHUNK;
+	r->chunk = *chunk;
+	void *data = malloc(r->chunk.len ? r->chunk.len : 1);
+	if (data == NULL)
+		abort();
+	if (r->chunk.len > 0)
+		memcpy(data, chunk->data, r->chunk.len);
+	r->chunk.data = data;
+	disk_enqueue(d->s, n, r);
+	/* An install resets the log: a truncation for the completions
+	 * (as api/node.c's start_install counts it). */
+	if (n->store != NULL && r->chunk.done &&
+	    kvd_writer_track_append(&n->track, r->seq, r->chunk.last_index + 1) != 0)
+		abort();
+}
+
+/* The update's writes are queued: the checks, the event-driven nemesis and
+ * the node's view of its role, before any message leaves. */
+static void op_writes_submitted(void *ctx, const struct raft_update *u)
+{
+	struct drive_ctx *d = ctx;
+	struct sim *s = d->s;
+	struct sim_node *n = d->n;
+
+	sim_check_update(s, n, u, d->prev_role, d->prev_term, d->prev_commit, d->cfg_before);
 	/* Event-driven nemesis: strike a leader right after it is elected or
 	 * commits, when its followers are most likely to be mid-way; most
 	 * often when a commit covers entries of earlier terms (the first commit
 	 * of a new leader: the window of figure 8). */
 	bool old_term_commit = false;
-	for (raft_index i = prev_commit + 1; i <= u->commit_index && !old_term_commit; i++) {
+	for (raft_index i = d->prev_commit + 1; i <= u->commit_index && !old_term_commit; i++) {
 		const struct sim_entry *x = sim_log_get(&n->mlog, i);
 		old_term_commit = x != NULL && x->term < u->current_term;
 	}
 	if (!s->healing && u->role == RAFT_LEADER &&
-	    ((prev_role != RAFT_LEADER && sim_chance(s, 15)) ||
+	    ((d->prev_role != RAFT_LEADER && sim_chance(s, 15)) ||
 	     (old_term_commit && sim_chance(s, 30)) ||
-	     (u->commit_index > prev_commit && sim_chance(s, 3))))
+	     (u->commit_index > d->prev_commit && sim_chance(s, 3))))
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
 			    NULL, sim_chance(s, 50));
 	/* Leader hop in progress (sim_world.c): cut each new leader off from
 	 * all but the stalled follower, once this update's messages are out. */
 	if (!s->healing && s->hop_until > s->now && n->num != s->hop_node &&
-	    u->role == RAFT_LEADER && prev_role != RAFT_LEADER)
+	    u->role == RAFT_LEADER && d->prev_role != RAFT_LEADER)
 		sim_ev_push(s, s->now, SIM_EV_STRIKE, n->num, n->inc, NULL, 2);
 	n->role = u->role;
 	n->term = u->current_term;
 	if (u->commit_index > n->commit)
 		n->commit = u->commit_index;
-	send_messages(s, n, u);
+}
+
+/* A needs_sync message waits for the last submitted job, or is dropped when
+ * a job it depends on was never submitted (kvd_writer_track_sync_seq; the
+ * append-oom-success plant sends it anyway). --model-disk has no tracking. */
+static bool op_sync_seq(void *ctx, uint64_t *seq)
+{
+	struct drive_ctx *d = ctx;
+	struct sim_node *n = d->n;
+
+	*seq = n->issued_seq;
+	return n->store == NULL || kvd_writer_track_sync_seq(&n->track, n->issued_seq, seq) ||
+	       d->s->p.plants.append_oom_success;
+}
+
+static uint64_t op_completed_seq(void *ctx)
+{
+	struct drive_ctx *d = ctx;
+	return d->n->done_seq;
+}
+
+static void op_send(void *ctx, const struct raft_message *m, uint64_t barrier)
+{
+	struct drive_ctx *d = ctx;
+	if (!d->s->failed && d->n->tr != NULL)
+		kvd_trules_send(d->n->tr, m, barrier);
+}
+
+static void op_drop_held(void *ctx)
+{
+	struct drive_ctx *d = ctx;
+	if (d->n->tr != NULL) {
+		kvd_trules_drop_held(d->n->tr);
+		kvd_trules_answer_orphans(d->n->tr);
+	}
+}
+
+/* The sim's applier: entries are applied at once; the job is reported
+ * done (RAFT_EVENT_APPLIED) 0-3 ms later. */
+static void op_submit_apply(void *ctx, const struct raft_update *u)
+{
+	struct drive_ctx *d = ctx;
+	struct sim *s = d->s;
+	struct sim_node *n = d->n;
+
 	for (unsigned i = 0; i < u->n_apply && !s->failed; i++)
 		apply_entry(s, n, &u->apply[i]);
-	if (u->n_apply > 0 && !s->failed)
+	if (!s->failed)
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 3), SIM_EV_APPLIED, n->num, n->inc,
 			    NULL, n->applied);
+}
+
+static void op_serve_reads(void *ctx, const struct raft_update *u)
+{
+	struct drive_ctx *d = ctx;
+	struct sim *s = d->s;
+	struct sim_node *n = d->n;
+
 	for (unsigned i = 0; i < u->n_reads && !s->failed; i++) {
 		if (u->reads[i].index > n->applied) {
 			sim_fail(s, "node %s: read %llu ready at index %llu but applied is %llu",
@@ -954,12 +1005,50 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	}
 	for (unsigned i = 0; i < u->n_reads_failed; i++)
 		sim_client_read_done(s, n, u->reads_failed[i].token, false, 0);
-	if (u->deadline != n->tick_local || n->tick_at <= s->now) {
-		raft_time t = to_virtual(n, u->deadline);
-		n->tick_local = u->deadline;
+}
+
+static void op_fail_writes(void *ctx)
+{
+	(void)ctx;
+}
+
+static void op_set_deadline(void *ctx, raft_time deadline)
+{
+	struct drive_ctx *d = ctx;
+	struct sim_node *n = d->n;
+	struct sim *s = d->s;
+
+	if (deadline != n->tick_local || n->tick_at <= s->now) {
+		raft_time t = to_virtual(n, deadline);
+		n->tick_local = deadline;
 		n->tick_at = t > s->now ? t : s->now + 1;
 		sim_ev_push(s, n->tick_at, SIM_EV_TICK, n->num, n->inc, NULL, 0);
 	}
+}
+
+/* The daemon's dispatch (api/drive_rules.c) with the sim's ops. */
+static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
+			   const struct raft_config *cfg_before)
+{
+	struct drive_ctx d = {s, n, prev_role, prev_term, prev_commit, cfg_before};
+	const struct kvd_drive_ops ops = {
+	    .ctx = &d,
+	    .submit_meta = op_submit_meta,
+	    .submit_append = op_submit_append,
+	    .submit_chunk = op_submit_chunk,
+	    .writes_submitted = op_writes_submitted,
+	    .sync_seq = op_sync_seq,
+	    .completed_seq = op_completed_seq,
+	    .send = op_send,
+	    .drop_held = op_drop_held,
+	    .submit_apply = op_submit_apply,
+	    .serve_reads = op_serve_reads,
+	    .fail_writes = op_fail_writes,
+	    .set_deadline = op_set_deadline,
+	};
+
+	kvd_drive_update(&ops, u);
 	if (!s->failed)
 		maybe_snapshot(s, n);
 }
