@@ -980,8 +980,10 @@ static void op_submit_apply(void *ctx, const struct raft_update *u)
 	struct sim *s = d->s;
 	struct sim_node *n = d->n;
 
-	for (unsigned i = 0; i < u->n_apply && !s->failed; i++)
+	for (unsigned i = 0; i < u->n_apply && !s->failed; i++) {
+		kvd_wait_handover(&n->waits, u->apply[i].index, u->apply[i].term);
 		apply_entry(s, n, &u->apply[i]);
+	}
 	if (!s->failed)
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 3), SIM_EV_APPLIED, n->num, n->inc,
 			    NULL, n->applied);
@@ -1009,7 +1011,8 @@ static void op_serve_reads(void *ctx, const struct raft_update *u)
 
 static void op_fail_writes(void *ctx)
 {
-	(void)ctx;
+	struct drive_ctx *d = ctx;
+	kvd_wait_fail(&d->n->waits, NULL);
 }
 
 static void op_set_deadline(void *ctx, raft_time deadline)
@@ -1048,13 +1051,16 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	    .set_deadline = op_set_deadline,
 	};
 
+	kvd_drive_plants = s->p.plants.no_barrier ? KVD_DRIVE_PLANT_NO_BARRIER : 0;
 	kvd_drive_update(&ops, u);
 	if (!s->failed)
 		maybe_snapshot(s, n);
 }
 
-void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, int *rc_out,
-		   struct raft_update *u_out)
+/* Steps n's core with e0; a proposal of a client (req != NULL) accepted by
+ * the core waits in n's table before its update is carried out. */
+static void node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, void *req,
+		      uint64_t tag, int *rc_out, struct raft_update *u_out)
 {
 	struct raft_event local = *e0, *e = &local;
 	local.now = n->clock_offset + s->now * n->rate_ppm / 1000000u;
@@ -1069,12 +1075,35 @@ void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e
 		cfg_before = *raft_configuration(n->core);
 		before = &cfg_before;
 	}
+	/* The daemon's sweep (every 250 ms of its loop) answers the writes
+	 * past their deadline: here before each step, on the node's clock. */
+	kvd_wait_sweep(&n->waits, local.now);
 	int rc = raft_step(n->core, e, &u);
 	if (rc_out != NULL)
 		*rc_out = rc;
+	if (rc == 0 && req != NULL &&
+	    kvd_wait_add(&n->waits, req, tag, u.proposed_index, u.proposed_term,
+			 local.now + SIM_WRITE_TIMEOUT_MS) != 0)
+		abort();
 	process_update(s, n, &u, prev_role, prev_term, prev_commit, before);
+	/* An apply job is done (api/applier.c entries_done): the core is told,
+	 * then the writes it carried are answered. */
+	if (e0->type == RAFT_EVENT_APPLIED && n->up)
+		kvd_wait_applied(&n->waits, e0->u.applied.index, NULL);
 	if (u_out != NULL)
 		*u_out = u;
+}
+
+void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, int *rc_out,
+		   struct raft_update *u_out)
+{
+	node_step(s, n, e0, NULL, 0, rc_out, u_out);
+}
+
+void sim_node_propose(struct sim *s, struct sim_node *n, const struct raft_event *e, void *req,
+		      uint64_t tag, int *rc_out, struct raft_update *u_out)
+{
+	node_step(s, n, e, req, tag, rc_out, u_out);
 }
 
 /* ----------------------------------------------------- crash and restart */
@@ -1124,6 +1153,7 @@ void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
 	if (n->store != NULL)
 		sim_nd_close(s, n, power_loss);
 	kvd_writer_track_clear(&n->track);
+	kvd_wait_clear(&n->waits); /* their clients see the crash (unknown) */
 	sim_late_clear(n);
 	sim_http_node_down(s, n); /* its connections reset, its held messages go */
 	raft_destroy(n->core);
@@ -1154,6 +1184,10 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 	if (n->core == NULL)
 		abort();
 	n->up = true;
+	kvd_wait_init(&n->waits, sim_client_write_answer, s);
+	kvd_wait_plants = (s->p.plants.ack_other_term ? KVD_WAIT_PLANT_ACK_OTHER_TERM : 0) |
+			  (s->p.plants.ack_before_apply ? KVD_WAIT_PLANT_ACK_BEFORE_APPLY : 0) |
+			  (s->p.plants.fail_handed_over ? KVD_WAIT_PLANT_FAIL_HANDED_OVER : 0);
 	sim_http_node_up(s, n);
 	n->issued_seq = n->done_seq = 0;
 	n->ack_index = n->ack_seq = 0;
