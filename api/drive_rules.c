@@ -53,7 +53,8 @@ void kvd_drive_update(const struct kvd_drive_ops *ops, const struct raft_update 
 		ops->change_done(ops->ctx, u->changes_done[i].token, u->changes_done[i].error);
 	for (unsigned i = 0; i < u->n_notes && ops->note != NULL; i++)
 		ops->note(ops->ctx, &u->notes[i]);
-	if (u->state_changed && u->role != RAFT_LEADER)
+	if (u->state_changed && u->role != RAFT_LEADER &&
+	    !KVD_DRIVE_PLANTED(KVD_DRIVE_PLANT_KEEP_WRITES))
 		ops->fail_writes(ops->ctx);
 	if (u->state_changed && ops->state_changed != NULL)
 		ops->state_changed(ops->ctx, u);

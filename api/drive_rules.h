@@ -75,7 +75,8 @@ void kvd_drive_update(const struct kvd_drive_ops *ops, const struct raft_update 
  * KVD_DRIVE_PLANTS is defined (the simulator's copy of this file), where
  * kvd_drive_plants selects them; a constant false everywhere else.
  */
-#define KVD_DRIVE_PLANT_NO_BARRIER 1u /* a needs_sync message is sent with barrier 0 */
+#define KVD_DRIVE_PLANT_NO_BARRIER  1u /* a needs_sync message is sent with barrier 0 */
+#define KVD_DRIVE_PLANT_KEEP_WRITES 2u /* leadership loss does not fail waiting writes */
 #ifdef KVD_DRIVE_PLANTS
 extern unsigned kvd_drive_plants;
 #define KVD_DRIVE_PLANTED(bit) ((kvd_drive_plants & (bit)) != 0)

@@ -243,6 +243,7 @@ struct sim_client {
 	 * daemon's applier answers from the job's results. */
 	bool has_res;
 	raft_index res_index;
+	raft_term res_term;
 	struct sim_sm_result res;
 };
 
@@ -277,6 +278,7 @@ struct sim_plants {
 	bool install_busy_fails;
 	/* The driver's own rules (api/drive_rules.c, api/wait_rules.c). */
 	bool no_barrier;       /* a needs_sync message is sent with barrier 0 */
+	bool keep_writes;      /* leadership loss does not fail the waiting writes */
 	bool ack_other_term;   /* a write whose index got another term is answered 200 */
 	bool ack_before_apply; /* a write is answered at hand-over, before its apply job */
 	bool fail_handed_over; /* leadership loss fails handed-over writes too */

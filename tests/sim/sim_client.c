@@ -291,6 +291,7 @@ void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entr
 			continue;
 		c->has_res = true;
 		c->res_index = e->index;
+		c->res_term = e->term;
 		c->res = *res;
 	}
 	if (s->probe_token != 0 && s->probe_node == n->num && s->probe_inc == n->inc &&
@@ -318,6 +319,17 @@ void sim_client_write_answer(void *ctx, const struct kvd_wait_write *w, enum kvd
 			 s->nodes[c->node].id, (unsigned long long)w->index,
 			 (unsigned long long)w->term,
 			 (unsigned long long)s->nodes[c->node].applied);
+		return;
+	}
+	/* Its own entry applied, the node knows the outcome: a 503 "outcome
+	 * unknown" then is a lie (a handed-over write must be answered). */
+	if (end != KVD_WAIT_APPLIED && c->has_res && c->res_index == w->index &&
+	    c->res_term == w->term) {
+		sim_fail(s,
+			 "node %s answers 503 (outcome unknown) for the write at %llu (term %llu) "
+			 "whose entry it has applied",
+			 s->nodes[c->node].id, (unsigned long long)w->index,
+			 (unsigned long long)w->term);
 		return;
 	}
 	if (end == KVD_WAIT_APPLIED) {

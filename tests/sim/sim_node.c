@@ -1051,7 +1051,8 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	    .set_deadline = op_set_deadline,
 	};
 
-	kvd_drive_plants = s->p.plants.no_barrier ? KVD_DRIVE_PLANT_NO_BARRIER : 0;
+	kvd_drive_plants = (s->p.plants.no_barrier ? KVD_DRIVE_PLANT_NO_BARRIER : 0) |
+			   (s->p.plants.keep_writes ? KVD_DRIVE_PLANT_KEEP_WRITES : 0);
 	kvd_drive_update(&ops, u);
 	if (!s->failed)
 		maybe_snapshot(s, n);
