@@ -62,7 +62,8 @@ struct kvd_wait_table {
 	void *ctx; /* the callback's */
 };
 
-/* An empty table answering through answer(ctx, ...). */
+/* An empty table answering through answer(ctx, ...); ctx is borrowed for
+ * the table's life. */
 void kvd_wait_init(struct kvd_wait_table *t, kvd_wait_answer_fn answer, void *ctx);
 
 /* Records a write proposed at (index, term), due at deadline; req and tag

@@ -308,38 +308,37 @@ void sim_client_write_answer(void *ctx, const struct kvd_wait_write *w, enum kvd
 	struct sim *s = ctx;
 	struct sim_client *c = w->req;
 	enum linearize_outcome outcome = LINEARIZE_UNKNOWN; /* a 503 */
+	bool have = c->has_res && c->res_index == w->index;
 
 	(void)arg;
-	if (!c->busy || c->op_seq != w->tag || s->failed)
-		return; /* the client gave up (its own timeout): nobody listens */
-	if (end == KVD_WAIT_APPLIED && !(c->has_res && c->res_index == w->index)) {
+	if (!c->busy || c->op_seq != w->tag || s->failed) {
+		/* The client gave up (its own timeout): nobody listens. */
+	} else if (end == KVD_WAIT_APPLIED && !have) {
 		sim_fail(s,
 			 "node %s answers the write at %llu (term %llu) applied before its entry "
 			 "is applied (applied %llu)",
 			 s->nodes[c->node].id, (unsigned long long)w->index,
 			 (unsigned long long)w->term,
 			 (unsigned long long)s->nodes[c->node].applied);
-		return;
-	}
-	/* Its own entry applied, the node knows the outcome: a 503 "outcome
-	 * unknown" then is a lie (a handed-over write must be answered). */
-	if (end != KVD_WAIT_APPLIED && c->has_res && c->res_index == w->index &&
-	    c->res_term == w->term) {
+	} else if (end != KVD_WAIT_APPLIED && have && c->res_term == w->term) {
+		/* Its own entry applied, the node knows the outcome: a 503
+		 * "outcome unknown" is a lie (a handed-over write must be
+		 * answered). */
 		sim_fail(s,
 			 "node %s answers 503 (outcome unknown) for the write at %llu (term %llu) "
 			 "whose entry it has applied",
 			 s->nodes[c->node].id, (unsigned long long)w->index,
 			 (unsigned long long)w->term);
-		return;
+	} else {
+		if (end == KVD_WAIT_APPLIED) {
+			outcome = LINEARIZE_OK;
+			write_outcome(c, w->index, &c->res);
+			if (c->op.kind >= LINEARIZE_PUT_IF && c->op.kind <= LINEARIZE_DELETE_IF &&
+			    !c->res.applied)
+				outcome = LINEARIZE_REFUSED; /* 412 */
+		}
+		client_done(s, c, outcome);
 	}
-	if (end == KVD_WAIT_APPLIED) {
-		outcome = LINEARIZE_OK;
-		write_outcome(c, w->index, &c->res);
-		if (c->op.kind >= LINEARIZE_PUT_IF && c->op.kind <= LINEARIZE_DELETE_IF &&
-		    !c->res.applied)
-			outcome = LINEARIZE_REFUSED; /* 412 */
-	}
-	client_done(s, c, outcome);
 }
 
 void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, bool ok,

@@ -1,8 +1,10 @@
 /*
- * sim_node.c: one simulated node: the driver that turns each raft_update
- * into disk requests, messages and applies; the virtual network; the
- * node's writer (group commit over the real log store, sim_nodedisk.c);
- * disk errors; crashes and restarts.
+ * sim_node.c: one simulated node: the sim's ops for the daemon's own
+ * dispatch of each raft_update (api/drive_rules.c: disk requests, messages,
+ * applies, reads, failing waiting writes on leadership loss, the deadline);
+ * the node's waiting-writes table (api/wait_rules.c, answering the clients,
+ * sim_client.c); the node's writer (group commit over the real log store,
+ * sim_nodedisk.c); disk errors; crashes and restarts.
  *
  * Driver rules kept exactly as raft.h states them:
  *  - persistence requests go to one FIFO queue per node; term/vote and log
