@@ -7,11 +7,12 @@
  * the new revision as ETag for a PUT, the JSON answer for a transaction) or
  * 412 when the write's condition did not hold at apply.
  *
- * Invariants: a waiting write is answered 200 only once its entry, with the
- * term it was proposed in, is applied (committed is set when the entry is
- * handed over with that term; a different term at its index means the write
- * lost its slot: 503). Writes handed over are never failed: they are about to
- * be applied and will be answered 200. A state machine write that fails is
+ * Invariants (the waiting-writes table, api/wait_rules.c, shared with
+ * tests/sim): a waiting write is answered 200 only once its entry, with the
+ * term it was proposed in, is applied (it is handed over when the entry goes
+ * to the applier with that term; a different term at its index means the
+ * write lost its slot: 503). Writes handed over are never failed: they are
+ * about to be applied and will be answered 200. A state machine write that fails is
  * retried (the entries are committed and must apply in order), then ends the
  * process: the log still holds the entries and a restart replays them.
  */
@@ -27,29 +28,19 @@
 #include "api/http/http_server.h"
 #include "api/log.h"
 #include "api/node_internal.h"
+#include "api/wait_rules.h"
 #include "api/watch.h"
 #include "api/writer.h"
 #include "engine/engine.h"
 #include "kvd/errors.h"
 
-/* A client write waiting for its entry to be applied. */
-struct pending_write {
-	struct pending_write *next;
-	raft_index index;
-	raft_term term;
-	uint64_t deadline; /* loop time, ms */
-	struct http_request *req;
-	enum kvd_write_kind kind;
-	bool committed; /* its entry was handed to the applier with its term */
-};
-
 struct kvd_applier {
-	struct kvd_workq q;			    /* first: the thread and its jobs */
-	struct kvd_node *node;			    /* borrowed */
-	raft_index applied_index;		    /* as last reported by the thread */
-	struct pending_write *writes, *writes_tail; /* by index */
-	struct kvd_watch_hub *watch;		    /* fed with each job's changes */
-	bool reset_once;			    /* the start's reset happened */
+	struct kvd_workq q;	      /* first: the thread and its jobs */
+	struct kvd_node *node;	      /* borrowed */
+	raft_index applied_index;     /* as last reported by the thread */
+	struct kvd_wait_table writes; /* waiting (api/wait_rules.h) */
+	struct kvd_watch_hub *watch;  /* fed with each job's changes */
+	bool reset_once;	      /* the start's reset happened */
 };
 
 static struct engine_entry engine_entry_of(const struct raft_entry *r);
@@ -130,8 +121,9 @@ out:
 /* Answers one applied write from its entry's result (NULL: not in this job,
  * which cannot happen as writes are answered by the job that applies them;
  * the outcome is then unknown to us). */
-static void answer_write(struct pending_write *w, const struct engine_result *r)
+static void answer_write(const struct kvd_wait_write *w, const struct engine_result *r)
 {
+	enum kvd_write_kind kind = (enum kvd_write_kind)w->tag;
 	char hdr[64];
 	char *body;
 
@@ -141,10 +133,10 @@ static void answer_write(struct pending_write *w, const struct engine_result *r)
 		kvd_reply_text(w->req, 412, "precondition failed\n");
 	} else if (r->outcome != ENGINE_OUTCOME_APPLIED) {
 		kvd_reply_text(w->req, 500, "write rejected by the state machine\n");
-	} else if (w->kind == KVD_WRITE_PUT) {
+	} else if (kind == KVD_WRITE_PUT) {
 		snprintf(hdr, sizeof(hdr), "ETag: \"%" PRIu64 "\"\r\n", r->revision);
 		http_response_send(w->req, 200, "text/plain; charset=utf-8", hdr, NULL, 0);
-	} else if (w->kind == KVD_WRITE_TXN) {
+	} else if (kind == KVD_WRITE_TXN) {
 		body = txn_answer(r);
 		if (body == NULL) {
 			kvd_reply_text(w->req, 500, "out of memory: transaction applied\n");
@@ -158,23 +150,46 @@ static void answer_write(struct pending_write *w, const struct engine_result *r)
 	}
 }
 
-static void answer_applied_writes(struct kvd_applier *a, const struct apply_job *j)
+/* The entry's result of w in job j (NULL: not in it). */
+static const struct engine_result *job_result(const struct apply_job *j,
+					      const struct kvd_wait_write *w)
 {
-	while (a->writes != NULL && a->writes->index <= a->applied_index && a->writes->committed) {
-		struct pending_write *w = a->writes;
-		const struct engine_result *r = NULL;
-		a->writes = w->next;
-		if (a->writes == NULL)
-			a->writes_tail = NULL;
-		/* A job's entries are consecutive: the result sits at the offset. */
-		if (w->index >= j->entries[0].index && w->index - j->entries[0].index < j->n &&
-		    j->results[w->index - j->entries[0].index].index == w->index)
-			r = &j->results[w->index - j->entries[0].index];
-		for (unsigned i = 0; i < j->n && r == NULL; i++)
-			if (j->results[i].index == w->index)
-				r = &j->results[i];
-		answer_write(w, r);
-		free(w);
+	const struct engine_result *r = NULL;
+
+	/* A job's entries are consecutive: the result sits at the offset. */
+	if (w->index >= j->entries[0].index && w->index - j->entries[0].index < j->n &&
+	    j->results[w->index - j->entries[0].index].index == w->index)
+		r = &j->results[w->index - j->entries[0].index];
+	for (unsigned i = 0; i < j->n && r == NULL; i++)
+		if (j->results[i].index == w->index)
+			r = &j->results[i];
+	return r;
+}
+
+/* Why kvd_applier_fail_writes() fails the writes it fails. */
+struct fail_reason {
+	int status;
+	const char *why;
+};
+
+/* The table's answers (api/wait_rules.h): arg is the apply job for
+ * KVD_WAIT_APPLIED, the struct fail_reason for KVD_WAIT_FAILED. */
+static void write_answer(void *ctx, const struct kvd_wait_write *w, enum kvd_wait_end end,
+			 void *arg)
+{
+	const struct fail_reason *f = arg;
+
+	(void)ctx;
+	switch (end) {
+	case KVD_WAIT_APPLIED: answer_write(w, arg != NULL ? job_result(arg, w) : NULL); break;
+	case KVD_WAIT_LOST:
+		kvd_reply_text(w->req, 503, "write was not committed: leadership changed\n");
+		break;
+	case KVD_WAIT_FAILED: kvd_reply_text(w->req, f->status, f->why); break;
+	default:
+		kvd_reply_text(w->req, 503,
+			       "commit not reached within 5 s: write outcome unknown\n");
+		break;
 	}
 }
 
@@ -196,7 +211,7 @@ static void entries_done(struct kvd_node *n, struct kvd_applier_task *t, int sta
 		e.u.applied.index = j->last_index;
 		kvd_node_step(n, &e);
 	}
-	answer_applied_writes(a, j);
+	kvd_wait_applied(&a->writes, a->applied_index, j);
 	kvd_watch_hub_applied(a->watch, j->results, j->n, j->last_index);
 	engine_results_clear(j->results, j->n);
 	free(j->results);
@@ -212,33 +227,6 @@ static void apply_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	struct kvd_applier_task *t = (struct kvd_applier_task *)job;
 
 	t->done_cb(a->node, t, t->base.status);
-}
-
-/* Marks the pending writes whose entries are about to be applied. A pending
- * write whose index now holds an entry of another term lost its slot. */
-static void match_pending(struct kvd_applier *a, const struct raft_entry *e)
-{
-	struct pending_write **pp = &a->writes;
-	struct pending_write *prev = NULL;
-
-	while (*pp != NULL && (*pp)->index <= e->index) {
-		struct pending_write *w = *pp;
-		if (w->index == e->index && !w->committed) {
-			if (w->term == e->term) {
-				w->committed = true;
-			} else {
-				*pp = w->next;
-				if (a->writes_tail == w)
-					a->writes_tail = prev;
-				kvd_reply_text(w->req, 503,
-					       "write was not committed: leadership changed\n");
-				free(w);
-				continue;
-			}
-		}
-		prev = w;
-		pp = &w->next;
-	}
 }
 
 void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update *u)
@@ -258,7 +246,7 @@ void kvd_applier_submit_entries(struct kvd_applier *a, const struct raft_update 
 	}
 	for (unsigned i = 0; i < u->n_apply; i++) {
 		j->entries[i] = engine_entry_of(&copy[i]);
-		match_pending(a, &u->apply[i]);
+		kvd_wait_handover(&a->writes, u->apply[i].index, u->apply[i].term);
 	}
 	free(copy);
 	j->n = u->n_apply;
@@ -276,58 +264,19 @@ void kvd_applier_submit_task(struct kvd_applier *a, struct kvd_applier_task *t)
 int kvd_applier_wait_write(struct kvd_applier *a, struct http_request *req, raft_index index,
 			   raft_term term, uint64_t deadline, enum kvd_write_kind kind)
 {
-	struct pending_write *w = calloc(1, sizeof(*w));
-
-	if (w == NULL)
-		return KVD_ENOMEM;
-	w->index = index;
-	w->term = term;
-	w->deadline = deadline;
-	w->req = req;
-	w->kind = kind;
-	if (a->writes_tail != NULL)
-		a->writes_tail->next = w;
-	else
-		a->writes = w;
-	a->writes_tail = w;
-	return 0;
+	return kvd_wait_add(&a->writes, req, (uint64_t)kind, index, term, deadline);
 }
 
 void kvd_applier_fail_writes(struct kvd_applier *a, int status, const char *why)
 {
-	struct pending_write **pp = &a->writes;
+	struct fail_reason f = {status, why};
 
-	a->writes_tail = NULL;
-	while (*pp != NULL) {
-		struct pending_write *w = *pp;
-		if (w->committed) { /* applied soon: keep */
-			a->writes_tail = w;
-			pp = &w->next;
-			continue;
-		}
-		*pp = w->next;
-		kvd_reply_text(w->req, status, why);
-		free(w);
-	}
+	kvd_wait_fail(&a->writes, &f);
 }
 
 void kvd_applier_sweep(struct kvd_applier *a, uint64_t now)
 {
-	struct pending_write **wp = &a->writes;
-
-	a->writes_tail = NULL;
-	while (*wp != NULL) {
-		struct pending_write *w = *wp;
-		if (w->deadline <= now && !w->committed) {
-			*wp = w->next;
-			kvd_reply_text(w->req, 503,
-				       "commit not reached within 5 s: write outcome unknown\n");
-			free(w);
-			continue;
-		}
-		a->writes_tail = w;
-		wp = &w->next;
-	}
+	kvd_wait_sweep(&a->writes, now);
 	kvd_watch_hub_tick(a->watch, now);
 }
 
@@ -473,6 +422,7 @@ int kvd_applier_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_ap
 
 	if (a != NULL && kvd_watch_hub_create(keepalive_ms, ring_events, &a->watch) == 0) {
 		a->node = n;
+		kvd_wait_init(&a->writes, write_answer, a);
 		rv = kvd_workq_start(&a->q, loop, apply_run, apply_done, n);
 	}
 	if (rv == 0) {
@@ -505,11 +455,7 @@ void kvd_applier_destroy(struct kvd_applier *a)
 			KVD_WARN("cannot save the watch ring", "error=\"%s\"", kvd_strerror(rv));
 	}
 	kvd_watch_hub_destroy(a->watch);
-	while (a->writes != NULL) {
-		struct pending_write *w = a->writes;
-		a->writes = w->next;
-		free(w);
-	}
+	kvd_wait_clear(&a->writes);
 	free(a);
 }
 

@@ -1,6 +1,7 @@
 /*
- * node.c: the loop driver: steps the pure Raft core and routes each update
- * to the parts that carry it out (writer.c: log and meta I/O; applier.c:
+ * node.c: the loop driver: steps the pure Raft core and routes each update,
+ * in the order api/drive_rules.c decides (shared with tests/sim), to the
+ * parts that carry it out (writer.c: log and meta I/O; applier.c:
  * LevelDB and the writes waiting on it; snapshots.c: take, receive,
  * install; transport.c: messages; membership.c: configuration changes),
  * owns the node state (node_state.h: disk full, disk failure, stopping),
@@ -42,6 +43,7 @@
 #include "api/cluster_id.h"
 #include "api/common/datadir.h"
 #include "api/common/fileutil.h"
+#include "api/drive_rules.h"
 #include "api/log.h"
 #include "api/membership.h"
 #include "api/recovery.h"
@@ -381,43 +383,88 @@ static void log_note(const struct raft_note *note)
 	}
 }
 
-static void handle_update(struct kvd_node *n, const struct raft_update *u)
-{
-	bool dropped = false;
+/* ---- the daemon's side of the dispatch (api/drive_rules.h) --------------- */
 
-	if (u->meta_changed)
-		kvd_writer_submit_meta(n->writer, u->term, u->voted_for);
-	if (u->truncate_from != 0 || u->n_entries > 0)
-		kvd_writer_submit_append(n->writer, u);
-	if (u->snapshot_write != NULL) {
-		char path[PATH_MAX];
-		kvd_snapshot_incoming_path(n, path);
-		kvd_writer_submit_chunk(n->writer, u->snapshot_write, path,
-					kvd_snapshot_chunk_done);
-	}
-	for (unsigned i = 0; i < u->n_messages; i++) {
-		uint64_t seq = 0;
-		if (u->messages[i].needs_sync && !kvd_writer_sync_seq(n->writer, &seq)) {
-			dropped = true; /* its write was never submitted */
-			continue;
-		}
-		if (seq <= kvd_writer_completed(n->writer))
-			seq = 0; /* what it waits for is durable already */
-		kvd_transport_send(n->transport, &u->messages[i], seq);
-	}
-	if (dropped) {
-		kvd_transport_drop_held(n->transport);
-		kvd_transport_answer_orphans(n->transport);
-	}
-	if (u->n_apply > 0)
-		kvd_applier_submit_entries(n->applier, u);
-	if (u->n_reads > 0 || u->n_reads_failed > 0)
-		serve_reads(n, u);
-	for (unsigned i = 0; i < u->n_changes_done; i++)
-		kvd_members_done(n, u->changes_done[i].token, u->changes_done[i].error);
-	for (unsigned i = 0; i < u->n_notes; i++)
-		log_note(&u->notes[i]);
-	if (u->state_changed && u->role != n->last_role) {
+static void op_submit_meta(void *ctx, raft_term term, const char *voted_for)
+{
+	struct kvd_node *n = ctx;
+	kvd_writer_submit_meta(n->writer, term, voted_for);
+}
+
+static void op_submit_append(void *ctx, const struct raft_update *u)
+{
+	struct kvd_node *n = ctx;
+	kvd_writer_submit_append(n->writer, u);
+}
+
+static void op_submit_chunk(void *ctx, const struct raft_snapshot *chunk)
+{
+	struct kvd_node *n = ctx;
+	char path[PATH_MAX];
+
+	kvd_snapshot_incoming_path(n, path);
+	kvd_writer_submit_chunk(n->writer, chunk, path, kvd_snapshot_chunk_done);
+}
+
+static bool op_sync_seq(void *ctx, uint64_t *seq)
+{
+	struct kvd_node *n = ctx;
+	return kvd_writer_sync_seq(n->writer, seq);
+}
+
+static uint64_t op_completed_seq(void *ctx)
+{
+	struct kvd_node *n = ctx;
+	return kvd_writer_completed(n->writer);
+}
+
+static void op_send(void *ctx, const struct raft_message *m, uint64_t barrier)
+{
+	struct kvd_node *n = ctx;
+	kvd_transport_send(n->transport, m, barrier);
+}
+
+static void op_drop_held(void *ctx)
+{
+	struct kvd_node *n = ctx;
+	kvd_transport_drop_held(n->transport);
+	kvd_transport_answer_orphans(n->transport);
+}
+
+static void op_submit_apply(void *ctx, const struct raft_update *u)
+{
+	struct kvd_node *n = ctx;
+	kvd_applier_submit_entries(n->applier, u);
+}
+
+static void op_serve_reads(void *ctx, const struct raft_update *u)
+{
+	serve_reads(ctx, u);
+}
+
+static void op_change_done(void *ctx, uint64_t token, int error)
+{
+	kvd_members_done(ctx, token, error);
+}
+
+static void op_note(void *ctx, const struct raft_note *note)
+{
+	(void)ctx;
+	log_note(note);
+}
+
+static void op_fail_writes(void *ctx)
+{
+	struct kvd_node *n = ctx;
+	kvd_applier_fail_writes(n->applier, 503,
+				"leadership lost before commit: write outcome unknown\n");
+}
+
+static void op_state_changed(void *ctx, const struct raft_update *u)
+{
+	struct kvd_node *n = ctx;
+
+	if (u->role != n->last_role) {
 		if (u->role == RAFT_CANDIDATE)
 			kvd_metrics_election(0);
 		else if (u->role == RAFT_LEADER && n->last_role != RAFT_CANDIDATE)
@@ -426,21 +473,43 @@ static void handle_update(struct kvd_node *n, const struct raft_update *u)
 			kvd_metrics_election(1);
 		n->last_role = u->role;
 	}
-	if (u->state_changed) {
-		KVD_INFO("raft state", "role=%s term=%" PRIu64 " leader=%s commit=%" PRIu64,
-			 role_name(u->role), u->current_term, u->leader[0] ? u->leader : "none",
-			 u->commit_index);
-		if (u->role != RAFT_LEADER)
-			kvd_applier_fail_writes(
-			    n->applier, 503,
-			    "leadership lost before commit: write outcome unknown\n");
-		kvd_membership_tick(n);
-	}
-	if (u->deadline != 0) {
-		uint64_t now = kvd_node_now(n);
-		uint64_t delay = u->deadline > now ? u->deadline - now : 0;
-		uv_timer_start(&n->tick_timer, tick_cb, delay, 0);
-	}
+	KVD_INFO("raft state", "role=%s term=%" PRIu64 " leader=%s commit=%" PRIu64,
+		 role_name(u->role), u->current_term, u->leader[0] ? u->leader : "none",
+		 u->commit_index);
+	kvd_membership_tick(n);
+}
+
+static void op_set_deadline(void *ctx, raft_time deadline)
+{
+	struct kvd_node *n = ctx;
+	uint64_t now = kvd_node_now(n);
+	uint64_t delay = deadline > now ? deadline - now : 0;
+
+	uv_timer_start(&n->tick_timer, tick_cb, delay, 0);
+}
+
+/* Carries out u (api/drive_rules.c decides the order). */
+static void handle_update(struct kvd_node *n, const struct raft_update *u)
+{
+	const struct kvd_drive_ops ops = {
+	    .ctx = n,
+	    .submit_meta = op_submit_meta,
+	    .submit_append = op_submit_append,
+	    .submit_chunk = op_submit_chunk,
+	    .sync_seq = op_sync_seq,
+	    .completed_seq = op_completed_seq,
+	    .send = op_send,
+	    .drop_held = op_drop_held,
+	    .submit_apply = op_submit_apply,
+	    .serve_reads = op_serve_reads,
+	    .change_done = op_change_done,
+	    .note = op_note,
+	    .fail_writes = op_fail_writes,
+	    .state_changed = op_state_changed,
+	    .set_deadline = op_set_deadline,
+	};
+
+	kvd_drive_update(&ops, u);
 }
 
 int kvd_node_step(struct kvd_node *n, struct raft_event *e)

@@ -9,7 +9,8 @@
 # executed / executable per source file and per folder. Only counts files
 # compiled into the programs that ran: a driver file the sim does not link
 # shows as not run. Last, the driver's files the simulation runs
-# (SIM_DRIVER_FILES: the writer's and the transport's rules) on their own.
+# (SIM_DRIVER_FILES: the writer's, the transport's, the update dispatch's and
+# the waiting writes' rules) on their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-10000}
@@ -28,7 +29,7 @@ fi
 
 # One gcov pass per object directory; gcov -n prints "File '...'" followed by
 # "Lines executed:P% of N" for every source it has data for.
-SIM_DRIVER_FILES="api/write_rules.c api/transport_rules.c"
+SIM_DRIVER_FILES="api/write_rules.c api/transport_rules.c api/drive_rules.c api/wait_rules.c"
 report=$(mktemp)
 find "$dir" -name '*.gcda' -printf '%h\n' | sort -u | while read -r d; do
 	(cd "$d" && gcov -n ./*.gcda 2>/dev/null)

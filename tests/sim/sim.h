@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/wait_rules.h"
 #include "api/write_rules.h"
 #include "raft/log_store.h"
 #include "raft/raft.h"
@@ -35,10 +36,13 @@
 struct kvd_trules; /* api/transport_rules.h */
 struct sim_http;   /* sim_http.c */
 
-#define SIM_MAX_NODES	7
-#define SIM_KEYS	3
-#define SIM_CLIENTS	3
-#define SIM_LIVENESS_MS 10000 /* virtual ms after healing to elect and commit */
+#define SIM_MAX_NODES 7
+#define SIM_KEYS      3
+#define SIM_CLIENTS   3
+/* A write not handed over by then is answered 503 (api/node_internal.h
+ * KVD_WRITE_TIMEOUT_MS). */
+#define SIM_WRITE_TIMEOUT_MS 5000
+#define SIM_LIVENESS_MS	     10000 /* virtual ms after healing to elect and commit */
 
 /* An immutable log entry shared by logs, disk requests and messages. */
 struct sim_entry {
@@ -167,8 +171,11 @@ struct sim_node {
 	bool bound_have;
 	raft_index bound_up_to, bound_last, bound_first;
 	struct kvd_writer_track track; /* append jobs in flight (api/write_rules.h) */
-	struct sim_req *batch;	       /* written, waiting for the batch's sync */
-	int batch_failed;	       /* first error of a job of the batch */
+	/* The clients' writes waiting for their entry (api/wait_rules.h, as the
+	 * daemon's applier keeps them); per incarnation. */
+	struct kvd_wait_table waits;
+	struct sim_req *batch; /* written, waiting for the batch's sync */
+	int batch_failed;      /* first error of a job of the batch */
 	bool batch_appended;
 	struct kvd_trules *tr; /* the transport rules (sim_http.c), while up */
 	/* Last append acknowledged (index, message term) and the requests
@@ -212,6 +219,13 @@ struct sim_ev {
 	uint64_t a;
 };
 
+/* The outcome of one command applied by the state machine (sim_log.c). */
+struct sim_sm_result {
+	bool applied;			 /* a conditional write's condition held */
+	bool succeeded;			 /* a txn's comparisons held */
+	uint64_t get[LINEARIZE_TXN_MAX]; /* a txn's gets: the register (0 absent) */
+};
+
 struct sim_client {
 	int id;
 	bool busy;
@@ -224,6 +238,13 @@ struct sim_client {
 	uint64_t token;
 	int hint; /* node the client believes leads (-1: none), like a real client */
 	struct linearize_txn txn; /* op.txn of a txn operation */
+	/* The result of the entry its node applied at index (whatever its
+	 * term), where the node's answer takes the outcome from, as the
+	 * daemon's applier answers from the job's results. */
+	bool has_res;
+	raft_index res_index;
+	raft_term res_term;
+	struct sim_sm_result res;
 };
 
 /* Per-index global records (committed entries and applied state hashes). */
@@ -255,6 +276,12 @@ struct sim_plants {
 	/* A leader's snapshot meeting a running local snapshot fails the
 	 * install rule (api/snapshot_files.c) and the node exits (item 5). */
 	bool install_busy_fails;
+	/* The driver's own rules (api/drive_rules.c, api/wait_rules.c). */
+	bool no_barrier;       /* a needs_sync message is sent with barrier 0 */
+	bool keep_writes;      /* leadership loss does not fail the waiting writes */
+	bool ack_other_term;   /* a write whose index got another term is answered 200 */
+	bool ack_before_apply; /* a write is answered at hand-over, before its apply job */
+	bool fail_handed_over; /* leadership loss fails handed-over writes too */
 };
 
 struct sim_params {
@@ -373,13 +400,6 @@ struct sim_lm {
 	bool used;
 };
 
-/* The outcome of one command applied by the state machine (sim_log.c). */
-struct sim_sm_result {
-	bool applied;			 /* a conditional write's condition held */
-	bool succeeded;			 /* a txn's comparisons held */
-	uint64_t get[LINEARIZE_TXN_MAX]; /* a txn's gets: the register (0 absent) */
-};
-
 /* A register of the state machine: value << 32 | revision (the index of the
  * entry that wrote it), 0 absent. */
 #define SIM_KV_VALUE(kv) ((kv) >> 32)
@@ -448,6 +468,11 @@ int sim_run(const struct sim_params *p, struct sim *s);
 void sim_free(struct sim *s);
 void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e, int *rc_out,
 		   struct raft_update *u_out);
+/* A client's proposal e (sim_node.c): as sim_node_step, and when the core
+ * accepts it the write waits in the node's table (api/wait_rules.h) as
+ * (req, tag) before the update is carried out, as api/node.c's batch does. */
+void sim_node_propose(struct sim *s, struct sim_node *n, const struct raft_event *e, void *req,
+		      uint64_t tag, int *rc_out, struct raft_update *u_out);
 int sim_leader_guess(struct sim *s);
 /* Cuts n off from every node but keep, for 150-400 ms. */
 void sim_isolate_except(struct sim *s, struct sim_node *n, int keep);
@@ -550,6 +575,10 @@ void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entr
 void sim_client_read_done(struct sim *s, struct sim_node *n, uint64_t token, bool ok,
 			  raft_index index);
 void sim_client_node_crashed(struct sim *s, struct sim_node *n);
+/* The answer of a node's waiting-writes table (kvd_wait_answer_fn; ctx: the
+ * sim, w->req: the client, w->tag: its op_seq). */
+void sim_client_write_answer(void *ctx, const struct kvd_wait_write *w, enum kvd_wait_end end,
+			     void *arg);
 void sim_client_finish(struct sim *s);
 void sim_probe_tick(struct sim *s);
 

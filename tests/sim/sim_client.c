@@ -6,17 +6,20 @@
  * key-value register map of SIM_KEYS keys. Writes (put with a fresh unique
  * value, delete, the conditional PUT-IF / PUT-ABSENT / DELETE-IF, and
  * transactions over the same keys) are proposed to the node the client
- * believes is leader and complete when that node applies the entry at the
- * proposed (index, term), with the state machine's outcome (sim_log.c:
- * applied or refused, a txn's branch and its gets' results); the revision
- * of a write is that index. A refused proposal is a certain failure; a
- * crash, a timeout or a different entry at that index leaves the outcome
+ * believes is leader and wait in that node's waiting-writes table, the
+ * daemon's own (api/wait_rules.c): the client's answer is the table's. OK
+ * (with the state machine's outcome of the entry the node applied at that
+ * index, sim_log.c: applied or refused, a txn's branch and its gets'
+ * results) only when the table answers "applied", which it does once the
+ * apply job that carried the entry is done; the revision of a write is that
+ * index. The table's 503s (another term at the index, leadership lost, its
+ * deadline) and a crash or the client's own timeout leave the outcome
  * unknown (if it ever happens, it is at the proposed index, so its revision
- * is still known). Conditions use the revision the serving node holds when
- * the client acts (a follower's may be stale: refusals happen). Reads use
- * the read index: the value and revision are taken from the serving node's
- * state machine when the core reports the read ready. The history is
- * checked for linearizability at the end of the run (linearize.h).
+ * is still known); a refused proposal is a certain failure. Conditions use the revision the serving
+ * node holds when the client acts (a follower's may be stale: refusals happen). Reads use the read
+ * index: the value and revision are taken from the serving node's state machine when the core
+ * reports the read ready. The history is checked for linearizability at the end of the run
+ * (linearize.h).
  *
  * The liveness probe runs after all faults are healed: it proposes a no-op
  * command to the leader until one is applied there.
@@ -205,6 +208,7 @@ void sim_client_act(struct sim *s, int id)
 	c->index = 0;
 	c->term = 0;
 	c->token = ++s->next_token;
+	c->has_res = false;
 
 	struct raft_event e = {.now = s->now};
 	struct raft_update u;
@@ -220,7 +224,7 @@ void sim_client_act(struct sim *s, int id)
 		e.type = RAFT_EVENT_PROPOSE;
 		e.u.propose.entries = &ent;
 		e.u.propose.n = 1;
-		sim_node_step(s, n, &e, &rc, &u);
+		sim_node_propose(s, n, &e, c, c->op_seq, &rc, &u);
 		if (rc == 0) {
 			c->index = u.proposed_index;
 			c->term = u.proposed_term;
@@ -246,15 +250,14 @@ void sim_client_timeout(struct sim *s, int id, uint64_t op_seq)
 		client_done(s, c, LINEARIZE_UNKNOWN);
 }
 
-/* Records the state machine's outcome of c's write, applied as entry e. */
-static void write_outcome(struct sim_client *c, const struct sim_entry *e,
-			  const struct sim_sm_result *res)
+/* Records the state machine's outcome of c's write, applied at index. */
+static void write_outcome(struct sim_client *c, raft_index index, const struct sim_sm_result *res)
 {
 	enum linearize_kind kind = c->op.kind;
 
 	if (kind == LINEARIZE_PUT || kind == LINEARIZE_DELETE || kind == LINEARIZE_TXN ||
 	    res->applied)
-		c->op.revision = e->index; /* (a refused write records none) */
+		c->op.revision = index; /* (a refused write records none) */
 	if (kind == LINEARIZE_TXN) {
 		struct linearize_txn *t = &c->txn;
 		int b = res->succeeded ? 0 : 1;
@@ -279,25 +282,62 @@ void sim_client_applied(struct sim *s, struct sim_node *n, const struct sim_entr
 	uint64_t token = 0;
 	if (e->type == RAFT_ENTRY_COMMAND && e->len >= SIM_CMD_SIZE)
 		memcpy(&token, e->data + 16, 8);
+	/* The result of the entry at a waiting client's index, whatever its
+	 * term: what the node's answer will carry (sim_client_write_answer). */
 	for (int i = 0; i < SIM_CLIENTS; i++) {
 		struct sim_client *c = &s->clients[i];
 		if (!c->busy || c->op.kind == LINEARIZE_GET || c->node != n->num ||
 		    c->inc != n->inc || c->index != e->index || c->index == 0)
 			continue;
-		bool mine = e->term == c->term && token == c->token;
-		enum linearize_outcome outcome = mine ? LINEARIZE_OK : LINEARIZE_UNKNOWN;
-		if (mine)
-			write_outcome(c, e, res);
-		if (mine && c->op.kind >= LINEARIZE_PUT_IF && c->op.kind <= LINEARIZE_DELETE_IF &&
-		    !res->applied)
-			outcome = LINEARIZE_REFUSED;
-		client_done(s, c, outcome);
+		c->has_res = true;
+		c->res_index = e->index;
+		c->res_term = e->term;
+		c->res = *res;
 	}
 	if (s->probe_token != 0 && s->probe_node == n->num && s->probe_inc == n->inc &&
 	    s->probe_index == e->index) {
 		if (e->term == s->probe_term && token == s->probe_token)
 			s->live = true;
 		s->probe_token = 0;
+	}
+}
+
+void sim_client_write_answer(void *ctx, const struct kvd_wait_write *w, enum kvd_wait_end end,
+			     void *arg)
+{
+	struct sim *s = ctx;
+	struct sim_client *c = w->req;
+	enum linearize_outcome outcome = LINEARIZE_UNKNOWN; /* a 503 */
+	bool have = c->has_res && c->res_index == w->index;
+
+	(void)arg;
+	if (!c->busy || c->op_seq != w->tag || s->failed) {
+		/* The client gave up (its own timeout): nobody listens. */
+	} else if (end == KVD_WAIT_APPLIED && !have) {
+		sim_fail(s,
+			 "node %s answers the write at %llu (term %llu) applied before its entry "
+			 "is applied (applied %llu)",
+			 s->nodes[c->node].id, (unsigned long long)w->index,
+			 (unsigned long long)w->term,
+			 (unsigned long long)s->nodes[c->node].applied);
+	} else if (end != KVD_WAIT_APPLIED && have && c->res_term == w->term) {
+		/* Its own entry applied, the node knows the outcome: a 503
+		 * "outcome unknown" is a lie (a handed-over write must be
+		 * answered). */
+		sim_fail(s,
+			 "node %s answers 503 (outcome unknown) for the write at %llu (term %llu) "
+			 "whose entry it has applied",
+			 s->nodes[c->node].id, (unsigned long long)w->index,
+			 (unsigned long long)w->term);
+	} else {
+		if (end == KVD_WAIT_APPLIED) {
+			outcome = LINEARIZE_OK;
+			write_outcome(c, w->index, &c->res);
+			if (c->op.kind >= LINEARIZE_PUT_IF && c->op.kind <= LINEARIZE_DELETE_IF &&
+			    !c->res.applied)
+				outcome = LINEARIZE_REFUSED; /* 412 */
+		}
+		client_done(s, c, outcome);
 	}
 }
 

@@ -49,7 +49,9 @@ static void usage(void)
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
 		"chunk-fail-ignored|install-unordered|"
 		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal|"
-		"install-busy-fails (repeatable), "
+		"install-busy-fails|no-barrier|keep-writes|ack-other-term|ack-before-apply|fail-"
+		"handed-over "
+		"(repeatable), "
 		"--model-disk\n");
 }
 
@@ -89,6 +91,16 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->no_seal = true;
 	} else if (strcmp(name, "install-busy-fails") == 0) {
 		p->install_busy_fails = true;
+	} else if (strcmp(name, "no-barrier") == 0) {
+		p->no_barrier = true;
+	} else if (strcmp(name, "keep-writes") == 0) {
+		p->keep_writes = true;
+	} else if (strcmp(name, "ack-other-term") == 0) {
+		p->ack_other_term = true;
+	} else if (strcmp(name, "ack-before-apply") == 0) {
+		p->ack_before_apply = true;
+	} else if (strcmp(name, "fail-handed-over") == 0) {
+		p->fail_handed_over = true;
 	} else {
 		ok = false;
 	}

@@ -1,8 +1,10 @@
 /*
- * sim_node.c: one simulated node: the driver that turns each raft_update
- * into disk requests, messages and applies; the virtual network; the
- * node's writer (group commit over the real log store, sim_nodedisk.c);
- * disk errors; crashes and restarts.
+ * sim_node.c: one simulated node: the sim's ops for the daemon's own
+ * dispatch of each raft_update (api/drive_rules.c: disk requests, messages,
+ * applies, reads, failing waiting writes on leadership loss, the deadline);
+ * the node's waiting-writes table (api/wait_rules.c, answering the clients,
+ * sim_client.c); the node's writer (group commit over the real log store,
+ * sim_nodedisk.c); disk errors; crashes and restarts.
  *
  * Driver rules kept exactly as raft.h states them:
  *  - persistence requests go to one FIFO queue per node; term/vote and log
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/drive_rules.h"
 #include "api/snapshot_files.h"
 #include "api/transport_rules.h"
 #include "tests/sim/sim.h"
@@ -847,101 +850,153 @@ static raft_time to_virtual(const struct sim_node *n, raft_time local)
 	return t;
 }
 
-/* The update's messages go to the transport rules as api/node.c hands them
- * over: a needs_sync message waits for the last submitted job, or is dropped
- * when a job it depends on was never submitted (kvd_writer_track_sync_seq);
- * then held messages are dropped too and the requests left without an
- * answer refused. The append-oom-success plant sends it anyway. */
-static void send_messages(struct sim *s, struct sim_node *n, const struct raft_update *u)
+/* ------------------------------------------- the driver's dispatch (ops) */
+
+/* One update being carried out by api/drive_rules.c with the sim's ops: the
+ * node, and what it was before the step (for the checks). */
+struct drive_ctx {
+	struct sim *s;
+	struct sim_node *n;
+	enum raft_role prev_role;
+	raft_term prev_term;
+	raft_index prev_commit;
+	const struct raft_config *cfg_before;
+};
+
+static void op_submit_meta(void *ctx, raft_term term, const char *voted_for)
 {
-	bool dropped = false;
-	for (unsigned i = 0; i < u->n_messages && !s->failed && n->tr != NULL; i++) {
-		const struct raft_message *m = &u->messages[i];
-		uint64_t seq = 0;
-		if (m->needs_sync) {
-			seq = n->issued_seq;
-			if (n->store != NULL &&
-			    !kvd_writer_track_sync_seq(&n->track, n->issued_seq, &seq) &&
-			    !s->p.plants.append_oom_success) {
-				dropped = true;
-				continue;
-			}
-			if (seq <= n->done_seq)
-				seq = 0;
-		}
-		kvd_trules_send(n->tr, m, seq);
-	}
-	if (dropped && n->tr != NULL) {
-		kvd_trules_drop_held(n->tr);
-		kvd_trules_answer_orphans(n->tr);
-	}
+	struct drive_ctx *d = ctx;
+	struct sim_req *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->kind = SIM_REQ_META;
+	r->term = term;
+	snprintf(r->vote, sizeof(r->vote), "%s", voted_for);
+	disk_enqueue(d->s, d->n, r);
 }
 
-static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
-			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
-			   const struct raft_config *cfg_before)
+static void op_submit_append(void *ctx, const struct raft_update *u)
 {
-	if (u->meta_changed) {
-		struct sim_req *r = calloc(1, sizeof(*r));
-		if (r == NULL)
-			abort();
-		r->kind = SIM_REQ_META;
-		r->term = u->term;
-		snprintf(r->vote, sizeof(r->vote), "%s", u->voted_for);
-		disk_enqueue(s, n, r);
-	}
-	if (u->truncate_from != 0 || u->n_entries > 0)
-		update_log(s, n, u);
-	if (u->snapshot_write != NULL) {
-		struct sim_req *r = calloc(1, sizeof(*r));
-		if (r == NULL)
-			abort();
-		r->kind = SIM_REQ_SNAP_CHUNK;
-		r->chunk = *u->snapshot_write;
-		void *data = malloc(r->chunk.len ? r->chunk.len : 1);
-		if (data == NULL)
-			abort();
-		if (r->chunk.len > 0)
-			memcpy(data, u->snapshot_write->data, r->chunk.len);
-		r->chunk.data = data;
-		disk_enqueue(s, n, r);
-		/* An install resets the log: a truncation for the completions
-		 * (as api/node.c's start_install counts it). */
-		if (n->store != NULL && r->chunk.done &&
-		    kvd_writer_track_append(&n->track, r->seq, r->chunk.last_index + 1) != 0)
-			abort();
-	}
-	sim_check_update(s, n, u, prev_role, prev_term, prev_commit, cfg_before);
+	struct drive_ctx *d = ctx;
+	update_log(d->s, d->n, u);
+}
+
+static void op_submit_chunk(void *ctx, const struct raft_snapshot *chunk)
+{
+	struct drive_ctx *d = ctx;
+	struct sim_node *n = d->n;
+	struct sim_req *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		abort();
+	r->kind = SIM_REQ_SNAP_CHUNK;
+	r->chunk = *chunk;
+	void *data = malloc(r->chunk.len ? r->chunk.len : 1);
+	if (data == NULL)
+		abort();
+	if (r->chunk.len > 0)
+		memcpy(data, chunk->data, r->chunk.len);
+	r->chunk.data = data;
+	disk_enqueue(d->s, n, r);
+	/* An install resets the log: a truncation for the completions
+	 * (as api/node.c's start_install counts it). */
+	if (n->store != NULL && r->chunk.done &&
+	    kvd_writer_track_append(&n->track, r->seq, r->chunk.last_index + 1) != 0)
+		abort();
+}
+
+/* The update's writes are queued: the checks, the event-driven nemesis and
+ * the node's view of its role, before any message leaves. */
+static void op_writes_submitted(void *ctx, const struct raft_update *u)
+{
+	struct drive_ctx *d = ctx;
+	struct sim *s = d->s;
+	struct sim_node *n = d->n;
+
+	sim_check_update(s, n, u, d->prev_role, d->prev_term, d->prev_commit, d->cfg_before);
 	/* Event-driven nemesis: strike a leader right after it is elected or
 	 * commits, when its followers are most likely to be mid-way; most
 	 * often when a commit covers entries of earlier terms (the first commit
 	 * of a new leader: the window of figure 8). */
 	bool old_term_commit = false;
-	for (raft_index i = prev_commit + 1; i <= u->commit_index && !old_term_commit; i++) {
+	for (raft_index i = d->prev_commit + 1; i <= u->commit_index && !old_term_commit; i++) {
 		const struct sim_entry *x = sim_log_get(&n->mlog, i);
 		old_term_commit = x != NULL && x->term < u->current_term;
 	}
 	if (!s->healing && u->role == RAFT_LEADER &&
-	    ((prev_role != RAFT_LEADER && sim_chance(s, 15)) ||
+	    ((d->prev_role != RAFT_LEADER && sim_chance(s, 15)) ||
 	     (old_term_commit && sim_chance(s, 30)) ||
-	     (u->commit_index > prev_commit && sim_chance(s, 3))))
+	     (u->commit_index > d->prev_commit && sim_chance(s, 3))))
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 15), SIM_EV_STRIKE, n->num, n->inc,
 			    NULL, sim_chance(s, 50));
 	/* Leader hop in progress (sim_world.c): cut each new leader off from
 	 * all but the stalled follower, once this update's messages are out. */
 	if (!s->healing && s->hop_until > s->now && n->num != s->hop_node &&
-	    u->role == RAFT_LEADER && prev_role != RAFT_LEADER)
+	    u->role == RAFT_LEADER && d->prev_role != RAFT_LEADER)
 		sim_ev_push(s, s->now, SIM_EV_STRIKE, n->num, n->inc, NULL, 2);
 	n->role = u->role;
 	n->term = u->current_term;
 	if (u->commit_index > n->commit)
 		n->commit = u->commit_index;
-	send_messages(s, n, u);
-	for (unsigned i = 0; i < u->n_apply && !s->failed; i++)
+}
+
+/* A needs_sync message waits for the last submitted job, or is dropped when
+ * a job it depends on was never submitted (kvd_writer_track_sync_seq; the
+ * append-oom-success plant sends it anyway). --model-disk has no tracking. */
+static bool op_sync_seq(void *ctx, uint64_t *seq)
+{
+	struct drive_ctx *d = ctx;
+	struct sim_node *n = d->n;
+
+	*seq = n->issued_seq;
+	return n->store == NULL || kvd_writer_track_sync_seq(&n->track, n->issued_seq, seq) ||
+	       d->s->p.plants.append_oom_success;
+}
+
+static uint64_t op_completed_seq(void *ctx)
+{
+	struct drive_ctx *d = ctx;
+	return d->n->done_seq;
+}
+
+static void op_send(void *ctx, const struct raft_message *m, uint64_t barrier)
+{
+	struct drive_ctx *d = ctx;
+	if (!d->s->failed && d->n->tr != NULL)
+		kvd_trules_send(d->n->tr, m, barrier);
+}
+
+static void op_drop_held(void *ctx)
+{
+	struct drive_ctx *d = ctx;
+	if (d->n->tr != NULL) {
+		kvd_trules_drop_held(d->n->tr);
+		kvd_trules_answer_orphans(d->n->tr);
+	}
+}
+
+/* The sim's applier: entries are applied at once; the job is reported
+ * done (RAFT_EVENT_APPLIED) 0-3 ms later. */
+static void op_submit_apply(void *ctx, const struct raft_update *u)
+{
+	struct drive_ctx *d = ctx;
+	struct sim *s = d->s;
+	struct sim_node *n = d->n;
+
+	for (unsigned i = 0; i < u->n_apply && !s->failed; i++) {
+		kvd_wait_handover(&n->waits, u->apply[i].index, u->apply[i].term);
 		apply_entry(s, n, &u->apply[i]);
-	if (u->n_apply > 0 && !s->failed)
+	}
+	if (!s->failed)
 		sim_ev_push(s, s->now + sim_rand_range(s, 0, 3), SIM_EV_APPLIED, n->num, n->inc,
 			    NULL, n->applied);
+}
+
+static void op_serve_reads(void *ctx, const struct raft_update *u)
+{
+	struct drive_ctx *d = ctx;
+	struct sim *s = d->s;
+	struct sim_node *n = d->n;
+
 	for (unsigned i = 0; i < u->n_reads && !s->failed; i++) {
 		if (u->reads[i].index > n->applied) {
 			sim_fail(s, "node %s: read %llu ready at index %llu but applied is %llu",
@@ -954,18 +1009,61 @@ static void process_update(struct sim *s, struct sim_node *n, const struct raft_
 	}
 	for (unsigned i = 0; i < u->n_reads_failed; i++)
 		sim_client_read_done(s, n, u->reads_failed[i].token, false, 0);
-	if (u->deadline != n->tick_local || n->tick_at <= s->now) {
-		raft_time t = to_virtual(n, u->deadline);
-		n->tick_local = u->deadline;
+}
+
+static void op_fail_writes(void *ctx)
+{
+	struct drive_ctx *d = ctx;
+	kvd_wait_fail(&d->n->waits, NULL);
+}
+
+static void op_set_deadline(void *ctx, raft_time deadline)
+{
+	struct drive_ctx *d = ctx;
+	struct sim_node *n = d->n;
+	struct sim *s = d->s;
+
+	if (deadline != n->tick_local || n->tick_at <= s->now) {
+		raft_time t = to_virtual(n, deadline);
+		n->tick_local = deadline;
 		n->tick_at = t > s->now ? t : s->now + 1;
 		sim_ev_push(s, n->tick_at, SIM_EV_TICK, n->num, n->inc, NULL, 0);
 	}
+}
+
+/* The daemon's dispatch (api/drive_rules.c) with the sim's ops. */
+static void process_update(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			   enum raft_role prev_role, raft_term prev_term, raft_index prev_commit,
+			   const struct raft_config *cfg_before)
+{
+	struct drive_ctx d = {s, n, prev_role, prev_term, prev_commit, cfg_before};
+	const struct kvd_drive_ops ops = {
+	    .ctx = &d,
+	    .submit_meta = op_submit_meta,
+	    .submit_append = op_submit_append,
+	    .submit_chunk = op_submit_chunk,
+	    .writes_submitted = op_writes_submitted,
+	    .sync_seq = op_sync_seq,
+	    .completed_seq = op_completed_seq,
+	    .send = op_send,
+	    .drop_held = op_drop_held,
+	    .submit_apply = op_submit_apply,
+	    .serve_reads = op_serve_reads,
+	    .fail_writes = op_fail_writes,
+	    .set_deadline = op_set_deadline,
+	};
+
+	kvd_drive_plants = (s->p.plants.no_barrier ? KVD_DRIVE_PLANT_NO_BARRIER : 0) |
+			   (s->p.plants.keep_writes ? KVD_DRIVE_PLANT_KEEP_WRITES : 0);
+	kvd_drive_update(&ops, u);
 	if (!s->failed)
 		maybe_snapshot(s, n);
 }
 
-void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, int *rc_out,
-		   struct raft_update *u_out)
+/* Steps n's core with e0; a proposal of a client (req != NULL) accepted by
+ * the core waits in n's table before its update is carried out. */
+static void node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, void *req,
+		      uint64_t tag, int *rc_out, struct raft_update *u_out)
 {
 	struct raft_event local = *e0, *e = &local;
 	local.now = n->clock_offset + s->now * n->rate_ppm / 1000000u;
@@ -980,12 +1078,35 @@ void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e
 		cfg_before = *raft_configuration(n->core);
 		before = &cfg_before;
 	}
+	/* The daemon's sweep (every 250 ms of its loop) answers the writes
+	 * past their deadline: here before each step, on the node's clock. */
+	kvd_wait_sweep(&n->waits, local.now);
 	int rc = raft_step(n->core, e, &u);
 	if (rc_out != NULL)
 		*rc_out = rc;
+	if (rc == 0 && req != NULL &&
+	    kvd_wait_add(&n->waits, req, tag, u.proposed_index, u.proposed_term,
+			 local.now + SIM_WRITE_TIMEOUT_MS) != 0)
+		abort();
 	process_update(s, n, &u, prev_role, prev_term, prev_commit, before);
+	/* An apply job is done (api/applier.c entries_done): the core is told,
+	 * then the writes it carried are answered. */
+	if (e0->type == RAFT_EVENT_APPLIED && n->up)
+		kvd_wait_applied(&n->waits, e0->u.applied.index, NULL);
 	if (u_out != NULL)
 		*u_out = u;
+}
+
+void sim_node_step(struct sim *s, struct sim_node *n, const struct raft_event *e0, int *rc_out,
+		   struct raft_update *u_out)
+{
+	node_step(s, n, e0, NULL, 0, rc_out, u_out);
+}
+
+void sim_node_propose(struct sim *s, struct sim_node *n, const struct raft_event *e, void *req,
+		      uint64_t tag, int *rc_out, struct raft_update *u_out)
+{
+	node_step(s, n, e, req, tag, rc_out, u_out);
 }
 
 /* ----------------------------------------------------- crash and restart */
@@ -1035,6 +1156,7 @@ void sim_node_stop(struct sim *s, struct sim_node *n, bool power_loss)
 	if (n->store != NULL)
 		sim_nd_close(s, n, power_loss);
 	kvd_writer_track_clear(&n->track);
+	kvd_wait_clear(&n->waits); /* their clients see the crash (unknown) */
 	sim_late_clear(n);
 	sim_http_node_down(s, n); /* its connections reset, its held messages go */
 	raft_destroy(n->core);
@@ -1065,6 +1187,10 @@ void sim_node_restart(struct sim *s, struct sim_node *n)
 	if (n->core == NULL)
 		abort();
 	n->up = true;
+	kvd_wait_init(&n->waits, sim_client_write_answer, s);
+	kvd_wait_plants = (s->p.plants.ack_other_term ? KVD_WAIT_PLANT_ACK_OTHER_TERM : 0) |
+			  (s->p.plants.ack_before_apply ? KVD_WAIT_PLANT_ACK_BEFORE_APPLY : 0) |
+			  (s->p.plants.fail_handed_over ? KVD_WAIT_PLANT_FAIL_HANDED_OVER : 0);
 	sim_http_node_up(s, n);
 	n->issued_seq = n->done_seq = 0;
 	n->ack_index = n->ack_seq = 0;

@@ -528,6 +528,7 @@ void sim_free(struct sim *s)
 		if (n->snap_worker != NULL)
 			sim_req_free(n->snap_worker);
 		sim_nd_free(n);
+		kvd_wait_clear(&n->waits);
 		raft_destroy(n->core);
 		sim_log_free(&n->mlog);
 		sim_log_free(&n->dlog);
