@@ -198,6 +198,10 @@ int kvd_snapfiles_choose(const struct raft_log_io *io, const char *dir,
 		if (rv == 0) {
 			*index = snaps[i].index;
 			*term = snaps[i].term;
+			/* The name may be a rename a crash kept without its
+			 * directory fsync: durable before the node relies on it. */
+			if (sync_dir(io, dir) != 0)
+				rv = KVD_EIO;
 		} else if (rv == KVD_ECORRUPT) {
 			/* Kept for inspection under a name no scan picks up. */
 			snprintf(aside, sizeof(aside), "%s.corrupt", path);

@@ -13,7 +13,9 @@
  *  - prune: other snapshot files and stale temporary files go;
  *  - choose (recovery): the newest snapshot file that passes the caller's
  *    check; a damaged one is renamed "<name>.corrupt" and skipped, and
- *    nothing is deleted, so an older good one is still there.
+ *    nothing is deleted, so an older good one is still there; the chosen
+ *    name is made durable (directory fsync), since a crash may have kept a
+ *    rename whose own fsync never ran.
  * Names are those of api/common/snapfile.h.
  *
  * Depends on raft/log_io.h, api/common/snapfile.h and kvd/errors.h only.
@@ -66,7 +68,8 @@ typedef int (*kvd_snapfiles_check_cb)(void *ctx, const char *path);
 /*
  * Finds the newest snapshot file of dir that check accepts: 0 with *index,
  * *term and path (PATH_MAX bytes) filled; KVD_ENOTFOUND when none (or no
- * dir); the check's error; KVD_EIO when a damaged file cannot be moved aside;
+ * dir); the check's error; KVD_EIO when a damaged file cannot be moved aside
+ * or the directory cannot be fsynced (the chosen name made durable);
  * KVD_ENOMEM. Damaged files met on the way are renamed "<name>.corrupt"
  * (names no scan picks up again); nothing is deleted.
  */

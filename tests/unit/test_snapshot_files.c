@@ -65,9 +65,13 @@ static ssize_t w_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t of
 	}
 	return raft_log_io_posix.pwrite(ctx, fd, buf, len, off);
 }
+static int dir_fsyncs; /* directory fsyncs that succeeded */
+
 static int w_fsync(void *ctx, int fd)
 {
 	struct stat st;
+	if (failing != FAIL_FSYNC_DIR && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+		dir_fsyncs++;
 	if (failing == FAIL_FSYNC_DIR && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		errno = EIO;
 		return -1;
@@ -218,6 +222,29 @@ START_TEST(test_choose_newest_good_keeps_older)
 }
 END_TEST
 
+/* A snapshot name found at recovery may be a rename that the crash happened
+ * to keep without its directory fsync: the choice makes it durable before the
+ * node relies on it (trims its log to it, prunes older files), or fails. */
+START_TEST(test_choose_makes_name_durable)
+{
+	char path[PATH_MAX];
+	uint64_t index = 0, term = 0;
+	int calls = 0;
+	struct raft_log_io io = failing_io();
+
+	snap_file(10, "good");
+	dir_fsyncs = 0;
+	ck_assert_int_eq(kvd_snapfiles_choose(&io, tmpdir, check_text, &calls, &index, &term, path),
+			 0);
+	ck_assert_uint_eq(index, 10);
+	ck_assert_int_ge(dir_fsyncs, 1);
+	failing = FAIL_FSYNC_DIR;
+	ck_assert_int_eq(kvd_snapfiles_choose(&io, tmpdir, check_text, &calls, &index, &term, path),
+			 KVD_EIO);
+	failing = FAIL_NONE;
+}
+END_TEST
+
 START_TEST(test_choose_none)
 {
 	char path[PATH_MAX], missing[PATH_MAX];
@@ -276,6 +303,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_failed_chunk_reported);
 	tcase_add_test(tc, test_failed_place_leaves_no_name);
 	tcase_add_test(tc, test_choose_newest_good_keeps_older);
+	tcase_add_test(tc, test_choose_makes_name_durable);
 	tcase_add_test(tc, test_choose_none);
 	tcase_add_test(tc, test_prune);
 	tcase_add_test(tc, test_install_rule_waits_for_local_snapshot);
