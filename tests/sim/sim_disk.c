@@ -5,8 +5,13 @@
  * Why a model of durability rather than a RAM file system: the point is to
  * exercise what a crash can leave behind. Each inode keeps the bytes a crash
  * is guaranteed to keep (dur) and the bytes reads see (cur); each name keeps
- * the inode it durably points to and the one it points to now. A crash picks,
- * per unsynced page and per unsynced name change, the old or the new state.
+ * the inode it durably points to, the one it points to now, and the unsynced
+ * changes between them in the order they were made. A crash picks, per
+ * unsynced page, the old or the new contents, and for the names one point in
+ * the sequence of unsynced name changes: every change before it is kept,
+ * none after it (as a journaling file system commits its metadata in order),
+ * so a rename is all or nothing and a name created after a rename is never
+ * kept without it.
  *
  * Invariants: cur == dur for an inode that is not dirty; an fd refers to a
  * live inode (inodes are never freed before the disk), or to a directory.
@@ -31,9 +36,17 @@ struct sd_inode {
 	bool locked;
 };
 
+/* An unsynced change of a name: the inode it then pointed to. */
+struct sd_change {
+	uint64_t seq; /* the disk's count of name changes; a rename's two share one */
+	int ino;
+};
+
 struct sd_name {
 	char *path;
-	int cur, dur; /* inode number, -1 for none */
+	int cur, dur;		/* inode number, -1 for none */
+	struct sd_change *pend; /* unsynced changes since dur, oldest first */
+	size_t n_pend, cap_pend;
 };
 
 struct sd_fd {
@@ -58,6 +71,7 @@ struct sim_disk {
 	size_t n_ino, cap_ino;
 	struct sd_name *names;
 	size_t n_names, cap_names;
+	uint64_t name_seq; /* name changes made so far */
 	char **dirs;
 	size_t n_dirs;
 	struct sd_fd *fds;
@@ -182,6 +196,23 @@ static struct sd_name *name_find(struct sim_disk *d, const char *path, bool crea
 	return &d->names[d->n_names++];
 }
 
+/* Points name n at inode ino (-1: no file), as change seq. */
+static void name_set(struct sd_name *n, int ino, uint64_t seq)
+{
+	if (n->n_pend == n->cap_pend) {
+		n->cap_pend = n->cap_pend == 0 ? 4 : 2 * n->cap_pend;
+		n->pend = xrealloc(n->pend, n->cap_pend * sizeof(*n->pend));
+	}
+	n->pend[n->n_pend++] = (struct sd_change){seq, ino};
+	n->cur = ino;
+}
+
+static void name_durable(struct sd_name *n)
+{
+	n->dur = n->cur;
+	n->n_pend = 0;
+}
+
 static bool dir_exists(const struct sim_disk *d, const char *path)
 {
 	for (size_t i = 0; i < d->n_dirs; i++) {
@@ -287,7 +318,7 @@ static int sd_openat(void *ctx, int dir_fd, const char *name, int flags, mode_t 
 	if (n->cur < 0) {
 		base = strrchr(path, '/');
 		base = base == NULL ? path : base + 1;
-		n->cur = ino_new(d, strncmp(base, "meta", 4) == 0);
+		name_set(n, ino_new(d, strncmp(base, "meta", 4) == 0), ++d->name_seq);
 	}
 	if (flags & O_TRUNC) {
 		struct sd_inode *in = &d->ino[n->cur];
@@ -381,7 +412,7 @@ static int sd_sync(struct sim_disk *d, int fd)
 		for (size_t i = 0; i < d->n_names; i++) {
 			path_parent(d->names[i].path, parent, sizeof(parent));
 			if (strcmp(parent, f->path) == 0) {
-				d->names[i].dur = d->names[i].cur;
+				name_durable(&d->names[i]);
 			}
 		}
 		return 0;
@@ -455,8 +486,9 @@ static int sd_renameat(void *ctx, int dir_fd, const char *from, const char *to)
 	}
 	nt = name_find(d, pt, true);
 	nf = name_find(d, pf, false); /* the table may have moved */
-	nt->cur = nf->cur;
-	nf->cur = -1;
+	d->name_seq++;
+	name_set(nt, nf->cur, d->name_seq);
+	name_set(nf, -1, d->name_seq);
 	return 0;
 }
 
@@ -473,7 +505,7 @@ static int sd_unlinkat(void *ctx, int dir_fd, const char *name)
 		errno = ENOENT;
 		return -1;
 	}
-	n->cur = -1;
+	name_set(n, -1, ++d->name_seq);
 	return 0;
 }
 
@@ -598,6 +630,7 @@ void sim_disk_destroy(struct sim_disk *d)
 	}
 	for (size_t i = 0; i < d->n_names; i++) {
 		free(d->names[i].path);
+		free(d->names[i].pend);
 	}
 	for (size_t i = 0; i < d->n_dirs; i++) {
 		free(d->dirs[i]);
@@ -674,6 +707,61 @@ bool sim_disk_dead(const struct sim_disk *d)
 	return d->dead;
 }
 
+static int cmp_seq(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* The names after a power failure: in pages mode the unsynced changes up to
+ * a random point of their sequence are kept, in order; otherwise none. One
+ * draw per name whose current target differs from its durable one, as
+ * before the changes were ordered, so a seed's other choices stay put. */
+static void crash_names(struct sim_disk *d)
+{
+	uint64_t *seqs = NULL, cut = 0, r = 0;
+	size_t n_seqs = 0, draws = 0, distinct = 0;
+
+	for (size_t i = 0; i < d->n_names; i++) {
+		n_seqs += d->names[i].n_pend;
+	}
+	seqs = xrealloc(NULL, n_seqs * sizeof(*seqs));
+	n_seqs = 0;
+	for (size_t i = 0; i < d->n_names; i++) {
+		struct sd_name *n = &d->names[i];
+		for (size_t k = 0; k < n->n_pend; k++) {
+			seqs[n_seqs++] = n->pend[k].seq;
+		}
+		if (n->cur != n->dur && d->mode == SIM_DISK_CRASH_PAGES) {
+			uint64_t x = sd_rand(d);
+			if (draws++ == 0) {
+				r = x;
+			}
+		}
+	}
+	qsort(seqs, n_seqs, sizeof(*seqs), cmp_seq);
+	for (size_t i = 0; i < n_seqs; i++) {
+		if (i == 0 || seqs[i] != seqs[i - 1]) {
+			seqs[distinct++] = seqs[i];
+		}
+	}
+	/* Keep the first k distinct changes, k in 0..distinct. */
+	if (draws > 0 && distinct > 0) {
+		size_t k = (size_t)(r % (distinct + 1));
+		cut = k == 0 ? 0 : seqs[k - 1];
+	}
+	for (size_t i = 0; i < d->n_names; i++) {
+		struct sd_name *n = &d->names[i];
+		int ino = n->dur;
+		for (size_t k = 0; k < n->n_pend && n->pend[k].seq <= cut; k++) {
+			ino = n->pend[k].ino;
+		}
+		n->cur = ino;
+		name_durable(n);
+	}
+	free(seqs);
+}
+
 void sim_disk_crash(struct sim_disk *d)
 {
 	d->stats.crashes++;
@@ -684,13 +772,7 @@ void sim_disk_crash(struct sim_disk *d)
 			sd_close(d, (int)i + SD_FD_BASE);
 		}
 	}
-	for (size_t i = 0; i < d->n_names; i++) {
-		struct sd_name *n = &d->names[i];
-		if (n->cur != n->dur && d->mode == SIM_DISK_CRASH_PAGES && sd_rand(d) % 2 == 0) {
-			n->dur = n->cur;
-		}
-		n->cur = n->dur;
-	}
+	crash_names(d);
 	for (size_t i = 0; i < d->n_ino; i++) {
 		struct sd_inode *in = &d->ino[i];
 		in->locked = false;

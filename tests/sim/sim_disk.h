@@ -9,9 +9,10 @@
  * and unlinks of names in it durable. Directories made by mkdir are durable
  * at once. A crash closes every descriptor and keeps, per crash mode, the
  * durable state only, or in addition an arbitrary subset of the unsynced
- * pages (512 or 4096 bytes, 16 bytes for "meta*" files: torn term/vote files)
- * and of the unsynced name changes, each taken or not independently; the
- * file size is the durable or the current one.
+ * pages (512 or 4096 bytes, 16 bytes for "meta*" files: torn term/vote files),
+ * each taken or not independently (the file size is the durable or the
+ * current one), and the unsynced name changes up to a random point of the
+ * order they were made in (a rename is all or nothing).
  *
  * Faults, while enabled, per call with per-disk probabilities (per mille):
  * EIO or ENOSPC from pwrite (nothing written), EIO from fsync/fdatasync of a
