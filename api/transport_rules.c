@@ -158,6 +158,7 @@ void kvd_trules_result(struct kvd_trules_call *call, int status, const struct ra
 			e.type = RAFT_EVENT_UNREACHABLE;
 			e.u.unreachable.id = q->to;
 			e.u.unreachable.snapshot = q->type == RAFT_MSG_SNAPSHOT;
+			e.u.unreachable.token = q->type == RAFT_MSG_SNAPSHOT ? q->token : 0;
 			r->ops.step(r->ops.ctx, &e);
 		}
 	} else {
