@@ -490,7 +490,8 @@ void sim_http_init(struct sim *s)
 				 ((s->p.seed * 0x9e3779b97f4a7c15ull) >> 60) == 4;
 	kvd_trules_plants = (s->p.plants.parked_answered ? KVD_TRULES_PLANT_PARKED_ANSWERED : 0) |
 			    (s->p.plants.held_early ? KVD_TRULES_PLANT_HELD_EARLY : 0) |
-			    (s->p.plants.one_connection ? KVD_TRULES_PLANT_ONE_CONNECTION : 0);
+			    (s->p.plants.one_connection ? KVD_TRULES_PLANT_ONE_CONNECTION : 0) |
+			    (s->p.plants.stale_chunk_loss ? KVD_TRULES_PLANT_STALE_CHUNK_LOSS : 0);
 }
 
 void sim_http_sync(struct sim *s)
@@ -623,10 +624,22 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m)
 		}
 		x->arrived = true;
 		x->req = m;
-		if (s->p.trace && !s->nodes[dst].up)
-			printf("%8llu request %llu of %s arrives at %s, which is down (conn %d)\n",
-			       (unsigned long long)s->now, (unsigned long long)m->call_id,
-			       s->nodes[src].id, s->nodes[dst].id, m->conn_ch);
+		if (!s->nodes[dst].up) {
+			/* The host answers a segment for a process that is
+			 * gone with a reset (connection refused): the request
+			 * fails at once instead of staying on its connection,
+			 * never served, until its deadline (10 s for a chunk,
+			 * which then held every resend behind it: issue 7). */
+			if (s->p.trace)
+				printf("%8llu request %llu of %s arrives at %s, which is down "
+				       "(conn %d): reset\n",
+				       (unsigned long long)s->now, (unsigned long long)m->call_id,
+				       s->nodes[src].id, s->nodes[dst].id, m->conn_ch);
+			sim_ev_push(s, s->now + 1, SIM_EV_HTTP_RESET, m->conn_from,
+				    (uint32_t)m->conn_to, NULL,
+				    c->gen | (uint64_t)m->conn_ch << 32);
+			return;
+		}
 		if (!c->serving)
 			serve(s, m->conn_from, m->conn_to, m->conn_ch);
 		return;

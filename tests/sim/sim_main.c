@@ -49,7 +49,7 @@ static void usage(void)
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
 		"chunk-fail-ignored|install-unordered|"
 		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal|"
-		"install-busy-fails (repeatable), "
+		"install-busy-fails|stale-chunk-loss (repeatable), "
 		"--model-disk\n");
 }
 
@@ -83,6 +83,8 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->append_oom_success = true;
 	} else if (strcmp(name, "one-connection") == 0) {
 		p->one_connection = true;
+	} else if (strcmp(name, "stale-chunk-loss") == 0) {
+		p->stale_chunk_loss = true;
 	} else if (strcmp(name, "txn-torn") == 0) {
 		p->txn_torn = true;
 	} else if (strcmp(name, "no-seal") == 0) {
