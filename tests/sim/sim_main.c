@@ -47,9 +47,9 @@ static void usage(void)
 		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
-		"chunk-fail-ignored|install-unordered|"
+		"chunk-fail-ignored|install-unordered|stale-chunk-loss|"
 		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal|"
-		"install-busy-fails|stale-chunk-loss (repeatable), "
+		"install-busy-fails (repeatable), "
 		"--model-disk\n");
 }
 
