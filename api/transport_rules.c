@@ -158,6 +158,10 @@ void kvd_trules_result(struct kvd_trules_call *call, int status, const struct ra
 			e.type = RAFT_EVENT_UNREACHABLE;
 			e.u.unreachable.id = q->to;
 			e.u.unreachable.snapshot = q->type == RAFT_MSG_SNAPSHOT;
+			/* The token says which chunk was lost (issue 7). */
+			if (q->type == RAFT_MSG_SNAPSHOT &&
+			    !KVD_TRULES_PLANTED(KVD_TRULES_PLANT_STALE_CHUNK_LOSS))
+				e.u.unreachable.token = q->token;
 			r->ops.step(r->ops.ctx, &e);
 		}
 	} else {

@@ -165,9 +165,10 @@ void kvd_trules_stats_get(const struct kvd_trules *r, struct kvd_trules_stats *o
  * KVD_TRULES_PLANTS is defined (the simulator's copy of this file), where
  * kvd_trules_plants selects them; a constant false everywhere else.
  */
-#define KVD_TRULES_PLANT_PARKED_ANSWERED 1u /* the parked last chunk is refused at once */
-#define KVD_TRULES_PLANT_HELD_EARLY	 2u /* held messages leave one sequence early */
-#define KVD_TRULES_PLANT_ONE_CONNECTION	 4u /* chunks share the AppendEntries connection */
+#define KVD_TRULES_PLANT_PARKED_ANSWERED  1u /* the parked last chunk is refused at once */
+#define KVD_TRULES_PLANT_HELD_EARLY	  2u /* held messages leave one sequence early */
+#define KVD_TRULES_PLANT_ONE_CONNECTION	  4u /* chunks share the AppendEntries connection */
+#define KVD_TRULES_PLANT_STALE_CHUNK_LOSS 8u /* a lost chunk's token is not passed back */
 #ifdef KVD_TRULES_PLANTS
 extern unsigned kvd_trules_plants;
 #define KVD_TRULES_PLANTED(bit) ((kvd_trules_plants & (bit)) != 0)

@@ -48,6 +48,7 @@ struct raft_progress {
 	bool snap_waiting;    /* a chunk is outstanding */
 	raft_time snap_time;  /* ms: last progress */
 	raft_time snap_sent;  /* ms: the outstanding chunk left */
+	uint64_t snap_serial; /* token of the chunk sent last (raft_core.chunk_serial) */
 	/* Membership catch-up (learners). */
 	raft_index catchup_match;
 	raft_time catchup_time; /* ms: last time match grew */
@@ -122,6 +123,7 @@ struct raft_core {
 	raft_index config_index;	/* 0 if from the snapshot/start */
 	struct raft_config snap_config; /* config at log.offset or snapshot */
 	struct raft_snapshot_meta snap; /* latest local snapshot */
+	uint64_t chunk_serial;		/* tokens of the chunks sent (never reused) */
 
 	/* Timers (ms). */
 	raft_time election_deadline;

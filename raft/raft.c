@@ -403,8 +403,14 @@ static int dispatch(struct raft_core *r, const struct raft_event *e)
 	case RAFT_EVENT_UNREACHABLE:
 		if (r->role == RAFT_LEADER && e->u.unreachable.id != NULL) {
 			struct raft_progress *p = raft_progress_find(r, e->u.unreachable.id);
+			/* A stream ends only with the chunk sent last: an
+			 * older copy's loss (a resend, or a stream restarted
+			 * since) says nothing of the one outstanding. */
+			bool chunk = e->u.unreachable.snapshot &&
+				     (e->u.unreachable.token == 0 ||
+				      (p != NULL && e->u.unreachable.token == p->snap_serial));
 			if (p != NULL && p->state != RAFT_PROGRESS_PROBE &&
-			    (p->state != RAFT_PROGRESS_SNAPSHOT || e->u.unreachable.snapshot ||
+			    (p->state != RAFT_PROGRESS_SNAPSHOT || chunk ||
 			     RAFT_PLANTED(unreachable_restart)))
 				raft_progress_become_probe(p);
 		}

@@ -173,7 +173,9 @@ struct raft_message {
 	char to[RAFT_ID_SIZE];
 	raft_term term;
 	/* Opaque to the core: copied from a received request into its result so
-	 * the driver can answer the right transport request. */
+	 * the driver can answer the right transport request. On an outgoing
+	 * InstallSnapshot chunk, the core's serial of that send (handed back in
+	 * RAFT_EVENT_UNREACHABLE when the request is lost); not on the wire. */
 	uint64_t token;
 	/* Send only after all persistence requested so far is durable. */
 	bool needs_sync;
@@ -280,6 +282,12 @@ struct raft_event {
 			 * a snapshot stream to that peer running: its chunk's
 			 * own answer, a resend or snapshot_timeout decides. */
 			bool snapshot;
+			/* The lost chunk's token, as the core set it in the
+			 * request (0: unknown). Only the loss of the chunk
+			 * sent last to that peer ends its stream: an older
+			 * copy (resent, or of a stream restarted since) was
+			 * superseded. */
+			uint64_t token;
 		} unreachable;
 	} u;
 };

@@ -40,7 +40,11 @@
  * holding part of the stream) from a follower it is streaming to, and the
  * outstanding chunk left a heartbeat interval ago or more, that chunk was
  * lost (a partition drops it silently) and is sent again at once;
- * snapshot_timeout remains the fallback. A snapshot
+ * snapshot_timeout remains the fallback. Each chunk request carries a serial
+ * in its token; a lost request (RAFT_EVENT_UNREACHABLE) ends the stream only
+ * if it was the chunk sent last: older copies (resends, or chunks of a stream
+ * restarted since) may fail long after, when the heal resets their
+ * connection, and their loss says nothing of the outstanding one. A snapshot
  * whose last entry the log already holds is not installed at all (§7,
  * Figure 13 step 6).
  */
@@ -63,6 +67,7 @@ static void send_chunk(struct raft_core *r, struct raft_progress *p)
 	m->u.snapshot.data = NULL;
 	m->u.snapshot.len = (size_t)len;
 	m->u.snapshot.done = p->snap_offset + len >= p->snap_size;
+	m->token = p->snap_serial = ++r->chunk_serial;
 	p->snap_waiting = true;
 	p->snap_sent = r->now;
 }

@@ -240,6 +240,28 @@ class SnapshotCatchup(ClusterCase):
                    what="restarted follower reads every acknowledged write")
         self.assert_receives_after_install(acked)
 
+    def test_slow_install_streams_snapshot_at_most_twice(self):
+        # Issue 7: a follower installing a large snapshot (about 60 MB, a
+        # slow install) after a heal gets the snapshot's stream at most twice
+        # (one restart may cross the heal); the leader waits for the install
+        # instead of streaming the same snapshot again.
+        self.c.partition(self.others, [self.follower])
+        acked = self.write_big("big", 120)
+        acked.update(write_keys(self.c, self.leader, "k", 1500))
+        leader_before = len(read_log(self.leader))
+        follower_before = len(read_log(self.follower))
+        self.c.heal()
+        wait_until(lambda: "snapshot installed" in read_log(self.follower)[follower_before:], 60,
+                   what="the follower installing the leader's snapshot")
+        wait_until(lambda: stale_ok(self.follower, sample(acked, 80)), 60,
+                   what="follower %s reads correct after a slow install" % self.follower.id)
+        time.sleep(1.0)
+        sent = [line for line in read_log(self.leader)[leader_before:].splitlines()
+                if "sending snapshot to peer" in line and "peer=%s " % self.follower.id in line + " "]
+        self.assertGreaterEqual(len(sent), 1, "no snapshot stream after the heal")
+        self.assertLessEqual(len(sent), 2, "snapshot streamed %d times:\n%s" % (len(sent), "\n".join(sent)))
+        self.assert_receives_after_install(acked)
+
     def test_local_snapshot_running_when_leader_snapshot_arrives(self):
         # The follower holds a large state; the leader drops it while the
         # follower is cut off, so the leader's snapshot is small and arrives

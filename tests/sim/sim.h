@@ -271,6 +271,7 @@ struct sim_plants {
 	bool held_early;	 /* held messages leave one writer sequence early */
 	bool append_oom_success; /* a failed (out of memory) append still acknowledges */
 	bool one_connection;	 /* snapshot chunks share the AppendEntries connection */
+	bool stale_chunk_loss;	 /* any lost chunk ends the stream (issue 7) */
 	bool txn_torn;		 /* the state machine applies half of a txn's branch */
 	bool no_seal; /* a head removal leaves the open segment open (raft/log_store.c) */
 	/* A leader's snapshot meeting a running local snapshot fails the

@@ -12,19 +12,19 @@
  * round trips, a stream and an install or two; anything waiting for
  * snapshot_timeout (1 or 5 s) misses it. Snapshot streams after the heal
  * are counted per follower: at most SIM_CONVERGE_MAX_STREAMS (restarts
- * while it installs not counted), and at most SIM_CONVERGE_MAX_REDUNDANT of
- * a snapshot it already holds (one may cross its answer).
+ * while it installs, and streams started while it is down, not counted), and at most
+ * SIM_CONVERGE_MAX_REDUNDANT of a snapshot it already holds (one may cross its answer).
  *
  * Checked all along:
  *  - promotion: a server a leader makes a voter holds the leader's log but
  *    for at most 2 x RAFT_CATCHUP_GAP (16) entries (membership.c waits for
  *    catch-up);
  *  - busy answers: while a follower installs a stream from leader L in term
- *    T, no other leader or term starts a stream to it of a snapshot no newer
- *    than that one. Such a leader starts with next = its last index + 1 and
- *    hears only "busy" until the install ends, so only a leader walking next
- *    back on busy answers gets there (a newer snapshot may be legitimately
- *    needed after it compacts its log).
+ *    T, no other leader of term T or later starts a stream to it of a
+ *    snapshot no newer than that one (a deposed leader of an earlier term
+ *    may act on a refusal sent before the install). Such a leader starts with next = its last index
+ * + 1 and hears only "busy" until the install ends, so only a leader walking next back on busy
+ * answers gets there (a newer snapshot may be legitimately needed after it compacts its log).
  *
  * Faults (their own generator, so that the main stream of choices, and
  * thus each older seed's schedule up to the first of them, is unchanged):
@@ -287,8 +287,12 @@ void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_up
 			       (unsigned long long)s->nodes[f].commit);
 		const struct sim_node *x = &s->nodes[f];
 		raft_index idx = u->notes[i].index;
-		if (installing(s, x) >= idx && (s->conv.install_from[f] != n->num ||
-						s->conv.install_term[f] != u->current_term)) {
+		/* A leader of an earlier term than the stream's is deposed:
+		 * it may act on a refusal F sent before the install (delayed
+		 * on its connection), and F refuses its chunk by term. */
+		if (installing(s, x) >= idx && u->current_term >= s->conv.install_term[f] &&
+		    (s->conv.install_from[f] != n->num ||
+		     s->conv.install_term[f] != u->current_term)) {
 			sim_fail(
 			    s,
 			    "convergence: leader %s of term %llu starts a stream of snapshot "
@@ -301,7 +305,11 @@ void sim_converge_update(struct sim *s, struct sim_node *n, const struct raft_up
 			    (unsigned long long)s->conv.install_term[f]);
 			return;
 		}
-		if (!s->healing)
+		/* Not counted: a stream to a follower that is down. Its host
+		 * refuses the connection (sim_http.c), no byte of it goes, and
+		 * the leader starts another at each heartbeat until the
+		 * follower is back. */
+		if (!s->healing || !x->up)
 			continue;
 		if (x->dsnap.meta.index >= idx || x->commit >= idx) {
 			/* It has it: one such stream may cross the answer. */

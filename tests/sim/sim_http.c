@@ -165,6 +165,11 @@ static void conn_reset(struct sim *s, int a, int b, int ch, uint64_t timed_out)
 		struct sim_call *next = x->next;
 		struct kvd_trules_call *tc = x->tc;
 		int status = x->id == timed_out ? KVD_ETIMEDOUT : KVD_EIO;
+		if (s->p.trace && tc != NULL)
+			printf("%8llu %s -> %s request %llu (type %d) fails: %s\n",
+			       (unsigned long long)s->now, s->nodes[a].id, s->nodes[b].id,
+			       (unsigned long long)x->id, (int)tc->req.type,
+			       status == KVD_ETIMEDOUT ? "timeout" : "reset");
 		call_free(x);
 		if (tc != NULL && !s->failed)
 			kvd_trules_result(tc, status, NULL);
@@ -279,6 +284,12 @@ static void serve(struct sim *s, int a, int b, int ch)
 		h->call_id = x->id;
 		h->next = hn->handles;
 		hn->handles = h;
+		if (s->p.trace && m->m.type == RAFT_MSG_SNAPSHOT)
+			printf("%8llu %s receives chunk %llu offset %llu (call %llu, conn %d)%s\n",
+			       (unsigned long long)s->now, n->id,
+			       (unsigned long long)m->m.u.snapshot.last_index,
+			       (unsigned long long)m->m.u.snapshot.offset,
+			       (unsigned long long)x->id, ch, m->lost ? ": lost at the heal" : "");
 		if (sim_converge_deliver(s, n, m)) {
 			/* Lost at the heal: the connection breaks. */
 			sim_msg_free(m);
@@ -394,6 +405,14 @@ static int op_request(void *ctx, struct kvd_trules_call *tc, void *payload)
 	m->conn_gen = c->gen;
 	m->call_id = x->id;
 	s->stats.http_requests++;
+	if (s->p.trace && m->m.type == RAFT_MSG_SNAPSHOT)
+		printf(
+		    "%8llu %s -> %s chunk %llu/%llu offset %llu len %zu%s (call %llu, conn %d)\n",
+		    (unsigned long long)s->now, n->id, m->m.to,
+		    (unsigned long long)m->m.u.snapshot.last_index,
+		    (unsigned long long)m->m.u.snapshot.last_term,
+		    (unsigned long long)m->m.u.snapshot.offset, m->m.u.snapshot.len,
+		    m->m.u.snapshot.done ? " done" : "", (unsigned long long)x->id, ch);
 	push_segment(s, m, to, arrival(s, &c->req_last));
 	sim_ev_push(s, s->now + tc->timeout_ms, SIM_EV_HTTP_TIMEOUT, n->num, (uint32_t)to, NULL,
 		    x->id);
@@ -471,7 +490,8 @@ void sim_http_init(struct sim *s)
 				 ((s->p.seed * 0x9e3779b97f4a7c15ull) >> 60) == 4;
 	kvd_trules_plants = (s->p.plants.parked_answered ? KVD_TRULES_PLANT_PARKED_ANSWERED : 0) |
 			    (s->p.plants.held_early ? KVD_TRULES_PLANT_HELD_EARLY : 0) |
-			    (s->p.plants.one_connection ? KVD_TRULES_PLANT_ONE_CONNECTION : 0);
+			    (s->p.plants.one_connection ? KVD_TRULES_PLANT_ONE_CONNECTION : 0) |
+			    (s->p.plants.stale_chunk_loss ? KVD_TRULES_PLANT_STALE_CHUNK_LOSS : 0);
 }
 
 void sim_http_sync(struct sim *s)
@@ -604,6 +624,22 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m)
 		}
 		x->arrived = true;
 		x->req = m;
+		if (!s->nodes[dst].up) {
+			/* The host answers a segment for a process that is
+			 * gone with a reset (connection refused): the request
+			 * fails at once instead of staying on its connection,
+			 * never served, until its deadline (10 s for a chunk,
+			 * which then held every resend behind it: issue 7). */
+			if (s->p.trace)
+				printf("%8llu request %llu of %s arrives at %s, which is down "
+				       "(conn %d): reset\n",
+				       (unsigned long long)s->now, (unsigned long long)m->call_id,
+				       s->nodes[src].id, s->nodes[dst].id, m->conn_ch);
+			sim_ev_push(s, s->now + 1, SIM_EV_HTTP_RESET, m->conn_from,
+				    (uint32_t)m->conn_to, NULL,
+				    c->gen | (uint64_t)m->conn_ch << 32);
+			return;
+		}
 		if (!c->serving)
 			serve(s, m->conn_from, m->conn_to, m->conn_ch);
 		return;
@@ -630,6 +666,7 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m)
 			struct sim_call *h = c->head;
 			struct sim_msg *r = h->resp;
 			struct kvd_trules_call *tc = h->tc;
+			uint64_t hid = h->id;
 			c->head = h->next;
 			if (c->head == NULL)
 				c->tail = NULL;
@@ -637,6 +674,25 @@ void sim_http_deliver(struct sim *s, struct sim_msg *m)
 			h->tc = NULL;
 			call_free(h);
 			s->stats.http_responses++;
+			if (s->p.trace &&
+			    (tc->req.type == RAFT_MSG_SNAPSHOT ||
+			     (r->status == 200 && r->m.type == RAFT_MSG_APPEND_RESULT &&
+			      !r->m.u.append_result.success)))
+				printf(
+				    "%8llu %s <- %s %s status %d success %d offset/last %llu "
+				    "(call %llu)\n",
+				    (unsigned long long)s->now, s->nodes[m->conn_from].id,
+				    s->nodes[m->conn_to].id,
+				    tc->req.type == RAFT_MSG_SNAPSHOT ? "chunk result"
+								      : "append refusal",
+				    r->status,
+				    r->status == 200 && tc->req.type == RAFT_MSG_SNAPSHOT
+					? r->m.u.snapshot_result.success
+					: 0,
+				    (unsigned long long)(tc->req.type == RAFT_MSG_SNAPSHOT
+							     ? r->m.u.snapshot_result.offset
+							     : r->m.u.append_result.last_log_index),
+				    (unsigned long long)hid);
 			kvd_trules_result(tc, r->status, r->status == 200 ? &r->m : NULL);
 			sim_msg_free(r);
 		}

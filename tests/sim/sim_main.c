@@ -47,7 +47,7 @@ static void usage(void)
 		"       sim --seeds-from-env VAR [--first F] [--steps S]\n"
 		"       sim --store-seeds COUNT [--first F] [--steps S]\n"
 		"options: --plant batch-ack|strict-recovery|completion-match|fsync-ignored|"
-		"chunk-fail-ignored|install-unordered|"
+		"chunk-fail-ignored|install-unordered|stale-chunk-loss|"
 		"parked-answered|held-early|append-oom-success|one-connection|txn-torn|no-seal|"
 		"install-busy-fails|no-barrier|keep-writes|ack-other-term|ack-before-apply|fail-"
 		"handed-over "
@@ -85,6 +85,8 @@ static bool plant_parse(const char *name, struct sim_plants *p)
 		p->append_oom_success = true;
 	} else if (strcmp(name, "one-connection") == 0) {
 		p->one_connection = true;
+	} else if (strcmp(name, "stale-chunk-loss") == 0) {
+		p->stale_chunk_loss = true;
 	} else if (strcmp(name, "txn-torn") == 0) {
 		p->txn_torn = true;
 	} else if (strcmp(name, "no-seal") == 0) {

@@ -461,6 +461,57 @@ START_TEST(test_raft_snapshot_stream_survives_lost_append)
 }
 END_TEST
 
+/* Issue 7 (sim seeds 19,518, 2,759, 8,510, 6,358 with other generator
+ * constants): the loss of an older copy of a chunk (resent after a
+ * heartbeat, or of a stream restarted since) ended the stream running now,
+ * and the leader streamed again a snapshot its follower was installing.
+ * Only the loss of the chunk sent last ends the stream (its token). */
+START_TEST(test_raft_snapshot_stale_chunk_loss_keeps_stream)
+{
+	struct raft_event e = {.type = RAFT_EVENT_UNREACHABLE};
+	struct raft_progress *p;
+	uint64_t first = 0;
+	bool queued = false;
+
+	setup(0, 100);
+	f.n[2].down = true;
+	propose_many(10);
+	ck_assert_int_eq(fx_take_snapshot(&f, 0, 12, 250), 0);
+	f.n[2].down = false;
+	for (unsigned k = 0; k < 100000 && !queued; k++) {
+		for (unsigned i = 0; i < f.n_q && !queued; i++) {
+			const struct raft_message *m = &f.q[i].m;
+			if (m->type != RAFT_MSG_SNAPSHOT || strcmp(m->to, "n3") != 0)
+				continue;
+			if (m->u.snapshot.offset == 0 && first == 0)
+				first = m->token;
+			queued = m->u.snapshot.offset == 100;
+		}
+		if (!queued && !fx_deliver_one(&f)) {
+			f.now += 10;
+			fx_tick(&f, 0);
+		}
+	}
+	ck_assert(queued);
+	ck_assert_uint_ne(first, 0);
+	p = raft_progress_find(f.n[0].r, "n3");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(p->state, RAFT_PROGRESS_SNAPSHOT);
+	ck_assert_uint_gt(p->snap_serial, first);
+	e.now = f.now;
+	e.u.unreachable.id = "n3";
+	e.u.unreachable.snapshot = true;
+	e.u.unreachable.token = first; /* the offset-0 chunk, answered long ago */
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	ck_assert_int_eq(p->state, RAFT_PROGRESS_SNAPSHOT);
+	ck_assert_uint_eq(p->snap_offset, 100);
+	e.u.unreachable.token = p->snap_serial; /* the chunk outstanding */
+	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
+	ck_assert_int_eq(p->state, RAFT_PROGRESS_PROBE);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(test_raft_snapshot_busy_refusal_keeps_next)
 {
 	struct raft_event e = {.type = RAFT_EVENT_RECEIVE};
@@ -516,6 +567,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_raft_snapshot_failed_write_restarts_stream);
 	tcase_add_test(tc, test_raft_snapshot_busy_refusal_keeps_next);
 	tcase_add_test(tc, test_raft_snapshot_stream_survives_lost_append);
+	tcase_add_test(tc, test_raft_snapshot_stale_chunk_loss_keeps_stream);
 	suite_add_tcase(s, tc);
 	return s;
 }
