@@ -327,7 +327,13 @@ static int watch_rebuild(struct kvd_applier *a, raft_index applied, raft_index p
 			break;
 		}
 		rv = engine_entry_changes(a->node->engine, &ee, &r);
-		if (rv == 0) {
+		if (rv == KVD_ENOTFOUND) {
+			/* Its outcome was pruned (a conditional write behind an
+			 * older snapshot): the ring starts after it. */
+			kvd_watch_hub_reset(a->watch, next);
+			rv = 0;
+			next++;
+		} else if (rv == 0) {
 			kvd_watch_hub_applied(a->watch, &r, 1, next);
 			engine_results_clear(&r, 1);
 			next++;

@@ -172,10 +172,10 @@ int kvd_recovery_start_core(struct kvd_node *n, raft_index *ready_index, char *e
 	struct raft_options opts;
 	struct raft_event e = {.type = RAFT_EVENT_START};
 	struct raft_entry *entries = NULL;
-	size_t n_entries = 0;
+	size_t n_entries = 0, skip;
 	raft_term prev_term = 0;
 	uint64_t applied, applied_term;
-	raft_index first, last;
+	raft_index first, last, watch_first;
 	struct kvd_snapshot_info snap;
 	int rv;
 
@@ -218,14 +218,23 @@ int kvd_recovery_start_core(struct kvd_node *n, raft_index *ready_index, char *e
 		first = raft_log_store_first_index(n->store);
 		last = raft_log_store_last_index(n->store);
 	}
-	/* The core holds the log after its snapshot (raft.h). */
-	if (snap.index >= first)
+	/* The core holds the log after its snapshot (raft.h); the watch ring
+	 * also gets the trailing entries kept behind it, so that after a crash
+	 * a watch reaches as far back as on the running node (routes.c). */
+	watch_first = first;
+	if (snap.index >= first) {
+		raft_index trailing = kvd_snapshot_trailing(n);
+		raft_index keep = snap.index > trailing ? snap.index - trailing + 1 : 1;
+		watch_first = keep > first ? keep : first;
 		first = snap.index + 1;
-	if (last >= first && last > 0) {
-		rv = raft_log_store_read(n->store, first, last, 0, &entries, &n_entries, errmsg);
+	}
+	if (last >= watch_first && last > 0) {
+		rv = raft_log_store_read(n->store, watch_first, last, 0, &entries, &n_entries,
+					 errmsg);
 		if (rv != 0)
 			return rv;
 	}
+	skip = first - watch_first < n_entries ? first - watch_first : n_entries;
 	if (first > 1 && first - 1 == snap.index)
 		prev_term = snap.term;
 	else if (first > 1 && raft_log_store_term_at(n->store, first - 1, &prev_term, errmsg) != 0)
@@ -246,14 +255,15 @@ int kvd_recovery_start_core(struct kvd_node *n, raft_index *ready_index, char *e
 	e.u.start.applied_index = applied;
 	e.u.start.prev_index = first > 0 ? first - 1 : 0;
 	e.u.start.prev_term = prev_term;
-	if (n_entries == 0 && snap.index > e.u.start.prev_index) {
+	if (n_entries == skip && snap.index > e.u.start.prev_index) {
 		e.u.start.prev_index = snap.index;
 		e.u.start.prev_term = snap.term;
 	}
-	e.u.start.entries = entries;
-	e.u.start.n_entries = (unsigned)n_entries;
+	e.u.start.entries = entries + skip;
+	e.u.start.n_entries = (unsigned)(n_entries - skip);
 	/* After a crash the watch ring is rebuilt from these entries. */
-	kvd_applier_start(n->applier, applied, first > 0 ? first - 1 : 0, entries, n_entries);
+	kvd_applier_start(n->applier, applied, watch_first > 0 ? watch_first - 1 : 0, entries,
+			  n_entries);
 	*ready_index = last;
 	KVD_INFO("recovered",
 		 "term=%" PRIu64 " first_index=%" PRIu64 " last_index=%" PRIu64

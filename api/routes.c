@@ -762,12 +762,13 @@ static void route_partition(struct kvd_node *n, struct http_request *req, bool h
 static void route_watch(struct kvd_node *n, struct http_request *req, int method)
 {
 	raft_index snap = kvd_snapshot_last(n).index;
+	raft_index trailing = kvd_snapshot_trailing(n);
 
 	if (method != HTTP_GET)
 		method_not_allowed(req, "GET");
 	else
 		kvd_watch_serve(kvd_applier_watch(n->applier), req,
-				snap > KVD_SNAPSHOT_TRAILING ? snap - KVD_SNAPSHOT_TRAILING : 0);
+				snap > trailing ? snap - trailing : 0);
 }
 
 void kvd_routes_handle(struct http_request *req, void *user)

@@ -183,9 +183,13 @@ static void take_done(uv_work_t *w, int status)
 			n->snaps->size = t->size;
 			kvd_node_step(n, &e);
 			kvd_snapshot_prune(n, t->index);
-			kvd_applier_prune_outcomes(n->applier, t->index + 1);
-			if (t->index > n->snaps->trailing)
-				kvd_writer_remove_head(n->writer, t->index - n->snaps->trailing);
+			if (t->index > n->snaps->trailing) {
+				/* Outcomes are kept as long as their entries: a watch
+				 * replays the trailing entries after a crash. */
+				raft_index keep = t->index - n->snaps->trailing;
+				kvd_applier_prune_outcomes(n->applier, keep);
+				kvd_writer_remove_head(n->writer, keep);
+			}
 			KVD_INFO("snapshot taken",
 				 "index=%" PRIu64 " term=%" PRIu64 " bytes=%" PRIu64, t->index,
 				 t->term, t->size);

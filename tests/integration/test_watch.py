@@ -379,8 +379,9 @@ class SingleNode(KvdTestCase):
 
 class Crash(KvdTestCase):
     """After SIGKILL no saved ring exists: the start rebuilds it from the
-    log after the latest snapshot (engine_entry_changes() with the outcomes
-    recorded at apply), so 410 is only for revisions no longer in the log."""
+    log, the trailing entries behind the latest snapshot included
+    (engine_entry_changes() with the outcomes recorded at apply), so 410 is
+    only for revisions no longer in the log."""
 
     def setUp(self):
         super().setUp()
@@ -449,17 +450,63 @@ class Crash(KvdTestCase):
         w3 = self.watch("?prefix=t&from=%d" % mid)
         self.assertEqual(w3.events(2), [e for e in after if e[0] >= mid and
                                         (e[1] == "clear" or e[2]["key"].startswith("t"))][:2])
-        for start in (snap, r1, 1):
-            r = self.node.request("GET", "/watch?from=%d" % start)
-            self.assertEqual((r.status, r.body), (410, b"revision compacted\n"))
-            self.assertEqual(r.header("Content-Type"), kvdtest.TEXT)
-            self.assertEqual(int(r.header("X-Kvd-Compacted-Revision")), snap + 1)
-        r = self.node.request("GET", "/watch", headers={"Last-Event-ID": str(snap - 1)})
-        self.assertEqual(r.status, 410)
+        # the trailing entries kept behind the snapshot replay too (the
+        # 410 floor after a crash is CrashFloor's)
+        w5 = self.watch("?from=%d" % r1)
+        self.assertEqual(w5.status, 200, w5.body)
+        self.assertEqual(w5.next_event()[:2], (r1, "put"))
         # and the stream goes on live after the replay
         r4 = self.rev(self.req("PUT", "/kv/y", "4"))
         self.assertEqual(w.next_event()[0], r4)
         self.assertEqual(w2.next_event()[0], r4)
+
+
+class CrashFloor(KvdTestCase):
+    """The 410 floor is the same before and after a crash: a watch reaches
+    back over the trailing entries kept behind the snapshot (1,024), also
+    when they hold conditional writes and transactions, whose outcomes are
+    kept as long as the log keeps the entries."""
+
+    def test_same_floor_and_events_before_and_after_a_crash(self):
+        node = self.start_node(args=["--snapshot-threshold", "100"])
+        c = kvdtest.RawConn(node.port)
+        self.addCleanup(c.close)
+        rev = {}
+        for i in range(1400):
+            k = "k%d" % (i % 40)
+            if i % 3 == 0 and k in rev:
+                r = c.request("PUT", "/kv/" + k, "c%d" % i, {"If-Match": '"%d"' % rev[k]})
+            elif i % 7 == 0:
+                r = c.request("POST", "/txn", json.dumps({
+                    "compare": [{"key": k, "revision": rev.get(k, 0)}],
+                    "success": [{"op": "put", "key": k, "value": "t%d" % i}],
+                    "failure": [{"op": "put", "key": "f", "value": "x"}]}))
+                self.assertEqual(r.status, 200, r)
+                rev.pop(k, None)  # the answer has no ETag; the next write is plain
+                continue
+            else:
+                r = c.request("PUT", "/kv/" + k, "v%d" % i)
+            self.assertEqual(r.status, 200, r)
+            rev[k] = int(r.header("ETag").strip('"'))
+        r = node.request("GET", "/watch?from=1")
+        self.assertEqual(r.status, 410)
+        floor = int(r.header("X-Kvd-Compacted-Revision"))
+        self.assertGreater(floor, 1)
+        w = Watch(node.port, "?from=%d" % floor).read_head()
+        self.addCleanup(w.close)
+        self.assertEqual(w.status, 200, w.body)
+        before = w.events(300)
+        w.close()
+
+        node.kill()
+        node.start()
+        r = node.request("GET", "/watch?from=%d" % (floor - 1))
+        self.assertEqual(r.status, 410)
+        self.assertEqual(int(r.header("X-Kvd-Compacted-Revision")), floor)
+        w2 = Watch(node.port, "?from=%d" % floor).read_head()
+        self.addCleanup(w2.close)
+        self.assertEqual(w2.status, 200, w2.body)
+        self.assertEqual(w2.events(300), before)
 
 
 class SmallRing(KvdTestCase):
