@@ -769,8 +769,12 @@ static void update_log(struct sim *s, struct sim_node *n, const struct raft_upda
 		}
 		for (raft_index i = u->truncate_from; i <= sim_log_last(&n->mlog); i++) {
 			const struct sim_entry *x = sim_log_get(&n->mlog, i);
+			/* Only a node at or past the term that committed the
+			 * entry must keep it: a stale leader's follower may
+			 * still lose it (Raft repairs it later). */
 			if (x != NULL && i < s->cap_committed && s->committed[i].set &&
-			    s->committed[i].term == x->term) {
+			    s->committed[i].term == x->term &&
+			    n->term >= s->committed[i].commit_term) {
 				sim_fail(s, "node %s truncates committed entry %llu (term %llu)",
 					 n->id, (unsigned long long)i, (unsigned long long)x->term);
 				break;
