@@ -38,11 +38,12 @@ struct raft_log_store_options {
 	 * holds at least this many bytes. 0 selects RAFT_LOG_STORE_SEGMENT_SIZE.
 	 * Small values are for tests. */
 	uint64_t segment_size; /* bytes */
-	/* Bytes of zeros written ahead of the records of the last segment
-	 * (docs/formats.md, "Preallocation"), so that appends overwrite space
-	 * the file already has instead of growing it and fdatasync does not
-	 * also write the inode. 0 selects RAFT_LOG_STORE_PREALLOC_SIZE; never
-	 * more than up to the rollover size plus a seal. */
+	/* Most bytes of zeros written ahead of the records of the last
+	 * segment at a time (docs/formats.md, "Preallocation"; smaller chunks
+	 * while the segment is young), so that appends overwrite space the
+	 * file already has instead of growing it and fdatasync does not also
+	 * write the inode. 0 selects RAFT_LOG_STORE_PREALLOC_SIZE; never more
+	 * than up to the rollover size plus a seal. */
 	uint64_t prealloc_size; /* bytes */
 	/* No preallocation: the last segment ends at its last record (tests of
 	 * the byte layout). */
