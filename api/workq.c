@@ -8,6 +8,14 @@
 
 #include "kvd/errors.h"
 
+/*
+ * Hand-offs (docs/benchmarks.md, "Thread hand-offs"): the worker posts a
+ * batch's completions and takes the jobs queued meanwhile under one lock,
+ * and runs them without sleeping in between; the loop is woken after the
+ * lock is released, so its deliver() does not block on a mutex the worker
+ * still holds. The submitter signals only a worker that sleeps, after
+ * unlocking, so the woken worker does not wake into a held mutex.
+ */
 static void *worker_main(void *arg)
 {
 	struct kvd_workq *q = arg;
@@ -16,8 +24,11 @@ static void *worker_main(void *arg)
 	for (;;) {
 		struct kvd_workq_job *batch, *last;
 
-		while (q->pending == NULL && !q->stopping)
+		while (q->pending == NULL && !q->stopping) {
+			q->waiting = true;
 			pthread_cond_wait(&q->cond, &q->mu);
+		}
+		q->waiting = false;
 		if (q->pending == NULL && q->stopping)
 			break;
 		batch = q->pending;
@@ -25,15 +36,26 @@ static void *worker_main(void *arg)
 		q->pending = q->pending_tail = NULL;
 		pthread_mutex_unlock(&q->mu);
 
-		q->run_cb(q, batch);
+		while (batch != NULL) {
+			struct kvd_workq_job *next, *next_last;
 
+			q->run_cb(q, batch);
+
+			pthread_mutex_lock(&q->mu);
+			if (q->done_tail != NULL)
+				q->done_tail->next = batch;
+			else
+				q->done = batch;
+			q->done_tail = last;
+			next = q->pending;
+			next_last = q->pending_tail;
+			q->pending = q->pending_tail = NULL;
+			pthread_mutex_unlock(&q->mu);
+			uv_async_send(&q->async);
+			batch = next;
+			last = next_last;
+		}
 		pthread_mutex_lock(&q->mu);
-		if (q->done_tail != NULL)
-			q->done_tail->next = batch;
-		else
-			q->done = batch;
-		q->done_tail = last;
-		uv_async_send(&q->async);
 	}
 	pthread_mutex_unlock(&q->mu);
 	return NULL;
@@ -66,6 +88,7 @@ int kvd_workq_start(struct kvd_workq *q, uv_loop_t *loop, kvd_workq_run_cb run_c
 {
 	q->pending = q->pending_tail = q->done = q->done_tail = NULL;
 	q->stopping = false;
+	q->waiting = false;
 	q->submitted = q->completed = 0;
 	q->run_cb = run_cb;
 	q->done_cb = done_cb;
@@ -89,6 +112,8 @@ err_sync:
 
 uint64_t kvd_workq_submit(struct kvd_workq *q, struct kvd_workq_job *job)
 {
+	bool wake;
+
 	job->next = NULL;
 	job->seq = ++q->submitted;
 	job->status = 0;
@@ -98,8 +123,11 @@ uint64_t kvd_workq_submit(struct kvd_workq *q, struct kvd_workq_job *job)
 	else
 		q->pending = job;
 	q->pending_tail = job;
-	pthread_cond_signal(&q->cond);
+	wake = q->waiting;
+	q->waiting = false; /* one wake-up is enough for the jobs queued until it runs */
 	pthread_mutex_unlock(&q->mu);
+	if (wake)
+		pthread_cond_signal(&q->cond);
 	return job->seq;
 }
 

@@ -40,8 +40,9 @@ struct kvd_workq {
 	struct kvd_workq_job *pending, *pending_tail; /* guarded by mu */
 	struct kvd_workq_job *done, *done_tail;	      /* guarded by mu */
 	bool stopping;				      /* guarded by mu */
-	uint64_t submitted;			      /* loop thread only */
-	uint64_t completed;			      /* loop thread only */
+	bool waiting;	    /* guarded by mu: the worker sleeps on cond, not yet signalled */
+	uint64_t submitted; /* loop thread only */
+	uint64_t completed; /* loop thread only */
 	uv_async_t async;
 	kvd_workq_run_cb run_cb;
 	kvd_workq_done_cb done_cb;

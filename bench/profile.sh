@@ -8,7 +8,13 @@
 # starts an N-node cluster (../shared/bench/kvd-cluster.sh, ports 24791+),
 # runs wrk -t2 -c$CONNS -d$DUR with 100-byte values (the compare.sh PUT load),
 # reads utime+stime of every kvd process from /proc/<pid>/stat before and
-# after, and prints microseconds of CPU per write per node and in total.
+# after, and prints microseconds of CPU per write per node and in total, with
+# the context switches per write (voluntary + involuntary, summed over the
+# node's threads from /proc/<pid>/task/*/status: each thread hand-off that
+# sleeps is one) and the mean log fdatasync latency and syncs per 1,000
+# writes (from /metrics kvd_fsync_duration_seconds), and the bytes the node
+# sent to the disk per write (/proc/<pid>/io write_bytes: log, zeros
+# preallocated ahead of it, LevelDB, snapshots).
 # With PERF=1 (default) the last round of each build also runs
 # `perf record -g` on the leader and on one follower and prints the top 10
 # symbols by self and by children time for each.
@@ -31,6 +37,12 @@ cleanup() { "$SHARED/kvd-cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$BASE
 trap cleanup EXIT
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, in clock ticks
+wbytes() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+fsyncs() { # "<sum seconds> <count>" of the node's log fdatasyncs
+	curl -s --max-time 2 "http://127.0.0.1:$1/metrics" |
+		awk '/^kvd_fsync_duration_seconds_sum/ {s = $2} /^kvd_fsync_duration_seconds_count/ {c = $2} END {print s + 0, c + 0}'
+}
 
 pid_of_port() { # the kvd pid listening on 127.0.0.1:port (from the cluster's pid file)
 	local port=$1 p
@@ -40,7 +52,7 @@ pid_of_port() { # the kvd pid listening on 127.0.0.1:port (from the cluster's pi
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "build\tround\tnode\trole\tcpu_s\twrites\tus_per_write\n" | tee "$OUT/cpu.tsv"
+printf "build\tround\tnode\trole\tcpu_s\twrites\tus_per_write\tcsw_per_write\tfsync_us\tsyncs_per_1k\tdisk_bytes_per_write\n" | tee "$OUT/cpu.tsv"
 for round in $(seq 1 "$ROUNDS"); do
 	for bin in "${BINS[@]}"; do
 		bin=$(realpath "$bin"); tag=$(basename "$bin")
@@ -48,9 +60,10 @@ for round in $(seq 1 "$ROUNDS"); do
 		leader=$("$SHARED/kvd-cluster.sh" leader)
 		python3 "$SHARED/kvd-preload.py" "$leader" >/dev/null 2>&1 || true
 		lport=${leader##*:}
-		declare -A before=() role=()
+		declare -A before=() role=() csw0=() fs0=() wb0=()
 		for port in $(cat "$BASE/ports"); do
 			p=$(pid_of_port "$port"); before[$port]=$(ticks "$p")
+			csw0[$port]=$(ctxsw "$p"); fs0[$port]=$(fsyncs "$port"); wb0[$port]=$(wbytes "$p")
 			if [[ $port == "$lport" ]]; then role[$port]=leader; else role[$port]=follower; fi
 		done
 		fport=""; for port in $(cat "$BASE/ports"); do [[ $port != "$lport" ]] && { fport=$port; break; }; done
@@ -73,14 +86,18 @@ for round in $(seq 1 "$ROUNDS"); do
 		total=0
 		for port in $(cat "$BASE/ports"); do
 			p=$(pid_of_port "$port"); d=$(($(ticks "$p") - before[$port])); total=$((total + d))
+			c=$(($(ctxsw "$p") - csw0[$port])); f1=$(fsyncs "$port"); wb=$(($(wbytes "$p") - wb0[$port]))
 			awk -v b="$tag" -v r="$round" -v n="$port" -v ro="${role[$port]}" -v d="$d" -v hz="$HZ" -v w="$writes" \
-				'BEGIN{printf "%s\t%s\t%s\t%s\t%.2f\t%d\t%.1f\n", b, r, n, ro, d/hz, w, d/hz*1e6/w}' | tee -a "$OUT/cpu.tsv"
+				-v c="$c" -v f0="${fs0[$port]}" -v f1="$f1" -v wb="$wb" \
+				'BEGIN{split(f0, a, " "); split(f1, z, " "); ds = z[1] - a[1]; dc = z[2] - a[2]
+				printf "%s\t%s\t%s\t%s\t%.2f\t%d\t%.1f\t%.2f\t%.0f\t%.1f\t%.0f\n", b, r, n, ro, d/hz, w, d/hz*1e6/w,
+					c/w, (dc > 0 ? ds*1e6/dc : 0), dc*1000/w, wb/w}' | tee -a "$OUT/cpu.tsv"
 		done
 		awk -v b="$tag" -v r="$round" -v d="$total" -v hz="$HZ" -v w="$writes" \
 			'BEGIN{printf "%s\t%s\tall\t-\t%.2f\t%d\t%.1f\n", b, r, d/hz, w, d/hz*1e6/w}' | tee -a "$OUT/cpu.tsv"
 		echo "# $tag round $round: $res" >>"$OUT/wrk.txt"
 		"$SHARED/kvd-cluster.sh" stop >/dev/null
-		unset before role
+		unset before role csw0 fs0 wb0
 	done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

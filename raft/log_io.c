@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static int posix_openat(void *ctx, int dir_fd, const char *name, int flags, mode_t mode)
@@ -136,6 +137,17 @@ static void posix_unmap(void *ctx, const void *p, size_t len)
 	munmap((void *)p, len);
 }
 
+static int posix_fspace(void *ctx, int fd, uint64_t *bytes)
+{
+	struct statvfs fs;
+	(void)ctx;
+	if (fstatvfs(fd, &fs) != 0) {
+		return -1;
+	}
+	*bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+	return 0;
+}
+
 const struct raft_log_io raft_log_io_posix = {
     .openat = posix_openat,
     .close = posix_close,
@@ -152,5 +164,6 @@ const struct raft_log_io raft_log_io_posix = {
     .lock = posix_lock,
     .map = posix_map,
     .unmap = posix_unmap,
+    .fspace = posix_fspace,
     .ctx = NULL,
 };

@@ -45,6 +45,11 @@ struct raft_log_io {
 	 * until unmap(ctx, *p, len). */
 	int (*map)(void *ctx, int fd, size_t len, const void **p);
 	void (*unmap)(void *ctx, const void *p, size_t len);
+	/* Bytes an unprivileged writer may still allocate on fd's file system
+	 * (fstatvfs: f_bavail * f_frsize) into *bytes. May be NULL (unknown):
+	 * the log store then skips its free-space check of appends into
+	 * preallocated space (log_store.c). */
+	int (*fspace)(void *ctx, int fd, uint64_t *bytes);
 	void *ctx;
 };
 

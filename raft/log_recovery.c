@@ -121,6 +121,14 @@ static int recover_headers(struct raft_log_store *s, char *errmsg)
 			 "removed %zu segment files older than %s/%s, left over from an "
 			 "interrupted reset",
 			 base, s->dir, s->segs[base].name);
+		/* The base segment's name first: the reset may have died before
+		 * its directory fsync, and a crash that kept an unlink below
+		 * but not that name would leave no log at all (sim store seed
+		 * 191 once preallocation moved the trajectories). */
+		rv = raft_log_store_dir_sync(s, errmsg);
+		if (rv != 0) {
+			return rv;
+		}
 		for (size_t i = 0; i < base; i++) {
 			rv = raft_log_store_segment_remove(s, 0, errmsg);
 			if (rv != 0) {

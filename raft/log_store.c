@@ -206,6 +206,26 @@ static int lock_dir(struct raft_log_store *s, char *errmsg)
 	return 0;
 }
 
+/* After recovery: zeros after the last record beyond what preallocation
+ * keeps (a crash lost records written into preallocated space, or the
+ * store was opened with less preallocation) are given back, so the last
+ * segment's file never holds more than its records plus s->prealloc bytes
+ * (docs/operations.md, "Disk use"). Best effort: zeros are the end of the
+ * log whatever their length. */
+static void prealloc_trim(struct raft_log_store *s)
+{
+	struct raft_segment *last = raft_log_store_last_segment(s);
+	uint64_t size = 0;
+	if (s->fd < 0 || last == NULL || s->io.fsize(s->io.ctx, s->fd, &size) != 0) {
+		return;
+	}
+	s->alloc_end = size;
+	if (size > last->size + s->prealloc &&
+	    s->io.ftruncate(s->io.ctx, s->fd, (off_t)(last->size + s->prealloc)) == 0) {
+		s->alloc_end = last->size + s->prealloc;
+	}
+}
+
 int raft_log_store_open(const char *dir, const struct raft_log_store_options *opts,
 			struct raft_log_store **store, char *errmsg)
 {
@@ -223,6 +243,11 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	s->segment_size = opts != NULL && opts->segment_size > 0 ? opts->segment_size
 								 : RAFT_LOG_STORE_SEGMENT_SIZE;
 	s->verify_all = opts != NULL && opts->verify_all;
+	s->prealloc = opts != NULL && opts->prealloc_size > 0 ? opts->prealloc_size
+							      : RAFT_LOG_STORE_PREALLOC_SIZE;
+	if (opts != NULL && opts->no_prealloc) {
+		s->prealloc = 0;
+	}
 	s->strict_recovery = opts != NULL && opts->strict_recovery;
 	s->no_seal = opts != NULL && opts->no_seal;
 	s->io = opts != NULL && opts->io != NULL ? *opts->io : raft_log_io_posix;
@@ -249,6 +274,7 @@ int raft_log_store_open(const char *dir, const struct raft_log_store_options *op
 	if (rv != 0) {
 		goto err;
 	}
+	prealloc_trim(s);
 	if (errmsg != NULL) {
 		snprintf(errmsg, KVD_ERRMSG_SIZE, "%s", s->notes);
 	}
@@ -345,6 +371,7 @@ static int cut_to_synced(struct raft_log_store *s, char *errmsg)
 			    s->dir, last->name, s->synced_size, strerror(errno));
 		return KVD_EIO;
 	}
+	s->alloc_end = s->synced_size;
 	last->size = s->synced_size;
 	last->last_index = s->synced_index;
 	last->last_term = s->synced_term;
@@ -424,8 +451,18 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 				    strerror(errno));
 			return KVD_EIO;
 		}
+		s->alloc_end = last->size;
 		return 0;
 	}
+	/* A closed segment ends at its seal (open reads the seal there): the
+	 * preallocated zeros after it go, in the same sync. */
+	if (s->alloc_end != last->size + sizeof(seal) &&
+	    s->io.ftruncate(s->io.ctx, s->fd, (off_t)(last->size + sizeof(seal))) != 0) {
+		s->failed = true;
+		disk_errmsg(errmsg, "truncate %s/%s: %s", s->dir, last->name, strerror(errno));
+		return KVD_EIO;
+	}
+	s->alloc_end = last->size + sizeof(seal);
 	s->batch_used = true; /* only once a seal carries the tag */
 	last->size += sizeof(seal);
 	last->sealed = true;
@@ -437,6 +474,7 @@ static int rollover(struct raft_log_store *s, char *errmsg)
 	}
 	s->io.close(s->io.ctx, s->fd);
 	s->fd = -1;
+	s->alloc_end = 0;
 	return 0;
 }
 
@@ -480,10 +518,103 @@ static int seg_start(struct raft_log_store *s, uint32_t flags, char *errmsg)
 	}
 	s->next_sequence++;
 	s->n_segs++;
+	s->alloc_end = RAFT_SEGMENT_HEADER_SIZE;
 	s->dir_dirty = true;
 	s->data_dirty = true;
 	s->synced_size = 0; /* not even the header is durable yet */
 	return 0;
+}
+
+#define PREALLOC_MIN ((uint64_t)64 << 10) /* bytes: smallest chunk of zeros */
+
+/* Zeros written ahead of the records (kept in .bss, never written to), one
+ * page at a time: a larger write makes the page cache use a large folio
+ * there, and every later small append into it would then dirty, and the
+ * next fdatasync write, the whole folio (measured: 4 times the disk bytes
+ * per PUT with 64 KiB writes of zeros, docs/benchmarks.md). */
+static const uint8_t prealloc_zeros[4096];
+
+/*
+ * Preallocation (docs/formats.md): before records that would end at need
+ * bytes are written past the end of the file, writes zeros from need up to
+ * need + chunk (at most the rollover size plus a seal), so that the file
+ * grows once per chunk of records instead of at every append. The chunk is
+ * need itself, at least PREALLOC_MIN and at most s->prealloc: a young
+ * segment (every snapshot's head removal seals one) gets small chunks,
+ * doubling, so the zeros written never exceed the records by much, and the fdatasync of the appends
+ * in between has only data to write, no size change (inode, journal). Zeros written by writing, not
+ * fallocate: an unwritten extent needs a metadata update at its first
+ * write too. Never touches bytes below need (durable records are never
+ * rewritten). A failure (ENOSPC) is not an error: the space written so far
+ * is given back and the records are written as without preallocation, so a
+ * full disk fails the append exactly as before.
+ */
+static void prealloc_ahead(struct raft_log_store *s, uint64_t need)
+{
+	uint64_t cap = s->segment_size + RAFT_SEGMENT_SEAL_SIZE;
+	uint64_t chunk = need < PREALLOC_MIN ? PREALLOC_MIN : need;
+	uint64_t end;
+	uint64_t old;
+	uint64_t off;
+
+	if (s->prealloc == 0) {
+		return;
+	}
+	if (s->alloc_end == 0 && s->io.fsize(s->io.ctx, s->fd, &s->alloc_end) != 0) {
+		s->alloc_end = 0;
+		return;
+	}
+	if (need <= s->alloc_end) {
+		return;
+	}
+	end = need + (chunk < s->prealloc ? chunk : s->prealloc);
+	if (end > cap) {
+		end = cap > need ? cap : need;
+	}
+	old = s->alloc_end;
+	off = need;
+	while (off < end) {
+		/* Up to the next page boundary. */
+		size_t n = sizeof(prealloc_zeros) - (size_t)(off % sizeof(prealloc_zeros));
+		if (n > end - off) {
+			n = (size_t)(end - off);
+		}
+		ssize_t w = s->io.pwrite(s->io.ctx, s->fd, prealloc_zeros, n, (off_t)off);
+		if (w < 0 && errno == EINTR) {
+			continue;
+		}
+		if (w <= 0) {
+			break;
+		}
+		off += (uint64_t)w;
+	}
+	if (off < end) {
+		/* Give the space back; if even that fails, the zeros left are
+		 * the end of the log like any others. */
+		s->alloc_end = s->io.ftruncate(s->io.ctx, s->fd, (off_t)old) == 0 ? old : 0;
+		return;
+	}
+	s->alloc_end = end;
+}
+
+/*
+ * True (errno ENOSPC) when records of bytes bytes are about to go into
+ * preallocated space while the file system could not have held them: the
+ * node's disk-full handling (API.md §6, 507) starts at a failed log append,
+ * and the state machine, applying the entry next, needs room of its own
+ * (LevelDB's log). Without this check the preallocated space would let the
+ * log accept up to 1 MiB of entries on a full disk that the state machine
+ * then cannot apply. One fstatvfs per append.
+ */
+static bool no_space(struct raft_log_store *s, size_t bytes)
+{
+	uint64_t avail = 0;
+	if (s->prealloc == 0 || s->io.fspace == NULL ||
+	    s->io.fspace(s->io.ctx, s->fd, &avail) != 0 || avail >= bytes) {
+		return false;
+	}
+	errno = ENOSPC;
+	return true;
 }
 
 static int append_check(const struct raft_log_store *s, const struct raft_entry *entries, size_t n,
@@ -565,7 +696,9 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 		    store->batch, entries[i].data, (uint32_t)entries[i].len);
 	}
 	store->batch_used = true;
-	if (write_at(store, store->fd, store->buf, bytes, seg->size) != 0) {
+	prealloc_ahead(store, seg->size + bytes);
+	if (no_space(store, bytes) ||
+	    write_at(store, store->fd, store->buf, bytes, seg->size) != 0) {
 		rv = disk_errno_code(errno);
 		disk_errmsg(errmsg, "write %s/%s at offset %" PRIu64 ": %s", store->dir, seg->name,
 			    seg->size, strerror(errno));
@@ -578,6 +711,9 @@ int raft_log_store_append(struct raft_log_store *store, const struct raft_entry 
 		return rv;
 	}
 	seg->size += bytes;
+	if (store->alloc_end != 0 && store->alloc_end < seg->size) {
+		store->alloc_end = seg->size;
+	}
 	seg->last_index += n;
 	seg->last_term = entries[n - 1].term;
 	raft_log_store_bounds_update(store);
@@ -908,6 +1044,7 @@ int raft_log_store_truncate(struct raft_log_store *store, raft_index from, char 
 			return rv;
 		}
 	}
+	store->alloc_end = seg->offsets[k];
 	seg->size = seg->offsets[k];
 	seg->last_index = from - 1;
 	seg->last_term = k > 0 ? seg->terms[k - 1] : seg->prev_term;

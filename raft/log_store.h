@@ -30,13 +30,24 @@
 #include "raft/log_io.h"
 #include "raft/raft.h"
 
-#define RAFT_LOG_STORE_SEGMENT_SIZE ((uint64_t)64 << 20) /* bytes, default rollover size */
+#define RAFT_LOG_STORE_SEGMENT_SIZE  ((uint64_t)64 << 20) /* bytes, default rollover size */
+#define RAFT_LOG_STORE_PREALLOC_SIZE ((uint64_t)1 << 20)  /* bytes, default zeros ahead */
 
 struct raft_log_store_options {
 	/* A segment is closed, and the next append starts a new file, once it
 	 * holds at least this many bytes. 0 selects RAFT_LOG_STORE_SEGMENT_SIZE.
 	 * Small values are for tests. */
 	uint64_t segment_size; /* bytes */
+	/* Most bytes of zeros written ahead of the records of the last
+	 * segment at a time (docs/formats.md, "Preallocation"; smaller chunks
+	 * while the segment is young), so that appends overwrite space the
+	 * file already has instead of growing it and fdatasync does not also
+	 * write the inode. 0 selects RAFT_LOG_STORE_PREALLOC_SIZE; never more
+	 * than up to the rollover size plus a seal. */
+	uint64_t prealloc_size; /* bytes */
+	/* No preallocation: the last segment ends at its last record (tests of
+	 * the byte layout). */
+	bool no_prealloc;
 	/* Also read and verify every record of every closed segment at open,
 	 * instead of only its header, seal and last record: startup then costs
 	 * a full read of the log. For tools and consistency checks. */

@@ -27,7 +27,9 @@ struct raft_log_store {
 	struct raft_segment *segs;
 	size_t n_segs;
 	size_t cap_segs;
-	int fd; /* last segment, open for appending; -1 if none or sealed */
+	int fd;		    /* last segment, open for appending; -1 if none or sealed */
+	uint64_t prealloc;  /* bytes of zeros to keep ahead of the records; 0: none */
+	uint64_t alloc_end; /* bytes: size of fd's file; 0 when not known yet */
 	raft_index first_index;
 	raft_index last_index;
 	raft_term last_term;

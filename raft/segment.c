@@ -20,6 +20,12 @@
  * "previous term"). Every other record of a closed segment is verified when
  * the segment is first read.
  *
+ * Preallocation: the last segment may end with zeros after its last record
+ * (space the log store wrote ahead, so that appends do not grow the file and
+ * fdatasync has no inode to write). Zeros from some offset to the end of the
+ * file are the end of the log, nothing to cut; zeros after the seal of the
+ * last segment are a rollover's cut that did not reach the disk, and are cut.
+ *
  * Torn writes: the only bytes ever in flight are at the end of the last
  * segment. A record there that fails to decode, followed by no valid record
  * up to the end of the file, is what an interrupted write leaves (zeros from
@@ -464,6 +470,18 @@ static bool record_fits(const struct raft_segment *seg, const struct raft_segmen
 	return true;
 }
 
+/* True when the bytes [p, size) of map are all zero: preallocated space
+ * (docs/formats.md, "Preallocation"), or none at all. */
+static bool zeros_from(const uint8_t *map, uint64_t p, uint64_t size)
+{
+	for (; p < size; p++) {
+		if (map[p] != 0) {
+			return false;
+		}
+	}
+	return true;
+}
+
 /* Cuts a torn tail of the last segment at offset off. */
 static int cut_tail(const struct raft_log_io *io, const char *dir, struct raft_segment *seg, int fd,
 		    uint64_t off, uint64_t file_size, bool in_batch, uint32_t batch, char *note,
@@ -514,6 +532,20 @@ static int scan_records(const struct raft_log_io *io, const char *dir, struct ra
 		}
 		if (decoded) {
 			if (r.type == RAFT_SEGMENT_TYPE_SEAL) {
+				/* Preallocated zeros after the seal of the last
+				 * segment: the rollover's cut did not reach the
+				 * disk before the crash; cut them now. */
+				if (off + r.size != size && (flags & RAFT_SEGMENT_SCAN_LAST) &&
+				    zeros_from(map, off + r.size, size)) {
+					if (io->ftruncate(io->ctx, fd, (off_t)(off + r.size)) !=
+						0 ||
+					    io->fdatasync(io->ctx, fd) != 0) {
+						disk_errmsg(errmsg, "truncate %s/%s: %s", dir,
+							    seg->name, strerror(errno));
+						return disk_errno_code(errno);
+					}
+					size = off + r.size;
+				}
 				if (off + r.size != size) {
 					disk_errmsg(errmsg,
 						    "segment file %s/%s: %" PRIu64
@@ -536,6 +568,9 @@ static int scan_records(const struct raft_log_io *io, const char *dir, struct ra
 			batch = r.batch;
 			off += r.size;
 			continue;
+		}
+		if ((flags & RAFT_SEGMENT_SCAN_LAST) && zeros_from(map, off, size)) {
+			break; /* preallocated space: the end of the log */
 		}
 		if (flags & RAFT_SEGMENT_SCAN_LAST) {
 			next = find_valid_record(map, off + 1, size, expect);

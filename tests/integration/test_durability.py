@@ -13,6 +13,16 @@ import unittest
 from kvdtest import KvdTestCase, RawConn
 
 
+def records_end(path):
+    """Bytes of path up to its last non-zero byte: the end of the records of
+    a log segment whose file also holds preallocated zeros after them
+    (docs/formats.md, "Preallocation"). The values written here end in
+    non-zero bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data.rstrip(b"\x00"))
+
+
 def segment_files(data_dir):
     """Log segment files under DATA/raft/, oldest first. A segment is a
     regular file whose name says so (seg-*, *.seg, *segment*, *.log, or a
@@ -276,8 +286,7 @@ class DurabilityTest(KvdTestCase):
 
     def test_torn_tail_truncated_last_record_is_discarded(self):
         node, model, seg = self._crash_with_data()
-        size = os.path.getsize(seg)
-        os.truncate(seg, size - 5)
+        os.truncate(seg, records_end(seg) - 5)
         # the cut record (the last write) may be lost; everything before stays
         model.maybe["t49"] = {model.state["t49"], None}
         self._restart_after_damage(node, model)
@@ -293,12 +302,12 @@ class DurabilityTest(KvdTestCase):
         self.assertPutOk(node, "warm-up", "w")
         model.acked("warm-up", b"w")
         info0 = node.request("GET", "/cluster/info").body
-        size0 = os.path.getsize(seg)
+        size0 = records_end(seg)
         self.assertPutOk(node, "one-more", "one more record")
         model.acked("one-more", b"one more record")
         info1 = node.request("GET", "/cluster/info").body
         node.kill()
-        size1 = os.path.getsize(seg)
+        size1 = records_end(seg)
         segs = segment_files(node.data_dir)
         if segs[-1] != seg or size1 <= size0:
             self.skipTest("the PUT did not land in the same segment")
@@ -308,8 +317,9 @@ class DurabilityTest(KvdTestCase):
             self.skipTest("the PUT added %d log entries, not one" % (ci1 - ci0))
         with open(seg, "rb") as f:
             f.seek(size0)
-            rec = f.read()
-        with open(seg, "ab") as f:
+            rec = f.read(size1 - size0)
+        with open(seg, "r+b") as f:  # after the last record, in preallocated space if any
+            f.seek(size1)
             f.write(rec[:len(rec) // 2])
         self._restart_after_damage(node, model)
 
@@ -367,7 +377,7 @@ class DurabilityTest(KvdTestCase):
     def test_bit_flip_mid_segment_stops_startup_naming_file(self):
         node, model, seg = self._crash_with_data(n=300)
         size = os.path.getsize(seg)
-        off = size // 2
+        off = records_end(seg) // 2
         with open(seg, "r+b") as f:
             f.seek(off)
             b = f.read(1)

@@ -63,6 +63,7 @@ void sim_nd_params(struct sim *s)
 static struct raft_log_store_options nd_options(struct sim *s, struct sim_node *n)
 {
 	struct raft_log_store_options o = {.segment_size = s->segment_size,
+					   .prealloc_size = s->segment_size / 4 + 1,
 					   .strict_recovery = s->p.plants.strict_recovery,
 					   .no_seal = s->p.plants.no_seal,
 					   .io = sim_disk_io(n->disk)};
@@ -373,6 +374,11 @@ void sim_nd_check_bound(struct sim *s, struct sim_node *n, raft_index up_to)
 	for (size_t i = 0; i < st->n_segs; i++) {
 		bound += RAFT_SEGMENT_HEADER_SIZE + RAFT_SEGMENT_SEAL_SIZE +
 			 nd_records_from(&st->segs[i], floor);
+	}
+	/* The open segment also holds up to prealloc bytes of zeros after its
+	 * records (docs/formats.md, "Preallocation"). */
+	if (st->fd >= 0) {
+		bound += st->prealloc;
 	}
 	(void)io->list(io->ctx, st->dir_fd, nd_bytes_add, &b);
 	if (b.bytes > bound) {

@@ -95,6 +95,22 @@ static void check_range(struct raft_log_store *s, raft_index from, raft_index to
 
 static struct raft_log_store *open_ok(const char *dir, uint64_t segment_size, char *note)
 {
+	struct raft_log_store_options opts = {.segment_size = segment_size, .no_prealloc = true};
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = NULL;
+	ck_assert_msg(raft_log_store_open(dir, &opts, &s, errmsg) == 0, "%s", errmsg);
+	if (note != NULL) {
+		snprintf(note, KVD_ERRMSG_SIZE, "%s", errmsg);
+	} else {
+		ck_assert_str_eq(errmsg, "");
+	}
+	return s;
+}
+
+/* Opens with the store's default preallocation (open_ok turns it off, so
+ * that file sizes there are the records' end). */
+static struct raft_log_store *open_prealloc(const char *dir, uint64_t segment_size, char *note)
+{
 	struct raft_log_store_options opts = {.segment_size = segment_size};
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 	struct raft_log_store *s = NULL;
@@ -109,7 +125,7 @@ static struct raft_log_store *open_ok(const char *dir, uint64_t segment_size, ch
 
 static int open_err(const char *dir, uint64_t segment_size, char *errmsg)
 {
-	struct raft_log_store_options opts = {.segment_size = segment_size};
+	struct raft_log_store_options opts = {.segment_size = segment_size, .no_prealloc = true};
 	struct raft_log_store *s = NULL;
 	int rv = raft_log_store_open(dir, &opts, &s, errmsg);
 	if (rv == 0) {
@@ -648,17 +664,176 @@ START_TEST(test_raft_log_store_open_torn_partial_record)
 }
 END_TEST
 
-START_TEST(test_raft_log_store_open_torn_zero_tail)
+START_TEST(test_raft_log_store_open_zero_tail_is_end_of_log)
 {
+	/* Zeros after the last record are preallocated space (docs/formats.md,
+	 * "Preallocation"): the end of the log, not a torn write. Nothing is
+	 * cut and no note is written. */
 	char *dir = tu_mkdtemp();
 	const char *seg = "seg-0000000000000001";
 	uint8_t zeros[4096] = {0};
-	char expect[128];
+	struct raft_log_store *s;
+	long long size;
 	make_log(dir, 20);
 	tu_append(dir, seg, zeros, sizeof(zeros));
+	size = tu_file_size(dir, seg);
+	s = open_prealloc(dir, 0, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 20);
+	ck_assert_int_eq(tu_file_size(dir, seg), size);
+	check_range(s, 1, 20, 1);
+	append_range(s, 21, 25, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_prealloc(dir, 0, NULL);
+	check_range(s, 1, 25, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_torn_record_before_zeros)
+{
+	/* A record cut short by the crash, in preallocated space: the torn
+	 * bytes and the zeros after them are cut. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	uint8_t tail[4096] = {0};
+	char expect[160];
+	make_log(dir, 20);
+	memset(tail, 0x5a, 20);
+	tail[0] = 40; /* a length that fits, a checksum that does not */
+	tail[1] = tail[2] = tail[3] = 0;
+	tu_write_at(dir, seg, (long long)record_offset(1, 21), tail, sizeof(tail));
 	snprintf(expect, sizeof(expect), "discarded 4096 torn bytes at offset %llu of file %s/%s",
 		 (unsigned long long)record_offset(1, 21), dir, seg);
 	expect_recovered(dir, 20, expect);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_bad_record_valid_record_zeros)
+{
+	/* Damage in a synced batch stays fatal when preallocated zeros follow
+	 * the valid records after it. */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	const char *seg = "seg-0000000000000001";
+	uint8_t zeros[4096] = {0};
+	struct raft_log_store *s;
+	make_log(dir, 20);
+	s = open_ok(dir, 0, NULL);
+	append_range(s, 21, 25, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	tu_write_at(dir, seg, (long long)record_offset(1, 26), zeros, sizeof(zeros));
+	tu_flip(dir, seg, (long long)record_offset(1, 10) + RAFT_SEGMENT_RECORD_HEADER_SIZE + 2, 5);
+	ck_assert_int_eq(open_err(dir, 0, errmsg), KVD_ECORRUPT);
+	ck_assert_msg(strstr(errmsg, "followed by a valid record") != NULL, "errmsg: %s", errmsg);
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)record_offset(1, 26) + 4096);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_open_seal_then_zeros)
+{
+	/* A rollover writes the seal and cuts the preallocated space after it
+	 * before its fdatasync; a crash may keep the seal but not the cut. The
+	 * zeros after the seal of the last segment are cut at open. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	uint64_t size = RAFT_SEGMENT_HEADER_SIZE + record_size(1);
+	uint8_t zeros[4096] = {0};
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_store *s = open_prealloc(dir, size, NULL);
+	append_range(s, 1, 1, 1);
+	raft_log_store_close(s);
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)(size + RAFT_SEGMENT_SEAL_SIZE));
+	tu_append(dir, seg, zeros, sizeof(zeros));
+	s = open_prealloc(dir, size, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 1);
+	ck_assert_int_eq(tu_file_size(dir, seg), (long long)(size + RAFT_SEGMENT_SEAL_SIZE));
+	append_range(s, 2, 2, 2);
+	raft_log_store_close(s);
+	s = open_prealloc(dir, size, NULL); /* seg 1 is now checked by its seal */
+	check_range(s, 1, 1, 1);
+	check_range(s, 2, 2, 2);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+	/* Anything but zeros after the seal is still damage. */
+	dir = tu_mkdtemp();
+	s = open_prealloc(dir, size, NULL);
+	append_range(s, 1, 1, 1);
+	raft_log_store_close(s);
+	zeros[100] = 1;
+	tu_append(dir, seg, zeros, sizeof(zeros));
+	ck_assert_int_eq(open_err(dir, size, errmsg), KVD_ECORRUPT);
+	ck_assert_msg(strstr(errmsg, "after the seal") != NULL, "errmsg: %s", errmsg);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_append_does_not_grow_file)
+{
+	/* Appends land in space written ahead of them, so the file keeps its
+	 * size from one sync to the next and fdatasync has no size change
+	 * (inode) to write. */
+	char *dir = tu_mkdtemp();
+	const char *seg = "seg-0000000000000001";
+	struct raft_log_store *s = open_prealloc(dir, 1 << 20, NULL);
+	long long size;
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	size = tu_file_size(dir, seg);
+	ck_assert_int_gt(size, (long long)record_offset(1, 11));
+	/* A young segment gets a small chunk: 64 KiB, not the full 1 MiB. */
+	ck_assert_int_le(size, (long long)record_offset(1, 11) + (64 << 10));
+	for (raft_index i = 11; i <= 300; i += 10) {
+		append_range(s, i, i + 9, 1);
+		ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+		ck_assert_int_eq(tu_file_size(dir, seg), size);
+	}
+	raft_log_store_close(s);
+	s = open_prealloc(dir, 1 << 20, NULL); /* no note: the zeros are the end */
+	ck_assert_uint_eq(raft_log_store_last_index(s), 300);
+	check_range(s, 1, 300, 1);
+	append_range(s, 301, 310, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	ck_assert_int_eq(tu_file_size(dir, seg), size);
+	raft_log_store_close(s);
+	s = open_prealloc(dir, 1 << 20, NULL);
+	check_range(s, 1, 310, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_raft_log_store_prealloc_rollover_truncation)
+{
+	/* Small segments with preallocation: every sealed file ends at its
+	 * seal (open checks it there), truncation and reopen keep the log. */
+	char *dir = tu_mkdtemp();
+	char **names;
+	size_t n;
+	struct raft_log_store *s = open_prealloc(dir, SMALL_SEGMENT, NULL);
+	for (raft_index i = 1; i <= 300; i += 7) {
+		append_range(s, i, i + 6, 1);
+		ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	}
+	raft_log_store_close(s);
+	n = seg_list(dir, &names);
+	ck_assert_uint_gt(n, 3);
+	seg_list_free(names, n);
+	s = open_prealloc(dir, SMALL_SEGMENT, NULL);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 301);
+	check_range(s, 1, 301, 1);
+	ck_assert_int_eq(raft_log_store_truncate(s, 250, NULL), 0);
+	append_range(s, 250, 320, 2);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_prealloc(dir, SMALL_SEGMENT, NULL);
+	check_range(s, 1, 249, 1);
+	check_range(s, 250, 320, 2);
+	raft_log_store_close(s);
 	tu_rmtree(dir);
 }
 END_TEST
@@ -865,7 +1040,8 @@ static ssize_t count_pwrite(void *ctx, int fd, const void *buf, size_t len, off_
 
 static struct raft_log_store *open_counting(const char *dir, struct raft_log_io *io)
 {
-	struct raft_log_store_options opts = {.segment_size = SMALL_SEGMENT, .io = io};
+	struct raft_log_store_options opts = {
+	    .segment_size = SMALL_SEGMENT, .io = io, .no_prealloc = true};
 	char errmsg[KVD_ERRMSG_SIZE] = "";
 	struct raft_log_store *s = NULL;
 	*io = raft_log_io_posix;
@@ -1537,6 +1713,47 @@ START_TEST(test_raft_log_store_sync_failure_fails_store)
 }
 END_TEST
 
+static uint64_t fake_free; /* bytes fake_fspace reports */
+
+static int fake_fspace(void *ctx, int fd, uint64_t *bytes)
+{
+	(void)ctx;
+	(void)fd;
+	*bytes = fake_free;
+	return 0;
+}
+
+START_TEST(test_raft_log_store_append_no_space_in_preallocated_space)
+{
+	/* A full file system fails an append with KVD_ENOSPC even when the
+	 * records would fit in space preallocated earlier (the node answers
+	 * 507 at a failed append; the state machine needs room too). */
+	char *dir = tu_mkdtemp();
+	char errmsg[KVD_ERRMSG_SIZE] = "";
+	struct raft_log_io io = raft_log_io_posix;
+	struct raft_log_store_options opts = {.segment_size = 1 << 20, .io = &io};
+	struct raft_entry e = {.index = 11, .term = 1, .type = RAFT_ENTRY_COMMAND};
+	struct raft_log_store *s = NULL;
+	io.fspace = fake_fspace;
+	fake_free = (uint64_t)1 << 30;
+	ck_assert_int_eq(raft_log_store_open(dir, &opts, &s, errmsg), 0);
+	append_range(s, 1, 10, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	fake_free = 0;
+	ck_assert_int_eq(raft_log_store_append(s, &e, 1, errmsg), KVD_ENOSPC);
+	ck_assert_msg(strstr(errmsg, "No space left") != NULL, "errmsg: %s", errmsg);
+	ck_assert_uint_eq(raft_log_store_last_index(s), 10);
+	fake_free = (uint64_t)1 << 30;
+	append_range(s, 11, 20, 1);
+	ck_assert_int_eq(raft_log_store_sync(s, NULL), 0);
+	raft_log_store_close(s);
+	s = open_prealloc(dir, 1 << 20, NULL);
+	check_range(s, 1, 20, 1);
+	raft_log_store_close(s);
+	tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *log_store_suite(void)
 {
 	Suite *s = suite_create("raft_log_store");
@@ -1557,7 +1774,13 @@ static Suite *log_store_suite(void)
 	tcase_add_test(tc, test_raft_log_store_reset_create_failure_keeps_log);
 	tcase_add_test(tc, test_raft_log_store_open_interrupted_reset);
 	tcase_add_test(tc, test_raft_log_store_open_torn_partial_record);
-	tcase_add_test(tc, test_raft_log_store_open_torn_zero_tail);
+	tcase_add_test(tc, test_raft_log_store_open_zero_tail_is_end_of_log);
+	tcase_add_test(tc, test_raft_log_store_open_torn_record_before_zeros);
+	tcase_add_test(tc, test_raft_log_store_open_bad_record_valid_record_zeros);
+	tcase_add_test(tc, test_raft_log_store_open_seal_then_zeros);
+	tcase_add_test(tc, test_raft_log_store_append_does_not_grow_file);
+	tcase_add_test(tc, test_raft_log_store_prealloc_rollover_truncation);
+	tcase_add_test(tc, test_raft_log_store_append_no_space_in_preallocated_space);
 	tcase_add_test(tc, test_raft_log_store_open_torn_garbage_tail);
 	tcase_add_test(tc, test_raft_log_store_open_torn_header);
 	tcase_add_test(tc, test_raft_log_store_open_bit_flip_last_segment);
