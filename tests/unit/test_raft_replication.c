@@ -412,7 +412,7 @@ START_TEST(test_raft_step_rejects_bad_events)
 	e.u.persisted.index = 99;
 	e.u.persisted.term = 2;
 	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
-	e.type = RAFT_EVENT_UNREACHABLE;
+	e = (struct raft_event){.type = RAFT_EVENT_UNREACHABLE}; /* no stale union bytes */
 	e.u.unreachable.id = "n2";
 	ck_assert_int_eq(fx_step(&f, 0, &e), 0);
 	ck_assert_int_eq(fx_propose(&f, 0, "after"), 0);
