@@ -259,7 +259,7 @@ int kvd_recovery_start_core(struct kvd_node *n, raft_index *ready_index, char *e
 		e.u.start.prev_index = snap.index;
 		e.u.start.prev_term = snap.term;
 	}
-	e.u.start.entries = entries + skip;
+	e.u.start.entries = skip > 0 ? entries + skip : entries; /* (entries may be NULL) */
 	e.u.start.n_entries = (unsigned)(n_entries - skip);
 	/* After a crash the watch ring is rebuilt from these entries. */
 	kvd_applier_start(n->applier, applied, watch_first > 0 ? watch_first - 1 : 0, entries,
