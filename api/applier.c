@@ -12,9 +12,10 @@
  * term it was proposed in, is applied (it is handed over when the entry goes
  * to the applier with that term; a different term at its index means the
  * write lost its slot: 503). Writes handed over are never failed: they are
- * about to be applied and will be answered 200. A state machine write that fails is
- * retried (the entries are committed and must apply in order), then ends the
- * process: the log still holds the entries and a restart replays them.
+ * about to be applied and will be answered 200. A state machine write that
+ * fails is retried (the entries are committed and must apply in order), then
+ * ends the process: the log still holds the entries and a restart replays
+ * them.
  */
 #include "api/applier.h"
 
@@ -186,7 +187,7 @@ static void write_answer(void *ctx, const struct kvd_wait_write *w, enum kvd_wai
 		kvd_reply_text(w->req, 503, "write was not committed: leadership changed\n");
 		break;
 	case KVD_WAIT_FAILED: kvd_reply_text(w->req, f->status, f->why); break;
-	default:
+	case KVD_WAIT_TIMEOUT:
 		kvd_reply_text(w->req, 503,
 			       "commit not reached within 5 s: write outcome unknown\n");
 		break;

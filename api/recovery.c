@@ -223,8 +223,7 @@ int kvd_recovery_start_core(struct kvd_node *n, raft_index *ready_index, char *e
 	 * a watch reaches as far back as on the running node (routes.c). */
 	watch_first = first;
 	if (snap.index >= first) {
-		raft_index trailing = kvd_snapshot_trailing(n);
-		raft_index keep = snap.index > trailing ? snap.index - trailing + 1 : 1;
+		raft_index keep = kvd_snapshot_floor(n) + 1;
 		watch_first = keep > first ? keep : first;
 		first = snap.index + 1;
 	}

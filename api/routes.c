@@ -761,14 +761,10 @@ static void route_partition(struct kvd_node *n, struct http_request *req, bool h
  * last snapshot; older ones answer 410. */
 static void route_watch(struct kvd_node *n, struct http_request *req, int method)
 {
-	raft_index snap = kvd_snapshot_last(n).index;
-	raft_index trailing = kvd_snapshot_trailing(n);
-
 	if (method != HTTP_GET)
 		method_not_allowed(req, "GET");
 	else
-		kvd_watch_serve(kvd_applier_watch(n->applier), req,
-				snap > trailing ? snap - trailing : 0);
+		kvd_watch_serve(kvd_applier_watch(n->applier), req, kvd_snapshot_floor(n));
 }
 
 void kvd_routes_handle(struct http_request *req, void *user)

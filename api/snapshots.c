@@ -183,12 +183,11 @@ static void take_done(uv_work_t *w, int status)
 			n->snaps->size = t->size;
 			kvd_node_step(n, &e);
 			kvd_snapshot_prune(n, t->index);
-			if (t->index > n->snaps->trailing) {
-				/* Outcomes are kept as long as their entries: a watch
-				 * replays the trailing entries after a crash. */
-				raft_index keep = t->index - n->snaps->trailing;
-				kvd_applier_prune_outcomes(n->applier, keep);
-				kvd_writer_remove_head(n->writer, keep);
+			if (kvd_snapshot_floor(n) > 0) {
+				/* Outcomes go with their entries: a watch replays
+				 * the trailing entries after a crash. */
+				kvd_applier_prune_outcomes(n->applier, kvd_snapshot_floor(n));
+				kvd_writer_remove_head(n->writer, kvd_snapshot_floor(n));
 			}
 			KVD_INFO("snapshot taken",
 				 "index=%" PRIu64 " term=%" PRIu64 " bytes=%" PRIu64, t->index,
@@ -341,6 +340,11 @@ struct kvd_snapshot_info kvd_snapshot_last(const struct kvd_node *n)
 raft_index kvd_snapshot_trailing(const struct kvd_node *n)
 {
 	return n->snaps->trailing;
+}
+
+raft_index kvd_snapshot_floor(const struct kvd_node *n)
+{
+	return n->snaps->index > n->snaps->trailing ? n->snaps->index - n->snaps->trailing : 0;
 }
 
 bool kvd_snapshot_idle(const struct kvd_node *n)

@@ -36,6 +36,12 @@ struct kvd_snapshot_info kvd_snapshot_last(const struct kvd_node *n);
 /* Log entries kept behind a snapshot. */
 raft_index kvd_snapshot_trailing(const struct kvd_node *n);
 
+/* The log's floor: the newest snapshot's index minus the trailing entries
+ * (0 when that is not positive). The log, the recorded outcomes of
+ * conditional writes and the watch ring keep every entry after it, so a
+ * watch can start at floor + 1, before and after a crash alike. */
+raft_index kvd_snapshot_floor(const struct kvd_node *n);
+
 /* True when no snapshot is being taken or installed. */
 bool kvd_snapshot_idle(const struct kvd_node *n);
 

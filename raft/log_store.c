@@ -541,13 +541,13 @@ static const uint8_t prealloc_zeros[4096];
  * grows once per chunk of records instead of at every append. The chunk is
  * need itself, at least PREALLOC_MIN and at most s->prealloc: a young
  * segment (every snapshot's head removal seals one) gets small chunks,
- * doubling, so the zeros written never exceed the records by much, and the fdatasync of the appends
- * in between has only data to write, no size change (inode, journal). Zeros written by writing, not
- * fallocate: an unwritten extent needs a metadata update at its first
- * write too. Never touches bytes below need (durable records are never
- * rewritten). A failure (ENOSPC) is not an error: the space written so far
- * is given back and the records are written as without preallocation, so a
- * full disk fails the append exactly as before.
+ * doubling, so the zeros written never exceed the records by much, and the
+ * fdatasync of the appends in between has only data to write, no size
+ * change (inode, journal). Zeros written by writing, not fallocate: an
+ * unwritten extent needs a metadata update at its first write too. Never touches bytes below need
+ * (durable records are never rewritten). A failure (ENOSPC) is not an error: the space written so
+ * far is given back and the records are written as without preallocation, so a full disk fails the
+ * append exactly as before.
  */
 static void prealloc_ahead(struct raft_log_store *s, uint64_t need)
 {
