@@ -1088,8 +1088,17 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 				memcpy(rest, data + off, len - off);
 				c->rest = rest;
 				c->rest_len = len - off;
+				conn_read_stop(c);
+			} else if (c->tls) {
+				conn_read_stop(c);
 			}
-			conn_read_stop(c);
+			/*
+			 * Else the read stays armed (a soft pause): a client
+			 * that waits for its answer sends nothing meanwhile, and
+			 * stopping and restarting the read would cost two
+			 * epoll_ctl calls per request. Bytes that do arrive are
+			 * kept by on_read, which stops reading then.
+			 */
 			break;
 		}
 		http_parser_pause(&c->parser, 0);
@@ -1164,6 +1173,22 @@ static void resume_cb(uv_idle_t *h)
 	uv_idle_stop(&srv->resume_idle);
 }
 
+/* Keeps n bytes that arrived during a soft pause for conn_resume, and stops
+ * reading: a pipelining client is read no further until it is answered. */
+static void conn_keep_rest(struct http_conn *c, const char *p, size_t n)
+{
+	char *rest = malloc(n);
+
+	conn_read_stop(c);
+	if (!rest) {
+		conn_fail(c, 503);
+		return;
+	}
+	memcpy(rest, p, n);
+	c->rest = rest;
+	c->rest_len = n;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct http_conn *c = (struct http_conn *)s;
@@ -1187,6 +1212,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			conn_close(c);
 			return;
 		}
+		if (c->bp_paused) {
+			/* soft pause: the EOF is seen again when reading resumes,
+			 * after the answers, as if reading had been stopped */
+			conn_read_stop(c);
+			return;
+		}
 		/*
 		 * The client closed (a half-close cannot be told apart): drop
 		 * the connection; unanswered requests are detached, and their
@@ -1197,6 +1228,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	conn_touch(c);
 	c->rx_ms = c->last_ms;
+	if (c->bp_paused) { /* soft pause (conn_parse): keep the bytes, read no more */
+		conn_keep_rest(c, buf->base, (size_t)nread);
+		return;
+	}
 	if (c->tls)
 		conn_tls_input(c, buf->base, (size_t)nread);
 	else
@@ -1693,8 +1728,14 @@ int http_response_send(struct http_request *req, int status, const char *content
 	out_add(c, req->out_len);
 	if (!c->in_read)
 		conn_flush(c);
-	if ((c->deferred != NULL && c->nunanswered == 1) || (c->bp_paused && conn_may_read(c)))
+	if (c->deferred != NULL && c->nunanswered == 1)
 		conn_queue_resume(c);
+	else if (c->bp_paused && conn_may_read(c)) {
+		if (c->reading && c->rest == NULL && !c->tls && !c->in_read)
+			conn_resume(c); /* soft pause, nothing kept: nothing to parse */
+		else
+			conn_queue_resume(c);
+	}
 	return 0;
 }
 

@@ -1162,6 +1162,77 @@ START_TEST(test_http_server_pipeline_backpressure)
 }
 END_TEST
 
+/*
+ * A request that arrives in its own read while an unsafe one is unanswered
+ * (the read stays armed during that pause) waits: it is not handled until the
+ * PUT is answered, and the answers come in order.
+ */
+static void client_after_unsafe(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /delay/300 HTTP/1.1\r\nContent-Length: 1\r\n\r\nv"));
+	usleep(50000); /* the PUT is handed out, the connection paused */
+	CHECKT(f, send_str(fd, "GET /mark HTTP/1.1\r\n\r\n"));
+	usleep(100000);
+	CHECKT(f, __atomic_load_n(&f->marks, __ATOMIC_SEQ_CST) == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "/delay/300") == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "marked") == 0);
+	CHECKT(f, __atomic_load_n(&f->marks, __ATOMIC_SEQ_CST) == 1);
+	/* and the connection goes on as before */
+	CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "hello") == 0);
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_request_after_unsafe_waits)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_after_unsafe);
+	ck_assert_uint_eq(f->stats.requests, 3);
+	free(f);
+}
+END_TEST
+
+/* A client that half-closes after an unsafe request still gets its answer:
+ * the EOF seen during the pause closes the connection only after it. */
+static void client_half_close_unsafe(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	CHECKT(f, send_str(fd, "PUT /delay/200 HTTP/1.1\r\nContent-Length: 1\r\n\r\nv"));
+	usleep(50000); /* the PUT is handed out, the connection paused */
+	CHECKT(f, shutdown(fd, SHUT_WR) == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "/delay/200") == 0);
+	CHECKT(f, wait_eof(fd));
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_half_close_after_unsafe_answered)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_half_close_unsafe);
+	ck_assert_uint_eq(f->stats.requests, 1);
+	free(f);
+}
+END_TEST
+
 /* One past the highest open descriptor, after filling the holes below it
  * (so that a limit just above it leaves no spare room); the fillers are
  * returned in holes[] for closing. */
@@ -1810,6 +1881,8 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_admit_cb_before_body);
 	tcase_add_test(tc, test_http_server_max_connections);
 	tcase_add_test(tc, test_http_server_streaming_response);
+	tcase_add_test(tc, test_http_server_request_after_unsafe_waits);
+	tcase_add_test(tc, test_http_server_half_close_after_unsafe_answered);
 	suite_add_tcase(s, tc);
 	return s;
 }
