@@ -85,7 +85,23 @@ struct ring_ev {
 	size_t key_off, key_len;
 };
 
+/*
+ * Event texts are placed in blocks, filled in ring order: the oldest event's
+ * text is always in the first block, so trimming the ring frees whole
+ * blocks, and one spare block is kept for the next. Applying a write then
+ * costs no allocation and touches no fresh page once the ring is full.
+ */
+#define TEXT_BLOCK ((size_t)1 << 20)
+
+struct text_block {
+	struct text_block *next;
+	size_t cap, used;   /* bytes */
+	size_t nev, ndone;  /* events placed, events trimmed */
+	char data[];
+};
+
 struct kvd_watch_hub {
+	struct text_block *bhead, *btail, *bspare;
 	struct group **table;
 	size_t table_size, n_groups;		  /* power of two; groups */
 	unsigned prefix_lens[ENGINE_KEY_MAX + 1]; /* prefix groups per length */
@@ -383,12 +399,80 @@ static char *json_escape(char *p, const char *s, size_t len)
 	return p;
 }
 
-/* Formats one change as its SSE text into ev; returns 0 or KVD_ENOMEM. */
-static int event_format(const struct engine_change *c, struct ring_ev *ev)
+/* Room for max bytes of text after the last block's placed events; NULL
+ * when out of memory. Placed by text_commit() once the event is in the ring. */
+static char *text_reserve(struct kvd_watch_hub *hub, size_t max)
+{
+	struct text_block *b = hub->btail;
+	size_t cap = max > TEXT_BLOCK ? max : TEXT_BLOCK;
+
+	if (b != NULL && b->cap - b->used >= max)
+		return b->data + b->used;
+	if (b != NULL && b->nev == b->ndone && b->cap >= max) {
+		b->used = b->nev = b->ndone = 0; /* every event in it is trimmed */
+		return b->data;
+	}
+	if (hub->bspare != NULL && hub->bspare->cap >= max) {
+		b = hub->bspare;
+		hub->bspare = NULL;
+	} else if ((b = malloc(sizeof(*b) + cap)) != NULL) {
+		b->cap = cap;
+	} else {
+		return NULL;
+	}
+	b->next = NULL;
+	b->used = b->nev = b->ndone = 0;
+	if (hub->btail != NULL)
+		hub->btail->next = b;
+	else
+		hub->bhead = b;
+	hub->btail = b;
+	return b->data;
+}
+
+static void text_commit(struct kvd_watch_hub *hub, size_t len)
+{
+	hub->btail->used += len;
+	hub->btail->nev++;
+}
+
+static void block_drop(struct kvd_watch_hub *hub, struct text_block *b)
+{
+	if (hub->bspare == NULL && b->cap == TEXT_BLOCK)
+		hub->bspare = b;
+	else
+		free(b);
+}
+
+/* The oldest event's text is no longer needed. */
+static void text_release_oldest(struct kvd_watch_hub *hub)
+{
+	struct text_block *b = hub->bhead;
+
+	if (++b->ndone < b->nev || b == hub->btail)
+		return;
+	hub->bhead = b->next;
+	block_drop(hub, b);
+}
+
+static void text_release_all(struct kvd_watch_hub *hub)
+{
+	while (hub->bhead != NULL) {
+		struct text_block *b = hub->bhead;
+		hub->bhead = b->next;
+		block_drop(hub, b);
+	}
+	hub->btail = NULL;
+}
+
+/* Formats one change as its SSE text into ev, in room reserved after the
+ * ring's texts (text_commit() places it); returns 0 or KVD_ENOMEM. */
+static int event_format(struct kvd_watch_hub *hub, const struct engine_change *c,
+			struct ring_ev *ev)
 {
 	static const char *names[] = {"", "put", "delete", "clear"};
 	size_t cap = 128 + 6 * c->key_len + 6 * c->value_len;
-	char *t = malloc(cap), *p;
+	char *t = text_reserve(hub, cap), *p;
 
 	if (t == NULL)
 		return KVD_ENOMEM;
@@ -428,7 +512,7 @@ static void ring_trim(struct kvd_watch_hub *hub)
 		while (hub->ring_n > 0 && ring_at(hub, 0)->rev == rev) {
 			struct ring_ev *ev = ring_at(hub, 0);
 			hub->ring_bytes -= ev->text_len;
-			free(ev->text);
+			text_release_oldest(hub);
 			hub->ring_head = (hub->ring_head + 1) % hub->ring_cap;
 			hub->ring_n--;
 		}
@@ -436,7 +520,8 @@ static void ring_trim(struct kvd_watch_hub *hub)
 	}
 }
 
-/* Appends ev (its text transferred); returns 0 or KVD_ENOMEM. */
+/* Appends ev (its text reserved by text_reserve() and placed here);
+ * returns 0 or KVD_ENOMEM (the text is not placed). */
 static int ring_push(struct kvd_watch_hub *hub, const struct ring_ev *ev)
 {
 	if (hub->ring_n == hub->ring_cap) {
@@ -454,13 +539,13 @@ static int ring_push(struct kvd_watch_hub *hub, const struct ring_ev *ev)
 	*ring_at(hub, hub->ring_n) = *ev;
 	hub->ring_n++;
 	hub->ring_bytes += ev->text_len;
+	text_commit(hub, ev->text_len);
 	return 0;
 }
 
 static void ring_clear(struct kvd_watch_hub *hub)
 {
-	for (size_t i = 0; i < hub->ring_n; i++)
-		free(ring_at(hub, i)->text);
+	text_release_all(hub);
 	hub->ring_n = 0;
 	hub->ring_head = 0;
 	hub->ring_bytes = 0;
@@ -528,10 +613,9 @@ void kvd_watch_hub_applied(struct kvd_watch_hub *h, const struct engine_result *
 			continue;
 		for (size_t j = 0; j < r->n_changes; j++) {
 			struct ring_ev ev = {0};
-			if (event_format(&r->changes[j], &ev) != 0 || ring_push(h, &ev) != 0) {
+			if (event_format(h, &r->changes[j], &ev) != 0 || ring_push(h, &ev) != 0) {
 				/* Out of memory: no watch can be exact any more
 				 * from here: end them all, start the ring anew. */
-				free(ev.text);
 				kvd_watch_hub_end_all(h);
 				flush_touched(h, last_index);
 				ring_clear(h);
@@ -719,6 +803,7 @@ void kvd_watch_hub_destroy(struct kvd_watch_hub *h)
 		return;
 	kvd_watch_hub_end_all(h);
 	ring_clear(h);
+	free(h->bspare);
 	free(h->ring);
 	free(h->table);
 	free(h);
@@ -819,11 +904,9 @@ bool kvd_watch_hub_load(struct kvd_watch_hub *h, const char *path, uint64_t appl
 		     fgetc(f) == '\n' && ev.rev > base && ev.rev <= last && ev.rev >= prev &&
 		     ev.text_len <= KVD_WATCH_RING_BYTES && ev.key_off + ev.key_len <= ev.text_len;
 		if (ok)
-			ok = (ev.text = malloc(ev.text_len + 1)) != NULL &&
+			ok = (ev.text = text_reserve(h, ev.text_len)) != NULL &&
 			     fread(ev.text, 1, ev.text_len, f) == ev.text_len &&
 			     text_is_event(&ev) && ring_push(h, &ev) == 0;
-		if (!ok)
-			free(ev.text);
 		prev = ev.rev;
 	}
 	fclose(f);

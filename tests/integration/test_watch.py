@@ -550,6 +550,43 @@ class SmallRing(KvdTestCase):
         self.assertTrue(any(c[2].startswith("t") for c in kept))  # a txn is in it
 
 
+    def test_ring_across_text_blocks(self):
+        """Event texts are kept in 1 MiB blocks, dropped whole as the ring is
+        trimmed and reused: 6,000 PUTs of 1 KB distinct values through a ring
+        of 3,000 events fill and drop several blocks; a live watcher sees all
+        6,000 and a watch from the ring's oldest revision replays exactly the
+        newest 3,000 of the log."""
+        node = self.start_node(env={"KVD_WATCH_RING_EVENTS": "3000"},
+                               args=["--snapshot-threshold", "100000"])
+        live = Watch(node.port, "?prefix=b").read_head()
+        self.addCleanup(live.close)
+        self.assertEqual(live.status, 200)
+
+        def writer(t):
+            with kvdtest.RawConn(node.port) as c:
+                for i in range(1500):
+                    r = c.request("PUT", "/kv/b%d-%d" % (t, i), "v%d-%05d-%s" % (t, i, "x" * 1000))
+                    assert r.status == 200, r
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        changes = log_changes(node.port)
+        self.assertEqual(len(changes), 6000)
+        self.assertEqual(as_changes(live.events(6000, timeout=30)), changes)
+        base = changes[-3001][0]
+        kept = changes[-3000:]
+        r = node.request("GET", "/watch?from=%d" % base)
+        self.assertEqual(r.status, 410)
+        self.assertEqual(int(r.header("X-Kvd-Compacted-Revision")), kept[0][0])
+        w = Watch(node.port, "?from=%d" % kept[0][0]).read_head()
+        self.addCleanup(w.close)
+        self.assertEqual(w.status, 200)
+        self.assertEqual(as_changes(w.events(3000, timeout=30)), kept)
+
+
 class Compaction(KvdTestCase):
     def test_410_after_compaction(self):
         node = self.start_node(args=["--snapshot-threshold", "50"])
