@@ -1,6 +1,6 @@
 /*
  * workq.h: a single worker thread fed from the event loop, with completions
- * posted back to the loop through uv_async.
+ * posted back to the loop through an eventfd (workq.c says why not uv_async).
  *
  * The disk writer (log appends, fsyncs, term/vote) and the state-machine
  * applier are each one workq: jobs run in submission order, one thread, so
@@ -41,9 +41,11 @@ struct kvd_workq {
 	struct kvd_workq_job *done, *done_tail;	      /* guarded by mu */
 	bool stopping;				      /* guarded by mu */
 	bool waiting;	    /* guarded by mu: the worker sleeps on cond, not yet signalled */
+	bool notified;	    /* guarded by mu: the eventfd is written, deliver() not yet run */
 	uint64_t submitted; /* loop thread only */
 	uint64_t completed; /* loop thread only */
-	uv_async_t async;
+	int efd;	    /* eventfd: completions posted */
+	uv_poll_t poll;	    /* on efd, loop thread */
 	kvd_workq_run_cb run_cb;
 	kvd_workq_done_cb done_cb;
 	void *data; /* user data for the callbacks */
@@ -63,7 +65,8 @@ bool kvd_workq_idle(const struct kvd_workq *q);
 
 /*
  * Lets the worker finish what is queued, joins it, delivers the remaining
- * completions, and closes the async handle (freed by the loop). Call once.
+ * completions, and closes the poll handle (freed by the loop) and the eventfd.
+ * Call once.
  */
 void kvd_workq_stop(struct kvd_workq *q);
 
