@@ -466,6 +466,11 @@ void kvd_applier_destroy(struct kvd_applier *a)
 	free(a);
 }
 
+void kvd_applier_poll(struct kvd_applier *a)
+{
+	kvd_workq_poll(&a->q);
+}
+
 bool kvd_applier_idle(const struct kvd_applier *a)
 {
 	return kvd_workq_idle(&a->q);

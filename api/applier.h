@@ -53,6 +53,9 @@ void kvd_applier_destroy(struct kvd_applier *a);
 /* True when every submitted job has completed. */
 bool kvd_applier_idle(const struct kvd_applier *a);
 
+/* Loop thread: carries on the jobs completed so far (kvd_workq_poll()). */
+void kvd_applier_poll(struct kvd_applier *a);
+
 /* The index the applier last reported applied. */
 raft_index kvd_applier_applied(const struct kvd_applier *a);
 

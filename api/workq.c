@@ -75,7 +75,7 @@ static void *worker_main(void *arg)
 			next_last = q->pending_tail;
 			q->pending = q->pending_tail = NULL;
 			notify = !q->notified;
-			q->notified = true;
+			__atomic_store_n(&q->notified, true, __ATOMIC_RELEASE);
 			pthread_mutex_unlock(&q->mu);
 			if (notify)
 				notify_loop(q);
@@ -97,7 +97,7 @@ static void deliver(struct kvd_workq *q)
 	pthread_mutex_lock(&q->mu);
 	list = q->done;
 	q->done = q->done_tail = NULL;
-	q->notified = false;
+	__atomic_store_n(&q->notified, false, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&q->mu);
 	while (list != NULL) {
 		struct kvd_workq_job *next = list->next;
@@ -176,6 +176,14 @@ uint64_t kvd_workq_submit(struct kvd_workq *q, struct kvd_workq_job *job)
 	if (wake)
 		pthread_cond_signal(&q->cond);
 	return job->seq;
+}
+
+void kvd_workq_poll(struct kvd_workq *q)
+{
+	/* A racy look is enough: a completion missed here wakes the loop
+	 * through the eventfd as usual. */
+	if (q->started && __atomic_load_n(&q->notified, __ATOMIC_ACQUIRE))
+		deliver(q);
 }
 
 bool kvd_workq_idle(const struct kvd_workq *q)

@@ -309,6 +309,11 @@ void kvd_writer_destroy(struct kvd_writer *w)
 	free(w);
 }
 
+void kvd_writer_poll(struct kvd_writer *w)
+{
+	kvd_workq_poll(&w->q);
+}
+
 bool kvd_writer_idle(const struct kvd_writer *w)
 {
 	return kvd_workq_idle(&w->q);

@@ -65,6 +65,9 @@ void kvd_writer_destroy(struct kvd_writer *w);
 /* True when every submitted job has completed. */
 bool kvd_writer_idle(const struct kvd_writer *w);
 
+/* Loop thread: carries on the jobs completed so far (kvd_workq_poll()). */
+void kvd_writer_poll(struct kvd_writer *w);
+
 /* Jobs completed so far (messages held for a sync wait for this count). */
 uint64_t kvd_writer_completed(const struct kvd_writer *w);
 

@@ -1236,6 +1236,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_tls_input(c, buf->base, (size_t)nread);
 	else
 		conn_parse(c, buf->base, (size_t)nread);
+	if (c->server->opts.after_read_cb != NULL)
+		c->server->opts.after_read_cb(c->server->user);
 }
 
 /* ---- accepting ---- */

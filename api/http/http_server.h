@@ -129,6 +129,11 @@ struct http_server_opts {
 	size_t max_total_body_bytes;   /* bodies being received, all connections;
 					  over: 503; 0 = 192 MiB */
 	unsigned max_connections;      /* open at once; 0 = 20000 (see below) */
+	/* Optional: called with the handler's user after each read of a
+	 * connection is handled (its complete requests handed out), between
+	 * the loop's other events; lets the user carry on work that finished
+	 * meanwhile without waiting for the loop's next turn. */
+	void (*after_read_cb)(void *user);
 };
 
 struct http_server_stats {

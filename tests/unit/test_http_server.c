@@ -55,6 +55,7 @@ struct fixture {
 	int observed;		    /* responses seen by observe_cb (atomic) */
 	struct http_stream *stream; /* /stream's, until /end or its close_cb */
 	int stream_closed;	    /* close_cb calls (loop thread) */
+	int after_reads;	    /* after_read_cb calls (atomic) */
 };
 
 #define CHECKT(f, cond)                                                                            \
@@ -1233,6 +1234,45 @@ START_TEST(test_http_server_half_close_after_unsafe_answered)
 }
 END_TEST
 
+static void count_after_read(void *user)
+{
+	struct fixture *f = user;
+
+	__atomic_add_fetch(&f->after_reads, 1, __ATOMIC_SEQ_CST);
+}
+
+/* after_read_cb runs after each read is handled: a request's answer is
+ * already out when the hook of its read runs (it is answered inline). */
+static void client_after_read(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0);
+	reader_init(&rd, fd);
+	for (int i = 0; i < 3; i++) {
+		CHECKT(f, send_str(fd, "GET /hello HTTP/1.1\r\n\r\n"));
+		CHECKT(f, read_response(&rd, s));
+		CHECKT(f, s->status == 200);
+		usleep(10000);
+		CHECKT(f, __atomic_load_n(&f->after_reads, __ATOMIC_SEQ_CST) == i + 1);
+	}
+	close(fd);
+	free(s);
+}
+
+START_TEST(test_http_server_after_read_cb_per_read)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct http_server_opts opts = {.after_read_cb = count_after_read};
+
+	run_with(f, &opts, client_after_read);
+	ck_assert_int_ge(f->after_reads, 3);
+	free(f);
+}
+END_TEST
+
 /* One past the highest open descriptor, after filling the holes below it
  * (so that a limit just above it leaves no spare room); the fillers are
  * returned in holes[] for closing. */
@@ -1883,6 +1923,7 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_streaming_response);
 	tcase_add_test(tc, test_http_server_request_after_unsafe_waits);
 	tcase_add_test(tc, test_http_server_half_close_after_unsafe_answered);
+	tcase_add_test(tc, test_http_server_after_read_cb_per_read);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,8 +3,9 @@
  * real worker thread: completions arrive on the loop in submission order,
  * none is lost when the loop sleeps between bursts (the eventfd wake-up is
  * written at most once until the loop takes the completions, so a lost
- * wake-up would hang the loop and fail on Check's timeout), and stop
- * delivers what is still queued.
+ * wake-up would hang the loop and fail on Check's timeout), stop delivers
+ * what is still queued, and kvd_workq_poll() delivers what is posted without
+ * the loop.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -107,6 +108,29 @@ START_TEST(test_stop_delivers_what_is_queued)
 }
 END_TEST
 
+START_TEST(test_poll_delivers_without_the_loop)
+{
+	struct world w = {.total = 1, .in_order = true, .seed = 5};
+	struct kvd_workq_job *j = calloc(1, sizeof(*j));
+
+	ck_assert_int_eq(uv_loop_init(&w.loop), 0);
+	ck_assert_int_eq(kvd_workq_start(&w.q, &w.loop, run, done_count, &w), 0);
+	kvd_workq_poll(&w.q); /* nothing posted: nothing delivered */
+	ck_assert_uint_eq(w.done, 0);
+	kvd_workq_submit(&w.q, j);
+	for (int i = 0; i < 5000 && w.done == 0; i++) {
+		usleep(1000);
+		kvd_workq_poll(&w.q); /* the loop never runs */
+	}
+	ck_assert_uint_eq(w.done, 1);
+	ck_assert(kvd_workq_idle(&w.q));
+	kvd_workq_stop(&w.q);
+	ck_assert_uint_eq(w.done, 1); /* delivered once */
+	ck_assert_int_eq(uv_run(&w.loop, UV_RUN_DEFAULT), 0);
+	ck_assert_int_eq(uv_loop_close(&w.loop), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("workq");
@@ -114,6 +138,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 20);
 	tcase_add_test(tc, test_completions_in_order_none_lost);
 	tcase_add_test(tc, test_stop_delivers_what_is_queued);
+	tcase_add_test(tc, test_poll_delivers_without_the_loop);
 	suite_add_tcase(s, tc);
 	return s;
 }
