@@ -99,8 +99,6 @@ static void deliver(struct kvd_workq *q)
 	q->done = q->done_tail = NULL;
 	__atomic_store_n(&q->notified, false, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&q->mu);
-	if (list == NULL)
-		return;
 	while (list != NULL) {
 		struct kvd_workq_job *next = list->next;
 		list->next = NULL;
@@ -108,8 +106,6 @@ static void deliver(struct kvd_workq *q)
 		q->done_cb(q, list);
 		list = next;
 	}
-	if (q->drained_cb != NULL)
-		q->drained_cb(q);
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events)
@@ -136,7 +132,6 @@ int kvd_workq_start(struct kvd_workq *q, uv_loop_t *loop, kvd_workq_run_cb run_c
 	q->submitted = q->completed = 0;
 	q->run_cb = run_cb;
 	q->done_cb = done_cb;
-	q->drained_cb = NULL;
 	q->data = data;
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cond, NULL);

@@ -48,9 +48,6 @@ struct kvd_workq {
 	uv_poll_t poll;	    /* on efd, loop thread */
 	kvd_workq_run_cb run_cb;
 	kvd_workq_done_cb done_cb;
-	/* Optional, loop thread: called after each delivery of one or more
-	 * completions, once done_cb has run on each (set after start). */
-	void (*drained_cb)(struct kvd_workq *q);
 	void *data; /* user data for the callbacks */
 	bool started;
 };

@@ -44,13 +44,6 @@ struct kvd_writer {
 	struct kvd_workq q;	       /* first: the thread and its jobs */
 	struct kvd_writer_track track; /* append jobs in flight (loop thread) */
 	struct kvd_node *node;	       /* borrowed */
-	/* The last append of this delivery not yet reported to the core: a
-	 * run of appends made durable by one fdatasync is reported as one
-	 * RAFT_EVENT_PERSISTED (one commit step, one apply job), before any
-	 * other job's completion and at the delivery's end. */
-	bool persisted_pending;
-	raft_index persisted_index;
-	raft_term persisted_term;
 };
 
 enum writer_job_type {
@@ -243,29 +236,8 @@ static void append_done(struct kvd_writer *w, struct writer_job *j)
 	if (s == KVD_NODE_DISK_RECOVERING)
 		kvd_node_space_back(n); /* the restarted core's first write */
 	if (kvd_writer_track_done(&w->track, j->base.seq, j->entries, j->n_entries,
-				  &e.u.persisted.index, &e.u.persisted.term)) {
-		w->persisted_pending = true;
-		w->persisted_index = e.u.persisted.index;
-		w->persisted_term = e.u.persisted.term;
-	}
-}
-
-/* Loop thread: reports the appends held by append_done(). */
-static void persisted_flush(struct kvd_writer *w)
-{
-	struct raft_event e = {.type = RAFT_EVENT_PERSISTED};
-
-	if (!w->persisted_pending)
-		return;
-	w->persisted_pending = false;
-	e.u.persisted.index = w->persisted_index;
-	e.u.persisted.term = w->persisted_term;
-	kvd_node_step(w->node, &e);
-}
-
-static void writer_drained(struct kvd_workq *q)
-{
-	persisted_flush((struct kvd_writer *)q);
+				  &e.u.persisted.index, &e.u.persisted.term))
+		kvd_node_step(n, &e);
 }
 
 /* Loop thread: one writer job finished. */
@@ -277,9 +249,6 @@ static void writer_done(struct kvd_workq *q, struct kvd_workq_job *job)
 	enum kvd_node_state s = kvd_node_rules(n);
 	raft_index unused_index;
 	raft_term unused_term;
-
-	if (j->type != WRITER_APPEND || j->base.status != 0)
-		persisted_flush(w); /* in order before anything else */
 
 	if (j->type == WRITER_APPEND && (j->base.status != 0 || j->n_entries == 0 ||
 					 s == KVD_NODE_IO_FAILED || s == KVD_NODE_DISK_FULL))
@@ -319,7 +288,6 @@ int kvd_writer_create(struct kvd_node *n, struct uv_loop_s *loop, struct kvd_wri
 	if (w != NULL) {
 		w->node = n;
 		rv = kvd_workq_start(&w->q, loop, writer_run, writer_done, n);
-		w->q.drained_cb = writer_drained;
 		if (rv == 0)
 			*out = w;
 		else
