@@ -61,10 +61,21 @@ run() { # system url nodes size conns
 	}' <<<"$res" | tee -a "$CSV"
 }
 
+start() { # script nodes: a start can fail ("member died": etcd-cluster.sh looks before etcd's exec); two retries
+	local try
+	for try in 1 2 3; do
+		"$SHARED/$1" start "$2" >/dev/null && return 0
+		"$SHARED/$1" stop >/dev/null 2>&1 || true
+		echo "curves.sh: $1 start $2 failed (try $try)" >&2
+		sleep 1
+	done
+	return 1
+}
+
 point() { # nodes size conns
 	local n=$1 size=$2 conns=$3 kl el
-	"$SHARED/etcd-cluster.sh" start "$n" >/dev/null
-	"$SHARED/kvd-cluster.sh" start "$n" >/dev/null
+	start etcd-cluster.sh "$n"
+	start kvd-cluster.sh "$n"
 	kl=$("$SHARED/kvd-cluster.sh" leader)
 	el=$("$SHARED/etcd-cluster.sh" leader)
 	run kvd "$kl" "$n" "$size" "$conns"

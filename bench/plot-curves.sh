@@ -40,6 +40,7 @@ set key outside right
 $( [[ $logx == 1 ]] && echo "set logscale x 2" )
 set xlabel '$xlabel'
 set ylabel 'PUT requests/s'
+$( [[ $logx == 1 ]] && echo "set logscale y 10" )
 plot $rps
 set ylabel 'p99 latency (ms)'
 set logscale y
