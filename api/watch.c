@@ -95,8 +95,8 @@ struct ring_ev {
 
 struct text_block {
 	struct text_block *next;
-	size_t cap, used;   /* bytes */
-	size_t nev, ndone;  /* events placed, events trimmed */
+	size_t cap, used;  /* bytes */
+	size_t nev, ndone; /* events placed, events trimmed */
 	char data[];
 };
 
