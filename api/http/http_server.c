@@ -1034,6 +1034,22 @@ static void conn_dispatch(struct http_conn *c, struct http_request *r)
 
 /* ---- reading ---- */
 
+/* Keeps n unparsed bytes for conn_resume and stops reading: a paused
+ * connection is read no further until its answers let it go on. */
+static void conn_keep_rest(struct http_conn *c, const char *p, size_t n)
+{
+	char *rest = malloc(n);
+
+	conn_read_stop(c);
+	if (!rest) {
+		conn_fail(c, 503);
+		return;
+	}
+	memcpy(rest, p, n);
+	c->rest = rest;
+	c->rest_len = n;
+}
+
 /*
  * Parses one read. The parser pauses after each complete request; its
  * framing bytes are checked before it is handed out, so nothing behind a
@@ -1079,19 +1095,10 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 			break; /* all consumed */
 		if (!conn_may_read(c)) {
 			c->bp_paused = true;
-			if (off < len) {
-				char *rest = malloc(len - off);
-				if (!rest) {
-					conn_fail(c, 503);
-					break;
-				}
-				memcpy(rest, data + off, len - off);
-				c->rest = rest;
-				c->rest_len = len - off;
+			if (off < len)
+				conn_keep_rest(c, data + off, len - off);
+			else if (c->tls)
 				conn_read_stop(c);
-			} else if (c->tls) {
-				conn_read_stop(c);
-			}
 			/*
 			 * Else the read stays armed (a soft pause): a client
 			 * that waits for its answer sends nothing meanwhile, and
@@ -1171,22 +1178,6 @@ static void resume_cb(uv_idle_t *h)
 			conn_resume(c);
 	}
 	uv_idle_stop(&srv->resume_idle);
-}
-
-/* Keeps n bytes that arrived during a soft pause for conn_resume, and stops
- * reading: a pipelining client is read no further until it is answered. */
-static void conn_keep_rest(struct http_conn *c, const char *p, size_t n)
-{
-	char *rest = malloc(n);
-
-	conn_read_stop(c);
-	if (!rest) {
-		conn_fail(c, 503);
-		return;
-	}
-	memcpy(rest, p, n);
-	c->rest = rest;
-	c->rest_len = n;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
