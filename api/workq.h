@@ -41,7 +41,8 @@ struct kvd_workq {
 	struct kvd_workq_job *done, *done_tail;	      /* guarded by mu */
 	bool stopping;				      /* guarded by mu */
 	bool waiting;	    /* guarded by mu: the worker sleeps on cond, not yet signalled */
-	bool notified;	    /* guarded by mu: the eventfd is written, deliver() not yet run */
+	bool notified;	    /* written under mu (atomic stores): the eventfd is written,
+			       deliver() not yet run; kvd_workq_poll() reads it without mu */
 	uint64_t submitted; /* loop thread only */
 	uint64_t completed; /* loop thread only */
 	int efd;	    /* eventfd: completions posted */
