@@ -52,6 +52,7 @@ struct http_request *http_request_pool_get(struct http_request_pool *pool,
 	r->body_limit = body_limit;
 	r->body_expect = r->body_counted = 0;
 	r->out_len = 0;
+	r->counted = 0;
 	return r;
 }
 

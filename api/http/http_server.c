@@ -18,8 +18,17 @@
  *   system's http-parser is built lenient) before the handler sees it; the
  *   token is checked from the headers (admit_cb) before any body byte; bodies
  *   grow as bytes arrive; a connection's unsent output is capped
- *   (max_output_bytes) by pausing its reads; header and body deadlines end
- *   slow requests with 408.
+ *   (max_output_bytes, node-wide max_total_output_bytes) by pausing its
+ *   reads, and an answer waiting to be sent counts at what it holds (its
+ *   request object and buffers), not at its bytes alone; input read while
+ *   paused is kept in 4 KiB slices, and in slices for every read while the
+ *   input kept over all connections passes KEPT_BUDGET_BYTES; header and
+ *   body deadlines end slow requests with 408.
+ * - Fair turns: a read hands out at most TURN_REQUESTS requests, the rest
+ *   waits for the connection's next turn, and each loop iteration resumes
+ *   at most RESUMES_PER_ITERATION paused connections, first queued first:
+ *   thousands of connections pipelining thousands of requests each cannot
+ *   hold the loop, and a write's steps (each a loop iteration) go on.
  * - Per-connection memory is small: the uv_tcp_t, the parser and a few
  *   pointers. Reads land in one shared 64 KiB buffer per server (libuv calls
  *   alloc_cb and read_cb back to back, and parsing is synchronous); only the
@@ -67,13 +76,17 @@
 #include "api/http/tls.h"
 #include "kvd/errors.h"
 
-#define READ_BUF_BYTES	(64 * 1024) /* shared read buffer */
-#define FLUSH_MAX_BUFS	64	    /* responses per write */
-#define ACCEPT_RETRY_MS 100	    /* pause after EMFILE and friends */
-#define LINGER_MS	2000	    /* drain time after a final response */
-#define EVICT_SCAN	64	    /* connections looked at for an idle one */
-#define EVICT_IDLE_MS	250	    /* quiet time before a connection counts as idle */
-#define FD_HEADROOM_MIN 64	    /* descriptors never given to connections */
+#define READ_BUF_BYTES	      (64 * 1024) /* shared read buffer */
+#define KEPT_SLICE_BYTES      4096	  /* a read while paused, or kept input over budget */
+#define KEPT_BUDGET_BYTES     (32u << 20) /* unparsed input kept over all connections */
+#define TURN_REQUESTS	      32	  /* requests parsed per connection per turn */
+#define RESUMES_PER_ITERATION 64	  /* paused connections resumed per loop iteration */
+#define FLUSH_MAX_BUFS	      64	  /* responses per write */
+#define ACCEPT_RETRY_MS	      100	  /* pause after EMFILE and friends */
+#define LINGER_MS	      2000	  /* drain time after a final response */
+#define EVICT_SCAN	      64	  /* connections looked at for an idle one */
+#define EVICT_IDLE_MS	      250	  /* quiet time before a connection counts as idle */
+#define FD_HEADROOM_MIN	      64	  /* descriptors never given to connections */
 /* TLS handshakes in progress at once; more connections are closed at accept.
  * A stalled handshake holds ~46 kB (OpenSSL's state), so 20,000 of them
  * would be ~920 MB: the cap keeps them near 94 MB, and the header deadline
@@ -148,12 +161,13 @@ struct http_server {
 	 * inside http_response_send(): the handler is not re-entered from its
 	 * own answer. */
 	uv_idle_t resume_idle;
-	struct http_conn *resume_head;
+	struct http_conn *resume_head, *resume_tail; /* in the order queued */
 	unsigned handles_open;
 	unsigned live;	    /* connections open and not closing */
 	unsigned max_conns; /* opts.max_connections, lowered by RLIMIT_NOFILE */
 	size_t out_total;   /* sum of every connection's out_pending */
 	size_t body_total;  /* sum of body_counted of requests being received */
+	size_t kept_total;  /* sum of every connection's rest_len */
 	bool accepting, closing, close_reported;
 	http_server_close_cb close_cb;
 	void *close_user;
@@ -312,6 +326,22 @@ static void out_sub(struct http_conn *c, size_t n)
 			conn_queue_resume(o);
 }
 
+/*
+ * Counts an answered request (queued until the kernel takes its bytes) at
+ * what it holds, not only at its response's bytes: the request object, its
+ * header, body and response buffers. A client that pipelines small requests
+ * without reading would otherwise hold ten times what the caps count.
+ */
+static void out_add_request(struct http_conn *c, struct http_request *r)
+{
+	size_t held = sizeof(*r) + r->head_cap + r->body_cap + r->out_cap;
+
+	if (held > r->counted) {
+		out_add(c, held - r->counted);
+		r->counted = held;
+	}
+}
+
 /* Takes r's body out of the server's budget (it is complete, or dropped). */
 static void body_uncount(struct http_server *srv, struct http_request *r)
 {
@@ -360,7 +390,7 @@ static void conn_fail(struct http_conn *c, int status)
 	if (resp_format(r, status, "text/plain; charset=utf-8", NULL, msg, strlen(msg), true) != 0)
 		conn_close(c);
 	else
-		out_add(c, r->out_len);
+		out_add_request(c, r);
 }
 
 /* A streaming response (http_stream_start): what the connection and its
@@ -377,6 +407,7 @@ static void on_conn_closed(uv_handle_t *h)
 	struct http_conn *c = (struct http_conn *)h;
 	struct http_server *srv = c->server;
 
+	srv->kept_total -= c->rest_len;
 	free(c->rest);
 	free(c->tls_out);
 	kvd_tls_conn_destroy(c->tls);
@@ -414,10 +445,14 @@ static void conn_close(struct http_conn *c)
 	c->cur = NULL;
 	c->ready = NULL;
 	if (c->resume_queued) {
-		struct http_conn **pp = &srv->resume_head;
-		while (*pp != c)
+		struct http_conn **pp = &srv->resume_head, *prev = NULL;
+		while (*pp != c) {
+			prev = *pp;
 			pp = &(*pp)->resume_next;
+		}
 		*pp = c->resume_next;
+		if (srv->resume_tail == c)
+			srv->resume_tail = prev;
 		c->resume_queued = false;
 	}
 	if (c->deferred != NULL) { /* never handed out: not outstanding */
@@ -446,6 +481,10 @@ static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 	(void)hint;
 	buf->base = c->server->rbuf;
 	buf->len = sizeof(c->server->rbuf);
+	/* What a paused connection reads is kept until it resumes: a slice
+	 * then, and while kept input is over its budget, for every read. */
+	if (c->bp_paused || c->server->kept_total >= KEPT_BUDGET_BYTES)
+		buf->len = KEPT_SLICE_BYTES;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -650,7 +689,7 @@ static void batch_release(struct http_conn *c, struct http_request *r)
 
 	for (; r; r = next) {
 		next = r->next;
-		out_sub(c, r->out_len);
+		out_sub(c, r->counted);
 		req_put(r);
 	}
 }
@@ -1048,6 +1087,7 @@ static void conn_keep_rest(struct http_conn *c, const char *p, size_t n)
 	memcpy(rest, p, n);
 	c->rest = rest;
 	c->rest_len = n;
+	c->server->kept_total += n;
 }
 
 /*
@@ -1058,6 +1098,7 @@ static void conn_keep_rest(struct http_conn *c, const char *p, size_t n)
 static void conn_parse(struct http_conn *c, const char *data, size_t len)
 {
 	size_t off = 0, n;
+	unsigned turn = 0; /* requests handed out in this call */
 	enum http_errno e;
 
 	c->in_read = true;
@@ -1083,6 +1124,7 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 			struct http_request *r = c->ready;
 			c->ready = NULL;
 			conn_dispatch(c, r);
+			turn++;
 			if (c->closing)
 				break;
 		}
@@ -1093,7 +1135,10 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 		}
 		if (e != HPE_PAUSED)
 			break; /* all consumed */
-		if (!conn_may_read(c)) {
+		/* A turn ends after TURN_REQUESTS: the rest is parsed from
+		 * resume_cb, after every other connection's turn, so a client
+		 * pipelining thousands of requests cannot hold the loop. */
+		if (!conn_may_read(c) || turn >= TURN_REQUESTS) {
 			c->bp_paused = true;
 			if (off < len)
 				conn_keep_rest(c, data + off, len - off);
@@ -1127,6 +1172,7 @@ static void conn_resume(struct http_conn *c)
 	size_t len = c->rest_len;
 
 	c->bp_paused = false;
+	c->server->kept_total -= len;
 	c->rest = NULL;
 	c->rest_len = 0;
 	c->rx_ms = uv_now(c->server->loop); /* the wait was ours, not the client's */
@@ -1149,18 +1195,30 @@ static void conn_queue_resume(struct http_conn *c)
 	if (c->resume_queued || c->closing)
 		return;
 	c->resume_queued = true;
-	c->resume_next = srv->resume_head;
-	srv->resume_head = c;
+	c->resume_next = NULL;
+	if (srv->resume_tail != NULL)
+		srv->resume_tail->resume_next = c;
+	else
+		srv->resume_head = c;
+	srv->resume_tail = c;
 	uv_idle_start(&srv->resume_idle, resume_cb);
 }
 
 static void resume_cb(uv_idle_t *h)
 {
 	struct http_server *srv = h->data;
+	unsigned budget = RESUMES_PER_ITERATION;
 
-	while (srv->resume_head != NULL) {
+	/* First queued, first resumed; at most RESUMES_PER_ITERATION turns per
+	 * loop iteration, so that with thousands of connections pipelining,
+	 * each iteration (and so each step of a write: proposed, durable,
+	 * applied) still comes round quickly. A connection whose turn ends
+	 * again is queued behind the others. */
+	while (srv->resume_head != NULL && budget-- > 0) {
 		struct http_conn *c = srv->resume_head;
 		srv->resume_head = c->resume_next;
+		if (srv->resume_head == NULL)
+			srv->resume_tail = NULL;
 		c->resume_queued = false;
 		if (c->closing)
 			continue;
@@ -1177,7 +1235,8 @@ static void resume_cb(uv_idle_t *h)
 		if (c->bp_paused && conn_may_read(c))
 			conn_resume(c);
 	}
-	uv_idle_stop(&srv->resume_idle);
+	if (srv->resume_head == NULL)
+		uv_idle_stop(&srv->resume_idle);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -1718,7 +1777,7 @@ int http_response_send(struct http_request *req, int status, const char *content
 		conn_close(c);
 		return rc;
 	}
-	out_add(c, req->out_len);
+	out_add_request(c, req);
 	if (!c->in_read)
 		conn_flush(c);
 	if (c->deferred != NULL && c->nunanswered == 1)
@@ -1787,6 +1846,7 @@ int http_stream_start(struct http_request *req, int status, const char *content_
 	c->stream = s;
 	c->no_more_input = true; /* nothing after it is a request */
 	out_add(c, req->out_len);
+	req->counted = req->out_len;
 	if (!c->in_read) {
 		conn_flush(c);
 		conn_read_start(c);
@@ -1824,6 +1884,7 @@ int http_stream_write(struct http_stream *s, const void *data, size_t len)
 		goto out;
 	}
 	out_add(c, len);
+	r->counted += len;
 	if (!c->in_read)
 		conn_flush(c);
 out:

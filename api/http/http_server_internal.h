@@ -57,6 +57,7 @@ struct http_request {
 	size_t body_counted;		       /* of body_cap, bytes in the server's body budget */
 	char *out;			       /* formatted response */
 	size_t out_len, out_cap;	       /* bytes */
+	size_t counted; /* of its connection's out_pending, this request's share */
 };
 
 /* Recycled request objects, so steady traffic allocates nothing. */
