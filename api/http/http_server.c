@@ -1682,6 +1682,7 @@ uint16_t http_server_port(const struct http_server *server)
 void http_server_stats_get(const struct http_server *server, struct http_server_stats *stats)
 {
 	*stats = server->stats;
+	stats->kept_bytes = server->kept_total;
 }
 
 void http_server_stop_accepting(struct http_server *server)

@@ -145,6 +145,7 @@ struct http_server_stats {
 	uint64_t timed_out;	/* requests ended by the header or body deadline */
 	uint32_t connections;	/* connections open now */
 	uint32_t outstanding;	/* requests handed out and not yet answered */
+	uint64_t kept_bytes;	/* input read from paused connections, not yet parsed */
 };
 
 /*

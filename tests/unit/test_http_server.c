@@ -168,6 +168,13 @@ static void handler(struct http_request *req, void *user)
 		int n = snprintf(out, plen + 1 + 8192, "%s?%s", path, q);
 		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
 		free(out);
+	} else if (strcmp(path, "/kept") == 0) {
+		struct http_server_stats st;
+		char out[32];
+		int n;
+		http_server_stats_get(f->server, &st);
+		n = snprintf(out, sizeof(out), "%llu", (unsigned long long)st.kept_bytes);
+		http_response_send(req, 200, "text/plain", NULL, out, (size_t)n);
 	} else if (strcmp(path, "/count") == 0) {
 		char out[16];
 		int n = snprintf(out, sizeof(out), "%d", f->nheld);
@@ -1234,6 +1241,93 @@ START_TEST(test_http_server_half_close_after_unsafe_answered)
 }
 END_TEST
 
+/* What a paused connection sends is read in one 4 KiB slice and kept; the
+ * rest waits in the kernel, and nothing of it is lost. */
+#define PIPELINED_MARKS 2000
+static void client_kept_slice(struct fixture *f)
+{
+	static const char mark[] = "GET /mark HTTP/1.1\r\n\r\n";
+	size_t n = PIPELINED_MARKS * (sizeof(mark) - 1);
+	char *burst = malloc(n);
+	struct reader rd, rd2;
+	struct resp *s = malloc(sizeof(*s));
+	int fd = tcp_connect(f->port), fd2 = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0 && fd2 >= 0 && burst != NULL);
+	for (size_t i = 0; i < PIPELINED_MARKS; i++)
+		memcpy(burst + i * (sizeof(mark) - 1), mark, sizeof(mark) - 1);
+	reader_init(&rd, fd);
+	reader_init(&rd2, fd2);
+	CHECKT(f, send_str(fd, "PUT /delay/400 HTTP/1.1\r\nContent-Length: 1\r\n\r\nv"));
+	usleep(50000);			   /* the PUT is handed out, the connection paused */
+	CHECKT(f, send_all(fd, burst, n)); /* 46 kB: the kernel's buffers take it */
+	usleep(100000);
+	CHECKT(f, send_str(fd2, "GET /kept HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd2, s));
+	CHECKT(f, s->status == 200 && atoi(s->body) > 0 && atoi(s->body) <= 4096);
+	CHECKT(f, __atomic_load_n(&f->marks, __ATOMIC_SEQ_CST) == 0);
+	CHECKT(f, read_response(&rd, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "/delay/400") == 0);
+	for (int i = 0; i < PIPELINED_MARKS; i++) {
+		CHECKT(f, read_response(&rd, s));
+		CHECKT(f, s->status == 200 && strcmp(s->body, "marked") == 0);
+	}
+	CHECKT(f, __atomic_load_n(&f->marks, __ATOMIC_SEQ_CST) == PIPELINED_MARKS);
+	CHECKT(f, send_str(fd2, "GET /kept HTTP/1.1\r\n\r\n"));
+	CHECKT(f, read_response(&rd2, s));
+	CHECKT(f, s->status == 200 && strcmp(s->body, "0") == 0);
+	close(fd);
+	close(fd2);
+	free(burst);
+	free(s);
+}
+
+START_TEST(test_http_server_paused_input_kept_in_a_slice)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_kept_slice);
+	ck_assert_uint_eq(f->stats.requests, 3 + PIPELINED_MARKS);
+	free(f);
+}
+END_TEST
+
+/* Many pipelined requests in one read are answered in order, in turns of a
+ * few each (TURN_REQUESTS). */
+static void client_turns(struct fixture *f)
+{
+	struct reader rd;
+	struct resp *s = malloc(sizeof(*s));
+	char *burst = malloc(300 * 40);
+	char want[32];
+	size_t n = 0;
+	int fd = tcp_connect(f->port);
+
+	CHECKT(f, fd >= 0 && burst != NULL);
+	for (int i = 0; i < 300; i++)
+		n += (size_t)sprintf(burst + n, "GET /p/%d HTTP/1.1\r\n\r\n", i);
+	reader_init(&rd, fd);
+	CHECKT(f, send_all(fd, burst, n));
+	for (int i = 0; i < 300; i++) {
+		CHECKT(f, read_response(&rd, s));
+		snprintf(want, sizeof(want), "/p/%d?", i);
+		CHECKT(f, s->status == 200 && strcmp(s->body, want) == 0);
+	}
+	close(fd);
+	free(burst);
+	free(s);
+}
+
+START_TEST(test_http_server_pipeline_answered_in_turns)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	run_with(f, NULL, client_turns);
+	ck_assert_uint_eq(f->stats.requests, 300);
+	free(f);
+}
+END_TEST
+
 static void count_after_read(void *user)
 {
 	struct fixture *f = user;
@@ -1924,6 +2018,8 @@ static Suite *http_server_suite(void)
 	tcase_add_test(tc, test_http_server_request_after_unsafe_waits);
 	tcase_add_test(tc, test_http_server_half_close_after_unsafe_answered);
 	tcase_add_test(tc, test_http_server_after_read_cb_per_read);
+	tcase_add_test(tc, test_http_server_paused_input_kept_in_a_slice);
+	tcase_add_test(tc, test_http_server_pipeline_answered_in_turns);
 	suite_add_tcase(s, tc);
 	return s;
 }
