@@ -26,9 +26,11 @@
  *   body deadlines end slow requests with 408.
  * - Fair turns: a read hands out at most TURN_REQUESTS requests, the rest
  *   waits for the connection's next turn, and each loop iteration resumes
- *   at most RESUMES_PER_ITERATION paused connections, first queued first:
- *   thousands of connections pipelining thousands of requests each cannot
- *   hold the loop, and a write's steps (each a loop iteration) go on.
+ *   at most RESUMES_PER_ITERATION paused connections, first queued first;
+ *   once ITERATION_REQUESTS are handed out in a loop iteration, a read hands
+ *   out TURN_MIN: thousands of connections pipelining thousands of requests
+ *   each cannot hold the loop, so heartbeats go out and a write's steps
+ *   (each a loop iteration) go on.
  * - Per-connection memory is small: the uv_tcp_t, the parser and a few
  *   pointers. Reads land in one shared 64 KiB buffer per server (libuv calls
  *   alloc_cb and read_cb back to back, and parsing is synchronous); only the
@@ -81,6 +83,8 @@
 #define KEPT_BUDGET_BYTES     (32u << 20) /* unparsed input kept over all connections */
 #define TURN_REQUESTS	      32	  /* requests parsed per connection per turn */
 #define RESUMES_PER_ITERATION 64	  /* paused connections resumed per loop iteration */
+#define ITERATION_REQUESTS    1024	  /* requests per loop iteration, then TURN_MIN per read */
+#define TURN_MIN	      4		  /* a read's turn once ITERATION_REQUESTS are out */
 #define FLUSH_MAX_BUFS	      64	  /* responses per write */
 #define ACCEPT_RETRY_MS	      100	  /* pause after EMFILE and friends */
 #define LINGER_MS	      2000	  /* drain time after a final response */
@@ -161,6 +165,8 @@ struct http_server {
 	 * inside http_response_send(): the handler is not re-entered from its
 	 * own answer. */
 	uv_idle_t resume_idle;
+	uv_prepare_t iteration_prepare; /* resets iteration_requests */
+	unsigned iteration_requests;	/* handed out since the last poll phase began */
 	struct http_conn *resume_head, *resume_tail; /* in the order queued */
 	unsigned handles_open;
 	unsigned live;	    /* connections open and not closing */
@@ -1125,6 +1131,7 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 			c->ready = NULL;
 			conn_dispatch(c, r);
 			turn++;
+			c->server->iteration_requests++;
 			if (c->closing)
 				break;
 		}
@@ -1138,7 +1145,8 @@ static void conn_parse(struct http_conn *c, const char *data, size_t len)
 		/* A turn ends after TURN_REQUESTS: the rest is parsed from
 		 * resume_cb, after every other connection's turn, so a client
 		 * pipelining thousands of requests cannot hold the loop. */
-		if (!conn_may_read(c) || turn >= TURN_REQUESTS) {
+		if (!conn_may_read(c) || turn >= TURN_REQUESTS ||
+		    (turn >= TURN_MIN && c->server->iteration_requests >= ITERATION_REQUESTS)) {
 			c->bp_paused = true;
 			if (off < len)
 				conn_keep_rest(c, data + off, len - off);
@@ -1237,6 +1245,15 @@ static void resume_cb(uv_idle_t *h)
 	}
 	if (srv->resume_head == NULL)
 		uv_idle_stop(&srv->resume_idle);
+}
+
+/* Before each poll phase: the reads of this iteration share a fresh
+ * ITERATION_REQUESTS. */
+static void iteration_begin(uv_prepare_t *h)
+{
+	struct http_server *srv = h->data;
+
+	srv->iteration_requests = 0;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -1516,6 +1533,7 @@ static void server_check_closed(struct http_server *srv)
 	uv_close((uv_handle_t *)&srv->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&srv->deadline_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&srv->resume_idle, on_handle_closed);
+	uv_close((uv_handle_t *)&srv->iteration_prepare, on_handle_closed);
 }
 
 static int server_listen(struct http_server *srv, const char *host, uint16_t port, char *errmsg)
@@ -1649,9 +1667,11 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
 	uv_timer_init(loop, &srv->retry_timer);
 	uv_timer_init(loop, &srv->deadline_timer);
 	uv_idle_init(loop, &srv->resume_idle);
+	uv_prepare_init(loop, &srv->iteration_prepare);
 	srv->sweep_timer.data = srv->retry_timer.data = srv->deadline_timer.data = srv;
-	srv->resume_idle.data = srv;
-	srv->handles_open = 5;
+	srv->resume_idle.data = srv->iteration_prepare.data = srv;
+	srv->handles_open = 6;
+	uv_prepare_start(&srv->iteration_prepare, iteration_begin);
 	srv->accepting = true;
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
 	sweep_ms = srv->opts.idle_timeout_ms;

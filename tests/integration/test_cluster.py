@@ -3,6 +3,7 @@ term/vote, partitions and /cluster/info on real 5-node kvd clusters
 (API.md §1-§3, §5, §6). Each test starts its own cluster on loopback."""
 
 import http.client
+import os
 import json
 import threading
 import time
@@ -163,6 +164,61 @@ class TestClusterElection(ClusterCase):
         i = x.info()
         self.assertEqual(i["peers"], sorted(c.ids), "a differing --peers flag replaced the log's configuration")
         self.assertEqual(i["leader"], leader.id)
+
+
+class TestClusterFlood(ClusterCase):
+    def test_pipelining_flood_on_leader_keeps_leadership(self):
+        """One client opens 1,500 connections to the leader and sends 64 KiB
+        of pipelined GETs on each at once, never reading. Before reads shared
+        a per-iteration budget (1,024 requests, then 4 per read), the node
+        parsed 32 requests of every readable connection in one poll phase: a
+        PUT during the flood timed out after 10 s (3 runs of 3), and with
+        4,000 connections a follower took over. Now the term and the leader
+        stay, and the PUT is acknowledged (270-530 ms, 8 runs). Three nodes,
+        the client and the flood share two cores here; more connections
+        (3,000) can starve a follower of CPU long enough to start an
+        election, which is the machine, not the node (FLOOD_CONNS sets it)."""
+        import resource
+        import socket
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        conns = int(os.environ.get("FLOOD_CONNS", "1500"))
+        if hard != resource.RLIM_INFINITY and hard < conns + 500:
+            self.skipTest("needs %d descriptors, the hard limit is %d" % (conns + 500, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (conns + 500, hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        c = self.make_cluster(3)
+        leader, term = c.wait_leader(timeout=5)
+        self.assertEqual(leader.request("PUT", "/kv/k", "v").status, 200)
+        req = b"GET /kv/k HTTP/1.1\r\nHost: x\r\n\r\n"
+        payload = req * (64 * 1024 // len(req))
+        socks = []
+        try:
+            for _ in range(conns):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect((leader.host, leader.port))
+                s.setblocking(False)
+                socks.append(s)
+            for s in socks:
+                try:
+                    s.send(payload)
+                except BlockingIOError:
+                    pass
+            t0 = time.monotonic()
+            r = leader.request("PUT", "/kv/during", "d", timeout=10.0)
+            sys_ms = (time.monotonic() - t0) * 1000
+            self.assertEqual(r.status, 200, r.text() if hasattr(r, "text") else r)
+            print("    [flood] PUT during the flood: %.0f ms" % sys_ms)
+            time.sleep(2.0)
+        finally:
+            for s in socks:
+                s.close()
+        time.sleep(1.0)
+        for n, i in c.infos(c.nodes).items():
+            self.assertIsNotNone(i, "%s did not answer /cluster/info" % n.id)
+            self.assertEqual(i["term"], term, "%s: term changed under the flood: %r" % (n.id, i))
+            self.assertEqual(i["leader"], leader.id, "%s: leader changed: %r" % (n.id, i))
+        self.assertEqual(leader.get("/kv/during").body, b"d")
 
 
 class TestClusterPartition(ClusterCase):
