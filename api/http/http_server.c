@@ -303,9 +303,11 @@ static void queue_append(struct http_conn *c, struct http_request *r)
 static bool conn_may_read(const struct http_conn *c);
 static void conn_queue_resume(struct http_conn *c);
 
-/* Counts n more bytes of c's unsent output. */
-static void out_add(struct http_conn *c, size_t n)
+/* Counts n more bytes of c's unsent output, held by r (released with it:
+ * batch_release() subtracts r->counted). */
+static void out_add(struct http_conn *c, struct http_request *r, size_t n)
 {
+	r->counted += n;
 	c->out_pending += n;
 	c->server->out_total += n;
 }
@@ -342,10 +344,8 @@ static void out_add_request(struct http_conn *c, struct http_request *r)
 {
 	size_t held = sizeof(*r) + r->head_cap + r->body_cap + r->out_cap;
 
-	if (held > r->counted) {
-		out_add(c, held - r->counted);
-		r->counted = held;
-	}
+	if (held > r->counted)
+		out_add(c, r, held - r->counted);
 }
 
 /* Takes r's body out of the server's budget (it is complete, or dropped). */
@@ -1866,8 +1866,7 @@ int http_stream_start(struct http_request *req, int status, const char *content_
 	s->user = user;
 	c->stream = s;
 	c->no_more_input = true; /* nothing after it is a request */
-	out_add(c, req->out_len);
-	req->counted = req->out_len;
+	out_add(c, req, req->out_len);
 	if (!c->in_read) {
 		conn_flush(c);
 		conn_read_start(c);
@@ -1904,8 +1903,7 @@ int http_stream_write(struct http_stream *s, const void *data, size_t len)
 		rc = KVD_ENOMEM;
 		goto out;
 	}
-	out_add(c, len);
-	r->counted += len;
+	out_add(c, r, len);
 	if (!c->in_read)
 		conn_flush(c);
 out:
