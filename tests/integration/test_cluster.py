@@ -3,8 +3,8 @@ term/vote, partitions and /cluster/info on real 5-node kvd clusters
 (API.md §1-§3, §5, §6). Each test starts its own cluster on loopback."""
 
 import http.client
-import os
 import json
+import os
 import threading
 import time
 import unittest
