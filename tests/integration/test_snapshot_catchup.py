@@ -18,6 +18,7 @@ measured by bench/snapshot-catchup.py). Ports come from KVD_TEST_PORT_BASE
 import base64
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -273,8 +274,21 @@ class SnapshotCatchup(ClusterCase):
         wait_until(lambda: stale_ok(self.follower, sample(acked, 80)), 60,
                    what="follower %s reads correct after a slow install" % self.follower.id)
         time.sleep(1.0)
-        sent = [line for line in read_log(self.leader)[leader_before:].splitlines()
-                if "sending snapshot to peer" in line and "peer=%s " % self.follower.id in line + " "]
+        leader_log = read_log(self.leader)
+
+        def sends(text):
+            return [line for line in text.splitlines()
+                    if "sending snapshot to peer" in line and "peer=%s " % self.follower.id in line + " "]
+
+        sent = sends(leader_log[leader_before:])
+        installed = re.search(r'msg="snapshot installed" index=(\d+)',
+                              read_log(self.follower)[follower_before:]).group(1)
+        before = sends(leader_log[:leader_before])
+        if before and re.search(r" index=%s\b" % installed, before[-1]):
+            # The leader's retries go on while the follower is cut off: the
+            # stream the follower installed started just before the heal
+            # and crossed it. It counts as one of the two.
+            sent = before[-1:] + sent
         self.assertGreaterEqual(len(sent), 1, "no snapshot stream after the heal")
         self.assertLessEqual(len(sent), 2, "snapshot streamed %d times:\n%s" % (len(sent), "\n".join(sent)))
         self.assert_receives_after_install(acked)
